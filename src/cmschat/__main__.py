@@ -1,0 +1,5 @@
+"""``python -m cmschat`` runs the CLI."""
+
+from cmschat.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, tokens, login throttling and the admin's user management."""

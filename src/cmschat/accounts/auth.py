@@ -1,0 +1,194 @@
+"""Sessions: login with throttling, token checks with idle and absolute expiry, logout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.accounts.models import AuthToken, LoginAttempt, User
+from cmschat.accounts.passwords import (
+    check_password_policy,
+    hash_password,
+    verify_password,
+)
+from cmschat.accounts.ratelimit import FailureCounter
+from cmschat.accounts.service import normalise_username, revoke_tokens
+from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
+from cmschat.clock import Clock
+from cmschat.db.actors import set_actor, user_actor
+from cmschat.errors import Invalid, LoginRefused, LoginThrottled, Unauthorized
+from cmschat.settings import AuthSettings
+
+# Refresh last_used_at at most this often: the idle limit needs minutes, not milliseconds,
+# and it spares a write on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+WRONG_CREDENTIALS = "wrong username or password"
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request comes from."""
+
+    address: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in user and the token the request carried."""
+
+    user: User
+    token: AuthToken
+
+
+class DummyHash:
+    """A hash to verify against for unknown users, so their answer takes as long as a real one."""
+
+    def __init__(self) -> None:
+        self._by_rounds: dict[int, str] = {}
+
+    async def get(self, rounds: int) -> str:
+        """A valid hash of a random password at ``rounds``."""
+        if rounds not in self._by_rounds:
+            self._by_rounds[rounds] = await hash_password(new_token(), rounds=rounds)
+        return self._by_rounds[rounds]
+
+
+async def login(
+    session: AsyncSession,
+    *,
+    username: str,
+    password: str,
+    client: Client,
+    policy: AuthSettings,
+    counter: FailureCounter,
+    dummy_hash: DummyHash,
+    token_key: bytes,
+    clock: Clock,
+) -> tuple[str, AuthToken, User]:
+    """Check credentials and open a session; every attempt is recorded, failures are counted."""
+    name = normalise_username(username)
+    account_key, address_key = f"account:{name}", f"address:{client.address}"
+    wait = max(
+        await counter.retry_after(account_key, limit=policy.max_failures_per_account),
+        await counter.retry_after(address_key, limit=policy.max_failures_per_address),
+    )
+    user = await session.scalar(select(User).where(User.username == name))
+    if wait:
+        _record(session, name, user, client, succeeded=False, reason="rate_limited")
+        raise LoginThrottled("too many failed logins; try again later", retry_after=wait)
+
+    stored = user.password_hash if user else await dummy_hash.get(policy.bcrypt_rounds)
+    matches = await verify_password(password, stored)
+    if user is None or not matches or not user.is_active:
+        reason = "disabled" if user is not None and matches else "bad_credentials"
+        await counter.add_failure(account_key, window=policy.failure_window_seconds)
+        await counter.add_failure(address_key, window=policy.failure_window_seconds)
+        _record(session, name, user, client, succeeded=False, reason=reason)
+        raise LoginRefused(WRONG_CREDENTIALS, code="bad_credentials")
+
+    await counter.reset(account_key)
+    set_actor(session, user_actor(user.id))
+    now = clock.now()
+    token = new_token()
+    row = AuthToken(
+        user_id=user.id,
+        token_hash=token_digest(token, key=token_key),
+        expires_at=now + timedelta(hours=policy.token_absolute_hours),
+        last_used_at=now,
+        client_address=client.address,
+        user_agent=(client.user_agent or "")[:255] or None,
+    )
+    session.add(row)
+    _record(session, name, user, client, succeeded=True, reason="ok")
+    await session.flush()
+    return token, row, user
+
+
+def _record(
+    session: AsyncSession,
+    name: str,
+    user: User | None,
+    client: Client,
+    *,
+    succeeded: bool,
+    reason: str,
+) -> None:
+    session.add(
+        LoginAttempt(
+            username=name[:64],
+            user_id=user.id if user else None,
+            succeeded=succeeded,
+            reason=reason,
+            client_address=client.address,
+            user_agent=(client.user_agent or "")[:255] or None,
+        )
+    )
+
+
+async def authenticate(
+    session: AsyncSession, *, token: str, policy: AuthSettings, token_key: bytes, clock: Clock
+) -> Session:
+    """The session a bearer token belongs to; Unauthorized if it is unknown, ended or expired."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    found = (
+        await session.execute(
+            select(AuthToken, User)
+            .join(User, User.id == AuthToken.user_id)
+            .where(AuthToken.token_hash == token_digest(token, key=token_key))
+        )
+    ).first()
+    now = clock.now()
+    if found is None:
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    row, user = found
+    idle_limit = row.last_used_at + timedelta(minutes=policy.token_idle_minutes)
+    if (
+        row.revoked_at is not None
+        or not user.is_active
+        or now >= row.expires_at
+        or now >= idle_limit
+    ):
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    set_actor(session, user_actor(user.id))
+    if now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+    return Session(user=user, token=row)
+
+
+async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> None:
+    """End the caller's session."""
+    current.token.revoked_at = clock.now()
+    await session.flush()
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    current: Session,
+    current_password: str,
+    new_password: str,
+    bcrypt_rounds: int,
+    clock: Clock,
+) -> User:
+    """Change one's own password; every other session of the user ends."""
+    user = current.user
+    if not await verify_password(current_password, user.password_hash):
+        raise Invalid("current password is wrong", field="current_password", code="wrong_password")
+    if new_password == current_password:
+        raise Invalid(
+            "new password must differ from the current one",
+            field="new_password",
+            code="weak_password",
+        )
+    check_password_policy(new_password, username=user.username, field="new_password")
+    user.password_hash = await hash_password(new_password, rounds=bcrypt_rounds)
+    user.password_changed_at = clock.now()
+    user.must_change_password = False
+    await revoke_tokens(session, user_id=user.id, clock=clock, except_token_id=current.token.id)
+    await session.flush()
+    return user

@@ -1,0 +1,117 @@
+"""API shapes for accounts: XCreate / XUpdate / XRead / XPage."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from cmschat.accounts.models import Role
+
+
+def _clean_display_name(value: str) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise ValueError("must not contain control or invisible formatting characters")
+    return value
+
+
+DisplayName = Annotated[
+    str, Field(min_length=1, max_length=100), AfterValidator(_clean_display_name)
+]
+Username = Annotated[str, Field(min_length=1, max_length=64)]
+# Long enough for any policy-conforming password, short enough to bound the work per request.
+SubmittedPassword = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class RequestBody(BaseModel):
+    """Request bodies refuse unknown fields, so a typo is an error and not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserRead(BaseModel):
+    """A user as the API shows it (never the password hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    is_active: bool
+    must_change_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AdminUserRead(UserRead):
+    """A user as the console shows it, with who created and last changed the account."""
+
+    created_by: str
+    updated_by: str
+
+
+class UserPage(BaseModel):
+    """One page of users."""
+
+    items: list[AdminUserRead]
+    next_cursor: str | None
+
+
+class UserCreate(RequestBody):
+    """What an admin gives to create an account."""
+
+    username: Username
+    password: SubmittedPassword
+    role: Role = Role.member
+    display_name: DisplayName | None = None
+    must_change_password: bool = False
+
+
+class UserUpdate(RequestBody):
+    """Admin changes to an account; omitted fields stay as they are."""
+
+    display_name: DisplayName | None = None
+    role: Role | None = None
+    is_active: bool | None = None
+
+
+class PasswordReset(RequestBody):
+    """An admin's password reset: a given password, or none for a generated one."""
+
+    password: SubmittedPassword | None = None
+
+
+class PasswordResetResult(BaseModel):
+    """The reset account, and the one-time password when cmschat generated it."""
+
+    user: AdminUserRead
+    temporary_password: str | None
+
+
+class PasswordChange(RequestBody):
+    """A user's own password change."""
+
+    current_password: SubmittedPassword
+    new_password: SubmittedPassword
+
+
+class LoginRequest(RequestBody):
+    """Credentials for a new session."""
+
+    username: Username
+    password: SubmittedPassword
+
+
+class LoginResponse(BaseModel):
+    """A new session's bearer token and its user."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme name, not a secret
+    expires_at: datetime
+    user: UserRead

@@ -1,0 +1,1 @@
+"""HTTP transport: dependencies, error mapping and the /api/v1 router."""

@@ -1,0 +1,18 @@
+"""The /api/v1 router: every feature's routes in one place."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cmschat.accounts import admin_api as accounts_admin_api
+from cmschat.accounts import api as accounts_api
+
+API_PREFIX = "/api/v1"
+
+
+def build_api_router() -> APIRouter:
+    """All versioned API routes."""
+    router = APIRouter(prefix=API_PREFIX)
+    router.include_router(accounts_api.router)
+    router.include_router(accounts_admin_api.router)
+    return router

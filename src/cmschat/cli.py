@@ -1,0 +1,192 @@
+"""The ``cmschat`` command: serve, migrate and account set-up (operations commands join here)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from cmschat.accounts import service as accounts
+from cmschat.accounts.models import Role
+from cmschat.clock import SystemClock
+from cmschat.db.actors import SYSTEM_CLI, SYSTEM_SETUP
+from cmschat.db.migrate import run_migrations
+from cmschat.db.session import Database, create_engine
+from cmschat.errors import CmschatError
+from cmschat.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="cmschat: integrated CMS chat server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line to stderr; the caller raises the returned Exit."""
+    typer.echo(f"cmschat: error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the mistakes an operator can make into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except CmschatError as exc:
+            raise fail(exc.message) from None
+        except (OperationalError, DBAPIError) as exc:
+            raise fail(f"database: {str(exc.orig).strip() or type(exc.orig).__name__}") from None
+        except OSError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one async step of a command."""
+    return asyncio.run(coroutine)
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await run_migrations(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _prepare_first_run(settings: Settings) -> str | None:
+    engine = create_engine(settings.database_url)
+    try:
+        await run_migrations(engine)
+        db = Database(engine, SystemClock())
+        async with db.unit_of_work(SYSTEM_SETUP) as session:
+            return await accounts.ensure_first_admin(
+                session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock
+            )
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+@operator_errors
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8000,
+) -> None:
+    """Migrate the database if needed, then serve the API, WebSocket and web client."""
+    import uvicorn
+
+    from cmschat.app import create_app
+    from cmschat.observability.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    password = run(_prepare_first_run(settings))
+    if password is not None:
+        # Printed once to the terminal, never logged: it is a secret.
+        typer.echo(
+            "\ncmschat: created the first admin account.\n"
+            f"  username: {accounts.FIRST_ADMIN}\n"
+            f"  one-time password: {password}\n"
+            "Sign in and change it now; it will not be shown again.\n"
+        )
+        sys.stdout.flush()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+@operator_errors
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the newest."""
+    settings = load_settings()
+    run(_migrate(settings))
+    typer.echo("cmschat: database is up to date")
+
+
+async def _create_user(
+    settings: Settings,
+    *,
+    username: str,
+    role: Role,
+    password: str,
+    display_name: str | None,
+    must_change: bool,
+) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        db = Database(engine, SystemClock())
+        async with db.unit_of_work(SYSTEM_CLI) as session:
+            await accounts.create_user(
+                session,
+                username=username,
+                password=password,
+                role=role,
+                display_name=display_name,
+                must_change_password=must_change,
+                bcrypt_rounds=settings.auth.bcrypt_rounds,
+                clock=db.clock,
+            )
+    finally:
+        await engine.dispose()
+
+
+@user_app.command("create")
+@operator_errors
+def user_create(
+    username: Annotated[str, typer.Argument(help="sign-in name (3-32 of a-z 0-9 . _ -)")],
+    role: Annotated[Role, typer.Option(help="member, agent or admin")] = Role.member,
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="read the password from the first line of stdin"),
+    ] = False,
+    display_name: Annotated[str | None, typer.Option(help="name shown to others")] = None,
+) -> None:
+    """Create an account; without --password-stdin a one-time password is generated and shown."""
+    settings = load_settings()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise fail("no password on stdin")
+    else:
+        password = accounts.generate_password()
+    run(
+        _create_user(
+            settings,
+            username=username,
+            role=role,
+            password=password,
+            display_name=display_name,
+            must_change=not password_stdin,
+        )
+    )
+    typer.echo(f"cmschat: created {role.value} {accounts.normalise_username(username)!r}")
+    if not password_stdin:
+        typer.echo(f"  one-time password: {password} (must be changed at first sign-in)")
+
+
+def main() -> None:
+    """Entry point of the ``cmschat`` console script."""
+    app()

@@ -1,0 +1,28 @@
+"""What a running cmschat holds for its lifetime: settings, database, clock, shared clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from cmschat.accounts.auth import DummyHash
+from cmschat.accounts.ratelimit import FailureCounter
+from cmschat.clock import Clock
+from cmschat.db.session import Database
+from cmschat.settings import Settings
+
+
+@dataclass
+class AppContext:
+    """Built once at start-up by ``create_app``'s lifespan and shared by every request."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    failures: FailureCounter
+    token_key: bytes
+    redis: Redis | None = None
+    dummy_hash: DummyHash = field(default_factory=DummyHash)
+    draining: bool = False
+    """Set on shutdown: /readyz answers 503 so load balancers move traffic away."""

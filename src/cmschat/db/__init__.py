@@ -1,0 +1,1 @@
+"""Data layer: declarative base with audit columns, engines, sessions and migrations."""

@@ -1,0 +1,46 @@
+"""Who is acting in a unit of work: a user, or a named system actor for the CLI and jobs.
+
+The actor is kept in ``session.info`` so the audit-column hooks can stamp every row the
+session writes without each service passing it along.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from cmschat.clock import Clock
+
+ACTOR_KEY = "cmschat.actor"
+CLOCK_KEY = "cmschat.clock"
+
+# Named system actors: one per entry point that changes data without a signed-in user.
+SYSTEM_CLI = "system:cli"
+SYSTEM_SETUP = "system:setup"
+ANONYMOUS = "system:anonymous"
+
+
+def user_actor(user_id: int) -> str:
+    """The actor label of a signed-in user."""
+    return f"user:{user_id}"
+
+
+def set_actor(session: AsyncSession | Session, actor: str) -> None:
+    """Declare who is acting for the rest of this session's unit of work."""
+    session.info[ACTOR_KEY] = actor
+
+
+def current_actor(session: AsyncSession | Session) -> str:
+    """The actor declared for this session; a missing actor is a programming error."""
+    actor = session.info.get(ACTOR_KEY)
+    if not isinstance(actor, str):
+        raise RuntimeError("no actor set on the session: call set_actor() first")
+    return actor
+
+
+def session_clock(session: AsyncSession | Session) -> Clock:
+    """The clock this session stamps times with."""
+    clock = session.info.get(CLOCK_KEY)
+    if clock is None:
+        raise RuntimeError("no clock set on the session")
+    return clock  # type: ignore[no-any-return]

@@ -1,0 +1,57 @@
+"""Apply Alembic migrations programmatically, from ``cmschat migrate`` and ``cmschat serve``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cmschat.errors import ConfigError
+
+MIGRATION_LOCK = "cmschat.migrate"
+MIGRATION_LOCK_SECONDS = 120
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations, optionally bound to a connection."""
+    config = Config()
+    config.set_main_option("script_location", str(files("cmschat.db") / "migrations"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _run(connection: Connection, action: str, revision: str) -> None:
+    config = alembic_config(connection)
+    if action == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+async def run_migrations(
+    engine: AsyncEngine, *, action: str = "upgrade", revision: str = "head"
+) -> None:
+    """Upgrade (or downgrade) the database; several instances starting at once take turns."""
+    async with engine.connect() as connection:
+        locked = connection.dialect.name in ("mysql", "mariadb")
+        if locked:
+            got: Any = await connection.scalar(
+                text("SELECT GET_LOCK(:name, :seconds)"),
+                {"name": MIGRATION_LOCK, "seconds": MIGRATION_LOCK_SECONDS},
+            )
+            if got != 1:
+                raise ConfigError("database: another instance is still migrating; try again")
+        try:
+            await connection.run_sync(_run, action, revision)
+            await connection.commit()
+        finally:
+            if locked:
+                await connection.execute(
+                    text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK}
+                )

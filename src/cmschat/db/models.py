@@ -1,0 +1,8 @@
+"""Every ORM model, imported so ``metadata`` is complete for Alembic and the tests."""
+
+from cmschat.accounts import models as accounts_models
+from cmschat.db.base import Base
+
+metadata = Base.metadata
+
+__all__ = ["accounts_models", "metadata"]

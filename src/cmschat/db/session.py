@@ -1,0 +1,132 @@
+"""Engines and units of work.
+
+A unit of work is one transaction owned by its caller (a request, a CLI command, a job):
+services only ``flush()``; the unit of work commits, then runs the after-commit hooks
+(where events are published), or rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from cmschat.clock import Clock
+from cmschat.db import audit_columns
+from cmschat.db.actors import ACTOR_KEY, CLOCK_KEY
+
+AFTER_COMMIT_KEY = "cmschat.after_commit"
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def _prepare_sqlite(engine: AsyncEngine) -> None:
+    """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss."""
+    path = make_url(engine.url).database
+    if path and path != ":memory:":
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=10000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+        # instead of failing with "database is locked" when a reader upgrades.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for SQLite (embedded default) or MariaDB (production)."""
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, echo=echo)
+        _prepare_sqlite(engine)
+        return engine
+    url = make_url(database_url)
+    if "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return create_async_engine(
+        url, echo=echo, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20
+    )
+
+
+class Database:
+    """The engine, the session factory and the clock the rows are stamped with."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        audit_columns.install()
+        self.engine = engine
+        self.clock = clock
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    def session(self, actor: str | None = None) -> AsyncSession:
+        """A new session; set its actor here or later with ``set_actor``."""
+        session = self._sessions()
+        session.info[CLOCK_KEY] = self.clock
+        session.info[AFTER_COMMIT_KEY] = []
+        if actor is not None:
+            session.info[ACTOR_KEY] = actor
+        return session
+
+    @asynccontextmanager
+    async def unit_of_work(self, actor: str | None = None) -> AsyncIterator[AsyncSession]:
+        """One transaction: commit on success, roll back on error, then run after-commit hooks."""
+        async with self.session(actor) as session:
+            try:
+                yield session
+            except BaseException as exc:
+                await finish(session, exc)
+                raise
+            await finish(session, None)
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+async def finish(session: AsyncSession, error: BaseException | None) -> None:
+    """End a unit of work: commit (and run after-commit hooks) or roll back."""
+    if error is not None and not getattr(error, "keeps_changes", False):
+        await session.rollback()
+        return
+    await session.commit()
+    await run_after_commit(session)
+
+
+def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
+    """Run ``hook`` once the unit of work owning ``session`` has committed."""
+    session.info[AFTER_COMMIT_KEY].append(hook)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Run and clear the hooks queued on a committed session."""
+    hooks: list[AfterCommit] = session.info.get(AFTER_COMMIT_KEY, [])
+    session.info[AFTER_COMMIT_KEY] = []
+    for hook in hooks:
+        await hook()

@@ -1,0 +1,1 @@
+"""Operations seams: logging, request ids, security headers, health checks."""

@@ -1,0 +1,96 @@
+"""Logs as JSON lines with Elastic Common Schema names, or readable lines on a terminal.
+
+Every record of a request carries its id (``http.request.id``) and, once known, the
+user (``user.id``), taken from context variables set by the request middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+import ecs_logging
+
+from cmschat.settings import LogFormat
+
+request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
+user_id_var: ContextVar[int | None] = ContextVar("cmschat_user_id", default=None)
+
+
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    request_id = request_id_var.get()
+    if request_id is not None:
+        setattr(record, "http.request.id", request_id)
+    user_id = user_id_var.get()
+    if user_id is not None:
+        setattr(record, "user.id", str(user_id))
+    setattr(record, "service.name", "cmschat")
+    return record
+
+
+def install_log_context() -> None:
+    """Stamp the request id and user id on every record, whichever handler gets it."""
+    if logging.getLogRecordFactory() is not _record_with_context:
+        logging.setLogRecordFactory(_record_with_context)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``time level logger [request] message key=value`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One readable line (plus a stack trace if any)."""
+        request_id = getattr(record, "http.request.id", None)
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if "." in key and key not in ("http.request.id", "service.name")
+        )
+        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}"
+        if request_id:
+            line += f" [{request_id[:8]}]"
+        line += f" {record.getMessage()}"
+        if extras:
+            line += f"  {extras}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+# Database drivers log statements *with their parameters* at DEBUG: password hashes and
+# token digests. They stay at WARNING whatever level the operator chooses.
+PARAMETER_LOGGERS = ("aiosqlite", "asyncmy", "sqlalchemy.engine", "sqlalchemy.pool")
+
+
+def quiet_parameter_loggers() -> None:
+    """Keep loggers that print bound parameters away from DEBUG."""
+    for name in PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure_logging(*, level: str, log_format: LogFormat) -> None:
+    """Route every logger (ours, uvicorn's, SQLAlchemy's) through one handler on stderr."""
+    if log_format is LogFormat.auto:
+        log_format = LogFormat.console if sys.stderr.isatty() else LogFormat.json
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format is LogFormat.json:
+        handler.setFormatter(
+            ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original"])
+        )
+    else:
+        handler.setFormatter(ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    quiet_parameter_loggers()
+    install_log_context()
+    # uvicorn's own access log would duplicate ours (which has the request id).
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True

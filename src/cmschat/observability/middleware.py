@@ -1,0 +1,107 @@
+"""Outermost layer of every HTTP request: request id, security headers, access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cmschat.observability.logging import request_id_var, user_id_var
+
+log = logging.getLogger("cmschat.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+class RequestMiddleware:
+    """Pure ASGI so it wraps everything, including errors no handler caught."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request (other scopes pass straight through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_token = request_id_var.set(request_id)
+        user_token = user_id_var.set(None)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        path: str = scope["path"]
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if path.startswith("/api/") or path in ("/healthz", "/readyz"):
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            if not response_started:
+                body = json.dumps(
+                    {
+                        "error": {
+                            "code": "internal_error",
+                            "message": "something went wrong on our side; quote the request id",
+                            "request_id": request_id,
+                        }
+                    }
+                ).encode()
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                path,
+                status,
+                extra={
+                    "http.request.method": scope["method"],
+                    "url.path": path,
+                    "http.response.status_code": status,
+                    "event.duration": int((time.perf_counter() - started) * 1e9),
+                    "client.ip": (scope.get("client") or (None,))[0],
+                },
+            )
+            user_id_var.reset(user_token)
+            request_id_var.reset(request_token)

@@ -1,0 +1,183 @@
+"""Configuration: one Settings object, read from ``CMSCHAT_*`` variables and ``.env``.
+
+Nothing reads the environment at import time; ``load_settings()`` is called by the CLI
+and the result is passed into ``create_app(settings)``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cmschat.errors import ConfigError
+
+# Values people paste from examples. Refused as secrets outside development.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "example",
+        "test",
+        "dev",
+        "development",
+        "please-change",
+        "replace-me",
+        "xxx",
+        "todo",
+    }
+)
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    """Where cmschat runs; development and test relax a few safety checks."""
+
+    production = "production"
+    development = "development"
+    test = "test"
+
+
+class LogFormat(StrEnum):
+    """JSON lines (ECS field names) for collection, or readable text for a terminal."""
+
+    json = "json"
+    console = "console"
+    auto = "auto"
+
+
+class AuthSettings(BaseModel):
+    """Passwords, tokens and login throttling."""
+
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    token_idle_minutes: int = Field(default=24 * 60, ge=1)
+    token_absolute_hours: int = Field(default=7 * 24, ge=1)
+    # Failed logins allowed per window, per account and per client address.
+    max_failures_per_account: int = Field(default=5, ge=1)
+    max_failures_per_address: int = Field(default=20, ge=1)
+    failure_window_seconds: int = Field(default=15 * 60, ge=1)
+
+
+class Settings(BaseSettings):
+    """Every setting of cmschat; see README "Configuration" for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CMSCHAT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    environment: Environment = Environment.production
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str | None = None
+    storage_url: str = ""
+    secret_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.auto
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://chat.example.com")
+            if origin == "*":
+                raise ValueError("'*' is not allowed; list the origins of your web client")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "mysql+asyncmy://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or mysql+asyncmy://USER:PASS@HOST/DB")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{(self.data_dir / 'cmschat.db').as_posix()}"
+        if not self.storage_url:
+            self.storage_url = (self.data_dir / "files").resolve().as_uri()
+        if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
+            raise ValueError(
+                "auth.bcrypt_rounds below 12 is only allowed when CMSCHAT_ENVIRONMENT=test"
+            )
+        if self.secret_key is not None and not self.is_development:
+            raw = self.secret_key.get_secret_value()
+            if raw.strip().lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"CMSCHAT_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_LENGTH} "
+                    "characters; generate one with: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'"
+                )
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        """True in development and test, where a few safety checks are relaxed."""
+        return self.environment is not Environment.production
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded default database."""
+        return self.database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> bytes:
+        """The key for HMACs of stored tokens.
+
+        The embedded default keeps a generated key in ``data_dir`` so a single machine
+        works with no configuration; several instances on a shared database must share a
+        configured key, so there it is required.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        if not self.is_sqlite:
+            raise ConfigError("CMSCHAT_SECRET_KEY: required when the database is not SQLite")
+        key_file = self.data_dir / "secret_key"
+        if not key_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            key_file.touch(mode=0o600, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(48))
+        return key_file.read_text().strip().encode()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning a bad value into one ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = "__".join(str(part) for part in first["loc"]) if first["loc"] else ""
+        name = f"CMSCHAT_{location.upper()}" if location else "configuration"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from None
