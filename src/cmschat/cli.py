@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from types import FrameType
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -53,6 +56,10 @@ def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise fail(str(exc)) from None
 
     return wrapper
+
+
+def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -111,9 +118,16 @@ def serve(
         port=port,
         log_config=None,
         server_header=False,
+        # Proxy headers are resolved by the app, only for CMSCHAT_TRUSTED_PROXIES.
         proxy_headers=False,
+        # h11 sends header names as the app writes them (httptools lower-cases them all),
+        # and some clients compare names case-sensitively.
+        http="h11",
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal, which would
+    # end the process as "killed" (status 143); a requested stop that completed is a success.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.Server(config).run()
 
 
@@ -189,4 +203,20 @@ def user_create(
 
 def main() -> None:
     """Entry point of the ``cmschat`` console script."""
-    app()
+    try:
+        status = app(standalone_mode=False)
+    except (typer.TyperException, click.ClickException) as exc:
+        # Usage mistakes (unknown option, bad choice) get the same one-line error as every
+        # other operator mistake, instead of a multi-line box. Typer has already shown the
+        # help for a bare group (NoArgsIsHelpError).
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            message = " ".join(exc.format_message().replace("Value error, ", "").split())
+            context = getattr(exc, "ctx", None)
+            if context is not None:
+                message += f" (see: {context.command_path} --help)"
+            typer.echo(f"cmschat: error: {message}", err=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, click.Abort):
+        typer.echo("cmschat: error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -130,7 +130,8 @@ class Settings(BaseSettings):
             self.storage_url = (self.data_dir / "files").resolve().as_uri()
         if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
             raise ValueError(
-                "auth.bcrypt_rounds below 12 is only allowed when CMSCHAT_ENVIRONMENT=test"
+                "CMSCHAT_AUTH__BCRYPT_ROUNDS: bcrypt_rounds below 12 is only allowed when "
+                "CMSCHAT_ENVIRONMENT=test"
             )
         if self.secret_key is not None and not self.is_development:
             raw = self.secret_key.get_secret_value()

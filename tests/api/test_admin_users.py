@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -70,9 +72,13 @@ async def test_list_searches_filters_and_pages(client: httpx.AsyncClient, admin:
     assert wildcard["items"] == []
 
 
-async def test_bad_cursor_is_a_clear_422(client: httpx.AsyncClient, admin: NamedUser) -> None:
+@pytest.mark.parametrize("raw", [b"garbage!", b"u" + b"9" * 30, b"u-5", b"\xff\xfe"])
+async def test_bad_or_forged_cursor_is_a_clear_422(
+    client: httpx.AsyncClient, admin: NamedUser, raw: bytes
+) -> None:
     headers = await admin.login(client)
-    response = await client.get(USERS, headers=headers, params={"cursor": "garbage!"})
+    cursor = raw.decode() if raw == b"garbage!" else base64.urlsafe_b64encode(raw).decode()
+    response = await client.get(USERS, headers=headers, params={"cursor": cursor})
     assert response.status_code == 422
     assert error_of(response)["field"] == "cursor"
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
 
 
-@router.post("/auth/login", response_model=LoginResponse, responses=responses(401, 422, 429))
+@router.post("/auth/login", response_model=LoginResponse, responses=responses(400, 401, 422, 429))
 async def login(
     body: LoginRequest, request: Request, session: SessionDep, context: Context
 ) -> LoginResponse:
@@ -65,7 +65,7 @@ async def me(signed_in: SignedIn) -> UserRead:
     return UserRead.model_validate(signed_in.user)
 
 
-@router.post("/me/password", response_model=UserRead, responses=responses(401, 422))
+@router.post("/me/password", response_model=UserRead, responses=responses(400, 401, 422))
 async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:

@@ -93,7 +93,11 @@ def _decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("u"):
             raise ValueError(raw)
-        return int(raw[1:])
+        last_id = int(raw[1:])
+        # Ids are BIGINT: anything outside is not ours, and the driver could not bind it.
+        if not 0 <= last_id < 2**63:
+            raise ValueError(raw)
+        return last_id
     except ValueError:
         raise Invalid("cursor is not one this server gave out", field="cursor") from None
 

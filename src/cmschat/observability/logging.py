@@ -80,7 +80,7 @@ def configure_logging(*, level: str, log_format: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format is LogFormat.json:
         handler.setFormatter(
-            ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original"])
+            ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original", "color_message"])
         )
     else:
         handler.setFormatter(ConsoleFormatter())

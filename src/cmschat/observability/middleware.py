@@ -8,7 +8,6 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.observability.logging import request_id_var, user_id_var
@@ -18,17 +17,43 @@ log = logging.getLogger("cmschat.http")
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
+# Canonical capitalisation on the wire: header names are case-insensitive, but some
+# clients and scripts compare them as written.
 SECURITY_HEADERS = {
-    "content-security-policy": (
+    "Content-Security-Policy": (
         "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
         "form-action 'self'"
     ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "x-frame-options": "DENY",
-    "permissions-policy": "camera=(), microphone=(), geolocation=()",
-    "cross-origin-opener-policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith("/api/") or path in ("/healthz", "/readyz")
+
+
+def _with_headers(
+    raw: list[tuple[bytes, bytes]], request_id: str, *, no_store: bool
+) -> list[tuple[bytes, bytes]]:
+    """The response headers plus ours: request id and caching replace the route's,
+    security headers the route set itself (a stricter CSP, say) are kept."""
+    ours = {"X-Request-ID": request_id}
+    if no_store:
+        ours["Cache-Control"] = "no-store"
+    replaced = {name.lower().encode() for name in ours}
+    headers = [(name, value) for name, value in raw if name.lower() not in replaced]
+    present = {name.lower() for name, _ in headers}
+    headers += [(name.encode(), value.encode()) for name, value in ours.items()]
+    headers += [
+        (name.encode(), value.encode())
+        for name, value in SECURITY_HEADERS.items()
+        if name.lower().encode() not in present
+    ]
+    return headers
 
 
 class RequestMiddleware:
@@ -56,12 +81,9 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                if path.startswith("/api/") or path in ("/healthz", "/readyz"):
-                    headers["cache-control"] = "no-store"
+                message["headers"] = _with_headers(
+                    message.get("headers", []), request_id, no_store=_is_api(path)
+                )
             await send(message)
 
         try:

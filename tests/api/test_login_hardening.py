@@ -1,0 +1,107 @@
+"""Login hardening that needs real costs or real services: timing parity, shared throttling."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from cmschat.app import create_app
+from cmschat.clock import FakeClock
+from cmschat.settings import AuthSettings, Settings
+from tests import support
+from tests.support import PASSWORD, NamedUser
+
+LOGIN = "/api/v1/auth/login"
+
+
+@pytest.mark.slow
+async def test_unknown_and_known_usernames_take_similar_time(
+    settings: Settings, clock: FakeClock
+) -> None:
+    real_cost = settings.model_copy(update={"auth": AuthSettings(bcrypt_rounds=12)})
+    app = create_app(real_cost, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            context = app.state.context
+            from cmschat.accounts import service
+            from cmschat.accounts.models import Role
+
+            async with context.db.unit_of_work("system:test") as session:
+                await service.create_user(
+                    session,
+                    username="alice",
+                    password=PASSWORD,
+                    role=Role.member,
+                    display_name=None,
+                    must_change_password=False,
+                    bcrypt_rounds=12,
+                    clock=clock,
+                )
+
+            async def timed(username: str) -> float:
+                started = time.perf_counter()
+                response = await client.post(
+                    LOGIN, json={"username": username, "password": "wrong-password-1"}
+                )
+                assert response.status_code == 401
+                return time.perf_counter() - started
+
+            await timed("nobody")  # the dummy hash is made once, on first use
+            known = [await timed("alice") for _ in range(2)]
+            unknown = [await timed(f"nobody{n}") for n in range(2)]
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.6 < ratio < 1.6, (known, unknown)
+    assert min(known + unknown) > 0.05  # bcrypt at cost 12 really ran both times
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    client = Redis.from_url(support.REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        support.service_missing("Redis", exc)
+    finally:
+        await client.aclose()
+    yield support.REDIS_URL
+    client = Redis.from_url(support.REDIS_URL)
+    await client.delete(*[key async for key in client.scan_iter("cmschat:loginfail:*")] or ["-"])
+    await client.aclose()
+
+
+async def test_throttling_is_shared_by_instances_through_redis(
+    settings: Settings, clock: FakeClock, redis_url: str, alice: NamedUser
+) -> None:
+    shared = settings.model_copy(update={"redis_url": redis_url})
+    first, second = create_app(shared, clock=clock), create_app(shared, clock=clock)
+
+    async def post(app: FastAPI, password: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post(LOGIN, json={"username": "alice", "password": password})
+
+    async with first.router.lifespan_context(first), second.router.lifespan_context(second):
+        ready = await post_ready(second)
+        assert ready == {"database": "ok", "redis": "ok"}
+        limit = shared.auth.max_failures_per_account
+        for n in range(limit):
+            assert (await post(first if n % 2 else second, "bad-guess-000")).status_code == 401
+        assert (await post(first, PASSWORD)).status_code == 429
+        assert (await post(second, PASSWORD)).status_code == 429
+
+
+async def post_ready(app: FastAPI) -> dict[str, str]:
+    """The readiness checks of an app."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    checks: dict[str, str] = response.json()["checks"]
+    return checks
