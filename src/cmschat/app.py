@@ -21,6 +21,9 @@ from cmschat.db.session import Database, create_engine
 from cmschat.observability import health
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.middleware import RequestMiddleware
+from cmschat.realtime import gateway
+from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
+from cmschat.realtime.connections import CLOSE_RESTART, Hub
 from cmschat.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         failures: FailureCounter = (
             RedisFailureCounter(redis) if redis is not None else MemoryFailureCounter(clock)
         )
+        hub = Hub()
+        broker: Broker = RedisBroker(redis) if redis is not None else MemoryBroker()
+        await broker.start(hub.deliver, hub.catch_up_all)
         app.state.context = AppContext(
             settings=settings,
             clock=clock,
             db=db,
             failures=failures,
             token_key=token_key,
+            broker=broker,
+            hub=hub,
             redis=redis,
         )
         log.info(
@@ -57,6 +65,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             yield
         finally:
             app.state.context.draining = True
+            hub.close_all(CLOSE_RESTART)
+            await broker.close()
             if redis is not None:
                 await redis.aclose()
             await db.dispose()
@@ -73,6 +83,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(build_api_router())
+    app.include_router(gateway.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

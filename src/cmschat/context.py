@@ -10,6 +10,8 @@ from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.clock import Clock
 from cmschat.db.session import Database
+from cmschat.realtime.broker import Broker
+from cmschat.realtime.connections import Hub
 from cmschat.settings import Settings
 
 
@@ -22,6 +24,8 @@ class AppContext:
     db: Database
     failures: FailureCounter
     token_key: bytes
+    broker: Broker
+    hub: Hub
     redis: Redis | None = None
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False

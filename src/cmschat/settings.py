@@ -66,6 +66,24 @@ class AuthSettings(BaseModel):
     failure_window_seconds: int = Field(default=15 * 60, ge=1)
 
 
+class ChatSettings(BaseModel):
+    """Messages and rooms."""
+
+    max_message_length: int = Field(default=4000, ge=1, le=100_000)
+
+
+class RealtimeSettings(BaseModel):
+    """The WebSocket gateway."""
+
+    auth_timeout_seconds: float = Field(default=10, gt=0)
+    idle_timeout_seconds: float = Field(default=120, gt=0)
+    """Close a connection that sent nothing (not even a ping) for this long."""
+    max_frame_bytes: int = Field(default=65_536, ge=1024)
+    send_queue_size: int = Field(default=1000, ge=10)
+    """Events waiting for one client; past this it is too slow and is closed (1013)."""
+    typing_interval_seconds: float = Field(default=2, ge=0)
+
+
 class Settings(BaseSettings):
     """Every setting of cmschat; see README "Configuration" for each variable."""
 
@@ -89,6 +107,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.auto
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod

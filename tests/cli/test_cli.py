@@ -7,58 +7,33 @@ inherited, so the embedded defaults (``./var/``) land in the temporary directory
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.processes import (
+    COMMAND_TIMEOUT,
+    Server,
+    clean_env,
+    cmschat,
+    random_password,
+    running_server,
+)
 from tests.support import PASSWORD
 
 # Cheap bcrypt (only allowed with CMSCHAT_ENVIRONMENT=test) keeps each command fast.
 FAST = {"CMSCHAT_ENVIRONMENT": "test", "CMSCHAT_AUTH__BCRYPT_ROUNDS": "4"}
-COMMAND_TIMEOUT = 60.0
-READY_DEADLINE = 20.0
-STOP_DEADLINE = 15.0
 CONTRACT_SMOKE = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "contract-smoke"
 ONE_TIME_PASSWORD = re.compile(r"one-time password: (\S+)")
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any CMSCHAT_* variable, plus ``settings``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CMSCHAT_")}
-    env.update(settings)
-    return env
-
-
-def cmschat(
-    cwd: Path, *args: str, env: dict[str, str], stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m cmschat ARGS`` to completion in ``cwd``."""
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cmschat", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -80,84 +55,6 @@ def assert_one_line_error(
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def random_password() -> str:
-    """A strong password nobody has used."""
-    return "Fresh-" + secrets.token_urlsafe(12)
-
-
-@dataclass
-class Server:
-    """A running ``cmschat serve`` with its output going to files."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stdout_path: Path
-    stderr_path: Path
-
-    def stdout(self) -> str:
-        """Everything printed to stdout so far."""
-        return self.stdout_path.read_text()
-
-    def stderr(self) -> str:
-        """Everything logged to stderr so far."""
-        return self.stderr_path.read_text()
-
-    def wait_ready(self) -> None:
-        """Poll /readyz until it answers 200; fail with the logs if it never does."""
-        deadline = time.monotonic() + READY_DEADLINE
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"serve exited with {self.process.returncode}:\n{self.stderr()}")
-            try:
-                if httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"serve was not ready within {READY_DEADLINE} s:\n{self.stderr()}")
-
-    def stop(self) -> int:
-        """SIGTERM, as an orchestrator sends; returns the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"serve did not stop within {STOP_DEADLINE} s of SIGTERM")
-
-
-@contextmanager
-def running_server(directory: Path, env: dict[str, str], name: str) -> Iterator[Server]:
-    """``cmschat serve`` on a free port in ``directory``, ready; always killed afterwards."""
-    port = free_port()
-    stdout_path = directory / f"{name}.stdout"
-    stderr_path = directory / f"{name}.stderr"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "cmschat", "serve", "--port", str(port)],
-            cwd=directory,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=STOP_DEADLINE)
 
 
 def one_time_password(stdout: str) -> str:

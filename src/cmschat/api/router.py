@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from cmschat.accounts import admin_api as accounts_admin_api
 from cmschat.accounts import api as accounts_api
+from cmschat.chat import api as chat_api
 
 API_PREFIX = "/api/v1"
 
@@ -15,4 +16,5 @@ def build_api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(accounts_api.router)
     router.include_router(accounts_admin_api.router)
+    router.include_router(chat_api.router)
     return router

@@ -66,8 +66,17 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     url = make_url(database_url)
     if "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
+    # READ COMMITTED: a transaction that waited on a row lock (a room's seq counter, a
+    # unique key another request just took) then reads what the winner committed, instead
+    # of the stale snapshot REPEATABLE READ would show it.
     return create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20
+        url,
+        echo=echo,
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_size=10,
+        max_overflow=20,
     )
 
 

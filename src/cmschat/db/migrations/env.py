@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from cmschat.db.migrate import include_name
 from cmschat.db.models import metadata
 
 config = context.config
@@ -16,6 +17,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=include_name,
     user_module_prefix="cmschat_types.",
 )
 with context.begin_transaction():

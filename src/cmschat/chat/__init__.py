@@ -1,0 +1,1 @@
+"""Chat: rooms, membership, messages, read markers and search."""

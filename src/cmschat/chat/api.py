@@ -1,0 +1,289 @@
+"""Routes for rooms, membership, messages and read markers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
+from cmschat.api.errors import responses
+from cmschat.chat import listing, messages, rooms
+from cmschat.chat import search as search_module
+from cmschat.chat.schemas import (
+    MemberRead,
+    MembersAdd,
+    MemberUpdate,
+    MessageCreate,
+    MessagePage,
+    MessageRead,
+    MessageUpdate,
+    ReadMarker,
+    RoomCreate,
+    RoomPage,
+    RoomRead,
+    RoomUpdate,
+    UserBrief,
+)
+from cmschat.realtime.publish import publish_after_commit
+
+router = APIRouter(tags=["chat"])
+ERRORS = (401, 403, 404)
+BODY_ERRORS = (400, 401, 403, 404, 409, 422)
+Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+
+
+class ChannelRead(BaseModel):
+    """A public channel as anyone may see it before joining."""
+
+    id: int
+    name: str | None
+    topic: str | None
+
+
+class ChannelPage(BaseModel):
+    """Public channels."""
+
+    items: list[ChannelRead]
+    next_cursor: str | None
+
+
+class ReadState(BaseModel):
+    """Where the caller's read marker stands."""
+
+    room_id: int
+    last_read_seq: int
+
+
+@router.get("/rooms", response_model=RoomPage, responses=responses(401, 403))
+async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
+    """The caller's rooms, most recently active first, with unread counts."""
+    return RoomPage(items=await listing.list_rooms(session, user=user), next_cursor=None)
+
+
+@router.post(
+    "/rooms",
+    status_code=201,
+    response_model=RoomRead,
+    responses={
+        200: {"model": RoomRead, "description": "the pair's direct room"},
+        **responses(*BODY_ERRORS),
+    },
+)
+async def create_room(
+    body: RoomCreate, user: CurrentUser, session: SessionDep, context: Context, response: Response
+) -> RoomRead:
+    """Create a room; for a pair that already has a direct room, that room (200)."""
+    room, created, events = await rooms.create_room(
+        session,
+        creator=user,
+        kind=body.kind,
+        name=body.name,
+        topic=body.topic,
+        member_ids=body.member_ids,
+    )
+    publish_after_commit(session, context.broker, events)
+    if not created:
+        response.status_code = 200
+    return await listing.room_view(session, user=user, room_id=room.id)
+
+
+@router.get("/channels", response_model=ChannelPage, responses=responses(401, 403))
+async def list_channels(user: CurrentUser, session: SessionDep) -> ChannelPage:
+    """Public channels anyone may join."""
+    found = await rooms.list_channels(session)
+    return ChannelPage(
+        items=[ChannelRead(id=r.id, name=r.name, topic=r.topic) for r in found], next_cursor=None
+    )
+
+
+@router.get("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ERRORS, 422))
+async def get_room(room_id: ResourceId, user: CurrentUser, session: SessionDep) -> RoomRead:
+    """One of the caller's rooms."""
+    return await listing.room_view(session, user=user, room_id=room_id)
+
+
+@router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+async def update_room(
+    room_id: ResourceId, body: RoomUpdate, user: CurrentUser, session: SessionDep, context: Context
+) -> RoomRead:
+    """Rename, change the topic, archive: the room's owner or moderators, or an admin."""
+    room, events = await rooms.update_room(
+        session,
+        user=user,
+        room_id=room_id,
+        name=body.name,
+        topic=body.topic,
+        archived=body.archived,
+        fields=body.model_fields_set,
+    )
+    publish_after_commit(session, context.broker, events)
+    return (await listing.room_views(session, user=user, rooms=[room]))[0]
+
+
+@router.post("/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+async def add_members(
+    room_id: ResourceId, body: MembersAdd, user: CurrentUser, session: SessionDep, context: Context
+) -> RoomRead:
+    """Add members, or join a channel (``user_ids`` = yourself)."""
+    room, events = await rooms.add_members(
+        session, user=user, room_id=room_id, user_ids=body.user_ids
+    )
+    publish_after_commit(session, context.broker, events)
+    return (await listing.room_views(session, user=user, rooms=[room]))[0]
+
+
+@router.delete(
+    "/rooms/{room_id}/members/{user_id}",
+    status_code=204,
+    response_class=Response,
+    responses=responses(*BODY_ERRORS),
+)
+async def remove_member(
+    room_id: ResourceId,
+    user_id: ResourceId,
+    user: CurrentUser,
+    session: SessionDep,
+    context: Context,
+) -> Response:
+    """Leave (your own id) or remove a member (owner, moderators, admins)."""
+    events = await rooms.remove_member(session, user=user, room_id=room_id, user_id=user_id)
+    publish_after_commit(session, context.broker, events)
+    return Response(status_code=204)
+
+
+@router.patch(
+    "/rooms/{room_id}/members/{user_id}",
+    response_model=MemberRead,
+    responses=responses(*BODY_ERRORS),
+)
+async def set_member_role(
+    room_id: ResourceId,
+    user_id: ResourceId,
+    body: MemberUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+) -> MemberRead:
+    """Make a member owner, moderator or member: the owner or an admin."""
+    member, target = await rooms.set_member_role(
+        session, user=user, room_id=room_id, user_id=user_id, role=body.role
+    )
+    return MemberRead(
+        user=UserBrief.model_validate(target), role=member.role, last_read_seq=member.last_read_seq
+    )
+
+
+@router.get(
+    "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ERRORS, 422)
+)
+async def history(
+    room_id: ResourceId,
+    user: CurrentUser,
+    session: SessionDep,
+    before: Seq = None,
+    after: Seq = None,
+    limit: Annotated[int, Query(ge=1, le=messages.MAX_PAGE)] = 50,
+) -> MessagePage:
+    """Messages newest first; page back with ``before``, forward with ``after``."""
+    items, next_cursor = await messages.history(
+        session, user=user, room_id=room_id, before=before, after=after, limit=limit
+    )
+    return MessagePage(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/rooms/{room_id}/messages",
+    status_code=201,
+    response_model=MessageRead,
+    responses={
+        200: {"model": MessageRead, "description": "a repeated client_id"},
+        **responses(*BODY_ERRORS),
+    },
+)
+async def send_message(
+    room_id: ResourceId,
+    body: MessageCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    context: Context,
+    response: Response,
+) -> MessageRead:
+    """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
+    view, created, events = await messages.send_message(
+        session,
+        user=user,
+        room_id=room_id,
+        content=body.content,
+        client_id=body.client_id,
+        reply_to=body.reply_to,
+        max_length=context.settings.chat.max_message_length,
+    )
+    publish_after_commit(session, context.broker, events)
+    if not created:
+        response.status_code = 200
+    return view
+
+
+@router.patch(
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*BODY_ERRORS)
+)
+async def edit_message(
+    message_id: ResourceId,
+    body: MessageUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    context: Context,
+) -> MessageRead:
+    """Edit one's own message."""
+    view, events = await messages.edit_message(
+        session,
+        user=user,
+        message_id=message_id,
+        content=body.content,
+        max_length=context.settings.chat.max_message_length,
+        clock=context.clock,
+    )
+    publish_after_commit(session, context.broker, events)
+    return view
+
+
+@router.delete(
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ERRORS, 422)
+)
+async def delete_message(
+    message_id: ResourceId, user: CurrentUser, session: SessionDep, context: Context
+) -> MessageRead:
+    """Delete to a tombstone: the author, room owner or moderators, or an admin."""
+    view, events = await messages.delete_message(
+        session, user=user, message_id=message_id, clock=context.clock
+    )
+    publish_after_commit(session, context.broker, events)
+    return view
+
+
+@router.post("/rooms/{room_id}/read", response_model=ReadState, responses=responses(*BODY_ERRORS))
+async def mark_read(
+    room_id: ResourceId, body: ReadMarker, user: CurrentUser, session: SessionDep, context: Context
+) -> ReadState:
+    """Move the read marker forward to a message."""
+    seq, events = await messages.mark_read(
+        session, user=user, room_id=room_id, message_id=body.message_id
+    )
+    publish_after_commit(session, context.broker, events)
+    return ReadState(room_id=room_id, last_read_seq=seq)
+
+
+@router.get("/search", response_model=MessagePage, responses=responses(401, 403, 422))
+async def search(
+    user: CurrentUser,
+    session: SessionDep,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="text to find")],
+    room_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=search_module.MAX_RESULTS)] = 20,
+) -> MessagePage:
+    """Messages containing ``q`` (Korean inside longer words too), from the caller's rooms."""
+    items = await search_module.search_messages(
+        session, user=user, query=q, room_id=room_id, limit=limit
+    )
+    return MessagePage(items=items, next_cursor=None)

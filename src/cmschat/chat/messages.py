@@ -1,0 +1,365 @@
+"""Messages: send (idempotent), edit, delete to a tombstone, history, read markers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.accounts.models import Role, User
+from cmschat.chat import rendering, search_index
+from cmschat.chat.events import Published, append_event, next_seq
+from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
+from cmschat.chat.rooms import get_membership
+from cmschat.chat.schemas import MessageRead, UserBrief
+from cmschat.clock import Clock
+from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+
+MAX_PAGE = 100
+
+
+def _check_content(content: str, *, limit: int) -> None:
+    if not content.strip():
+        raise Invalid("a message needs some text", field="content")
+    if len(content) > limit:
+        raise Invalid(f"a message is at most {limit} characters", field="content", code="too_long")
+
+
+async def _room_members_by_name(
+    session: AsyncSession, room_id: int, names: Sequence[str]
+) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = (
+        await session.execute(
+            select(User.username, User.id)
+            .join(RoomMember, RoomMember.user_id == User.id)
+            .where(RoomMember.room_id == room_id, User.username.in_(names))
+        )
+    ).all()
+    return {username: user_id for username, user_id in rows}
+
+
+async def _render(session: AsyncSession, room_id: int, content: str) -> tuple[str, list[int]]:
+    """Safe HTML, and the ids of room members it mentions (others could not read it)."""
+    known = await _room_members_by_name(session, room_id, rendering.find_mentions(content))
+    return rendering.render(content, known_users=known), sorted(set(known.values()))
+
+
+async def message_view(session: AsyncSession, message: Message) -> MessageRead:
+    """The API shape of one message."""
+    return (await message_views(session, [message]))[0]
+
+
+async def message_views(session: AsyncSession, messages: Sequence[Message]) -> list[MessageRead]:
+    """The API shape of messages, with authors and mentions loaded in two queries."""
+    author_ids = {m.author_id for m in messages if m.author_id is not None}
+    authors = (
+        {
+            u.id: u
+            for u in (await session.scalars(select(User).where(User.id.in_(author_ids)))).all()
+        }
+        if author_ids
+        else {}
+    )
+    mentions: dict[int, list[int]] = {}
+    if messages:
+        rows = (
+            await session.execute(
+                select(Mention.message_id, Mention.user_id).where(
+                    Mention.message_id.in_([m.id for m in messages])
+                )
+            )
+        ).all()
+        for message_id, user_id in rows:
+            mentions.setdefault(message_id, []).append(user_id)
+    views = []
+    for m in messages:
+        author = authors.get(m.author_id) if m.author_id is not None else None
+        views.append(
+            MessageRead(
+                id=m.id,
+                room_id=m.room_id,
+                seq=m.seq,
+                author=UserBrief.model_validate(author) if author else None,
+                content=m.content,
+                content_html=m.content_html,
+                reply_to=m.reply_to_id,
+                mentions=sorted(mentions.get(m.id, [])),
+                created_at=m.created_at,
+                updated_at=m.updated_at,
+                edited=m.edited_at is not None,
+                deleted=m.deleted_at is not None,
+            )
+        )
+    return views
+
+
+def _message_event(event_type: EventType, seq: int, view: MessageRead) -> Published:
+    return Published(
+        room_id=view.room_id,
+        seq=seq,
+        type=event_type.value,
+        payload={"message": view.model_dump(mode="json")},
+    )
+
+
+async def send_message(
+    session: AsyncSession,
+    *,
+    user: User,
+    room_id: int,
+    content: str,
+    client_id: str | None,
+    reply_to: int | None,
+    max_length: int,
+) -> tuple[MessageRead, bool, list[Published]]:
+    """Store a message and its event; a repeated ``client_id`` returns the first message."""
+    room, _member = await get_membership(session, user=user, room_id=room_id)
+    if client_id is not None:
+        first = await _by_client_id(session, room_id, user.id, client_id)
+        if first is not None:
+            return await message_view(session, first), False, []
+    if room.archived:
+        raise Conflict("the room is archived", code="room_archived")
+    _check_content(content, limit=max_length)
+    if reply_to is not None:
+        parent = await session.get(Message, reply_to)
+        if parent is None or parent.room_id != room_id:
+            raise Invalid("reply_to must be a message of this room", field="reply_to")
+    html, mentioned = await _render(session, room_id, content)
+    try:
+        # A savepoint: if a concurrent retry with the same client_id won, the reserved
+        # seq is given back with it, so the room's numbering stays gap-free.
+        async with session.begin_nested():
+            seq = await next_seq(session, room_id=room_id)
+            message = Message(
+                room_id=room_id,
+                seq=seq,
+                author_id=user.id,
+                client_id=client_id,
+                reply_to_id=reply_to,
+                content=content,
+                content_html=html,
+            )
+            session.add(message)
+            await session.flush()
+            for user_id in mentioned:
+                session.add(
+                    Mention(message_id=message.id, user_id=user_id, room_id=room_id, seq=seq)
+                )
+            await append_event(
+                session,
+                room_id=room_id,
+                type=EventType.message_created,
+                message_id=message.id,
+                seq=seq,
+            )
+            await search_index.index_message(session, message=message)
+            await session.flush()
+    except IntegrityError:
+        first = await _by_client_id(session, room_id, user.id, client_id)
+        if first is None:
+            raise
+        return await message_view(session, first), False, []
+    view = await message_view(session, message)
+    return view, True, [_message_event(EventType.message_created, seq, view)]
+
+
+async def _by_client_id(
+    session: AsyncSession,
+    room_id: int,
+    author_id: int,
+    client_id: str | None,
+) -> Message | None:
+    if client_id is None:
+        return None
+    return await session.scalar(
+        select(Message).where(
+            Message.room_id == room_id,
+            Message.author_id == author_id,
+            Message.client_id == client_id,
+        )
+    )
+
+
+async def _message_for(
+    session: AsyncSession, user: User, message_id: int
+) -> tuple[Message, Room, RoomMember | None]:
+    message = await session.get(Message, message_id)
+    if message is None:
+        raise NotFound("no such message")
+    member = await session.get(RoomMember, (message.room_id, user.id))
+    if member is None and user.role is not Role.admin:
+        raise NotFound("no such message")
+    room = await session.get(Room, message.room_id)
+    assert room is not None  # noqa: S101 - foreign key
+    return message, room, member
+
+
+async def edit_message(
+    session: AsyncSession,
+    *,
+    user: User,
+    message_id: int,
+    content: str,
+    max_length: int,
+    clock: Clock,
+) -> tuple[MessageRead, list[Published]]:
+    """Change one's own message's text."""
+    message, room, _member = await _message_for(session, user, message_id)
+    if message.author_id != user.id:
+        raise Forbidden("only the author may edit a message")
+    if message.deleted_at is not None:
+        raise Conflict("the message was deleted", code="message_deleted")
+    if room.archived:
+        raise Conflict("the room is archived", code="room_archived")
+    _check_content(content, limit=max_length)
+    html, mentioned = await _render(session, room.id, content)
+    message.content, message.content_html, message.edited_at = content, html, clock.now()
+    known = set(
+        (
+            await session.scalars(select(Mention.user_id).where(Mention.message_id == message.id))
+        ).all()
+    )
+    for user_id in set(mentioned) - known:
+        session.add(
+            Mention(message_id=message.id, user_id=user_id, room_id=room.id, seq=message.seq)
+        )
+    if known - set(mentioned):
+        # Mentions edited out no longer flag their users (nor show in ``mentions``).
+        await session.execute(
+            delete(Mention).where(
+                Mention.message_id == message.id, Mention.user_id.in_(known - set(mentioned))
+            )
+        )
+    await search_index.index_message(session, message=message)
+    event = await append_event(
+        session, room_id=room.id, type=EventType.message_updated, message_id=message.id
+    )
+    await session.flush()
+    view = await message_view(session, message)
+    return view, [_message_event(EventType.message_updated, event.seq, view)]
+
+
+async def delete_message(
+    session: AsyncSession, *, user: User, message_id: int, clock: Clock
+) -> tuple[MessageRead, list[Published]]:
+    """Delete to a tombstone: the row stays for order and replies, the content goes."""
+    message, room, member = await _message_for(session, user, message_id)
+    moderates = member is not None and member.role in (MemberRole.owner, MemberRole.moderator)
+    if message.author_id != user.id and not moderates and user.role is not Role.admin:
+        raise Forbidden("only the author, room moderators and admins may delete a message")
+    if message.deleted_at is not None:
+        return await message_view(session, message), []  # already a tombstone: no new event
+    message.content, message.content_html, message.deleted_at = "", "", clock.now()
+    await session.execute(delete(Mention).where(Mention.message_id == message.id))
+    await search_index.unindex_message(session, message_id=message.id)
+    event = await append_event(
+        session, room_id=room.id, type=EventType.message_deleted, message_id=message.id
+    )
+    await session.flush()
+    view = await message_view(session, message)
+    return view, [_message_event(EventType.message_deleted, event.seq, view)]
+
+
+async def history(
+    session: AsyncSession,
+    *,
+    user: User,
+    room_id: int,
+    before: int | None,
+    after: int | None,
+    limit: int,
+) -> tuple[list[MessageRead], int | None]:
+    """A page of messages, newest first; ``before``/``after`` are message seqs."""
+    if before is not None and after is not None:
+        raise Invalid("give before or after, not both", field="after")
+    await get_membership(session, user=user, room_id=room_id)
+    limit = max(1, min(limit, MAX_PAGE))
+    statement = select(Message).where(Message.room_id == room_id)
+    if after is not None:
+        statement = statement.where(Message.seq > after).order_by(Message.seq.asc())
+    else:
+        if before is not None:
+            statement = statement.where(Message.seq < before)
+        statement = statement.order_by(Message.seq.desc())
+    rows = list((await session.scalars(statement.limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if after is not None:
+        next_cursor = rows[-1].seq if more else None
+        rows.reverse()
+    else:
+        next_cursor = rows[-1].seq if more else None
+    return await message_views(session, rows), next_cursor
+
+
+async def mark_read(
+    session: AsyncSession, *, user: User, room_id: int, message_id: int
+) -> tuple[int, list[Published]]:
+    """Move the read marker forward to a message (never backward)."""
+    _room, member = await get_membership(session, user=user, room_id=room_id)
+    message = await session.get(Message, message_id)
+    if message is None or message.room_id != room_id:
+        raise Invalid("message_id must be a message of this room", field="message_id")
+    if message.seq > member.last_read_seq:
+        member.last_read_seq = message.seq
+        await session.flush()
+    event = Published(
+        room_id=room_id,
+        seq=None,
+        type="read",
+        only_user_ids=(user.id,),
+        payload={"user_id": user.id, "last_read_seq": member.last_read_seq},
+    )
+    return member.last_read_seq, [event]
+
+
+async def unread_counts(
+    session: AsyncSession, *, user: User, room_ids: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """Per room: (unread messages by others, unread mentions of the user)."""
+    if not room_ids:
+        return {}
+    unread = dict(
+        (
+            await session.execute(
+                select(Message.room_id, func.count())
+                .join(
+                    RoomMember,
+                    (RoomMember.room_id == Message.room_id) & (RoomMember.user_id == user.id),
+                )
+                .where(
+                    Message.room_id.in_(room_ids),
+                    Message.seq > RoomMember.last_read_seq,
+                    Message.deleted_at.is_(None),
+                    Message.author_id != user.id,
+                )
+                .group_by(Message.room_id)
+            )
+        ).all()
+    )
+    mentions = dict(
+        (
+            await session.execute(
+                select(Mention.room_id, func.count())
+                .join(
+                    RoomMember,
+                    (RoomMember.room_id == Mention.room_id) & (RoomMember.user_id == user.id),
+                )
+                .where(
+                    Mention.user_id == user.id,
+                    Mention.room_id.in_(room_ids),
+                    Mention.seq > RoomMember.last_read_seq,
+                )
+                .group_by(Mention.room_id)
+            )
+        ).all()
+    )
+    return {
+        room_id: (int(unread.get(room_id, 0)), int(mentions.get(room_id, 0)))
+        for room_id in room_ids
+    }

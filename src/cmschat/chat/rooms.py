@@ -1,0 +1,253 @@
+"""Rooms and membership: create, find, change, join and leave, and who may do each."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.accounts.models import Role, User
+from cmschat.chat.events import Published, append_event
+from cmschat.chat.models import EventType, MemberRole, Room, RoomKind, RoomMember
+from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+
+MANAGERS = (MemberRole.owner, MemberRole.moderator)
+
+
+async def get_membership(
+    session: AsyncSession, *, user: User, room_id: int
+) -> tuple[Room, RoomMember]:
+    """The room and the caller's membership; NotFound for non-members (no hint it exists)."""
+    found = (
+        await session.execute(
+            select(Room, RoomMember)
+            .join(RoomMember, RoomMember.room_id == Room.id)
+            .where(Room.id == room_id, RoomMember.user_id == user.id)
+        )
+    ).first()
+    if found is None:
+        raise NotFound("no such room")
+    room, member = found
+    return room, member
+
+
+async def _room_visible_to(session: AsyncSession, *, user: User, room_id: int) -> Room:
+    """A room the caller may act on: one they belong to, any channel, or any room for admins."""
+    room = await session.get(Room, room_id)
+    if room is None:
+        raise NotFound("no such room")
+    if room.kind is RoomKind.channel or user.role is Role.admin:
+        return room
+    if await session.get(RoomMember, (room_id, user.id)) is None:
+        raise NotFound("no such room")
+    return room
+
+
+async def _active_users(session: AsyncSession, user_ids: set[int]) -> dict[int, User]:
+    users = (
+        await session.scalars(select(User).where(User.id.in_(user_ids), User.is_active.is_(True)))
+    ).all()
+    found = {user.id: user for user in users}
+    missing = sorted(user_ids - set(found))
+    if missing:
+        raise Invalid(f"no active user with id {missing[0]}", field="member_ids")
+    return found
+
+
+def _member_event(event_type: EventType, room_id: int, seq: int, user: User) -> Published:
+    return Published(
+        room_id=room_id,
+        seq=seq,
+        type=event_type.value,
+        user_id=user.id,
+        payload={
+            "user": {"id": user.id, "username": user.username, "display_name": user.display_name}
+        },
+    )
+
+
+async def _add_member(session: AsyncSession, room: Room, user: User, role: MemberRole) -> Published:
+    # A newcomer starts with everything before their arrival read: the backlog is history,
+    # not unread news.
+    session.add(
+        RoomMember(room_id=room.id, user_id=user.id, role=role, last_read_seq=room.last_seq)
+    )
+    event = await append_event(
+        session, room_id=room.id, type=EventType.member_joined, user_id=user.id
+    )
+    return _member_event(EventType.member_joined, room.id, event.seq, user)
+
+
+async def create_room(
+    session: AsyncSession,
+    *,
+    creator: User,
+    kind: RoomKind,
+    name: str | None,
+    topic: str | None,
+    member_ids: list[int],
+) -> tuple[Room, bool, list[Published]]:
+    """Create a room (the creator owns it); a direct room for a pair that has one is returned."""
+    others = set(member_ids) - {creator.id}
+    users = await _active_users(session, others)
+    if kind is RoomKind.direct:
+        if len(others) != 1:
+            raise Invalid("a direct room has exactly one other member", field="member_ids")
+        if name is not None:
+            raise Invalid("direct rooms have no name", field="name")
+        low, high = sorted((creator.id, *others))
+        key = f"{low}:{high}"
+        existing = await session.scalar(select(Room).where(Room.direct_key == key))
+        if existing is not None:
+            return existing, False, []
+    else:
+        key = None
+        if not name:
+            raise Invalid("a group or channel needs a name", field="name")
+    room = Room(kind=kind, name=name, topic=topic, archived=False, last_seq=0, direct_key=key)
+    try:
+        # Added inside the savepoint: begin_nested() flushes pending rows *before* it, so
+        # a clash there would doom the whole transaction instead of just the savepoint.
+        async with session.begin_nested():
+            session.add(room)
+            await session.flush()
+    except IntegrityError:
+        # Another request created the same direct room a moment ago (READ COMMITTED lets
+        # us see it once its transaction is done).
+        existing = await session.scalar(select(Room).where(Room.direct_key == key))
+        if existing is None:
+            raise
+        return existing, False, []
+    creator_role = MemberRole.member if kind is RoomKind.direct else MemberRole.owner
+    events = [await _add_member(session, room, creator, creator_role)]
+    for user_id in sorted(others):
+        events.append(await _add_member(session, room, users[user_id], MemberRole.member))
+    await session.flush()
+    return room, True, events
+
+
+async def update_room(
+    session: AsyncSession,
+    *,
+    user: User,
+    room_id: int,
+    name: str | None = None,
+    topic: str | None = None,
+    archived: bool | None = None,
+    fields: set[str],
+) -> tuple[Room, list[Published]]:
+    """Rename, re-topic or (un)archive: room owners and moderators, and admins."""
+    room = await _room_visible_to(session, user=user, room_id=room_id)
+    # Checked first: no one may rename a direct room, so "not the owner" would mislead.
+    if room.kind is RoomKind.direct and ({"name", "topic"} & fields):
+        raise Invalid("direct rooms have no name or topic", field="name")
+    member = await session.get(RoomMember, (room_id, user.id))
+    if user.role is not Role.admin and (member is None or member.role not in MANAGERS):
+        raise Forbidden("only the room's owner or moderators may change it")
+    if "name" in fields:
+        if not name:
+            raise Invalid("a group or channel needs a name", field="name")
+        room.name = name
+    if "topic" in fields:
+        room.topic = topic or None
+    if "archived" in fields and archived is not None:
+        room.archived = archived
+    event = await append_event(session, room_id=room.id, type=EventType.room_updated)
+    await session.flush()
+    payload = {
+        "room": {"id": room.id, "name": room.name, "topic": room.topic, "archived": room.archived}
+    }
+    return room, [
+        Published(
+            room_id=room.id, seq=event.seq, type=EventType.room_updated.value, payload=payload
+        )
+    ]
+
+
+async def add_members(
+    session: AsyncSession, *, user: User, room_id: int, user_ids: list[int]
+) -> tuple[Room, list[Published]]:
+    """Add members: managers and admins add anyone; anyone may join a channel themselves."""
+    room = await _room_visible_to(session, user=user, room_id=room_id)
+    if room.kind is RoomKind.direct:
+        raise Invalid("a direct room always has exactly its two members", field="user_ids")
+    if room.archived:
+        raise Conflict("the room is archived", code="room_archived")
+    member = await session.get(RoomMember, (room_id, user.id))
+    manages = user.role is Role.admin or (member is not None and member.role in MANAGERS)
+    self_join = set(user_ids) == {user.id} and room.kind is RoomKind.channel
+    if not manages and not self_join:
+        raise Forbidden("only the room's owner or moderators may add members")
+    users = await _active_users(session, set(user_ids))
+    existing = set(
+        (
+            await session.scalars(
+                select(RoomMember.user_id).where(
+                    RoomMember.room_id == room_id, RoomMember.user_id.in_(users)
+                )
+            )
+        ).all()
+    )
+    events = []
+    for user_id in sorted(set(users) - existing):
+        events.append(await _add_member(session, room, users[user_id], MemberRole.member))
+    await session.flush()
+    return room, events
+
+
+async def remove_member(
+    session: AsyncSession, *, user: User, room_id: int, user_id: int
+) -> list[Published]:
+    """Leave a room, or remove someone (managers; moderators cannot remove the owner)."""
+    room = await _room_visible_to(session, user=user, room_id=room_id)
+    if room.kind is RoomKind.direct:
+        raise Invalid("nobody leaves a direct room", field="user_id")
+    target = await session.get(RoomMember, (room_id, user_id))
+    if target is None:
+        raise NotFound("no such member")
+    if user_id != user.id and user.role is not Role.admin:
+        mine = await session.get(RoomMember, (room_id, user.id))
+        if mine is None or mine.role not in MANAGERS:
+            raise Forbidden("only the room's owner or moderators may remove members")
+        if target.role is MemberRole.owner and mine.role is not MemberRole.owner:
+            raise Forbidden("moderators cannot remove the owner")
+    removed = await session.get(User, user_id)
+    await session.delete(target)
+    event = await append_event(
+        session, room_id=room_id, type=EventType.member_left, user_id=user_id
+    )
+    await session.flush()
+    assert removed is not None  # noqa: S101 - the membership row references the user
+    return [_member_event(EventType.member_left, room_id, event.seq, removed)]
+
+
+async def set_member_role(
+    session: AsyncSession, *, user: User, room_id: int, user_id: int, role: MemberRole
+) -> tuple[RoomMember, User]:
+    """Change a member's role: the owner and admins only."""
+    await _room_visible_to(session, user=user, room_id=room_id)
+    mine = await session.get(RoomMember, (room_id, user.id))
+    if user.role is not Role.admin and (mine is None or mine.role is not MemberRole.owner):
+        raise Forbidden("only the room's owner may change roles")
+    target = await session.get(RoomMember, (room_id, user_id))
+    if target is None:
+        raise NotFound("no such member")
+    target.role = role
+    await session.flush()
+    member_user = await session.get(User, user_id)
+    assert member_user is not None  # noqa: S101 - foreign key
+    return target, member_user
+
+
+async def list_channels(session: AsyncSession, *, limit: int = 100) -> list[Room]:
+    """Public channels anyone may join (not archived), by name."""
+    return list(
+        (
+            await session.scalars(
+                select(Room)
+                .where(Room.kind == RoomKind.channel, Room.archived.is_(False))
+                .order_by(Room.name)
+                .limit(limit)
+            )
+        ).all()
+    )

@@ -1,0 +1,68 @@
+"""Searching messages: candidates from the bigram index, exact matches from the content.
+
+See ``search_index`` for why the index holds character pairs. Results come only from
+rooms the caller belongs to.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, Table, and_, func, select
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.accounts.models import User
+from cmschat.chat.messages import message_views
+from cmschat.chat.models import Message, RoomMember
+from cmschat.chat.schemas import MessageRead
+from cmschat.chat.search_index import SQLITE_INDEX, grams, index_table
+
+MAX_QUERY_TOKENS = 32
+MAX_RESULTS = 50
+
+
+def _candidates(index: Table, tokens: list[str]) -> Select[tuple[int]]:
+    """Ids of messages whose index holds every token (tokens are letters and digits only)."""
+    if index is SQLITE_INDEX:
+        matches = index.c.grams.op("MATCH")(" AND ".join(f'"{t}"' for t in tokens))
+    else:
+        matches = mysql.match(
+            index.c.grams, against=" ".join("+" + t for t in tokens)
+        ).in_boolean_mode()
+    return select(index.c.message_id).where(matches)
+
+
+def _like_pattern(query: str) -> str:
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_messages(
+    session: AsyncSession,
+    *,
+    user: User,
+    query: str,
+    room_id: int | None = None,
+    limit: int = MAX_RESULTS,
+) -> list[MessageRead]:
+    """Messages containing ``query`` (any case), newest first, from the caller's rooms only."""
+    needle = query.strip()
+    if not needle:
+        return []
+    statement = (
+        select(Message)
+        .join(
+            RoomMember, and_(RoomMember.room_id == Message.room_id, RoomMember.user_id == user.id)
+        )
+        .where(
+            Message.deleted_at.is_(None),
+            func.lower(Message.content).like(_like_pattern(needle.lower()), escape="\\"),
+        )
+        .order_by(Message.id.desc())
+        .limit(max(1, min(limit, MAX_RESULTS)))
+    )
+    tokens = list(dict.fromkeys(grams(needle)))[:MAX_QUERY_TOKENS]
+    if tokens:  # a one-character query has none: the substring match alone decides
+        statement = statement.where(Message.id.in_(_candidates(index_table(session), tokens)))
+    if room_id is not None:
+        statement = statement.where(Message.room_id == room_id)
+    return await message_views(session, (await session.scalars(statement)).all())

@@ -1,0 +1,74 @@
+"""The search index of messages: bigram tokens, so Korean words are found inside longer ones.
+
+Korean attaches particles to words (회의를, 회의에서), so whole-word indexes miss "회의".
+We index overlapping character pairs instead: each letter/digit run is cut into bigrams,
+each written as one token ``x<pair>`` (the prefix clears InnoDB's 3-character minimum).
+The full-text index finds candidates holding every pair of the query; an exact substring
+match on the content then keeps the true hits. The same tokens work with SQLite FTS5
+(unicode61) and MariaDB InnoDB FULLTEXT, so both databases answer alike.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    insert,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.chat.models import Message
+
+# A derived index, not a record (so no audit columns), outside the ORM metadata and made
+# by migration 0003: on SQLite an FTS5 table whose rowid is the message id, on MariaDB a
+# table with a FULLTEXT index whose rows go with their message (ON DELETE CASCADE).
+INDEX_TABLE = "message_search"
+SQLITE_INDEX = Table(
+    INDEX_TABLE, MetaData(), Column("rowid", Integer, key="message_id"), Column("grams", Text)
+)
+MARIADB_INDEX = Table(
+    INDEX_TABLE, MetaData(), Column("message_id", Integer, primary_key=True), Column("grams", Text)
+)
+
+
+def index_table(session: AsyncSession) -> Table:
+    return SQLITE_INDEX if session.get_bind().dialect.name == "sqlite" else MARIADB_INDEX
+
+
+_RUN = re.compile(r"\w+", re.UNICODE)
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def grams(text: str) -> list[str]:
+    """The index tokens of a text: ``x`` + each overlapping pair of a word's characters."""
+    tokens: list[str] = []
+    for run in _RUN.findall(_normalise(text).replace("_", " ")):
+        tokens.extend("x" + run[i : i + 2] for i in range(len(run) - 1))
+    return tokens
+
+
+async def index_message(session: AsyncSession, *, message: Message) -> None:
+    """(Re)index a message's current content."""
+    index = index_table(session)
+    await session.execute(delete(index).where(index.c.message_id == message.id))
+    tokens = grams(message.content)
+    if tokens:
+        await session.execute(
+            insert(index).values(message_id=message.id, grams=" ".join(dict.fromkeys(tokens)))
+        )
+
+
+async def unindex_message(session: AsyncSession, *, message_id: int) -> None:
+    """Drop a message from the index (deleted or purged)."""
+    index = index_table(session)
+    await session.execute(delete(index).where(index.c.message_id == message_id))

@@ -1,0 +1,1 @@
+"""Real-time delivery: the WebSocket gateway, connection hub and event brokers."""

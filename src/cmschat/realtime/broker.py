@@ -1,0 +1,164 @@
+"""Event fan-out between app instances: in-process for one instance, Redis pub/sub for several.
+
+The broker is the fast path, never the record: the database holds every room event, and a
+connection that sees a gap in a room's ``seq`` fetches the missing events from there. So a
+message Redis drops (it delivers at most once) is late, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cmschat:events"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event, serialised once, with what the hub needs to route it."""
+
+    room_id: int
+    seq: int | None
+    type: str
+    frame: str
+    """The JSON text frame clients receive, byte for byte."""
+    user_id: int | None = None
+    only_user_ids: tuple[int, ...] | None = None
+
+    def encode(self) -> str:
+        """The wire form between instances: a routing header line, then the frame."""
+        header = {
+            "r": self.room_id,
+            "s": self.seq,
+            "t": self.type,
+            "u": self.user_id,
+            "o": list(self.only_user_ids) if self.only_user_ids is not None else None,
+        }
+        return json.dumps(header, separators=(",", ":")) + "\n" + self.frame
+
+    @classmethod
+    def decode(cls, data: str) -> Envelope:
+        """Read the wire form back."""
+        header_text, _, frame = data.partition("\n")
+        header = json.loads(header_text)
+        only = header.get("o")
+        return cls(
+            room_id=int(header["r"]),
+            seq=header.get("s"),
+            type=str(header["t"]),
+            frame=frame,
+            user_id=header.get("u"),
+            only_user_ids=tuple(only) if only is not None else None,
+        )
+
+
+Deliver = Callable[[Envelope], None]
+
+
+class Broker(Protocol):
+    """Carries committed events to every instance's hub."""
+
+    async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
+        """Begin delivering published envelopes to ``deliver``."""
+        ...
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Send envelopes to every instance (this one included)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop delivering."""
+        ...
+
+
+class MemoryBroker:
+    """One process: publishing is delivering."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
+        """Deliver from now on."""
+        self._deliver = deliver
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Hand envelopes straight to the hub."""
+        if self._deliver is not None:
+            for envelope in envelopes:
+                self._deliver(envelope)
+
+    async def close(self) -> None:
+        """Stop delivering."""
+        self._deliver = None
+
+
+class RedisBroker:
+    """Several instances: Redis pub/sub on one channel; each instance hears everything."""
+
+    def __init__(self, redis: Redis, *, channel: str = CHANNEL) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
+        """Subscribe (and keep re-subscribing) in a background task."""
+        self._task = asyncio.create_task(
+            self._listen(deliver, on_reconnect), name="cmschat-redis-broker"
+        )
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+
+    async def _listen(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._subscribed.set()
+                    if not first:
+                        log.warning("event broker reconnected; connections catch up from the db")
+                        on_reconnect()
+                    first, delay = False, 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        try:
+                            deliver(
+                                Envelope.decode(data.decode() if isinstance(data, bytes) else data)
+                            )
+                        except (ValueError, KeyError, TypeError):
+                            log.exception("dropped an unreadable broker message")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "event broker lost Redis (%s); retrying in %.1fs", type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Publish envelopes in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for envelope in envelopes:
+                pipe.publish(self._channel, envelope.encode())
+            await pipe.execute()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,131 @@
+"""The hub: which local connection follows which room, and handing events to them.
+
+The hub only routes. Each connection has a bounded queue drained by its own sender task
+(see gateway.py), which enforces per-room order and repairs gaps from the database; a
+connection whose queue is full is too slow to keep up and is closed (1013) instead of
+letting memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from cmschat.realtime.broker import Envelope
+
+log = logging.getLogger(__name__)
+
+# Marker types the sender understands; never sent to clients as such.
+CATCH_UP = "_catch_up"
+CLOSE_SLOW = 1013
+CLOSE_RESTART = 1012
+
+
+@dataclass(eq=False)
+class Connection:
+    """One signed-in WebSocket: its user, its rooms, its outgoing queue."""
+
+    user_id: int
+    queue_size: int
+    delivered: dict[int, int] = field(default_factory=dict)
+    """Per room: the highest seq already sent. Only the connection's sender touches it."""
+    rooms: set[int] = field(default_factory=set)
+    """Rooms this connection follows (the hub owns it)."""
+    overflowed: bool = False
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int = 1000
+    queue: asyncio.Queue[Envelope] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    def offer(self, envelope: Envelope) -> None:
+        """Queue an envelope; a full queue marks the connection for closing (1013)."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.close(CLOSE_SLOW)
+
+    def close(self, code: int) -> None:
+        """Ask the gateway to close this connection with ``code``."""
+        self.close_code = code
+        self.closing.set()
+
+
+class Hub:
+    """Routes envelopes from the broker to this process's connections."""
+
+    def __init__(self) -> None:
+        self._by_room: dict[int, set[Connection]] = defaultdict(set)
+        self._by_user: dict[int, set[Connection]] = defaultdict(set)
+
+    def add(self, connection: Connection, room_ids: set[int]) -> None:
+        """Start routing events of ``room_ids`` to a connection."""
+        self._by_user[connection.user_id].add(connection)
+        for room_id in room_ids:
+            self.follow(connection, room_id)
+
+    def follow(self, connection: Connection, room_id: int) -> None:
+        """Route one more room to a connection."""
+        connection.rooms.add(room_id)
+        self._by_room[room_id].add(connection)
+
+    def unfollow(self, connection: Connection, room_id: int) -> None:
+        """Stop routing a room to a connection."""
+        connection.rooms.discard(room_id)
+        followers = self._by_room.get(room_id)
+        if followers is not None:
+            followers.discard(connection)
+            if not followers:
+                del self._by_room[room_id]
+
+    def remove(self, connection: Connection) -> None:
+        """Forget a closed connection."""
+        for room_id in list(connection.rooms):
+            self.unfollow(connection, room_id)
+        users = self._by_user.get(connection.user_id)
+        if users is not None:
+            users.discard(connection)
+            if not users:
+                del self._by_user[connection.user_id]
+
+    def connections_of(self, user_id: int) -> set[Connection]:
+        """This process's connections of a user."""
+        return set(self._by_user.get(user_id, ()))
+
+    def all_connections(self) -> list[Connection]:
+        """Every connection of this process."""
+        return [c for conns in self._by_user.values() for c in conns]
+
+    def deliver(self, envelope: Envelope) -> None:
+        """Route one envelope (called by the broker, on the event loop)."""
+        if envelope.only_user_ids is not None:
+            for user_id in envelope.only_user_ids:
+                for connection in self._by_user.get(user_id, ()):
+                    connection.offer(envelope)
+            return
+        if envelope.type == "member.joined" and envelope.user_id is not None:
+            # Route the new room to the joiner; their sender starts the room at this event.
+            for connection in self._by_user.get(envelope.user_id, ()):
+                self.follow(connection, envelope.room_id)
+        for connection in list(self._by_room.get(envelope.room_id, ())):
+            connection.offer(envelope)
+        if envelope.type == "member.left" and envelope.user_id is not None:
+            for connection in self._by_user.get(envelope.user_id, ()):
+                self.unfollow(connection, envelope.room_id)
+
+    def catch_up_all(self) -> None:
+        """After a broker outage: every connection re-reads its rooms from the database."""
+        for connection in self.all_connections():
+            for room_id in list(connection.rooms):
+                connection.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
+
+    def close_all(self, code: int) -> None:
+        """Ask every connection to close (1012 on shutdown: clients reconnect and resume)."""
+        for connection in self.all_connections():
+            connection.close(code)

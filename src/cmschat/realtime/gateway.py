@@ -1,0 +1,322 @@
+"""The WebSocket endpoint: authenticate, resume, then relay events both ways.
+
+Each connection runs two tasks. The receiver reads client frames and acts on them. The
+sender is the only writer to the socket: it takes envelopes from the connection's queue
+in order, drops what the client already has, and fills any gap in a room's ``seq`` from
+the database before sending — so every event reaches the client once and in order,
+whatever the broker did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from cmschat.accounts import auth
+from cmschat.accounts.models import User
+from cmschat.accounts.schemas import UserRead
+from cmschat.chat import messages
+from cmschat.chat.models import Room, RoomMember
+from cmschat.context import AppContext
+from cmschat.db.actors import ANONYMOUS, user_actor
+from cmschat.errors import CmschatError
+from cmschat.realtime import protocol, replay
+from cmschat.realtime.broker import Envelope
+from cmschat.realtime.connections import CATCH_UP, Connection
+from cmschat.realtime.publish import publish_after_commit
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_GOING_AWAY = 1001
+
+
+def _origin_allowed(websocket: WebSocket, context: AppContext) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:  # not a browser: nothing for CSRF-style abuse to ride on
+        return True
+    if origin.rstrip("/") in context.settings.cors_origins:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+@router.websocket("/api/v1/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """``GET /api/v1/ws``: the real-time protocol (see contract.md)."""
+    context: AppContext = websocket.app.state.context
+    if context.draining or not _origin_allowed(websocket, context):
+        await websocket.close(code=CLOSE_POLICY)
+        return
+    await websocket.accept()
+    user, resume = await _authenticate(websocket, context)
+    if user is None:
+        return
+    await Session(websocket, context, user).run(resume)
+
+
+async def _authenticate(
+    websocket: WebSocket, context: AppContext
+) -> tuple[User | None, dict[str, int]]:
+    """Read and check the auth frame; on failure close 1008 and return no user."""
+    settings = context.settings.realtime
+    try:
+        text = await asyncio.wait_for(
+            websocket.receive_text(), timeout=settings.auth_timeout_seconds
+        )
+        frame = protocol.AUTH.validate_json(text)
+        async with context.db.unit_of_work(ANONYMOUS) as session:
+            signed_in = await auth.authenticate(
+                session,
+                token=frame.token,
+                policy=context.settings.auth,
+                token_key=context.token_key,
+                clock=context.clock,
+            )
+        if signed_in.user.must_change_password:
+            raise CmschatError("change your password first", code="password_change_required")
+        return signed_in.user, frame.resume
+    except (TimeoutError, WebSocketDisconnect):
+        reason = "authentication timed out"
+    except ValidationError:
+        reason = 'the first frame must be {"type": "auth", "token": ...}'
+    except CmschatError as exc:
+        reason = exc.message
+    with contextlib.suppress(Exception):
+        await websocket.send_text(protocol.error_frame("unauthorized", reason))
+        await websocket.close(code=CLOSE_POLICY, reason=reason[:120])
+    return None, {}
+
+
+class Session:
+    """One authenticated connection's life."""
+
+    def __init__(self, websocket: WebSocket, context: AppContext, user: User) -> None:
+        self.ws = websocket
+        self.context = context
+        self.user = user
+        self.settings = context.settings.realtime
+        self.conn = Connection(user_id=user.id, queue_size=self.settings.send_queue_size)
+        self._typing_at: dict[int, float] = {}
+
+    async def run(self, resume: dict[str, int]) -> None:
+        """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
+        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+            rooms = dict(
+                (
+                    await session.execute(
+                        select(Room.id, Room.last_seq)
+                        .join(RoomMember, RoomMember.room_id == Room.id)
+                        .where(RoomMember.user_id == self.user.id)
+                    )
+                ).all()
+            )
+        # Subscribe first, then read the backlog: nothing published in between is lost,
+        # and the sender drops live events the backlog already covered.
+        for room_id, last_seq in rooms.items():
+            seen = resume.get(str(room_id))
+            self.conn.delivered[room_id] = last_seq if seen is None else min(seen, last_seq)
+        self.context.hub.add(self.conn, set(rooms))
+        try:
+            await self.ws.send_text(
+                protocol.dumps(
+                    {
+                        "type": "ready",
+                        "user": UserRead.model_validate(self.user).model_dump(mode="json"),
+                        "rooms": {str(room_id): last_seq for room_id, last_seq in rooms.items()},
+                    }
+                )
+            )
+            for room_id, last_seq in rooms.items():
+                if self.conn.delivered[room_id] < last_seq:
+                    self.conn.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
+            await self._relay()
+        finally:
+            self.context.hub.remove(self.conn)
+
+    async def _relay(self) -> None:
+        tasks = [
+            asyncio.create_task(self._send_loop()),
+            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self.conn.closing.wait()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.ws.application_state is not WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=self.conn.close_code)
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            envelope = await self.conn.queue.get()
+            if envelope.type == CATCH_UP:
+                await self._catch_up(envelope.room_id, until=None)
+            elif envelope.seq is None:
+                await self.ws.send_text(envelope.frame)
+            else:
+                await self._send_sequenced(envelope)
+
+    async def _send_sequenced(self, envelope: Envelope) -> None:
+        room_id, seq = envelope.room_id, envelope.seq
+        assert seq is not None  # noqa: S101 - sequenced by the caller's check
+        last = self.conn.delivered.get(room_id)
+        if last is None:
+            if envelope.type != "member.joined" or envelope.user_id != self.user.id:
+                return  # a room this connection does not (yet) follow
+            last = self.conn.delivered[room_id] = seq - 1
+        if seq <= last:
+            return  # already sent, from the backlog or a repair
+        if seq > last + 1:
+            await self._catch_up(room_id, until=seq - 1)
+        await self._deliver(envelope)
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        await self.ws.send_text(envelope.frame)
+        assert envelope.seq is not None  # noqa: S101
+        self.conn.delivered[envelope.room_id] = envelope.seq
+        if envelope.type == "member.left" and envelope.user_id == self.user.id:
+            del self.conn.delivered[envelope.room_id]
+
+    async def _catch_up(self, room_id: int, *, until: int | None) -> None:
+        """Send the room's stored events after what this connection has (up to ``until``)."""
+        while room_id in self.conn.delivered:
+            after = self.conn.delivered[room_id]
+            async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+                first = await replay.first_kept_seq(session, room_id=room_id)
+                if first is not None and first > after + 1:
+                    last_seq = await session.scalar(select(Room.last_seq).where(Room.id == room_id))
+                    await self.ws.send_text(
+                        protocol.dumps(
+                            {"type": "resync_required", "room_id": room_id, "seq": last_seq}
+                        )
+                    )
+                    self.conn.delivered[room_id] = int(last_seq or 0)
+                    return
+                batch = await replay.load_events(session, room_id=room_id, after=after, until=until)
+            if not batch:
+                return
+            for envelope in batch:
+                await self._deliver(envelope)
+                if room_id not in self.conn.delivered:
+                    return
+            if len(batch) < replay.BATCH:
+                return
+
+    # -- receiving -------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    self.ws.receive(), timeout=self.settings.idle_timeout_seconds
+                )
+            except TimeoutError:
+                self.conn.close(CLOSE_GOING_AWAY)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self._reply(protocol.error_frame("bad_frame", "send JSON text frames"))
+                continue
+            if len(text.encode()) > self.settings.max_frame_bytes:
+                self._reply(
+                    protocol.error_frame(
+                        "frame_too_large",
+                        f"frames are at most {self.settings.max_frame_bytes} bytes",
+                    )
+                )
+                continue
+            await self._handle(text)
+
+    def _reply(self, frame: str) -> None:
+        self.conn.offer(protocol.direct(frame))
+
+    async def _handle(self, text: str) -> None:
+        try:
+            frame = protocol.ACTION.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"][1:]) or "frame"
+            self._reply(protocol.error_frame("invalid", f"{where}: {first['msg']}", **_echo(text)))
+            return
+        try:
+            if isinstance(frame, protocol.PingFrame):
+                self._reply(protocol.dumps({"type": "pong"}))
+            elif isinstance(frame, protocol.SendFrame):
+                await self._send_message(frame)
+            elif isinstance(frame, protocol.ReadFrame):
+                await self._mark_read(frame)
+            else:
+                await self._typing(frame)
+        except CmschatError as exc:
+            self._reply(protocol.error_frame(exc.code, exc.message, **_echo(text)))
+
+    async def _send_message(self, frame: protocol.SendFrame) -> None:
+        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+            view, _created, events = await messages.send_message(
+                session,
+                user=self.user,
+                room_id=frame.room_id,
+                content=frame.content,
+                client_id=frame.client_id,
+                reply_to=frame.reply_to,
+                max_length=self.context.settings.chat.max_message_length,
+            )
+            publish_after_commit(session, self.context.broker, events)
+        self._reply(
+            protocol.dumps(
+                {
+                    "type": "ack",
+                    "client_id": frame.client_id,
+                    "message": view.model_dump(mode="json"),
+                }
+            )
+        )
+
+    async def _mark_read(self, frame: protocol.ReadFrame) -> None:
+        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+            _seq, events = await messages.mark_read(
+                session, user=self.user, room_id=frame.room_id, message_id=frame.message_id
+            )
+            publish_after_commit(session, self.context.broker, events)
+
+    async def _typing(self, frame: protocol.TypingFrame) -> None:
+        if frame.room_id not in self.conn.rooms:
+            raise CmschatError("no such room", code="not_found")
+        now = time.monotonic()
+        if now - self._typing_at.get(frame.room_id, -1e9) < self.settings.typing_interval_seconds:
+            return  # typing is a hint: extra ones are dropped, not refused
+        self._typing_at[frame.room_id] = now
+        await self.context.broker.publish(
+            [protocol.envelope_of(protocol.typing_event(frame.room_id, self.user))]
+        )
+
+
+def _echo(text: str) -> dict[str, Any]:
+    """The client_id of a refused frame, so the client knows which send failed."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return {}
+    client_id = raw.get("client_id") if isinstance(raw, dict) else None
+    return {"client_id": client_id} if isinstance(client_id, str) else {}

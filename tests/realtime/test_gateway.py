@@ -1,0 +1,278 @@
+"""The WebSocket gateway: authentication, live delivery, resume, errors, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete
+from websockets.exceptions import InvalidStatus
+
+from cmschat.app import create_app
+from cmschat.chat.models import RoomEvent
+from cmschat.clock import FakeClock
+from cmschat.context import AppContext
+from cmschat.realtime.broker import Envelope
+from cmschat.settings import Settings
+from tests.realtime.wsclient import LiveServer, serve, token_of, ws_client
+from tests.support import NamedUser
+
+
+async def make_room(
+    http: httpx.AsyncClient, owner: dict[str, str], *members: NamedUser, name: str = "team"
+) -> int:
+    response = await http.post(
+        "/api/v1/rooms",
+        headers=owner,
+        json={"kind": "group", "name": name, "member_ids": [m.id for m in members]},
+    )
+    assert response.status_code == 201, response.text
+    room_id: int = response.json()["id"]
+    return room_id
+
+
+async def post(
+    http: httpx.AsyncClient, headers: dict[str, str], room_id: int, content: str
+) -> dict[str, Any]:
+    response = await http.post(
+        f"/api/v1/rooms/{room_id}/messages", headers=headers, json={"content": content}
+    )
+    assert response.status_code == 201, response.text
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def created(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["message"]["content"] for f in frames if f["type"] == "message.created"]
+
+
+async def test_ready_lists_rooms_and_live_messages_flow_both_ways(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    async with ws_client(server, token_of(a)) as alice_ws, ws_client(server, token_of(b)) as bob_ws:
+        assert alice_ws.ready["user"]["username"] == "alice"
+        assert set(bob_ws.ready["rooms"]) == {str(room)}
+        await alice_ws.send(
+            {"type": "message.send", "room_id": room, "content": "안녕 **bob**", "client_id": "c-1"}
+        )
+        frames = await alice_ws.recv_until(lambda f: f["type"] == "ack")
+        ack = frames[-1]
+        assert ack["client_id"] == "c-1" and ack["message"]["content"] == "안녕 **bob**"
+        event = (await bob_ws.recv_until(lambda f: f["type"] == "message.created"))[-1]
+        assert event["room_id"] == room and event["seq"] == ack["message"]["seq"]
+        assert event["message"] == ack["message"]
+        assert "<strong>bob</strong>" in event["message"]["content_html"]
+        await post(http, b, room, "over http")
+        reply = (await alice_ws.recv_until(lambda f: f["type"] == "message.created"))[-1]
+        assert reply["message"]["content"] == "over http"
+        assert reply["seq"] == event["seq"] + 1
+
+
+async def test_resume_replays_exactly_what_was_missed_in_order_then_goes_live(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    await post(http, a, room, "before")
+    async with ws_client(server, token_of(b)) as bob_ws:
+        last_seen = int(bob_ws.ready["rooms"][str(room)])
+    missed = [f"while away {n}" for n in range(7)]
+    for text in missed:
+        await post(http, a, room, text)
+    async with ws_client(server, token_of(b), resume={room: last_seen}) as bob_ws:
+        frames = await bob_ws.recv_until(
+            lambda f: f.get("message", {}).get("content") == missed[-1]
+        )
+        assert created(frames) == missed
+        seqs = [f["seq"] for f in frames]
+        assert seqs == list(range(last_seen + 1, last_seen + 1 + len(missed)))
+        await post(http, a, room, "live again")
+        live = await bob_ws.recv_until(lambda f: f["type"] == "message.created")
+        assert created(live) == ["live again"]
+
+
+async def test_resume_shows_messages_deleted_meanwhile_as_tombstones(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    async with ws_client(server, token_of(b)) as bob_ws:
+        last_seen = int(bob_ws.ready["rooms"][str(room)])
+    secret = await post(http, a, room, "oops, a password")
+    await http.delete(f"/api/v1/messages/{secret['id']}", headers=a)
+    async with ws_client(server, token_of(b), resume={room: last_seen}) as bob_ws:
+        frames = await bob_ws.recv_until(lambda f: f["type"] == "message.deleted")
+    assert [f["type"] for f in frames] == ["message.created", "message.deleted"]
+    assert all(f["message"]["content"] == "" and f["message"]["deleted"] for f in frames)
+
+
+async def test_resume_older_than_what_is_kept_gets_resync_required(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    for n in range(5):
+        await post(http, a, room, f"m{n}")
+    context: AppContext = server.app.state.context
+    async with context.db.unit_of_work("system:test") as session:  # what retention would do
+        await session.execute(
+            delete(RoomEvent).where(RoomEvent.room_id == room, RoomEvent.seq <= 4)
+        )
+    async with ws_client(server, token_of(b), resume={room: 1}) as bob_ws:
+        frame = await bob_ws.recv()
+        # Two joins and five messages: the room stands at seq 7.
+        assert frame == {"type": "resync_required", "room_id": room, "seq": 7}
+        await post(http, a, room, "after resync")
+        live = await bob_ws.recv_until(lambda f: f["type"] == "message.created")
+        assert created(live) == ["after resync"] and live[-1]["seq"] == 8
+
+
+@pytest.mark.parametrize(
+    "first_frame",
+    [
+        "not json",
+        '{"type": "auth"}',
+        '{"type": "auth", "token": "forged-token-value"}',
+        '{"type": "message.send", "room_id": 1, "content": "x"}',
+    ],
+)
+async def test_a_bad_first_frame_is_refused_with_1008(server: LiveServer, first_frame: str) -> None:
+    async with ws_client(server, None) as ws:
+        await ws.send(first_frame)
+        error = await ws.recv()
+        assert error["type"] == "error" and error["code"] == "unauthorized"
+        assert await ws.close_code() == 1008
+
+
+async def test_silence_instead_of_auth_is_closed_1008(settings: Settings, clock: FakeClock) -> None:
+    quick = settings.model_copy(deep=True)
+    quick.realtime.auth_timeout_seconds = 0.2
+    async with serve(create_app(quick, clock=clock)) as live, ws_client(live, None) as ws:
+        assert await ws.close_code() == 1008
+
+
+async def test_a_token_in_the_url_is_not_a_login(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    token = token_of(await alice.login(http))
+    async with ws_client(server, None, query=f"?token={token}&access_token={token}") as ws:
+        await ws.send({"type": "ping"})
+        assert (await ws.recv())["code"] == "unauthorized"
+
+
+async def test_foreign_origins_are_refused_at_the_handshake(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_client(server, None, headers={"Origin": "https://evil.example.net"}):
+            pass
+    assert refused.value.response.status_code == 403
+    token = token_of(await alice.login(http))
+    async with ws_client(server, token, headers={"Origin": f"http://{server.host}"}) as ws:
+        assert ws.ready["type"] == "ready"
+
+
+async def test_bad_frames_get_an_error_and_the_connection_lives_on(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    a = await alice.login(http)
+    room = await make_room(http, a)
+    async with ws_client(server, token_of(a)) as ws:
+        for frame, code in [
+            ("{not json", "invalid"),
+            ({"type": "teleport"}, "invalid"),
+            ({"type": "message.send", "room_id": room}, "invalid"),
+            ({"type": "message.send", "room_id": room, "content": "x", "extra": 1}, "invalid"),
+            (
+                {"type": "message.send", "room_id": 999999, "content": "x", "client_id": "z9"},
+                "not_found",
+            ),
+            ({"type": "message.send", "room_id": room, "content": "   "}, "invalid"),
+            ({"type": "typing", "room_id": 424242}, "not_found"),
+            ("x" * 70_000, "frame_too_large"),
+        ]:
+            await ws.send(frame)
+            error = await ws.recv()
+            assert error["type"] == "error" and error["code"] == code, (frame, error)
+            if isinstance(frame, dict) and frame.get("client_id"):
+                assert error["client_id"] == frame["client_id"]
+        assert await ws.ping() == []
+        await ws.send({"type": "message.send", "room_id": room, "content": "still here"})
+        assert (await ws.recv_until(lambda f: f["type"] == "ack"))[-1]["message"]["seq"] > 0
+
+
+async def test_typing_reaches_others_once_per_interval_and_is_not_stored(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    async with ws_client(server, token_of(a)) as alice_ws, ws_client(server, token_of(b)) as bob_ws:
+        for _ in range(3):
+            await alice_ws.send({"type": "typing", "room_id": room})
+        await alice_ws.send({"type": "message.send", "room_id": room, "content": "done typing"})
+        frames = await bob_ws.recv_until(lambda f: f["type"] == "message.created")
+    assert [f["type"] for f in frames] == ["typing", "message.created"]
+    assert frames[0]["user"]["id"] == alice.id and "seq" not in frames[0]
+
+
+async def test_joining_a_room_while_connected_starts_its_events(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a)
+    await post(http, a, room, "before bob")
+    async with ws_client(server, token_of(b)) as bob_ws:
+        assert str(room) not in bob_ws.ready["rooms"]
+        await http.post(f"/api/v1/rooms/{room}/members", headers=a, json={"user_ids": [bob.id]})
+        await post(http, a, room, "welcome bob")
+        frames = await bob_ws.recv_until(lambda f: f["type"] == "message.created")
+        assert [f["type"] for f in frames] == ["member.joined", "message.created"]
+        assert frames[0]["user"]["id"] == bob.id
+        assert created(frames) == ["welcome bob"]
+        await http.delete(f"/api/v1/rooms/{room}/members/{bob.id}", headers=a)
+        await post(http, a, room, "bob cannot see this")
+        left = await bob_ws.recv_until(lambda f: f["type"] == "member.left")
+        assert left[-1]["user"]["id"] == bob.id
+        assert await bob_ws.ping() == []
+
+
+async def test_a_client_too_slow_to_keep_up_is_closed_1013(
+    settings: Settings, clock: FakeClock, alice: NamedUser
+) -> None:
+    small = settings.model_copy(deep=True)
+    small.realtime.send_queue_size = 10
+    async with serve(create_app(small, clock=clock)) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            a = await alice.login(http)
+            room = await make_room(http, a)
+            async with ws_client(live, token_of(a)) as ws:
+                hub = live.app.state.context.hub
+                # More events than the queue holds, offered before the sender can run.
+                for seq in range(1, 50):
+                    hub.deliver(
+                        Envelope(
+                            room_id=room,
+                            seq=None,
+                            type="typing",
+                            frame=f'{{"type":"typing","n":{seq}}}',
+                        )
+                    )
+                assert await ws.close_code() == 1013
+
+
+async def test_shutdown_closes_with_1012_so_clients_reconnect(
+    settings: Settings, clock: FakeClock, alice: NamedUser
+) -> None:
+    async with serve(create_app(settings, clock=clock)) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            token = token_of(await alice.login(http))
+        async with ws_client(live, token) as ws:
+            closing = asyncio.create_task(ws.close_code())
+            live.app.state.context.hub.close_all(1012)
+            assert await closing == 1012

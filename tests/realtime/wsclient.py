@@ -1,0 +1,144 @@
+"""A small WebSocket test client and a live server on loopback for the gateway tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+TIMEOUT = 10.0
+
+
+@dataclass
+class LiveServer:
+    """A cmschat app served by uvicorn on a free loopback port."""
+
+    app: FastAPI
+    host: str
+
+    @property
+    def http(self) -> str:
+        """Base URL for HTTP."""
+        return f"http://{self.host}"
+
+    @property
+    def ws(self) -> str:
+        """URL of the WebSocket endpoint."""
+        return f"ws://{self.host}/api/v1/ws"
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
+    """Run ``app`` under uvicorn on 127.0.0.1 (a free port) until the block ends."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        lifespan="on",
+        http="h11",
+        ws="wsproto",
+        ws_max_size=1 << 20,
+        ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while not server.started:
+        if task.done():
+            task.result()
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield LiveServer(app=app, host=f"127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=TIMEOUT)
+
+
+class WsClient:
+    """A signed-in protocol client that remembers the last seq it saw per room."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self.seen: dict[int, int] = {}
+        self.ready: dict[str, Any] = {}
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        """Send a frame (a dict as JSON, a str as is)."""
+        await self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, within: float = TIMEOUT) -> dict[str, Any]:
+        """The next frame, tracking sequenced events."""
+        frame: dict[str, Any] = json.loads(
+            await asyncio.wait_for(self.connection.recv(), timeout=within)
+        )
+        if "seq" in frame and "room_id" in frame and frame["type"] != "resync_required":
+            self.seen[frame["room_id"]] = frame["seq"]
+        return frame
+
+    async def recv_until(
+        self, match: Callable[[dict[str, Any]], bool], within: float = TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """Frames up to and including the first that matches."""
+        frames = []
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            frame = await self.recv(within=max(0.01, deadline - asyncio.get_running_loop().time()))
+            frames.append(frame)
+            if match(frame):
+                return frames
+
+    async def ping(self) -> list[dict[str, Any]]:
+        """Round-trip a ping: returns whatever arrived before the pong."""
+        await self.send({"type": "ping"})
+        return (await self.recv_until(lambda f: f["type"] == "pong"))[:-1]
+
+    async def close_code(self, within: float = TIMEOUT) -> int | None:
+        """Wait for the server to close the connection; its close code."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(self.connection.recv(), timeout=within)
+        return self.connection.close_code
+
+
+@contextlib.asynccontextmanager
+async def ws_client(
+    server: LiveServer,
+    token: str | None,
+    *,
+    resume: dict[int, int] | None = None,
+    headers: dict[str, str] | None = None,
+    query: str = "",
+) -> AsyncIterator[WsClient]:
+    """Connect, send the auth frame (if a token is given) and wait for ``ready``."""
+    async with connect(
+        server.ws + query, additional_headers=headers or {}, open_timeout=TIMEOUT, max_size=1 << 22
+    ) as connection:
+        client = WsClient(connection)
+        if token is not None:
+            await client.send(
+                {
+                    "type": "auth",
+                    "token": token,
+                    "resume": {str(k): v for k, v in (resume or {}).items()},
+                }
+            )
+            client.ready = await client.recv()
+            assert client.ready["type"] == "ready", client.ready
+        yield client
+
+
+def token_of(headers: dict[str, str]) -> str:
+    """The bearer token in an Authorization header."""
+    return headers["Authorization"].split()[1]
