@@ -259,8 +259,7 @@ def test_serve_first_run_then_restart(tmp_path: Path) -> None:
         json_log_records(server.stderr())
 
 
-# The chat core (rooms, messages) does not exist yet, so only the account and operations
-# checks of the smoke are asserted here; the rest of the smoke is asserted once it exists.
+# Every check of the contract smoke: the interface other teams and scripts rely on.
 SMOKE_MUST_PASS = [
     "GET /healthz is 200",
     "GET /readyz is 200",
@@ -273,6 +272,17 @@ SMOKE_MUST_PASS = [
     "the new user can log in",
     "a member gets 403 on /admin/users",
     "GET /admin/users is {items, next_cursor}",
+    "POST /rooms creates a group room with the room fields",
+    "POST /rooms/{id}/messages is 201 with the message fields",
+    "repeating client_id returns the same message",
+    "content round-trips exactly",
+    "content_html has no raw <b>x</b> from the user",
+    "seq is consecutive per room",
+    "history is {items, next_cursor}, newest first",
+    "GET /rooms lists the room with unread_count and last_message",
+    "a non-member gets 404 (or 403) for the room's messages",
+    "logout revokes the token",
+    "unknown routes are JSON 404 with an error object",
 ]
 
 
@@ -302,5 +312,6 @@ def contract_smoke_output(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("check", SMOKE_MUST_PASS)
 def test_contract_smoke_check_passes(contract_smoke_output: str, check: str) -> None:
     lines = contract_smoke_output.splitlines()
+    assert lines[-1].endswith(" 0 failed"), contract_smoke_output
     assert f"PASS {check}" in lines, contract_smoke_output
     assert not any(line.startswith(f"FAIL {check}") for line in lines), contract_smoke_output

@@ -276,3 +276,44 @@ async def test_shutdown_closes_with_1012_so_clients_reconnect(
             closing = asyncio.create_task(ws.close_code())
             live.app.state.context.hub.close_all(1012)
             assert await closing == 1012
+
+
+async def test_presence_is_told_to_people_sharing_a_room(
+    server: LiveServer,
+    http: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    agent: NamedUser,
+) -> None:
+    a, b, stranger = await alice.login(http), await bob.login(http), await agent.login(http)
+    await make_room(http, a, bob)
+    async with (
+        ws_client(server, token_of(a)) as alice_ws,
+        ws_client(server, token_of(stranger)) as stranger_ws,
+    ):
+        assert alice_ws.ready["online"] == []
+        async with ws_client(server, token_of(b)) as bob_ws:
+            assert bob_ws.ready["online"] == [alice.id]
+            online = (await alice_ws.recv_until(lambda f: f["type"] == "presence"))[-1]
+            assert online == {"type": "presence", "user_id": bob.id, "status": "online"}
+            async with ws_client(server, token_of(b)):
+                pass  # a second tab opening and closing changes nothing
+        offline = (await alice_ws.recv_until(lambda f: f["type"] == "presence"))[-1]
+        assert offline == {"type": "presence", "user_id": bob.id, "status": "offline"}
+        assert await stranger_ws.ping() == []  # shares no room: hears nothing
+
+
+async def test_an_idle_connection_is_closed_but_pings_keep_it_open(
+    settings: Settings, clock: FakeClock, alice: NamedUser
+) -> None:
+    quick = settings.model_copy(deep=True)
+    quick.realtime.idle_timeout_seconds = 1.0
+    async with serve(create_app(quick, clock=clock)) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            token = token_of(await alice.login(http))
+        async with ws_client(live, token) as ws:
+            for _ in range(8):  # pings every 0.2 s span longer than the idle limit
+                assert await ws.ping() == []
+                await asyncio.sleep(0.2)
+            assert await ws.close_code() == 1001

@@ -30,7 +30,7 @@ from cmschat.chat.models import Room, RoomMember
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, user_actor
 from cmschat.errors import CmschatError
-from cmschat.realtime import protocol, replay
+from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, Connection
 from cmschat.realtime.publish import publish_after_commit
@@ -122,12 +122,16 @@ class Session:
                     )
                 ).all()
             )
+            contacts = await presence.contacts_of(session, user_id=self.user.id)
         # Subscribe first, then read the backlog: nothing published in between is lost,
         # and the sender drops live events the backlog already covered.
         for room_id, last_seq in rooms.items():
             seen = resume.get(str(room_id))
             self.conn.delivered[room_id] = last_seq if seen is None else min(seen, last_seq)
-        self.context.hub.add(self.conn, set(rooms))
+        hub = self.context.hub
+        hub.add(self.conn, set(rooms))
+        if len(hub.connections_of(self.user.id)) == 1:
+            await self._announce("online", contacts)
         try:
             await self.ws.send_text(
                 protocol.dumps(
@@ -135,6 +139,7 @@ class Session:
                         "type": "ready",
                         "user": UserRead.model_validate(self.user).model_dump(mode="json"),
                         "rooms": {str(room_id): last_seq for room_id, last_seq in rooms.items()},
+                        "online": [u for u in contacts if hub.connections_of(u)],
                     }
                 )
             )
@@ -143,7 +148,19 @@ class Session:
                     self.conn.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
             await self._relay()
         finally:
-            self.context.hub.remove(self.conn)
+            hub.remove(self.conn)
+            if not hub.connections_of(self.user.id):
+                await self._announce("offline", contacts)
+
+    async def _announce(self, status: str, contacts: tuple[int, ...]) -> None:
+        if not contacts:
+            return
+        try:
+            await self.context.broker.publish(
+                [presence.presence_envelope(self.user.id, status, contacts)]
+            )
+        except Exception:
+            log.warning("could not announce presence", exc_info=True)
 
     async def _relay(self) -> None:
         tasks = [
