@@ -216,20 +216,15 @@ class Session:
     async def _catch_up(self, room_id: int, *, until: int | None) -> None:
         """Send the room's stored events after what this connection has (up to ``until``)."""
         while room_id in self.conn.delivered:
-            after = self.conn.delivered[room_id]
-            async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
-                first = await replay.first_kept_seq(session, room_id=room_id)
-                if first is not None and first > after + 1:
-                    last_seq = await session.scalar(select(Room.last_seq).where(Room.id == room_id))
-                    await self.ws.send_text(
-                        protocol.dumps(
-                            {"type": "resync_required", "room_id": room_id, "seq": last_seq}
-                        )
-                    )
-                    self.conn.delivered[room_id] = int(last_seq or 0)
-                    return
-                batch = await replay.load_events(session, room_id=room_id, after=after, until=until)
-            if not batch:
+            # Shielded: a connection closing mid-read must not cut a pooled connection off
+            # in the middle of a query.
+            batch, resync_at = await asyncio.shield(
+                self._load(room_id, after=self.conn.delivered[room_id], until=until)
+            )
+            if resync_at is not None:
+                frame = {"type": "resync_required", "room_id": room_id, "seq": resync_at}
+                await self.ws.send_text(protocol.dumps(frame))
+                self.conn.delivered[room_id] = resync_at
                 return
             for envelope in batch:
                 await self._deliver(envelope)
@@ -237,6 +232,19 @@ class Session:
                     return
             if len(batch) < replay.BATCH:
                 return
+
+    async def _load(
+        self, room_id: int, *, after: int, until: int | None
+    ) -> tuple[list[Envelope], int | None]:
+        """The next stored events, or the seq to resync at when they are no longer kept."""
+        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+            first = await replay.first_kept_seq(session, room_id=room_id)
+            if first is not None and first > after + 1:
+                last_seq = await session.scalar(select(Room.last_seq).where(Room.id == room_id))
+                return [], int(last_seq or 0)
+            return await replay.load_events(
+                session, room_id=room_id, after=after, until=until
+            ), None
 
     # -- receiving -------------------------------------------------------------------
 
@@ -263,7 +271,9 @@ class Session:
                     )
                 )
                 continue
-            await self._handle(text)
+            # Shielded: a frame being handled (a message being stored) finishes even if the
+            # socket drops meanwhile; the client's retry with its client_id then finds it.
+            await asyncio.shield(self._handle(text))
 
     def _reply(self, frame: str) -> None:
         self.conn.offer(protocol.direct(frame))
