@@ -10,13 +10,12 @@ import pytest
 from sqlalchemy import delete
 from websockets.exceptions import InvalidStatus
 
-from cmschat.app import create_app
 from cmschat.chat.models import RoomEvent
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.realtime.broker import Envelope
 from cmschat.settings import Settings
-from tests.realtime.wsclient import LiveServer, serve, token_of, ws_client
+from tests.realtime.wsclient import LiveServer, serve_app, token_of, ws_client
 from tests.support import NamedUser
 
 
@@ -149,9 +148,10 @@ async def test_a_bad_first_frame_is_refused_with_1008(server: LiveServer, first_
 
 
 async def test_silence_instead_of_auth_is_closed_1008(settings: Settings, clock: FakeClock) -> None:
-    quick = settings.model_copy(deep=True)
-    quick.realtime.auth_timeout_seconds = 0.2
-    async with serve(create_app(quick, clock=clock)) as live, ws_client(live, None) as ws:
+    async with (
+        serve_app(settings, clock, auth_timeout_seconds=0.2) as (live, _http),
+        ws_client(live, None) as ws,
+    ):
         assert await ws.close_code() == 1008
 
 
@@ -243,35 +243,29 @@ async def test_joining_a_room_while_connected_starts_its_events(
 async def test_a_client_too_slow_to_keep_up_is_closed_1013(
     settings: Settings, clock: FakeClock, alice: NamedUser
 ) -> None:
-    small = settings.model_copy(deep=True)
-    small.realtime.send_queue_size = 10
-    async with serve(create_app(small, clock=clock)) as live:
-        transport = httpx.ASGITransport(app=live.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            a = await alice.login(http)
-            room = await make_room(http, a)
-            async with ws_client(live, token_of(a)) as ws:
-                hub = live.app.state.context.hub
-                # More events than the queue holds, offered before the sender can run.
-                for seq in range(1, 50):
-                    hub.deliver(
-                        Envelope(
-                            room_id=room,
-                            seq=None,
-                            type="typing",
-                            frame=f'{{"type":"typing","n":{seq}}}',
-                        )
+    async with serve_app(settings, clock, send_queue_size=10) as (live, http):
+        a = await alice.login(http)
+        room = await make_room(http, a)
+        async with ws_client(live, token_of(a)) as ws:
+            hub = live.app.state.context.hub
+            # More events than the queue holds, offered before the sender can run.
+            for seq in range(1, 50):
+                hub.deliver(
+                    Envelope(
+                        room_id=room,
+                        seq=None,
+                        type="typing",
+                        frame=f'{{"type":"typing","n":{seq}}}',
                     )
-                assert await ws.close_code() == 1013
+                )
+            assert await ws.close_code() == 1013
 
 
 async def test_shutdown_closes_with_1012_so_clients_reconnect(
     settings: Settings, clock: FakeClock, alice: NamedUser
 ) -> None:
-    async with serve(create_app(settings, clock=clock)) as live:
-        transport = httpx.ASGITransport(app=live.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            token = token_of(await alice.login(http))
+    async with serve_app(settings, clock) as (live, http):
+        token = token_of(await alice.login(http))
         async with ws_client(live, token) as ws:
             closing = asyncio.create_task(ws.close_code())
             live.app.state.context.hub.close_all(1012)
@@ -306,12 +300,8 @@ async def test_presence_is_told_to_people_sharing_a_room(
 async def test_an_idle_connection_is_closed_but_pings_keep_it_open(
     settings: Settings, clock: FakeClock, alice: NamedUser
 ) -> None:
-    quick = settings.model_copy(deep=True)
-    quick.realtime.idle_timeout_seconds = 1.0
-    async with serve(create_app(quick, clock=clock)) as live:
-        transport = httpx.ASGITransport(app=live.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            token = token_of(await alice.login(http))
+    async with serve_app(settings, clock, idle_timeout_seconds=1.0) as (live, http):
+        token = token_of(await alice.login(http))
         async with ws_client(live, token) as ws:
             for _ in range(8):  # pings every 0.2 s span longer than the idle limit
                 assert await ws.ping() == []

@@ -9,10 +9,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from cmschat.app import create_app
+from cmschat.clock import Clock
+from cmschat.settings import Settings
 
 TIMEOUT = 10.0
 
@@ -64,6 +69,20 @@ async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    settings: Settings, clock: Clock, **realtime: Any
+) -> AsyncIterator[tuple[LiveServer, httpx.AsyncClient]]:
+    """A live server with some realtime settings changed, and HTTP to the same app."""
+    changed = settings.model_copy(deep=True)
+    for name, value in realtime.items():
+        setattr(changed.realtime, name, value)
+    async with serve(create_app(changed, clock=clock)) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield live, http
 
 
 class WsClient:
