@@ -80,3 +80,15 @@ class LoginThrottled(RateLimited):
     """Too many failed logins; the refused attempt is kept."""
 
     keeps_changes = True
+
+
+class UnsupportedType(CmschatError):
+    """A file type cmschat refuses to store (executables, scripts, active content...)."""
+
+    code = "unsupported_type"
+
+
+class TooLarge(CmschatError):
+    """Over a size limit or quota; the message names the limit."""
+
+    code = "too_large"

@@ -19,6 +19,8 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.RateLimited: 429,
+    errors.UnsupportedType: 415,
+    errors.TooLarge: 413,
 }
 HTTP_CODES = {
     400: "bad_request",

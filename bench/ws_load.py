@@ -1,0 +1,361 @@
+"""WebSocket fan-out under load: N clients in M rooms sending R msg/s in total.
+
+Every client sends ``message.send`` frames at R/N per second (evenly phased), whose content
+carries the sender, a per-sender counter and a ``time.perf_counter_ns()`` stamp; every
+client records every ``message.created`` it receives. All clients live in this one
+process, so send and receive stamps share one clock. Reports sent, delivered/s, expected
+deliveries (each message to every member of its room, sender included), lost, duplicated,
+reordered (per room, by seq), send-to-deliver latency p50/p99/p99.9 and the servers' RSS
+and CPU seconds (from /proc).
+
+The bench makes its own database (SQLite in a temp dir, or a MariaDB database
+``cmschat_bench_<random>`` that it drops), users (admin API) and rooms, and stops by itself.
+
+Run (embedded default, and two servers on MariaDB + Redis)::
+
+    .venv/bin/python bench/ws_load.py --clients 1000 --rooms 100 --rate 1000 --duration 60
+    .venv/bin/python bench/ws_load.py --clients 1000 --rooms 100 --rate 1000 --duration 60 \
+        --servers 2 --db mariadb
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+import common
+
+PREFIX = "b:"
+
+
+@dataclass
+class Stats:
+    """Everything the clients count, shared (one event loop, no locks needed)."""
+
+    sent: int = 0
+    sent_measured: int = 0
+    acked: int = 0
+    send_errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    # message key -> (room index, measured?) for every message sent
+    messages: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    acked_keys: set[int] = field(default_factory=set)
+    receivers: dict[int, int] = field(default_factory=dict)  # key -> distinct receivers
+    delivered: int = 0
+    delivered_in_window: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    seq_gaps: int = 0
+    foreign: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
+    max_send_lag: float = 0.0
+    closed_early: int = 0
+    close_codes: dict[str, int] = field(default_factory=dict)
+    window: tuple[int, int] = (0, 0)  # perf_counter_ns of the measured window
+
+
+def key_of(sender: int, counter: int) -> int:
+    return sender * 10_000_000 + counter
+
+
+class Client:
+    """One signed-in WebSocket client, member of one room."""
+
+    def __init__(
+        self, index: int, user: common.BenchUser, room_id: int, room_index: int, url: str,
+        stats: Stats,
+    ) -> None:
+        self.index = index
+        self.user = user
+        self.room_id = room_id
+        self.room_index = room_index
+        self.url = url
+        self.stats = stats
+        self.ws: ClientConnection | None = None
+        self.counter = 0
+        self.seen: set[int] = set()
+        self.last_seq = -1
+        self.reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.ws = await connect(
+            self.url, compression=None, ping_interval=None, max_size=1 << 22, open_timeout=60,
+            close_timeout=5,
+        )
+        await self.ws.send(json.dumps({"type": "auth", "token": self.user.token, "resume": {}}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=60))
+            if frame["type"] == "ready":
+                self.last_seq = int(frame["rooms"][str(self.room_id)])
+                break
+            if frame["type"] == "error":
+                raise RuntimeError(f"auth refused: {frame}")
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        assert self.ws is not None  # noqa: S101
+        stats = self.stats
+        try:
+            async for raw in self.ws:
+                now = time.perf_counter_ns()
+                frame: dict[str, Any] = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "message.created":
+                    self.on_message(frame, now)
+                elif kind == "ack":
+                    stats.acked += 1
+                    client_id = frame.get("client_id") or ""
+                    sender, _, counter = client_id[1:].partition("-")
+                    stats.acked_keys.add(key_of(int(sender), int(counter)))
+                elif kind == "error":
+                    stats.send_errors += 1
+                    if len(stats.error_samples) < 5:
+                        stats.error_samples.append(str(raw)[:300])
+        except ConnectionClosed as exc:
+            code = str(exc.rcvd.code if exc.rcvd else "none")
+            stats.close_codes[code] = stats.close_codes.get(code, 0) + 1
+            stats.closed_early += 1
+
+    def on_message(self, frame: dict[str, Any], now: int) -> None:
+        stats = self.stats
+        if frame.get("room_id") != self.room_id:
+            stats.foreign += 1
+            return
+        content = frame["message"]["content"]
+        if not content.startswith(PREFIX):
+            stats.foreign += 1
+            return
+        _, sender, counter, stamp = content.split(":")
+        key = key_of(int(sender), int(counter))
+        if key in self.seen:
+            stats.duplicated += 1
+            return
+        seq = int(frame["seq"])
+        if seq <= self.last_seq:
+            stats.reordered += 1  # arrived after a later seq of its room
+        else:
+            if seq > self.last_seq + 1:
+                stats.seq_gaps += 1
+            self.last_seq = seq
+        self.seen.add(key)
+        stats.delivered += 1
+        stats.receivers[key] = stats.receivers.get(key, 0) + 1
+        sent_at = int(stamp)
+        start, end = stats.window
+        if start <= sent_at < end:
+            stats.delivered_in_window += 1
+            stats.latencies_ns.append(now - sent_at)
+
+    async def send_loop(self, start: float, interval: float, until: float, measure_from: float) -> None:
+        """Send at fixed times start, start+interval, ... (perf_counter seconds) until ``until``."""
+        assert self.ws is not None  # noqa: S101
+        stats = self.stats
+        due = start
+        while due < until:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                stats.max_send_lag = max(stats.max_send_lag, -delay)
+            self.counter += 1
+            stamp = time.perf_counter_ns()
+            key = key_of(self.index, self.counter)
+            stats.messages[key] = (self.room_index, due >= measure_from)
+            stats.sent += 1
+            if due >= measure_from:
+                stats.sent_measured += 1
+            try:
+                await self.ws.send(
+                    json.dumps(
+                        {
+                            "type": "message.send",
+                            "room_id": self.room_id,
+                            "content": f"{PREFIX}{self.index}:{self.counter}:{stamp}",
+                            "client_id": f"b{self.index}-{self.counter}",
+                        }
+                    )
+                )
+            except ConnectionClosed:
+                return
+            due += interval
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.reader, timeout=10)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.clients % args.rooms:
+        raise SystemExit("--clients must be a multiple of --rooms")
+    per_room = args.clients // args.rooms
+    redis_url = args.redis_url if args.servers > 1 else None
+    if args.servers > 1 and args.db == "sqlite":
+        raise SystemExit("--servers 2 needs --db mariadb (instances share the database)")
+    common.raise_nofile_limit()
+    result: dict[str, Any] = {
+        "tool": "ws_load", "clients": args.clients, "rooms": args.rooms, "room_size": per_room,
+        "rate": args.rate, "duration": args.duration, "warmup": args.warmup,
+        "servers": args.servers, "db": args.db, "redis": redis_url, "machine": common.machine(),
+    }
+    async with common.environment(args.db, servers=args.servers, redis_url=redis_url,
+                                  keep=args.keep) as (_backend, servers, api):
+        users = await api.create_users(args.clients)
+        room_ids: list[int] = []
+
+        async def make_room(r: int) -> int:
+            members = users[r * per_room : (r + 1) * per_room]
+            return await api.create_room(members[0], members, f"bench room {r}")
+
+        started = time.monotonic()
+        room_ids = await common.bounded(8, [lambda r=r: make_room(r) for r in range(args.rooms)])
+        common.log(f"created {args.rooms} rooms of {per_room} in {time.monotonic() - started:.1f}s")
+
+        stats = Stats()
+        clients = [
+            Client(i, users[i], room_ids[i // per_room], i // per_room,
+                   servers[i % len(servers)].ws, stats)
+            for i in range(args.clients)
+        ]
+        rss_idle = {s.name: s.rss_kib() for s in servers}
+        started = time.monotonic()
+        await common.bounded(args.connect_concurrency, [c.open for c in clients])
+        common.log(f"connected {len(clients)} clients in {time.monotonic() - started:.1f}s")
+        await asyncio.sleep(1)
+        rss_start = {s.name: s.rss_kib() for s in servers}
+
+        interval = args.clients / args.rate
+        t0 = time.perf_counter() + 0.5
+        measure_from = t0 + args.warmup
+        until = measure_from + args.duration
+        stats.window = (int(measure_from * 1e9), int(until * 1e9))
+        rng = random.Random(1)
+        senders = [
+            asyncio.create_task(c.send_loop(t0 + rng.random() * interval, interval, until, measure_from))
+            for c in clients
+        ]
+        bench_cpu0 = common.self_cpu_seconds()
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        common.log(f"warm-up done; measuring {args.duration}s at {args.rate} msg/s")
+        cpu_start = {s.name: s.cpu_seconds() for s in servers}
+        bench_cpu1 = common.self_cpu_seconds()
+        profilers: list[tuple[str, common.Profiler]] = []
+        if args.profile:
+            seconds = min(args.profile, args.duration)
+            for s in servers:
+                out = Path(args.profile_dir) / f"ws_load-{args.db}-{len(servers)}srv-{s.name}.txt"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                profilers.append((s.name, common.Profiler(s.pid, seconds, out)))
+        await asyncio.gather(*senders)
+        cpu_end = {s.name: s.cpu_seconds() for s in servers}
+        bench_cpu2 = common.self_cpu_seconds()
+        # Drain: wait until every expected delivery has arrived (or give up).
+        expected_total = sum(per_room for _ in stats.messages)
+        drain_until = time.monotonic() + args.drain
+        while time.monotonic() < drain_until:
+            if stats.delivered >= expected_total and stats.acked + stats.send_errors >= stats.sent:
+                break
+            await asyncio.sleep(0.2)
+        rss_end = {s.name: s.rss_kib() for s in servers}
+        for _name, profiler in profilers:
+            profiler.wait()
+        await common.bounded(200, [c.close for c in clients])
+        alive = {s.name: s.alive() for s in servers}
+
+    # -- results -------------------------------------------------------------------------
+    measured = [k for k, (_room, m) in stats.messages.items() if m]
+    expected_measured = len(measured) * per_room
+    received_measured = sum(stats.receivers.get(k, 0) for k in measured)
+    lost_all = sum(per_room - stats.receivers.get(k, 0) for k in stats.messages)
+    unacked = len(set(stats.messages) - stats.acked_keys)
+    lat = sorted(stats.latencies_ns)
+    ms = 1e6
+    result.update(
+        {
+            "sent_total": stats.sent,
+            "sent_measured": stats.sent_measured,
+            "send_rate_measured": stats.sent_measured / args.duration,
+            "acked": stats.acked,
+            "unacked": unacked,
+            "send_errors": stats.send_errors,
+            "expected_deliveries_measured": expected_measured,
+            "delivered_measured": received_measured,
+            "delivered_per_s": received_measured / args.duration,
+            "expected_deliveries_total": len(stats.messages) * per_room,
+            "delivered_total": stats.delivered,
+            "lost": lost_all,
+            "duplicated": stats.duplicated,
+            "reordered": stats.reordered,
+            "seq_gaps_seen": stats.seq_gaps,
+            "foreign_frames": stats.foreign,
+            "latency_p50_ms": common.percentile(lat, 50) / ms,
+            "latency_p99_ms": common.percentile(lat, 99) / ms,
+            "latency_p999_ms": common.percentile(lat, 99.9) / ms,
+            "latency_max_ms": (lat[-1] / ms) if lat else float("nan"),
+            "max_send_lag_ms": stats.max_send_lag * 1000,
+            "connections_closed_by_server": stats.closed_early,
+            "close_codes": stats.close_codes,
+            "error_samples": stats.error_samples,
+            "server_rss_idle_kib": rss_idle,
+            "server_rss_start_kib": rss_start,
+            "server_rss_end_kib": rss_end,
+            "server_cpu_s": {k: cpu_end[k] - cpu_start[k] for k in cpu_start},
+            "server_cpu_pct": {k: 100 * (cpu_end[k] - cpu_start[k]) / args.duration for k in cpu_start},
+            "bench_cpu_pct": 100 * (bench_cpu2 - bench_cpu1) / args.duration,
+            "bench_cpu_warmup_s": bench_cpu1 - bench_cpu0,
+            "servers_alive_at_end": alive,
+        }
+    )
+    common.print_table((k, v) for k, v in result.items())
+    for name, profiler in profilers:
+        summary = profiler.summary()
+        result[f"profile_{name}"] = summary
+        common.print_profile(f"{name} ({profiler.out})", summary)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--clients", type=int, default=1000, help="WebSocket clients (default 1000)")
+    parser.add_argument("--rooms", type=int, default=100, help="rooms; clients/rooms members each")
+    parser.add_argument("--rate", type=float, default=1000, help="total messages per second")
+    parser.add_argument("--duration", type=float, default=60, help="measured seconds (max 240)")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of sending before measuring")
+    parser.add_argument("--drain", type=float, default=15, help="max seconds to wait for deliveries")
+    parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --servers 2")
+    parser.add_argument("--connect-concurrency", type=int, default=100)
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="py-spy record each server for SECONDS of the measured window")
+    parser.add_argument("--profile-dir", default="/tmp/cmschat-bench-profiles")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    args = parser.parse_args()
+    if not 0 < args.duration <= 240 or args.clients > 15_000 or args.rate <= 0:
+        parser.error("--duration must be in (0, 240], --clients <= 15000, --rate > 0")
+    common.use_uvloop()
+    result = asyncio.run(asyncio.wait_for(run(args), timeout=args.duration + 600))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
