@@ -40,6 +40,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN = "benchadmin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+PROFILE_DIR = str(Path(tempfile.gettempdir()) / "cmschat-bench-profiles")
 
 T = TypeVar("T")
 
@@ -87,7 +88,8 @@ def machine() -> str:
         for line in meminfo:
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
-    return f"{os.cpu_count()} cores, {mem_kib / 1024 / 1024:.1f} GiB RAM, Python {sys.version.split()[0]}"
+    python = sys.version.split()[0]
+    return f"{os.cpu_count()} cores, {mem_kib / 1024 / 1024:.1f} GiB RAM, Python {python}"
 
 
 # -- /proc ------------------------------------------------------------------------------
@@ -114,6 +116,61 @@ def cpu_seconds(pid: int) -> float:
 def open_fds(pid: int) -> int:
     """Number of open file descriptors of a process."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def find_pids(names: Sequence[str] = ("mariadbd", "mysqld", "redis-server")) -> dict[str, int]:
+    """Pids of other services whose CPU use matters on a shared 2-core machine (read-only)."""
+    found: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if name in names and name not in found:
+            found[name] = int(entry)
+    return found
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named pid (missing ones left out)."""
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = cpu_seconds(pid)
+    return out
+
+
+def source_state() -> str:
+    """The commit the server code came from, and whether src/ had local changes."""
+    try:
+        head = subprocess.run(  # noqa: S603 - fixed arguments, read-only git commands
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted src changes" if dirty else head
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine have used (busy jiffies of /proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def self_cpu_seconds() -> float:
@@ -210,7 +267,9 @@ class Backend:
 
     def create_admin(self, password: str) -> None:
         """``cmschat user create benchadmin --role admin --password-stdin`` (also migrates)."""
-        self.cli("user", "create", ADMIN, "--role", "admin", "--password-stdin", stdin=password + "\n")
+        self.cli(
+            "user", "create", ADMIN, "--role", "admin", "--password-stdin", stdin=password + "\n"
+        )
 
 
 # -- server processes ------------------------------------------------------------------
@@ -219,8 +278,11 @@ class Backend:
 class ServerProcess:
     """One ``cmschat serve`` subprocess on a free loopback port."""
 
-    def __init__(self, backend: Backend, name: str = "server") -> None:
+    def __init__(
+        self, backend: Backend, name: str = "server", wrapper: list[str] | None = None
+    ) -> None:
         self.backend = backend
+        self.wrapper = wrapper
         self.name = name
         self.port = free_port()
         self.log_path = backend.workdir / f"{name}.log"
@@ -242,11 +304,17 @@ class ServerProcess:
         """The WebSocket endpoint."""
         return f"ws://{HOST}:{self.port}/api/v1/ws"
 
-    async def start(self, timeout: float = 60) -> None:
-        """Start and wait until /healthz answers."""
+    def _spawn(self) -> None:
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(  # noqa: S603 - our own console script
-                [str(CMSCHAT), "serve", "--host", HOST, "--port", str(self.port)],
+                [
+                    *(self.wrapper or [str(CMSCHAT)]),
+                    "serve",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(self.port),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -254,11 +322,18 @@ class ServerProcess:
                 cwd=self.backend.workdir,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
+
+    async def start(self, wait_seconds: float = 60) -> None:
+        """Start and wait until /healthz answers."""
+        self._spawn()
+        assert self.process is not None  # noqa: S101
+        deadline = time.monotonic() + wait_seconds
         async with httpx.AsyncClient(timeout=2) as client:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited at start; see {self.log_path}:\n{self.tail()}")
+                    raise RuntimeError(
+                        f"{self.name} exited at start; see {self.log_path}:\n{self.tail()}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(self.http + "/healthz")).status_code == 200:
                         return
@@ -309,8 +384,14 @@ class ServerProcess:
         for line in text.splitlines():
             if any(
                 marker in line
-                for marker in ('"log.level":"warning"', '"log.level":"error"', '"log.level":"critical"',
-                               "Traceback", "ERROR", "CRITICAL")
+                for marker in (
+                    '"log.level":"warning"',
+                    '"log.level":"error"',
+                    '"log.level":"critical"',
+                    "Traceback",
+                    "ERROR",
+                    "CRITICAL",
+                )
             ):
                 found.append(line[:600])
         return found[:limit] + ([f"... {len(found) - limit} more"] if len(found) > limit else [])
@@ -384,7 +465,9 @@ class Api:
             raise RuntimeError(f"create {username}: {response.status_code} {response.text[:200]}")
         return int(response.json()["id"])
 
-    async def create_users(self, count: int, prefix: str = "u", concurrency: int = 16) -> list[BenchUser]:
+    async def create_users(
+        self, count: int, prefix: str = "u", concurrency: int = 16
+    ) -> list[BenchUser]:
         """Create ``count`` members and sign each in (bounded concurrency)."""
         names = [f"{prefix}{index:05d}" for index in range(count)]
         started = time.monotonic()
@@ -418,8 +501,13 @@ def bench_password() -> str:
 
 @contextlib.asynccontextmanager
 async def environment(
-    db: str, *, servers: int = 1, redis_url: str | None = None, keep: bool = False,
+    db: str,
+    *,
+    servers: int = 1,
+    redis_url: str | None = None,
+    keep: bool = False,
     extra_env: dict[str, str] | None = None,
+    wrapper: list[str] | None = None,
 ) -> AsyncIterator[tuple[Backend, list[ServerProcess], Api]]:
     """A scratch database, the bench admin, ``servers`` running servers and an Api.
 
@@ -434,8 +522,12 @@ async def environment(
         await backend.create()
         started = time.monotonic()
         backend.create_admin(password)
-        log(f"{db}: migrated and created {ADMIN} in {time.monotonic() - started:.1f}s ({backend.workdir})")
-        procs = [ServerProcess(backend, name=f"server{index + 1}") for index in range(servers)]
+        took = time.monotonic() - started
+        log(f"{db}: migrated and created {ADMIN} in {took:.1f}s ({backend.workdir})")
+        procs = [
+            ServerProcess(backend, name=f"server{index + 1}", wrapper=wrapper)
+            for index in range(servers)
+        ]
         for proc in procs:
             await proc.start()
             log(f"{proc.name} pid {proc.pid} on {proc.http}")
@@ -461,7 +553,9 @@ def print_table(rows: Iterable[tuple[str, Any]]) -> None:
     rows = list(rows)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        if isinstance(value, float):
+        if isinstance(value, bool):
+            value = str(value)
+        elif isinstance(value, float):
             value = f"{value:,.2f}"
         elif isinstance(value, int):
             value = f"{value:,}"
@@ -472,6 +566,24 @@ def print_table(rows: Iterable[tuple[str, Any]]) -> None:
 # -- profiling -------------------------------------------------------------------------
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
+
+
+# A thread whose top frame is one of these is waiting, not working: py-spy's own idle
+# detection does not work in this container, so such samples are left out here.
+IDLE_MARKERS = (
+    "threading.py:Condition.wait",
+    "threading.py:Event.wait",
+    "queue.py:Queue.get",
+    "epoll_wait",
+    "pthread_cond_wait",
+    "pthread_cond_timedwait",
+    "sem_clockwait",
+    "sem_timedwait",
+    "do_futex_wait",
+    "futex_wait",
+    "__futex_abstimed_wait",
+    "take_gil",
+)
 
 
 class Profiler:
@@ -488,8 +600,22 @@ class Profiler:
         if not PY_SPY.exists():
             raise RuntimeError(f"{PY_SPY} not found: .venv/bin/pip install py-spy")
         self.process = subprocess.Popen(  # noqa: S603 - fixed arguments
-            [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(seconds),
-             "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out)],
+            [
+                str(PY_SPY),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                str(rate),
+                "--format",
+                "raw",
+                "-o",
+                str(out),
+                # BENCH_PYSPY_NATIVE=1: C frames too (sqlite3, libc), to see inside the driver
+                *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") == "1" else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -512,7 +638,7 @@ class Profiler:
                 path = "cmschat/" + path.split("/cmschat/", 1)[1]
             elif "site-packages/" in path:
                 path = path.split("site-packages/", 1)[1]
-            else:
+            elif path.startswith("/"):
                 path = path.rsplit("/", 1)[-1]
             return f"{path}:{function}"
         return frame
@@ -521,11 +647,12 @@ class Profiler:
         """Samples, and the top functions by self and inclusive share."""
         self_counts: dict[str, int] = {}
         incl_counts: dict[str, int] = {}
-        total = 0
+        package_counts: dict[str, int] = {}
+        total = idle = 0
         try:
             lines = self.out.read_text(errors="replace").splitlines()
         except OSError:
-            return {"samples": 0, "self": [], "inclusive": []}
+            return {"samples": 0, "self": [], "inclusive": [], "packages": []}
         for line in lines:
             stack, _, count_text = line.rpartition(" ")
             if not stack or not count_text.isdigit():
@@ -536,8 +663,13 @@ class Profiler:
             frames = [f for f in frames if not f.startswith(("process ", "thread "))]
             if not frames:
                 continue
+            if any(marker in frames[-1] for marker in IDLE_MARKERS):
+                idle += count
+                continue
             total += count
             self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
+            package = frames[-1].split("/", 1)[0] if "/" in frames[-1] else "stdlib/other"
+            package_counts[package] = package_counts.get(package, 0) + count
             for name in set(frames):
                 incl_counts[name] = incl_counts.get(name, 0) + count
 
@@ -547,24 +679,91 @@ class Profiler:
 
         return {
             "samples": total,
+            "idle_samples_left_out": idle,
             "busy_pct": 100 * total / (self.seconds * self.rate),
             "self": ranked(self_counts),
+            # The application's own functions, wherever they are in the stack (the entry
+            # point and the request middleware are on every stack, so they are left out).
             "inclusive": ranked(
-                {k: v for k, v in incl_counts.items() if "cmschat/" in k or "sqlalchemy" in k
-                 or "starlette" in k or "uvicorn" in k or "fastapi" in k or "asyncmy" in k
-                 or "aiosqlite" in k or "wsproto" in k or "pydantic" in k or "redis" in k}
+                {
+                    k: v
+                    for k, v in incl_counts.items()
+                    if k.startswith("cmschat/")
+                    and not k.startswith(("cmschat/cli.py", "cmschat/observability/middleware.py"))
+                }
             ),
+            "packages": ranked(package_counts),
         }
 
 
 def print_profile(label: str, summary: dict[str, Any]) -> None:
     """The hot spots of a profile, on stdout."""
-    print(f"\nprofile {label}: {summary['samples']} samples "
-          f"(~{summary.get('busy_pct', 0):.0f}% of one core busy in Python)")
+    print(
+        f"\nprofile {label}: {summary['samples']} samples "
+        f"(~{summary.get('busy_pct', 0):.0f}% of one core; "
+        f"{summary.get('idle_samples_left_out', 0)} idle-thread samples left out)"
+    )
     print("  top self (function on top of the stack):")
     for name, pct in summary["self"]:
         print(f"    {pct:5.1f}%  {name}")
-    print("  top inclusive (function anywhere in the stack):")
+    print("  self by package (top-level folder of the file on top of the stack):")
+    for name, pct in summary.get("packages", []):
+        print(f"    {pct:5.1f}%  {name}")
+    print("  cmschat functions, inclusive (anywhere in the stack):")
     for name, pct in summary["inclusive"]:
         print(f"    {pct:5.1f}%  {name}")
     sys.stdout.flush()
+
+
+# -- HTTP load loops -------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """What a timed HTTP load loop saw in its measured window."""
+
+    ok: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # seconds, measured window, ok only
+    bad_samples: list[str] = field(default_factory=list)
+
+
+async def timed_load(
+    workers: int,
+    request: Callable[[int], Awaitable[tuple[int, str | None]]],
+    *,
+    warmup: float,
+    duration: float,
+) -> LoadResult:
+    """Run ``request(worker)`` in a loop on ``workers`` tasks for warmup + duration seconds.
+
+    ``request`` returns (status, problem or None); only requests that start and end in the
+    measured window count.
+    """
+    result = LoadResult()
+    start = time.perf_counter() + warmup
+    end = start + duration
+
+    async def worker(index: int) -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= end:
+                return
+            try:
+                status, problem = await request(index)
+            except httpx.HTTPError as exc:
+                status, problem = -1, type(exc).__name__
+            t1 = time.perf_counter()
+            if t0 < start or t1 > end:
+                continue
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if problem is None:
+                result.ok += 1
+                result.latencies.append(t1 - t0)
+            else:
+                result.errors[problem] = result.errors.get(problem, 0) + 1
+
+    await asyncio.gather(*(worker(i) for i in range(workers)))
+    result.latencies.sort()
+    return result

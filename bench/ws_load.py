@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import common
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-import common
 
 PREFIX = "b:"
 
@@ -73,7 +72,12 @@ class Client:
     """One signed-in WebSocket client, member of one room."""
 
     def __init__(
-        self, index: int, user: common.BenchUser, room_id: int, room_index: int, url: str,
+        self,
+        index: int,
+        user: common.BenchUser,
+        room_id: int,
+        room_index: int,
+        url: str,
         stats: Stats,
     ) -> None:
         self.index = index
@@ -90,7 +94,11 @@ class Client:
 
     async def open(self) -> None:
         self.ws = await connect(
-            self.url, compression=None, ping_interval=None, max_size=1 << 22, open_timeout=60,
+            self.url,
+            compression=None,
+            ping_interval=None,
+            max_size=1 << 22,
+            open_timeout=60,
             close_timeout=5,
         )
         await self.ws.send(json.dumps({"type": "auth", "token": self.user.token, "resume": {}}))
@@ -157,7 +165,9 @@ class Client:
             stats.delivered_in_window += 1
             stats.latencies_ns.append(now - sent_at)
 
-    async def send_loop(self, start: float, interval: float, until: float, measure_from: float) -> None:
+    async def send_loop(
+        self, start: float, interval: float, until: float, measure_from: float
+    ) -> None:
         """Send at fixed times start, start+interval, ... (perf_counter seconds) until ``until``."""
         assert self.ws is not None  # noqa: S101
         stats = self.stats
@@ -208,12 +218,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--servers 2 needs --db mariadb (instances share the database)")
     common.raise_nofile_limit()
     result: dict[str, Any] = {
-        "tool": "ws_load", "clients": args.clients, "rooms": args.rooms, "room_size": per_room,
-        "rate": args.rate, "duration": args.duration, "warmup": args.warmup,
-        "servers": args.servers, "db": args.db, "redis": redis_url, "machine": common.machine(),
+        "tool": "ws_load",
+        "clients": args.clients,
+        "rooms": args.rooms,
+        "room_size": per_room,
+        "rate": args.rate,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "servers": args.servers,
+        "db": args.db,
+        "redis": redis_url,
+        "machine": common.machine(),
+        "source": common.source_state(),
     }
-    async with common.environment(args.db, servers=args.servers, redis_url=redis_url,
-                                  keep=args.keep) as (_backend, servers, api):
+    async with common.environment(
+        args.db, servers=args.servers, redis_url=redis_url, keep=args.keep
+    ) as (_backend, servers, api):
         users = await api.create_users(args.clients)
         room_ids: list[int] = []
 
@@ -227,8 +247,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         stats = Stats()
         clients = [
-            Client(i, users[i], room_ids[i // per_room], i // per_room,
-                   servers[i % len(servers)].ws, stats)
+            Client(
+                i,
+                users[i],
+                room_ids[i // per_room],
+                i // per_room,
+                servers[i % len(servers)].ws,
+                stats,
+            )
             for i in range(args.clients)
         ]
         rss_idle = {s.name: s.rss_kib() for s in servers}
@@ -245,23 +271,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stats.window = (int(measure_from * 1e9), int(until * 1e9))
         rng = random.Random(1)
         senders = [
-            asyncio.create_task(c.send_loop(t0 + rng.random() * interval, interval, until, measure_from))
+            asyncio.create_task(
+                c.send_loop(t0 + rng.random() * interval, interval, until, measure_from)
+            )
             for c in clients
         ]
         bench_cpu0 = common.self_cpu_seconds()
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
         common.log(f"warm-up done; measuring {args.duration}s at {args.rate} msg/s")
         cpu_start = {s.name: s.cpu_seconds() for s in servers}
+        others = common.find_pids()
+        others_start = common.cpu_of(others)
+        machine0 = common.machine_cpu_seconds()
         bench_cpu1 = common.self_cpu_seconds()
         profilers: list[tuple[str, common.Profiler]] = []
         if args.profile:
             seconds = min(args.profile, args.duration)
             for s in servers:
-                out = Path(args.profile_dir) / f"ws_load-{args.db}-{len(servers)}srv-{s.name}.txt"
+                out = (
+                    Path(args.profile_dir)
+                    / f"ws_load-{args.db}-{len(servers)}srv-{args.rate:g}-{s.name}.txt"
+                )
                 out.parent.mkdir(parents=True, exist_ok=True)
                 profilers.append((s.name, common.Profiler(s.pid, seconds, out)))
         await asyncio.gather(*senders)
         cpu_end = {s.name: s.cpu_seconds() for s in servers}
+        others_end = common.cpu_of(others)
+        machine1 = common.machine_cpu_seconds()
         bench_cpu2 = common.self_cpu_seconds()
         # Drain: wait until every expected delivery has arrived (or give up).
         expected_total = sum(per_room for _ in stats.messages)
@@ -314,7 +350,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_rss_start_kib": rss_start,
             "server_rss_end_kib": rss_end,
             "server_cpu_s": {k: cpu_end[k] - cpu_start[k] for k in cpu_start},
-            "server_cpu_pct": {k: 100 * (cpu_end[k] - cpu_start[k]) / args.duration for k in cpu_start},
+            "server_cpu_pct": {
+                k: 100 * (cpu_end[k] - cpu_start[k]) / args.duration for k in cpu_start
+            },
+            "other_services_cpu_pct": {
+                k: 100 * (others_end[k] - v) / args.duration
+                for k, v in others_start.items()
+                if k in others_end
+            },
+            # Everything else on the machine (other people's jobs, databases, py-spy):
+            # machine busy time minus the servers and this process.
+            "rest_of_machine_cpu_pct": 100
+            * (
+                machine1
+                - machine0
+                - sum(cpu_end[k] - cpu_start[k] for k in cpu_start)
+                - (bench_cpu2 - bench_cpu1)
+            )
+            / args.duration,
             "bench_cpu_pct": 100 * (bench_cpu2 - bench_cpu1) / args.duration,
             "bench_cpu_warmup_s": bench_cpu1 - bench_cpu0,
             "servers_alive_at_end": alive,
@@ -329,22 +382,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--clients", type=int, default=1000, help="WebSocket clients (default 1000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--clients", type=int, default=1000, help="WebSocket clients (default 1000)"
+    )
     parser.add_argument("--rooms", type=int, default=100, help="rooms; clients/rooms members each")
     parser.add_argument("--rate", type=float, default=1000, help="total messages per second")
     parser.add_argument("--duration", type=float, default=60, help="measured seconds (max 240)")
-    parser.add_argument("--warmup", type=float, default=5, help="seconds of sending before measuring")
-    parser.add_argument("--drain", type=float, default=15, help="max seconds to wait for deliveries")
+    parser.add_argument(
+        "--warmup", type=float, default=5, help="seconds of sending before measuring"
+    )
+    parser.add_argument(
+        "--drain", type=float, default=15, help="max seconds to wait for deliveries"
+    )
     parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --servers 2")
     parser.add_argument("--connect-concurrency", type=int, default=100)
-    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                        help="py-spy record each server for SECONDS of the measured window")
-    parser.add_argument("--profile-dir", default="/tmp/cmschat-bench-profiles")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="py-spy record each server for SECONDS of the measured window",
+    )
+    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.settings import AuthSettings, Environment, Settings
 from tests import support
+from tests.s3server import s3_server  # noqa: F401 - a fixture for every suite
 from tests.support import PASSWORD, NamedUser
 
 BACKENDS = ["sqlite", "mariadb"]

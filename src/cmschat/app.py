@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +18,9 @@ from cmschat import __version__
 from cmschat.accounts.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
 from cmschat.api.errors import install_error_handlers
 from cmschat.api.router import API_PREFIX, build_api_router
+from cmschat.attachments import inspection
+from cmschat.attachments.service import Eraser, Limits, clean_up
+from cmschat.attachments.storage import Storage, storage_from_url
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
@@ -24,9 +30,60 @@ from cmschat.observability.middleware import RequestMiddleware
 from cmschat.realtime import gateway
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
-from cmschat.settings import Settings
+from cmschat.settings import AttachmentSettings, Settings
 
 log = logging.getLogger(__name__)
+
+
+def storage_for(settings: Settings) -> Storage:
+    """The attachment store the settings name."""
+    secret = settings.s3_secret_access_key
+    return storage_from_url(
+        settings.storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key_id,
+        s3_secret_key=secret.get_secret_value() if secret else None,
+    )
+
+
+def attachment_limits(settings: Settings) -> Limits:
+    """Upload limits from the settings."""
+    chosen = settings.attachments.allowed_extensions
+    return Limits(
+        max_file_bytes=settings.attachments.max_file_mib << 20,
+        quota_bytes=settings.attachments.quota_mib << 20,
+        allowed_extensions=frozenset(chosen) if chosen else inspection.ALLOWED_EXTENSIONS,
+    )
+
+
+async def run_cleanup(
+    eraser: Eraser, clock: Clock, settings: AttachmentSettings, stop: asyncio.Event
+) -> None:
+    """Every few minutes: erase unlinked uploads and finish interrupted deletions.
+
+    Stopped through ``stop``, never cancelled: a round cut off mid-transaction would leave
+    a connection (and on SQLite the write lock) behind.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.cleanup_interval_seconds)
+        if stop.is_set():
+            return
+        try:
+            erased = await clean_up(
+                eraser=eraser,
+                clock=clock,
+                unlinked_after=timedelta(minutes=settings.unlinked_minutes),
+            )
+            if erased:
+                log.info(
+                    "attachment clean-up erased %d files",
+                    erased,
+                    extra={"event.action": "attachments.cleaned"},
+                )
+        except Exception:
+            log.exception("attachment clean-up failed; retrying next round")
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -46,6 +103,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         hub = Hub()
         broker: Broker = RedisBroker(redis) if redis is not None else MemoryBroker()
         await broker.start(hub.deliver, hub.catch_up_all)
+        storage = storage_for(settings)
+        eraser = Eraser(db, storage)
         app.state.context = AppContext(
             settings=settings,
             clock=clock,
@@ -54,7 +113,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             token_key=token_key,
             broker=broker,
             hub=hub,
+            storage=storage,
+            eraser=eraser,
+            attachment_limits=attachment_limits(settings),
             redis=redis,
+        )
+        stop_cleaner = asyncio.Event()
+        cleaner = asyncio.create_task(
+            run_cleanup(eraser, clock, settings.attachments, stop_cleaner),
+            name="cmschat-attachment-cleanup",
         )
         log.info(
             "cmschat %s ready",
@@ -65,6 +132,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             yield
         finally:
             app.state.context.draining = True
+            stop_cleaner.set()
+            await cleaner
             hub.close_all(CLOSE_RESTART)
             await broker.close()
             if redis is not None:

@@ -8,6 +8,8 @@ from redis.asyncio import Redis
 
 from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
+from cmschat.attachments.service import Eraser, Limits
+from cmschat.attachments.storage import Storage
 from cmschat.clock import Clock
 from cmschat.db.session import Database
 from cmschat.realtime.broker import Broker
@@ -26,6 +28,9 @@ class AppContext:
     token_key: bytes
     broker: Broker
     hub: Hub
+    storage: Storage
+    eraser: Eraser
+    attachment_limits: Limits
     redis: Redis | None = None
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False

@@ -84,6 +84,26 @@ class RealtimeSettings(BaseModel):
     typing_interval_seconds: float = Field(default=2, ge=0)
 
 
+class AttachmentSettings(BaseModel):
+    """Uploads: limits, types and clean-up."""
+
+    max_file_mib: int = Field(default=100, ge=1, le=10_240)
+    quota_mib: int = Field(default=2048, ge=1)
+    """Per user: the sum of their stored uploads."""
+    allowed_extensions: Annotated[list[str], NoDecode] | None = None
+    """None: the built-in allow-list of documents, images, audio, video and archives."""
+    unlinked_minutes: int = Field(default=60, ge=1)
+    """Uploads not sent with a message within this long are removed."""
+    cleanup_interval_seconds: int = Field(default=300, ge=5)
+
+    @field_validator("allowed_extensions", mode="before")
+    @classmethod
+    def _split_extensions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().lower().lstrip(".") for part in value.split(",") if part.strip()]
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of cmschat; see README "Configuration" for each variable."""
 
@@ -100,6 +120,12 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     storage_url: str = ""
+    # For s3:// storage; unset credentials fall back to boto3's usual chain (AWS_* variables,
+    # instance roles).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -109,6 +135,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -134,6 +161,13 @@ class Settings(BaseSettings):
             raise ValueError("use sqlite+aiosqlite:///PATH or mysql+asyncmy://USER:PASS@HOST/DB")
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        if value and not value.startswith(("file:///", "s3://")):
+            raise ValueError("use file:///absolute/path or s3://bucket/prefix")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -148,6 +182,7 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{(self.data_dir / 'cmschat.db').as_posix()}"
         if not self.storage_url:
             self.storage_url = (self.data_dir / "files").resolve().as_uri()
+
         if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
             raise ValueError(
                 "CMSCHAT_AUTH__BCRYPT_ROUNDS: bcrypt_rounds below 12 is only allowed when "

@@ -104,3 +104,24 @@ async def get_admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+async def get_user_outside_request_transaction(request: Request, context: Context) -> User:
+    """The caller, checked in a short transaction of its own.
+
+    For routes whose service runs its own transactions (uploads): holding the request's
+    transaction open meanwhile would, on SQLite, keep the write lock they need.
+    """
+    async with context.db.unit_of_work(ANONYMOUS) as session:
+        signed_in = await auth.authenticate(
+            session,
+            token=bearer_token(request),
+            policy=context.settings.auth,
+            token_key=context.token_key,
+            clock=context.clock,
+        )
+    user_id_var.set(signed_in.user.id)
+    return await get_current_user(signed_in)
+
+
+UserOwnTransactions = Annotated[User, Depends(get_user_outside_request_transaction)]

@@ -218,6 +218,7 @@ async def send_message(
         client_id=body.client_id,
         reply_to=body.reply_to,
         max_length=context.settings.chat.max_message_length,
+        attachment_ids=body.attachment_ids,
     )
     publish_after_commit(session, context.broker, events)
     if not created:
@@ -256,7 +257,7 @@ async def delete_message(
 ) -> MessageRead:
     """Delete to a tombstone: the author, room owner or moderators, or an admin."""
     view, events = await messages.delete_message(
-        session, user=user, message_id=message_id, clock=context.clock
+        session, user=user, message_id=message_id, clock=context.clock, eraser=context.eraser
     )
     publish_after_commit(session, context.broker, events)
     return view

@@ -9,6 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import Role, User
+from cmschat.attachments import service as attachments
+from cmschat.attachments.schemas import AttachmentRead
 from cmschat.chat import rendering, search_index
 from cmschat.chat.events import Published, append_event, next_seq
 from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
@@ -20,9 +22,9 @@ from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
 MAX_PAGE = 100
 
 
-def _check_content(content: str, *, limit: int) -> None:
-    if not content.strip():
-        raise Invalid("a message needs some text", field="content")
+def _check_content(content: str, *, limit: int, has_files: bool = False) -> None:
+    if not content.strip() and not has_files:
+        raise Invalid("a message needs some text (or a file)", field="content")
     if len(content) > limit:
         raise Invalid(f"a message is at most {limit} characters", field="content", code="too_long")
 
@@ -54,7 +56,7 @@ async def message_view(session: AsyncSession, message: Message) -> MessageRead:
 
 
 async def message_views(session: AsyncSession, messages: Sequence[Message]) -> list[MessageRead]:
-    """The API shape of messages, with authors and mentions loaded in two queries."""
+    """The API shape of messages: authors, mentions and files loaded in three queries."""
     author_ids = {m.author_id for m in messages if m.author_id is not None}
     authors = (
         {
@@ -75,6 +77,7 @@ async def message_views(session: AsyncSession, messages: Sequence[Message]) -> l
         ).all()
         for message_id, user_id in rows:
             mentions.setdefault(message_id, []).append(user_id)
+    files = await attachments.attachments_of(session, [m.id for m in messages])
     views = []
     for m in messages:
         author = authors.get(m.author_id) if m.author_id is not None else None
@@ -92,6 +95,7 @@ async def message_views(session: AsyncSession, messages: Sequence[Message]) -> l
                 updated_at=m.updated_at,
                 edited=m.edited_at is not None,
                 deleted=m.deleted_at is not None,
+                attachments=[AttachmentRead.model_validate(a) for a in files.get(m.id, [])],
             )
         )
     return views
@@ -115,6 +119,7 @@ async def send_message(
     client_id: str | None,
     reply_to: int | None,
     max_length: int,
+    attachment_ids: Sequence[int] = (),
 ) -> tuple[MessageRead, bool, list[Published]]:
     """Store a message and its event; a repeated ``client_id`` returns the first message."""
     room, _member = await get_membership(session, user=user, room_id=room_id)
@@ -124,7 +129,7 @@ async def send_message(
             return await message_view(session, first), False, []
     if room.archived:
         raise Conflict("the room is archived", code="room_archived")
-    _check_content(content, limit=max_length)
+    _check_content(content, limit=max_length, has_files=bool(attachment_ids))
     if reply_to is not None:
         parent = await session.get(Message, reply_to)
         if parent is None or parent.room_id != room_id:
@@ -156,6 +161,13 @@ async def send_message(
                 type=EventType.message_created,
                 message_id=message.id,
                 seq=seq,
+            )
+            await attachments.link_to_message(
+                session,
+                user=user,
+                room_id=room_id,
+                message_id=message.id,
+                attachment_ids=list(dict.fromkeys(attachment_ids)),
             )
             await search_index.index_message(session, message=message)
             await session.flush()
@@ -245,7 +257,12 @@ async def edit_message(
 
 
 async def delete_message(
-    session: AsyncSession, *, user: User, message_id: int, clock: Clock
+    session: AsyncSession,
+    *,
+    user: User,
+    message_id: int,
+    clock: Clock,
+    eraser: attachments.Eraser,
 ) -> tuple[MessageRead, list[Published]]:
     """Delete to a tombstone: the row stays for order and replies, the content goes."""
     message, room, member = await _message_for(session, user, message_id)
@@ -257,6 +274,7 @@ async def delete_message(
     message.content, message.content_html, message.deleted_at = "", "", clock.now()
     await session.execute(delete(Mention).where(Mention.message_id == message.id))
     await search_index.unindex_message(session, message_id=message.id)
+    await attachments.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
     event = await append_event(
         session, room_id=room.id, type=EventType.message_deleted, message_id=message.id
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cmschat.accounts.schemas import RequestBody
+from cmschat.attachments.schemas import AttachmentRead
 from cmschat.chat.models import MemberRole, RoomKind
 
 
@@ -50,6 +51,7 @@ class MessageRead(BaseModel):
     updated_at: datetime
     edited: bool
     deleted: bool
+    attachments: list[AttachmentRead]
 
 
 class MessagePage(BaseModel):
@@ -60,12 +62,16 @@ class MessagePage(BaseModel):
     """Pass as ``before`` (or ``after``, when paging forward) for the next page."""
 
 
-class MessageCreate(RequestBody):
-    """A new message."""
+AttachmentIds = Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(max_length=10)]
 
-    content: str = Field(min_length=1, max_length=100_000)
+
+class MessageCreate(RequestBody):
+    """A new message: text, files uploaded to the room beforehand, or both."""
+
+    content: str = Field(default="", max_length=100_000)
     client_id: ClientId | None = None
     reply_to: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    attachment_ids: AttachmentIds = Field(default_factory=list)
 
 
 class MessageUpdate(RequestBody):

@@ -18,6 +18,7 @@ CLOCK_KEY = "cmschat.clock"
 SYSTEM_CLI = "system:cli"
 SYSTEM_SETUP = "system:setup"
 ANONYMOUS = "system:anonymous"
+SYSTEM_ERASER = "system:attachments"
 
 
 def user_actor(user_id: int) -> str:

@@ -1,9 +1,10 @@
 """Every ORM model, imported so ``metadata`` is complete for Alembic and the tests."""
 
 from cmschat.accounts import models as accounts_models
+from cmschat.attachments import models as attachments_models
 from cmschat.chat import models as chat_models
 from cmschat.db.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "chat_models", "metadata"]
+__all__ = ["accounts_models", "attachments_models", "chat_models", "metadata"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter
@@ -11,6 +12,8 @@ from cmschat.api.deps import Context
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
+# A dependency that does not answer quickly is as good as down for a load balancer.
+CHECK_SECONDS = 3.0
 
 
 @router.get("/healthz")
@@ -24,18 +27,24 @@ async def readyz(context: Context) -> JSONResponse:
     """Ready for traffic: database (and broker, if configured) answer and we are not draining."""
     checks: dict[str, str] = {}
     try:
-        await context.db.ping()
+        await asyncio.wait_for(context.db.ping(), CHECK_SECONDS)
         checks["database"] = "ok"
     except Exception as exc:
         log.warning("readiness: database unreachable: %s", type(exc).__name__)
         checks["database"] = "unreachable"
     if context.redis is not None:
         try:
-            await context.redis.ping()
+            await asyncio.wait_for(context.redis.ping(), CHECK_SECONDS)
             checks["redis"] = "ok"
         except Exception as exc:
             log.warning("readiness: redis unreachable: %s", type(exc).__name__)
             checks["redis"] = "unreachable"
+    try:
+        await asyncio.wait_for(context.storage.ping(), CHECK_SECONDS)
+        checks["storage"] = "ok"
+    except Exception as exc:
+        log.warning("readiness: storage unreachable: %s", type(exc).__name__)
+        checks["storage"] = "unreachable"
     if context.draining:
         checks["lifecycle"] = "draining"
     ready = all(value == "ok" for value in checks.values())

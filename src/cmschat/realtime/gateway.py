@@ -308,6 +308,7 @@ class Session:
                 client_id=frame.client_id,
                 reply_to=frame.reply_to,
                 max_length=self.context.settings.chat.max_message_length,
+                attachment_ids=frame.attachment_ids,
             )
             publish_after_commit(session, self.context.broker, events)
         self._reply(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from cmschat.chat.events import Published
-from cmschat.chat.schemas import ClientId
+from cmschat.chat.schemas import AttachmentIds, ClientId
 from cmschat.realtime.broker import Envelope
 
 RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -39,9 +39,10 @@ class SendFrame(ClientFrame):
 
     type: Literal["message.send"]
     room_id: RoomId
-    content: str = Field(min_length=1, max_length=100_000)
+    content: str = Field(default="", max_length=100_000)
     client_id: ClientId | None = None
     reply_to: RoomId | None = None
+    attachment_ids: AttachmentIds = Field(default_factory=list)
 
 
 class TypingFrame(ClientFrame):

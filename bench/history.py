@@ -1,0 +1,264 @@
+"""History pages at depth: a room seeded with 1,000,000 messages, then GET pages under load.
+
+Seeds one room FAST by inserting rows directly (SQLAlchemy Core executemany, batches of
+``--batch``) into ``messages`` and ``room_events`` with every audit column filled, then
+sets ``rooms.last_seq``, using the table objects of ``cmschat.chat.models``. (The search
+index ``message_search`` is derived data and is not filled: history does not read it.)
+Then C concurrent clients GET ``/api/v1/rooms/{id}/messages?limit=50`` (the newest page,
+or with a random ``before`` cursor for ``--before-share`` of the requests) for D seconds.
+Reports requests/s and latency p50/p99, and the server's CPU use.
+
+Run::
+
+    .venv/bin/python bench/history.py --messages 1000000 --concurrency 32 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import common
+import httpx
+from sqlalchemy import func, insert, select, update
+
+ROOM_MEMBERS = 8
+
+
+async def seed(database_url: str, *, room_id: int, author_id: int, count: int, batch: int) -> float:
+    """Insert ``count`` messages + events into the room; seconds taken."""
+    from cmschat.chat.models import EventType, Message, Room, RoomEvent
+    from cmschat.chat.rendering import render
+    from cmschat.db.session import create_engine
+
+    messages, events, rooms = Message.__table__, RoomEvent.__table__, Room.__table__
+    engine = create_engine(database_url)
+    started = time.monotonic()
+    actor = f"user:{author_id}"
+    try:
+        async with engine.begin() as conn:
+            base_seq = int(
+                (
+                    await conn.execute(select(rooms.c.last_seq).where(rooms.c.id == room_id))
+                ).scalar_one()
+            )
+            base_id = int(
+                (await conn.execute(select(func.coalesce(func.max(messages.c.id), 0)))).scalar_one()
+            )
+        # Plain text renders to itself (checked once here), so the HTML is the content.
+        sample = "seed message 1 of the history benchmark"
+        if render(sample) != sample:
+            raise RuntimeError("rendering of plain text changed; adapt the seeder")
+        t0 = datetime.now(UTC) - timedelta(milliseconds=count)
+        done = 0
+        while done < count:
+            n = min(batch, count - done)
+            message_rows = []
+            event_rows = []
+            for i in range(done, done + n):
+                at = t0 + timedelta(milliseconds=i)
+                content = f"seed message {i + 1} of the history benchmark"
+                message_rows.append(
+                    {
+                        "id": base_id + i + 1,
+                        "room_id": room_id,
+                        "seq": base_seq + i + 1,
+                        "author_id": author_id,
+                        "client_id": None,
+                        "reply_to_id": None,
+                        "content": content,
+                        "content_html": content,
+                        "edited_at": None,
+                        "deleted_at": None,
+                        "created_at": at,
+                        "created_by": actor,
+                        "updated_at": at,
+                        "updated_by": actor,
+                    }
+                )
+                event_rows.append(
+                    {
+                        "room_id": room_id,
+                        "seq": base_seq + i + 1,
+                        "type": EventType.message_created,
+                        "message_id": base_id + i + 1,
+                        "user_id": None,
+                        "created_at": at,
+                        "created_by": actor,
+                        "updated_at": at,
+                        "updated_by": actor,
+                    }
+                )
+            async with engine.begin() as conn:
+                await conn.execute(insert(messages), message_rows)
+                await conn.execute(insert(events), event_rows)
+                await conn.execute(
+                    update(rooms).where(rooms.c.id == room_id).values(last_seq=base_seq + done + n)
+                )
+            done += n
+            if done % (batch * 10) == 0 or done == count:
+                elapsed = time.monotonic() - started
+                common.log(f"  seeded {done:,}/{count:,} ({done / elapsed:,.0f} rows/s)")
+    finally:
+        await engine.dispose()
+    return time.monotonic() - started
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "tool": "history",
+        "db": args.db,
+        "messages": args.messages,
+        "concurrency": args.concurrency,
+        "duration": args.duration,
+        "before_share": args.before_share,
+        "machine": common.machine(),
+        "source": common.source_state(),
+    }
+    rng = random.Random(3)
+    async with common.environment(args.db, keep=args.keep) as (backend, servers, api):
+        server = servers[0]
+        users = await api.create_users(ROOM_MEMBERS, prefix="h")
+        room_id = await api.create_room(users[0], users, "history room")
+        seconds = await seed(
+            backend.database_url,
+            room_id=room_id,
+            author_id=users[0].id,
+            count=args.messages,
+            batch=args.batch,
+        )
+        result["seed_seconds"] = seconds
+        result["seed_rows_per_s"] = args.messages / seconds
+        room = (
+            await api.client.get(f"{api.base}/rooms/{room_id}", headers=users[0].headers)
+        ).json()
+        last_seq = int(room["last_seq"])
+        first_seq = last_seq - args.messages + 1
+        limits = httpx.Limits(
+            max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        )
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            url = f"{api.base}/rooms/{room_id}/messages"
+
+            async def page(worker: int) -> tuple[int, str | None]:
+                params: dict[str, int] = {"limit": 50}
+                if rng.random() < args.before_share:
+                    params["before"] = rng.randint(first_seq + 50, last_seq + 1)
+                response = await client.get(
+                    url, params=params, headers=users[worker % ROOM_MEMBERS].headers
+                )
+                if response.status_code != 200:
+                    return response.status_code, f"{response.status_code} {response.text[:120]}"
+                if len(response.json()["items"]) != 50:
+                    return 200, "short page"
+                return 200, None
+
+            # A first request shows the cold cost (nothing cached yet).
+            t = time.perf_counter()
+            await page(0)
+            result["first_request_ms"] = (time.perf_counter() - t) * 1000
+            cpu0 = server.cpu_seconds()
+            others = common.find_pids()
+            others0 = common.cpu_of(others)
+            machine0, bench0 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            profiler = None
+            if args.profile:
+                out = Path(args.profile_dir) / f"history-{args.db}.txt"
+                out.parent.mkdir(parents=True, exist_ok=True)
+
+                async def start_profile() -> common.Profiler:
+                    await asyncio.sleep(args.warmup + 1)
+                    return common.Profiler(
+                        server.pid, min(args.profile, int(args.duration) - 1), out
+                    )
+
+                profile_task = asyncio.create_task(start_profile())
+            t_start = time.perf_counter()
+            load = await common.timed_load(
+                args.concurrency, page, warmup=args.warmup, duration=args.duration
+            )
+            elapsed = time.perf_counter() - t_start
+            cpu1 = server.cpu_seconds()
+            others1 = common.cpu_of(others)
+            machine1, bench1 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            if args.profile:
+                profiler = await profile_task
+                profiler.wait()
+        rss = server.rss_kib()
+    lat = load.latencies
+    result.update(
+        {
+            "ok_requests": load.ok,
+            "requests_per_s": load.ok / args.duration,
+            "latency_p50_ms": common.percentile(lat, 50) * 1000,
+            "latency_p99_ms": common.percentile(lat, 99) * 1000,
+            "latency_max_ms": (lat[-1] * 1000) if lat else float("nan"),
+            "statuses": load.statuses,
+            "errors": load.errors,
+            "server_cpu_s": cpu1 - cpu0,
+            "server_cpu_pct_of_run": 100 * (cpu1 - cpu0) / elapsed,
+            "server_rss_end_mib": rss / 1024,
+            "bench_cpu_pct_of_run": 100 * (bench1 - bench0) / elapsed,
+            "rest_of_machine_cpu_pct_of_run": 100
+            * (machine1 - machine0 - (cpu1 - cpu0) - (bench1 - bench0))
+            / elapsed,
+            "other_services_cpu_pct_of_run": {
+                k: 100 * (others1[k] - v) / elapsed for k, v in others0.items() if k in others1
+            },
+        }
+    )
+    common.print_table((k, v) for k, v in result.items())
+    if profiler is not None:
+        summary = profiler.summary()
+        result["profile"] = summary
+        common.print_profile(str(profiler.out), summary)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000, help="messages to seed")
+    parser.add_argument("--batch", type=int, default=10_000, help="rows per executemany")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument(
+        "--before-share",
+        type=float,
+        default=0.5,
+        help="share of requests with a random before cursor (0..1)",
+    )
+    parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="py-spy record the server for SECONDS of the measured window",
+    )
+    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    args = parser.parse_args()
+    if not 0 < args.duration <= 240 or not 0 < args.messages <= 5_000_000:
+        parser.error("--duration in (0, 240], --messages in 1..5,000,000")
+    common.use_uvloop()
+    result = asyncio.run(asyncio.wait_for(run(args), timeout=args.duration + 1200))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Attachments: safe upload, permission-checked download, local and S3 storage."""

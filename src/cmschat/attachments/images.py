@@ -1,0 +1,50 @@
+"""Images: prove they decode, and drop their metadata (EXIF, GPS, comments) before storing.
+
+A phone photo carries where it was taken. Pillow re-encodes the pixels without any of
+the metadata; the EXIF orientation is applied first so the picture still stands upright.
+Runs in a worker thread (decoding is CPU work), on a spooled file, not in memory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from typing import IO
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cmschat.errors import Invalid
+
+# Formats we re-encode; others (animated GIF, HEIC...) are stored as sent, not as images.
+CLEANED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+MAX_PIXELS = 40_000_000  # a 8000x5000 photo; beyond is refused as a likely decompression bomb
+SPOOL_BYTES = 1 << 20
+
+
+def clean_image(source: IO[bytes]) -> tuple[IO[bytes], str] | None:
+    """Re-encode a JPEG, PNG or WebP without metadata: (file, content type), or None if not one."""
+    source.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(source) as image:
+                if image.format not in CLEANED:
+                    return None
+                if image.width * image.height > MAX_PIXELS:
+                    raise Invalid(f"images are at most {MAX_PIXELS:,} pixels", field="file")
+                image.load()
+                fmt = image.format
+                upright = ImageOps.exif_transpose(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise Invalid(f"images are at most {MAX_PIXELS:,} pixels", field="file") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise Invalid("the image is damaged and cannot be read", field="file") from None
+    cleaned: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    options: dict[str, object] = {}
+    if fmt == "JPEG":
+        options = {"quality": 90, "optimize": True}
+        if upright.mode not in ("RGB", "L", "CMYK"):
+            upright = upright.convert("RGB")
+    upright.save(cleaned, format=fmt, **options)
+    cleaned.seek(0)
+    return cleaned, CLEANED[fmt]
