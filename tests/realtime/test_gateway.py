@@ -307,3 +307,33 @@ async def test_an_idle_connection_is_closed_but_pings_keep_it_open(
                 assert await ws.ping() == []
                 await asyncio.sleep(0.2)
             assert await ws.close_code() == 1001
+
+
+async def test_a_message_with_files_arrives_with_their_metadata(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b = await alice.login(http), await bob.login(http)
+    room = await make_room(http, a, bob)
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="agenda.txt"\r\n\r\nitem one\r\n--{boundary}--\r\n'
+    ).encode()
+    uploaded = await http.post(
+        f"/api/v1/rooms/{room}/attachments",
+        content=body,
+        headers=a | {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    async with ws_client(server, token_of(a)) as alice_ws, ws_client(server, token_of(b)) as bob_ws:
+        await alice_ws.send(
+            {
+                "type": "message.send",
+                "room_id": room,
+                "content": "see file",
+                "attachment_ids": [uploaded.json()["id"]],
+            }
+        )
+        event = (await bob_ws.recv_until(lambda f: f["type"] == "message.created"))[-1]
+    (attached,) = event["message"]["attachments"]
+    assert attached == uploaded.json() | {"message_id": event["message"]["id"]}

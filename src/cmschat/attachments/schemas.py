@@ -13,6 +13,7 @@ class AttachmentRead(BaseModel):
     id: int
     room_id: int
     message_id: int | None
+    uploader_id: int | None
     filename: str
     size: int
     content_type: str
