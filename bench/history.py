@@ -111,6 +111,25 @@ async def seed(database_url: str, *, room_id: int, author_id: int, count: int, b
     return time.monotonic() - started
 
 
+async def query_plan(database_url: str, *, room_id: int, before: int) -> list[str]:
+    """The database's plan for the history page query (EXPLAIN / EXPLAIN QUERY PLAN)."""
+    from sqlalchemy import text
+
+    from cmschat.db.session import create_engine
+
+    engine = create_engine(database_url)
+    query = (
+        "SELECT * FROM messages WHERE room_id = :room AND seq < :before ORDER BY seq DESC LIMIT 51"
+    )
+    prefix = "EXPLAIN QUERY PLAN " if database_url.startswith("sqlite") else "EXPLAIN "
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text(prefix + query), {"room": room_id, "before": before})
+            return [" | ".join(str(v) for v in row) for row in rows]
+    finally:
+        await engine.dispose()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "tool": "history",
@@ -135,6 +154,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             batch=args.batch,
         )
         result["seed_seconds"] = seconds
+        result["query_plan"] = await query_plan(
+            backend.database_url, room_id=room_id, before=args.messages // 2
+        )
         result["seed_rows_per_s"] = args.messages / seconds
         room = (
             await api.client.get(f"{api.base}/rooms/{room_id}", headers=users[0].headers)

@@ -98,10 +98,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         db = Database(create_engine(settings.database_url), clock)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         failures: FailureCounter = (
-            RedisFailureCounter(redis) if redis is not None else MemoryFailureCounter(clock)
+            RedisFailureCounter(redis, prefix=f"{settings.redis_prefix}:loginfail:")
+            if redis is not None
+            else MemoryFailureCounter(clock)
         )
         hub = Hub()
-        broker: Broker = RedisBroker(redis) if redis is not None else MemoryBroker()
+        broker: Broker = (
+            RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
+            if redis is not None
+            else MemoryBroker()
+        )
         await broker.start(hub.deliver, hub.catch_up_all)
         storage = storage_for(settings)
         eraser = Eraser(db, storage)

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""
     redis_url: str | None = None
+    redis_prefix: str = Field(default="cmschat", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    """Names this deployment's Redis channel and keys, so several may share one Redis."""
     storage_url: str = ""
     # For s3:// storage; unset credentials fall back to boto3's usual chain (AWS_* variables,
     # instance roles).

@@ -39,6 +39,7 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         CMSCHAT_REDIS_URL=support.REDIS_URL,
         CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
         CMSCHAT_LOG_LEVEL="WARNING",
+        CMSCHAT_REDIS_PREFIX=f"test-{secrets.token_hex(4)}",
     )
     try:
         assert cmschat(tmp_path, "migrate", env=env).returncode == 0

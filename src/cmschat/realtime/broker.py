@@ -102,19 +102,26 @@ class MemoryBroker:
 
 
 class RedisBroker:
-    """Several instances: Redis pub/sub on one channel; each instance hears everything."""
+    """Several instances: Redis pub/sub on one channel; each instance hears everything.
 
-    def __init__(self, redis: Redis, *, channel: str = CHANNEL) -> None:
+    Publishing only queues: one task sends what has queued up in a pipeline, so a burst
+    (a thousand clients connecting and announcing presence) uses one Redis connection
+    instead of one each.
+    """
+
+    def __init__(self, redis: Redis, *, channel: str = CHANNEL, backlog: int = 100_000) -> None:
         self._redis = redis
         self._channel = channel
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._outbox: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=backlog)
 
     async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
-        """Subscribe (and keep re-subscribing) in a background task."""
-        self._task = asyncio.create_task(
-            self._listen(deliver, on_reconnect), name="cmschat-redis-broker"
-        )
+        """Subscribe (and keep re-subscribing), and start the publisher."""
+        self._tasks = [
+            asyncio.create_task(self._listen(deliver, on_reconnect), name="cmschat-broker-in"),
+            asyncio.create_task(self._send(), name="cmschat-broker-out"),
+        ]
         await asyncio.wait_for(self._subscribed.wait(), timeout=10)
 
     async def _listen(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
@@ -148,17 +155,35 @@ class RedisBroker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _send(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 500:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for envelope in batch:
+                        pipe.publish(self._channel, envelope.encode())
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Committed events are in the database: clients repair the gap later.
+                log.warning("could not publish %d events to Redis", len(batch), exc_info=True)
+
     async def publish(self, envelopes: list[Envelope]) -> None:
-        """Publish envelopes in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for envelope in envelopes:
-                pipe.publish(self._channel, envelope.encode())
-            await pipe.execute()
+        """Queue envelopes for every instance (this one included)."""
+        for envelope in envelopes:
+            try:
+                self._outbox.put_nowait(envelope)
+            except asyncio.QueueFull:
+                log.warning("event broker backlog full; an event goes by the database only")
 
     async def close(self) -> None:
-        """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop listening and publishing."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []

@@ -41,6 +41,9 @@ router = APIRouter()
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
+INBOX_SIZE = 64
+PING_FRAME = '{"type":"ping"}'
+PONG = protocol.dumps({"type": "pong"})
 
 
 def _origin_allowed(websocket: WebSocket, context: AppContext) -> bool:
@@ -109,6 +112,9 @@ class Session:
         self.settings = context.settings.realtime
         self.conn = Connection(user_id=user.id, queue_size=self.settings.send_queue_size)
         self._typing_at: dict[int, float] = {}
+        # Frames are read as they come (so the socket's own pings are never stuck behind a
+        # slow send) and acted on in order by one worker.
+        self.inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=INBOX_SIZE)
 
     async def run(self, resume: dict[str, int]) -> None:
         """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
@@ -166,6 +172,7 @@ class Session:
         tasks = [
             asyncio.create_task(self._send_loop()),
             asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self._work_loop()),
             asyncio.create_task(self.conn.closing.wait()),
         ]
         try:
@@ -271,6 +278,24 @@ class Session:
                     )
                 )
                 continue
+            if text.strip() == PING_FRAME:
+                self._reply(PONG)  # answered at once, however busy the worker is
+                continue
+            try:
+                self.inbox.put_nowait(text)
+            except asyncio.QueueFull:
+                self._reply(
+                    protocol.error_frame(
+                        "busy",
+                        "too many frames in flight; send again after the acks arrive",
+                        **_echo(text),
+                    )
+                )
+
+    async def _work_loop(self) -> None:
+        """Act on client frames one at a time, in the order they came."""
+        while True:
+            text = await self.inbox.get()
             # Shielded: a frame being handled (a message being stored) finishes even if the
             # socket drops meanwhile; the client's retry with its client_id then finds it.
             await asyncio.shield(self._handle(text))
@@ -288,7 +313,7 @@ class Session:
             return
         try:
             if isinstance(frame, protocol.PingFrame):
-                self._reply(protocol.dumps({"type": "pong"}))
+                self._reply(PONG)
             elif isinstance(frame, protocol.SendFrame):
                 await self._send_message(frame)
             elif isinstance(frame, protocol.ReadFrame):
@@ -297,6 +322,13 @@ class Session:
                 await self._typing(frame)
         except CmschatError as exc:
             self._reply(protocol.error_frame(exc.code, exc.message, **_echo(text)))
+        except Exception:
+            log.exception("could not handle a %s frame", frame.type)
+            self._reply(
+                protocol.error_frame(
+                    "unavailable", "the server could not do this now; try again", **_echo(text)
+                )
+            )
 
     async def _send_message(self, frame: protocol.SendFrame) -> None:
         async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
