@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import Role, User
 from cmschat.attachments import service as attachments
+from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.chat import rendering, search_index
 from cmschat.chat.events import Published, append_event, next_seq
@@ -81,24 +83,28 @@ async def message_views(session: AsyncSession, messages: Sequence[Message]) -> l
     views = []
     for m in messages:
         author = authors.get(m.author_id) if m.author_id is not None else None
-        views.append(
-            MessageRead(
-                id=m.id,
-                room_id=m.room_id,
-                seq=m.seq,
-                author=UserBrief.model_validate(author) if author else None,
-                content=m.content,
-                content_html=m.content_html,
-                reply_to=m.reply_to_id,
-                mentions=sorted(mentions.get(m.id, [])),
-                created_at=m.created_at,
-                updated_at=m.updated_at,
-                edited=m.edited_at is not None,
-                deleted=m.deleted_at is not None,
-                attachments=[AttachmentRead.model_validate(a) for a in files.get(m.id, [])],
-            )
-        )
+        views.append(_view(m, author, mentions.get(m.id, []), files.get(m.id, [])))
     return views
+
+
+def _view(
+    m: Message, author: User | None, mentions: Sequence[int], files: Sequence[Attachment]
+) -> MessageRead:
+    return MessageRead(
+        id=m.id,
+        room_id=m.room_id,
+        seq=m.seq,
+        author=UserBrief.model_validate(author) if author else None,
+        content=m.content,
+        content_html=m.content_html,
+        reply_to=m.reply_to_id,
+        mentions=sorted(mentions),
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+        edited=m.edited_at is not None,
+        deleted=m.deleted_at is not None,
+        attachments=[AttachmentRead.model_validate(a) for a in files],
+    )
 
 
 def _message_event(event_type: EventType, seq: int, view: MessageRead) -> Published:
@@ -135,49 +141,81 @@ async def send_message(
         if parent is None or parent.room_id != room_id:
             raise Invalid("reply_to must be a message of this room", field="reply_to")
     html, mentioned = await _render(session, room_id, content)
-    try:
-        # A savepoint: if a concurrent retry with the same client_id won, the reserved
-        # seq is given back with it, so the room's numbering stays gap-free.
-        async with session.begin_nested():
-            seq = await next_seq(session, room_id=room_id)
-            message = Message(
-                room_id=room_id,
-                seq=seq,
-                author_id=user.id,
-                client_id=client_id,
-                reply_to_id=reply_to,
-                content=content,
-                content_html=html,
+    store = _Store(
+        user=user,
+        room_id=room_id,
+        client_id=client_id,
+        reply_to=reply_to,
+        content=content,
+        html=html,
+        mentioned=mentioned,
+        attachment_ids=list(dict.fromkeys(attachment_ids)),
+    )
+    if client_id is None:
+        message, files = await store.run(session)
+    else:
+        try:
+            # A savepoint: if a concurrent retry with the same client_id won, the reserved
+            # seq is given back with it, so the room's numbering stays gap-free.
+            async with session.begin_nested():
+                message, files = await store.run(session)
+        except IntegrityError:
+            first = await _by_client_id(session, room_id, user.id, client_id)
+            if first is None:
+                raise
+            return await message_view(session, first), False, []
+    # Everything the view needs is at hand: no queries to read back what was just written.
+    view = _view(message, user, mentioned, files)
+    return view, True, [_message_event(EventType.message_created, message.seq, view)]
+
+
+@dataclass(frozen=True)
+class _Store:
+    """The writes of one new message, with or without a savepoint around them."""
+
+    user: User
+    room_id: int
+    client_id: str | None
+    reply_to: int | None
+    content: str
+    html: str
+    mentioned: list[int]
+    attachment_ids: list[int]
+
+    async def run(self, session: AsyncSession) -> tuple[Message, list[Attachment]]:
+        seq = await next_seq(session, room_id=self.room_id)
+        message = Message(
+            room_id=self.room_id,
+            seq=seq,
+            author_id=self.user.id,
+            client_id=self.client_id,
+            reply_to_id=self.reply_to,
+            content=self.content,
+            content_html=self.html,
+        )
+        session.add(message)
+        await session.flush()
+        for user_id in self.mentioned:
+            session.add(
+                Mention(message_id=message.id, user_id=user_id, room_id=self.room_id, seq=seq)
             )
-            session.add(message)
-            await session.flush()
-            for user_id in mentioned:
-                session.add(
-                    Mention(message_id=message.id, user_id=user_id, room_id=room_id, seq=seq)
-                )
-            await append_event(
-                session,
-                room_id=room_id,
-                type=EventType.message_created,
-                message_id=message.id,
-                seq=seq,
-            )
-            await attachments.link_to_message(
-                session,
-                user=user,
-                room_id=room_id,
-                message_id=message.id,
-                attachment_ids=list(dict.fromkeys(attachment_ids)),
-            )
-            await search_index.index_message(session, message=message)
-            await session.flush()
-    except IntegrityError:
-        first = await _by_client_id(session, room_id, user.id, client_id)
-        if first is None:
-            raise
-        return await message_view(session, first), False, []
-    view = await message_view(session, message)
-    return view, True, [_message_event(EventType.message_created, seq, view)]
+        await append_event(
+            session,
+            room_id=self.room_id,
+            type=EventType.message_created,
+            message_id=message.id,
+            seq=seq,
+        )
+        files = await attachments.link_to_message(
+            session,
+            user=self.user,
+            room_id=self.room_id,
+            message_id=message.id,
+            attachment_ids=self.attachment_ids,
+        )
+        await search_index.index_message(session, message=message, new=True)
+        await session.flush()
+        return message, files
 
 
 async def _by_client_id(

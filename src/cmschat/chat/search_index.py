@@ -57,10 +57,11 @@ def grams(text: str) -> list[str]:
     return tokens
 
 
-async def index_message(session: AsyncSession, *, message: Message) -> None:
-    """(Re)index a message's current content."""
+async def index_message(session: AsyncSession, *, message: Message, new: bool = False) -> None:
+    """(Re)index a message's current content (``new``: it has no entry yet)."""
     index = index_table(session)
-    await session.execute(delete(index).where(index.c.message_id == message.id))
+    if not new:
+        await session.execute(delete(index).where(index.c.message_id == message.id))
     tokens = grams(message.content)
     if tokens:
         await session.execute(
