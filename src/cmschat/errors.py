@@ -4,14 +4,9 @@ from __future__ import annotations
 
 
 class CmschatError(Exception):
-    """Base of every error a user or operator may see; ``code`` is stable, ``message`` readable.
-
-    ``keeps_changes`` marks a refusal whose record must survive it (a failed login is
-    refused *and* written down): the unit of work commits instead of rolling back.
-    """
+    """Base of every error a user or operator may see; ``code`` is stable, ``message`` readable."""
 
     code = "error"
-    keeps_changes = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -68,18 +63,6 @@ class RateLimited(CmschatError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
-
-
-class LoginRefused(Unauthorized):
-    """Wrong credentials; the attempt and the failure count are kept."""
-
-    keeps_changes = True
-
-
-class LoginThrottled(RateLimited):
-    """Too many failed logins; the refused attempt is kept."""
-
-    keeps_changes = True
 
 
 class UnsupportedType(CmschatError):

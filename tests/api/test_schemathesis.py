@@ -64,18 +64,17 @@ async def _admin_token(url: str, app_settings: Settings) -> str:
                 bcrypt_rounds=app_settings.auth.bcrypt_rounds,
                 clock=clock,
             )
-        async with db.unit_of_work(SYSTEM_SETUP) as session:
-            token, _row, _user = await auth.login(
-                session,
-                username="fuzz-admin",
-                password=PASSWORD,
-                client=auth.Client(address="203.0.113.7", user_agent="schemathesis setup"),
-                policy=app_settings.auth,
-                counter=MemoryFailureCounter(clock),
-                dummy_hash=auth.DummyHash(),
-                token_key=app_settings.resolved_secret_key(),
-                clock=clock,
-            )
+        token, _row, _user = await auth.login(
+            db,
+            username="fuzz-admin",
+            password=PASSWORD,
+            client=auth.Client(address="203.0.113.7", user_agent="schemathesis setup"),
+            policy=app_settings.auth,
+            counter=MemoryFailureCounter(clock),
+            dummy_hash=auth.DummyHash(),
+            token_key=app_settings.resolved_secret_key(),
+            clock=clock,
+        )
     finally:
         await db.dispose()
     return token

@@ -16,14 +16,12 @@ router = APIRouter(tags=["accounts"])
 
 
 @router.post("/auth/login", response_model=LoginResponse, responses=responses(400, 401, 422, 429))
-async def login(
-    body: LoginRequest, request: Request, session: SessionDep, context: Context
-) -> LoginResponse:
+async def login(body: LoginRequest, request: Request, context: Context) -> LoginResponse:
     """Open a session; ``401`` on wrong credentials, ``429`` with ``Retry-After`` when throttled."""
     client = client_of(request)
     try:
         token, row, user = await auth.login(
-            session,
+            context.db,
             username=body.username,
             password=body.password,
             client=client,

@@ -18,8 +18,9 @@ from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.accounts.service import normalise_username, revoke_tokens
 from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
 from cmschat.clock import Clock
-from cmschat.db.actors import set_actor, user_actor
-from cmschat.errors import Invalid, LoginRefused, LoginThrottled, Unauthorized
+from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
+from cmschat.db.session import Database
+from cmschat.errors import Invalid, RateLimited, Unauthorized
 from cmschat.settings import AuthSettings
 
 # Refresh last_used_at at most this often: the idle limit needs minutes, not milliseconds,
@@ -58,7 +59,7 @@ class DummyHash:
 
 
 async def login(
-    session: AsyncSession,
+    db: Database,
     *,
     username: str,
     password: str,
@@ -69,17 +70,24 @@ async def login(
     token_key: bytes,
     clock: Clock,
 ) -> tuple[str, AuthToken, User]:
-    """Check credentials and open a session; every attempt is recorded, failures are counted."""
+    """Check credentials and open a session; every attempt is recorded, failures are counted.
+
+    Owns its transactions (it takes the Database): the password check costs a quarter
+    second of CPU and must not hold a transaction open meanwhile (on SQLite that would
+    hold the one connection and stall every other request); and a refused attempt is
+    recorded in a transaction of its own, since the refusal itself is an error.
+    """
     name = normalise_username(username)
     account_key, address_key = f"account:{name}", f"address:{client.address}"
     wait = max(
         await counter.retry_after(account_key, limit=policy.max_failures_per_account),
         await counter.retry_after(address_key, limit=policy.max_failures_per_address),
     )
-    user = await session.scalar(select(User).where(User.username == name))
+    async with db.unit_of_work(ANONYMOUS) as session:
+        user = await session.scalar(select(User).where(User.username == name))
     if wait:
-        _record(session, name, user, client, succeeded=False, reason="rate_limited")
-        raise LoginThrottled("too many failed logins; try again later", retry_after=wait)
+        await _record(db, name, user, client, succeeded=False, reason="rate_limited")
+        raise RateLimited("too many failed logins; try again later", retry_after=wait)
 
     stored = user.password_hash if user else await dummy_hash.get(policy.bcrypt_rounds)
     matches = await verify_password(password, stored)
@@ -87,11 +95,10 @@ async def login(
         reason = "disabled" if user is not None and matches else "bad_credentials"
         await counter.add_failure(account_key, window=policy.failure_window_seconds)
         await counter.add_failure(address_key, window=policy.failure_window_seconds)
-        _record(session, name, user, client, succeeded=False, reason=reason)
-        raise LoginRefused(WRONG_CREDENTIALS, code="bad_credentials")
+        await _record(db, name, user, client, succeeded=False, reason=reason)
+        raise Unauthorized(WRONG_CREDENTIALS, code="bad_credentials")
 
     await counter.reset(account_key)
-    set_actor(session, user_actor(user.id))
     now = clock.now()
     token = new_token()
     row = AuthToken(
@@ -102,30 +109,30 @@ async def login(
         client_address=client.address,
         user_agent=(client.user_agent or "")[:255] or None,
     )
-    session.add(row)
-    _record(session, name, user, client, succeeded=True, reason="ok")
-    await session.flush()
+    async with db.unit_of_work(user_actor(user.id)) as session:
+        session.add(row)
+        session.add(_attempt(name, user, client, succeeded=True, reason="ok"))
     return token, row, user
 
 
-def _record(
-    session: AsyncSession,
-    name: str,
-    user: User | None,
-    client: Client,
-    *,
-    succeeded: bool,
-    reason: str,
+async def _record(
+    db: Database, name: str, user: User | None, client: Client, *, succeeded: bool, reason: str
 ) -> None:
-    session.add(
-        LoginAttempt(
-            username=name[:64],
-            user_id=user.id if user else None,
-            succeeded=succeeded,
-            reason=reason,
-            client_address=client.address,
-            user_agent=(client.user_agent or "")[:255] or None,
-        )
+    actor = user_actor(user.id) if user is not None else ANONYMOUS
+    async with db.unit_of_work(actor) as session:
+        session.add(_attempt(name, user, client, succeeded=succeeded, reason=reason))
+
+
+def _attempt(
+    name: str, user: User | None, client: Client, *, succeeded: bool, reason: str
+) -> LoginAttempt:
+    return LoginAttempt(
+        username=name[:64],
+        user_id=user.id if user else None,
+        succeeded=succeeded,
+        reason=reason,
+        client_address=client.address,
+        user_agent=(client.user_agent or "")[:255] or None,
     )
 
 
