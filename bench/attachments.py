@@ -117,6 +117,7 @@ class MultipartBody:
             "Content-Type: application/zip\r\n\r\n"
         ).encode()
         self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.sent_at = 0.0  # perf_counter when the client had written the last byte
 
     @property
     def headers(self) -> dict[str, str]:
@@ -132,6 +133,7 @@ class MultipartBody:
         for chunk in file_chunks(self.size, self.seed):
             yield chunk
         yield self.tail
+        self.sent_at = time.perf_counter()
 
 
 # -- server memory ----------------------------------------------------------------------
@@ -272,15 +274,20 @@ class MotoServer:
 async def upload(
     client: httpx.AsyncClient, url: str, user: common.BenchUser, size: int, seed: int
 ) -> dict[str, Any]:
-    """POST the file; the answer's JSON (raises on anything but 201)."""
+    """POST the file; the answer's JSON (raises on anything but 201).
+
+    ``_after_body_s`` in the answer: seconds from the client's last byte to the response
+    (what the server still did then: the last write, fsync or completing the S3 upload).
+    """
     body = MultipartBody(size, seed)
     async with asyncio.timeout(PHASE_TIMEOUT):
         response = await client.post(
             url, content=body.stream(), headers={**user.headers, **body.headers}
         )
+    answered = time.perf_counter()
     if response.status_code != 201:
         raise RuntimeError(f"upload: {response.status_code} {response.text[:300]}")
-    return dict(response.json())
+    return {**response.json(), "_after_body_s": answered - body.sent_at}
 
 
 async def download(
@@ -351,6 +358,7 @@ async def one_run(
         "run": index + 1,
         "upload_s": t1 - t0,
         "upload_mib_s": size / MIB / (t1 - t0),
+        "upload_after_body_s": answer["_after_body_s"],
         "download_s": t2 - t1,
         "download_mib_s": size / MIB / (t2 - t1),
         "download_first_byte_ms": first_byte * 1000,
@@ -517,6 +525,7 @@ COLUMNS = (
     ("run", "run", "{}"),
     ("upload_mib_s", "up MiB/s", "{:.1f}"),
     ("upload_s", "up s", "{:.2f}"),
+    ("upload_after_body_s", "up tail s", "{:.2f}"),
     ("download_mib_s", "down MiB/s", "{:.1f}"),
     ("download_s", "down s", "{:.2f}"),
     ("sha256_ok", "sha ok", "{}"),
@@ -530,6 +539,7 @@ COLUMNS = (
     ("server_cpu_download_s", "cpu down s", "{:.2f}"),
     ("bench_cpu_s", "bench cpu s", "{:.2f}"),
     ("moto_cpu_s", "moto cpu s", "{:.2f}"),
+    ("rest_of_machine_cpu_s", "rest cpu s", "{:.2f}"),
 )
 
 

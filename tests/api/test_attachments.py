@@ -381,3 +381,27 @@ async def test_on_s3_deleting_a_message_erases_the_object(
             listed = s3_server.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
             assert listed.get("KeyCount", 0) == 0
             assert (await client.get("/readyz")).json()["checks"]["storage"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--B\r\n-1.0363824608669739e-62--B--\r\n",
+        b'--B\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--B--\r\n',
+        b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nnot a file\r\n--B--\r\n',
+        b"",
+    ],
+)
+async def test_malformed_multipart_bodies_are_422(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext, body: bytes
+) -> None:
+    a = await alice.login(client)
+    room = await room_of(client, a)
+    response = await client.post(
+        f"/api/v1/rooms/{room}/attachments",
+        content=body,
+        headers=a | {"Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == "file"
+    assert await rows(context) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from cmschat.errors import Invalid
@@ -57,15 +58,18 @@ async def file_part(
     source = body.__aiter__()
 
     async def next_event() -> tuple[str, object] | None:
-        while not collector.events:
-            try:
-                chunk = await source.__anext__()
-            except StopAsyncIteration:
-                parser.finalize()
-                if not collector.events:
-                    return None
-                break
-            parser.write(chunk)
+        try:
+            while not collector.events:
+                try:
+                    chunk = await source.__anext__()
+                except StopAsyncIteration:
+                    parser.finalize()
+                    if not collector.events:
+                        return None
+                    break
+                parser.write(chunk)
+        except MultipartParseError:
+            raise Invalid("the multipart/form-data body is malformed", field=FIELD) from None
         return collector.events.pop(0)
 
     # Skip parts until the file field's headers.
