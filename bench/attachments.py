@@ -21,13 +21,15 @@ server imports lazily, so that one-off cost is not counted as growth.
 
 Goal (issue): >= 200 MiB/s each way, server memory growth <= 16 MiB. ``--profile SECONDS``
 records the server with py-spy while it takes uploads (or downloads, ``--profile-phase``)
-back to back, after the measured runs, and prints the hot spots.
+back to back, after the measured runs, and prints the hot spots. ``--baseline`` (s3) also
+uploads the same file straight to moto with boto3, the way the server does (8 MiB parts one
+after the other, then complete): the most the moto endpoint allows on this machine.
 
 Run::
 
     .venv/bin/python bench/attachments.py --size-mib 100 --runs 3
-    .venv/bin/python bench/attachments.py --size-mib 100 --runs 3 --storage s3
-    .venv/bin/python bench/attachments.py --storage s3 --runs 1 --profile 5
+    .venv/bin/python bench/attachments.py --size-mib 100 --runs 3 --storage s3 --baseline
+    .venv/bin/python bench/attachments.py --storage s3 --runs 3 --profile 10
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import random
+import resource
 import secrets
 import statistics
 import subprocess
@@ -57,6 +60,7 @@ FILENAME = "bench.zip"
 ZIP_MAGIC = b"PK\x03\x04"
 GOAL_MIB_S = 200.0
 GOAL_GROWTH_MIB = 16.0
+PART_SIZE = 8 * MIB  # as cmschat.attachments.storage.PART_SIZE (for --baseline)
 PHASE_TIMEOUT = 170.0  # seconds for one upload or one download
 BUCKET = "cmschat-bench"
 S3_PREFIX = "attachments"
@@ -210,8 +214,6 @@ class MotoServer:
 
     def start(self) -> None:
         """Start it, wait for it to answer, and create the bucket."""
-        import boto3
-
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed script
             [sys.executable, "-c", MOTO_SCRIPT, common.HOST, str(self.port)],
             stdin=subprocess.PIPE,
@@ -223,11 +225,7 @@ class MotoServer:
         assert self.process.stdout is not None  # noqa: S101
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the moto server did not start")
-        client = boto3.session.Session(
-            aws_access_key_id=S3_KEY_ID,
-            aws_secret_access_key=S3_SECRET,
-            region_name="us-east-1",
-        ).client("s3", endpoint_url=self.url)
+        client = self.client()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -237,6 +235,55 @@ class MotoServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def client(self) -> Any:
+        """A boto3 S3 client for the moto server."""
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        ).client("s3", endpoint_url=self.url)
+
+    def direct_upload(self, size: int, seed: int) -> dict[str, float]:
+        """The same file straight to moto with boto3, as the server sends it: parts of
+        ``PART_SIZE`` one after the other, SSE-S3, then complete. Seconds and MiB/s."""
+        client = self.client()
+        where = {"Bucket": BUCKET, "Key": f"baseline/{seed}"}
+        cpu0 = common.cpu_seconds(self.pid)
+        started = time.perf_counter()
+        upload_id = client.create_multipart_upload(**where, ServerSideEncryption="AES256")[
+            "UploadId"
+        ]
+        parts: list[dict[str, Any]] = []
+        buffer: list[bytes] = []
+        chunks = file_chunks(size, seed)
+        while True:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                buffer.append(chunk)
+            if buffer and (chunk is None or sum(map(len, buffer)) >= PART_SIZE):
+                number = len(parts) + 1
+                answer = client.upload_part(
+                    **where, UploadId=upload_id, PartNumber=number, Body=b"".join(buffer)
+                )
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                buffer = []
+            if chunk is None:
+                break
+        before_complete = time.perf_counter()
+        client.complete_multipart_upload(
+            **where, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        took = time.perf_counter() - started
+        client.delete_object(**where)
+        return {
+            "direct_upload_s": took,
+            "direct_upload_mib_s": size / MIB / took,
+            "direct_complete_s": time.perf_counter() - before_complete,
+            "direct_moto_cpu_s": common.cpu_seconds(self.pid) - cpu0,
+        }
 
     @property
     def pid(self) -> int:
@@ -495,6 +542,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             moto=moto,
                         )
                     )
+                if moto is not None and args.baseline:
+                    result["baseline"] = [
+                        await asyncio.to_thread(moto.direct_upload, size, 500 + index)
+                        for index in range(args.runs)
+                    ]
+                    common.log(
+                        "boto3 straight to moto: "
+                        + ", ".join(
+                            f"{b['direct_upload_mib_s']:.1f} MiB/s" for b in result["baseline"]
+                        )
+                    )
                 if args.profile:
                     result["profile"] = await profile(
                         args,
@@ -509,6 +567,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if moto is not None:
             moto.stop()
+    # The bench's own peak RSS (ru_maxrss, KiB on Linux): shows it never held the file.
+    result["bench_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["per_run"] = rows
     median = median_row(rows)
     result["median"] = median
@@ -563,6 +623,12 @@ def print_report(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         f" growth <= {GOAL_GROWTH_MIB:.0f} MiB (every run):"
         f" {'met' if goal['growth_mib'] else 'MISSED'}"
     )
+    for index, baseline in enumerate(result.get("baseline", []), 1):
+        print(
+            f"boto3 straight to moto, run {index}: {baseline['direct_upload_mib_s']:.1f} MiB/s"
+            f" ({baseline['direct_upload_s']:.2f}s, of which complete"
+            f" {baseline['direct_complete_s']:.2f}s; moto cpu {baseline['direct_moto_cpu_s']:.2f}s)"
+        )
     if "profile" in result:
         summary = result["profile"]
         common.print_profile(
@@ -580,6 +646,12 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=100, help="file size, MiB")
     parser.add_argument("--runs", type=int, default=3, help="upload + download runs")
     parser.add_argument("--storage", choices=("local", "s3"), default="local")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="s3: also upload the same file straight to moto with boto3 (--runs times), "
+        "as the server does (8 MiB parts in turn): the ceiling moto allows",
+    )
     parser.add_argument(
         "--profile",
         type=int,

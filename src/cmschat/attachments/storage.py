@@ -338,8 +338,12 @@ class S3Storage:
                 buffered += len(chunk)
                 size += len(chunk)
                 if buffered >= PART_SIZE:
-                    await _thread(pending.add_part, b"".join(buffer))
+                    # Join, then drop the pieces before the upload: one copy of a part in
+                    # memory, not two.
+                    part = b"".join(buffer)
                     buffer, buffered = [], 0
+                    await _thread(pending.add_part, part)
+                    del part
             await _thread(pending.commit, b"".join(buffer))
         except BaseException:
             await _cleanup(pending.discard)
