@@ -7,6 +7,7 @@ is all or nothing: a reader finds the complete object or no object, never part o
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import IO, Any, Protocol, TypeVar, TypeVarTuple
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
@@ -258,7 +259,7 @@ class _PendingObject:
         self.parts: list[dict[str, Any]] = []
         self.committing = False
 
-    def add_part(self, data: bytes) -> None:
+    def add_part(self, data: IO[bytes]) -> None:
         """Upload one part, starting the multipart upload on the first."""
         if self.upload_id is None:
             started = self.client.create_multipart_upload(
@@ -271,13 +272,13 @@ class _PendingObject:
         )
         self.parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
 
-    def commit(self, tail: bytes) -> None:
+    def commit(self, tail: io.BytesIO) -> None:
         """Store the rest; the object appears only when this request succeeds."""
         self.committing = True
         if self.upload_id is None:
             self.client.put_object(**self.where, Body=tail, ServerSideEncryption="AES256")
             return
-        if tail:
+        if tail.getbuffer().nbytes:
             self.add_part(tail)
         self.client.complete_multipart_upload(
             **self.where, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
@@ -330,21 +331,20 @@ class S3Storage:
     async def save(self, key: str, chunks: AsyncIterator[bytes]) -> int:
         """Upload in parts of PART_SIZE (one put if smaller); abort on any error."""
         pending = _PendingObject(self._client, self.bucket, self._name(key))
-        size = buffered = 0
-        buffer: list[bytes] = []
+        size = 0
+        # Chunks gather in a file-like buffer that boto3 reads as is: one copy of a part
+        # in memory, never a second one made by joining.
+        part = io.BytesIO()
         try:
             async for chunk in chunks:
-                buffer.append(chunk)
-                buffered += len(chunk)
+                part.write(chunk)
                 size += len(chunk)
-                if buffered >= PART_SIZE:
-                    # Join, then drop the pieces before the upload: one copy of a part in
-                    # memory, not two.
-                    part = b"".join(buffer)
-                    buffer, buffered = [], 0
+                if part.tell() >= PART_SIZE:
+                    part.seek(0)
                     await _thread(pending.add_part, part)
-                    del part
-            await _thread(pending.commit, b"".join(buffer))
+                    part = io.BytesIO()
+            part.seek(0)
+            await _thread(pending.commit, part)
         except BaseException:
             await _cleanup(pending.discard)
             raise
