@@ -143,6 +143,44 @@ def cpu_of(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+class CpuWindow:
+    """CPU used during a measured window: by the server, this bench, other services, the rest."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.others = find_pids()
+        self.server0 = cpu_seconds(server_pid)
+        self.others0 = cpu_of(self.others)
+        self.machine0, self.bench0 = machine_cpu_seconds(), self_cpu_seconds()
+        self.fields: dict[str, Any] = {}
+
+    def close(self, elapsed: float) -> None:
+        """End the window (call right after the measured load)."""
+        server = cpu_seconds(self.server_pid) - self.server0
+        bench = self_cpu_seconds() - self.bench0
+        machine = machine_cpu_seconds() - self.machine0
+        others1 = cpu_of(self.others)
+        self.fields = {
+            "server_cpu_s": server,
+            "server_cpu_pct_of_run": 100 * server / elapsed,
+            "bench_cpu_pct_of_run": 100 * bench / elapsed,
+            "rest_of_machine_cpu_pct_of_run": 100 * (machine - server - bench) / elapsed,
+            "other_services_cpu_pct_of_run": {
+                k: 100 * (others1[k] - v) / elapsed for k, v in self.others0.items() if k in others1
+            },
+        }
+
+
+def report(result: dict[str, Any], profiler: Profiler | None) -> dict[str, Any]:
+    """Print the results table (and the profile summary, if one was taken); returns result."""
+    print_table((k, v) for k, v in result.items())
+    if profiler is not None:
+        summary = profiler.summary()
+        result["profile"] = summary
+        print_profile(str(profiler.out), summary)
+    return result
+
+
 def source_state() -> str:
     """The commit the server code came from, and whether src/ had local changes."""
     try:

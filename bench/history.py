@@ -186,10 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             await page(0)
             result["first_request_ms"] = (time.perf_counter() - t) * 1000
-            cpu0 = server.cpu_seconds()
-            others = common.find_pids()
-            others0 = common.cpu_of(others)
-            machine0, bench0 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            cpu = common.CpuWindow(server.pid)
             profiler = None
             if args.profile:
                 out = Path(args.profile_dir) / f"history-{args.db}.txt"
@@ -207,9 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.concurrency, page, warmup=args.warmup, duration=args.duration
             )
             elapsed = time.perf_counter() - t_start
-            cpu1 = server.cpu_seconds()
-            others1 = common.cpu_of(others)
-            machine1, bench1 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            cpu.close(elapsed)
             if args.profile:
                 profiler = await profile_task
                 profiler.wait()
@@ -224,24 +219,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "latency_max_ms": (lat[-1] * 1000) if lat else float("nan"),
             "statuses": load.statuses,
             "errors": load.errors,
-            "server_cpu_s": cpu1 - cpu0,
-            "server_cpu_pct_of_run": 100 * (cpu1 - cpu0) / elapsed,
             "server_rss_end_mib": rss / 1024,
-            "bench_cpu_pct_of_run": 100 * (bench1 - bench0) / elapsed,
-            "rest_of_machine_cpu_pct_of_run": 100
-            * (machine1 - machine0 - (cpu1 - cpu0) - (bench1 - bench0))
-            / elapsed,
-            "other_services_cpu_pct_of_run": {
-                k: 100 * (others1[k] - v) / elapsed for k, v in others0.items() if k in others1
-            },
+            **cpu.fields,
         }
     )
-    common.print_table((k, v) for k, v in result.items())
-    if profiler is not None:
-        summary = profiler.summary()
-        result["profile"] = summary
-        common.print_profile(str(profiler.out), summary)
-    return result
+    return common.report(result, profiler)
 
 
 def main() -> None:

@@ -85,10 +85,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     return 201, None
                 return response.status_code, f"{response.status_code} {response.text[:120]}"
 
-            cpu0 = server.cpu_seconds()
-            others = common.find_pids()
-            others0 = common.cpu_of(others)
-            machine0, bench0 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            cpu = common.CpuWindow(server.pid)
             profiler = None
             if args.profile:
                 out = Path(args.profile_dir) / f"send_throughput-{args.db}.txt"
@@ -106,9 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.senders, send, warmup=args.warmup, duration=args.duration
             )
             elapsed = time.perf_counter() - t_start
-            cpu1 = server.cpu_seconds()
-            others1 = common.cpu_of(others)
-            machine1, bench1 = common.machine_cpu_seconds(), common.self_cpu_seconds()
+            cpu.close(elapsed)
             if args.profile:
                 profiler = await profile_task
                 profiler.wait()
@@ -132,24 +127,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "errors": load.errors,
             "acknowledged_total": created_total,
             "stored_seq_advance": stored,
-            "server_cpu_s": cpu1 - cpu0,
-            "server_cpu_pct_of_run": 100 * (cpu1 - cpu0) / elapsed,
             "server_rss_end_mib": rss / 1024,
-            "bench_cpu_pct_of_run": 100 * (bench1 - bench0) / elapsed,
-            "rest_of_machine_cpu_pct_of_run": 100
-            * (machine1 - machine0 - (cpu1 - cpu0) - (bench1 - bench0))
-            / elapsed,
-            "other_services_cpu_pct_of_run": {
-                k: 100 * (others1[k] - v) / elapsed for k, v in others0.items() if k in others1
-            },
+            **cpu.fields,
         }
     )
-    common.print_table((k, v) for k, v in result.items())
-    if profiler is not None:
-        summary = profiler.summary()
-        result["profile"] = summary
-        common.print_profile(str(profiler.out), summary)
-    return result
+    return common.report(result, profiler)
 
 
 def main() -> None:
