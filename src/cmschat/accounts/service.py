@@ -56,6 +56,8 @@ async def create_user(
     username = normalise_username(username)
     check_username(username)
     check_password_policy(password, username=username)
+    # Hash before the first query, so no transaction is open during the quarter second.
+    password_hash = await hash_password(password, rounds=bcrypt_rounds)
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"username {username!r} is taken", code="username_taken")
     user = User(
@@ -64,7 +66,7 @@ async def create_user(
         role=role,
         is_active=True,
         must_change_password=must_change_password,
-        password_hash=await hash_password(password, rounds=bcrypt_rounds),
+        password_hash=password_hash,
         password_changed_at=clock.now(),
     )
     session.add(user)
@@ -198,15 +200,18 @@ async def reset_password(
     clock: Clock,
 ) -> tuple[User, str | None]:
     """Set a one-time password (given or generated); the user must change it at next login."""
-    user = await get_user(session, user_id=user_id)
-    if user.id == acting_user.id:
+    if user_id == acting_user.id:
         raise Conflict(
             "change your own password with POST /api/v1/me/password", code="self_lockout"
         )
     generated = password is None
     new_password = generate_password() if password is None else password
+    check_password_policy(new_password, username="")
+    # Hash before the first query, so no transaction is open during the quarter second.
+    new_hash = await hash_password(new_password, rounds=bcrypt_rounds)
+    user = await get_user(session, user_id=user_id)
     check_password_policy(new_password, username=user.username)
-    user.password_hash = await hash_password(new_password, rounds=bcrypt_rounds)
+    user.password_hash = new_hash
     user.password_changed_at = clock.now()
     user.must_change_password = True
     await revoke_tokens(session, user_id=user.id, clock=clock)

@@ -77,6 +77,10 @@ async def get_signed_in(request: Request, session: SessionDep, context: Context)
         token_key=context.token_key,
         clock=context.clock,
     )
+    # The sign-in check is its own transaction: the route's work starts a new one, so slow
+    # work in a route before its first query (hashing a password) holds no connection —
+    # on SQLite, the one connection everybody shares.
+    await session.commit()
     user_id_var.set(signed_in.user.id)
     return signed_in
 
