@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
@@ -30,7 +29,7 @@ AfterCommit = Callable[[], Awaitable[None]]
 
 
 def _prepare_sqlite(engine: AsyncEngine) -> None:
-    """WAL, FULL sync so an acknowledged commit survives power loss, foreign keys on."""
+    """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss."""
     path = make_url(engine.url).database
     if path and path != ":memory:":
         from pathlib import Path
@@ -53,24 +52,15 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+        # instead of failing with "database is locked" when a reader upgrades.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production)."""
     if database_url.startswith("sqlite"):
-        # One connection, shared in turn: SQLite has one writer at a time anyway, and
-        # queueing for the pool is an asyncio wait that wakes at once, where several
-        # connections contending for the write lock sleep in SQLite's busy handler (up to
-        # 100 ms a poll) and can fail with "database is locked".
-        engine = create_async_engine(
-            database_url,
-            echo=echo,
-            poolclass=AsyncAdaptedQueuePool,
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=60,
-        )
+        engine = create_async_engine(database_url, echo=echo)
         _prepare_sqlite(engine)
         return engine
     url = make_url(database_url)
@@ -131,7 +121,7 @@ class Database:
 
 async def finish(session: AsyncSession, error: BaseException | None) -> None:
     """End a unit of work: commit (and run after-commit hooks) or roll back."""
-    if error is not None:
+    if error is not None and not getattr(error, "keeps_changes", False):
         await session.rollback()
         return
     await session.commit()
