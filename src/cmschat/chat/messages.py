@@ -286,12 +286,7 @@ async def edit_message(
             )
         )
     await search_index.index_message(session, message=message)
-    event = await append_event(
-        session, room_id=room.id, type=EventType.message_updated, message_id=message.id
-    )
-    await session.flush()
-    view = await message_view(session, message)
-    return view, [_message_event(EventType.message_updated, event.seq, view)]
+    return await _announce_change(session, message, EventType.message_updated)
 
 
 async def delete_message(
@@ -303,7 +298,7 @@ async def delete_message(
     eraser: attachments.Eraser,
 ) -> tuple[MessageRead, list[Published]]:
     """Delete to a tombstone: the row stays for order and replies, the content goes."""
-    message, room, member = await _message_for(session, user, message_id)
+    message, _room, member = await _message_for(session, user, message_id)
     moderates = member is not None and member.role in (MemberRole.owner, MemberRole.moderator)
     if message.author_id != user.id and not moderates and user.role is not Role.admin:
         raise Forbidden("only the author, room moderators and admins may delete a message")
@@ -313,12 +308,19 @@ async def delete_message(
     await session.execute(delete(Mention).where(Mention.message_id == message.id))
     await search_index.unindex_message(session, message_id=message.id)
     await attachments.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
+    return await _announce_change(session, message, EventType.message_deleted)
+
+
+async def _announce_change(
+    session: AsyncSession, message: Message, event_type: EventType
+) -> tuple[MessageRead, list[Published]]:
+    """Record the room event of a change to a message; its view and the event to publish."""
     event = await append_event(
-        session, room_id=room.id, type=EventType.message_deleted, message_id=message.id
+        session, room_id=message.room_id, type=event_type, message_id=message.id
     )
     await session.flush()
     view = await message_view(session, message)
-    return view, [_message_event(EventType.message_deleted, event.seq, view)]
+    return view, [_message_event(event_type, event.seq, view)]
 
 
 async def history(

@@ -121,7 +121,7 @@ class Database:
 
 async def finish(session: AsyncSession, error: BaseException | None) -> None:
     """End a unit of work: commit (and run after-commit hooks) or roll back."""
-    if error is not None and not getattr(error, "keeps_changes", False):
+    if error is not None:
         await session.rollback()
         return
     await session.commit()
