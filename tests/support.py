@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from cmschat.audit.models import GENESIS_HASH
 from cmschat.db.migrate import run_migrations
 from cmschat.db.models import metadata
 from cmschat.db.session import create_engine
@@ -86,12 +87,23 @@ def mariadb_available() -> None:
 
 
 async def empty_all_tables(url: str) -> None:
-    """Delete every row (children first), keeping the migrated schema."""
+    """Delete every row (children first), keeping the migrated schema.
+
+    The audit trail refuses DELETE; TRUNCATE (a schema operation, which fires no trigger)
+    empties it, and the chain head goes back to the genesis.
+    """
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
             for table in reversed(metadata.sorted_tables):
-                await connection.execute(table.delete())
+                if table.name == "audit_events":
+                    await connection.execute(text("TRUNCATE TABLE audit_events"))
+                elif table.name == "audit_head":
+                    await connection.execute(
+                        table.update().values(last_id=0, last_hash=GENESIS_HASH)
+                    )
+                else:
+                    await connection.execute(table.delete())
     finally:
         await engine.dispose()
 

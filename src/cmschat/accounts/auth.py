@@ -17,6 +17,7 @@ from cmschat.accounts.passwords import (
 from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.accounts.service import normalise_username, revoke_tokens
 from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
+from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
 from cmschat.db.session import Database
@@ -112,6 +113,7 @@ async def login(
     async with db.unit_of_work(user_actor(user.id)) as session:
         session.add(row)
         session.add(_attempt(name, user, client, succeeded=True, reason="ok"))
+        audit.record(session, action="auth.login", target_type="user", target_id=user.id)
     return token, row, user
 
 
@@ -121,6 +123,13 @@ async def _record(
     actor = user_actor(user.id) if user is not None else ANONYMOUS
     async with db.unit_of_work(actor) as session:
         session.add(_attempt(name, user, client, succeeded=succeeded, reason=reason))
+        audit.record(
+            session,
+            action="auth.login_failed",
+            target_type="user",
+            target_id=user.id if user is not None else None,
+            changes={"username": name[:64], "reason": reason},
+        )
 
 
 def _attempt(
@@ -161,7 +170,7 @@ async def authenticate(
         or now >= idle_limit
     ):
         raise Unauthorized("invalid or expired token", code="invalid_token")
-    set_actor(session, user_actor(user.id))
+    set_actor(session, user_actor(user.id), name=user.username)
     if now - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = now
     return Session(user=user, token=row)
@@ -170,6 +179,7 @@ async def authenticate(
 async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> None:
     """End the caller's session."""
     current.token.revoked_at = clock.now()
+    audit.record(session, action="auth.logout", target_type="user", target_id=current.user.id)
     await session.flush()
 
 
@@ -196,6 +206,15 @@ async def change_password(
     user.password_hash = await hash_password(new_password, rounds=bcrypt_rounds)
     user.password_changed_at = clock.now()
     user.must_change_password = False
-    await revoke_tokens(session, user_id=user.id, clock=clock, except_token_id=current.token.id)
+    ended = await revoke_tokens(
+        session, user_id=user.id, clock=clock, except_token_id=current.token.id
+    )
+    audit.record(
+        session,
+        action="user.password_changed",
+        target_type="user",
+        target_id=user.id,
+        changes={"sessions_ended": ended},
+    )
     await session.flush()
     return user

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, Role, User
 from cmschat.accounts.passwords import check_password_policy, hash_password
+from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.errors import Conflict, Invalid, NotFound
 
@@ -75,6 +76,18 @@ async def create_user(
             await session.flush()
     except IntegrityError:
         raise Conflict(f"username {username!r} is taken", code="username_taken") from None
+    audit.record(
+        session,
+        action="user.created",
+        target_type="user",
+        target_id=user.id,
+        changes={
+            "username": username,
+            "role": role,
+            "display_name": user.display_name,
+            "must_change_password": must_change_password,
+        },
+    )
     return user
 
 
@@ -141,8 +154,8 @@ async def list_users(
 
 async def revoke_tokens(
     session: AsyncSession, *, user_id: int, clock: Clock, except_token_id: int | None = None
-) -> None:
-    """End every session of a user (but ``except_token_id``, the caller's own)."""
+) -> int:
+    """End every session of a user (but ``except_token_id``, the caller's own); how many."""
     statement = (
         update(AuthToken)
         .where(AuthToken.user_id == user_id, AuthToken.revoked_at.is_(None))
@@ -151,7 +164,8 @@ async def revoke_tokens(
     )
     if except_token_id is not None:
         statement = statement.where(AuthToken.id != except_token_id)
-    await session.execute(statement)
+    result = await session.execute(statement)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def _count_other_active_admins(session: AsyncSession, *, user_id: int) -> int:
@@ -178,6 +192,7 @@ async def update_user(
             raise Conflict("you cannot demote or disable your own account", code="self_lockout")
         if await _count_other_active_admins(session, user_id=user.id) == 0:
             raise Conflict("this is the last active admin", code="last_admin")
+    before = {"display_name": user.display_name, "role": user.role, "is_active": user.is_active}
     if "display_name" in changes and changes["display_name"] is not None:
         user.display_name = changes["display_name"]
     if changes.get("role") is not None:
@@ -186,8 +201,33 @@ async def update_user(
         user.is_active = changes["is_active"]
         if not user.is_active:
             await revoke_tokens(session, user_id=user.id, clock=clock)
+    after = {"display_name": user.display_name, "role": user.role, "is_active": user.is_active}
+    _audit_user_changes(session, user_id=user.id, before=before, after=after)
     await session.flush()
     return user
+
+
+def _audit_user_changes(
+    session: AsyncSession, *, user_id: int, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """One event per kind of change, so "who made whom an admin" is one filter away."""
+    diff = audit.changed(before, after)
+    actions = {
+        "role": "user.role_changed",
+        "is_active": "user.enabled" if after["is_active"] else "user.disabled",
+        "display_name": "user.updated",
+    }
+    for field, action in actions.items():
+        if field in diff:
+            audit.record(
+                session,
+                action=action,
+                target_type="user",
+                target_id=user_id,
+                changes={field: diff[field]},
+            )
+    if not diff:
+        audit.record(session, action="user.updated", target_type="user", target_id=user_id)
 
 
 async def reset_password(
@@ -214,7 +254,14 @@ async def reset_password(
     user.password_hash = new_hash
     user.password_changed_at = clock.now()
     user.must_change_password = True
-    await revoke_tokens(session, user_id=user.id, clock=clock)
+    ended = await revoke_tokens(session, user_id=user.id, clock=clock)
+    audit.record(
+        session,
+        action="user.password_reset",
+        target_type="user",
+        target_id=user.id,
+        changes={"generated": generated, "sessions_ended": ended},
+    )
     await session.flush()
     return user, (new_password if generated else None)
 

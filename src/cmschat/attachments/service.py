@@ -24,6 +24,7 @@ from cmschat.accounts.models import User
 from cmschat.attachments import images, inspection
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.attachments.storage import Storage, new_key
+from cmschat.audit import service as audit
 from cmschat.chat.models import Room, RoomMember
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_ERASER, user_actor
@@ -173,6 +174,19 @@ async def upload(
             attachment.size, attachment.sha256 = meter.size, meter.digest.hexdigest()
             attachment.content_type, attachment.is_image = content_type, is_image
             attachment.state = AttachmentState.ready
+            audit.record(
+                session,
+                action="attachment.uploaded",
+                target_type="attachment",
+                target_id=attachment.id,
+                changes={
+                    "room_id": room_id,
+                    "filename": audit.text_digest(name),
+                    "content_type": content_type,
+                    "size": meter.size,
+                    "sha256": attachment.sha256,
+                },
+            )
         return attachment
     except BaseException:
         await _discard(db, storage, row.id, row.storage_key, actor)
@@ -359,6 +373,13 @@ async def clean_up(
             for row in rows:
                 row.state = AttachmentState.deleting
             ids = [row.id for row in rows]
+            if ids:
+                audit.record(
+                    session,
+                    action="attachment.cleanup",
+                    target_type="attachment",
+                    changes={"attachment_ids": ids},
+                )
         if not ids:
             return erased
         done = await eraser.erase(ids)

@@ -13,6 +13,7 @@ from cmschat.accounts.models import Role, User
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
+from cmschat.audit import service as audit
 from cmschat.chat import rendering, search_index
 from cmschat.chat.events import Published, append_event, next_seq
 from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
@@ -164,6 +165,17 @@ async def send_message(
             if first is None:
                 raise
             return await message_view(session, first), False, []
+    audit.record(
+        session,
+        action="message.created",
+        target_type="message",
+        target_id=message.id,
+        changes={
+            "room_id": room_id,
+            "content": audit.text_digest(content),
+            "attachment_ids": [file.id for file in files],
+        },
+    )
     # Everything the view needs is at hand: no queries to read back what was just written.
     view = _view(message, user, mentioned, files)
     return view, True, [_message_event(EventType.message_created, message.seq, view)]
@@ -268,6 +280,16 @@ async def edit_message(
         raise Conflict("the room is archived", code="room_archived")
     _check_content(content, limit=max_length)
     html, mentioned = await _render(session, room.id, content)
+    audit.record(
+        session,
+        action="message.edited",
+        target_type="message",
+        target_id=message.id,
+        changes={
+            "room_id": room.id,
+            "content": [audit.text_digest(message.content), audit.text_digest(content)],
+        },
+    )
     message.content, message.content_html, message.edited_at = content, html, clock.now()
     known = set(
         (
@@ -304,6 +326,17 @@ async def delete_message(
         raise Forbidden("only the author, room moderators and admins may delete a message")
     if message.deleted_at is not None:
         return await message_view(session, message), []  # already a tombstone: no new event
+    audit.record(
+        session,
+        action="message.deleted",
+        target_type="message",
+        target_id=message.id,
+        changes={
+            "room_id": message.room_id,
+            "author_id": message.author_id,
+            "content": audit.text_digest(message.content),
+        },
+    )
     message.content, message.content_html, message.deleted_at = "", "", clock.now()
     await session.execute(delete(Mention).where(Mention.message_id == message.id))
     await search_index.unindex_message(session, message_id=message.id)
@@ -370,6 +403,13 @@ async def mark_read(
     if message is None or message.room_id != room_id:
         raise Invalid("message_id must be a message of this room", field="message_id")
     if message.seq > member.last_read_seq:
+        audit.record(
+            session,
+            action="room.read_marker_moved",
+            target_type="room",
+            target_id=room_id,
+            changes={"last_read_seq": [member.last_read_seq, message.seq]},
+        )
         member.last_read_seq = message.seq
         await session.flush()
     event = Published(

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import Role, User
+from cmschat.audit import service as audit
 from cmschat.chat.events import Published, append_event
 from cmschat.chat.models import EventType, MemberRole, Room, RoomKind, RoomMember
 from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
@@ -123,6 +124,13 @@ async def create_room(
     for user_id in sorted(others):
         events.append(await _add_member(session, room, users[user_id], MemberRole.member))
     await session.flush()
+    audit.record(
+        session,
+        action="room.created",
+        target_type="room",
+        target_id=room.id,
+        changes={"kind": kind, "name": name, "topic": topic, "member_ids": sorted(others)},
+    )
     return room, True, events
 
 
@@ -144,6 +152,7 @@ async def update_room(
     member = await session.get(RoomMember, (room_id, user.id))
     if user.role is not Role.admin and (member is None or member.role not in MANAGERS):
         raise Forbidden("only the room's owner or moderators may change it")
+    before = {"name": room.name, "topic": room.topic, "archived": room.archived}
     if "name" in fields:
         if not name:
             raise Invalid("a group or channel needs a name", field="name")
@@ -154,6 +163,14 @@ async def update_room(
         room.archived = archived
     event = await append_event(session, room_id=room.id, type=EventType.room_updated)
     await session.flush()
+    after = {"name": room.name, "topic": room.topic, "archived": room.archived}
+    audit.record(
+        session,
+        action="room.updated",
+        target_type="room",
+        target_id=room.id,
+        changes=audit.changed(before, after),
+    )
     payload = {
         "room": {"id": room.id, "name": room.name, "topic": room.topic, "archived": room.archived}
     }
@@ -189,9 +206,18 @@ async def add_members(
         ).all()
     )
     events = []
-    for user_id in sorted(set(users) - existing):
+    added = sorted(set(users) - existing)
+    for user_id in added:
         events.append(await _add_member(session, room, users[user_id], MemberRole.member))
     await session.flush()
+    if added:
+        audit.record(
+            session,
+            action="room.members_added",
+            target_type="room",
+            target_id=room.id,
+            changes={"user_ids": added},
+        )
     return room, events
 
 
@@ -212,6 +238,13 @@ async def remove_member(
         if target.role is MemberRole.owner and mine.role is not MemberRole.owner:
             raise Forbidden("moderators cannot remove the owner")
     removed = await session.get(User, user_id)
+    audit.record(
+        session,
+        action="room.member_left" if user_id == user.id else "room.member_removed",
+        target_type="room",
+        target_id=room_id,
+        changes={"user_id": user_id, "role": target.role},
+    )
     await session.delete(target)
     event = await append_event(
         session, room_id=room_id, type=EventType.member_left, user_id=user_id
@@ -232,6 +265,13 @@ async def set_member_role(
     target = await session.get(RoomMember, (room_id, user_id))
     if target is None:
         raise NotFound("no such member")
+    audit.record(
+        session,
+        action="room.member_role_changed",
+        target_type="room",
+        target_id=room_id,
+        changes={"user_id": user_id, "role": [target.role, role]},
+    )
     target.role = role
     await session.flush()
     member_user = await session.get(User, user_id)

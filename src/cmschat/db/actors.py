@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from cmschat.clock import Clock
 
 ACTOR_KEY = "cmschat.actor"
+ACTOR_NAME_KEY = "cmschat.actor_name"
 CLOCK_KEY = "cmschat.clock"
 
 # Named system actors: one per entry point that changes data without a signed-in user.
@@ -26,9 +27,16 @@ def user_actor(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def set_actor(session: AsyncSession | Session, actor: str) -> None:
-    """Declare who is acting for the rest of this session's unit of work."""
+def set_actor(session: AsyncSession | Session, actor: str, *, name: str | None = None) -> None:
+    """Declare who is acting for the rest of this session's unit of work.
+
+    ``name`` is the user's username, snapshotted into audit events (looked up if omitted).
+    """
     session.info[ACTOR_KEY] = actor
+    if name is not None:
+        session.info[ACTOR_NAME_KEY] = name
+    else:
+        session.info.pop(ACTOR_NAME_KEY, None)
 
 
 def current_actor(session: AsyncSession | Session) -> str:

@@ -2,9 +2,10 @@
 
 from cmschat.accounts import models as accounts_models
 from cmschat.attachments import models as attachments_models
+from cmschat.audit import models as audit_models
 from cmschat.chat import models as chat_models
 from cmschat.db.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "attachments_models", "chat_models", "metadata"]
+__all__ = ["accounts_models", "attachments_models", "audit_models", "chat_models", "metadata"]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from cmschat.audit import service as audit_trail
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
 from cmschat.db.actors import ACTOR_KEY, CLOCK_KEY
@@ -85,6 +86,7 @@ class Database:
 
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         audit_columns.install()
+        audit_trail.install()
         self.engine = engine
         self.clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -17,6 +17,8 @@ from cmschat.settings import LogFormat
 
 request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
 user_id_var: ContextVar[int | None] = ContextVar("cmschat_user_id", default=None)
+client_address_var: ContextVar[str | None] = ContextVar("cmschat_client_address", default=None)
+"""The caller's address (after trusted proxy headers), for the audit trail."""
 
 
 _base_factory = logging.getLogRecordFactory()

@@ -10,7 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cmschat.observability.logging import request_id_var, user_id_var
+from cmschat.observability.logging import client_address_var, request_id_var, user_id_var
 
 log = logging.getLogger("cmschat.http")
 
@@ -71,6 +71,7 @@ class RequestMiddleware:
         request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request_token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)
+        address_token = client_address_var.set((scope.get("client") or (None,))[0])
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -125,5 +126,6 @@ class RequestMiddleware:
                     "client.ip": (scope.get("client") or (None,))[0],
                 },
             )
+            client_address_var.reset(address_token)
             user_id_var.reset(user_token)
             request_id_var.reset(request_token)

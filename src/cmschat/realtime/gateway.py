@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from cmschat.chat.models import Room, RoomMember
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, user_actor
 from cmschat.errors import CmschatError
+from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, Connection
@@ -63,6 +65,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_POLICY)
         return
     await websocket.accept()
+    # Every frame's work runs in this task or tasks it starts, so audit events and log
+    # lines of the connection carry its address and one id for the whole connection.
+    client_address_var.set(websocket.client.host if websocket.client else None)
+    request_id_var.set("ws-" + uuid.uuid4().hex)
     user, resume = await _authenticate(websocket, context)
     if user is None:
         return

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: who changed what, when, chained by SHA-256."""

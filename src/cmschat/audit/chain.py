@@ -1,0 +1,146 @@
+"""The hash chain: how an event's hash is computed, and walking the chain to prove it whole.
+
+``hash = SHA-256(prev_hash || canonical JSON of the event)``. Editing a row changes its
+hash; deleting, inserting or reordering rows breaks the next row's ``prev_hash`` link; a
+row cut off the end no longer matches the head. Expiring old events leaves a checkpoint
+(an ``audit.expired`` event naming the last removed event's id and hash) from which the
+rest of the chain still verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.audit.models import GENESIS_HASH, AuditEvent, AuditHead
+
+EXPIRED_ACTION = "audit.expired"
+VERIFY_BATCH = 2000
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(event: AuditEvent) -> str:
+    """The hash an event must carry, given its fields and ``prev_hash``."""
+    body = canonical_json(
+        {
+            "id": event.id,
+            "occurred_at": _time(event.occurred_at),
+            "actor": event.actor,
+            "actor_id": event.actor_id,
+            "actor_name": event.actor_name,
+            "action": event.action,
+            "target_type": event.target_type,
+            "target_id": event.target_id,
+            "request_id": event.request_id,
+            "client_address": event.client_address,
+            "changes": event.changes,
+        }
+    )
+    return hashlib.sha256((event.prev_hash + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``verify`` found."""
+
+    ok: bool
+    checked: int
+    """Events checked."""
+    head_id: int
+    head_hash: str
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+    def describe(self) -> str:
+        """One line for people."""
+        if self.ok:
+            return (
+                f"audit chain intact: {self.checked} events, head {self.head_id} {self.head_hash}"
+            )
+        return f"audit chain broken at event {self.first_bad_id}: {self.problem}"
+
+
+async def _checkpoint(session: AsyncSession) -> tuple[int, str]:
+    """Where the kept chain starts: after the newest expiry checkpoint, or at the genesis."""
+    changes = await session.scalar(
+        select(AuditEvent.changes)
+        .where(AuditEvent.action == EXPIRED_ACTION)
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if changes is None:
+        return 0, GENESIS_HASH
+    details = json.loads(changes)
+    return int(details["through_id"]), str(details["through_hash"])
+
+
+async def verify(session: AsyncSession) -> Verdict:
+    """Walk the whole chain in id order; stop at the first event that does not hold."""
+    expected_id, expected_prev = await _checkpoint(session)
+    expected_id += 1
+    checked = 0
+    last_id = -1
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.id > last_id)
+                .order_by(AuditEvent.id)
+                .limit(VERIFY_BATCH)
+            )
+        ).all()
+        for row in rows:
+            if row.id != expected_id:
+                bad = min(row.id, expected_id)
+                return _broken(checked, bad, f"event {expected_id} is missing (next is {row.id})")
+            if row.prev_hash != expected_prev:
+                return _broken(
+                    checked,
+                    row.id,
+                    "its prev_hash does not match the event before it "
+                    "(an event was inserted, removed or moved)",
+                )
+            if event_hash(row) != row.hash:
+                return _broken(checked, row.id, "its content was altered (hash mismatch)")
+            checked += 1
+            expected_id, expected_prev = row.id + 1, row.hash
+        if len(rows) < VERIFY_BATCH:
+            break
+        last_id = rows[-1].id
+        session.expunge_all()
+    head = await session.get(AuditHead, 1)
+    if head is None:
+        return _broken(checked, expected_id, "the chain head row is missing")
+    if (head.last_id, head.last_hash) != (expected_id - 1, expected_prev):
+        return _broken(
+            checked,
+            expected_id,
+            f"the head says the chain ends at event {head.last_id}, "
+            f"but it ends at {expected_id - 1} (events were cut off the end)",
+        )
+    return Verdict(ok=True, checked=checked, head_id=head.last_id, head_hash=head.last_hash)
+
+
+def _broken(checked: int, event_id: int, problem: str) -> Verdict:
+    return Verdict(
+        ok=False,
+        checked=checked,
+        head_id=0,
+        head_hash="",
+        first_bad_id=event_id,
+        problem=problem,
+    )

@@ -1,0 +1,58 @@
+"""Exporting the chain head, so a copy of it can be kept outside the database.
+
+Whoever can rewrite the database can rebuild a consistent chain; a head recorded elsewhere
+(Prometheus, the central logs) is what exposes that. The metrics give the head's id and
+the first 13 hex digits of its hash as a number (exact in a float64), which Prometheus
+stores without a new series per event; the log line gives the full hash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Gauge
+
+log = logging.getLogger(__name__)
+
+HASH_PREFIX_DIGITS = 13
+
+HEAD_ID = Gauge("cmschat_audit_head_id", "Id of the newest audit event this instance has seen")
+HEAD_HASH_PREFIX = Gauge(
+    "cmschat_audit_head_hash_prefix",
+    "First 13 hex digits of the newest audit event's hash, as an integer",
+)
+
+_last_logged: tuple[int, str] | None = None
+_current: tuple[int, str] | None = None
+
+
+def hash_prefix(value: str) -> int:
+    """The metric form of a hash."""
+    return int(value[:HASH_PREFIX_DIGITS], 16)
+
+
+def advanced(head_id: int, head_hash: str, *, read_from_database: bool = False) -> None:
+    """Note a new head: after a commit that appended events, or as read from the database."""
+    global _current
+    if _current is not None and head_id <= _current[0] and not read_from_database:
+        return  # commits of this process finishing out of order
+    _current = (head_id, head_hash)
+    HEAD_ID.set(head_id)
+    HEAD_HASH_PREFIX.set(hash_prefix(head_hash))
+
+
+def log_head(*, force: bool = False) -> None:
+    """Write the head to the log if it moved since the last time (or always, with force)."""
+    global _last_logged
+    if _current is None or (_current == _last_logged and not force):
+        return
+    _last_logged = _current
+    log.info(
+        "audit head %d %s",
+        *_current,
+        extra={
+            "event.action": "audit.head",
+            "audit.head.id": _current[0],
+            "audit.head.hash": _current[1],
+        },
+    )

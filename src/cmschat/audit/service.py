@@ -1,0 +1,169 @@
+"""Recording audit events in the same transaction as the change they describe.
+
+Services call ``record(session, …)`` next to the change; nothing is written yet. When the
+unit of work commits, a ``before_commit`` hook appends the pending events to the chain
+inside that same transaction: it locks the chain head (``SELECT … FOR UPDATE`` on MariaDB;
+SQLite's write lock already serialises), numbers and hashes the events, and moves the head.
+A rolled-back change therefore leaves no event, and a committed one always has its event.
+The head stays locked only from the append to the commit, the end of the transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from cmschat.accounts.models import User
+from cmschat.audit import head
+from cmschat.audit.chain import canonical_json, event_hash
+from cmschat.audit.models import AuditEvent, AuditHead
+from cmschat.db.actors import ACTOR_NAME_KEY, current_actor, session_clock
+from cmschat.observability.logging import client_address_var, request_id_var
+
+PENDING_KEY = "cmschat.audit.pending"
+APPENDED_KEY = "cmschat.audit.appended"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    action: str
+    target_type: str
+    target_id: str | None
+    changes: dict[str, Any]
+    request_id: str | None
+    client_address: str | None
+    target: Any = field(default=None)
+    """An ORM object whose id is only known after the flush."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"cannot put {type(value).__name__} in an audit event")
+
+
+def text_digest(text: str) -> str:
+    """How a message body appears in the trail: its SHA-256, never the text."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """``{field: [before, after]}`` for the fields whose value differs."""
+    return {
+        key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
+    }
+
+
+def record(
+    session: AsyncSession | Session,
+    *,
+    action: str,
+    target_type: str,
+    target_id: object = None,
+    target: Any = None,
+    changes: Mapping[str, Any] | None = None,
+) -> None:
+    """Queue an audit event; it is written when this unit of work commits.
+
+    ``target`` is an ORM object not flushed yet, whose ``id`` becomes the target id.
+    """
+    pending: list[_Pending] = session.info.setdefault(PENDING_KEY, [])
+    pending.append(
+        _Pending(
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            changes=json.loads(json.dumps(dict(changes or {}), default=_jsonable)),
+            request_id=request_id_var.get(),
+            client_address=client_address_var.get(),
+            target=target,
+        )
+    )
+
+
+def _actor_identity(session: Session, actor: str) -> tuple[int | None, str]:
+    kind, _, ident = actor.partition(":")
+    if kind != "user":
+        return None, ident or actor
+    user_id = int(ident)
+    name = session.info.get(ACTOR_NAME_KEY)
+    if not isinstance(name, str):
+        name = session.execute(select(User.username).where(User.id == user_id)).scalar()
+    return user_id, name or f"#{user_id}"
+
+
+def _append(session: Session) -> None:
+    """Chain the session's pending events (runs inside the committing transaction)."""
+    pending: list[_Pending] = session.info.pop(PENDING_KEY, [])
+    if not pending:
+        return
+    session.flush()  # ids of new targets
+    actor = current_actor(session)
+    actor_id, actor_name = _actor_identity(session, actor)
+    now = session_clock(session).now()
+    row = session.execute(
+        select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1).with_for_update()
+    ).one()
+    last_id, last_hash = int(row.last_id), str(row.last_hash)
+    values = []
+    for item in pending:
+        target_id = item.target_id
+        if target_id is None and item.target is not None:
+            target_id = str(item.target.id)
+        audit_event = AuditEvent(
+            id=last_id + 1,
+            occurred_at=now,
+            actor=actor,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            action=item.action,
+            target_type=item.target_type,
+            target_id=target_id,
+            request_id=item.request_id,
+            client_address=item.client_address,
+            changes=canonical_json(item.changes),
+            prev_hash=last_hash,
+        )
+        audit_event.hash = event_hash(audit_event)
+        values.append({c.key: getattr(audit_event, c.key) for c in AuditEvent.__table__.columns})
+        last_id, last_hash = audit_event.id, audit_event.hash
+    session.execute(insert(AuditEvent), values)
+    session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(last_id=last_id, last_hash=last_hash)
+    )
+    session.info[APPENDED_KEY] = (last_id, last_hash)
+
+
+def _published(session: Session) -> None:
+    appended = session.info.pop(APPENDED_KEY, None)
+    if appended is not None:
+        head.advanced(*appended)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(PENDING_KEY, None)
+    session.info.pop(APPENDED_KEY, None)
+
+
+def install() -> None:
+    """Register the commit hooks once for every Session (idempotent)."""
+    if not event.contains(Session, "before_commit", _append):
+        event.listen(Session, "before_commit", _append)
+        event.listen(Session, "after_commit", _published)
+        event.listen(Session, "after_rollback", _forget)
