@@ -21,7 +21,7 @@ from tests import support
 from tests.s3server import s3_server  # noqa: F401 - a fixture for every suite
 from tests.support import PASSWORD, NamedUser
 
-BACKENDS = ["sqlite", "mariadb"]
+BACKENDS = support.BACKENDS
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,24 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from cmschat.audit.models import GENESIS_HASH
+from cmschat.audit.models import GENESIS_HASH, AuditEvent
+from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import run_migrations
 from cmschat.db.models import metadata
-from cmschat.db.session import create_engine
+from cmschat.db.session import Database, create_engine
 
 MARIADB_SERVER = os.environ.get("CMSCHAT_TEST_MARIADB", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("CMSCHAT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TEST_SECRET = "test-secret-" + "k" * 40
 PASSWORD = "Correct-Horse-7-battery"
 T = TypeVar("T")
+
+
+BACKENDS = ["sqlite", "mariadb"]
+"""Every database-backed test runs on both."""
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -158,3 +163,12 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
     return error
+
+
+async def audit_events(db: Database, **where: object) -> list[AuditEvent]:
+    """The audit trail in chain order, optionally only events with these field values."""
+    async with db.unit_of_work(SYSTEM_CLI) as session:
+        statement = select(AuditEvent).order_by(AuditEvent.id)
+        for name, value in where.items():
+            statement = statement.where(getattr(AuditEvent, name) == value)
+        return list((await session.scalars(statement)).all())

@@ -21,11 +21,13 @@ from cmschat.api.router import API_PREFIX, build_api_router
 from cmschat.attachments import inspection
 from cmschat.attachments.service import Eraser, Limits, clean_up
 from cmschat.attachments.storage import Storage, storage_from_url
+from cmschat.audit import head as audit_head
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
 from cmschat.observability import health
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
+from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
 from cmschat.realtime import gateway
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
@@ -124,6 +126,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             attachment_limits=attachment_limits(settings),
             redis=redis,
         )
+        await audit_head.refresh(db)
         stop_cleaner = asyncio.Event()
         cleaner = asyncio.create_task(
             run_cleanup(eraser, clock, settings.attachments, stop_cleaner),
@@ -157,6 +160,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(build_api_router())
     app.include_router(gateway.router)
     if settings.cors_origins:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
+from cmschat.audit import chain
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI, SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
@@ -32,6 +33,8 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+audit_app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 
@@ -220,6 +223,38 @@ def user_create(
     typer.echo(f"cmschat: created {role.value} {accounts.normalise_username(username)!r}")
     if not password_stdin:
         typer.echo(f"  one-time password: {password} (must be changed at first sign-in)")
+
+
+async def _verify_audit(settings: Settings, kept_head: tuple[int, str] | None) -> chain.Verdict:
+    engine = create_engine(settings.database_url)
+    try:
+        db = Database(engine, SystemClock())
+        async with db.unit_of_work(SYSTEM_CLI) as session:
+            verdict = await chain.verify(session)
+            if verdict.ok and kept_head is not None:
+                return await chain.check_kept_head(session, kept_head, verdict)
+            return verdict
+    finally:
+        await engine.dispose()
+
+
+@audit_app.command("verify")
+@operator_errors
+def audit_verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            help="a head kept elsewhere, as ID:HASH (from the log or a previous run): "
+            "the chain must still contain it"
+        ),
+    ] = None,
+) -> None:
+    """Walk the audit trail's hash chain; exit 1 naming the first bad event."""
+    kept = chain.parse_kept_head(expect_head) if expect_head is not None else None
+    verdict = run(_verify_audit(load_settings(), kept))
+    if not verdict.ok:
+        raise fail(verdict.describe())
+    typer.echo(f"cmschat: {verdict.describe()}")
 
 
 def main() -> None:

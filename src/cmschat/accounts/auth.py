@@ -120,8 +120,8 @@ async def login(
 async def _record(
     db: Database, name: str, user: User | None, client: Client, *, succeeded: bool, reason: str
 ) -> None:
-    actor = user_actor(user.id) if user is not None else ANONYMOUS
-    async with db.unit_of_work(actor) as session:
+    # Whoever failed to sign in is not (yet) the account's owner: the attempt is anonymous.
+    async with db.unit_of_work(ANONYMOUS) as session:
         session.add(_attempt(name, user, client, succeeded=succeeded, reason=reason))
         audit.record(
             session,

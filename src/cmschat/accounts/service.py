@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from typing import Any
@@ -16,10 +15,12 @@ from cmschat.accounts.passwords import check_password_policy, hash_password
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.errors import Conflict, Invalid, NotFound
+from cmschat.pagination import decode_cursor, encode_cursor
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
 FIRST_ADMIN = "admin"
 MAX_PAGE = 200
+CURSOR_TAG = "u"
 
 
 def normalise_username(raw: str) -> str:
@@ -99,24 +100,6 @@ async def get_user(session: AsyncSession, *, user_id: int) -> User:
     return user
 
 
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"u{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("u"):
-            raise ValueError(raw)
-        last_id = int(raw[1:])
-        # Ids are BIGINT: anything outside is not ours, and the driver could not bind it.
-        if not 0 <= last_id < 2**63:
-            raise ValueError(raw)
-        return last_id
-    except ValueError:
-        raise Invalid("cursor is not one this server gave out", field="cursor") from None
-
-
 async def list_users(
     session: AsyncSession,
     *,
@@ -146,9 +129,9 @@ async def list_users(
     if is_active is not None:
         statement = statement.where(User.is_active == is_active)
     if cursor:
-        statement = statement.where(User.id > _decode_cursor(cursor))
+        statement = statement.where(User.id > decode_cursor(CURSOR_TAG, cursor))
     users = list((await session.scalars(statement)).all())
-    next_cursor = _encode_cursor(users[limit - 1].id) if len(users) > limit else None
+    next_cursor = encode_cursor(CURSOR_TAG, users[limit - 1].id) if len(users) > limit else None
     return users[:limit], next_cursor
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from cmschat.accounts import admin_api as accounts_admin_api
 from cmschat.accounts import api as accounts_api
 from cmschat.attachments import api as attachments_api
+from cmschat.audit import api as audit_api
 from cmschat.chat import api as chat_api
 
 API_PREFIX = "/api/v1"
@@ -19,4 +20,5 @@ def build_api_router() -> APIRouter:
     router.include_router(accounts_admin_api.router)
     router.include_router(chat_api.router)
     router.include_router(attachments_api.router)
+    router.include_router(audit_api.router)
     return router

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.audit.models import GENESIS_HASH, AuditEvent, AuditHead
+from cmschat.errors import Invalid
 
 EXPIRED_ACTION = "audit.expired"
 VERIFY_BATCH = 2000
@@ -133,6 +134,48 @@ async def verify(session: AsyncSession) -> Verdict:
             f"but it ends at {expected_id - 1} (events were cut off the end)",
         )
     return Verdict(ok=True, checked=checked, head_id=head.last_id, head_hash=head.last_hash)
+
+
+def parse_kept_head(kept: str) -> tuple[int, str]:
+    """``ID:HASH`` as logged or printed by verify; Invalid for anything else."""
+    head_id_text, _, head_hash = kept.strip().partition(":")
+    head_hash = head_hash.lower()
+    if (
+        not head_id_text.isdigit()
+        or len(head_hash) != len(GENESIS_HASH)
+        or any(c not in "0123456789abcdef" for c in head_hash)
+    ):
+        raise Invalid("a kept head is written ID:HASH, e.g. 1042:9f86d08…", field="expect_head")
+    return int(head_id_text), head_hash
+
+
+async def check_kept_head(
+    session: AsyncSession, kept: tuple[int, str], verdict: Verdict
+) -> Verdict:
+    """Check a head recorded elsewhere against an intact chain.
+
+    An attacker who rewrites the database can build a new, self-consistent chain; the
+    event a kept head names then no longer has the hash recorded for it.
+    """
+    head_id, head_hash = kept
+    if head_id > verdict.head_id:
+        return _broken(
+            verdict.checked,
+            head_id,
+            f"the kept head is event {head_id}, past the chain's end at {verdict.head_id} "
+            "(events were cut off the end)",
+        )
+    stored = await session.scalar(select(AuditEvent.hash).where(AuditEvent.id == head_id))
+    if stored is None:
+        # Expired since: the checkpoint proved the rest of the chain already.
+        return verdict
+    if stored != head_hash:
+        return _broken(
+            verdict.checked,
+            head_id,
+            "its hash differs from the kept head (the chain was rewritten)",
+        )
+    return verdict
 
 
 def _broken(checked: int, event_id: int, problem: str) -> Verdict:

@@ -12,6 +12,10 @@ import logging
 
 from prometheus_client import Gauge
 
+from cmschat.audit.models import AuditHead
+from cmschat.db.actors import SYSTEM_AUDIT
+from cmschat.db.session import Database
+
 log = logging.getLogger(__name__)
 
 HASH_PREFIX_DIGITS = 13
@@ -56,3 +60,11 @@ def log_head(*, force: bool = False) -> None:
             "audit.head.hash": _current[1],
         },
     )
+
+
+async def refresh(db: Database) -> None:
+    """Read the head from the database: at start-up, and now and then for other instances'."""
+    async with db.unit_of_work(SYSTEM_AUDIT) as session:
+        row = await session.get(AuditHead, 1)
+    if row is not None:
+        advanced(row.last_id, row.last_hash, read_from_database=True)

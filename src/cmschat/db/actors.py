@@ -20,6 +20,8 @@ SYSTEM_CLI = "system:cli"
 SYSTEM_SETUP = "system:setup"
 ANONYMOUS = "system:anonymous"
 SYSTEM_ERASER = "system:attachments"
+SYSTEM_AUDIT = "system:audit"
+SYSTEM_RETENTION = "system:retention"
 
 
 def user_actor(user_id: int) -> str:
