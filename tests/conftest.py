@@ -16,7 +16,7 @@ from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.settings import AuthSettings, Environment, Settings
+from cmschat.settings import AuthSettings, Environment, RetentionSettings, Settings
 from tests import support
 from tests.s3server import s3_server  # noqa: F401 - a fixture for every suite
 from tests.support import PASSWORD, NamedUser
@@ -84,6 +84,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "var",
         secret_key=support.TEST_SECRET,
         auth=AuthSettings(bcrypt_rounds=4),
+        # Tests run the purge themselves, with a fake clock; not at start-up.
+        retention=RetentionSettings(run_daily=False),
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from cmschat.audit import head as audit_head
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
+from cmschat.jobs.scheduler import RetentionJob, every
 from cmschat.observability import health
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.metrics import metrics_endpoint
@@ -35,6 +35,10 @@ from cmschat.realtime.connections import CLOSE_RESTART, Hub
 from cmschat.settings import AttachmentSettings, Settings
 
 log = logging.getLogger(__name__)
+
+HEAD_EXPORT_SECONDS = 60
+SCHEDULE_CHECK_SECONDS = 60
+"""How often each instance checks whether the daily purge is due."""
 
 
 def storage_for(settings: Settings) -> Storage:
@@ -59,33 +63,43 @@ def attachment_limits(settings: Settings) -> Limits:
     )
 
 
-async def run_cleanup(
-    eraser: Eraser, clock: Clock, settings: AttachmentSettings, stop: asyncio.Event
-) -> None:
-    """Every few minutes: erase unlinked uploads and finish interrupted deletions.
+async def clean_up_attachments(eraser: Eraser, clock: Clock, settings: AttachmentSettings) -> None:
+    """One round: erase unlinked uploads and finish interrupted deletions."""
+    erased = await clean_up(
+        eraser=eraser, clock=clock, unlinked_after=timedelta(minutes=settings.unlinked_minutes)
+    )
+    if erased:
+        log.info(
+            "attachment clean-up erased %d files",
+            erased,
+            extra={"event.action": "attachments.cleaned"},
+        )
 
-    Stopped through ``stop``, never cancelled: a round cut off mid-transaction would leave
-    a connection (and on SQLite the write lock) behind.
-    """
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.cleanup_interval_seconds)
-        if stop.is_set():
-            return
-        try:
-            erased = await clean_up(
-                eraser=eraser,
-                clock=clock,
-                unlinked_after=timedelta(minutes=settings.unlinked_minutes),
-            )
-            if erased:
-                log.info(
-                    "attachment clean-up erased %d files",
-                    erased,
-                    extra={"event.action": "attachments.cleaned"},
-                )
-        except Exception:
-            log.exception("attachment clean-up failed; retrying next round")
+
+async def export_audit_head(db: Database) -> None:
+    """One round: read the head (other instances append too), log it if it moved."""
+    await audit_head.refresh(db)
+    audit_head.log_head()
+
+
+def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The background loops of one instance; they end once ``stop`` is set."""
+    settings, db, clock = context.settings, context.db, context.clock
+    loops = [
+        every(
+            settings.attachments.cleanup_interval_seconds,
+            lambda: clean_up_attachments(context.eraser, clock, settings.attachments),
+            stop,
+            name="attachment clean-up",
+        ),
+        every(HEAD_EXPORT_SECONDS, lambda: export_audit_head(db), stop, name="audit head"),
+    ]
+    if settings.retention.run_daily:
+        job = RetentionJob(db, clock=clock, settings=settings.retention, eraser=context.eraser)
+        loops.append(
+            every(SCHEDULE_CHECK_SECONDS, job.tick, stop, name="retention", run_first=True)
+        )
+    return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
@@ -127,11 +141,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             redis=redis,
         )
         await audit_head.refresh(db)
-        stop_cleaner = asyncio.Event()
-        cleaner = asyncio.create_task(
-            run_cleanup(eraser, clock, settings.attachments, stop_cleaner),
-            name="cmschat-attachment-cleanup",
-        )
+        stop_jobs = asyncio.Event()
+        jobs = start_jobs(app.state.context, stop_jobs)
         log.info(
             "cmschat %s ready",
             __version__,
@@ -141,8 +152,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             yield
         finally:
             app.state.context.draining = True
-            stop_cleaner.set()
-            await cleaner
+            stop_jobs.set()
+            await asyncio.gather(*jobs)
+            audit_head.log_head(force=True)
             hub.close_all(CLOSE_RESTART)
             await broker.close()
             if redis is not None:

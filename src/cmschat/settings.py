@@ -7,6 +7,7 @@ and the result is passed into ``create_app(settings)``.
 from __future__ import annotations
 
 import secrets
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,7 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
+MAX_RETENTION_DAYS = 36_500
 
 
 class Environment(StrEnum):
@@ -104,6 +106,25 @@ class AttachmentSettings(BaseModel):
         return value
 
 
+class RetentionSettings(BaseModel):
+    """How long data is kept, and when the daily purge runs.
+
+    ``message_days``/``attachment_days`` are the global defaults until an admin sets them
+    in the console (``/api/v1/admin/retention``); unset means keep forever.
+    """
+
+    message_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
+    attachment_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
+    audit_days: int = Field(default=400, ge=30, le=MAX_RETENTION_DAYS)
+    """Audit events are kept longer than chat data; at least 30 days."""
+    run_daily: bool = True
+    """Purge once a day, in-process; several instances elect one leader per run."""
+    run_at: time = time(3, 30)
+    """When the daily purge starts (UTC, HH:MM)."""
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Rows per transaction: short transactions keep a busy database responsive."""
+
+
 class Settings(BaseSettings):
     """Every setting of cmschat; see README "Configuration" for each variable."""
 
@@ -138,6 +159,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from cmschat.accounts import api as accounts_api
 from cmschat.attachments import api as attachments_api
 from cmschat.audit import api as audit_api
 from cmschat.chat import api as chat_api
+from cmschat.retention import api as retention_api
 
 API_PREFIX = "/api/v1"
 
@@ -21,4 +22,5 @@ def build_api_router() -> APIRouter:
     router.include_router(chat_api.router)
     router.include_router(attachments_api.router)
     router.include_router(audit_api.router)
+    router.include_router(retention_api.router)
     return router

@@ -30,6 +30,7 @@ class Attachment(Base):
         Index("ix_attachments_state_created_at", "state", "created_at"),
         Index("ix_attachments_uploader_id_state", "uploader_id", "state"),
         Index("ix_attachments_message_id", "message_id"),
+        Index("ix_attachments_room_id_created_at", "room_id", "created_at"),
         MARIADB_TABLE_OPTIONS,
     )
 

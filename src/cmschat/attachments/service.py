@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import IO
 
 import anyio.to_thread
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
@@ -327,25 +327,39 @@ async def remove_for_messages(
     """Mark the messages' files for deletion; they are erased once this transaction commits."""
     if not message_ids:
         return 0
-    rows = (
+    ids = (
         await session.scalars(
-            select(Attachment).where(
+            select(Attachment.id).where(
                 Attachment.message_id.in_(message_ids), Attachment.state != AttachmentState.deleting
             )
         )
     ).all()
-    if not rows:
+    return await mark_for_erasure(session, eraser=eraser, attachment_ids=ids)
+
+
+async def mark_for_erasure(
+    session: AsyncSession, *, eraser: Eraser, attachment_ids: Sequence[int]
+) -> int:
+    """Mark files 'deleting': they vanish from views now, and are erased after the commit.
+
+    A crash between the commit and the erasure leaves them marked; the clean-up job
+    finishes the erasure.
+    """
+    if not attachment_ids:
         return 0
-    for row in rows:
-        row.state = AttachmentState.deleting
-    await session.flush()
-    ids = [row.id for row in rows]
+    ids = list(attachment_ids)
+    await session.execute(
+        update(Attachment)
+        .where(Attachment.id.in_(ids))
+        .values(state=AttachmentState.deleting)
+        .execution_options(synchronize_session="fetch")
+    )
 
     async def erase() -> None:
         await eraser.erase(ids)
 
     after_commit(session, erase)
-    return len(rows)
+    return len(ids)
 
 
 async def clean_up(

@@ -90,11 +90,15 @@ def record(
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
             changes=json.loads(json.dumps(dict(changes or {}), default=_jsonable)),
-            request_id=request_id_var.get(),
-            client_address=client_address_var.get(),
+            request_id=_clip(request_id_var.get(), 64),
+            client_address=_clip(client_address_var.get(), 45),
             target=target,
         )
     )
+
+
+def _clip(value: str | None, length: int) -> str | None:
+    return None if value is None else value[:length]
 
 
 def _actor_identity(session: Session, actor: str) -> tuple[int | None, str]:

@@ -73,6 +73,10 @@ class Room(Base):
     """Sequence number of the room's newest event."""
     direct_key: Mapped[str | None] = mapped_column(String(48), nullable=True, unique=True)
     """``<low id>:<high id>`` for direct rooms, so a pair has exactly one."""
+    purged_through_seq: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    """Retention removed the events up to this seq: a client behind it must resync."""
 
 
 class RoomMember(Base):
@@ -103,6 +107,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("room_id", "seq", name="uq_messages_room_id_seq"),
         UniqueConstraint("room_id", "author_id", "client_id", name="uq_messages_client_id"),
+        # Retention finds a room's expired messages without walking the ones it keeps.
+        Index("ix_messages_room_id_created_at", "room_id", "created_at"),
         MARIADB_TABLE_OPTIONS,
     )
 
@@ -158,6 +164,8 @@ class RoomEvent(Base):
     __tablename__ = "room_events"
     __table_args__ = (
         UniqueConstraint("room_id", "seq", name="uq_room_events_room_id_seq"),
+        # Purging a message removes every event that refers to it.
+        Index("ix_room_events_message_id", "message_id"),
         MARIADB_TABLE_OPTIONS,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from sqlalchemy import (
     Column,
@@ -70,6 +71,11 @@ async def index_message(session: AsyncSession, *, message: Message, new: bool = 
 
 
 async def unindex_message(session: AsyncSession, *, message_id: int) -> None:
-    """Drop a message from the index (deleted or purged)."""
+    """Drop a message from the index (deleted)."""
+    await unindex_messages(session, message_ids=[message_id])
+
+
+async def unindex_messages(session: AsyncSession, *, message_ids: Sequence[int]) -> None:
+    """Drop messages from the index (deleted or purged)."""
     index = index_table(session)
-    await session.execute(delete(index).where(index.c.message_id == message_id))
+    await session.execute(delete(index).where(index.c.message_id.in_(message_ids)))

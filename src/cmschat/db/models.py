@@ -5,7 +5,17 @@ from cmschat.attachments import models as attachments_models
 from cmschat.audit import models as audit_models
 from cmschat.chat import models as chat_models
 from cmschat.db.base import Base
+from cmschat.jobs import models as jobs_models
+from cmschat.retention import models as retention_models
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "attachments_models", "audit_models", "chat_models", "metadata"]
+__all__ = [
+    "accounts_models",
+    "attachments_models",
+    "audit_models",
+    "chat_models",
+    "jobs_models",
+    "metadata",
+    "retention_models",
+]

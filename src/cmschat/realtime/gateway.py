@@ -251,10 +251,9 @@ class Session:
     ) -> tuple[list[Envelope], int | None]:
         """The next stored events, or the seq to resync at when they are no longer kept."""
         async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
-            first = await replay.first_kept_seq(session, room_id=room_id)
-            if first is not None and first > after + 1:
-                last_seq = await session.scalar(select(Room.last_seq).where(Room.id == room_id))
-                return [], int(last_seq or 0)
+            resync_at = await replay.resync_point(session, room_id=room_id, after=after)
+            if resync_at is not None:
+                return [], resync_at
             return await replay.load_events(
                 session, room_id=room_id, after=after, until=until
             ), None

@@ -20,12 +20,23 @@ from cmschat.realtime.protocol import envelope_of
 BATCH = 500
 
 
-async def first_kept_seq(session: AsyncSession, *, room_id: int) -> int | None:
-    """The oldest event seq still stored for a room (retention removes older ones)."""
-    value = await session.scalar(
-        select(func.min(RoomEvent.seq)).where(RoomEvent.room_id == room_id)
+async def resync_point(session: AsyncSession, *, room_id: int, after: int) -> int | None:
+    """None if the room's events after ``after`` are all still stored; else the seq to
+    resync at (the room's newest), because retention purged some of them."""
+    room = (
+        await session.execute(
+            select(Room.last_seq, Room.purged_through_seq).where(Room.id == room_id)
+        )
+    ).one_or_none()
+    if room is None:
+        return None
+    first = await session.scalar(
+        select(func.min(RoomEvent.seq)).where(RoomEvent.room_id == room_id, RoomEvent.seq > after)
     )
-    return None if value is None else int(value)
+    purged_past_position = after < room.purged_through_seq
+    if purged_past_position or (first is not None and first > after + 1):
+        return int(room.last_seq)
+    return None
 
 
 async def load_events(

@@ -1,0 +1,1 @@
+"""Background jobs: the in-process scheduler and the lease that picks one leader."""

@@ -1,0 +1,144 @@
+"""In-process scheduling: periodic rounds, and the daily retention purge on one leader.
+
+Every instance runs the same loop; the lease in the database makes sure one of them, and
+only one, purges in each daily slot, even when several start at the same moment. A
+slot missed while every instance was down is caught up at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, time, timedelta
+
+from cmschat.attachments.service import Eraser
+from cmschat.clock import Clock
+from cmschat.db.actors import SYSTEM_RETENTION
+from cmschat.db.session import Database
+from cmschat.jobs.lease import Lease, holder_name
+from cmschat.retention.purge import Report, run_purge
+from cmschat.settings import RetentionSettings
+
+log = logging.getLogger(__name__)
+
+RETENTION_JOB = "retention"
+LEASE_TTL = timedelta(minutes=10)
+"""A leader renews between batches; one that died frees the job after this long."""
+
+
+class JobBusy(Exception):
+    """Another instance holds the job's lease right now."""
+
+
+def last_slot(now: datetime, run_at: time) -> datetime:
+    """The most recent daily slot at ``run_at`` (UTC) not after ``now``."""
+    today = now.replace(hour=run_at.hour, minute=run_at.minute, second=0, microsecond=0)
+    return today if today <= now else today - timedelta(days=1)
+
+
+class RetentionJob:
+    """The purge as a leader-only job: scheduled daily, or run now from the CLI."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        settings: RetentionSettings,
+        eraser: Eraser,
+        holder: str | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.eraser = eraser
+        self.lease = Lease(
+            db,
+            name=RETENTION_JOB,
+            holder=holder or holder_name(),
+            clock=clock,
+            ttl=LEASE_TTL,
+            actor=SYSTEM_RETENTION,
+        )
+
+    async def due(self) -> bool:
+        """Whether this day's slot has not been purged yet (by any instance)."""
+        last = await self.lease.last_completed()
+        return last is None or last < last_slot(self.clock.now(), self.settings.run_at)
+
+    async def run_now(self) -> Report:
+        """Purge now, as the leader; JobBusy if another instance is purging."""
+        if not await self.lease.acquire():
+            raise JobBusy("another instance is purging right now; try again later")
+        report = await self._run_as_leader(check_due=False)
+        assert report is not None  # noqa: S101 - only the due check returns None
+        return report
+
+    async def tick(self) -> Report | None:
+        """Purge if this day's slot is due and no other instance got to it first."""
+        if not await self.due():
+            return None
+        if not await self.lease.acquire():
+            log.info(
+                "retention: another instance is purging",
+                extra={"event.action": "retention.skipped"},
+            )
+            return None
+        return await self._run_as_leader(check_due=True)
+
+    async def _run_as_leader(self, *, check_due: bool) -> Report | None:
+        completed = False
+        try:
+            # Checked again under the lease: another instance may have just finished it.
+            if check_due and not await self.due():
+                return None
+            report = await run_purge(
+                self.db,
+                clock=self.clock,
+                settings=self.settings,
+                eraser=self.eraser,
+                keep_going=self.lease.renew,
+            )
+            completed = not report.stopped_early
+            messages, files, size = report.totals
+            log.info(
+                "retention: purged %d messages and %d files (%d bytes) in %d rooms; "
+                "%d audit events expired",
+                messages,
+                files,
+                size,
+                len(report.rooms),
+                report.audit_events_expired,
+                extra={"event.action": "retention.run"},
+            )
+            return report
+        finally:
+            await self.lease.release(completed=completed)
+
+
+async def every(
+    seconds: float,
+    work: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    *,
+    name: str,
+    run_first: bool = False,
+) -> None:
+    """Run ``work`` every ``seconds`` (and at once, with ``run_first``) until ``stop`` is set.
+
+    Stopped through the event, never cancelled: a round cut off mid-transaction would
+    leave a connection (and on SQLite the write lock) behind. A failing round is logged
+    and retried next time.
+    """
+    if not run_first:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+    while not stop.is_set():
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed; retrying next round", name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,1 @@
+"""Retention: how long messages and attachments are kept, and purging what has expired."""

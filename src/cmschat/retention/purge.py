@@ -1,0 +1,366 @@
+"""The purge: removing expired messages and files for good, in short batches.
+
+Each batch is one transaction that re-reads the room's policy (a legal hold placed
+mid-run stops the purge at the next batch), deletes up to ``batch_size`` messages with
+their mentions, search entries and room events, marks their files and expired files
+for erasure, moves the room's ``purged_through_seq`` and adds to the room's progress
+row. The files' bytes are erased once the batch commits (the attachment clean-up job
+finishes any erasure a crash interrupted). When a room is done, one ``retention.purged``
+audit event records its counts, including those of an interrupted earlier run.
+
+Then audit events older than their own retention expire through the permitted path,
+each batch leaving a checkpoint event from which ``audit verify`` proves the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.attachments import service as attachments
+from cmschat.attachments.models import Attachment, AttachmentState
+from cmschat.audit import service as audit
+from cmschat.audit.chain import EXPIRED_ACTION
+from cmschat.audit.models import AuditEvent
+from cmschat.chat import search_index
+from cmschat.chat.models import Mention, Message, Room, RoomEvent
+from cmschat.clock import Clock
+from cmschat.db.actors import SYSTEM_RETENTION
+from cmschat.db.session import Database
+from cmschat.retention import policies
+from cmschat.retention.models import RetentionProgress, RoomRetention
+from cmschat.settings import RetentionSettings
+
+log = logging.getLogger(__name__)
+
+AUDIT_BATCH = 5000
+
+KeepGoing = Callable[[], Awaitable[bool]]
+"""Asked between batches whether to go on (the leader renews its lease there)."""
+
+
+@dataclass
+class Report:
+    """What a run removed (or, dry, would remove)."""
+
+    started_at: datetime
+    dry_run: bool
+    rooms: list[policies.RoomLoss] = field(default_factory=list)
+    audit_events_expired: int = 0
+    stopped_early: bool = False
+    """The lease was lost midway; the next run goes on from there."""
+
+    @property
+    def totals(self) -> tuple[int, int, int]:
+        """Messages, files and bytes, all rooms together."""
+        return (
+            sum(r.messages for r in self.rooms),
+            sum(r.attachments for r in self.rooms),
+            sum(r.bytes for r in self.rooms),
+        )
+
+
+async def run_purge(
+    db: Database,
+    *,
+    clock: Clock,
+    settings: RetentionSettings,
+    eraser: attachments.Eraser,
+    dry_run: bool = False,
+    keep_going: KeepGoing | None = None,
+) -> Report:
+    """Purge every room past its retention, then expire old audit events."""
+    now = clock.now()
+    report = Report(started_at=now, dry_run=dry_run)
+    async with db.unit_of_work(SYSTEM_RETENTION) as session:
+        plan = await policies.effective_policies(session, settings=settings)
+        if dry_run:
+            report.rooms = await policies.preview(session, policies=plan, now=now)
+            return report
+        await mark_interrupted(session)
+        unfinished = set((await session.scalars(select(RetentionProgress.room_id))).all())
+    for policy in plan:
+        message_cutoff, file_cutoff = policy.cutoffs(now)
+        if message_cutoff is None and file_cutoff is None and policy.room_id not in unfinished:
+            continue
+        loss = await _purge_room(
+            db, policy, message_cutoff, file_cutoff, settings.batch_size, eraser, keep_going
+        )
+        if loss is None:
+            report.stopped_early = True
+            return report
+        if loss.legal_hold or loss.messages or loss.attachments:
+            report.rooms.append(loss)
+    report.audit_events_expired = await expire_audit_events(
+        db, cutoff=now - timedelta(days=settings.audit_days)
+    )
+    async with db.unit_of_work(SYSTEM_RETENTION) as session:
+        messages, files, size = report.totals
+        audit.record(
+            session,
+            action="retention.run",
+            target_type="retention",
+            changes={
+                "rooms": len(report.rooms),
+                "messages": messages,
+                "attachments": files,
+                "bytes": size,
+                "audit_events_expired": report.audit_events_expired,
+            },
+        )
+    return report
+
+
+async def _purge_room(
+    db: Database,
+    policy: policies.Effective,
+    message_cutoff: datetime | None,
+    file_cutoff: datetime | None,
+    batch_size: int,
+    eraser: attachments.Eraser,
+    keep_going: KeepGoing | None,
+) -> policies.RoomLoss | None:
+    """Purge one room batch by batch; None if told to stop midway."""
+    held = policy.legal_hold
+    while not held:
+        if keep_going is not None and not await keep_going():
+            return None
+        async with db.unit_of_work(SYSTEM_RETENTION) as session:
+            if await _on_hold(session, policy.room_id):
+                held = True
+                break
+            removed = await purge_batch(
+                session,
+                room_id=policy.room_id,
+                message_cutoff=message_cutoff,
+                file_cutoff=file_cutoff,
+                batch_size=batch_size,
+                eraser=eraser,
+            )
+        if removed < batch_size:
+            break
+    async with db.unit_of_work(SYSTEM_RETENTION) as session:
+        return await _finish_room(session, policy, message_cutoff, file_cutoff, held=held)
+
+
+async def _on_hold(session: AsyncSession, room_id: int) -> bool:
+    # Locked: an admin placing a hold waits for this batch, and no batch starts after it.
+    row = await session.get(RoomRetention, room_id, with_for_update=True)
+    return row is not None and row.legal_hold
+
+
+async def purge_batch(
+    session: AsyncSession,
+    *,
+    room_id: int,
+    message_cutoff: datetime | None,
+    file_cutoff: datetime | None,
+    batch_size: int,
+    eraser: attachments.Eraser,
+) -> int:
+    """Remove up to ``batch_size`` expired messages and files of a room; how many rows."""
+    message_ids: list[int] = []
+    last_seq = 0
+    if message_cutoff is not None:
+        rows = (
+            await session.execute(
+                select(Message.id, Message.seq)
+                .where(Message.room_id == room_id, Message.created_at < message_cutoff)
+                .order_by(Message.seq)
+                .limit(batch_size)
+            )
+        ).all()
+        message_ids = [row.id for row in rows]
+        last_seq = max((row.seq for row in rows), default=0)
+    # Every file of the purged messages goes with them (however many there are); files
+    # past their own retention go in batches.
+    files: dict[int, Attachment] = {}
+    if message_ids:
+        linked = await session.scalars(
+            select(Attachment).where(
+                Attachment.message_id.in_(message_ids),
+                Attachment.state != AttachmentState.deleting,
+            )
+        )
+        files.update((f.id, f) for f in linked)
+    aged: Sequence[Attachment] = []
+    if file_cutoff is not None:
+        aged = (
+            await session.scalars(
+                select(Attachment)
+                .where(
+                    Attachment.room_id == room_id,
+                    Attachment.created_at < file_cutoff,
+                    Attachment.state != AttachmentState.deleting,
+                )
+                .order_by(Attachment.id)
+                .limit(batch_size)
+            )
+        ).all()
+        files.update((f.id, f) for f in aged)
+    if not message_ids and not files:
+        return 0
+    size = sum(f.size for f in files.values())
+    await attachments.mark_for_erasure(session, eraser=eraser, attachment_ids=list(files))
+    if message_ids:
+        await _delete_messages(session, room_id, message_ids, last_seq)
+    await _add_progress(session, room_id, len(message_ids), len(files), size)
+    return max(len(message_ids), len(aged))
+
+
+async def _delete_messages(
+    session: AsyncSession, room_id: int, message_ids: Sequence[int], last_seq: int
+) -> None:
+    await session.execute(delete(Mention).where(Mention.message_id.in_(message_ids)))
+    await search_index.unindex_messages(session, message_ids=message_ids)
+    # Everything up to the newest purged message is history now, and any later event
+    # about a purged message (an edit) would have nothing left to show.
+    await session.execute(
+        delete(RoomEvent).where(RoomEvent.room_id == room_id, RoomEvent.seq <= last_seq)
+    )
+    await session.execute(delete(RoomEvent).where(RoomEvent.message_id.in_(message_ids)))
+    # Replies to a purged message keep their own text; their reference goes.
+    await session.execute(
+        update(Message)
+        .where(Message.reply_to_id.in_(message_ids))
+        .values(reply_to_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(delete(Message).where(Message.id.in_(message_ids)))
+    rooms = cast(Table, Room.__table__)
+    # Core, like the seq counter: a purge is not an edit of the room.
+    await session.execute(
+        update(rooms)
+        .where(rooms.c.id == room_id, rooms.c.purged_through_seq < last_seq)
+        .values(purged_through_seq=last_seq)
+    )
+
+
+async def _add_progress(
+    session: AsyncSession, room_id: int, messages: int, files: int, size: int
+) -> None:
+    row = await session.get(RetentionProgress, room_id)
+    if row is None:
+        session.add(
+            RetentionProgress(
+                room_id=room_id, messages=messages, attachments=files, bytes=size, runs=1
+            )
+        )
+    else:
+        row.messages += messages
+        row.attachments += files
+        row.bytes += size
+    await session.flush()
+
+
+async def _finish_room(
+    session: AsyncSession,
+    policy: policies.Effective,
+    message_cutoff: datetime | None,
+    file_cutoff: datetime | None,
+    *,
+    held: bool,
+) -> policies.RoomLoss:
+    """Turn the room's progress into its one audit event, and clear it."""
+    row = await session.get(RetentionProgress, policy.room_id)
+    loss = policies.RoomLoss(
+        room_id=policy.room_id,
+        room_name=policy.room_name,
+        legal_hold=held,
+        message_cutoff=message_cutoff,
+        attachment_cutoff=file_cutoff,
+    )
+    if row is None:
+        return loss
+    loss = policies.RoomLoss(
+        room_id=policy.room_id,
+        room_name=policy.room_name,
+        legal_hold=held,
+        message_cutoff=message_cutoff,
+        attachment_cutoff=file_cutoff,
+        messages=row.messages,
+        attachments=row.attachments,
+        bytes=row.bytes,
+    )
+    audit.record(
+        session,
+        action="retention.purged",
+        target_type="room",
+        target_id=policy.room_id,
+        changes={
+            "messages": row.messages,
+            "attachments": row.attachments,
+            "bytes": row.bytes,
+            "message_cutoff": message_cutoff,
+            "attachment_cutoff": file_cutoff,
+            "interrupted_runs": row.runs - 1,
+            "stopped_by_legal_hold": held,
+        },
+    )
+    await session.delete(row)
+    return loss
+
+
+async def mark_interrupted(session: AsyncSession) -> None:
+    """Count a new run on the progress rows an interrupted run left."""
+    await session.execute(
+        update(RetentionProgress)
+        .values(runs=RetentionProgress.runs + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def expire_audit_events(db: Database, *, cutoff: datetime) -> int:
+    """Remove audit events older than ``cutoff``, each batch leaving its checkpoint."""
+    expired = 0
+    while True:
+        async with db.unit_of_work(SYSTEM_RETENTION) as session:
+            rows = (
+                await session.execute(
+                    select(AuditEvent.id, AuditEvent.hash, AuditEvent.occurred_at)
+                    .order_by(AuditEvent.id)
+                    .limit(AUDIT_BATCH)
+                )
+            ).all()
+            old = []
+            for row in rows:
+                if row.occurred_at >= cutoff:
+                    break
+                old.append(row)
+            if not old:
+                return expired
+            through_id, through_hash = old[-1].id, old[-1].hash
+            await _expire_through(session, through_id)
+            # In the same transaction: the chain is never without its new starting point.
+            audit.record(
+                session,
+                action=EXPIRED_ACTION,
+                target_type="audit",
+                changes={
+                    "through_id": through_id,
+                    "through_hash": through_hash,
+                    "count": len(old),
+                    "cutoff": cutoff,
+                },
+            )
+        expired += len(old)
+        if len(old) < AUDIT_BATCH:
+            return expired
+
+
+async def _expire_through(session: AsyncSession, through_id: int) -> None:
+    """The one permitted deletion of audit events (see migration 0005)."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("INSERT INTO audit_expiry_permit (id) VALUES (1)"))
+        await session.execute(delete(AuditEvent).where(AuditEvent.id <= through_id))
+        await session.execute(text("DELETE FROM audit_expiry_permit"))
+    else:
+        await session.execute(
+            text("CALL cmschat_expire_audit_events(:through_id)"), {"through_id": through_id}
+        )

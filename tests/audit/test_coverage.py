@@ -1,0 +1,235 @@
+"""Every mutating operation of the API leaves an audit event.
+
+The scenario below performs each POST/PATCH/PUT/DELETE of the OpenAPI spec once, with
+input that succeeds. A new mutating route makes this test fail until it is added here,
+and fails it again if its change is not audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from cmschat.context import AppContext
+from tests.api.test_attachments import multipart
+from tests.support import PASSWORD, NamedUser, audit_events
+
+MUTATING = {"post", "put", "patch", "delete"}
+V1 = "/api/v1"
+
+
+@dataclass
+class Scenario:
+    """The users and what the steps created, shared from step to step."""
+
+    client: httpx.AsyncClient
+    admin: dict[str, str]
+    alice: dict[str, str]
+    alice_id: int
+    bob_id: int
+    ids: dict[str, Any] = field(default_factory=dict)
+
+
+Step = Callable[[Scenario], Awaitable[httpx.Response]]
+
+
+async def login(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})
+
+
+async def create_user(s: Scenario) -> httpx.Response:
+    response = await s.client.post(
+        f"{V1}/admin/users",
+        json={"username": "carol", "password": "Wintry-lantern-12345", "role": "member"},
+        headers=s.admin,
+    )
+    s.ids["carol"] = response.json()["id"]
+    return response
+
+
+async def update_user(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/admin/users/{s.ids['carol']}", json={"display_name": "Carol C."}, headers=s.admin
+    )
+
+
+async def reset_password(s: Scenario) -> httpx.Response:
+    return await s.client.post(
+        f"{V1}/admin/users/{s.ids['carol']}/password", json={}, headers=s.admin
+    )
+
+
+async def create_room(s: Scenario) -> httpx.Response:
+    response = await s.client.post(
+        f"{V1}/rooms", json={"kind": "group", "name": "audit", "member_ids": []}, headers=s.alice
+    )
+    s.ids["room"] = response.json()["id"]
+    return response
+
+
+async def update_room(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/rooms/{s.ids['room']}", json={"topic": "audited"}, headers=s.alice
+    )
+
+
+async def add_member(s: Scenario) -> httpx.Response:
+    return await s.client.post(
+        f"{V1}/rooms/{s.ids['room']}/members", json={"user_ids": [s.bob_id]}, headers=s.alice
+    )
+
+
+async def set_member_role(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/rooms/{s.ids['room']}/members/{s.bob_id}",
+        json={"role": "moderator"},
+        headers=s.alice,
+    )
+
+
+async def upload(s: Scenario) -> httpx.Response:
+    body, content_type = multipart("notes.txt", b"meeting notes\n")
+    response = await s.client.post(
+        f"{V1}/rooms/{s.ids['room']}/attachments",
+        content=body,
+        headers=s.alice | {"Content-Type": content_type},
+    )
+    s.ids["file"] = response.json()["id"]
+    return response
+
+
+async def send(s: Scenario) -> httpx.Response:
+    response = await s.client.post(
+        f"{V1}/rooms/{s.ids['room']}/messages",
+        json={"content": "hello", "attachment_ids": [s.ids["file"]]},
+        headers=s.alice,
+    )
+    s.ids["message"] = response.json()["id"]
+    return response
+
+
+async def edit(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/messages/{s.ids['message']}", json={"content": "hello!"}, headers=s.alice
+    )
+
+
+async def mark_read(s: Scenario) -> httpx.Response:
+    bob = await s.client.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})
+    s.ids["bob_headers"] = {"Authorization": f"Bearer {bob.json()['access_token']}"}
+    return await s.client.post(
+        f"{V1}/rooms/{s.ids['room']}/read",
+        json={"message_id": s.ids["message"]},
+        headers=s.ids["bob_headers"],
+    )
+
+
+async def delete_message(s: Scenario) -> httpx.Response:
+    return await s.client.delete(f"{V1}/messages/{s.ids['message']}", headers=s.alice)
+
+
+async def remove_member(s: Scenario) -> httpx.Response:
+    return await s.client.delete(f"{V1}/rooms/{s.ids['room']}/members/{s.bob_id}", headers=s.alice)
+
+
+async def change_password(s: Scenario) -> httpx.Response:
+    return await s.client.post(
+        f"{V1}/me/password",
+        json={"current_password": PASSWORD, "new_password": "Quiet-harbour-2026"},
+        headers=s.ids["bob_headers"],
+    )
+
+
+async def logout(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/auth/logout", headers=s.ids["bob_headers"])
+
+
+async def put_retention_defaults(s: Scenario) -> httpx.Response:
+    return await s.client.put(
+        f"{V1}/admin/retention/defaults",
+        json={"message_days": 365, "attachment_days": 90},
+        headers=s.admin,
+    )
+
+
+async def put_room_retention(s: Scenario) -> httpx.Response:
+    return await s.client.put(
+        f"{V1}/admin/retention/rooms/{s.ids['room']}",
+        json={"message_days": 30, "legal_hold": True},
+        headers=s.admin,
+    )
+
+
+async def preview_retention(s: Scenario) -> httpx.Response:
+    return await s.client.post(
+        f"{V1}/admin/retention/preview", json={"defaults": {"message_days": 1}}, headers=s.admin
+    )
+
+
+async def delete_room_retention(s: Scenario) -> httpx.Response:
+    return await s.client.delete(f"{V1}/admin/retention/rooms/{s.ids['room']}", headers=s.admin)
+
+
+# In the order they run: later steps use what earlier ones made.
+STEPS: dict[tuple[str, str], Step] = {
+    ("post", "/auth/login"): login,
+    ("post", "/admin/users"): create_user,
+    ("patch", "/admin/users/{user_id}"): update_user,
+    ("post", "/admin/users/{user_id}/password"): reset_password,
+    ("post", "/rooms"): create_room,
+    ("patch", "/rooms/{room_id}"): update_room,
+    ("post", "/rooms/{room_id}/members"): add_member,
+    ("patch", "/rooms/{room_id}/members/{user_id}"): set_member_role,
+    ("post", "/rooms/{room_id}/attachments"): upload,
+    ("post", "/rooms/{room_id}/messages"): send,
+    ("patch", "/messages/{message_id}"): edit,
+    ("post", "/rooms/{room_id}/read"): mark_read,
+    ("delete", "/messages/{message_id}"): delete_message,
+    ("delete", "/rooms/{room_id}/members/{user_id}"): remove_member,
+    ("post", "/me/password"): change_password,
+    ("post", "/auth/logout"): logout,
+    ("put", "/admin/retention/defaults"): put_retention_defaults,
+    ("put", "/admin/retention/rooms/{room_id}"): put_room_retention,
+    ("post", "/admin/retention/preview"): preview_retention,
+    ("delete", "/admin/retention/rooms/{room_id}"): delete_room_retention,
+}
+
+
+def mutating_operations(app: FastAPI) -> set[tuple[str, str]]:
+    spec = app.openapi()
+    return {
+        (method, path.removeprefix(V1))
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method in MUTATING
+    }
+
+
+async def test_every_mutating_operation_leaves_an_audit_event(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    context: AppContext,
+    admin: NamedUser,
+    alice: NamedUser,
+    bob: NamedUser,
+) -> None:
+    assert mutating_operations(app) == set(STEPS), "add the new operation to STEPS"
+    scenario = Scenario(
+        client=client,
+        admin=await admin.login(client),
+        alice=await alice.login(client),
+        alice_id=alice.id,
+        bob_id=bob.id,
+    )
+    silent = []
+    for operation, step in STEPS.items():
+        before = len(await audit_events(context.db))
+        response = await step(scenario)
+        assert response.is_success, (operation, response.text)
+        if len(await audit_events(context.db)) == before:
+            silent.append(operation)
+    assert silent == [], f"these operations changed data without an audit event: {silent}"
