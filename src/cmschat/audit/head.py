@@ -9,12 +9,15 @@ stores without a new series per event; the log line gives the full hash.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
 from cmschat.audit.models import AuditHead
 from cmschat.db.actors import SYSTEM_AUDIT
-from cmschat.db.session import Database
+
+if TYPE_CHECKING:  # the database layer imports this module to hook the commit
+    from cmschat.db.session import Database
 
 log = logging.getLogger(__name__)
 

@@ -218,8 +218,8 @@ class RoomLoss:
     room_id: int
     room_name: str | None
     legal_hold: bool
-    message_cutoff: datetime | None
-    attachment_cutoff: datetime | None
+    message_cutoff: datetime | None = None
+    attachment_cutoff: datetime | None = None
     messages: int = 0
     attachments: int = 0
     bytes: int = 0

@@ -88,6 +88,8 @@ async def run_purge(
     for policy in plan:
         message_cutoff, file_cutoff = policy.cutoffs(now)
         if message_cutoff is None and file_cutoff is None and policy.room_id not in unfinished:
+            if policy.legal_hold:  # reported, so the operator sees what the hold kept
+                report.rooms.append(policies.RoomLoss(policy.room_id, policy.room_name, True))
             continue
         loss = await _purge_room(
             db, policy, message_cutoff, file_cutoff, settings.batch_size, eraser, keep_going
