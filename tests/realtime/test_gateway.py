@@ -7,13 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete
 from websockets.exceptions import InvalidStatus
 
-from cmschat.chat.models import RoomEvent
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
+from cmschat.db.actors import SYSTEM_CLI
 from cmschat.realtime.broker import Envelope
+from cmschat.retention import policies
+from cmschat.retention.purge import run_purge
 from cmschat.settings import Settings
 from tests.realtime.wsclient import LiveServer, serve_app, token_of, ws_client
 from tests.support import NamedUser
@@ -110,24 +111,38 @@ async def test_resume_shows_messages_deleted_meanwhile_as_tombstones(
 
 
 async def test_resume_older_than_what_is_kept_gets_resync_required(
-    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+    server: LiveServer, http: httpx.AsyncClient, clock: FakeClock, alice: NamedUser, bob: NamedUser
 ) -> None:
     a, b = await alice.login(http), await bob.login(http)
     room = await make_room(http, a, bob)
     for n in range(5):
         await post(http, a, room, f"m{n}")
     context: AppContext = server.app.state.context
-    async with context.db.unit_of_work("system:test") as session:  # what retention would do
-        await session.execute(
-            delete(RoomEvent).where(RoomEvent.room_id == room, RoomEvent.seq <= 4)
-        )
+    await purge_everything_older_than_a_day(context, clock)
+    a = await alice.login(http)
+    b = await bob.login(http)
     async with ws_client(server, token_of(b), resume={room: 1}) as bob_ws:
         frame = await bob_ws.recv()
-        # Two joins and five messages: the room stands at seq 7.
+        # Two joins and five messages: the room stands at seq 7, all of it purged.
         assert frame == {"type": "resync_required", "room_id": room, "seq": 7}
         await post(http, a, room, "after resync")
         live = await bob_ws.recv_until(lambda f: f["type"] == "message.created")
         assert created(live) == ["after resync"] and live[-1]["seq"] == 8
+    async with ws_client(server, token_of(b), resume={room: 7}) as bob_ws:
+        # Resuming from where the resync left it: the rest, and no resync again.
+        assert created(await bob_ws.recv_until(lambda f: f["seq"] == 8)) == ["after resync"]
+
+
+async def purge_everything_older_than_a_day(context: AppContext, clock: FakeClock) -> None:
+    async with context.db.unit_of_work(SYSTEM_CLI) as session:
+        await policies.set_defaults(
+            session, message_days=1, attachment_days=None, settings=context.settings.retention
+        )
+    clock.advance(days=2)
+    report = await run_purge(
+        context.db, clock=clock, settings=context.settings.retention, eraser=context.eraser
+    )
+    assert report.totals[0] == 5
 
 
 @pytest.mark.parametrize(

@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import json
+import uuid
+from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from cmschat.app import create_app
 from cmschat.attachments.models import Attachment
 from cmschat.audit import chain
 from cmschat.chat.models import Message, Room, RoomEvent
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.retention import purge
+from cmschat.settings import Settings
 from tests.api.test_attachments import PDF, stored_files
+from tests.processes import clean_env, cmschat
 from tests.retention.conftest import Chat
-from tests.support import audit_events
+from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
+from tests.support import NamedUser, audit_events
+
+
+def stored_files_at(settings: Settings) -> list[Path]:
+    root = Path(settings.storage_url.removeprefix("file://"))
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+@pytest.fixture
+async def chat_on_disk(chat: Chat, settings: Settings) -> tuple[Settings, int]:
+    """A room with two old messages (one with a file), written on the fake clock."""
+    room = await chat.room("ops")
+    await chat.send(room, "one", file=PDF)
+    await chat.send(room, "two")
+    return settings, room
 
 
 async def count(chat: Chat, model: type, **where: object) -> int:
@@ -214,3 +236,65 @@ async def test_old_audit_events_expire_behind_a_checkpoint(chat: Chat, clock: Fa
     async with chat.context.db.unit_of_work(SYSTEM_CLI) as session:
         verdict = await chain.verify(session)
     assert verdict.ok, verdict.describe()
+
+
+async def test_on_s3_purged_files_leave_the_bucket(
+    settings: Settings, clock: FakeClock, s3_server: S3Server, alice: NamedUser, admin: NamedUser
+) -> None:
+    prefix = uuid.uuid4().hex
+    on_s3 = settings.model_copy(
+        update={
+            "storage_url": f"s3://{BUCKET}/{prefix}",
+            "s3_endpoint_url": s3_server.endpoint_url,
+            "s3_region": REGION,
+            "s3_access_key_id": ACCESS_KEY,
+            "s3_secret_access_key": SecretStr(SECRET_KEY),
+        }
+    )
+    app = create_app(on_s3, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            chat = Chat(
+                client=client,
+                context=app.state.context,
+                users=(alice, admin),
+                alice=await alice.login(client),
+                admin=await admin.login(client),
+            )
+            room = await chat.room("s3")
+            await chat.send(room, "with a file", file=PDF)
+            await chat.send(room, "another", file=PDF)
+            listed = s3_server.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+            assert listed["KeyCount"] == 2
+            await chat.set_defaults(message_days=3, attachment_days=None)
+            await chat.advance(days=4)
+            report = await chat.purge()
+    assert report.totals == (2, 2, 2 * len(PDF))
+    listed = s3_server.client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_the_command_previews_then_purges(
+    chat_on_disk: tuple[Settings, int], tmp_path: Path
+) -> None:
+    """``cmschat retention run`` runs on the real clock: the chat is from January 2026."""
+    settings, room = chat_on_disk
+    env = clean_env(
+        CMSCHAT_DATABASE_URL=settings.database_url,
+        CMSCHAT_STORAGE_URL=settings.storage_url,
+        CMSCHAT_DATA_DIR=str(settings.data_dir),
+        CMSCHAT_RETENTION__MESSAGE_DAYS="30",
+    )
+    dry = cmschat(tmp_path, "retention", "run", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"ops (#{room}): 2 messages, 1 files, {len(PDF)} bytes" in dry.stdout
+    assert "would remove 2 messages and 1 files" in dry.stdout
+    assert len(stored_files_at(settings)) == 1
+
+    done = cmschat(tmp_path, "retention", "run", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "removed 2 messages and 1 files" in done.stdout
+    assert stored_files_at(settings) == []
+    again = cmschat(tmp_path, "retention", "run", env=env)
+    assert "removed 0 messages" in again.stdout
