@@ -10,8 +10,10 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import pytest
 from moto.server import ThreadedMotoServer
+from pydantic import SecretStr
 
 from cmschat.attachments.storage import S3Storage
+from cmschat.settings import Settings
 
 BUCKET = "cmschat-test"
 REGION = "us-east-1"
@@ -26,6 +28,18 @@ class S3Server:
 
     endpoint_url: str
     client: Any
+
+    def settings_for(self, settings: Settings, prefix: str) -> Settings:
+        """``settings`` with attachments stored on this server under ``prefix``."""
+        return settings.model_copy(
+            update={
+                "storage_url": f"s3://{BUCKET}/{prefix}",
+                "s3_endpoint_url": self.endpoint_url,
+                "s3_region": REGION,
+                "s3_access_key_id": ACCESS_KEY,
+                "s3_secret_access_key": SecretStr(SECRET_KEY),
+            }
+        )
 
     def storage(self, prefix: str, bucket: str = BUCKET) -> S3Storage:
         """An S3Storage on this server."""

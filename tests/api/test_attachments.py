@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from cmschat.app import create_app
@@ -21,7 +20,7 @@ from cmschat.attachments.service import clean_up
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.settings import Settings
-from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
+from tests.s3server import BUCKET, S3Server
 from tests.support import NamedUser, error_of
 
 PDF = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -350,15 +349,7 @@ async def test_on_s3_deleting_a_message_erases_the_object(
     settings: Settings, clock: FakeClock, s3_server: S3Server, alice: NamedUser
 ) -> None:
     prefix = uuid.uuid4().hex
-    on_s3 = settings.model_copy(
-        update={
-            "storage_url": f"s3://{BUCKET}/{prefix}",
-            "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_region": REGION,
-            "s3_access_key_id": ACCESS_KEY,
-            "s3_secret_access_key": SecretStr(SECRET_KEY),
-        }
-    )
+    on_s3 = s3_server.settings_for(settings, prefix)
     app = create_app(on_s3, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

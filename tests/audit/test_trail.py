@@ -176,3 +176,16 @@ async def test_head_is_exported_as_metrics_and_a_log_line(
         getattr(r, "audit.head.hash", None) == last.hash and last.hash in r.getMessage()
         for r in all_logs.records
     )
+
+
+async def test_a_rolled_back_savepoint_drops_only_its_own_events(context: AppContext) -> None:
+    async with context.db.unit_of_work(SYSTEM_CLI) as session:
+        audit.record(session, action="test.kept", target_type="thing")
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                audit.record(session, action="test.undone", target_type="thing")
+                raise RuntimeError("the inner change failed")
+        async with session.begin_nested():
+            audit.record(session, action="test.inner_kept", target_type="thing")
+
+    assert [e.action for e in await audit_events(context.db)] == ["test.kept", "test.inner_kept"]

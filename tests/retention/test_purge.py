@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from cmschat.app import create_app
@@ -22,7 +21,7 @@ from cmschat.settings import Settings
 from tests.api.test_attachments import PDF, stored_files
 from tests.processes import clean_env, cmschat
 from tests.retention.conftest import Chat
-from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
+from tests.s3server import BUCKET, S3Server
 from tests.support import NamedUser, audit_events
 
 
@@ -242,15 +241,7 @@ async def test_on_s3_purged_files_leave_the_bucket(
     settings: Settings, clock: FakeClock, s3_server: S3Server, alice: NamedUser, admin: NamedUser
 ) -> None:
     prefix = uuid.uuid4().hex
-    on_s3 = settings.model_copy(
-        update={
-            "storage_url": f"s3://{BUCKET}/{prefix}",
-            "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_region": REGION,
-            "s3_access_key_id": ACCESS_KEY,
-            "s3_secret_access_key": SecretStr(SECRET_KEY),
-        }
-    )
+    on_s3 = s3_server.settings_for(settings, prefix)
     app = create_app(on_s3, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.audit.models import GENESIS_HASH, AuditEvent, AuditHead
+from cmschat.db.batches import in_id_order
 from cmschat.errors import Invalid
 
 EXPIRED_ACTION = "audit.expired"
@@ -94,16 +95,7 @@ async def verify(session: AsyncSession) -> Verdict:
     expected_id, expected_prev = await _checkpoint(session)
     expected_id += 1
     checked = 0
-    last_id = -1
-    while True:
-        rows = (
-            await session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.id > last_id)
-                .order_by(AuditEvent.id)
-                .limit(VERIFY_BATCH)
-            )
-        ).all()
+    async for rows in in_id_order(session, select(AuditEvent), AuditEvent.id, size=VERIFY_BATCH):
         for row in rows:
             if row.id != expected_id:
                 bad = min(row.id, expected_id)
@@ -119,10 +111,6 @@ async def verify(session: AsyncSession) -> Verdict:
                 return _broken(checked, row.id, "its content was altered (hash mismatch)")
             checked += 1
             expected_id, expected_prev = row.id + 1, row.hash
-        if len(rows) < VERIFY_BATCH:
-            break
-        last_id = rows[-1].id
-        session.expunge_all()
     head = await session.get(AuditHead, 1)
     if head is None:
         return _broken(checked, expected_id, "the chain head row is missing")

@@ -12,6 +12,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.audit.models import AuditEvent
+from cmschat.db.batches import in_id_order
 from cmschat.pagination import decode_cursor, encode_cursor
 
 MAX_PAGE = 500
@@ -105,21 +106,8 @@ def csv_line(values: list[object]) -> str:
 async def export_csv(session: AsyncSession, *, filters: Filters) -> AsyncIterator[str]:
     """Every matching event as CSV, oldest first, read in batches."""
     yield csv_line(list(CSV_COLUMNS))
-    last_id = 0
-    while True:
-        rows = (
-            await session.scalars(
-                _filtered(filters)
-                .where(AuditEvent.id > last_id)
-                .order_by(AuditEvent.id)
-                .limit(EXPORT_BATCH)
-            )
-        ).all()
+    async for rows in in_id_order(session, _filtered(filters), AuditEvent.id, size=EXPORT_BATCH):
         for row in rows:
             values: list[object] = [getattr(row, column) for column in CSV_COLUMNS]
             values[1] = row.occurred_at.isoformat()
             yield csv_line(values)
-        if len(rows) < EXPORT_BATCH:
-            return
-        last_id = rows[-1].id
-        session.expunge_all()

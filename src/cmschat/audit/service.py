@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from cmschat.accounts.models import User
 from cmschat.audit import head
@@ -46,6 +46,8 @@ class _Pending:
     client_address: str | None
     target: Any = field(default=None)
     """An ORM object whose id is only known after the flush."""
+    savepoint: SessionTransaction | None = None
+    """The savepoint it was recorded in: rolling that back drops the event too."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -83,6 +85,7 @@ def record(
 
     ``target`` is an ORM object not flushed yet, whose ``id`` becomes the target id.
     """
+    sync_session = session.sync_session if isinstance(session, AsyncSession) else session
     pending: list[_Pending] = session.info.setdefault(PENDING_KEY, [])
     pending.append(
         _Pending(
@@ -93,6 +96,7 @@ def record(
             request_id=_clip(request_id_var.get(), 64),
             client_address=_clip(client_address_var.get(), 45),
             target=target,
+            savepoint=sync_session.get_nested_transaction(),
         )
     )
 
@@ -160,7 +164,12 @@ def _published(session: Session) -> None:
         head.advanced(*appended)
 
 
-def _forget(session: Session) -> None:
+def _forget(session: Session, previous: SessionTransaction) -> None:
+    """A rolled-back savepoint drops what was recorded in it; a full rollback, everything."""
+    if previous.nested:
+        pending: list[_Pending] = session.info.get(PENDING_KEY, [])
+        session.info[PENDING_KEY] = [p for p in pending if p.savepoint is not previous]
+        return
     session.info.pop(PENDING_KEY, None)
     session.info.pop(APPENDED_KEY, None)
 
@@ -170,4 +179,4 @@ def install() -> None:
     if not event.contains(Session, "before_commit", _append):
         event.listen(Session, "before_commit", _append)
         event.listen(Session, "after_commit", _published)
-        event.listen(Session, "after_rollback", _forget)
+        event.listen(Session, "after_soft_rollback", _forget)

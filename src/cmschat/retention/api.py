@@ -53,6 +53,22 @@ def _shown(value: int | policies.Unset | None) -> int | str | None:
     return "inherit" if isinstance(value, policies.Unset) else value
 
 
+def _room_policy_read(
+    room: Room, defaults: policies.Defaults, override: policies.Override
+) -> RoomPolicyRead:
+    applied = policies.effective(room, defaults, override)
+    return RoomPolicyRead(
+        room_id=room.id,
+        room_name=room.name,
+        message_days=_shown(override.message_days),
+        attachment_days=_shown(override.attachment_days),
+        legal_hold=override.legal_hold,
+        legal_hold_reason=override.legal_hold_reason,
+        effective_message_days=applied.message_days,
+        effective_attachment_days=applied.attachment_days,
+    )
+
+
 @router.get("", response_model=RetentionRead, responses=responses(*ADMIN_ERRORS))
 async def get_retention(admin: AdminUser, session: SessionDep, context: Context) -> RetentionRead:
     """The global policy, every room's own policy, and the purge schedule."""
@@ -63,19 +79,7 @@ async def get_retention(admin: AdminUser, session: SessionDep, context: Context)
     for room_id, override in sorted(overrides.items()):
         room = await session.get(Room, room_id)
         assert room is not None  # noqa: S101 - foreign key
-        applied = policies.effective(room, defaults, override)
-        rooms.append(
-            RoomPolicyRead(
-                room_id=room_id,
-                room_name=room.name,
-                message_days=_shown(override.message_days),
-                attachment_days=_shown(override.attachment_days),
-                legal_hold=override.legal_hold,
-                legal_hold_reason=override.legal_hold_reason,
-                effective_message_days=applied.message_days,
-                effective_attachment_days=applied.attachment_days,
-            )
-        )
+        rooms.append(_room_policy_read(room, defaults, override))
     return RetentionRead(
         defaults=_defaults_read(defaults),
         rooms=rooms,
@@ -119,17 +123,7 @@ async def put_room_policy(
     room = await session.get(Room, room_id)
     assert room is not None  # noqa: S101 - checked by the service
     defaults = await policies.get_defaults(session, settings=context.settings.retention)
-    applied = policies.effective(room, defaults, override)
-    return RoomPolicyRead(
-        room_id=room_id,
-        room_name=room.name,
-        message_days=_shown(override.message_days),
-        attachment_days=_shown(override.attachment_days),
-        legal_hold=override.legal_hold,
-        legal_hold_reason=override.legal_hold_reason,
-        effective_message_days=applied.message_days,
-        effective_attachment_days=applied.attachment_days,
-    )
+    return _room_policy_read(room, defaults, override)
 
 
 @router.delete(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -280,16 +280,7 @@ async def _finish_room(
     )
     if row is None:
         return loss
-    loss = policies.RoomLoss(
-        room_id=policy.room_id,
-        room_name=policy.room_name,
-        legal_hold=held,
-        message_cutoff=message_cutoff,
-        attachment_cutoff=file_cutoff,
-        messages=row.messages,
-        attachments=row.attachments,
-        bytes=row.bytes,
-    )
+    loss = replace(loss, messages=row.messages, attachments=row.attachments, bytes=row.bytes)
     audit.record(
         session,
         action="retention.purged",
