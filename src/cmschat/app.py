@@ -140,7 +140,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             attachment_limits=attachment_limits(settings),
             redis=redis,
         )
-        await audit_head.refresh(db)
+        try:
+            await audit_head.refresh(db)
+        except Exception:  # the database may come up later; /readyz says so meanwhile
+            log.warning("could not read the audit head at start-up", exc_info=True)
         stop_jobs = asyncio.Event()
         jobs = start_jobs(app.state.context, stop_jobs)
         log.info(

@@ -85,7 +85,7 @@ async def get_retention(admin: AdminUser, session: SessionDep, context: Context)
         rooms=rooms,
         schedule=ScheduleRead(
             run_daily=settings.run_daily,
-            run_at=settings.run_at,
+            run_at=settings.run_at.strftime("%H:%M"),
             last_completed_at=await last_completed(session, name=RETENTION_JOB),
             audit_days=settings.audit_days,
         ),

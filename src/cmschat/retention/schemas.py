@@ -6,7 +6,7 @@ follows the global default.
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -59,7 +59,7 @@ class ScheduleRead(BaseModel):
     """When the purge runs."""
 
     run_daily: bool
-    run_at: time
+    run_at: str = Field(description="daily start, HH:MM in UTC")
     last_completed_at: datetime | None
     audit_days: int
 

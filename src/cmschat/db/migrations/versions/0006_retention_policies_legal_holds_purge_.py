@@ -128,8 +128,16 @@ def downgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_room_id_created_at")
 
-    with op.batch_alter_table("attachments", schema=None) as batch_op:
-        batch_op.drop_index("ix_attachments_room_id_created_at")
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("attachments", schema=None) as batch_op:
+            batch_op.drop_index("ix_attachments_room_id_created_at")
+    else:
+        # InnoDB let the room_id foreign key use the new index and dropped its own: give
+        # the key its index back in the same statement.
+        op.execute(
+            "ALTER TABLE attachments DROP INDEX ix_attachments_room_id_created_at,"
+            " ADD INDEX fk_attachments_room_id_rooms (room_id)"
+        )
 
     op.drop_table("room_retention")
     op.drop_table("retention_progress")
