@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 
 from cmschat.audit import service as audit
-from cmschat.audit.chain import event_hash
+from cmschat.audit.chain import event_hash, fields_of
 from cmschat.audit.models import AuditEvent
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_CLI
@@ -119,7 +119,7 @@ async def test_an_inserted_event_breaks_the_next_link(trail: Database) -> None:
             changes='{"role":["member","admin"]}',
             prev_hash=second.hash,
         )
-        forged.hash = event_hash(forged)
+        forged.hash = event_hash(fields_of(forged))
         session.add(forged)
     assert_broken_at(verify(trail), 4, "prev_hash does not match")
 
@@ -151,7 +151,7 @@ async def test_a_rewritten_chain_fails_against_a_kept_head(trail: Database) -> N
         previous = rows[0].hash
         for row in rows[1:]:
             row.prev_hash = previous
-            row.hash = event_hash(row)
+            row.hash = event_hash(fields_of(row))
             previous = row.hash
         await session.execute(text("UPDATE audit_head SET last_hash = :h"), {"h": previous})
     assert verify(trail).returncode == 0  # the chain alone cannot tell

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,24 +36,31 @@ def _time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_hash(event: AuditEvent) -> str:
+HASHED_FIELDS = (
+    "id",
+    "occurred_at",
+    "actor",
+    "actor_id",
+    "actor_name",
+    "action",
+    "target_type",
+    "target_id",
+    "request_id",
+    "client_address",
+    "changes",
+)
+
+
+def event_hash(event: Mapping[str, Any]) -> str:
     """The hash an event must carry, given its fields and ``prev_hash``."""
-    body = canonical_json(
-        {
-            "id": event.id,
-            "occurred_at": _time(event.occurred_at),
-            "actor": event.actor,
-            "actor_id": event.actor_id,
-            "actor_name": event.actor_name,
-            "action": event.action,
-            "target_type": event.target_type,
-            "target_id": event.target_id,
-            "request_id": event.request_id,
-            "client_address": event.client_address,
-            "changes": event.changes,
-        }
-    )
-    return hashlib.sha256((event.prev_hash + body).encode()).hexdigest()
+    body = {name: event[name] for name in HASHED_FIELDS}
+    body["occurred_at"] = _time(event["occurred_at"])
+    return hashlib.sha256((event["prev_hash"] + canonical_json(body)).encode()).hexdigest()
+
+
+def fields_of(row: AuditEvent) -> dict[str, Any]:
+    """A stored event's fields, as ``event_hash`` takes them."""
+    return {name: getattr(row, name) for name in (*HASHED_FIELDS, "prev_hash")}
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ async def verify(session: AsyncSession) -> Verdict:
                     "its prev_hash does not match the event before it "
                     "(an event was inserted, removed or moved)",
                 )
-            if event_hash(row) != row.hash:
+            if event_hash(fields_of(row)) != row.hash:
                 return _broken(checked, row.id, "its content was altered (hash mismatch)")
             checked += 1
             expected_id, expected_prev = row.id + 1, row.hash
