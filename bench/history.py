@@ -32,8 +32,17 @@ from sqlalchemy import func, insert, select, update
 ROOM_MEMBERS = 8
 
 
-async def seed(database_url: str, *, room_id: int, author_id: int, count: int, batch: int) -> float:
-    """Insert ``count`` messages + events into the room; seconds taken."""
+async def seed(
+    database_url: str,
+    *,
+    room_id: int,
+    author_id: int,
+    count: int,
+    batch: int,
+    start: datetime | None = None,
+) -> float:
+    """Insert ``count`` messages + events into the room, 1 ms apart from ``start`` (default:
+    ending now); seconds taken."""
     from cmschat.chat.models import EventType, Message, Room, RoomEvent
     from cmschat.chat.rendering import render
     from cmschat.db.session import create_engine
@@ -56,7 +65,7 @@ async def seed(database_url: str, *, room_id: int, author_id: int, count: int, b
         sample = "seed message 1 of the history benchmark"
         if render(sample) != sample:
             raise RuntimeError("rendering of plain text changed; adapt the seeder")
-        t0 = datetime.now(UTC) - timedelta(milliseconds=count)
+        t0 = start or datetime.now(UTC) - timedelta(milliseconds=count)
         done = 0
         while done < count:
             n = min(batch, count - done)

@@ -109,6 +109,9 @@ class Message(Base):
         UniqueConstraint("room_id", "author_id", "client_id", name="uq_messages_client_id"),
         # Retention finds a room's expired messages without walking the ones it keeps.
         Index("ix_messages_room_id_created_at", "room_id", "created_at"),
+        # Deleting a message sets its replies' reference to NULL: without an index SQLite
+        # scans every message for each one deleted (MariaDB indexes foreign keys itself).
+        Index("ix_messages_reply_to_id", "reply_to_id"),
         MARIADB_TABLE_OPTIONS,
     )
 

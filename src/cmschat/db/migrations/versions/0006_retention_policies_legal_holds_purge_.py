@@ -108,6 +108,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_messages_room_id_created_at", ["room_id", "created_at"], unique=False
         )
+        batch_op.create_index("ix_messages_reply_to_id", ["reply_to_id"], unique=False)
 
     with op.batch_alter_table("room_events", schema=None) as batch_op:
         batch_op.create_index("ix_room_events_message_id", ["message_id"], unique=False)
@@ -127,19 +128,31 @@ def downgrade() -> None:
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_room_id_created_at")
+    _drop_foreign_key_index(
+        "messages", "ix_messages_reply_to_id", "fk_messages_reply_to_id_messages", "reply_to_id"
+    )
 
-    if op.get_bind().dialect.name == "sqlite":
-        with op.batch_alter_table("attachments", schema=None) as batch_op:
-            batch_op.drop_index("ix_attachments_room_id_created_at")
-    else:
-        # InnoDB let the room_id foreign key use the new index and dropped its own: give
-        # the key its index back in the same statement.
-        op.execute(
-            "ALTER TABLE attachments DROP INDEX ix_attachments_room_id_created_at,"
-            " ADD INDEX fk_attachments_room_id_rooms (room_id)"
-        )
+    _drop_foreign_key_index(
+        "attachments",
+        "ix_attachments_room_id_created_at",
+        "fk_attachments_room_id_rooms",
+        "room_id",
+    )
 
     op.drop_table("room_retention")
     op.drop_table("retention_progress")
     op.drop_table("retention_defaults")
     op.drop_table("job_leases")
+
+
+def _drop_foreign_key_index(table: str, index: str, key: str, column: str) -> None:
+    """Drop an index a foreign key on ``column`` now relies on.
+
+    InnoDB let the key use the new index and dropped the one it had made for itself, so
+    on MariaDB the key gets that index back in the same statement.
+    """
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(index)
+        return
+    op.execute(f"ALTER TABLE {table} DROP INDEX {index}, ADD INDEX {key} ({column})")
