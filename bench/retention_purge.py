@@ -77,6 +77,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "db": args.db,
         "messages": args.messages,
         "batch_size": args.batch_size,
+        "pause_ms": args.pause_ms,
         "machine": common.machine(),
         "source": common.source_state(),
     }
@@ -118,7 +119,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return removed
 
         purge.purge_batch = timed_batch  # type: ignore[assignment]
-        settings = RetentionSettings(batch_size=args.batch_size, run_daily=False)
+        settings = RetentionSettings(
+            batch_size=args.batch_size, batch_pause_ms=args.pause_ms, run_daily=False
+        )
 
         async def purge_all() -> tuple[float, Any]:
             started = time.perf_counter()
@@ -160,6 +163,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--pause-ms", type=int, default=50, help="pause between batches")
     parser.add_argument("--baseline", type=float, default=10, help="seconds of sends before")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()

@@ -123,6 +123,8 @@ class RetentionSettings(BaseModel):
     """When the daily purge starts (UTC, HH:MM)."""
     batch_size: int = Field(default=500, ge=1, le=10_000)
     """Rows per transaction: short transactions keep a busy database responsive."""
+    batch_pause_ms: int = Field(default=50, ge=0, le=10_000)
+    """Pause between batches, so other writers get the database (SQLite has one writer)."""
 
 
 class Settings(BaseSettings):

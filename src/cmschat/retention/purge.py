@@ -14,6 +14,7 @@ each batch leaving a checkpoint event from which ``audit verify`` proves the res
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -92,7 +93,7 @@ async def run_purge(
                 report.rooms.append(policies.RoomLoss(policy.room_id, policy.room_name, True))
             continue
         loss = await _purge_room(
-            db, policy, message_cutoff, file_cutoff, settings.batch_size, eraser, keep_going
+            db, policy, message_cutoff, file_cutoff, settings, eraser, keep_going
         )
         if loss is None:
             report.stopped_early = True
@@ -124,13 +125,19 @@ async def _purge_room(
     policy: policies.Effective,
     message_cutoff: datetime | None,
     file_cutoff: datetime | None,
-    batch_size: int,
+    settings: RetentionSettings,
     eraser: attachments.Eraser,
     keep_going: KeepGoing | None,
 ) -> policies.RoomLoss | None:
     """Purge one room batch by batch; None if told to stop midway."""
     held = policy.legal_hold
+    first = True
     while not held:
+        if not first:
+            # A breather between batches: on SQLite, writers waiting for the one write
+            # lock poll for it and would rarely catch a gap between back-to-back batches.
+            await asyncio.sleep(settings.batch_pause_ms / 1000)
+        first = False
         if keep_going is not None and not await keep_going():
             return None
         async with db.unit_of_work(SYSTEM_RETENTION) as session:
@@ -142,10 +149,10 @@ async def _purge_room(
                 room_id=policy.room_id,
                 message_cutoff=message_cutoff,
                 file_cutoff=file_cutoff,
-                batch_size=batch_size,
+                batch_size=settings.batch_size,
                 eraser=eraser,
             )
-        if removed < batch_size:
+        if removed < settings.batch_size:
             break
     async with db.unit_of_work(SYSTEM_RETENTION) as session:
         return await _finish_room(session, policy, message_cutoff, file_cutoff, held=held)
