@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmschat.audit.chain import HASHED_FIELDS
 from cmschat.audit.models import AuditEvent
 from cmschat.db.batches import in_id_order
 from cmschat.pagination import decode_cursor, encode_cursor
@@ -18,21 +19,8 @@ from cmschat.pagination import decode_cursor, encode_cursor
 MAX_PAGE = 500
 CURSOR_TAG = "a"
 EXPORT_BATCH = 1000
-CSV_COLUMNS = (
-    "id",
-    "occurred_at",
-    "actor",
-    "actor_id",
-    "actor_name",
-    "action",
-    "target_type",
-    "target_id",
-    "request_id",
-    "client_address",
-    "changes",
-    "prev_hash",
-    "hash",
-)
+CSV_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+"""Every field of an event, in the order the chain hashes them."""
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
