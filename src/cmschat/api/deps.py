@@ -110,6 +110,16 @@ async def get_admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(get_admin_user)]
 
 
+async def get_staff_user(user: CurrentUser) -> User:
+    """The caller, who must be an admin or an agent (canned replies, read-only)."""
+    if user.role not in (Role.admin, Role.agent):
+        raise Forbidden("admins and agents only", code="staff_required")
+    return user
+
+
+StaffUser = Annotated[User, Depends(get_staff_user)]
+
+
 async def get_user_outside_request_transaction(request: Request, context: Context) -> User:
     """The caller, checked in a short transaction of its own.
 

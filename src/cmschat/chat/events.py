@@ -18,6 +18,9 @@ from sqlalchemy.orm.util import identity_key
 
 from cmschat.chat.models import EventType, Room, RoomEvent
 
+EVERYONE = 0
+"""The ``room_id`` of an event for every connected user (a notice); no room has it."""
+
 
 @dataclass(frozen=True)
 class Published:

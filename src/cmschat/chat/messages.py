@@ -318,8 +318,12 @@ async def delete_message(
     message_id: int,
     clock: Clock,
     eraser: attachments.Eraser,
+    reason: str | None = None,
 ) -> tuple[MessageRead, list[Published]]:
-    """Delete to a tombstone: the row stays for order and replies, the content goes."""
+    """Delete to a tombstone: the row stays for order and replies, the content goes.
+
+    ``reason``: a moderator's, kept in the audit trail.
+    """
     message, _room, member = await _message_for(session, user, message_id)
     moderates = member is not None and member.role in (MemberRole.owner, MemberRole.moderator)
     if message.author_id != user.id and not moderates and user.role is not Role.admin:
@@ -335,6 +339,7 @@ async def delete_message(
             "room_id": message.room_id,
             "author_id": message.author_id,
             "content": audit.text_digest(message.content),
+            **({"reason": reason} if reason else {}),
         },
     )
     message.content, message.content_html, message.deleted_at = "", "", clock.now()

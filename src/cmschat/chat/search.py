@@ -6,7 +6,7 @@ rooms the caller belongs to.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, Table, and_, func, select
+from sqlalchemy import ColumnElement, Select, Table, and_, func, select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +36,17 @@ def _like_pattern(query: str) -> str:
     return f"%{escaped}%"
 
 
+def containing(session: AsyncSession, needle: str) -> list[ColumnElement[bool]]:
+    """Conditions on ``Message`` for "the content contains ``needle``" (any case)."""
+    conditions: list[ColumnElement[bool]] = [
+        func.lower(Message.content).like(_like_pattern(needle.lower()), escape="\\")
+    ]
+    tokens = list(dict.fromkeys(grams(needle)))[:MAX_QUERY_TOKENS]
+    if tokens:  # a one-character query has none: the substring match alone decides
+        conditions.append(Message.id.in_(_candidates(index_table(session), tokens)))
+    return conditions
+
+
 async def search_messages(
     session: AsyncSession,
     *,
@@ -53,16 +64,10 @@ async def search_messages(
         .join(
             RoomMember, and_(RoomMember.room_id == Message.room_id, RoomMember.user_id == user.id)
         )
-        .where(
-            Message.deleted_at.is_(None),
-            func.lower(Message.content).like(_like_pattern(needle.lower()), escape="\\"),
-        )
+        .where(Message.deleted_at.is_(None), *containing(session, needle))
         .order_by(Message.id.desc())
         .limit(max(1, min(limit, MAX_RESULTS)))
     )
-    tokens = list(dict.fromkeys(grams(needle)))[:MAX_QUERY_TOKENS]
-    if tokens:  # a one-character query has none: the substring match alone decides
-        statement = statement.where(Message.id.in_(_candidates(index_table(session), tokens)))
     if room_id is not None:
         statement = statement.where(Message.room_id == room_id)
     return await message_views(session, (await session.scalars(statement)).all())

@@ -17,13 +17,12 @@ from cmschat.attachments.service import Eraser
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
-from cmschat.jobs.lease import Lease, holder_name
+from cmschat.jobs.lease import RETENTION_JOB, Lease, holder_name
 from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
 
-RETENTION_JOB = "retention"
 LEASE_TTL = timedelta(minutes=10)
 """A leader renews between batches; one that died frees the job after this long."""
 

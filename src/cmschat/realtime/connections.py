@@ -13,6 +13,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cmschat.chat.events import EVERYONE
 from cmschat.realtime.broker import Envelope
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class Hub:
             if not users:
                 del self._by_user[connection.user_id]
 
+    def online_users(self) -> int:
+        """How many users have a connection to this process."""
+        return len(self._by_user)
+
     def connections_of(self, user_id: int) -> set[Connection]:
         """This process's connections of a user."""
         return set(self._by_user.get(user_id, ()))
@@ -104,6 +109,10 @@ class Hub:
 
     def deliver(self, envelope: Envelope) -> None:
         """Route one envelope (called by the broker, on the event loop)."""
+        if envelope.room_id == EVERYONE:
+            for connection in self.all_connections():
+                connection.offer(envelope)
+            return
         if envelope.only_user_ids is not None:
             for user_id in envelope.only_user_ids:
                 for connection in self._by_user.get(user_id, ()):

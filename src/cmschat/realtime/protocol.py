@@ -85,7 +85,9 @@ def error_frame(code: str, message: str, **extra: Any) -> str:
 
 def envelope_of(event: Published) -> Envelope:
     """Serialise an event once, into the frame every recipient gets."""
-    body: dict[str, Any] = {"type": event.type, "room_id": event.room_id}
+    body: dict[str, Any] = {"type": event.type}
+    if event.room_id:  # 0: for everyone, not a room's event
+        body["room_id"] = event.room_id
     if event.seq is not None:
         body["seq"] = event.seq
     body.update(event.payload)

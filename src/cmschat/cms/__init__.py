@@ -1,0 +1,1 @@
+"""The console's content: notices, canned replies, moderation, and the admin overview."""

@@ -1,0 +1,135 @@
+"""The console's overview: ``/api/v1/admin/rooms`` and ``/api/v1/admin/dashboard`` (admins).
+
+Changing a room (rename, archive, members) goes through the rooms API, where admins may
+act on any room; legal holds through ``/admin/retention``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from cmschat.accounts.schemas import AdminUserRead
+from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
+from cmschat.api.errors import responses
+from cmschat.chat.models import MemberRole, RoomKind
+from cmschat.cms import overview
+from cmschat.errors import NotFound
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+ERRORS = (401, 403, 422)
+
+
+class AdminRoomRead(BaseModel):
+    """A room in the console."""
+
+    id: int
+    kind: RoomKind
+    name: str | None
+    topic: str | None
+    archived: bool
+    member_count: int
+    last_seq: int
+    last_message_at: datetime | None
+    legal_hold: bool
+
+
+class AdminRoomPage(BaseModel):
+    """Rooms in id order."""
+
+    items: list[AdminRoomRead]
+    next_cursor: str | None
+
+
+class AdminMemberRead(BaseModel):
+    """A member of a room, with their account."""
+
+    user: AdminUserRead
+    role: MemberRole
+
+
+class AdminRoomDetail(AdminRoomRead):
+    """A room and its members."""
+
+    members: list[AdminMemberRead]
+
+
+class AuditStatus(BaseModel):
+    """The newest events of the audit chain, checked now."""
+
+    ok: bool
+    checked: int
+    head_id: int
+    message: str
+
+
+class DashboardRead(BaseModel):
+    """The console's first page."""
+
+    users_total: int
+    users_active: int
+    admins: int
+    agents: int
+    online_here: int
+    rooms_total: int
+    rooms_archived: int
+    messages_today: int
+    storage_bytes: int
+    audit: AuditStatus
+    retention_last_completed_at: datetime | None
+
+
+@router.get("/rooms", response_model=AdminRoomPage, responses=responses(*ERRORS))
+async def list_rooms(
+    admin: AdminUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=100, description="part of the name")] = None,
+    kind: RoomKind | None = None,
+    archived: bool | None = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=overview.ROOM_PAGE)] = 50,
+) -> AdminRoomPage:
+    """Every room, with member counts, last activity and legal holds."""
+    rooms, next_cursor = await overview.list_rooms(
+        session, query=q, kind=kind, archived=archived, cursor=cursor, limit=limit
+    )
+    return AdminRoomPage(
+        items=[AdminRoomRead(**vars(room)) for room in rooms], next_cursor=next_cursor
+    )
+
+
+@router.get("/rooms/{room_id}", response_model=AdminRoomDetail, responses=responses(*ERRORS, 404))
+async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -> AdminRoomDetail:
+    """One room and its members."""
+    found, _ = await overview.list_rooms(session, only_id=room_id)
+    if not found:
+        raise NotFound("no such room")
+    [summary] = found
+    members = await overview.room_members(session, room_id=room_id)
+    return AdminRoomDetail(
+        **vars(summary),
+        members=[
+            AdminMemberRead(user=AdminUserRead.model_validate(user), role=role)
+            for user, role in members
+        ],
+    )
+
+
+@router.get("/dashboard", response_model=DashboardRead, responses=responses(*ERRORS))
+async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> DashboardRead:
+    """Users, rooms, today's messages, storage, the audit chain and the last purge."""
+    data = await overview.dashboard(
+        session, now=context.clock.now(), online_here=context.hub.online_users()
+    )
+    values = vars(data) | {
+        "audit": AuditStatus(
+            ok=data.audit.ok,
+            checked=data.audit.checked,
+            head_id=data.audit.head_id,
+            message=data.audit.describe(),
+        )
+    }
+    return DashboardRead(**values)

@@ -1,0 +1,1 @@
+"""Canned replies: text agents insert in the composer with ``/shortcut``."""

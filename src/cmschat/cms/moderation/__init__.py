@@ -1,0 +1,1 @@
+"""Moderation: admins find messages anywhere and delete them, with a reason."""

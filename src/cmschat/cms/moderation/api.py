@@ -1,0 +1,82 @@
+"""Moderation: ``/api/v1/admin/messages`` (admins only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
+from cmschat.api.errors import responses
+from cmschat.chat import messages
+from cmschat.chat.schemas import MessageRead
+from cmschat.cms.moderation import service
+from cmschat.errors import Invalid
+from cmschat.realtime.publish import publish_after_commit
+
+router = APIRouter(prefix="/admin/messages", tags=["moderation"])
+ERRORS = (401, 403, 422)
+Id = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
+class ModerationPage(BaseModel):
+    """Messages from every room, newest first."""
+
+    items: list[MessageRead]
+    next_cursor: int | None
+
+
+@router.get("", response_model=ModerationPage, responses=responses(*ERRORS))
+async def find_messages(
+    admin: AdminUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=200, description="text the message contains")] = None,
+    room_id: Id = None,
+    author_id: Id = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_deleted: bool = False,
+    cursor: Id = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
+) -> ModerationPage:
+    """Find messages in any room, by text, room, author and time."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Invalid(f"{name} needs a time zone, e.g. 2026-11-26T09:00:00Z", field=name)
+    items, next_cursor = await service.find_messages(
+        session,
+        filters=service.MessageFilters(
+            query=q,
+            room_id=room_id,
+            author_id=author_id,
+            since=since,
+            until=until,
+            include_deleted=include_deleted,
+        ),
+        before=cursor,
+        limit=limit,
+    )
+    return ModerationPage(items=items, next_cursor=next_cursor)
+
+
+@router.delete("/{message_id}", response_model=MessageRead, responses=responses(*ERRORS, 404))
+async def delete_message(
+    message_id: ResourceId,
+    admin: AdminUser,
+    session: SessionDep,
+    context: Context,
+    reason: Annotated[str, Query(min_length=3, max_length=500, description="why; audited")],
+) -> MessageRead:
+    """Delete any message to a tombstone, with a reason the audit trail keeps."""
+    view, events = await messages.delete_message(
+        session,
+        user=admin,
+        message_id=message_id,
+        clock=context.clock,
+        eraser=context.eraser,
+        reason=reason.strip(),
+    )
+    publish_after_commit(session, context.broker, events)
+    return view

@@ -1,0 +1,1 @@
+"""Notices: announcements admins write and publish to everyone or to some rooms."""
