@@ -38,7 +38,11 @@ Step = Callable[[Scenario], Awaitable[httpx.Response]]
 
 
 async def login(s: Scenario) -> httpx.Response:
-    return await s.client.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})
+    response = await s.client.post(
+        f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD}
+    )
+    s.ids["bob_headers"] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return response
 
 
 async def create_user(s: Scenario) -> httpx.Response:
@@ -119,8 +123,6 @@ async def edit(s: Scenario) -> httpx.Response:
 
 
 async def mark_read(s: Scenario) -> httpx.Response:
-    bob = await s.client.post(f"{V1}/auth/login", json={"username": "bob", "password": PASSWORD})
-    s.ids["bob_headers"] = {"Authorization": f"Bearer {bob.json()['access_token']}"}
     return await s.client.post(
         f"{V1}/rooms/{s.ids['room']}/read",
         json={"message_id": s.ids["message"]},
@@ -174,6 +176,62 @@ async def delete_room_retention(s: Scenario) -> httpx.Response:
     return await s.client.delete(f"{V1}/admin/retention/rooms/{s.ids['room']}", headers=s.admin)
 
 
+async def create_notice(s: Scenario) -> httpx.Response:
+    response = await s.client.post(
+        f"{V1}/admin/notices",
+        json={"title": "Maintenance", "body_html": "<p>Sunday</p>"},
+        headers=s.admin,
+    )
+    s.ids["notice"] = response.json()["id"]
+    return response
+
+
+async def update_notice(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/admin/notices/{s.ids['notice']}",
+        json={"title": "Maintenance window"},
+        headers=s.admin,
+    )
+
+
+async def publish_notice(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/admin/notices/{s.ids['notice']}/publish", headers=s.admin)
+
+
+async def unpublish_notice(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/admin/notices/{s.ids['notice']}/unpublish", headers=s.admin)
+
+
+async def delete_notice(s: Scenario) -> httpx.Response:
+    return await s.client.delete(f"{V1}/admin/notices/{s.ids['notice']}", headers=s.admin)
+
+
+async def create_canned_reply(s: Scenario) -> httpx.Response:
+    response = await s.client.post(
+        f"{V1}/admin/canned-replies",
+        json={"shortcut": "hello", "title": "Greeting", "body": "Hello! How can I help?"},
+        headers=s.admin,
+    )
+    s.ids["reply"] = response.json()["id"]
+    return response
+
+
+async def update_canned_reply(s: Scenario) -> httpx.Response:
+    return await s.client.patch(
+        f"{V1}/admin/canned-replies/{s.ids['reply']}", json={"title": "Hello"}, headers=s.admin
+    )
+
+
+async def delete_canned_reply(s: Scenario) -> httpx.Response:
+    return await s.client.delete(f"{V1}/admin/canned-replies/{s.ids['reply']}", headers=s.admin)
+
+
+async def moderate(s: Scenario) -> httpx.Response:
+    return await s.client.delete(
+        f"{V1}/admin/messages/{s.ids['spam']}", params={"reason": "spam"}, headers=s.admin
+    )
+
+
 # In the order they run: later steps use what earlier ones made.
 STEPS: dict[tuple[str, str], Step] = {
     ("post", "/auth/login"): login,
@@ -196,6 +254,15 @@ STEPS: dict[tuple[str, str], Step] = {
     ("put", "/admin/retention/rooms/{room_id}"): put_room_retention,
     ("post", "/admin/retention/preview"): preview_retention,
     ("delete", "/admin/retention/rooms/{room_id}"): delete_room_retention,
+    ("post", "/admin/notices"): create_notice,
+    ("patch", "/admin/notices/{notice_id}"): update_notice,
+    ("post", "/admin/notices/{notice_id}/publish"): publish_notice,
+    ("post", "/admin/notices/{notice_id}/unpublish"): unpublish_notice,
+    ("delete", "/admin/notices/{notice_id}"): delete_notice,
+    ("post", "/admin/canned-replies"): create_canned_reply,
+    ("patch", "/admin/canned-replies/{reply_id}"): update_canned_reply,
+    ("delete", "/admin/canned-replies/{reply_id}"): delete_canned_reply,
+    ("delete", "/admin/messages/{message_id}"): moderate,
 }
 
 
@@ -225,6 +292,18 @@ async def test_every_mutating_operation_leaves_an_audit_event(
         alice_id=alice.id,
         bob_id=bob.id,
     )
+    # Made before anything is counted: the message the moderation step deletes.
+    spam_room = await client.post(
+        f"{V1}/rooms",
+        json={"kind": "group", "name": "spam", "member_ids": []},
+        headers=scenario.alice,
+    )
+    spam = await client.post(
+        f"{V1}/rooms/{spam_room.json()['id']}/messages",
+        json={"content": "buy now"},
+        headers=scenario.alice,
+    )
+    scenario.ids["spam"] = spam.json()["id"]
     silent = []
     for operation, step in STEPS.items():
         before = len(await audit_events(context.db))

@@ -352,3 +352,39 @@ async def test_a_message_with_files_arrives_with_their_metadata(
         event = (await bob_ws.recv_until(lambda f: f["type"] == "message.created"))[-1]
     (attached,) = event["message"]["attachments"]
     assert attached == uploaded.json() | {"message_id": event["message"]["id"]}
+
+
+async def test_published_notices_arrive_live_to_their_audience_only(
+    server: LiveServer, http: httpx.AsyncClient, admin: NamedUser, alice: NamedUser, bob: NamedUser
+) -> None:
+    a, b, headers = await alice.login(http), await bob.login(http), await admin.login(http)
+    alices_room = await make_room(http, a, name="alice only")
+
+    async def publish(title: str, room_ids: list[int] | None) -> None:
+        notice = await http.post(
+            "/api/v1/admin/notices",
+            json={"title": title, "body_html": "<p>x</p>", "room_ids": room_ids},
+            headers=headers,
+        )
+        published = await http.post(
+            f"/api/v1/admin/notices/{notice.json()['id']}/publish", headers=headers
+        )
+        assert published.status_code == 200
+
+    def is_notice(frame: dict[str, Any]) -> bool:
+        return frame["type"] == "notice.published"
+
+    async with ws_client(server, token_of(a)) as alice_ws, ws_client(server, token_of(b)) as bob_ws:
+        await publish("for alice's room", [alices_room])
+        await publish("for everyone", None)
+        alice_frames = await alice_ws.recv_until(
+            lambda f: is_notice(f) and f["notice"]["title"] == "for everyone"
+        )
+        assert [f["notice"]["title"] for f in alice_frames if is_notice(f)] == [
+            "for alice's room",
+            "for everyone",
+        ]
+        # Bob's first notice is the one for everyone: the targeted one never reached him.
+        bob_frames = await bob_ws.recv_until(is_notice)
+        assert bob_frames[-1]["notice"]["title"] == "for everyone"
+        assert "room_id" not in bob_frames[-1]

@@ -109,14 +109,14 @@ class Hub:
 
     def deliver(self, envelope: Envelope) -> None:
         """Route one envelope (called by the broker, on the event loop)."""
-        if envelope.room_id == EVERYONE:
-            for connection in self.all_connections():
-                connection.offer(envelope)
-            return
         if envelope.only_user_ids is not None:
             for user_id in envelope.only_user_ids:
                 for connection in self._by_user.get(user_id, ()):
                     connection.offer(envelope)
+            return
+        if envelope.room_id == EVERYONE:
+            for connection in self.all_connections():
+                connection.offer(envelope)
             return
         if envelope.type == "member.joined" and envelope.user_id is not None:
             # Route the new room to the joiner; their sender starts the room at this event.

@@ -20,11 +20,13 @@ async def list_replies(session: AsyncSession, *, query: str | None = None) -> li
 
 
 async def _save(session: AsyncSession, reply: CannedReply) -> None:
-    # A shortcut taken meanwhile fails the flush; the request then rolls back as a whole.
+    # A taken shortcut fails the flush; the request then rolls back as a whole. (Read the
+    # shortcut first: after a failed flush the object cannot be read.)
+    shortcut = reply.shortcut
     try:
         await session.flush()
     except IntegrityError:
-        raise Conflict(f"the shortcut /{reply.shortcut} is taken", code="shortcut_taken") from None
+        raise Conflict(f"the shortcut /{shortcut} is taken", code="shortcut_taken") from None
 
 
 async def create_reply(
