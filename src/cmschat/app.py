@@ -33,6 +33,7 @@ from cmschat.realtime import gateway
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
 from cmschat.settings import AttachmentSettings, Settings
+from cmschat.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(build_api_router())
     app.include_router(gateway.router)
+    mount_web(app, settings.web_dir)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

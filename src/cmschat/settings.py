@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
+    web_dir: Path | None = None
+    """The static web client and console; unset: the copy shipped with cmschat. A
+    directory that does not exist turns the web client off (API only)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)

@@ -13,7 +13,7 @@ from cmschat.context import AppContext
 from cmschat.settings import Settings
 from tests.support import NamedUser, error_of
 
-CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+CSP = "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
 
 
 async def test_unknown_route_and_wrong_method_are_json_errors(client: httpx.AsyncClient) -> None:

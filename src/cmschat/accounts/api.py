@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
 
-from cmschat.accounts import auth
+from cmschat.accounts import auth, service
 from cmschat.accounts.schemas import LoginRequest, LoginResponse, PasswordChange, UserRead
-from cmschat.api.deps import Context, SessionDep, SignedIn, client_of
+from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
 
 log = logging.getLogger(__name__)
@@ -77,3 +79,32 @@ async def change_password(
         clock=context.clock,
     )
     return UserRead.model_validate(user)
+
+
+class DirectoryEntry(BaseModel):
+    """Who someone is, for finding people to talk to (nothing more)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    display_name: str
+
+
+class Directory(BaseModel):
+    """People matching a search."""
+
+    items: list[DirectoryEntry]
+    next_cursor: str | None = None
+
+
+@router.get("/users", response_model=Directory, responses=responses(401, 403, 422))
+async def directory(
+    user: CurrentUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=100, description="part of username or name")] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> Directory:
+    """Active users, to start a conversation or mention someone."""
+    users, _ = await service.list_users(session, query=q, is_active=True, limit=limit)
+    return Directory(items=[DirectoryEntry.model_validate(u) for u in users])

@@ -1,0 +1,81 @@
+// Signing in, and the forced first password change.
+
+import { api, ApiError, token } from "./api.js";
+import { h, clear } from "./dom.js";
+import { t } from "./i18n.js";
+
+function errorLine() {
+  return h("p", { class: "form-error", role: "alert" });
+}
+
+function showError(line, error) {
+  line.textContent = error instanceof ApiError ? error.message : String(error);
+}
+
+// Resolves with the signed-in user once they may use the app.
+export function signIn(root) {
+  return new Promise((resolve) => {
+    const username = h("input", { id: "username", name: "username", autocomplete: "username", required: true });
+    const password = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
+    const error = errorLine();
+    const form = h("form", { class: "card auth", "aria-labelledby": "sign-in-title" },
+      h("h1", { id: "sign-in-title" }, t("appName")),
+      h("label", { for: "username" }, t("username")), username,
+      h("label", { for: "password" }, t("password")), password,
+      error,
+      h("button", { type: "submit", class: "primary" }, t("signIn")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const result = await api("POST", "/auth/login", {
+          body: { username: username.value.trim(), password: password.value },
+        });
+        token.set(result.access_token);
+        resolve(await ensurePasswordChanged(root, result.user, password.value));
+      } catch (e) { showError(error, e); }
+    });
+    clear(root, form);
+    username.focus();
+  });
+}
+
+export async function ensurePasswordChanged(root, user, current = "") {
+  if (!user.must_change_password) return user;
+  return new Promise((resolve) => {
+    const currentInput = h("input", { id: "current", type: "password", autocomplete: "current-password", value: current, required: true });
+    const fresh = h("input", { id: "fresh", type: "password", autocomplete: "new-password", minlength: 10, required: true });
+    const error = errorLine();
+    const form = h("form", { class: "card auth" },
+      h("h1", {}, t("changePassword")),
+      h("p", {}, t("changePasswordHint")),
+      h("label", { for: "current" }, t("currentPassword")), currentInput,
+      h("label", { for: "fresh" }, t("newPassword")), fresh,
+      error,
+      h("button", { type: "submit", class: "primary" }, t("save")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        resolve(await api("POST", "/me/password", {
+          body: { current_password: currentInput.value, new_password: fresh.value },
+        }));
+      } catch (e) { showError(error, e); }
+    });
+    clear(root, form);
+    fresh.focus();
+  });
+}
+
+export async function currentUser(root) {
+  if (token.get()) {
+    try {
+      return await ensurePasswordChanged(root, await api("GET", "/me"));
+    } catch { token.clear(); }
+  }
+  return signIn(root);
+}
+
+export async function signOut() {
+  try { await api("POST", "/auth/logout"); } catch { /* already gone */ }
+  token.clear();
+  window.location.reload();
+}

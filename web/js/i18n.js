@@ -1,0 +1,65 @@
+// Korean and English: from the browser's language, switchable, remembered.
+
+const LANG_KEY = "cmschat.lang";
+
+const MESSAGES = {
+  en: {
+    appName: "cmschat", signIn: "Sign in", username: "Username", password: "Password",
+    signOut: "Sign out", changePassword: "Choose a new password",
+    changePasswordHint: "Your password was set by an administrator: choose your own to go on.",
+    currentPassword: "Current password", newPassword: "New password", save: "Save",
+    rooms: "Rooms", newRoom: "New room", direct: "Direct", group: "Group", channel: "Channel",
+    roomName: "Room name", members: "Members (usernames, comma-separated)", create: "Create",
+    cancel: "Cancel", send: "Send", writeMessage: "Write a message… (/ for canned replies)",
+    attach: "Attach a file", edit: "Edit", delete: "Delete", reply: "Reply",
+    replyingTo: "Replying to", edited: "edited", deleted: "This message was deleted.",
+    search: "Search messages", searchResults: "Search results", noResults: "No messages found.",
+    typing: "{names} is typing…", online: "online", offline: "offline",
+    connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…",
+    loadOlder: "Loading older messages…", download: "Download", noRoom: "Pick a room.",
+    confirmDelete: "Delete this message?", uploadFailed: "Upload failed: {reason}",
+    console: "Console", language: "Language", unread: "{n} unread",
+    dashboard: "Dashboard", users: "Users", moderation: "Moderation", notices: "Notices",
+    cannedReplies: "Canned replies", retention: "Retention", audit: "Audit log",
+    backups: "Backups", monitoring: "Monitoring", comingSoon: "Arrives with its own release.",
+    adminsOnly: "The console is for administrators.", backToChat: "Back to chat",
+  },
+  ko: {
+    appName: "cmschat", signIn: "로그인", username: "사용자 이름", password: "비밀번호",
+    signOut: "로그아웃", changePassword: "새 비밀번호 설정",
+    changePasswordHint: "관리자가 정한 비밀번호입니다. 계속하려면 새 비밀번호를 정하세요.",
+    currentPassword: "현재 비밀번호", newPassword: "새 비밀번호", save: "저장",
+    rooms: "대화방", newRoom: "새 대화방", direct: "1:1", group: "그룹", channel: "채널",
+    roomName: "대화방 이름", members: "멤버 (사용자 이름, 쉼표로 구분)", create: "만들기",
+    cancel: "취소", send: "보내기", writeMessage: "메시지 입력… (/ 상용구)",
+    attach: "파일 첨부", edit: "수정", delete: "삭제", reply: "답장",
+    replyingTo: "답장 대상", edited: "수정됨", deleted: "삭제된 메시지입니다.",
+    search: "메시지 검색", searchResults: "검색 결과", noResults: "메시지가 없습니다.",
+    typing: "{names} 님이 입력 중…", online: "온라인", offline: "오프라인",
+    connecting: "연결 중…", connected: "연결됨", reconnecting: "다시 연결하는 중…",
+    loadOlder: "이전 메시지를 불러오는 중…", download: "내려받기", noRoom: "대화방을 고르세요.",
+    confirmDelete: "이 메시지를 삭제할까요?", uploadFailed: "업로드 실패: {reason}",
+    console: "관리 콘솔", language: "언어", unread: "읽지 않음 {n}",
+    dashboard: "대시보드", users: "사용자", moderation: "메시지 관리", notices: "공지",
+    cannedReplies: "상용구", retention: "보존 정책", audit: "감사 로그",
+    backups: "백업", monitoring: "모니터링", comingSoon: "다음 릴리스에서 제공됩니다.",
+    adminsOnly: "관리 콘솔은 관리자만 쓸 수 있습니다.", backToChat: "채팅으로",
+  },
+};
+
+export const LANGUAGES = { ko: "한국어", en: "English" };
+
+export let lang = localStorage.getItem(LANG_KEY)
+  || (navigator.language || "en").slice(0, 2).toLowerCase();
+if (!MESSAGES[lang]) lang = "en";
+document.documentElement.lang = lang;
+
+export function t(key, values = {}) {
+  const text = MESSAGES[lang][key] ?? MESSAGES.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+export function setLanguage(next) {
+  localStorage.setItem(LANG_KEY, next);
+  window.location.reload();
+}

@@ -1,0 +1,102 @@
+// The WebSocket: authenticate with the token, resume every room from the last seq seen,
+// reconnect with backoff on any close, ping so idle connections stay open.
+// Listeners get every server frame; "state" events say connecting/connected/reconnecting.
+
+import { token, wsUrl } from "./api.js";
+
+const PING_MS = 30000;
+const MAX_BACKOFF_MS = 15000;
+
+export class Realtime extends EventTarget {
+  constructor() {
+    super();
+    this.lastSeq = new Map(); // room id -> last seq handled
+    this.socket = null;
+    this.attempt = 0;
+    this.stopped = false;
+    this.pending = new Map(); // client_id -> {resolve, reject}
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.socket) this.socket.close(1000);
+  }
+
+  setState(state) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+
+  connect() {
+    this.setState(this.attempt ? "reconnecting" : "connecting");
+    const socket = new WebSocket(wsUrl());
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({
+        type: "auth", token: token.get(), resume: Object.fromEntries(this.lastSeq),
+      }));
+    });
+    socket.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
+    socket.addEventListener("close", (event) => {
+      clearInterval(this.pinger);
+      for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
+      this.pending.clear();
+      if (this.stopped) return;
+      if (event.code === 1008) { // refused: the token is no longer valid
+        this.setState("signed-out");
+        window.dispatchEvent(new CustomEvent("cmschat:signed-out"));
+        return;
+      }
+      this.attempt += 1;
+      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.attempt, 5));
+      this.setState("reconnecting");
+      setTimeout(() => this.connect(), delay * (0.5 + Math.random() / 2));
+    });
+  }
+
+  receive(frame) {
+    if (frame.type === "ready") {
+      this.attempt = 0;
+      for (const [room, seq] of Object.entries(frame.rooms)) {
+        if (!this.lastSeq.has(Number(room))) this.lastSeq.set(Number(room), seq);
+      }
+      this.pinger = setInterval(() => this.send({ type: "ping" }), PING_MS);
+      this.setState("connected");
+    } else if (frame.type === "ack" && this.pending.has(frame.client_id)) {
+      this.pending.get(frame.client_id).resolve(frame.message);
+      this.pending.delete(frame.client_id);
+    } else if (frame.type === "error" && frame.client_id && this.pending.has(frame.client_id)) {
+      this.pending.get(frame.client_id).reject(new Error(frame.message));
+      this.pending.delete(frame.client_id);
+    }
+    if (frame.room_id && frame.seq) {
+      this.lastSeq.set(frame.room_id, Math.max(this.lastSeq.get(frame.room_id) || 0, frame.seq));
+    }
+    this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
+  }
+
+  send(frame) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  // message.send with an ack; a client_id makes a retry after a reconnect safe.
+  sendMessage(roomId, fields) {
+    const clientId = fields.client_id || crypto.randomUUID();
+    return new Promise((resolve, reject) => {
+      this.pending.set(clientId, { resolve, reject });
+      if (!this.send({ type: "message.send", room_id: roomId, client_id: clientId, ...fields })) {
+        this.pending.delete(clientId);
+        reject(new Error("not connected"));
+      }
+    });
+  }
+}
