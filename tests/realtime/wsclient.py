@@ -41,12 +41,12 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
-    """Run ``app`` under uvicorn on 127.0.0.1 (a free port) until the block ends."""
+async def serve(app: FastAPI, port: int = 0) -> AsyncIterator[LiveServer]:
+    """Run ``app`` under uvicorn on 127.0.0.1 (``port``, or a free one) until the block ends."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_config=None,
         lifespan="on",
         http="h11",

@@ -29,8 +29,7 @@ export class Composer {
     this.pendingFiles = h("ul", { class: "pending-files" });
     this.fileInput = h("input", { type: "file", id: "file-input", class: "visually-hidden", multiple: true });
     this.error = h("p", { class: "form-error", role: "alert" });
-    const attach = h("label", { for: "file-input", class: "button icon", title: t("attach") }, "📎",
-      h("span", { class: "visually-hidden" }, t("attach")));
+    const attach = h("label", { for: "file-input", class: "button", title: t("attach") }, t("attachShort"));
     this.sendButton = h("button", { type: "submit", class: "primary" }, t("send"));
     this.el = h("form", { class: "composer", "aria-label": t("send") },
       this.context, this.pendingFiles, this.progress, this.error, this.suggestions,

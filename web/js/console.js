@@ -28,9 +28,9 @@ async function start() {
   const nav = h("nav", { class: "console-nav", "aria-label": t("console") },
     h("strong", {}, t("console")),
     Object.keys(PAGES).map((page) => h("a", { href: "#" + page, dataset: { page } }, t(page))),
-    h("hr"),
-    h("a", { href: "index.html" }, t("backToChat")),
-    h("button", { class: "link", onclick: signOut }, t("signOut")));
+    h("div", { class: "nav-foot" },
+      h("a", { href: "index.html" }, t("backToChat")),
+      h("button", { class: "link", onclick: signOut }, t("signOut"))));
   clear(root, nav, main);
   root.className = "console";
   window.addEventListener("hashchange", route);
@@ -76,7 +76,7 @@ async function dashboard() {
     tile("storage", formatBytes(d.storage_bytes)),
     h("div", { class: "card tile" },
       h("strong", { class: d.audit.ok ? "status-ok" : "status-bad" }, d.audit.ok ? "OK" : "BROKEN"),
-      "audit chain: " + d.audit.message),
+      `audit chain: ${d.audit.checked} newest events checked, head #${d.audit.head_id}`),
     tile("last purge", d.retention_last_completed_at ? formatTime(d.retention_last_completed_at, lang) : "—"),
     tile(t("backups"), "—"), tile(t("monitoring"), "—")));
 }
