@@ -296,3 +296,18 @@ async def test_passwords_and_hashes_never_reach_a_log_or_a_response(
     for leaked in (secret, token, stored_hash):
         assert leaked not in captured
         assert leaked not in created.text
+
+
+async def test_the_user_directory_lists_active_people_to_signed_in_users(
+    client: httpx.AsyncClient, admin: NamedUser, alice: NamedUser, bob: NamedUser
+) -> None:
+    assert (await client.get("/api/v1/users")).status_code == 401
+    headers = await admin.login(client)
+    await client.patch(f"/api/v1/admin/users/{bob.id}", json={"is_active": False}, headers=headers)
+    found = await client.get("/api/v1/users", params={"q": "b"}, headers=await alice.login(client))
+    assert found.status_code == 200
+    assert [u["username"] for u in found.json()["items"]] == []  # bob is disabled
+    everyone = await client.get("/api/v1/users", headers=await alice.login(client))
+    entries = everyone.json()["items"]
+    assert {u["username"] for u in entries} == {"root-admin", "alice"}
+    assert set(entries[0]) == {"id", "username", "display_name"}  # nothing more
