@@ -110,12 +110,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("notice_rooms", schema=None) as batch_op:
-        batch_op.drop_index("ix_notice_rooms_room_id")
-
     op.drop_table("notice_rooms")
-    with op.batch_alter_table("notices", schema=None) as batch_op:
-        batch_op.drop_index("ix_notices_state_published_at")
-
     op.drop_table("notices")
     op.drop_table("canned_replies")
