@@ -59,7 +59,9 @@ function buildLayout(root) {
   ui.roomList = h("ul", { class: "room-list", "aria-label": t("rooms") });
   const sidebar = h("nav", { class: "sidebar", "aria-label": t("rooms") },
     h("div", { class: "sidebar-head" }, h("h2", {}, t("rooms")),
-      h("button", { class: "button", onclick: openNewRoomDialog }, "+ " + t("newRoom"))),
+      h("div", { class: "row" },
+        h("button", { class: "button", onclick: openChannelsDialog }, t("channels")),
+        h("button", { class: "button", onclick: openNewRoomDialog }, "+ " + t("newRoom")))),
     ui.roomList);
   ui.roomTitle = h("h2", { class: "room-title" });
   ui.roomMeta = h("p", { class: "room-meta muted" });
@@ -216,7 +218,8 @@ function messageItem(message) {
     message.deleted ? null : h("div", { class: "message-actions" },
       h("button", { class: "link", onclick: () => ui.composer.replyingTo(message) }, t("reply")),
       mine ? h("button", { class: "link", onclick: () => ui.composer.edit(message) }, t("edit")) : null,
-      mine ? h("button", { class: "link", onclick: () => deleteMessage(message) }, t("delete")) : null));
+      mine ? h("button", { class: "link", onclick: (e) => confirmThen(e.currentTarget, () =>
+        api("DELETE", `/messages/${message.id}`)) }, t("delete")) : null));
 }
 
 function attachmentItem(file) {
@@ -240,9 +243,12 @@ async function downloadFile(file) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-async function deleteMessage(message) {
-  if (!window.confirm(t("confirmDelete"))) return;
-  await api("DELETE", `/messages/${message.id}`);
+// A destructive button asks once more in place (no blocking confirm() dialog).
+function confirmThen(button, action) {
+  if (button.dataset.armed) { action(); return; }
+  button.dataset.armed = "true";
+  button.textContent = t("confirmDelete");
+  button.classList.add("danger");
 }
 
 function markRead() {
@@ -434,6 +440,28 @@ function openNewRoomDialog() {
             await openRoom(room.id);
           } catch (err) { error.textContent = err.message; }
         } }, t("create")))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+async function openChannelsDialog() {
+  const channels = (await api("GET", "/channels")).items;
+  const dialog = h("dialog", { class: "card" },
+    h("form", { method: "dialog", class: "stack" },
+      h("h2", {}, t("channels")),
+      h("ul", { class: "channel-list" }, channels.length ? channels.map((channel) => h("li", {},
+        h("strong", {}, channel.name), " ", h("span", { class: "muted" }, channel.topic || ""), " ",
+        state.rooms.has(channel.id)
+          ? h("span", { class: "muted" }, "✓")
+          : h("button", { class: "primary", onclick: async (e) => {
+            e.preventDefault();
+            await api("POST", `/rooms/${channel.id}/members`, { body: { user_ids: [state.me.id] } });
+            dialog.close();
+            await refreshRoom(channel.id);
+            await openRoom(channel.id);
+          } }, t("join")))) : h("li", { class: "muted" }, t("noChannels"))),
+      h("div", { class: "row" }, h("button", { value: "close", class: "button" }, t("cancel")))));
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();

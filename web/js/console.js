@@ -90,6 +90,7 @@ async function comingSoon() {
 async function users() {
   const list = h("tbody");
   const error = errorLine();
+  const notice = h("p", { class: "status-ok", role: "status" });
   const reload = async () => {
     const page = await api("GET", "/admin/users", { query: { limit: 200 } });
     clear(list, page.items.map((u) => h("tr", {},
@@ -104,7 +105,7 @@ async function users() {
         }) }, u.is_active ? "disable" : "enable"),
         h("button", { class: "link", onclick: () => guarded(error, async () => {
           const result = await api("POST", `/admin/users/${u.id}/password`, { body: {} });
-          window.alert(`one-time password for ${u.username}: ${result.temporary_password}`);
+          notice.textContent = `${u.username}: ${result.temporary_password} (one-time password)`;
         }) }, "reset password")))));
   };
   const username = h("input", { required: true, autocomplete: "off" });
@@ -117,7 +118,7 @@ async function users() {
     await api("POST", "/admin/users", { body: { username: username.value, password: password.value, role: role.value } });
     form.reset(); await reload();
   }); });
-  main.append(form, error, table(["username", "name", "role", "state", ""], list));
+  main.append(form, error, notice, table(["username", "name", "role", "state", ""], list));
   await reload();
 }
 
@@ -126,6 +127,7 @@ async function users() {
 async function rooms() {
   const list = h("tbody");
   const error = errorLine();
+  const reason = h("input", { id: "hold-reason", placeholder: "case 2026-17" });
   const detail = h("div");
   const reload = async () => {
     const page = await api("GET", "/admin/rooms", { query: { limit: 200 } });
@@ -140,11 +142,12 @@ async function rooms() {
         }) }, r.archived ? "unarchive" : "archive"),
         h("button", { class: "link", onclick: () => guarded(error, async () => {
           if (r.legal_hold) await api("DELETE", `/admin/retention/rooms/${r.id}`);
-          else await api("PUT", `/admin/retention/rooms/${r.id}`, { body: { legal_hold: true, legal_hold_reason: window.prompt("reason") || undefined } });
+          else await api("PUT", `/admin/retention/rooms/${r.id}`, { body: { legal_hold: true, legal_hold_reason: reason.value.trim() || undefined } });
           await reload();
         }) }, r.legal_hold ? "lift hold" : "legal hold")))));
   };
-  main.append(error, table(["room", "kind", "members", "last message", "", ""], list), detail);
+  main.append(h("div", { class: "filters" }, field("legal hold reason", reason)), error,
+    table(["room", "kind", "members", "last message", "", ""], list), detail);
   await reload();
 }
 
@@ -158,6 +161,7 @@ async function showRoom(roomId, target) {
 
 async function moderation() {
   const q = h("input", { type: "search", "aria-label": t("search") });
+  const reason = h("input", { id: "delete-reason", placeholder: "spam, abuse, …" });
   const results = h("tbody");
   const error = errorLine();
   const find = async () => {
@@ -168,13 +172,13 @@ async function moderation() {
       h("td", {}, `#${m.room_id}`),
       h("td", {}, h("div", {}, trustedHtml(m.content_html))), // sanitised by the server
       h("td", {}, h("button", { class: "link danger", onclick: () => guarded(error, async () => {
-        const reason = window.prompt("reason");
-        if (!reason) return;
-        await api("DELETE", `/admin/messages/${m.id}`, { query: { reason } });
+        if (reason.value.trim().length < 3) throw new Error("write the reason first (at least 3 characters)");
+        await api("DELETE", `/admin/messages/${m.id}`, { query: { reason: reason.value.trim() } });
         await find();
       }) }, t("delete"))))));
   };
-  const form = h("form", { class: "filters" }, field(t("search"), q), h("button", { class: "primary" }, t("search")));
+  const form = h("form", { class: "filters" }, field(t("search"), q), h("button", { class: "primary" }, t("search")),
+    field("reason for deleting", reason));
   form.addEventListener("submit", (e) => { e.preventDefault(); guarded(error, find); });
   main.append(form, error, table(["time", "author", "room", "message", ""], results));
   await find();
@@ -187,7 +191,10 @@ async function notices() {
   const error = errorLine();
   const title = h("input", { required: true, "aria-label": "title" });
   const editor = h("div", { class: "editor", contenteditable: "true", role: "textbox", "aria-multiline": "true", "aria-label": "notice text" });
-  const rooms = h("input", { placeholder: "room ids, comma-separated (empty: everyone)", "aria-label": "rooms" });
+  const rooms = h("select", { multiple: true, "aria-label": "rooms (none selected: everyone)", size: 4 },
+    (await api("GET", "/admin/rooms", { query: { limit: 200 } })).items
+      .filter((r) => r.kind !== "direct")
+      .map((r) => h("option", { value: r.id }, r.name)));
   const format = (command) => h("button", { type: "button", class: "button", onclick: () => document.execCommand(command) }, command);
   const reload = async () => {
     const page = await api("GET", "/admin/notices");
@@ -202,9 +209,9 @@ async function notices() {
   };
   const form = h("form", { class: "card stack" },
     field("title", title), h("div", { class: "row" }, format("bold"), format("italic"), format("insertUnorderedList")),
-    editor, rooms, h("button", { class: "primary" }, t("save")));
+    editor, field("rooms (none selected: everyone)", rooms), h("button", { class: "primary" }, t("save")));
   form.addEventListener("submit", (e) => { e.preventDefault(); guarded(error, async () => {
-    const ids = rooms.value.split(",").map((s) => Number(s.trim())).filter(Boolean);
+    const ids = [...rooms.selectedOptions].map((option) => Number(option.value));
     await api("POST", "/admin/notices", { body: { title: title.value, body_html: editor.innerHTML, room_ids: ids.length ? ids : null } });
     form.reset(); clear(editor); await reload();
   }); });
