@@ -162,7 +162,9 @@ async def test_the_client_reconnects_after_a_restart_and_shows_what_it_missed(
     await expect(message(b, "before the restart")).to_have_count(1)
 
 
-async def test_the_console_is_for_admins_only(web: Web, admin: NamedUser, alice: NamedUser) -> None:
+async def test_the_console_is_for_admins_only(
+    web: Web, admin: NamedUser, alice: NamedUser, agent: NamedUser
+) -> None:
     console = await web.page()
     await web.sign_in(console, admin.username, admin.password, "/console.html")
     for page in (
@@ -185,7 +187,8 @@ async def test_the_console_is_for_admins_only(web: Web, admin: NamedUser, alice:
             await web.screenshot(console, f"console-{page}")
     assert console.errors == []  # type: ignore[attr-defined]
 
-    member = await web.page()
-    await web.sign_in(member, alice.username, alice.password, "/console.html")
-    await expect(member.locator("[role=alert]")).to_contain_text("administrators")
-    await expect(member.locator(".console-nav")).to_have_count(0)
+    for user in (alice, agent):
+        refused = await web.page()
+        await web.sign_in(refused, user.username, user.password, "/console.html")
+        await expect(refused.locator("[role=alert]")).to_contain_text("administrators")
+        await expect(refused.locator(".console-nav")).to_have_count(0)

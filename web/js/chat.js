@@ -151,7 +151,7 @@ function renderRoomHead() {
   const room = state.rooms.get(state.current);
   if (!room) return;
   ui.roomTitle.textContent = roomName(room);
-  const online = room.members.filter((m) => state.online.has(m.user.id)).length;
+  const online = room.members.filter((m) => m.user.id === state.me.id || state.online.has(m.user.id)).length;
   ui.roomMeta.textContent = [room.topic, `${room.members.length} · ${online} ${t("online")}`]
     .filter(Boolean).join(" — ");
 }
