@@ -23,24 +23,10 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 ERRORS = (401, 403, 422)
 
 
-class AdminRoomRead(BaseModel):
-    """A room in the console."""
-
-    id: int
-    kind: RoomKind
-    name: str | None
-    topic: str | None
-    archived: bool
-    member_count: int
-    last_seq: int
-    last_message_at: datetime | None
-    legal_hold: bool
-
-
 class AdminRoomPage(BaseModel):
     """Rooms in id order."""
 
-    items: list[AdminRoomRead]
+    items: list[overview.RoomSummary]
     next_cursor: str | None
 
 
@@ -51,7 +37,7 @@ class AdminMemberRead(BaseModel):
     role: MemberRole
 
 
-class AdminRoomDetail(AdminRoomRead):
+class AdminRoomDetail(overview.RoomSummary):
     """A room and its members."""
 
     members: list[AdminMemberRead]
@@ -96,9 +82,7 @@ async def list_rooms(
     rooms, next_cursor = await overview.list_rooms(
         session, query=q, kind=kind, archived=archived, cursor=cursor, limit=limit
     )
-    return AdminRoomPage(
-        items=[AdminRoomRead(**vars(room)) for room in rooms], next_cursor=next_cursor
-    )
+    return AdminRoomPage(items=rooms, next_cursor=next_cursor)
 
 
 @router.get("/rooms/{room_id}", response_model=AdminRoomDetail, responses=responses(*ERRORS, 404))
@@ -110,7 +94,7 @@ async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -
     [summary] = found
     members = await overview.room_members(session, room_id=room_id)
     return AdminRoomDetail(
-        **vars(summary),
+        **summary.model_dump(),
         members=[
             AdminMemberRead(user=AdminUserRead.model_validate(user), role=role)
             for user, role in members

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,8 +22,7 @@ CURSOR_TAG = "r"
 DASHBOARD_AUDIT_TAIL = 1000
 
 
-@dataclass(frozen=True)
-class RoomSummary:
+class RoomSummary(BaseModel):
     """A room as the console lists it."""
 
     id: int

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
 from cmschat.chat import messages
 from cmschat.chat.schemas import MessageRead
 from cmschat.cms.moderation import service
-from cmschat.errors import Invalid
 from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(prefix="/admin/messages", tags=["moderation"])
@@ -35,16 +33,13 @@ async def find_messages(
     q: Annotated[str | None, Query(max_length=200, description="text the message contains")] = None,
     room_id: Id = None,
     author_id: Id = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     include_deleted: bool = False,
     cursor: Id = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 50,
 ) -> ModerationPage:
     """Find messages in any room, by text, room, author and time."""
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise Invalid(f"{name} needs a time zone, e.g. 2026-11-26T09:00:00Z", field=name)
     items, next_cursor = await service.find_messages(
         session,
         filters=service.MessageFilters(
