@@ -170,3 +170,39 @@ async def test_console_creates_users_and_moderates_with_a_reason(
     await console.click("a[data-page=audit]")
     await expect(console.locator("td", has_text="message.deleted")).to_be_visible()
     await expect(console.locator("code", has_text="advertising")).to_be_visible()
+
+
+async def test_first_sign_in_forces_a_new_password(
+    web: Web, admin: NamedUser, alice: NamedUser
+) -> None:
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        reset = await http.post(
+            f"/api/v1/admin/users/{alice.id}/password", json={}, headers=await admin.login(http)
+        )
+        one_time = reset.json()["temporary_password"]
+    page = await web.page()
+    await web.sign_in(page, alice.username, one_time)
+    await expect(page.locator("h1", has_text="Choose a new password")).to_be_visible()
+    await page.fill("#fresh", "Brand-new-secret-77")
+    await page.click("button[type=submit]")
+    await expect(page.locator(".connection")).to_have_attribute("data-state", "connected")
+    again = await web.page()
+    await web.sign_in(again, alice.username, "Brand-new-secret-77")
+    await expect(again.locator(".connection")).to_have_attribute("data-state", "connected")
+
+
+async def test_unread_badges_and_last_messages_in_the_room_list(
+    web: Web, alice: NamedUser, bob: NamedUser
+) -> None:
+    quiet = await room_with(web, alice, bob, name="quiet")
+    busy = await room_with(web, alice, bob, name="busy")
+    b = await signed_in(web, bob)
+    await b.click(f'.room-entry[data-room-id="{quiet}"]')
+    for n in range(3):
+        await send_api(web, alice, busy, f"news {n}")
+    entry = b.locator(f'.room-entry[data-room-id="{busy}"]')
+    await expect(entry.locator(".badge")).to_have_text("3")
+    await expect(entry.locator(".last-message")).to_have_text("news 2")
+    await entry.click()
+    await expect(entry.locator(".badge")).to_have_count(0)
+    await expect(message(b, "news 0")).to_be_visible()
