@@ -21,7 +21,7 @@ from tests.support import PASSWORD, NamedUser, error_of
 
 ROOMS = "/api/v1/rooms"
 MESSAGES = "/api/v1/messages"
-XSS_PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "xss_payloads_quick.txt"
+XSS_PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "xss" / "xss_payloads_quick.txt"
 CONTRACT_FIELDS = {
     "id",
     "room_id",

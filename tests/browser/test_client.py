@@ -11,7 +11,7 @@ from playwright.async_api import Page, expect
 from tests.browser.conftest import Web
 from tests.support import NamedUser
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "xss_payloads_quick.txt"
+PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "xss" / "xss_payloads_quick.txt"
 
 
 async def room_with(web: Web, owner: NamedUser, *members: NamedUser, name: str = "team") -> int:

@@ -23,7 +23,7 @@ from cmschat.attachments.inspection import (
 )
 from cmschat.errors import Invalid, UnsupportedType
 
-UPLOAD_PAYLOADS = Path(__file__).resolve().parents[2].parent / "shared/data/payloads/upload"
+UPLOAD_PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "upload"
 OOXML = "application/vnd.openxmlformats-officedocument."
 
 
