@@ -1,31 +1,25 @@
-"""The ``cmschat`` command: serve, migrate and account set-up (operations commands join here)."""
+"""The ``cmschat`` command: serve, migrate and account set-up; operations commands live in
+``cli_operations``, what all commands share in ``cli_support``."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import signal
 import sys
-from collections.abc import Callable, Coroutine
 from types import FrameType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 import uvicorn
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
-from cmschat.attachments.service import Eraser
-from cmschat.audit import chain
+from cmschat.cli_operations import audit_app, retention_app
+from cmschat.cli_support import fail, operator_errors, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI, SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.errors import CmschatError
-from cmschat.jobs.scheduler import JobBusy, RetentionJob
-from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -36,35 +30,8 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
-audit_app = typer.Typer(help="Check the audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-retention_app = typer.Typer(help="Purge what is past its retention.", no_args_is_help=True)
 app.add_typer(retention_app, name="retention")
-
-T = TypeVar("T")
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one line to stderr; the caller raises the returned Exit."""
-    typer.echo(f"cmschat: error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Turn the mistakes an operator can make into one line on stderr and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except CmschatError as exc:
-            raise fail(exc.message) from None
-        except (OperationalError, DBAPIError) as exc:
-            raise fail(f"database: {str(exc.orig).strip() or type(exc.orig).__name__}") from None
-        except OSError as exc:
-            raise fail(str(exc)) from None
-
-    return wrapper
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
@@ -84,11 +51,6 @@ class DrainingServer(uvicorn.Server):
         if context is not None:
             context.draining = True
         super().handle_exit(sig, frame)
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one async step of a command."""
-    return asyncio.run(coroutine)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -228,86 +190,6 @@ def user_create(
     typer.echo(f"cmschat: created {role.value} {accounts.normalise_username(username)!r}")
     if not password_stdin:
         typer.echo(f"  one-time password: {password} (must be changed at first sign-in)")
-
-
-async def _verify_audit(settings: Settings, kept_head: tuple[int, str] | None) -> chain.Verdict:
-    engine = create_engine(settings.database_url)
-    try:
-        db = Database(engine, SystemClock())
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            verdict = await chain.verify(session)
-            if verdict.ok and kept_head is not None:
-                return await chain.check_kept_head(session, kept_head, verdict)
-            return verdict
-    finally:
-        await engine.dispose()
-
-
-@audit_app.command("verify")
-@operator_errors
-def audit_verify(
-    expect_head: Annotated[
-        str | None,
-        typer.Option(
-            help="a head kept elsewhere, as ID:HASH (from the log or a previous run): "
-            "the chain must still contain it"
-        ),
-    ] = None,
-) -> None:
-    """Walk the audit trail's hash chain; exit 1 naming the first bad event."""
-    kept = chain.parse_kept_head(expect_head) if expect_head is not None else None
-    verdict = run(_verify_audit(load_settings(), kept))
-    if not verdict.ok:
-        raise fail(verdict.describe())
-    typer.echo(f"cmschat: {verdict.describe()}")
-
-
-async def _retention(settings: Settings, *, dry_run: bool) -> Report:
-    from cmschat.app import storage_for
-
-    engine = create_engine(settings.database_url)
-    try:
-        await run_migrations(engine)
-        db = Database(engine, SystemClock())
-        eraser = Eraser(db, storage_for(settings))
-        if dry_run:
-            return await run_purge(
-                db, clock=db.clock, settings=settings.retention, eraser=eraser, dry_run=True
-            )
-        job = RetentionJob(db, clock=db.clock, settings=settings.retention, eraser=eraser)
-        try:
-            return await job.run_now()
-        except JobBusy as exc:
-            raise CmschatError(str(exc)) from None
-    finally:
-        await engine.dispose()
-
-
-@retention_app.command("run")
-@operator_errors
-def retention_run(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="only report what would be removed")
-    ] = False,
-) -> None:
-    """Purge messages and files past their retention period (and expire old audit events)."""
-    report = run(_retention(load_settings(), dry_run=dry_run))
-    verb = "would remove" if dry_run else "removed"
-    for room in report.rooms:
-        name = room.room_name or f"room {room.room_id}"
-        if room.legal_hold:
-            typer.echo(f"  {name} (#{room.room_id}): on legal hold, nothing removed")
-            continue
-        typer.echo(
-            f"  {name} (#{room.room_id}): {room.messages} messages, "
-            f"{room.attachments} files, {room.bytes} bytes"
-        )
-    messages, files, size = report.totals
-    typer.echo(
-        f"cmschat: {verb} {messages} messages and {files} files ({size} bytes) "
-        f"in {sum(1 for r in report.rooms if not r.legal_hold)} rooms"
-        + ("" if dry_run else f"; {report.audit_events_expired} audit events expired")
-    )
 
 
 def main() -> None:
