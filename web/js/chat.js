@@ -15,6 +15,7 @@ const state = {
   me: null,
   rooms: new Map(), // id -> room (as GET /rooms gives it)
   current: null,
+  searching: false, // the message list shows search results, not the room
   history: new Map(), // room id -> {items: [ascending by seq], complete, loaded}
   online: new Set(),
   typing: new Map(), // room id -> Map(user id -> {name, timer})
@@ -137,6 +138,7 @@ async function refreshRoom(roomId) {
 
 async function openRoom(roomId) {
   state.current = roomId;
+  state.searching = false;
   $("#app").classList.remove("show-rooms");
   ui.composer.setRoom(roomId);
   renderRooms();
@@ -199,6 +201,18 @@ function renderMessages({ toBottom = true } = {}) {
   const entry = history(state.current);
   clear(ui.messages, entry.items.map(messageItem));
   if (toBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+// One new or changed message: replace or append its item instead of redrawing the room.
+function renderOne(message) {
+  const item = messageItem(message);
+  const existing = ui.messages.querySelector(`.message[data-id="${message.id}"]`);
+  if (existing) { existing.replaceWith(item); return; }
+  const last = ui.messages.querySelector(".message:last-child");
+  if (last && Number(last.dataset.seq) > message.seq) { renderMessages({ toBottom: false }); return; }
+  const placeholder = ui.messages.querySelector(".empty");
+  if (placeholder) placeholder.remove();
+  ui.messages.append(item);
 }
 
 function messageItem(message) {
@@ -332,9 +346,10 @@ function onMessage(frame) {
     clearTyping(frame.room_id, message.author && message.author.id);
   }
   renderRooms();
-  if (frame.room_id === state.current) {
+  if (frame.room_id === state.current && !state.searching) {
     const atBottom = ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 120;
-    renderMessages({ toBottom: atBottom || frame.type === "message.created" });
+    renderOne(message);
+    if (atBottom || frame.type === "message.created") ui.messages.scrollTop = ui.messages.scrollHeight;
     markRead();
   }
 }
@@ -397,8 +412,9 @@ async function loadCannedReplies() {
 }
 
 async function search(query) {
-  if (!query.trim()) { renderMessages(); return; }
+  if (!query.trim()) { state.searching = false; renderRoomHead(); renderMessages(); return; }
   const results = await api("GET", "/search", { query: { q: query } });
+  state.searching = true;
   ui.roomTitle.textContent = t("searchResults");
   ui.roomMeta.textContent = query;
   clear(ui.messages, results.items.length ? results.items.map((message) => {

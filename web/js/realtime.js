@@ -2,7 +2,7 @@
 // reconnect with backoff on any close, ping so idle connections stay open.
 // Listeners get every server frame; "state" events say connecting/connected/reconnecting.
 
-import { token, wsUrl } from "./api.js";
+import { api, token, wsUrl } from "./api.js";
 
 const PING_MS = 30000;
 const MAX_BACKOFF_MS = 15000;
@@ -47,10 +47,10 @@ export class Realtime extends EventTarget {
       for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
       this.pending.clear();
       if (this.stopped) return;
-      if (event.code === 1008) { // refused: the token is no longer valid
-        this.setState("signed-out");
-        window.dispatchEvent(new CustomEvent("cmschat:signed-out"));
-        return;
+      if (event.code === 1008) {
+        // Refused: if the token has ended, api() says so (and the page signs in again);
+        // otherwise (a foreign origin, say) keep retrying with backoff, never reload.
+        api("GET", "/me").catch(() => {});
       }
       this.attempt += 1;
       const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.attempt, 5));
