@@ -117,6 +117,8 @@ class RetentionSettings(BaseModel):
     attachment_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
     audit_days: int = Field(default=400, ge=30, le=MAX_RETENTION_DAYS)
     """Audit events are kept longer than chat data; at least 30 days."""
+    login_attempt_days: int = Field(default=90, ge=1, le=MAX_RETENTION_DAYS)
+    """Sign-in attempts (who, from which address) are personal data: kept this long."""
     run_daily: bool = True
     """Purge once a day, in-process; several instances elect one leader per run."""
     run_at: time = time(3, 30)

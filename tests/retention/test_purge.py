@@ -289,3 +289,24 @@ def test_the_command_previews_then_purges(
     assert stored_files_at(settings) == []
     again = cmschat(tmp_path, "retention", "run", env=env)
     assert "removed 0 messages" in again.stdout
+
+
+async def test_old_sign_in_records_are_removed(
+    chat: Chat, client: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    from cmschat.accounts.models import AuthToken, LoginAttempt
+
+    await client.post("/api/v1/auth/login", json={"username": "alice", "password": "wrong-1234"})
+    assert await count(chat, LoginAttempt) >= 3  # two logins by the fixture, one failure
+    old = await count(chat, LoginAttempt)
+    await chat.advance(days=91)  # past 90 days of attempts and every token's absolute expiry
+
+    report = await chat.purge()
+
+    assert report.login_attempts_removed == old
+    assert await count(chat, LoginAttempt) == 2  # advance() signed alice and the admin in again
+    assert report.sessions_removed >= 2
+    assert await count(chat, AuthToken) == 2  # the two sessions just opened
+    [run] = await audit_events(chat.context.db, action="retention.run")
+    changes = json.loads(run.changes)
+    assert changes["login_attempts_removed"] == report.login_attempts_removed

@@ -49,6 +49,7 @@ class AuthToken(Base):
     __tablename__ = "auth_tokens"
     __table_args__ = (
         Index("ix_auth_tokens_user_id_revoked_at", "user_id", "revoked_at"),
+        Index("ix_auth_tokens_expires_at", "expires_at"),
         MARIADB_TABLE_OPTIONS,
     )
 
@@ -73,6 +74,7 @@ class LoginAttempt(Base):
     __tablename__ = "login_attempts"
     __table_args__ = (
         Index("ix_login_attempts_username_created_at", "username", "created_at"),
+        Index("ix_login_attempts_created_at", "created_at"),
         MARIADB_TABLE_OPTIONS,
     )
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, delete, select, text, update
+from sqlalchemy import ColumnElement, Table, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmschat.accounts.models import AuthToken, LoginAttempt
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.audit import service as audit
@@ -54,6 +55,10 @@ class Report:
     dry_run: bool
     rooms: list[policies.RoomLoss] = field(default_factory=list)
     audit_events_expired: int = 0
+    sessions_removed: int = 0
+    """Sign-in sessions past their absolute expiry."""
+    login_attempts_removed: int = 0
+    """Sign-in attempts older than ``login_attempt_days``."""
     stopped_early: bool = False
     """The lease was lost midway; the next run goes on from there."""
 
@@ -103,6 +108,15 @@ async def run_purge(
     report.audit_events_expired = await expire_audit_events(
         db, cutoff=now - timedelta(days=settings.audit_days)
     )
+    report.sessions_removed = await _delete_in_batches(
+        db, AuthToken, AuthToken.expires_at < now - timedelta(days=1), settings.batch_size
+    )
+    report.login_attempts_removed = await _delete_in_batches(
+        db,
+        LoginAttempt,
+        LoginAttempt.created_at < now - timedelta(days=settings.login_attempt_days),
+        settings.batch_size,
+    )
     async with db.unit_of_work(SYSTEM_RETENTION) as session:
         messages, files, size = report.totals
         audit.record(
@@ -115,6 +129,8 @@ async def run_purge(
                 "attachments": files,
                 "bytes": size,
                 "audit_events_expired": report.audit_events_expired,
+                "sessions_removed": report.sessions_removed,
+                "login_attempts_removed": report.login_attempts_removed,
             },
         )
     return report
@@ -314,6 +330,24 @@ async def mark_interrupted(session: AsyncSession) -> None:
         .values(runs=RetentionProgress.runs + 1)
         .execution_options(synchronize_session=False)
     )
+
+
+async def _delete_in_batches(
+    db: Database,
+    model: type[AuthToken] | type[LoginAttempt],
+    condition: ColumnElement[bool],
+    size: int,
+) -> int:
+    """Delete the rows matching ``condition``, ``size`` per transaction; how many."""
+    removed = 0
+    while True:
+        async with db.unit_of_work(SYSTEM_RETENTION) as session:
+            ids = (await session.scalars(select(model.id).where(condition).limit(size))).all()
+            if ids:
+                await session.execute(delete(model).where(model.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < size:
+            return removed
 
 
 async def expire_audit_events(db: Database, *, cutoff: datetime) -> int:
