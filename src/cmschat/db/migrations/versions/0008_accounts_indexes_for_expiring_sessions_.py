@@ -7,10 +7,7 @@ Create Date: 2026-11-26 12:10:28.852669
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-
-from cmschat.db import base as cmschat_types
 
 revision: str = "0008"
 down_revision: str | None = "0007"
