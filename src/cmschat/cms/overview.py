@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -119,8 +118,16 @@ async def room_members(session: AsyncSession, *, room_id: int) -> list[tuple[Use
     return [(user, role) for user, role in rows.all()]
 
 
-@dataclass(frozen=True)
-class Dashboard:
+class AuditStatus(BaseModel):
+    """The newest events of the audit chain, checked now."""
+
+    ok: bool
+    checked: int
+    head_id: int
+    message: str
+
+
+class Dashboard(BaseModel):
     """The numbers on the console's first page."""
 
     users_total: int
@@ -132,7 +139,7 @@ class Dashboard:
     rooms_archived: int
     messages_today: int
     storage_bytes: int
-    audit: chain.Verdict
+    audit: AuditStatus
     retention_last_completed_at: datetime | None
 
 
@@ -169,6 +176,16 @@ async def dashboard(session: AsyncSession, *, now: datetime, online_here: int) -
         rooms_archived=int(rooms_archived or 0),
         messages_today=int(messages_today or 0),
         storage_bytes=int(storage or 0),
-        audit=await chain.verify(session, last=DASHBOARD_AUDIT_TAIL),
+        audit=await _audit_status(session),
         retention_last_completed_at=await last_completed(session, name=RETENTION_JOB),
+    )
+
+
+async def _audit_status(session: AsyncSession) -> AuditStatus:
+    verdict = await chain.verify(session, last=DASHBOARD_AUDIT_TAIL)
+    return AuditStatus(
+        ok=verdict.ok,
+        checked=verdict.checked,
+        head_id=verdict.head_id,
+        message=verdict.describe(),
     )
