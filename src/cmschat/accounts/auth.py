@@ -110,7 +110,7 @@ async def login(
         client_address=client.address,
         user_agent=(client.user_agent or "")[:255] or None,
     )
-    async with db.unit_of_work(user_actor(user.id)) as session:
+    async with db.unit_of_work(user_actor(user.id), actor_name=user.username) as session:
         session.add(row)
         session.add(_attempt(name, user, client, succeeded=True, reason="ok"))
         audit.record(session, action="auth.login", target_type="user", target_id=user.id)

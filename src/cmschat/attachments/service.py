@@ -134,7 +134,7 @@ async def upload(
     name = inspection.clean_filename(filename)
     inspection.check_extension(name, allowed=limits.allowed_extensions)
     actor = user_actor(user.id)
-    async with db.unit_of_work(actor) as session:
+    async with db.unit_of_work(actor, actor_name=user.username) as session:
         await _check_room(session, user, room_id)
         if await _used_bytes(session, user.id) >= limits.quota_bytes:
             raise TooLarge(f"your uploads already use your quota of {_mib(limits.quota_bytes)}")
@@ -163,7 +163,7 @@ async def upload(
             await storage.save(row.storage_key, _metered(everything, meter))
         if meter.size == 0:
             raise Invalid("the file is empty", field="file")
-        async with db.unit_of_work(actor) as session:
+        async with db.unit_of_work(actor, actor_name=user.username) as session:
             attachment = await session.get(Attachment, row.id)
             assert attachment is not None  # noqa: S101 - committed above, only we move it
             if (

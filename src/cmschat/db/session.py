@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from cmschat.audit import service as audit_trail
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
-from cmschat.db.actors import ACTOR_KEY, CLOCK_KEY
+from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 AfterCommit = Callable[[], Awaitable[None]]
@@ -91,19 +91,26 @@ class Database:
         self.clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
-    def session(self, actor: str | None = None) -> AsyncSession:
-        """A new session; set its actor here or later with ``set_actor``."""
+    def session(self, actor: str | None = None, *, actor_name: str | None = None) -> AsyncSession:
+        """A new session; set its actor here or later with ``set_actor``.
+
+        ``actor_name``: the user's username, so audit events need not look it up.
+        """
         session = self._sessions()
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
         if actor is not None:
             session.info[ACTOR_KEY] = actor
+        if actor_name is not None:
+            session.info[ACTOR_NAME_KEY] = actor_name
         return session
 
     @asynccontextmanager
-    async def unit_of_work(self, actor: str | None = None) -> AsyncIterator[AsyncSession]:
+    async def unit_of_work(
+        self, actor: str | None = None, *, actor_name: str | None = None
+    ) -> AsyncIterator[AsyncSession]:
         """One transaction: commit on success, roll back on error, then run after-commit hooks."""
-        async with self.session(actor) as session:
+        async with self.session(actor, actor_name=actor_name) as session:
             try:
                 yield session
             except BaseException as exc:

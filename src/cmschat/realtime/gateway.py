@@ -124,7 +124,9 @@ class Session:
 
     async def run(self, resume: dict[str, int]) -> None:
         """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
-        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+        async with self.context.db.unit_of_work(
+            user_actor(self.user.id), actor_name=self.user.username
+        ) as session:
             rooms = dict(
                 (
                     await session.execute(
@@ -250,7 +252,9 @@ class Session:
         self, room_id: int, *, after: int, until: int | None
     ) -> tuple[list[Envelope], int | None]:
         """The next stored events, or the seq to resync at when they are no longer kept."""
-        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+        async with self.context.db.unit_of_work(
+            user_actor(self.user.id), actor_name=self.user.username
+        ) as session:
             resync_at = await replay.resync_point(session, room_id=room_id, after=after)
             if resync_at is not None:
                 return [], resync_at
@@ -336,7 +340,9 @@ class Session:
             )
 
     async def _send_message(self, frame: protocol.SendFrame) -> None:
-        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+        async with self.context.db.unit_of_work(
+            user_actor(self.user.id), actor_name=self.user.username
+        ) as session:
             view, _created, events = await messages.send_message(
                 session,
                 user=self.user,
@@ -359,7 +365,9 @@ class Session:
         )
 
     async def _mark_read(self, frame: protocol.ReadFrame) -> None:
-        async with self.context.db.unit_of_work(user_actor(self.user.id)) as session:
+        async with self.context.db.unit_of_work(
+            user_actor(self.user.id), actor_name=self.user.username
+        ) as session:
             _seq, events = await messages.mark_read(
                 session, user=self.user, room_id=frame.room_id, message_id=frame.message_id
             )
