@@ -80,10 +80,10 @@ async def check_sessions(
         )
         for token_id, revoked_at, expires_at, last_used_at, is_active, role in rows:
             ended: str | None = None
-            if revoked_at is not None:
-                ended = ENDED
-            elif not is_active:
+            if not is_active:
                 ended = DISABLED
+            elif revoked_at is not None:
+                ended = ENDED
             elif now >= expires_at or now >= last_used_at + idle:
                 ended = EXPIRED
             states[token_id] = SessionState(
