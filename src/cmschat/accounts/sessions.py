@@ -94,11 +94,14 @@ async def check_sessions(
 
 async def touch_sessions(
     session: AsyncSession, *, token_ids: Collection[int], now: datetime, policy: AuthSettings
-) -> None:
-    """Record activity on these sessions (those still open): idle time counts from ``now``."""
+) -> int:
+    """Record activity on these sessions (those still open): idle time counts from ``now``.
+
+    Returns how many were still open.
+    """
     if not token_ids:
-        return
-    await session.execute(
+        return 0
+    result = await session.execute(
         update(AuthToken)
         .where(
             AuthToken.id.in_(sorted(set(token_ids))),
@@ -110,3 +113,4 @@ async def touch_sessions(
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
+    return int(result.rowcount)  # type: ignore[attr-defined]

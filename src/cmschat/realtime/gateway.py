@@ -448,13 +448,14 @@ class Session:
             async with self.context.db.unit_of_work(
                 user_actor(self.user.id), actor_name=self.user.username
             ) as session:
-                await sessions.touch_sessions(
+                touched = await sessions.touch_sessions(
                     session, token_ids=[self.conn.token_id], now=now, policy=policy
                 )
         except Exception:
             log.warning("could not record activity on a session", exc_info=True)
             return
-        self.conn.last_used_at = now
+        if touched:  # else it has ended: the session check closes the socket
+            self.conn.last_used_at = now
 
     async def _mark_read(self, frame: protocol.ReadFrame) -> None:
         async with self.context.db.unit_of_work(
