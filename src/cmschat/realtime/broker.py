@@ -22,6 +22,8 @@ from cmschat.events import SESSION_EVENTS
 log = logging.getLogger(__name__)
 
 CHANNEL = "cmschat:events"
+URGENT_TIMEOUT_SECONDS = 2.0
+"""How long a revocation's publish may hold up its request before the backstop takes over."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,10 @@ class RedisBroker:
         urgent = [e for e in envelopes if e.type in SESSION_EVENTS]
         if urgent:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
+                async with (
+                    asyncio.timeout(URGENT_TIMEOUT_SECONDS),
+                    self._redis.pipeline(transaction=False) as pipe,
+                ):
                     for envelope in urgent:
                         pipe.publish(self._channel, envelope.encode())
                     await pipe.execute()
