@@ -32,6 +32,7 @@ from cmschat.observability.middleware import RequestMiddleware
 from cmschat.realtime import gateway
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
+from cmschat.realtime.watch import SessionWatch
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
 
@@ -95,6 +96,10 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
         ),
         every(HEAD_EXPORT_SECONDS, lambda: export_audit_head(db), stop, name="audit head"),
     ]
+    watch = SessionWatch(
+        context.hub, db, clock, settings.auth, settings.realtime.session_check_seconds
+    )
+    loops.append(every(watch.tick_seconds, watch.tick, stop, name="session check"))
     if settings.retention.run_daily:
         job = RetentionJob(db, clock=clock, settings=settings.retention, eraser=context.eraser)
         loops.append(

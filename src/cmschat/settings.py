@@ -84,6 +84,8 @@ class RealtimeSettings(BaseModel):
     send_queue_size: int = Field(default=1000, ge=10)
     """Events waiting for one client; past this it is too slow and is closed (1013)."""
     typing_interval_seconds: float = Field(default=2, ge=0)
+    session_check_seconds: float = Field(default=30, gt=0, le=3600)
+    """Re-check open connections' tokens this often (the backstop for lost revocations)."""
 
 
 class AttachmentSettings(BaseModel):

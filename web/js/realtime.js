@@ -1,11 +1,16 @@
 // The WebSocket: authenticate with the token, resume every room from the last seq seen,
-// reconnect with backoff on any close, ping so idle connections stay open.
+// reconnect with backoff on any close (but 4001: the session ended, back to sign-in),
+// ping so idle connections stay open.
 // Listeners get every server frame; "state" events say connecting/connected/reconnecting.
 
 import { api, token, wsUrl } from "./api.js";
 
 const PING_MS = 30000;
 const MAX_BACKOFF_MS = 15000;
+// Close codes of docs/realtime.md: the session is over (sign in again; this token will
+// never work again, so do not reconnect with it), or the account changed (reconnect now).
+const CLOSE_SESSION_ENDED = 4001;
+const CLOSE_RECONNECT = 4002;
 
 export class Realtime extends EventTarget {
   constructor() {
@@ -47,6 +52,19 @@ export class Realtime extends EventTarget {
       for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
       this.pending.clear();
       if (this.stopped) return;
+      if (event.code === CLOSE_SESSION_ENDED) {
+        this.stopped = true;
+        token.clear();
+        this.setState("signed-out");
+        window.dispatchEvent(new CustomEvent("cmschat:signed-out", { detail: event.reason }));
+        return;
+      }
+      if (event.code === CLOSE_RECONNECT) {
+        this.attempt = 0;
+        this.setState("reconnecting");
+        setTimeout(() => this.connect(), 100 + Math.random() * 400);
+        return;
+      }
       if (event.code === 1008) {
         // Refused: if the token has ended, api() says so (and the page signs in again);
         // otherwise (a foreign origin, say) keep retrying with backoff, never reload.

@@ -12,6 +12,7 @@ from cmschat.accounts import auth, service
 from cmschat.accounts.schemas import LoginRequest, LoginResponse, PasswordChange, UserRead
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
+from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -54,8 +55,9 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
 
 @router.post("/auth/logout", status_code=204, response_class=Response, responses=responses(401))
 async def logout(signed_in: SignedIn, session: SessionDep, context: Context) -> Response:
-    """End this session (the token stops working at once)."""
-    await auth.logout(session, current=signed_in, clock=context.clock)
+    """End this session (the token stops working at once, its sockets close)."""
+    events = await auth.logout(session, current=signed_in, clock=context.clock)
+    publish_after_commit(session, context.broker, events)
     return Response(status_code=204)
 
 
@@ -70,7 +72,7 @@ async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:
     """Change one's own password; the user's other sessions end."""
-    user = await auth.change_password(
+    user, events = await auth.change_password(
         session,
         current=signed_in,
         current_password=body.current_password,
@@ -78,6 +80,7 @@ async def change_password(
         bcrypt_rounds=context.settings.auth.bcrypt_rounds,
         clock=context.clock,
     )
+    publish_after_commit(session, context.broker, events)
     return UserRead.model_validate(user)
 
 

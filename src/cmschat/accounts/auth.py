@@ -16,17 +16,16 @@ from cmschat.accounts.passwords import (
 )
 from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.accounts.service import normalise_username, revoke_tokens
+from cmschat.accounts.sessions import PASSWORD_CHANGED, SIGNED_OUT, refresh_interval
 from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
 from cmschat.db.session import Database
 from cmschat.errors import Invalid, RateLimited, Unauthorized
+from cmschat.events import Published, session_ended
 from cmschat.settings import AuthSettings
 
-# Refresh last_used_at at most this often: the idle limit needs minutes, not milliseconds,
-# and it spares a write on every request.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 WRONG_CREDENTIALS = "wrong username or password"
 
 
@@ -171,16 +170,18 @@ async def authenticate(
     ):
         raise Unauthorized("invalid or expired token", code="invalid_token")
     set_actor(session, user_actor(user.id), name=user.username)
-    if now - row.last_used_at >= LAST_USED_RESOLUTION:
+    # Not on every request (a write each), but often enough that a token in use never idles out.
+    if now - row.last_used_at >= refresh_interval(policy):
         row.last_used_at = now
     return Session(user=user, token=row)
 
 
-async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> None:
-    """End the caller's session."""
+async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> list[Published]:
+    """End the caller's session; the event closes its open sockets."""
     current.token.revoked_at = clock.now()
     audit.record(session, action="auth.logout", target_type="user", target_id=current.user.id)
     await session.flush()
+    return [session_ended(current.user.id, reason=SIGNED_OUT, token_ids=(current.token.id,))]
 
 
 async def change_password(
@@ -191,8 +192,8 @@ async def change_password(
     new_password: str,
     bcrypt_rounds: int,
     clock: Clock,
-) -> User:
-    """Change one's own password; every other session of the user ends."""
+) -> tuple[User, list[Published]]:
+    """Change one's own password; every other session of the user ends (and its sockets)."""
     user = current.user
     if not await verify_password(current_password, user.password_hash):
         raise Invalid("current password is wrong", field="current_password", code="wrong_password")
@@ -217,4 +218,4 @@ async def change_password(
         changes={"sessions_ended": ended},
     )
     await session.flush()
-    return user
+    return user, [session_ended(user.id, reason=PASSWORD_CHANGED, except_token_id=current.token.id)]

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, Role, User
 from cmschat.accounts.passwords import check_password_policy, hash_password
+from cmschat.accounts.sessions import DISABLED, PASSWORD_RESET, ROLE_CHANGED
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.errors import Conflict, Invalid, NotFound
+from cmschat.events import Published, account_changed, session_ended
 from cmschat.pagination import decode_cursor, encode_cursor
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
@@ -100,6 +102,15 @@ async def get_user(session: AsyncSession, *, user_id: int) -> User:
     return user
 
 
+async def get_user_by_name(session: AsyncSession, *, username: str) -> User:
+    """The user with this username (any case), or NotFound."""
+    name = normalise_username(username)
+    user = await session.scalar(select(User).where(User.username == name))
+    if user is None:
+        raise NotFound(f"no user {name!r}")
+    return user
+
+
 async def list_users(
     session: AsyncSession,
     *,
@@ -161,9 +172,18 @@ async def _count_other_active_admins(session: AsyncSession, *, user_id: int) -> 
 
 
 async def update_user(
-    session: AsyncSession, *, acting_user: User, user_id: int, changes: dict[str, Any], clock: Clock
-) -> User:
-    """Apply an admin's changes; disabling ends every session of the user at once."""
+    session: AsyncSession,
+    *,
+    acting_user: User | None,
+    user_id: int,
+    changes: dict[str, Any],
+    clock: Clock,
+) -> tuple[User, list[Published]]:
+    """Apply an admin's (or operator's: no acting user) changes; disabling ends every session.
+
+    The events close the user's open sockets: for good when disabled, to reconnect (and
+    pick up the new role) when the role changed.
+    """
     user = await get_user(session, user_id=user_id)
     losing_admin = (
         user.role is Role.admin
@@ -171,7 +191,7 @@ async def update_user(
         and (changes.get("role") not in (None, Role.admin) or changes.get("is_active") is False)
     )
     if losing_admin:
-        if user.id == acting_user.id:
+        if acting_user is not None and user.id == acting_user.id:
             raise Conflict("you cannot demote or disable your own account", code="self_lockout")
         if await _count_other_active_admins(session, user_id=user.id) == 0:
             raise Conflict("this is the last active admin", code="last_admin")
@@ -180,14 +200,18 @@ async def update_user(
         user.display_name = changes["display_name"]
     if changes.get("role") is not None:
         user.role = changes["role"]
+    events: list[Published] = []
     if changes.get("is_active") is not None:
         user.is_active = changes["is_active"]
         if not user.is_active:
             await revoke_tokens(session, user_id=user.id, clock=clock)
+            events.append(session_ended(user.id, reason=DISABLED))
+    if not events and user.role != before["role"]:
+        events.append(account_changed(user.id, reason=ROLE_CHANGED))
     after = {"display_name": user.display_name, "role": user.role, "is_active": user.is_active}
     _audit_user_changes(session, user_id=user.id, before=before, after=after)
     await session.flush()
-    return user
+    return user, events
 
 
 def _audit_user_changes(
@@ -221,8 +245,11 @@ async def reset_password(
     password: str | None,
     bcrypt_rounds: int,
     clock: Clock,
-) -> tuple[User, str | None]:
-    """Set a one-time password (given or generated); the user must change it at next login."""
+) -> tuple[User, str | None, list[Published]]:
+    """Set a one-time password (given or generated); the user must change it at next login.
+
+    Every session of the user ends; the event closes their open sockets.
+    """
     if user_id == acting_user.id:
         raise Conflict(
             "change your own password with POST /api/v1/me/password", code="self_lockout"
@@ -246,7 +273,11 @@ async def reset_password(
         changes={"generated": generated, "sessions_ended": ended},
     )
     await session.flush()
-    return user, (new_password if generated else None)
+    return (
+        user,
+        (new_password if generated else None),
+        [session_ended(user.id, reason=PASSWORD_RESET)],
+    )
 
 
 async def ensure_first_admin(

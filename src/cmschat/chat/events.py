@@ -7,9 +7,7 @@ concurrent writers on any number of processes number a room's events 1..N with n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,23 +15,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from cmschat.chat.models import EventType, Room, RoomEvent
+from cmschat.events import EVERYONE, Published
 
-EVERYONE = 0
-"""The ``room_id`` of an event for every connected user (a notice); no room has it."""
-
-
-@dataclass(frozen=True)
-class Published:
-    """An event as the realtime layer routes it: to a room, or only to some users."""
-
-    room_id: int
-    seq: int | None
-    type: str
-    payload: Mapping[str, Any]
-    user_id: int | None = None
-    """For member events: who joined or left (their connections re-subscribe)."""
-    only_user_ids: tuple[int, ...] | None = None
-    """Deliver only to these users' connections (read markers), not the whole room."""
+__all__ = ["EVERYONE", "Published", "append_event", "next_seq"]
 
 
 async def next_seq(session: AsyncSession, *, room_id: int) -> int:

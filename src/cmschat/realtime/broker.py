@@ -17,9 +17,13 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from cmschat.events import SESSION_EVENTS
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "cmschat:events"
+URGENT_TIMEOUT_SECONDS = 2.0
+"""How long a revocation's publish may hold up its request before the backstop takes over."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +176,27 @@ class RedisBroker:
                 log.warning("could not publish %d events to Redis", len(batch), exc_info=True)
 
     async def publish(self, envelopes: list[Envelope]) -> None:
-        """Queue envelopes for every instance (this one included)."""
+        """Queue envelopes for every instance (this one included); session events go at once.
+
+        A revocation is sent before this returns, so nothing the caller publishes (or has
+        an instance publish) after it can overtake it on the channel.
+        """
+        urgent = [e for e in envelopes if e.type in SESSION_EVENTS]
+        if urgent:
+            try:
+                async with (
+                    asyncio.timeout(URGENT_TIMEOUT_SECONDS),
+                    self._redis.pipeline(transaction=False) as pipe,
+                ):
+                    for envelope in urgent:
+                        pipe.publish(self._channel, envelope.encode())
+                    await pipe.execute()
+            except Exception:
+                # Each instance's periodic session check closes the sockets instead.
+                log.warning("could not publish %d session events", len(urgent), exc_info=True)
         for envelope in envelopes:
+            if envelope.type in SESSION_EVENTS:
+                continue
             try:
                 self._outbox.put_nowait(envelope)
             except asyncio.QueueFull:

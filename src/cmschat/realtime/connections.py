@@ -4,16 +4,22 @@ The hub only routes. Each connection has a bounded queue drained by its own send
 (see gateway.py), which enforces per-room order and repairs gaps from the database; a
 connection whose queue is full is too slow to keep up and is closed (1013) instead of
 letting memory grow.
+
+Session events (a token revoked, an account changed) are not sent on: they close the
+matching connections at once (4001/4002, see docs/realtime.md), and from then on nothing
+more is queued for, sent to or accepted from them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from cmschat.chat.events import EVERYONE
+from cmschat.events import ACCOUNT_CHANGED, EVERYONE, SESSION_ENDED, SESSION_EVENTS
 from cmschat.realtime.broker import Envelope
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,10 @@ log = logging.getLogger(__name__)
 CATCH_UP = "_catch_up"
 CLOSE_SLOW = 1013
 CLOSE_RESTART = 1012
+CLOSE_SESSION_ENDED = 4001
+"""The session (token) is over: sign in again; reconnecting with this token is refused."""
+CLOSE_RECONNECT = 4002
+"""The account changed (role): reconnect with the same token to pick it up."""
 
 
 @dataclass(eq=False)
@@ -30,6 +40,12 @@ class Connection:
 
     user_id: int
     queue_size: int
+    token_id: int | None = None
+    role: str | None = None
+    expires_at: datetime | None = None
+    """The token's absolute end: the connection closes then, however active."""
+    last_used_at: datetime | None = None
+    """The token's last recorded use, as this connection last saw it (idle limit)."""
     delivered: dict[int, int] = field(default_factory=dict)
     """Per room: the highest seq already sent. Only the connection's sender touches it."""
     rooms: set[int] = field(default_factory=set)
@@ -37,6 +53,9 @@ class Connection:
     overflowed: bool = False
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int = 1000
+    close_reason: str = ""
+    ended: bool = False
+    """The session ended or the account changed: send nothing more, act on nothing more."""
     queue: asyncio.Queue[Envelope] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -44,7 +63,7 @@ class Connection:
 
     def offer(self, envelope: Envelope) -> None:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
-        if self.overflowed:
+        if self.overflowed or self.ended:
             return
         try:
             self.queue.put_nowait(envelope)
@@ -54,8 +73,24 @@ class Connection:
 
     def close(self, code: int) -> None:
         """Ask the gateway to close this connection with ``code``."""
+        if self.ended:
+            return  # the session's end says more (do not come back with this token)
         self.close_code = code
         self.closing.set()
+
+    def end(self, code: int, reason: str) -> None:
+        """Close for an account reason: nothing is sent or acted on from now on."""
+        if self.ended and self.close_code == CLOSE_SESSION_ENDED:
+            return  # "sign in again" outranks "reconnect"
+        self.ended = True
+        self.close_code, self.close_reason = code, reason
+        self.closing.set()
+
+    def matches(self, token_ids: list[int] | None, except_token_id: int | None) -> bool:
+        """Whether this connection's token is among ``token_ids`` (None: any) but the one."""
+        if self.token_id is not None and self.token_id == except_token_id:
+            return False
+        return token_ids is None or self.token_id in token_ids
 
 
 class Hub:
@@ -64,6 +99,8 @@ class Hub:
     def __init__(self) -> None:
         self._by_room: dict[int, set[Connection]] = defaultdict(set)
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
+        self.sessions_stale = asyncio.Event()
+        """Set when every session should be re-checked soon (see realtime/watch.py)."""
 
     def add(self, connection: Connection, room_ids: set[int]) -> None:
         """Start routing events of ``room_ids`` to a connection."""
@@ -109,6 +146,9 @@ class Hub:
 
     def deliver(self, envelope: Envelope) -> None:
         """Route one envelope (called by the broker, on the event loop)."""
+        if envelope.type in SESSION_EVENTS:
+            self._end_sessions(envelope)
+            return
         if envelope.only_user_ids is not None:
             for user_id in envelope.only_user_ids:
                 for connection in self._by_user.get(user_id, ()):
@@ -128,8 +168,22 @@ class Hub:
             for connection in self._by_user.get(envelope.user_id, ()):
                 self.unfollow(connection, envelope.room_id)
 
+    def _end_sessions(self, envelope: Envelope) -> None:
+        body = json.loads(envelope.frame)
+        reason = str(body.get("reason") or "ended")
+        for user_id in envelope.only_user_ids or ():
+            for connection in list(self._by_user.get(user_id, ())):
+                if envelope.type == ACCOUNT_CHANGED:
+                    connection.end(CLOSE_RECONNECT, reason)
+                elif envelope.type == SESSION_ENDED and connection.matches(
+                    body.get("token_ids"), body.get("except_token_id")
+                ):
+                    connection.end(CLOSE_SESSION_ENDED, reason)
+
     def catch_up_all(self) -> None:
-        """After a broker outage: every connection re-reads its rooms from the database."""
+        """After a broker outage: every connection re-reads its rooms from the database,
+        and every session is re-checked (a revocation may have been lost meanwhile)."""
+        self.sessions_stale.set()
         for connection in self.all_connections():
             for room_id in list(connection.rooms):
                 connection.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))

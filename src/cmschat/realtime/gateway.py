@@ -23,8 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from cmschat.accounts import auth
-from cmschat.accounts.models import User
+from cmschat.accounts import auth, sessions
 from cmschat.accounts.schemas import UserRead
 from cmschat.chat import messages
 from cmschat.chat.models import Room, RoomMember
@@ -34,7 +33,7 @@ from cmschat.errors import CmschatError
 from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
-from cmschat.realtime.connections import CATCH_UP, Connection
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection
 from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
@@ -69,21 +68,24 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     # lines of the connection carry its address and one id for the whole connection.
     client_address_var.set(websocket.client.host if websocket.client else None)
     request_id_var.set("ws-" + uuid.uuid4().hex)
-    user, resume = await _authenticate(websocket, context)
-    if user is None:
+    signed_in, resume = await _authenticate(websocket, context)
+    if signed_in is None:
         return
-    await Session(websocket, context, user).run(resume)
+    await Session(websocket, context, signed_in).run(resume)
 
 
 async def _authenticate(
     websocket: WebSocket, context: AppContext
-) -> tuple[User | None, dict[str, int]]:
-    """Read and check the auth frame; on failure close 1008 and return no user."""
+) -> tuple[auth.Session | None, dict[str, int]]:
+    """Read and check the auth frame; on failure close 1008 and return no session."""
     settings = context.settings.realtime
     try:
         text = await asyncio.wait_for(
             websocket.receive_text(), timeout=settings.auth_timeout_seconds
         )
+        if protocol.too_deep(text):
+            _log_too_deep()
+            raise CmschatError("the auth frame is nested too deeply", code="invalid")
         frame = protocol.AUTH.validate_json(text)
         async with context.db.unit_of_work(ANONYMOUS) as session:
             signed_in = await auth.authenticate(
@@ -95,7 +97,7 @@ async def _authenticate(
             )
         if signed_in.user.must_change_password:
             raise CmschatError("change your password first", code="password_change_required")
-        return signed_in.user, frame.resume
+        return signed_in, frame.resume
     except (TimeoutError, WebSocketDisconnect):
         reason = "authentication timed out"
     except ValidationError:
@@ -108,15 +110,35 @@ async def _authenticate(
     return None, {}
 
 
+def _log_too_deep() -> None:
+    log.warning(
+        "refused a WebSocket frame nested deeper than %d levels",
+        protocol.MAX_NESTING,
+        extra={"event.action": "ws.frame_refused", "event.reason": "too_deep"},
+    )
+
+
+class _SessionOver(Exception):
+    """The connection's session ended while a frame was being handled: undo, say nothing."""
+
+
 class Session:
     """One authenticated connection's life."""
 
-    def __init__(self, websocket: WebSocket, context: AppContext, user: User) -> None:
+    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.Session) -> None:
         self.ws = websocket
         self.context = context
-        self.user = user
+        self.user = user = signed_in.user
         self.settings = context.settings.realtime
-        self.conn = Connection(user_id=user.id, queue_size=self.settings.send_queue_size)
+        token = signed_in.token
+        self.conn = Connection(
+            user_id=user.id,
+            queue_size=self.settings.send_queue_size,
+            token_id=token.id,
+            role=user.role,
+            expires_at=token.expires_at,
+            last_used_at=token.last_used_at,
+        )
         self._typing_at: dict[int, float] = {}
         # Frames are read as they come (so the socket's own pings are never stuck behind a
         # slow send) and acted on in order by one worker.
@@ -124,9 +146,29 @@ class Session:
 
     async def run(self, resume: dict[str, int]) -> None:
         """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
+        hub = self.context.hub
+        # Known to the hub before the token is checked again below: a revocation
+        # committed after the auth frame's check either reaches this connection as an
+        # event or is seen by that second check.
+        hub.add(self.conn, set())
+        try:
+            await self._run(resume)
+        finally:
+            hub.remove(self.conn)
+
+    async def _run(self, resume: dict[str, int]) -> None:
         async with self.context.db.unit_of_work(
             user_actor(self.user.id), actor_name=self.user.username
         ) as session:
+            assert self.conn.token_id is not None  # noqa: S101 - set from the signed-in token
+            state = (
+                await sessions.check_sessions(
+                    session,
+                    token_ids=[self.conn.token_id],
+                    policy=self.context.settings.auth,
+                    now=self.context.clock.now(),
+                )
+            )[self.conn.token_id]
             rooms = dict(
                 (
                     await session.execute(
@@ -137,13 +179,19 @@ class Session:
                 ).all()
             )
             contacts = await presence.contacts_of(session, user_id=self.user.id)
+        if state.ended is not None:
+            self.conn.end(CLOSE_SESSION_ENDED, state.ended)
+        if self.conn.ended:
+            await self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason)
+            return
         # Subscribe first, then read the backlog: nothing published in between is lost,
         # and the sender drops live events the backlog already covered.
         for room_id, last_seq in rooms.items():
             seen = resume.get(str(room_id))
             self.conn.delivered[room_id] = last_seq if seen is None else min(seen, last_seq)
         hub = self.context.hub
-        hub.add(self.conn, set(rooms))
+        for room_id in rooms:
+            hub.follow(self.conn, room_id)
         if len(hub.connections_of(self.user.id)) == 1:
             await self._announce("online", contacts)
         try:
@@ -193,19 +241,26 @@ class Session:
                     await task
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await self.ws.close(code=self.conn.close_code)
+                    await self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason)
 
     # -- sending ---------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
-        while True:
-            envelope = await self.conn.queue.get()
-            if envelope.type == CATCH_UP:
-                await self._catch_up(envelope.room_id, until=None)
-            elif envelope.seq is None:
-                await self.ws.send_text(envelope.frame)
-            else:
-                await self._send_sequenced(envelope)
+        with contextlib.suppress(_SessionOver):
+            while True:
+                envelope = await self.conn.queue.get()
+                if envelope.type == CATCH_UP:
+                    await self._catch_up(envelope.room_id, until=None)
+                elif envelope.seq is None:
+                    await self._write(envelope.frame)
+                else:
+                    await self._send_sequenced(envelope)
+
+    async def _write(self, frame: str) -> None:
+        """The only way out to the socket: nothing passes once the session has ended."""
+        if self.conn.ended:
+            raise _SessionOver
+        await self.ws.send_text(frame)
 
     async def _send_sequenced(self, envelope: Envelope) -> None:
         room_id, seq = envelope.room_id, envelope.seq
@@ -222,7 +277,7 @@ class Session:
         await self._deliver(envelope)
 
     async def _deliver(self, envelope: Envelope) -> None:
-        await self.ws.send_text(envelope.frame)
+        await self._write(envelope.frame)
         assert envelope.seq is not None  # noqa: S101
         self.conn.delivered[envelope.room_id] = envelope.seq
         if envelope.type == "member.left" and envelope.user_id == self.user.id:
@@ -238,7 +293,7 @@ class Session:
             )
             if resync_at is not None:
                 frame = {"type": "resync_required", "room_id": room_id, "seq": resync_at}
-                await self.ws.send_text(protocol.dumps(frame))
+                await self._write(protocol.dumps(frame))
                 self.conn.delivered[room_id] = resync_at
                 return
             for envelope in batch:
@@ -273,7 +328,7 @@ class Session:
             except TimeoutError:
                 self.conn.close(CLOSE_GOING_AWAY)
                 return
-            if message["type"] == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect" or self.conn.ended:
                 return
             text = message.get("text")
             if text is None:
@@ -289,6 +344,15 @@ class Session:
                 continue
             if text.strip() == PING_FRAME:
                 self._reply(PONG)  # answered at once, however busy the worker is
+                continue
+            if protocol.too_deep(text):
+                # Refused before any parser recurses into it (json and validation would).
+                _log_too_deep()
+                self._reply(
+                    protocol.error_frame(
+                        "invalid", f"frames nest at most {protocol.MAX_NESTING} levels deep"
+                    )
+                )
                 continue
             try:
                 self.inbox.put_nowait(text)
@@ -313,6 +377,8 @@ class Session:
         self.conn.offer(protocol.direct(frame))
 
     async def _handle(self, text: str) -> None:
+        if self.conn.ended:
+            return  # the session ended: frames still queued are not acted on
         try:
             frame = protocol.ACTION.validate_json(text)
         except ValidationError as exc:
@@ -320,6 +386,8 @@ class Session:
             where = ".".join(str(part) for part in first["loc"][1:]) or "frame"
             self._reply(protocol.error_frame("invalid", f"{where}: {first['msg']}", **_echo(text)))
             return
+        if not isinstance(frame, protocol.PingFrame):
+            await self._note_activity()
         try:
             if isinstance(frame, protocol.PingFrame):
                 self._reply(PONG)
@@ -331,6 +399,8 @@ class Session:
                 await self._typing(frame)
         except CmschatError as exc:
             self._reply(protocol.error_frame(exc.code, exc.message, **_echo(text)))
+        except _SessionOver:
+            pass  # rolled back; the connection is closing with the session's code
         except Exception:
             log.exception("could not handle a %s frame", frame.type)
             self._reply(
@@ -354,6 +424,8 @@ class Session:
                 attachment_ids=frame.attachment_ids,
             )
             publish_after_commit(session, self.context.broker, events)
+            if self.conn.ended:
+                raise _SessionOver  # revoked meanwhile: the message must not be stored
         self._reply(
             protocol.dumps(
                 {
@@ -363,6 +435,27 @@ class Session:
                 }
             )
         )
+
+    async def _note_activity(self) -> None:
+        """Real use (sends, reads, typing; not pings) keeps the session alive, as HTTP does."""
+        now = self.context.clock.now()
+        policy = self.context.settings.auth
+        seen = self.conn.last_used_at
+        if seen is not None and now - seen < sessions.refresh_interval(policy):
+            return
+        assert self.conn.token_id is not None  # noqa: S101 - set from the signed-in token
+        try:
+            async with self.context.db.unit_of_work(
+                user_actor(self.user.id), actor_name=self.user.username
+            ) as session:
+                touched = await sessions.touch_sessions(
+                    session, token_ids=[self.conn.token_id], now=now, policy=policy
+                )
+        except Exception:
+            log.warning("could not record activity on a session", exc_info=True)
+            return
+        if touched:  # else it has ended: the session check closes the socket
+            self.conn.last_used_at = now
 
     async def _mark_read(self, frame: protocol.ReadFrame) -> None:
         async with self.context.db.unit_of_work(
@@ -389,7 +482,7 @@ def _echo(text: str) -> dict[str, Any]:
     """The client_id of a refused frame, so the client knows which send failed."""
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
     return {"client_id": client_id} if isinstance(client_id, str) else {}

@@ -7,6 +7,7 @@ recipient gets.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -16,6 +17,10 @@ from cmschat.chat.schemas import AttachmentIds, ClientId
 from cmschat.realtime.broker import Envelope
 
 RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MAX_NESTING = 8
+"""Arrays/objects inside each other in a client frame; real frames need 2."""
+# A JSON string (skipped whole, so brackets inside text do not count) or a bracket.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 class ClientFrame(BaseModel):
@@ -71,6 +76,22 @@ ActionFrame = Annotated[
 ]
 ACTION = TypeAdapter(ActionFrame)
 AUTH = TypeAdapter(AuthFrame)
+
+
+def too_deep(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether JSON text nests deeper than ``limit``: checked before any (recursive) parse."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at C speed
+    depth = 0
+    for match in _STRUCTURE.finditer(text):
+        piece = match.group()
+        if piece in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif piece in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def dumps(frame: dict[str, Any]) -> str:
