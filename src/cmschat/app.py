@@ -141,6 +141,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             attachment_limits=attachment_limits(settings),
             redis=redis,
         )
+        # Before the first request, in a thread: see DummyHash.prepare.
+        await app.state.context.dummy_hash.prepare(settings.auth.bcrypt_rounds)
         try:
             await audit_head.refresh(db)
         except Exception:  # the database may come up later; /readyz says so meanwhile
