@@ -7,7 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from cmschat.accounts.ratelimit import (
     FailureCounter,
@@ -48,7 +48,9 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[list[Failure
         shared = MemoryFailureCounter(FakeClock())
         yield [shared, shared]
         return
-    redis = Redis.from_url(support.REDIS_URL)
+    # A bounded pool, as the app has: 50 parallel takes share 10 connections (opening 50 at
+    # once timed out on a loaded machine), still several at a time.
+    redis = Redis.from_pool(BlockingConnectionPool.from_url(support.REDIS_URL, max_connections=10))
     try:
         await redis.ping()
     except Exception as exc:
