@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cmschat import __version__
@@ -39,6 +39,7 @@ from cmschat.web import mount_web
 log = logging.getLogger(__name__)
 
 HEAD_EXPORT_SECONDS = 60
+REDIS_CONNECTIONS = 100
 SCHEDULE_CHECK_SECONDS = 60
 """How often each instance checks whether the daily purge is due."""
 
@@ -118,7 +119,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(create_engine(settings.database_url), clock)
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        # A blocking pool: past its size a request waits for a connection, where redis-py's
+        # default pool raises (a burst of 200 parallel logins answered 500).
+        redis = (
+            Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
+                )
+            )
+            if settings.redis_url
+            else None
+        )
         failures: FailureCounter = (
             RedisFailureCounter(redis, prefix=f"{settings.redis_prefix}:loginfail:")
             if redis is not None
@@ -146,6 +157,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             attachment_limits=attachment_limits(settings),
             redis=redis,
         )
+        # Before the first request, in a thread: see DummyHash.prepare.
+        await app.state.context.dummy_hash.prepare(settings.auth.bcrypt_rounds)
         try:
             await audit_head.refresh(db)
         except Exception:  # the database may come up later; /readyz says so meanwhile

@@ -62,10 +62,14 @@ class AuthSettings(BaseModel):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     token_idle_minutes: int = Field(default=24 * 60, ge=1)
     token_absolute_hours: int = Field(default=7 * 24, ge=1)
-    # Failed logins allowed per window, per account and per client address.
+    # Failed logins allowed per window: per account from clients it does not know, per
+    # client address, and per trusted device (see accounts/signin.py and docs/security.md).
     max_failures_per_account: int = Field(default=5, ge=1)
     max_failures_per_address: int = Field(default=20, ge=1)
+    max_failures_per_device: int = Field(default=5, ge=1)
     failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    device_token_days: int = Field(default=180, ge=1)
+    """How long a device token (proof of an earlier login from a client) stays valid."""
 
 
 class ChatSettings(BaseModel):

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from cmschat.accounts import auth
+from cmschat.accounts import auth, signin
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.accounts.ratelimit import MemoryFailureCounter
@@ -65,10 +65,11 @@ async def _admin_token(url: str, app_settings: Settings) -> str:
                 bcrypt_rounds=app_settings.auth.bcrypt_rounds,
                 clock=clock,
             )
-        token, _row, _user = await auth.login(
+        opened = await signin.login(
             db,
             username="fuzz-admin",
             password=PASSWORD,
+            device_token=None,
             client=auth.Client(address="203.0.113.7", user_agent="schemathesis setup"),
             policy=app_settings.auth,
             counter=MemoryFailureCounter(clock),
@@ -78,7 +79,7 @@ async def _admin_token(url: str, app_settings: Settings) -> str:
         )
     finally:
         await db.dispose()
-    return token
+    return opened.token
 
 
 @pytest.fixture(scope="module")

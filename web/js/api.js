@@ -35,6 +35,30 @@ export const token = {
   clear: () => localStorage.removeItem(TOKEN_KEY),
 };
 
+// Device tokens, one per username signed in from this browser: sent with the next login,
+// they give this browser a failure budget of its own, so a stranger guessing the password
+// elsewhere cannot lock its owner out (docs/security.md, "Brute force"). Kept across
+// sign-outs on purpose; a few names at most.
+const DEVICES_KEY = "cmschat.devices";
+const MAX_DEVICE_NAMES = 5;
+
+function readDevices() {
+  try { return JSON.parse(localStorage.getItem(DEVICES_KEY)) || {}; } catch { return {}; }
+}
+
+export const deviceTokens = {
+  get: (username) => readDevices()[username.trim().toLowerCase()] || null,
+  set: (username, value) => {
+    const name = username.trim().toLowerCase();
+    const devices = readDevices();
+    delete devices[name];
+    devices[name] = value;  // newest last; the oldest names go first
+    const names = Object.keys(devices);
+    for (const old of names.slice(0, Math.max(0, names.length - MAX_DEVICE_NAMES))) delete devices[old];
+    localStorage.setItem(DEVICES_KEY, JSON.stringify(devices));
+  },
+};
+
 export async function api(method, path, { body, query, raw } = {}) {
   const url = new URL(base + "/api/v1" + path, window.location.href);
   for (const [key, value] of Object.entries(query || {})) {

@@ -1,6 +1,6 @@
 // Signing in, and the forced first password change.
 
-import { api, ApiError, token } from "./api.js";
+import { api, ApiError, deviceTokens, token } from "./api.js";
 import { h, clear } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -27,10 +27,13 @@ export function signIn(root) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        const result = await api("POST", "/auth/login", {
-          body: { username: username.value.trim(), password: password.value },
-        });
+        const name = username.value.trim();
+        const body = { username: name, password: password.value };
+        const device = deviceTokens.get(name);
+        if (device) body.device_token = device;
+        const result = await api("POST", "/auth/login", { body });
         token.set(result.access_token);
+        if (result.device_token) deviceTokens.set(name, result.device_token);
         resolve(await ensurePasswordChanged(root, result.user, password.value));
       } catch (e) { showError(error, e); }
     });

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from cmschat.accounts import auth, service
+from cmschat.accounts import auth, service, signin
 from cmschat.accounts.schemas import LoginRequest, LoginResponse, PasswordChange, UserRead
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
@@ -23,10 +23,11 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
     """Open a session; ``401`` on wrong credentials, ``429`` with ``Retry-After`` when throttled."""
     client = client_of(request)
     try:
-        token, row, user = await auth.login(
+        opened = await signin.login(
             context.db,
             username=body.username,
             password=body.password,
+            device_token=body.device_token,
             client=client,
             policy=context.settings.auth,
             counter=context.failures,
@@ -40,16 +41,20 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
             extra={
                 "event.action": "auth.login_failed",
                 "event.reason": getattr(exc, "code", "error"),
-                "user.name": body.username[:64],
+                "user.name": signin.recorded_username(body.username),
             },
         )
         raise
+    user = opened.user
     log.info(
         "login",
         extra={"event.action": "auth.login", "user.name": user.username, "user.id": str(user.id)},
     )
     return LoginResponse(
-        access_token=token, expires_at=row.expires_at, user=UserRead.model_validate(user)
+        access_token=opened.token,
+        expires_at=opened.row.expires_at,
+        user=UserRead.model_validate(user),
+        device_token=opened.device_token,
     )
 
 
@@ -67,7 +72,7 @@ async def me(signed_in: SignedIn) -> UserRead:
     return UserRead.model_validate(signed_in.user)
 
 
-@router.post("/me/password", response_model=UserRead, responses=responses(400, 401, 422))
+@router.post("/me/password", response_model=UserRead, responses=responses(400, 401, 422, 429))
 async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:
@@ -78,6 +83,8 @@ async def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         bcrypt_rounds=context.settings.auth.bcrypt_rounds,
+        counter=context.failures,
+        policy=context.settings.auth,
         clock=context.clock,
     )
     publish_after_commit(session, context.broker, events)

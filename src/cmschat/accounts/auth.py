@@ -1,4 +1,7 @@
-"""Sessions: login with throttling, token checks with idle and absolute expiry, logout."""
+"""Sessions: token checks with idle and absolute expiry, logout, password change.
+
+Signing in (throttling, device tokens) is in ``signin``.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +11,22 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.accounts.models import AuthToken, LoginAttempt, User
+from cmschat.accounts.models import AuthToken, User
 from cmschat.accounts.passwords import (
     check_password_policy,
     hash_password,
     verify_password,
 )
-from cmschat.accounts.ratelimit import FailureCounter
-from cmschat.accounts.service import normalise_username, revoke_tokens
+from cmschat.accounts.ratelimit import FailureCounter, Limit
+from cmschat.accounts.service import revoke_tokens
 from cmschat.accounts.sessions import PASSWORD_CHANGED, SIGNED_OUT, refresh_interval
 from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
-from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
-from cmschat.db.session import Database
+from cmschat.db.actors import set_actor, user_actor
 from cmschat.errors import Invalid, RateLimited, Unauthorized
 from cmschat.events import Published, session_ended
 from cmschat.settings import AuthSettings
-
-WRONG_CREDENTIALS = "wrong username or password"
 
 
 @dataclass(frozen=True)
@@ -57,91 +57,11 @@ class DummyHash:
             self._by_rounds[rounds] = await hash_password(new_token(), rounds=rounds)
         return self._by_rounds[rounds]
 
-
-async def login(
-    db: Database,
-    *,
-    username: str,
-    password: str,
-    client: Client,
-    policy: AuthSettings,
-    counter: FailureCounter,
-    dummy_hash: DummyHash,
-    token_key: bytes,
-    clock: Clock,
-) -> tuple[str, AuthToken, User]:
-    """Check credentials and open a session; every attempt is recorded, failures are counted.
-
-    Owns its transactions (it takes the Database): the password check costs a quarter
-    second of CPU and must not hold a transaction open meanwhile (on SQLite that would
-    hold the one connection and stall every other request); and a refused attempt is
-    recorded in a transaction of its own, since the refusal itself is an error.
-    """
-    name = normalise_username(username)
-    account_key, address_key = f"account:{name}", f"address:{client.address}"
-    wait = max(
-        await counter.retry_after(account_key, limit=policy.max_failures_per_account),
-        await counter.retry_after(address_key, limit=policy.max_failures_per_address),
-    )
-    async with db.unit_of_work(ANONYMOUS) as session:
-        user = await session.scalar(select(User).where(User.username == name))
-    if wait:
-        await _record(db, name, user, client, succeeded=False, reason="rate_limited")
-        raise RateLimited("too many failed logins; try again later", retry_after=wait)
-
-    stored = user.password_hash if user else await dummy_hash.get(policy.bcrypt_rounds)
-    matches = await verify_password(password, stored)
-    if user is None or not matches or not user.is_active:
-        reason = "disabled" if user is not None and matches else "bad_credentials"
-        await counter.add_failure(account_key, window=policy.failure_window_seconds)
-        await counter.add_failure(address_key, window=policy.failure_window_seconds)
-        await _record(db, name, user, client, succeeded=False, reason=reason)
-        raise Unauthorized(WRONG_CREDENTIALS, code="bad_credentials")
-
-    await counter.reset(account_key)
-    now = clock.now()
-    token = new_token()
-    row = AuthToken(
-        user_id=user.id,
-        token_hash=token_digest(token, key=token_key),
-        expires_at=now + timedelta(hours=policy.token_absolute_hours),
-        last_used_at=now,
-        client_address=client.address,
-        user_agent=(client.user_agent or "")[:255] or None,
-    )
-    async with db.unit_of_work(user_actor(user.id), actor_name=user.username) as session:
-        session.add(row)
-        session.add(_attempt(name, user, client, succeeded=True, reason="ok"))
-        audit.record(session, action="auth.login", target_type="user", target_id=user.id)
-    return token, row, user
-
-
-async def _record(
-    db: Database, name: str, user: User | None, client: Client, *, succeeded: bool, reason: str
-) -> None:
-    # Whoever failed to sign in is not (yet) the account's owner: the attempt is anonymous.
-    async with db.unit_of_work(ANONYMOUS) as session:
-        session.add(_attempt(name, user, client, succeeded=succeeded, reason=reason))
-        audit.record(
-            session,
-            action="auth.login_failed",
-            target_type="user",
-            target_id=user.id if user is not None else None,
-            changes={"username": name[:64], "reason": reason},
-        )
-
-
-def _attempt(
-    name: str, user: User | None, client: Client, *, succeeded: bool, reason: str
-) -> LoginAttempt:
-    return LoginAttempt(
-        username=name[:64],
-        user_id=user.id if user else None,
-        succeeded=succeeded,
-        reason=reason,
-        client_address=client.address,
-        user_agent=(client.user_agent or "")[:255] or None,
-    )
+    async def prepare(self, rounds: int) -> None:
+        """Make the hash now, at start-up, so that no request pays for it."""
+        # Made on first use, the first unknown-username login would take twice as long as
+        # any other: a one-shot answer to "does this account exist?".
+        await self.get(rounds)
 
 
 async def authenticate(
@@ -191,12 +111,25 @@ async def change_password(
     current_password: str,
     new_password: str,
     bcrypt_rounds: int,
+    counter: FailureCounter,
+    policy: AuthSettings,
     clock: Clock,
 ) -> tuple[User, list[Published]]:
-    """Change one's own password; every other session of the user ends (and its sockets)."""
+    """Change one's own password; every other session of the user ends (and its sockets).
+
+    The current-password check spends a budget of its own per user, counted before bcrypt
+    like a login's: a stolen token must not be a way to guess the password.
+    """
     user = current.user
+    budget = Limit(f"password:{user.id}", policy.max_failures_per_account)
+    taken = await counter.take([budget], window=policy.failure_window_seconds)
+    if not taken.allowed:
+        raise RateLimited(
+            "too many wrong current passwords; try again later", retry_after=taken.retry_after
+        )
     if not await verify_password(current_password, user.password_hash):
         raise Invalid("current password is wrong", field="current_password", code="wrong_password")
+    await counter.reset(budget.key)
     if new_password == current_password:
         raise Invalid(
             "new password must differ from the current one",

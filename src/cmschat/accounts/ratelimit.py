@@ -1,13 +1,21 @@
-"""Counting failed logins per account and per client address.
+"""Counting sign-in attempts per key (account, device, client address), atomically.
 
-Two backends behind one interface: in-process for the embedded default, Redis when
-several instances must share the counts. Each key counts failures in a fixed window that
-starts with its first failure; at the limit the caller is refused until the window ends.
+An attempt is *taken* before the password is checked: one atomic step compares every key's
+count with its limit and, if all are below, counts the attempt on all of them. So however
+many requests arrive at once, at most ``limit`` per key and window ever reach bcrypt (a
+check-then-record around the hash let 40 parallel guesses through). A successful attempt
+then gives its count back (``refund``) or clears the key (``reset``).
+
+Two backends behind one interface: in-process for the embedded default, Redis when several
+instances must share the counts. Each key counts in a fixed window that starts with its
+first attempt; once a key is at its limit, requests are refused until the window ends.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -15,83 +23,180 @@ from redis.asyncio import Redis
 from cmschat.clock import Clock
 
 
-class FailureCounter(Protocol):
-    """Counts failures per key within a window."""
+@dataclass(frozen=True)
+class Limit:
+    """A key and the number of attempts it allows per window."""
 
-    async def retry_after(self, key: str, *, limit: int) -> int:
-        """Seconds until ``key`` may try again, or 0 if it is below ``limit``."""
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The answer to ``take``: go ahead (``retry_after == 0``) or wait."""
+
+    retry_after: int = 0
+    """Seconds until the first blocking key's window ends; 0 when the attempt was counted."""
+    throttling_started: bool = False
+    """True for the first refusal of a blocking key in its window (to record it once)."""
+    blocked: tuple[str, ...] = ()
+    """The keys at their limit, when refused."""
+
+    @property
+    def allowed(self) -> bool:
+        """True if the attempt was counted and may go on to the password check."""
+        return self.retry_after == 0
+
+
+class FailureCounter(Protocol):
+    """Counts attempts per key within a window; ``take`` is atomic across all its keys."""
+
+    async def take(self, limits: Sequence[Limit], *, window: int) -> Taken:
+        """Count one attempt on every key if all are below their limit, else refuse."""
         ...
 
-    async def add_failure(self, key: str, *, window: int) -> None:
-        """Count one failure for ``key``; the window starts at its first failure."""
+    async def refund(self, key: str) -> None:
+        """Give back one counted attempt on ``key`` (a success that should not count)."""
         ...
 
     async def reset(self, key: str) -> None:
-        """Forget ``key``'s failures (after a successful login)."""
+        """Forget ``key``'s attempts (after a successful login)."""
         ...
 
 
 class MemoryFailureCounter:
-    """In-process counts: right for one process, lost on restart."""
+    """In-process counts: right for one process (the embedded default), lost on restart.
+
+    ``take`` has no ``await`` between reading and writing the counts, so on one event loop
+    no other request can slip in between: the check and the increment are one step.
+    """
 
     def __init__(self, clock: Clock, *, max_keys: int = 100_000) -> None:
         self._clock = clock
         self._max_keys = max_keys
         self._entries: dict[str, tuple[int, float]] = {}
 
-    def _live(self, key: str) -> tuple[int, float] | None:
+    def _live(self, key: str, now: float) -> tuple[int, float] | None:
         entry = self._entries.get(key)
-        if entry is not None and entry[1] <= self._clock.now().timestamp():
+        if entry is not None and entry[1] <= now:
             del self._entries[key]
             return None
         return entry
 
-    async def retry_after(self, key: str, *, limit: int) -> int:
-        """Seconds until ``key`` may try again, or 0."""
-        entry = self._live(key)
-        if entry is None or entry[0] < limit:
-            return 0
-        return math.ceil(entry[1] - self._clock.now().timestamp())
+    async def take(self, limits: Sequence[Limit], *, window: int) -> Taken:
+        """Count one attempt everywhere, or refuse with the longest wait of a full key."""
+        now = self._clock.now().timestamp()
+        entries = [(item, self._live(item.key, now)) for item in limits]
+        blocked = [(item, e) for item, e in entries if e is not None and e[0] >= item.limit]
+        if not blocked:
+            for item, entry in entries:
+                if entry is None:
+                    if len(self._entries) >= self._max_keys:
+                        # Under a flood of distinct keys drop the oldest instead of growing.
+                        self._entries.pop(next(iter(self._entries)))
+                    self._entries[item.key] = (1, now + window)
+                else:
+                    self._entries[item.key] = (entry[0] + 1, entry[1])
+            return Taken()
+        started = False
+        for item, (count, ends) in blocked:
+            # Refusals are counted too, only to tell the first one of the window.
+            self._entries[item.key] = (count + 1, ends)
+            started = started or count == item.limit
+        wait = max(ends for _, (_, ends) in blocked) - now
+        return Taken(
+            retry_after=max(1, math.ceil(wait)),
+            throttling_started=started,
+            blocked=tuple(item.key for item, _ in blocked),
+        )
 
-    async def add_failure(self, key: str, *, window: int) -> None:
-        """Count one failure."""
-        entry = self._live(key)
-        if entry is None:
-            if len(self._entries) >= self._max_keys:
-                # Under a flood of distinct keys drop the oldest instead of growing forever.
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = (1, self._clock.now().timestamp() + window)
-        else:
-            self._entries[key] = (entry[0] + 1, entry[1])
+    async def refund(self, key: str) -> None:
+        """Give back one attempt."""
+        entry = self._live(key, self._clock.now().timestamp())
+        if entry is not None:
+            if entry[0] <= 1:
+                del self._entries[key]
+            else:
+                self._entries[key] = (entry[0] - 1, entry[1])
 
     async def reset(self, key: str) -> None:
         """Forget ``key``."""
         self._entries.pop(key, None)
 
 
+# One script, so reading the counts and incrementing them is one atomic step in Redis.
+# KEYS: the counters; ARGV[1]: the window in seconds; ARGV[2..]: each key's limit.
+# Returns {retry_after, throttling_started, blocked key indexes...}: {0, 0} when counted.
+_TAKE = """
+local window = tonumber(ARGV[1])
+local blocked = {}
+for i, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count >= tonumber(ARGV[i + 1]) then
+    blocked[#blocked + 1] = i
+  end
+end
+if #blocked == 0 then
+  for _, key in ipairs(KEYS) do
+    redis.call('INCR', key)
+    redis.call('EXPIRE', key, window, 'NX')
+  end
+  return {0, 0}
+end
+local wait, started = 1, 0
+for _, i in ipairs(blocked) do
+  local key = KEYS[i]
+  local count = redis.call('INCR', key)
+  if count == tonumber(ARGV[i + 1]) + 1 then
+    started = 1
+  end
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, window)
+    ttl = window
+  end
+  if ttl > wait then
+    wait = ttl
+  end
+end
+local answer = {wait, started}
+for _, i in ipairs(blocked) do
+  answer[#answer + 1] = i
+end
+return answer
+"""
+
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class RedisFailureCounter:
-    """Counts shared by every instance through Redis (INCR with an expiry)."""
+    """Counts shared by every instance through Redis (one Lua script per attempt)."""
 
     def __init__(self, redis: Redis, *, prefix: str = "cmschat:loginfail:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._take = redis.register_script(_TAKE)
+        self._refund = redis.register_script(_REFUND)
 
-    async def retry_after(self, key: str, *, limit: int) -> int:
-        """Seconds until ``key`` may try again, or 0."""
-        name = self._prefix + key
-        count = await self._redis.get(name)
-        if count is None or int(count) < limit:
-            return 0
-        ttl = await self._redis.ttl(name)
-        return max(1, int(ttl))
+    async def take(self, limits: Sequence[Limit], *, window: int) -> Taken:
+        """Count one attempt everywhere, or refuse with the longest wait of a full key."""
+        keys = [self._prefix + item.key for item in limits]
+        args = [window, *(item.limit for item in limits)]
+        wait, started, *blocked = await self._take(keys=keys, args=args)
+        return Taken(
+            retry_after=int(wait),
+            throttling_started=bool(started),
+            blocked=tuple(limits[int(i) - 1].key for i in blocked),
+        )
 
-    async def add_failure(self, key: str, *, window: int) -> None:
-        """Count one failure; the first one sets the window."""
-        name = self._prefix + key
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, window, nx=True)
-            await pipe.execute()
+    async def refund(self, key: str) -> None:
+        """Give back one attempt."""
+        await self._refund(keys=[self._prefix + key])
 
     async def reset(self, key: str) -> None:
         """Forget ``key``."""

@@ -106,12 +106,21 @@ class LoginRequest(RequestBody):
 
     username: Username
     password: SubmittedPassword
+    device_token: str | None = Field(
+        default=None,
+        max_length=512,
+        description="the device_token of this client's last login as this user, if any",
+    )
 
 
 class LoginResponse(BaseModel):
-    """A new session's bearer token and its user."""
+    """A new session's bearer token, its user, and the device token to keep."""
 
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme name, not a secret
     expires_at: datetime
     user: UserRead
+    device_token: str = Field(
+        description="keep it (per username) and send it with this client's next logins: "
+        "a client that signed in before keeps its own failure budget"
+    )
