@@ -330,7 +330,9 @@ class Session:
             else:
                 await self._typing(frame)
         except CmschatError as exc:
-            self._reply(protocol.error_frame(exc.code, exc.message, **_echo(text)))
+            self._reply(
+                protocol.error_frame(exc.code, exc.message, **protocol.details(exc), **_echo(text))
+            )
         except Exception:
             log.exception("could not handle a %s frame", frame.type)
             self._reply(
@@ -352,6 +354,7 @@ class Session:
                 reply_to=frame.reply_to,
                 max_length=self.context.settings.chat.max_message_length,
                 attachment_ids=frame.attachment_ids,
+                limiter=self.context.send_limiter,
             )
             publish_after_commit(session, self.context.broker, events)
         self._reply(
