@@ -16,6 +16,7 @@ from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter
 from cmschat.clock import FakeClock
 from cmschat.settings import Settings
 from tests import support
+from tests.processes import free_port
 from tests.realtime.wsclient import LiveServer, WsClient, serve, token_of, ws_client
 from tests.support import NamedUser, error_of
 
@@ -184,3 +185,15 @@ async def test_memory_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert [await bucket.take(1) for _ in range(3)] == [0, 0, 0.25]
     clock.advance(seconds=10)  # long idle: back to the burst, not more
     assert [await bucket.take(1) for _ in range(3)] == [0, 0, 0.25]
+
+
+async def test_an_unreachable_redis_lets_messages_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    limiter = RedisSendLimiter(redis, FakeClock(), rate=1, burst=1, prefix="nowhere:")
+    try:
+        assert [await limiter.take(1) for _ in range(3)] == [0, 0, 0]
+    finally:
+        await redis.aclose()
+    assert "Redis unreachable" in caplog.text

@@ -9,13 +9,17 @@ instances must share each user's budget.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cmschat.clock import Clock
 from cmschat.errors import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 class SendLimiter(Protocol):
@@ -103,11 +107,17 @@ class RedisSendLimiter:
         self._prefix = prefix
 
     async def take(self, user_id: int) -> float:
-        """0 if a token was taken, else seconds until one is there."""
+        """0 if a token was taken (or Redis is unreachable), else seconds until one is there."""
         now = self._clock.now().timestamp()
-        wait = await self._script(
-            keys=[f"{self._prefix}{user_id}"], args=[self._rate, self._burst, repr(now)]
-        )
+        try:
+            wait = await self._script(
+                keys=[f"{self._prefix}{user_id}"], args=[self._rate, self._burst, repr(now)]
+            )
+        except (RedisError, OSError):
+            # Sending works without Redis (events then reach this instance's sockets only);
+            # a limit we cannot count must not stop people talking.
+            log.warning("send rate not checked: Redis unreachable", exc_info=True)
+            return 0.0
         return float(wait)
 
 
