@@ -17,7 +17,7 @@ from cmschat import __version__
 from cmschat.accounts.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
 from cmschat.api.errors import install_error_handlers
 from cmschat.api.hsts import HstsMiddleware
-from cmschat.api.limits import BodyLimitMiddleware
+from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
 from cmschat.api.router import API_PREFIX, build_api_router
 from cmschat.attachments import inspection
 from cmschat.attachments.service import Eraser, Limits, clean_up
@@ -197,6 +197,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     mount_web(app, settings.web_dir)
     # Innermost: a refused body still gets CORS, security headers and a request id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    document_body_limit(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

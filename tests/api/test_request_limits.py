@@ -93,6 +93,15 @@ async def test_deep_or_wide_json_is_refused_cheaply_with_a_reason(
     assert "keys" in error_of(wide)["message"]
 
 
+async def test_the_openapi_document_lists_the_413_for_every_body(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/api/v1/openapi.json")).json()["paths"]
+    assert "413" in paths["/api/v1/auth/login"]["post"]["responses"]
+    assert "413" in paths["/api/v1/rooms/{room_id}/messages"]["post"]["responses"]
+    assert "413" not in paths["/api/v1/rooms"]["get"]["responses"]
+
+
 def test_the_shape_check_ignores_brackets_in_strings_and_leaves_bad_json_to_the_parser() -> None:
     text = '{"content": "' + "[[[{{{:::" * 500 + '"}'
     assert json_shape_problem(text) is None

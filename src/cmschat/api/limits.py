@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -181,6 +183,29 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _refuse(send, 413, "too_large", self.too_large)
+
+
+TOO_LARGE_RESPONSE = {
+    "description": "the body is over CMSCHAT_MAX_BODY_BYTES",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
+
+
+def document_body_limit(app: FastAPI) -> None:
+    """Add the ``413`` every operation with a request body may answer to the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    operation.setdefault("responses", {}).setdefault("413", TOO_LARGE_RESPONSE)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
