@@ -254,6 +254,8 @@ class Backend:
             "CMSCHAT_DATA_DIR": str(self.workdir / "var"),
             "CMSCHAT_DATABASE_URL": self.database_url,
             "CMSCHAT_LOG_FORMAT": "json",
+            # Load tools send far faster than a person: the per-user send rate is off.
+            "CMSCHAT_CHAT__SEND_RATE": "0",
         }
         if self.redis_url:
             env["CMSCHAT_REDIS_URL"] = self.redis_url

@@ -16,7 +16,7 @@ from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.settings import AuthSettings, Environment, RetentionSettings, Settings
+from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
 from tests import support
 from tests.s3server import s3_server  # noqa: F401 - a fixture for every suite
 from tests.support import PASSWORD, NamedUser
@@ -86,6 +86,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         auth=AuthSettings(bcrypt_rounds=4),
         # Tests run the purge themselves, with a fake clock; not at start-up.
         retention=RetentionSettings(run_daily=False),
+        # The clock stands still, so a send rate would never refill: tests that send many
+        # messages would trip it. Its own tests (tests/api/test_send_rate.py) turn it on.
+        chat=ChatSettings(send_rate=0),
         _env_file=None,  # type: ignore[call-arg]
     )
 

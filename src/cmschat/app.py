@@ -16,11 +16,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from cmschat import __version__
 from cmschat.accounts.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
 from cmschat.api.errors import install_error_handlers
+from cmschat.api.hsts import HstsMiddleware
+from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
 from cmschat.api.router import API_PREFIX, build_api_router
 from cmschat.attachments import inspection
 from cmschat.attachments.service import Eraser, Limits, clean_up
 from cmschat.attachments.storage import Storage, storage_from_url
 from cmschat.audit import head as audit_head
+from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
@@ -64,6 +67,17 @@ def attachment_limits(settings: Settings) -> Limits:
         quota_bytes=settings.attachments.quota_mib << 20,
         allowed_extensions=frozenset(chosen) if chosen else inspection.ALLOWED_EXTENSIONS,
     )
+
+
+def send_limiter_for(settings: Settings, redis: Redis | None, clock: Clock) -> SendLimiter | None:
+    """The per-user send rate limiter the settings ask for (None: no limit)."""
+    rate, burst = settings.chat.send_rate, settings.chat.send_burst
+    if rate == 0:
+        return None
+    if redis is None:
+        return MemorySendLimiter(clock, rate=rate, burst=burst)
+    prefix = f"{settings.redis_prefix}:sendrate:"
+    return RedisSendLimiter(redis, clock, rate=rate, burst=burst, prefix=prefix)
 
 
 async def clean_up_attachments(eraser: Eraser, clock: Clock, settings: AttachmentSettings) -> None:
@@ -156,6 +170,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             eraser=eraser,
             attachment_limits=attachment_limits(settings),
             redis=redis,
+            send_limiter=send_limiter_for(settings, redis, clock),
         )
         # Before the first request, in a thread: see DummyHash.prepare.
         await app.state.context.dummy_hash.prepare(settings.auth.bcrypt_rounds)
@@ -198,6 +213,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(build_api_router())
     app.include_router(gateway.router)
     mount_web(app, settings.web_dir)
+    # Innermost: a refused body still gets CORS, security headers and a request id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    document_body_limit(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -206,6 +224,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
+        )
+    if settings.hsts_max_age:
+        app.add_middleware(
+            HstsMiddleware,
+            max_age=settings.hsts_max_age,
+            include_subdomains=settings.hsts_include_subdomains,
         )
     app.add_middleware(RequestMiddleware)
     if settings.trusted_proxies:

@@ -10,6 +10,7 @@ from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.attachments.service import Eraser, Limits
 from cmschat.attachments.storage import Storage
+from cmschat.chat.ratelimit import SendLimiter
 from cmschat.clock import Clock
 from cmschat.db.session import Database
 from cmschat.realtime.broker import Broker
@@ -32,6 +33,8 @@ class AppContext:
     eraser: Eraser
     attachment_limits: Limits
     redis: Redis | None = None
+    send_limiter: SendLimiter | None = None
+    """Per-user message rate (``CMSCHAT_CHAT__SEND_RATE``); None when turned off."""
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False
     """Set on shutdown: /readyz answers 503 so load balancers move traffic away."""

@@ -76,6 +76,10 @@ class ChatSettings(BaseModel):
     """Messages and rooms."""
 
     max_message_length: int = Field(default=4000, ge=1, le=100_000)
+    send_rate: float = Field(default=5, ge=0, le=1000)
+    """Messages per second per user, over HTTP and WebSocket together; 0 turns it off."""
+    send_burst: int = Field(default=20, ge=1, le=10_000)
+    """Messages a user may send at once before ``send_rate`` applies."""
 
 
 class RealtimeSettings(BaseModel):
@@ -165,6 +169,11 @@ class Settings(BaseSettings):
     directory that does not exist turns the web client off (API only)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 << 20)
+    """Largest request body outside uploads (which have their own limit); 413 above it."""
+    hsts_max_age: int = Field(default=31_536_000, ge=0, le=2 * 31_536_000)
+    """Strict-Transport-Security on HTTPS requests (direct, or from a trusted proxy); 0: off."""
+    hsts_include_subdomains: bool = False
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.auto

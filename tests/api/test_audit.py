@@ -98,7 +98,7 @@ async def test_csv_export_escapes_formulas_and_is_itself_audited(
     headers = await admin.login(client)
     async with context.db.unit_of_work(SYSTEM_CLI) as session:
         audit.record(session, action="test.formula", target_type="thing", target_id="=1+2")
-    response = await client.get(f"{AUDIT}/export", headers={**headers, "X-Request-ID": "-2-3"})
+    response = await client.get(f"{AUDIT}/export", headers={**headers, "X-Request-ID": "r-2-3"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     assert response.headers["content-disposition"].startswith("attachment;")
@@ -116,12 +116,14 @@ async def test_csv_export_escapes_formulas_and_is_itself_audited(
     [exported] = (
         await client.get(AUDIT, params={"action": "audit.exported"}, headers=headers)
     ).json()["items"]
-    assert exported["request_id"] == "-2-3"
+    # The request id is the server's own; the caller's sits beside it in the details.
+    assert exported["request_id"] == response.headers["X-Request-ID"]
+    assert exported["changes"]["client_request_id"] == "r-2-3"
     later = await client.get(f"{AUDIT}/export", headers=headers)
     exports = [
         r for r in csv.DictReader(io.StringIO(later.text)) if r["action"] == "audit.exported"
     ]
-    assert exports[0]["request_id"] == "'-2-3"
+    assert exports[0]["request_id"] == exported["request_id"]
     assert len(exports) == 2
 
 

@@ -64,11 +64,11 @@ async def test_every_response_carries_the_security_headers(
         assert response.headers["Cache-Control"] == "no-store"
 
 
-async def test_request_id_is_echoed_or_made_and_in_every_log_line(
+async def test_request_id_is_made_by_the_server_and_in_every_log_line(
     client: httpx.AsyncClient, alice: NamedUser, all_logs
 ) -> None:
     given = await client.get("/healthz", headers={"X-Request-ID": "trace-abc-123"})
-    assert given.headers["X-Request-ID"] == "trace-abc-123"
+    assert len(given.headers["X-Request-ID"]) == 32  # ours; the caller's goes beside it
     made = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
     assert made.headers["X-Request-ID"] != "bad id\nwith newline"
     assert len(made.headers["X-Request-ID"]) == 32
@@ -79,9 +79,11 @@ async def test_request_id_is_echoed_or_made_and_in_every_log_line(
         json={"username": "alice", "password": "wrong-password"},
     )
     assert response.status_code == 401
+    request_id = response.headers["X-Request-ID"]
     ours = [r for r in all_logs.records if r.name.startswith("cmschat")]
     assert len(ours) >= 2  # the refusal and the access line
-    assert all(getattr(r, "http.request.id", None) == "login-req-1" for r in ours)
+    assert all(getattr(r, "http.request.id", None) == request_id for r in ours)
+    assert all(getattr(r, "labels.client_request_id", None) == "login-req-1" for r in ours)
 
 
 async def test_unexpected_errors_are_a_json_500_with_the_request_id_and_a_logged_trace(
@@ -99,15 +101,17 @@ async def test_unexpected_errors_are_a_json_500_with_the_request_id_and_a_logged
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.get("/api/v1/boom", headers={"X-Request-ID": "req-500"})
     assert response.status_code == 500
+    request_id = response.headers["X-Request-ID"]
     assert error_of(response) == {
         "code": "internal_error",
-        "request_id": "req-500",
+        "request_id": request_id,
         "message": error_of(response)["message"],
     }
     assert "kaboom" not in response.text
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     traced = [r for r in all_logs.records if r.exc_info]
-    assert traced and getattr(traced[0], "http.request.id") == "req-500"
+    assert traced and getattr(traced[0], "http.request.id") == request_id
+    assert getattr(traced[0], "labels.client_request_id") == "req-500"
 
 
 async def test_cors_answers_only_configured_origins(settings: Settings, clock: FakeClock) -> None:

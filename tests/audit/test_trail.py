@@ -36,8 +36,11 @@ async def test_admin_change_is_recorded_with_actor_request_and_address(
         admin.username,
     )
     assert (event.target_type, event.target_id) == ("user", str(alice.id))
-    assert json.loads(event.changes) == {"role": ["member", "agent"]}
-    assert event.request_id == "req-role-change-1"
+    assert json.loads(event.changes) == {
+        "role": ["member", "agent"],
+        "client_request_id": "req-role-change-1",  # the caller's, beside ours
+    }
+    assert event.request_id == response.headers["X-Request-ID"]
     assert event.client_address == "203.0.113.7"
     assert event.occurred_at == context.clock.now()
 

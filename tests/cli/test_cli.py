@@ -230,7 +230,8 @@ def test_serve_first_run_then_restart(tmp_path: Path) -> None:
             server.base_url + "/healthz", headers={"X-Request-ID": "cli-test-1"}, timeout=5
         )
         assert response.status_code == 200
-        assert response.headers["x-request-id"] == "cli-test-1"
+        request_id = response.headers["x-request-id"]
+        assert len(request_id) == 32  # the server's own; the caller's is logged beside it
         assert server.stop() == 0
         stderr = server.stderr()
 
@@ -240,7 +241,8 @@ def test_serve_first_run_then_restart(tmp_path: Path) -> None:
     records = json_log_records(stderr)
     tagged = [record for record in records if "cli-test-1" in json.dumps(record)]
     assert tagged, stderr
-    assert tagged[0]["http"]["request"]["id"] == "cli-test-1"
+    assert tagged[0]["http"]["request"]["id"] == request_id
+    assert tagged[0]["labels"]["client_request_id"] == "cli-test-1"
     assert tagged[0]["url"]["path"] == "/healthz"
     # SIGTERM went through the graceful shutdown, not an abrupt exit.
     assert "Application shutdown complete." in [record["message"] for record in records]

@@ -40,6 +40,7 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
         CMSCHAT_LOG_LEVEL="WARNING",
         CMSCHAT_REDIS_PREFIX=f"test-{secrets.token_hex(4)}",
+        CMSCHAT_CHAT__SEND_RATE="0",  # each user sends bursts of 25 (tests/api/test_send_rate.py)
     )
     try:
         assert cmschat(tmp_path, "migrate", env=env).returncode == 0

@@ -79,7 +79,9 @@ export async function api(method, path, { body, query, raw } = {}) {
       token.clear();
       window.dispatchEvent(new CustomEvent("cmschat:signed-out"));
     }
-    throw new ApiError(response.status, data);
+    const error = new ApiError(response.status, data);
+    error.retryAfter = Number(response.headers.get("Retry-After")) || undefined;
+    throw error;
   }
   return data;
 }

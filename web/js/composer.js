@@ -124,7 +124,10 @@ export class Composer {
       this.cancelContext();
       this.hideSuggestions();
     } catch (e) {
-      this.error.textContent = e.message;
+      // The text stays in the box, so nothing is lost: the user sends it again.
+      this.error.textContent = e.code === "rate_limited"
+        ? t("sendingTooFast", { seconds: e.retryAfter || 1 })
+        : e.message;
     }
   }
 

@@ -24,6 +24,7 @@ const MESSAGES = {
     cannedReplies: "Canned replies", retention: "Retention", audit: "Audit log",
     backups: "Backups", monitoring: "Monitoring", comingSoon: "Arrives with its own release.",
     adminsOnly: "The console is for administrators.", backToChat: "Back to chat",
+    sendingTooFast: "You are sending too fast. Wait {seconds} s, then send again.",
   },
   ko: {
     appName: "cmschat", signIn: "로그인", username: "사용자 이름", password: "비밀번호",
@@ -46,6 +47,7 @@ const MESSAGES = {
     cannedReplies: "상용구", retention: "보존 정책", audit: "감사 로그",
     backups: "백업", monitoring: "모니터링", comingSoon: "다음 릴리스에서 제공됩니다.",
     adminsOnly: "관리 콘솔은 관리자만 쓸 수 있습니다.", backToChat: "채팅으로",
+    sendingTooFast: "너무 빨리 보내고 있습니다. {seconds}초 뒤에 다시 보내세요.",
   },
 };
 

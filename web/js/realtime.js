@@ -89,7 +89,10 @@ export class Realtime extends EventTarget {
       this.pending.get(frame.client_id).resolve(frame.message);
       this.pending.delete(frame.client_id);
     } else if (frame.type === "error" && frame.client_id && this.pending.has(frame.client_id)) {
-      this.pending.get(frame.client_id).reject(new Error(frame.message));
+      const error = Object.assign(new Error(frame.message), {
+        code: frame.code, retryAfter: frame.retry_after,
+      });
+      this.pending.get(frame.client_id).reject(error);
       this.pending.delete(frame.client_id);
     }
     if (frame.room_id && frame.seq) {

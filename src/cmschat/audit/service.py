@@ -28,7 +28,11 @@ from cmschat.audit import head
 from cmschat.audit.chain import canonical_json, event_hash
 from cmschat.audit.models import AuditEvent, AuditHead
 from cmschat.db.actors import ACTOR_NAME_KEY, current_actor, session_clock
-from cmschat.observability.logging import client_address_var, request_id_var
+from cmschat.observability.logging import (
+    client_address_var,
+    client_request_id_var,
+    request_id_var,
+)
 
 PENDING_KEY = "cmschat.audit.pending"
 APPENDED_KEY = "cmschat.audit.appended"
@@ -87,12 +91,16 @@ def record(
     """
     sync_session = session.sync_session if isinstance(session, AsyncSession) else session
     pending: list[_Pending] = session.info.setdefault(PENDING_KEY, [])
+    details = dict(changes or {})
+    client_request_id = client_request_id_var.get()
+    if client_request_id is not None:  # the caller's own id, beside (not instead of) ours
+        details.setdefault("client_request_id", client_request_id)
     pending.append(
         _Pending(
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
-            changes=json.loads(json.dumps(dict(changes or {}), default=_jsonable)),
+            changes=json.loads(json.dumps(details, default=_jsonable)),
             request_id=_clip(request_id_var.get(), 64),
             client_address=_clip(client_address_var.get(), 45),
             target=target,

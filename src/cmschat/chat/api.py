@@ -31,6 +31,7 @@ from cmschat.realtime.publish import publish_after_commit
 router = APIRouter(tags=["chat"])
 ERRORS = (401, 403, 404)
 BODY_ERRORS = (400, 401, 403, 404, 409, 422)
+SEND_ERRORS = (*BODY_ERRORS, 429)
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 
@@ -198,7 +199,7 @@ async def history(
     response_model=MessageRead,
     responses={
         200: {"model": MessageRead, "description": "a repeated client_id"},
-        **responses(*BODY_ERRORS),
+        **responses(*SEND_ERRORS),
     },
 )
 async def send_message(
@@ -219,6 +220,7 @@ async def send_message(
         reply_to=body.reply_to,
         max_length=context.settings.chat.max_message_length,
         attachment_ids=body.attachment_ids,
+        limiter=context.send_limiter,
     )
     publish_after_commit(session, context.broker, events)
     if not created:

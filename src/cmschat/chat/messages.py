@@ -17,6 +17,7 @@ from cmschat.audit import service as audit
 from cmschat.chat import rendering, search_index
 from cmschat.chat.events import Published, append_event, next_seq
 from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
+from cmschat.chat.ratelimit import SendLimiter, check_send_rate
 from cmschat.chat.rooms import get_membership
 from cmschat.chat.schemas import MessageRead, UserBrief
 from cmschat.clock import Clock
@@ -127,8 +128,13 @@ async def send_message(
     reply_to: int | None,
     max_length: int,
     attachment_ids: Sequence[int] = (),
+    limiter: SendLimiter | None = None,
 ) -> tuple[MessageRead, bool, list[Published]]:
-    """Store a message and its event; a repeated ``client_id`` returns the first message."""
+    """Store a message and its event; a repeated ``client_id`` returns the first message.
+
+    The send rate is checked after the repeat lookup (a retry of a stored message costs
+    nothing) and the checks of the input (a refused message costs nothing either).
+    """
     room, _member = await get_membership(session, user=user, room_id=room_id)
     if client_id is not None:
         first = await _by_client_id(session, room_id, user.id, client_id)
@@ -141,6 +147,7 @@ async def send_message(
         parent = await session.get(Message, reply_to)
         if parent is None or parent.room_id != room_id:
             raise Invalid("reply_to must be a message of this room", field="reply_to")
+    await check_send_rate(limiter, user_id=user.id)
     html, mentioned = await _render(session, room_id, content)
     store = _Store(
         user=user,

@@ -6,6 +6,8 @@ rooms the caller belongs to.
 
 from __future__ import annotations
 
+import unicodedata
+
 from sqlalchemy import ColumnElement, Select, Table, and_, func, select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +17,7 @@ from cmschat.chat.messages import message_views
 from cmschat.chat.models import Message, RoomMember
 from cmschat.chat.schemas import MessageRead
 from cmschat.chat.search_index import SQLITE_INDEX, grams, index_table
+from cmschat.errors import Invalid
 
 MAX_QUERY_TOKENS = 32
 MAX_RESULTS = 50
@@ -38,6 +41,7 @@ def _like_pattern(query: str) -> str:
 
 def containing(session: AsyncSession, needle: str) -> list[ColumnElement[bool]]:
     """Conditions on ``Message`` for "the content contains ``needle``" (any case)."""
+    check_query(needle)
     conditions: list[ColumnElement[bool]] = [
         func.lower(Message.content).like(_like_pattern(needle.lower()), escape="\\")
     ]
@@ -45,6 +49,12 @@ def containing(session: AsyncSession, needle: str) -> list[ColumnElement[bool]]:
     if tokens:  # a one-character query has none: the substring match alone decides
         conditions.append(Message.id.in_(_candidates(index_table(session), tokens)))
     return conditions
+
+
+def check_query(query: str) -> None:
+    """Refuse control characters: SQLite's LIKE stops at a NUL, so ``%00`` matched all."""
+    if any(unicodedata.category(char) == "Cc" for char in query):
+        raise Invalid("q must not contain control characters (tabs, newlines, NUL...)", field="q")
 
 
 async def search_messages(

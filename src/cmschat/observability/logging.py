@@ -1,7 +1,8 @@
 """Logs as JSON lines with Elastic Common Schema names, or readable lines on a terminal.
 
-Every record of a request carries its id (``http.request.id``) and, once known, the
-user (``user.id``), taken from context variables set by the request middleware.
+Every record of a request carries its id (``http.request.id``, always made by the server),
+the caller's own id if it sent a safe one (``labels.client_request_id``) and, once known,
+the user (``user.id``), taken from context variables set by the request middleware.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from cmschat.settings import LogFormat
 
 request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
 user_id_var: ContextVar[int | None] = ContextVar("cmschat_user_id", default=None)
+client_request_id_var: ContextVar[str | None] = ContextVar(
+    "cmschat_client_request_id", default=None
+)
+"""The caller's own ``X-Request-ID`` (when short and safe): kept beside ours, never for it."""
 client_address_var: ContextVar[str | None] = ContextVar("cmschat_client_address", default=None)
 """The caller's address (after trusted proxy headers), for the audit trail."""
 
@@ -29,6 +34,9 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     request_id = request_id_var.get()
     if request_id is not None:
         setattr(record, "http.request.id", request_id)
+    client_request_id = client_request_id_var.get()
+    if client_request_id is not None:
+        setattr(record, "labels.client_request_id", client_request_id)
     user_id = user_id_var.get()
     if user_id is not None:
         setattr(record, "user.id", str(user_id))

@@ -10,12 +10,19 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cmschat.observability.logging import client_address_var, request_id_var, user_id_var
+from cmschat.observability.logging import (
+    client_address_var,
+    client_request_id_var,
+    request_id_var,
+    user_id_var,
+)
 
 log = logging.getLogger("cmschat.http")
 
 REQUEST_ID_HEADER = "x-request-id"
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Short, and starting with a letter or digit: it lands in logs and audit exports (CSV),
+# where a leading "=", "+", "-" or "@" could be read as a formula.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 # Canonical capitalisation on the wire: header names are case-insensitive, but some
 # clients and scripts compare them as written.
@@ -30,6 +37,16 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+def request_ids(scope: Scope) -> tuple[str, str | None]:
+    """Our own id for the request, and the caller's ``X-Request-ID`` if short and safe.
+
+    The caller's id is a correlation hint kept beside ours: it never becomes the request
+    id, so nobody can forge or collide ids in the logs and the audit trail.
+    """
+    given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+    return uuid.uuid4().hex, given if _VALID_REQUEST_ID.fullmatch(given) else None
 
 
 def _is_api(path: str) -> bool:
@@ -67,9 +84,9 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id, client_request_id = request_ids(scope)
         request_token = request_id_var.set(request_id)
+        client_request_token = client_request_id_var.set(client_request_id)
         user_token = user_id_var.set(None)
         address_token = client_address_var.set((scope.get("client") or (None,))[0])
         started = time.perf_counter()
@@ -128,4 +145,5 @@ class RequestMiddleware:
             )
             client_address_var.reset(address_token)
             user_id_var.reset(user_token)
+            client_request_id_var.reset(client_request_token)
             request_id_var.reset(request_token)

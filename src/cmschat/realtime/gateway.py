@@ -398,7 +398,9 @@ class Session:
             else:
                 await self._typing(frame)
         except CmschatError as exc:
-            self._reply(protocol.error_frame(exc.code, exc.message, **_echo(text)))
+            self._reply(
+                protocol.error_frame(exc.code, exc.message, **protocol.details(exc), **_echo(text))
+            )
         except _SessionOver:
             pass  # rolled back; the connection is closing with the session's code
         except Exception:
@@ -422,6 +424,7 @@ class Session:
                 reply_to=frame.reply_to,
                 max_length=self.context.settings.chat.max_message_length,
                 attachment_ids=frame.attachment_ids,
+                limiter=self.context.send_limiter,
             )
             publish_after_commit(session, self.context.broker, events)
             if self.conn.ended:

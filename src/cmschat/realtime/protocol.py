@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from cmschat.chat.events import Published
 from cmschat.chat.schemas import AttachmentIds, ClientId
+from cmschat.errors import CmschatError, RateLimited
 from cmschat.realtime.broker import Envelope
 
 RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -102,6 +103,11 @@ def dumps(frame: dict[str, Any]) -> str:
 def error_frame(code: str, message: str, **extra: Any) -> str:
     """An error answer; the connection stays open."""
     return dumps({"type": "error", "code": code, "message": message, **extra})
+
+
+def details(exc: CmschatError) -> dict[str, Any]:
+    """Fields an error frame carries besides its code and message (a rate limit's wait)."""
+    return {"retry_after": exc.retry_after} if isinstance(exc, RateLimited) else {}
 
 
 def envelope_of(event: Published) -> Envelope:
