@@ -22,6 +22,7 @@ from cmschat.attachments.inspection import (
     sniff,
 )
 from cmschat.errors import Invalid, UnsupportedType
+from tests.support import required_file_missing
 
 UPLOAD_PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "upload"
 OOXML = "application/vnd.openxmlformats-officedocument."
@@ -31,7 +32,7 @@ def shared(name: str) -> Path:
     """A file from the shared payload collection, or a skip saying where it was looked for."""
     path = UPLOAD_PAYLOADS / name
     if not path.is_file():
-        pytest.skip(f"shared upload payload {name} not found under {UPLOAD_PAYLOADS}")
+        required_file_missing(path, "a shared upload payload is missing")
     return path
 
 
