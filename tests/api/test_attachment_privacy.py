@@ -37,6 +37,8 @@ MARKERS = (
     b"eXIf",
     b"EXIF",
     b"XMP ",
+    b"XMP DataXMP",
+    b"secret-after-the-trailer",
 )
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -88,12 +90,45 @@ def webp_with_everything() -> bytes:
     return out.getvalue()
 
 
+def gif_blocks(label: int, identifier: bytes, data: bytes) -> bytes:
+    """A GIF extension block: introducer, label, then the data in sub-blocks of <= 255 bytes."""
+    first = bytes([len(identifier)]) + identifier if identifier else b""
+    chunks = b"".join(
+        bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255)
+    )
+    return bytes([0x21, label]) + first + chunks + b"\x00"
+
+
+def gif_with_everything() -> bytes:
+    """A two-frame looping GIF with a comment, an XMP block, an ICC profile and a tail."""
+    frames = [picture(), Image.new("RGB", (32, 24), (30, 30, 200))]
+    out = io.BytesIO()
+    frames[0].save(
+        out, "GIF", save_all=True, append_images=frames[1:], loop=0, duration=100, comment=COMMENT
+    )
+    data = out.getvalue()
+    table = 3 * 2 ** ((data[10] & 0x07) + 1) if data[10] & 0x80 else 0
+    start = 13 + table  # after the header and global colour table: before any frame
+    icc = gif_blocks(0xFF, b"ICCRGBG1012", ICC)
+    xmp = gif_blocks(0xFF, b"XMP DataXMP", XMP)
+    assert data.endswith(b"\x3b")
+    return data[:start] + icc + xmp + data[start:] + b"secret-after-the-trailer"
+
+
+def keeps_profile(data: bytes) -> bool:
+    """Whether the image carries the ICC profile (Pillow does not read one from a GIF)."""
+    if data.startswith(b"GIF"):
+        return gif_blocks(0xFF, b"ICCRGBG1012", ICC) in data
+    return bool(Image.open(io.BytesIO(data)).info.get("icc_profile") == ICC)
+
+
 @pytest.mark.parametrize(
     ("filename", "build", "content_type"),
     [
         ("IMG_0001.jpg", jpeg_with_everything, "image/jpeg"),
         ("screenshot.png", png_with_everything, "image/png"),
         ("sticker.webp", webp_with_everything, "image/webp"),
+        ("party.gif", gif_with_everything, "image/gif"),
     ],
 )
 async def test_images_lose_every_metadata_segment_but_their_colour_profile(
@@ -106,7 +141,7 @@ async def test_images_lose_every_metadata_segment_but_their_colour_profile(
     assert callable(build)
     original: bytes = build()
     # The fixture carries what it claims to (else the test would prove nothing).
-    assert Image.open(io.BytesIO(original)).info.get("icc_profile") == ICC
+    assert keeps_profile(original)
     present = [
         marker for marker in (COMMENT, b"secret-xmp-author", CAMERA.encode()) if marker in original
     ]
@@ -120,9 +155,21 @@ async def test_images_lose_every_metadata_segment_but_their_colour_profile(
     stored = (await client.get(f"/api/v1/attachments/{meta['id']}", headers=a)).content
     assert [marker for marker in MARKERS if marker in stored] == []
     cleaned = Image.open(io.BytesIO(stored))
-    assert cleaned.info.get("icc_profile") == ICC
+    assert keeps_profile(stored)
     assert not cleaned.getexif() and "comment" not in cleaned.info and "xmp" not in cleaned.info
     assert cleaned.size == (32, 24)
+
+
+async def test_animated_gifs_keep_their_frames_and_loop(
+    client: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    a = await alice.login(client)
+    room = await room_of(client, a)
+    meta = (await upload(client, a, room, "party.gif", gif_with_everything())).json()
+    stored = (await client.get(f"/api/v1/attachments/{meta['id']}", headers=a)).content
+    cleaned = Image.open(io.BytesIO(stored))
+    assert cleaned.n_frames == 2 and cleaned.info["loop"] == 0 and cleaned.info["duration"] == 100
+    assert stored.endswith(b"\x3b") and b"NETSCAPE2.0" in stored
 
 
 def test_the_jpeg_fixture_holds_each_segment() -> None:

@@ -429,3 +429,20 @@ def test_only_magic_bytes_make_an_image() -> None:
     assert sniff(b"\xff\xd8") is None  # too short to be sure of a JPEG
     assert sniff(b"RIFF\x00\x00\x00\x00XXXX") is None
     assert sniff(PNG) == Sniffed("image/png", "image")
+
+
+def test_gif_blocks_are_filtered_losslessly_and_damage_is_refused() -> None:
+    from PIL import Image as PILImage
+
+    from cmschat.attachments.gif import strip_gif
+
+    out = io.BytesIO()
+    PILImage.new("P", (3, 2)).save(out, "GIF", comment=b"where I live")
+    original = out.getvalue()
+    cleaned = io.BytesIO()
+    strip_gif(io.BytesIO(original[:-1]), cleaned)  # no trailer: still shown, trailer added
+    assert b"where I live" not in cleaned.getvalue() and cleaned.getvalue().endswith(b";")
+    assert PILImage.open(io.BytesIO(cleaned.getvalue())).size == (3, 2)
+    for damaged in (original[:20], b"GIF89a" + b"\x00" * 7 + b"\x99", b"PNG" + original[3:]):
+        with pytest.raises(Invalid, match="damaged"):
+            strip_gif(io.BytesIO(damaged), io.BytesIO())

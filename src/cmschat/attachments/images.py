@@ -15,10 +15,12 @@ from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cmschat.attachments.gif import strip_gif
 from cmschat.errors import Invalid
 
-# Formats we re-encode; others (animated GIF, HEIC...) are stored as sent, not as images.
-CLEANED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+# Formats we re-encode, or (GIF) copy block by block; others (HEIC, AVIF, BMP...) are stored
+# as sent, not as images.
+CLEANED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 # Decoder facts the encoder needs to draw the same pixels; every other key is metadata, and
 # some encoders write what they find in ``info`` back (JPEG its comment, PNG its profile).
 _PIXEL_INFO = frozenset({"transparency"})
@@ -27,7 +29,7 @@ SPOOL_BYTES = 1 << 20
 
 
 def clean_image(source: IO[bytes]) -> tuple[IO[bytes], str] | None:
-    """Re-encode a JPEG, PNG or WebP without metadata: (file, content type), or None if not one."""
+    """A JPEG, PNG, WebP or GIF without metadata: (file, content type), or None if not one."""
     source.seek(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -46,6 +48,14 @@ def clean_image(source: IO[bytes]) -> tuple[IO[bytes], str] | None:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             raise Invalid("the image is damaged and cannot be read", field="file") from None
     cleaned: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    if fmt == "GIF":  # re-encoding would lose frames and timing: drop blocks instead
+        try:
+            strip_gif(source, cleaned)
+        except BaseException:
+            cleaned.close()
+            raise
+        cleaned.seek(0)
+        return cleaned, CLEANED[fmt]
     upright.info = {key: value for key, value in upright.info.items() if key in _PIXEL_INFO}
     options: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "JPEG":
