@@ -32,14 +32,12 @@ AfterCommit = Callable[[], Awaitable[None]]
 
 
 def _private_database_file(path: Path) -> None:
-    """Create the database file 0600 (its directory 0700) before SQLite opens it.
+    """Create the database file 0600 just before SQLite would open (and create) it.
 
     SQLite creates its ``-wal`` and ``-shm`` files with the database file's mode, so all
     three stay private (password hashes, every message); files left more open by an older
     version are tightened.
     """
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
     for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
@@ -51,7 +49,13 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
     """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss."""
     path = make_url(engine.url).database
     if path and path != ":memory:" and not path.startswith("file:"):
-        _private_database_file(Path(path))
+        database = Path(path)
+        if not database.parent.exists():
+            database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            _private_database_file(database)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
