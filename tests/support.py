@@ -48,6 +48,14 @@ def service_missing(name: str, error: BaseException) -> None:
     pytest.skip(message)
 
 
+def required_file_missing(path: Path, why: str) -> None:
+    """Skip locally when a file a test needs is absent; in CI its absence is a failure."""
+    message = f"{why}: no {path}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must provide it)")
+    pytest.skip(message)
+
+
 async def _server_ping(url: str) -> None:
     engine = create_engine(url)
     try:

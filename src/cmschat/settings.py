@@ -267,7 +267,7 @@ class Settings(BaseSettings):
             raise ConfigError("CMSCHAT_SECRET_KEY: required when the database is not SQLite")
         key_file = self.data_dir / "secret_key"
         if not key_file.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             key_file.touch(mode=0o600, exist_ok=True)
             key_file.write_text(secrets.token_urlsafe(48))
         return key_file.read_text().strip().encode()

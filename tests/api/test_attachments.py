@@ -82,6 +82,12 @@ async def test_upload_and_download_by_a_room_member(
     import hashlib
 
     assert meta["sha256"] == hashlib.sha256(PDF).hexdigest()
+    sent = await client.post(
+        f"/api/v1/rooms/{room}/messages",
+        headers=a,
+        json={"content": "minutes", "attachment_ids": [meta["id"]]},
+    )
+    assert sent.status_code == 201, sent.text
     download = await client.get(f"/api/v1/attachments/{meta['id']}", headers=b)
     assert download.status_code == 200 and download.content == PDF
     assert download.headers["Content-Type"] == "application/pdf"

@@ -1,12 +1,14 @@
-"""Every mutating operation of the API leaves an audit event.
+"""Every mutating operation of the API, and every admin read of private data, is audited.
 
 The scenario below performs each POST/PATCH/PUT/DELETE of the OpenAPI spec once, with
 input that succeeds. A new mutating route makes this test fail until it is added here,
-and fails it again if its change is not audited.
+and fails it again if its change is not audited. Admin GET routes are declared sensitive
+(each read must leave an event) or not, with the reason; an undeclared one fails.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from cmschat.audit import service as audit
 from cmschat.context import AppContext
 from tests.api.test_attachments import multipart
 from tests.support import PASSWORD, NamedUser, audit_events
@@ -312,3 +315,90 @@ async def test_every_mutating_operation_leaves_an_audit_event(
         if len(await audit_events(context.db)) == before:
             silent.append(operation)
     assert silent == [], f"these operations changed data without an audit event: {silent}"
+
+
+# --- reads of private data -------------------------------------------------------------
+
+# Admin reads that show private data: each must leave an event naming reader and filter.
+SENSITIVE_READS: dict[str, dict[str, Any]] = {
+    "/admin/messages": {"q": "quarterly numbers", "include_deleted": "true"},
+    "/admin/users/{user_id}": {},
+    "/admin/rooms/{room_id}": {},
+    "/admin/audit": {"action": "message.*"},
+    "/admin/audit/export": {"action": "auth.*"},
+}
+# Admin reads that show no one's private data, and why; a new admin GET must go in one list.
+NOT_SENSITIVE_READS = {
+    "/admin/users": "the account directory (names, roles), which members see too via /users",
+    "/admin/rooms": "room names, kinds and counts: no messages and no member lists",
+    "/admin/dashboard": "totals only",
+    "/admin/audit/verify": "whether the chain is intact, with no event's content",
+    "/admin/retention": "the retention policy",
+    "/admin/retention/preview": "how many messages a policy would remove, per room",
+    "/admin/notices": "the organisation's own announcements",
+    "/admin/notices/{notice_id}": "the organisation's own announcements",
+    "/admin/canned-replies": "the organisation's own reply templates",
+}
+
+
+def admin_reads(app: FastAPI) -> set[str]:
+    spec = app.openapi()
+    return {
+        path.removeprefix(V1)
+        for path, operations in spec["paths"].items()
+        if path.startswith(f"{V1}/admin") and "get" in operations
+    }
+
+
+def test_every_admin_read_is_declared_sensitive_or_not(app: FastAPI) -> None:
+    declared = set(SENSITIVE_READS) | set(NOT_SENSITIVE_READS)
+    assert not set(SENSITIVE_READS) & set(NOT_SENSITIVE_READS)
+    assert admin_reads(app) - declared == set(), (
+        "a new admin GET: add it to SENSITIVE_READS (and audit it) or to NOT_SENSITIVE_READS"
+    )
+    assert declared - admin_reads(app) == set(), "remove routes that no longer exist"
+
+
+async def test_every_sensitive_read_leaves_an_audit_event(
+    client: httpx.AsyncClient, context: AppContext, admin: NamedUser, alice: NamedUser
+) -> None:
+    admin_headers, alice_headers = await admin.login(client), await alice.login(client)
+    room = await client.post(
+        f"{V1}/rooms",
+        json={"kind": "group", "name": "finance", "member_ids": []},
+        headers=alice_headers,
+    )
+    room_id = room.json()["id"]
+    sent = await client.post(
+        f"{V1}/rooms/{room_id}/messages",
+        json={"content": "the quarterly numbers are in"},
+        headers=alice_headers,
+    )
+    ids = {"user_id": alice.id, "room_id": room_id}
+    silent = []
+    for path, params in SENSITIVE_READS.items():
+        before = len(await audit_events(context.db))
+        response = await client.get(V1 + path.format(**ids), params=params, headers=admin_headers)
+        assert response.is_success, (path, response.text)
+        events = (await audit_events(context.db))[before:]
+        if not [e for e in events if e.actor_id == admin.id]:
+            silent.append(path)
+    assert silent == [], f"these reads of private data left no audit event: {silent}"
+
+    # What the trail says: the reader, what was read, the filter (search text as a digest).
+    by_action = {e.action: e for e in await audit_events(context.db, actor_id=admin.id)}
+    search = json.loads(by_action["message.searched"].changes)
+    assert search["query"] == audit.text_digest("quarterly numbers")
+    assert search["include_deleted"] is True
+    assert search["message_ids"] == [sent.json()["id"]]
+    assert "quarterly" not in by_action["message.searched"].changes
+    assert by_action["user.viewed"].target_id == str(alice.id)
+    assert by_action["room.viewed"].target_id == str(room_id)
+    assert json.loads(by_action["audit.viewed"].changes)["action"] == "message.*"
+    assert json.loads(by_action["audit.exported"].changes)["action"] == "auth.*"
+    in_room = await client.get(
+        f"{V1}/admin/messages", params={"room_id": room_id}, headers=admin_headers
+    )
+    assert in_room.status_code == 200
+    [room_read] = await audit_events(context.db, action="message.searched", target_id=str(room_id))
+    assert room_read.target_type == "room"

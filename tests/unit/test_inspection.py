@@ -22,6 +22,7 @@ from cmschat.attachments.inspection import (
     sniff,
 )
 from cmschat.errors import Invalid, UnsupportedType
+from tests.support import required_file_missing
 
 UPLOAD_PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "upload"
 OOXML = "application/vnd.openxmlformats-officedocument."
@@ -31,7 +32,7 @@ def shared(name: str) -> Path:
     """A file from the shared payload collection, or a skip saying where it was looked for."""
     path = UPLOAD_PAYLOADS / name
     if not path.is_file():
-        pytest.skip(f"shared upload payload {name} not found under {UPLOAD_PAYLOADS}")
+        required_file_missing(path, "a shared upload payload is missing")
     return path
 
 
@@ -428,3 +429,20 @@ def test_only_magic_bytes_make_an_image() -> None:
     assert sniff(b"\xff\xd8") is None  # too short to be sure of a JPEG
     assert sniff(b"RIFF\x00\x00\x00\x00XXXX") is None
     assert sniff(PNG) == Sniffed("image/png", "image")
+
+
+def test_gif_blocks_are_filtered_losslessly_and_damage_is_refused() -> None:
+    from PIL import Image as PILImage
+
+    from cmschat.attachments.gif import strip_gif
+
+    out = io.BytesIO()
+    PILImage.new("P", (3, 2)).save(out, "GIF", comment=b"where I live")
+    original = out.getvalue()
+    cleaned = io.BytesIO()
+    strip_gif(io.BytesIO(original[:-1]), cleaned)  # no trailer: still shown, trailer added
+    assert b"where I live" not in cleaned.getvalue() and cleaned.getvalue().endswith(b";")
+    assert PILImage.open(io.BytesIO(cleaned.getvalue())).size == (3, 2)
+    for damaged in (original[:20], b"GIF89a" + b"\x00" * 7 + b"\x99", b"PNG" + original[3:]):
+        with pytest.raises(Invalid, match="damaged"):
+            strip_gif(io.BytesIO(damaged), io.BytesIO())

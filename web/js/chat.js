@@ -69,10 +69,16 @@ function buildLayout(root) {
   ui.messages = h("ol", { class: "messages", "aria-live": "polite", tabindex: 0 });
   ui.typing = h("p", { class: "typing muted", "aria-live": "polite" });
   ui.composer = new Composer({
-    onSend: (fields) => realtime.sendMessage(state.current, fields).catch((e) => {
-      if (e.code === "rate_limited") throw e; // HTTP shares the budget: it would refuse too
-      return api("POST", `/rooms/${state.current}/messages`, { body: { ...fields, client_id: crypto.randomUUID() } });
-    }),
+    onSend: (fields) => {
+      // One client_id for both tries: if the frame reached the server before the socket
+      // dropped, the HTTP retry gets that same message back instead of storing a second.
+      const room = state.current;
+      const message = { ...fields, client_id: crypto.randomUUID() };
+      return realtime.sendMessage(room, message).catch((e) => {
+        if (e.code === "rate_limited") throw e; // HTTP shares the budget: it would refuse too
+        return api("POST", `/rooms/${room}/messages`, { body: message });
+      });
+    },
     onTyping: () => realtime.send({ type: "typing", room_id: state.current }),
     members: () => (state.rooms.get(state.current) || { members: [] }).members.map((m) => m.user),
     cannedReplies: () => state.canned,

@@ -18,6 +18,7 @@ from cmschat.accounts.schemas import (
 )
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
+from cmschat.audit import service as audit
 from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(prefix="/admin/users", tags=["admin"])
@@ -65,8 +66,12 @@ async def create_user(
 
 @router.get("/{user_id}", response_model=AdminUserRead, responses=responses(*ADMIN_ERRORS, 404))
 async def get_user(user_id: ResourceId, admin: AdminUser, session: SessionDep) -> AdminUserRead:
-    """One account."""
-    return AdminUserRead.model_validate(await service.get_user(session, user_id=user_id))
+    """One account; the read is audited."""
+    user = await service.get_user(session, user_id=user_id)
+    audit.record_read(
+        session, action="user.viewed", target_type="user", target_id=user_id, filters={}
+    )
+    return AdminUserRead.model_validate(user)
 
 
 @router.patch(

@@ -405,9 +405,14 @@ async def clean_up(
 async def readable_attachment(
     session: AsyncSession, *, user: User, attachment_id: int
 ) -> Attachment:
-    """A ready attachment of a room the user belongs to; NotFound for anyone else."""
+    """A ready attachment of a room the user belongs to; NotFound for anyone else.
+
+    Until it is sent with a message an upload is its uploader's draft: only they see it.
+    """
     attachment = await session.get(Attachment, attachment_id)
     if attachment is None or attachment.state != AttachmentState.ready:
+        raise NotFound("no such attachment")
+    if attachment.message_id is None and attachment.uploader_id != user.id:
         raise NotFound("no such attachment")
     if await session.get(RoomMember, (attachment.room_id, user.id)) is None:
         raise NotFound("no such attachment")

@@ -57,6 +57,13 @@ async def list_audit_events(
     events, next_cursor = await listing.list_events(
         session, filters=filters, cursor=cursor, limit=limit
     )
+    # The trail names people and their addresses: reading it leaves a line, as exporting does.
+    audit.record_read(
+        session,
+        action="audit.viewed",
+        target_type="audit",
+        filters=vars(filters) | {"cursor": cursor},
+    )
     return AuditPage(
         items=[AuditEventRead.model_validate(e) for e in events], next_cursor=next_cursor
     )

@@ -109,6 +109,22 @@ def record(
     )
 
 
+def record_read(
+    session: AsyncSession,
+    *,
+    action: str,
+    target_type: str,
+    target_id: object = None,
+    filters: Mapping[str, Any],
+) -> None:
+    """Queue the event of a read of private data: what was read, with the filters given.
+
+    Free text a reader searched for goes in as ``text_digest``, like message bodies.
+    """
+    used = {key: value for key, value in filters.items() if value is not None}
+    record(session, action=action, target_type=target_type, target_id=target_id, changes=used)
+
+
 def _clip(value: str | None, length: int) -> str | None:
     return None if value is None else value[:length]
 

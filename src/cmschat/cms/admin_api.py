@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from cmschat.accounts.schemas import AdminUserRead
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
+from cmschat.audit import service as audit
 from cmschat.chat.models import MemberRole, RoomKind
 from cmschat.cms import overview
 from cmschat.errors import NotFound
@@ -67,6 +68,9 @@ async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -
         raise NotFound("no such room")
     [summary] = found
     members = await overview.room_members(session, room_id=room_id)
+    audit.record_read(
+        session, action="room.viewed", target_type="room", target_id=room_id, filters={}
+    )
     return AdminRoomDetail(
         **summary.model_dump(),
         members=[

@@ -7,8 +7,10 @@ services only ``flush()``; the unit of work commits, then runs the after-commit 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -29,13 +31,31 @@ AFTER_COMMIT_KEY = "cmschat.after_commit"
 AfterCommit = Callable[[], Awaitable[None]]
 
 
+def _private_database_file(path: Path) -> None:
+    """Create the database file 0600 just before SQLite would open (and create) it.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the database file's mode, so all
+    three stay private (password hashes, every message); files left more open by an older
+    version are tightened.
+    """
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if companion.is_file() and companion.stat().st_mode & 0o077:
+            companion.chmod(0o600)
+
+
 def _prepare_sqlite(engine: AsyncEngine) -> None:
     """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss."""
     path = make_url(engine.url).database
-    if path and path != ":memory:":
-        from pathlib import Path
+    if path and path != ":memory:" and not path.startswith("file:"):
+        database = Path(path)
+        if not database.parent.exists():
+            database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            _private_database_file(database)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

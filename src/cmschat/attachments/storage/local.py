@@ -93,7 +93,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         # Plain calls: the store is made once at start-up, before the loop serves anyone.
         self.root = root.absolute()
-        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.root.mkdir(mode=0o700, exist_ok=True)
 
     def _path(self, key: str) -> Path:

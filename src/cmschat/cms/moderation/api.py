@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
+from cmschat.audit import service as audit
 from cmschat.chat import messages
 from cmschat.chat.schemas import MessageRead
 from cmschat.cms.moderation import service
@@ -52,6 +53,23 @@ async def find_messages(
         ),
         before=cursor,
         limit=limit,
+    )
+    # Reading other people's messages is itself recorded: who, which filter, which messages.
+    audit.record_read(
+        session,
+        action="message.searched",
+        target_type="room" if room_id is not None else "message",
+        target_id=room_id,
+        filters={
+            "query": audit.text_digest(q) if q else None,
+            "room_id": room_id,
+            "author_id": author_id,
+            "since": since,
+            "until": until,
+            "include_deleted": include_deleted,
+            "cursor": cursor,
+            "message_ids": [item.id for item in items],
+        },
     )
     return ModerationPage(items=items, next_cursor=next_cursor)
 
