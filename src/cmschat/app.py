@@ -26,6 +26,8 @@ from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import RetentionJob, every
 from cmschat.observability import health
+from cmschat.observability.asgi_metrics import MetricsMiddleware, wrap_deliver
+from cmschat.observability.db_metrics import instrument_engine
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
@@ -113,6 +115,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(create_engine(settings.database_url), clock)
+        instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         failures: FailureCounter = (
             RedisFailureCounter(redis, prefix=f"{settings.redis_prefix}:loginfail:")
@@ -125,7 +128,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None
             else MemoryBroker()
         )
-        await broker.start(hub.deliver, hub.catch_up_all)
+        await broker.start(wrap_deliver(hub.deliver), hub.catch_up_all)
         storage = storage_for(settings)
         eraser = Eraser(db, storage)
         app.state.context = AppContext(
@@ -176,7 +179,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
     app.include_router(gateway.router)
     mount_web(app, settings.web_dir)
@@ -189,6 +192,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestMiddleware)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

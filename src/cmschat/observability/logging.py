@@ -19,6 +19,8 @@ request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", defaul
 user_id_var: ContextVar[int | None] = ContextVar("cmschat_user_id", default=None)
 client_address_var: ContextVar[str | None] = ContextVar("cmschat_client_address", default=None)
 """The caller's address (after trusted proxy headers), for the audit trail."""
+route_var: ContextVar[str | None] = ContextVar("cmschat_route", default=None)
+"""The template of the route serving the request, once routed (for logs and metrics)."""
 
 
 _base_factory = logging.getLogRecordFactory()
