@@ -114,6 +114,7 @@ class MetricsMiddleware:
         finally:
             m.HTTP_IN_FLIGHT.dec()
             route = route_template(scope)
+            route_var.set(route)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
             m.HTTP_DURATION.labels(method=method, route=route).observe(

@@ -7,11 +7,13 @@ user (``user.id``), taken from context variables set by the request middleware.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from typing import Any
 
 import ecs_logging
+from opentelemetry import trace
 
 from cmschat.settings import LogFormat
 
@@ -24,6 +26,18 @@ route_var: ContextVar[str | None] = ContextVar("cmschat_route", default=None)
 
 
 _base_factory = logging.getLogRecordFactory()
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def current_trace_id(request_id: str | None) -> str | None:
+    """The trace id of this moment: the span's when tracing, else our generated request id
+    (32 hex digits, the W3C trace-id form), so logs correlate the same way either way."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return trace.format_trace_id(context.trace_id)
+    if request_id is not None and _TRACE_ID.fullmatch(request_id):
+        return request_id
+    return None
 
 
 def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -31,6 +45,9 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     request_id = request_id_var.get()
     if request_id is not None:
         setattr(record, "http.request.id", request_id)
+    trace_id = current_trace_id(request_id)
+    if trace_id is not None:
+        setattr(record, "trace.id", trace_id)
     user_id = user_id_var.get()
     if user_id is not None:
         setattr(record, "user.id", str(user_id))
@@ -44,6 +61,15 @@ def install_log_context() -> None:
         logging.setLogRecordFactory(_record_with_context)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped: text from a request (a path, a username) cannot end the
+    line and forge another record."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 class ConsoleFormatter(logging.Formatter):
     """``time level logger [request] message key=value`` for people at a terminal."""
 
@@ -53,14 +79,14 @@ class ConsoleFormatter(logging.Formatter):
         extras = " ".join(
             f"{key}={value}"
             for key, value in record.__dict__.items()
-            if "." in key and key not in ("http.request.id", "service.name")
+            if "." in key and key not in ("http.request.id", "service.name", "trace.id")
         )
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}"
         if request_id:
             line += f" [{request_id[:8]}]"
-        line += f" {record.getMessage()}"
+        line = one_line(f"{line} {record.getMessage()}")
         if extras:
-            line += f"  {extras}"
+            line += f"  {one_line(extras)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -10,7 +10,13 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cmschat.observability.logging import client_address_var, request_id_var, user_id_var
+from cmschat.observability.logging import (
+    client_address_var,
+    current_trace_id,
+    request_id_var,
+    route_var,
+    user_id_var,
+)
 
 log = logging.getLogger("cmschat.http")
 
@@ -68,7 +74,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        generated = current_trace_id(None) or uuid.uuid4().hex  # the trace id, when tracing
+        request_id = given if _VALID_REQUEST_ID.fullmatch(given) else generated
         request_token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)
         address_token = client_address_var.set((scope.get("client") or (None,))[0])
@@ -120,7 +127,8 @@ class RequestMiddleware:
                 status,
                 extra={
                     "http.request.method": scope["method"],
-                    "url.path": path,
+                    "url.path": route_var.get() or "<unrouted>",
+                    "url.original": path,
                     "http.response.status_code": status,
                     "event.duration": int((time.perf_counter() - started) * 1e9),
                     "client.ip": (scope.get("client") or (None,))[0],
