@@ -25,7 +25,7 @@ from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import RetentionJob, every
-from cmschat.observability import health
+from cmschat.observability import health, tracing
 from cmschat.observability.asgi_metrics import MetricsMiddleware, wrap_deliver
 from cmschat.observability.db_metrics import instrument_engine
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
@@ -111,11 +111,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     quiet_parameter_loggers()
     install_log_context()
     token_key = settings.resolved_secret_key()
+    traces = tracing.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(create_engine(settings.database_url), clock)
         instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
+        if traces is not None:
+            traces.start(redis=bool(settings.redis_url))
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         failures: FailureCounter = (
             RedisFailureCounter(redis, prefix=f"{settings.redis_prefix}:loginfail:")
@@ -167,6 +170,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None:
                 await redis.aclose()
             await db.dispose()
+            if traces is not None:
+                traces.stop()
 
     app = FastAPI(
         title="cmschat",
@@ -196,4 +201,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    if traces is not None:
+        traces.instrument_app(app)  # outermost: the request id can be the trace id
     return app

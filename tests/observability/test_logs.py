@@ -50,6 +50,14 @@ async def test_access_lines_carry_route_status_duration_client_user_and_trace(
     assert record["trace"]["id"] == response.headers["x-request-id"]
 
 
+async def test_lines_logged_while_handling_carry_the_route(
+    client: httpx.AsyncClient, alice: NamedUser, all_logs: pytest.LogCaptureFixture
+) -> None:
+    await alice.login(client)
+    [login] = [r for r in all_logs.records if r.name == "cmschat.accounts.api"]
+    assert getattr(login, "http.route") == "/api/v1/auth/login"
+
+
 @pytest.mark.parametrize("formatter", ["json", "console"])
 async def test_cr_lf_in_a_request_cannot_forge_a_log_line(
     client: httpx.AsyncClient, all_logs: pytest.LogCaptureFixture, formatter: str

@@ -14,7 +14,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.observability import instruments as m
-from cmschat.observability.logging import route_var
+from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.realtime.broker import Deliver, Envelope
 
 UNMATCHED = "<unmatched>"
@@ -33,13 +33,9 @@ ERROR_BODY_LIMIT = 4096
 
 def route_template(scope: Scope) -> str:
     """The template of the route that handles ``scope`` (matched again only if need be)."""
-    # FastAPI >= 0.16x keeps included routers nested: the route's own path lacks the
-    # prefixes, the effective route context has the full template.
-    effective = (scope.get("fastapi") or {}).get("effective_route_context")
-    for candidate in (effective, scope.get("route")):
-        path = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
-        if isinstance(path, str):
-            return path
+    routed = routed_template(scope)
+    if routed is not None:
+        return routed
     app = scope.get("app")
     for candidate in getattr(getattr(app, "router", None), "routes", ()):
         match, _ = candidate.matches(scope)
@@ -94,6 +90,7 @@ class MetricsMiddleware:
         status = 500
         error_body = b""
         route_var.set(None)
+        scope_var.set(scope)
 
         async def counting_send(message: Message) -> None:
             nonlocal status, error_body

@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cmschat.observability import instruments as m
-from cmschat.observability.logging import route_var
+from cmschat.observability import tracing
 
 log = logging.getLogger("cmschat.db.slow")
 
@@ -50,19 +50,29 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
     sync_engine = engine.sync_engine
     slow_seconds = slow_ms / 1000
 
-    def before(conn: Any, _cursor: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
+    system = sync_engine.dialect.name
+
+    def before(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        span = tracing.start_sql_span(operation_of(stmt), fingerprint(stmt), system)
+        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), span))
 
     def after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
         started = conn.info.get(_STARTED)
         if not started:
             return
-        elapsed = time.perf_counter() - started.pop()
+        began, span = started.pop()
+        tracing.end_span(span)
+        elapsed = time.perf_counter() - began
         operation = operation_of(stmt)
         m.DB_QUERY.labels(operation=operation).observe(elapsed)
         if elapsed >= slow_seconds:
             m.DB_SLOW.labels(operation=operation).inc()
             _log_slow(stmt, operation, elapsed)
+
+    def failed(context: Any) -> None:
+        started = context.connection.info.get(_STARTED) if context.connection else None
+        if started:
+            tracing.end_span(started.pop()[1], error=context.original_exception)
 
     def checkout(*_args: Any) -> None:
         m.DB_POOL_IN_USE.inc()
@@ -72,6 +82,7 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
 
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
+    event.listen(sync_engine, "handle_error", failed)
     event.listen(sync_engine.pool, "checkout", checkout)
     event.listen(sync_engine.pool, "checkin", checkin)
 
@@ -88,6 +99,5 @@ def _log_slow(statement: str, operation: str, elapsed: float) -> None:
             "db.operation": operation,
             "db.statement": shape[:STATEMENT_LOG_CHARS],
             "db.fingerprint": hashlib.sha256(shape.encode()).hexdigest()[:16],
-            "http.route": route_var.get(),
         },
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,7 +23,21 @@ user_id_var: ContextVar[int | None] = ContextVar("cmschat_user_id", default=None
 client_address_var: ContextVar[str | None] = ContextVar("cmschat_client_address", default=None)
 """The caller's address (after trusted proxy headers), for the audit trail."""
 route_var: ContextVar[str | None] = ContextVar("cmschat_route", default=None)
-"""The template of the route serving the request, once routed (for logs and metrics)."""
+"""The template of the route that served the request, once answered (for logs and metrics)."""
+scope_var: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cmschat_scope", default=None)
+"""The request's ASGI scope, which routing fills in (for the route while handling)."""
+
+
+def routed_template(scope: MutableMapping[str, Any]) -> str | None:
+    """The route template routing recorded in the scope, if it has routed yet."""
+    # FastAPI >= 0.16x keeps included routers nested: the route's own path lacks the
+    # prefixes, the effective route context has the full template.
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    for candidate in (effective, scope.get("route")):
+        path = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+        if isinstance(path, str):
+            return path
+    return None
 
 
 _base_factory = logging.getLogRecordFactory()
@@ -45,6 +60,11 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     request_id = request_id_var.get()
     if request_id is not None:
         setattr(record, "http.request.id", request_id)
+    route = route_var.get()
+    if route is None and (scope := scope_var.get()) is not None:
+        route = routed_template(scope)
+    if route is not None:
+        setattr(record, "http.route", route)
     trace_id = current_trace_id(request_id)
     if trace_id is not None:
         setattr(record, "trace.id", trace_id)
