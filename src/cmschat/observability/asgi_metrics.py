@@ -106,7 +106,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, counting_send)
         except Exception:
             status = 500
-            m.HTTP_UNHANDLED.labels(route=route_template(scope)).inc()
+            m.HTTP_UNHANDLED.inc()
             raise
         finally:
             m.HTTP_IN_FLIGHT.dec()

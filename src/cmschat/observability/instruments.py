@@ -35,8 +35,7 @@ HTTP_IN_FLIGHT = Gauge(
 )
 HTTP_UNHANDLED = Counter(
     "cmschat_http_unhandled_errors_total",
-    "Requests that ended in an exception no handler caught (answered 500)",
-    ["route"],
+    "Requests that ended in an exception no handler caught (answered 500; the log has the route)",
 )
 
 WS_OPEN = Gauge(
@@ -171,3 +170,7 @@ for _kind in ("messages", "files", "audit_events"):
 for _result in ("intact", "broken"):
     AUDIT_VERIFY.labels(result=_result)
 UPLOADS.labels(result="stored", reason="")
+for _operation in ("SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"):
+    DB_SLOW.labels(operation=_operation)
+for _reason in ("normal", "idle", "auth_failed", "restart", "slow_client", "other"):
+    WS_CLOSES.labels(reason=_reason)

@@ -14,15 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Coroutine, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import SpanProcessor
 
 T = TypeVar("T")
 # Probes and scrapes every few seconds would drown the traces that matter.
@@ -47,6 +45,7 @@ def requested(environ: Mapping[str, str]) -> bool:
 def otlp_processor() -> SpanProcessor:
     """Batches spans to the OTLP/HTTP exporter (endpoint, headers from OTEL_* variables)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     return BatchSpanProcessor(OTLPSpanExporter())
 
@@ -55,6 +54,9 @@ class Tracing:
     """The tracer provider of one application, and the instrumentation hooked to it."""
 
     def __init__(self, processor: SpanProcessor) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+
         resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": "cmschat"}))
@@ -64,12 +66,16 @@ class Tracing:
 
     def instrument_app(self, app: FastAPI) -> None:
         """Trace every HTTP request and WebSocket connection of ``app``."""
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=self.provider, excluded_urls=EXCLUDED_URLS
         )
 
     def start(self, *, redis: bool) -> None:
         """Trace our own work, SQL (db_metrics' engine events) and Redis from now on."""
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
         global _tracer
         self._redis = redis
         if redis:
@@ -78,6 +84,8 @@ class Tracing:
 
     def stop(self) -> None:
         """Send what is buffered and unhook (the Redis instrumentation is process-wide)."""
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
         global _tracer
         _tracer = None
         if self._redis:
