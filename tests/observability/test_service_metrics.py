@@ -5,11 +5,14 @@ from __future__ import annotations
 import secrets
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
+from cmschat.observability.asgi_metrics import MetricsMiddleware
 from tests.observability.metrics_support import series, value
 from tests.support import NamedUser
 
@@ -73,17 +76,22 @@ async def test_ids_and_unknown_paths_do_not_grow_the_series(
     assert not any(secrets_like in route for route in routes for secrets_like in ("warm", "more"))
 
 
-async def test_an_unhandled_error_is_counted_and_answered_500(
-    app: FastAPI, client: httpx.AsyncClient
+async def test_an_unhandled_error_is_counted_logged_once_and_answered_generically(
+    app: FastAPI, client: httpx.AsyncClient, all_logs: pytest.LogCaptureFixture
 ) -> None:
     async def boom(_request: Request) -> Response:
-        raise RuntimeError("a bug")
+        raise RuntimeError("a bug with internal detail")
 
     app.router.routes.insert(0, Route("/test-boom", boom))
     before = value("cmschat_http_unhandled_errors_total")
     response = await client.get("/test-boom")
     assert response.status_code == 500
+    assert "internal detail" not in response.text
+    assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
     assert value("cmschat_http_unhandled_errors_total") == before + 1
+    [logged] = [r for r in all_logs.records if r.exc_info]
+    assert getattr(logged, "http.request.id") == response.headers["x-request-id"]
+    assert getattr(logged, "http.route") == "/test-boom"
     assert value("cmschat_http_requests_total", method="GET", route="/test-boom", status="500")
 
 
@@ -130,3 +138,22 @@ async def test_audit_verification_results_are_counted(
     before = value("cmschat_audit_verifications_total", result="intact")
     assert (await client.get("/api/v1/admin/audit/verify", headers=headers)).json()["ok"]
     assert value("cmschat_audit_verifications_total", result="intact") == before + 1
+
+
+async def test_websocket_closes_are_counted_by_reason() -> None:
+    async def gateway(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "{}"})
+        await send({"type": "websocket.close", "code": 1013})
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(_message: Message) -> None:
+        return None
+
+    slow = value("cmschat_websocket_closes_total", reason="slow_client")
+    frames = value("cmschat_websocket_frames_sent_total")
+    await MetricsMiddleware(gateway)({"type": "websocket", "path": "/ws"}, receive, send)
+    assert value("cmschat_websocket_closes_total", reason="slow_client") == slow + 1
+    assert value("cmschat_websocket_frames_sent_total") == frames + 1
