@@ -44,7 +44,9 @@ async def test_an_open_scrape_lacks_the_audit_head(
     assert response.status_code == 200
     names = families(response.text)
     assert not names & HEAD_SERIES
-    assert "process_cpu_seconds" in names  # the rest is still there
+    # The rest is there, the process collector's CPU, memory and open files included.
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds"} <= names
+    assert "cmschat_http_requests" in names
 
 
 @pytest.mark.parametrize(

@@ -157,3 +157,19 @@ async def test_websocket_closes_are_counted_by_reason() -> None:
     await MetricsMiddleware(gateway)({"type": "websocket", "path": "/ws"}, receive, send)
     assert value("cmschat_websocket_closes_total", reason="slow_client") == slow + 1
     assert value("cmschat_websocket_frames_sent_total") == frames + 1
+
+
+def test_metric_names_follow_prometheus_conventions() -> None:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from cmschat.observability import instruments
+
+    metrics = [v for v in vars(instruments).values() if isinstance(v, Counter | Gauge | Histogram)]
+    assert len(metrics) >= 20
+    for metric in metrics:
+        name = metric._name
+        assert name.startswith("cmschat_"), name
+        if isinstance(metric, Histogram) or "timestamp" in name:
+            assert name.endswith("_seconds"), name
+        # Labels never name users, rooms or raw paths.
+        assert not set(metric._labelnames) & {"user", "user_id", "room", "room_id", "path"}
