@@ -9,6 +9,9 @@ way. Variants, measured in interleaved rounds so that a busy machine hurts them 
   tracing off;
 * ``traced``: the same plus OpenTelemetry on (spans batched to an exporter that drops them).
 
+Actions: ``healthz`` (almost no work of its own: the difference is the absolute cost of
+the instrumentation per request), the newest history page (50 messages) and a send.
+
 Reported per variant and action: median CPU microseconds per request over the rounds, and
 the overhead against ``bare``. Goal (issue 12): observed < 5 %, traced < 15 %.
 
@@ -45,6 +48,8 @@ from cmschat.observability.logging import configure_logging
 from cmschat.settings import AuthSettings, Environment, LogFormat, RetentionSettings, Settings
 
 VARIANTS = ("bare", "observed", "traced")
+ACTIONS = ("healthz", "history", "send")
+"""``healthz`` does almost nothing: its difference is the absolute cost per request."""
 PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
 
 
@@ -141,10 +146,12 @@ async def measure(variant: str, settings: Settings, requests: int) -> dict[str, 
                 for n in range(60):
                     await http.post(url, json={"content": f"seed {n}"}, headers=headers)
                 results = {}
-                for action in ("history", "send"):
+                for action in ACTIONS:
                     started = time.process_time()
                     for n in range(requests):
-                        if action == "history":
+                        if action == "healthz":
+                            response = await http.get("/healthz")
+                        elif action == "history":
                             response = await http.get(url, params={"limit": 50}, headers=headers)
                         else:
                             response = await http.post(
@@ -175,7 +182,7 @@ async def main(argv: list[str]) -> dict[str, Any]:
         configure_logging(level="INFO", log_format=LogFormat.json)
         logging.getLogger().handlers[0].stream = Sink()  # type: ignore[attr-defined]
         samples: dict[str, dict[str, list[float]]] = {
-            v: {"history": [], "send": []} for v in VARIANTS
+            v: {action: [] for action in ACTIONS} for v in VARIANTS
         }
         await measure("observed", settings, 30)  # warm-up: imports, caches
         for round_number in range(args.rounds):
@@ -186,12 +193,13 @@ async def main(argv: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for variant in VARIANTS:
         result[variant] = {}
-        for action in ("history", "send"):
+        for action in ACTIONS:
             median = statistics.median(samples[variant][action])
             bare = statistics.median(samples["bare"][action])
             result[variant][action] = {
                 "cpu_us_per_request": round(median, 1),
                 "overhead_pct": round((median / bare - 1) * 100, 1),
+                "added_us": round(median - bare, 1),
             }
     print(json.dumps(result, indent=2))
     if args.json:
