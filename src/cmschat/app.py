@@ -28,7 +28,9 @@ from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import RetentionJob, every
-from cmschat.observability import health
+from cmschat.observability import health, tracing
+from cmschat.observability.asgi_metrics import MetricsMiddleware, wrap_deliver
+from cmschat.observability.db_metrics import instrument_engine
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
@@ -129,10 +131,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     quiet_parameter_loggers()
     install_log_context()
     token_key = settings.resolved_secret_key()
+    traces = tracing.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(create_engine(settings.database_url), clock)
+        instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
+        if traces is not None:
+            traces.start(redis=bool(settings.redis_url))
         # A blocking pool: past its size a request waits for a connection, where redis-py's
         # default pool raises (a burst of 200 parallel logins answered 500).
         redis = (
@@ -155,7 +161,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None
             else MemoryBroker()
         )
-        await broker.start(hub.deliver, hub.catch_up_all)
+        await broker.start(wrap_deliver(hub.deliver), hub.catch_up_all)
         storage = storage_for(settings)
         eraser = Eraser(db, storage)
         app.state.context = AppContext(
@@ -197,6 +203,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None:
                 await redis.aclose()
             await db.dispose()
+            if traces is not None:
+                traces.stop()
 
     app = FastAPI(
         title="cmschat",
@@ -209,7 +217,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
     app.include_router(gateway.router)
     mount_web(app, settings.web_dir)
@@ -231,7 +239,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             max_age=settings.hsts_max_age,
             include_subdomains=settings.hsts_include_subdomains,
         )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestMiddleware)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    if traces is not None:
+        traces.instrument_app(app)  # outermost: the request id can be the trace id
     return app

@@ -139,6 +139,15 @@ class RetentionSettings(BaseModel):
     """Pause between batches, so other writers get the database (SQLite has one writer)."""
 
 
+class MetricsSettings(BaseModel):
+    """``/metrics`` and query timing."""
+
+    token: SecretStr | None = None
+    """Bearer token Prometheus must send; without one, sensitive series are left out."""
+    slow_query_ms: int = Field(default=500, ge=1)
+    """Statements slower than this are counted and logged with their fingerprint."""
+
+
 class Settings(BaseSettings):
     """Every setting of cmschat; see README "Configuration" for each variable."""
 
@@ -182,6 +191,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -241,6 +251,14 @@ class Settings(BaseSettings):
                     f"CMSCHAT_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_LENGTH} "
                     "characters; generate one with: python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'"
+                )
+        token = self.metrics.token
+        if token is not None and not self.is_development:
+            raw = token.get_secret_value()
+            if raw.strip().lower() in PLACEHOLDER_SECRETS or len(raw) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    "CMSCHAT_METRICS__TOKEN is a placeholder or shorter than "
+                    f"{MIN_SECRET_LENGTH} characters"
                 )
         return self
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from cmschat.db.batches import in_id_order
 from cmschat.errors import Invalid
+from cmschat.observability import instruments
 
 EXPIRED_ACTION = "audit.expired"
 VERIFY_BATCH = 2000
@@ -104,6 +105,12 @@ async def verify(session: AsyncSession, *, last: int | None = None) -> Verdict:
     ``last``: only the newest ``last`` events, trusting the one before them (a quick
     check for the dashboard; the full walk is ``cmschat audit verify``).
     """
+    verdict = await _walk(session, last=last)
+    instruments.audit_verified(ok=verdict.ok)
+    return verdict
+
+
+async def _walk(session: AsyncSession, *, last: int | None) -> Verdict:
     expected_id, expected_prev = await _checkpoint(session)
     head = await session.get(AuditHead, 1)
     if last is not None and head is not None and head.last_id - last > expected_id:

@@ -18,6 +18,7 @@ from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
 from cmschat.jobs.lease import RETENTION_JOB, Lease, holder_name
+from cmschat.observability import instruments
 from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import RetentionSettings
 
@@ -102,6 +103,12 @@ class RetentionJob:
             )
             completed = not report.stopped_early
             messages, files, size = report.totals
+            instruments.retention_ran(
+                messages=messages,
+                files=files,
+                audit_events=report.audit_events_expired,
+                completed=completed,
+            )
             log.info(
                 "retention: purged %d messages and %d files (%d bytes) in %d rooms; "
                 "%d audit events expired",
@@ -113,6 +120,9 @@ class RetentionJob:
                 extra={"event.action": "retention.run"},
             )
             return report
+        except Exception:
+            instruments.retention_failed()
+            raise
         finally:
             await self.lease.release(completed=completed)
 

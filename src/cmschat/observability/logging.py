@@ -8,11 +8,14 @@ the user (``user.id``), taken from context variables set by the request middlewa
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import ecs_logging
+from opentelemetry import trace
 
 from cmschat.settings import LogFormat
 
@@ -24,9 +27,37 @@ client_request_id_var: ContextVar[str | None] = ContextVar(
 """The caller's own ``X-Request-ID`` (when short and safe): kept beside ours, never for it."""
 client_address_var: ContextVar[str | None] = ContextVar("cmschat_client_address", default=None)
 """The caller's address (after trusted proxy headers), for the audit trail."""
+route_var: ContextVar[str | None] = ContextVar("cmschat_route", default=None)
+"""The template of the route that served the request, once answered (for logs and metrics)."""
+scope_var: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cmschat_scope", default=None)
+"""The request's ASGI scope, which routing fills in (for the route while handling)."""
+
+
+def routed_template(scope: MutableMapping[str, Any]) -> str | None:
+    """The route template routing recorded in the scope, if it has routed yet."""
+    # FastAPI >= 0.16x keeps included routers nested: the route's own path lacks the
+    # prefixes, the effective route context has the full template.
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    for candidate in (effective, scope.get("route")):
+        path = getattr(candidate, "path_format", None) or getattr(candidate, "path", None)
+        if isinstance(path, str):
+            return path
+    return None
 
 
 _base_factory = logging.getLogRecordFactory()
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def current_trace_id(request_id: str | None) -> str | None:
+    """The trace id of this moment: the span's when tracing, else our generated request id
+    (32 hex digits, the W3C trace-id form), so logs correlate the same way either way."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return trace.format_trace_id(context.trace_id)
+    if request_id is not None and _TRACE_ID.fullmatch(request_id):
+        return request_id
+    return None
 
 
 def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -37,6 +68,14 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     client_request_id = client_request_id_var.get()
     if client_request_id is not None:
         setattr(record, "labels.client_request_id", client_request_id)
+    route = route_var.get()
+    if route is None and (scope := scope_var.get()) is not None:
+        route = routed_template(scope)
+    if route is not None:
+        setattr(record, "http.route", route)
+    trace_id = current_trace_id(request_id)
+    if trace_id is not None:
+        setattr(record, "trace.id", trace_id)
     user_id = user_id_var.get()
     if user_id is not None:
         setattr(record, "user.id", str(user_id))
@@ -50,6 +89,15 @@ def install_log_context() -> None:
         logging.setLogRecordFactory(_record_with_context)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped: text from a request (a path, a username) cannot end the
+    line and forge another record."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 class ConsoleFormatter(logging.Formatter):
     """``time level logger [request] message key=value`` for people at a terminal."""
 
@@ -59,14 +107,14 @@ class ConsoleFormatter(logging.Formatter):
         extras = " ".join(
             f"{key}={value}"
             for key, value in record.__dict__.items()
-            if "." in key and key not in ("http.request.id", "service.name")
+            if "." in key and key not in ("http.request.id", "service.name", "trace.id")
         )
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}"
         if request_id:
             line += f" [{request_id[:8]}]"
-        line += f" {record.getMessage()}"
+        line = one_line(f"{line} {record.getMessage()}")
         if extras:
-            line += f"  {extras}"
+            line += f"  {one_line(extras)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

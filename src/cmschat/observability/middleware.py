@@ -13,7 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cmschat.observability.logging import (
     client_address_var,
     client_request_id_var,
+    current_trace_id,
     request_id_var,
+    route_var,
     user_id_var,
 )
 
@@ -46,7 +48,8 @@ def request_ids(scope: Scope) -> tuple[str, str | None]:
     id, so nobody can forge or collide ids in the logs and the audit trail.
     """
     given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-    return uuid.uuid4().hex, given if _VALID_REQUEST_ID.fullmatch(given) else None
+    ours = current_trace_id(None) or uuid.uuid4().hex  # the trace id, when tracing
+    return ours, given if _VALID_REQUEST_ID.fullmatch(given) else None
 
 
 def _is_api(path: str) -> bool:
@@ -137,7 +140,8 @@ class RequestMiddleware:
                 status,
                 extra={
                     "http.request.method": scope["method"],
-                    "url.path": path,
+                    "url.path": route_var.get() or "<unrouted>",
+                    "url.original": path,
                     "http.response.status_code": status,
                     "event.duration": int((time.perf_counter() - started) * 1e9),
                     "client.ip": (scope.get("client") or (None,))[0],

@@ -30,6 +30,7 @@ from cmschat.chat.models import Room, RoomMember
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, user_actor
 from cmschat.errors import CmschatError
+from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
@@ -371,7 +372,7 @@ class Session:
             text = await self.inbox.get()
             # Shielded: a frame being handled (a message being stored) finishes even if the
             # socket drops meanwhile; the client's retry with its client_id then finds it.
-            await asyncio.shield(self._handle(text))
+            await asyncio.shield(tracing.traced("websocket.frame", self._handle(text)))
 
     def _reply(self, frame: str) -> None:
         self.conn.offer(protocol.direct(frame))

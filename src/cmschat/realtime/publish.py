@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.chat.events import Published
 from cmschat.db.session import after_commit
+from cmschat.observability import instruments, tracing
 from cmschat.realtime.broker import Broker
 from cmschat.realtime.protocol import envelope_of
 
@@ -25,7 +26,8 @@ def publish_after_commit(
 
     async def publish() -> None:
         try:
-            await broker.publish(envelopes)
+            instruments.committed([(envelope.type, envelope.frame) for envelope in envelopes])
+            await tracing.traced("broker.publish", broker.publish(envelopes))
         except Exception:
             # The events are committed: clients get them by gap repair or catch-up, late
             # but not lost. The request itself succeeded and must say so.

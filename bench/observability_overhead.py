@@ -1,0 +1,211 @@
+"""What metrics, logs and tracing cost per request: CPU time of the history page and of a send.
+
+In-process (one app, ``httpx.ASGITransport``, SQLite in a temporary directory), so the
+figure is the server's own CPU per request with no network and no load generator in the
+way. Variants, measured in interleaved rounds so that a busy machine hurts them alike:
+
+* ``bare``: no metrics middleware, no SQL timing hooks, access log off (level WARNING);
+* ``observed``: what ships: metrics (HTTP, SQL events), JSON access log to /dev/null,
+  tracing off;
+* ``traced``: the same plus OpenTelemetry on (spans batched to an exporter that drops them).
+
+Actions: ``healthz`` (almost no work of its own: the difference is the absolute cost of
+the instrumentation per request), the newest history page (50 messages) and a send.
+
+Reported per variant and action: median CPU microseconds per request over the rounds, and
+the overhead against ``bare``. Goal (issue 12): observed < 5 %, traced < 15 %.
+
+Run::
+
+    .venv/bin/python bench/observability_overhead.py --requests 300 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from cmschat import app as app_module
+from cmschat.accounts import service as accounts
+from cmschat.accounts.models import Role
+from cmschat.db.actors import SYSTEM_SETUP
+from cmschat.observability import tracing
+from cmschat.observability.asgi_metrics import MetricsMiddleware
+from cmschat.observability.logging import configure_logging
+from cmschat.settings import AuthSettings, Environment, LogFormat, RetentionSettings, Settings
+
+VARIANTS = ("bare", "observed", "traced")
+ACTIONS = ("healthz", "history", "send")
+"""``healthz`` does almost nothing: its difference is the absolute cost per request."""
+PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
+
+
+class DropExporter(SpanExporter):
+    """Accepts spans and throws them away: the SDK's cost without a collector's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Drop."""
+        return SpanExportResult.SUCCESS
+
+
+class Sink:
+    """A stream that formats went to and nothing keeps (the cost is in the formatting)."""
+
+    def write(self, text: str) -> int:
+        """Discard."""
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+
+def settings_for(directory: Path) -> Settings:
+    """A scratch SQLite deployment."""
+    return Settings(
+        environment=Environment.test,
+        data_dir=directory,
+        auth=AuthSettings(bcrypt_rounds=4),
+        retention=RetentionSettings(run_daily=False),
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+async def prepare(settings: Settings) -> None:
+    """Migrate and create the bench user."""
+    from cmschat.clock import SystemClock
+    from cmschat.db.migrate import run_migrations
+    from cmschat.db.session import Database, create_engine
+
+    engine = create_engine(settings.database_url)
+    await run_migrations(engine)
+    db = Database(engine, SystemClock())
+    async with db.unit_of_work(SYSTEM_SETUP) as session:
+        await accounts.create_user(
+            session,
+            username="bench",
+            password=PASSWORD,
+            role=Role.member,
+            display_name="Bench",
+            must_change_password=False,
+            bcrypt_rounds=4,
+            clock=db.clock,
+        )
+    await engine.dispose()
+
+
+async def measure(variant: str, settings: Settings, requests: int) -> dict[str, float]:
+    """CPU microseconds per history page and per send, for one variant."""
+    original_hook = app_module.instrument_engine
+    original_processor = tracing.otlp_processor
+    if variant == "bare":
+        app_module.instrument_engine = lambda *_a, **_k: None  # type: ignore[assignment]
+        logging.getLogger().setLevel(logging.WARNING)
+    else:
+        logging.getLogger().setLevel(logging.INFO)
+    if variant == "traced":
+        tracing.otlp_processor = lambda: BatchSpanProcessor(DropExporter())
+        import os
+
+        os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
+    try:
+        application = app_module.create_app(settings)
+        if variant == "bare":
+            application.user_middleware = [
+                m for m in application.user_middleware if m.cls is not MetricsMiddleware
+            ]
+        async with application.router.lifespan_context(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+                token = (
+                    await http.post(
+                        "/api/v1/auth/login", json={"username": "bench", "password": PASSWORD}
+                    )
+                ).json()["access_token"]
+                headers = {"Authorization": f"Bearer {token}"}
+                room = (
+                    await http.post(
+                        "/api/v1/rooms",
+                        json={"kind": "group", "name": variant, "member_ids": []},
+                        headers=headers,
+                    )
+                ).json()["id"]
+                url = f"/api/v1/rooms/{room}/messages"
+                for n in range(60):
+                    await http.post(url, json={"content": f"seed {n}"}, headers=headers)
+                results = {}
+                for action in ACTIONS:
+                    started = time.process_time()
+                    for n in range(requests):
+                        if action == "healthz":
+                            response = await http.get("/healthz")
+                        elif action == "history":
+                            response = await http.get(url, params={"limit": 50}, headers=headers)
+                        else:
+                            response = await http.post(
+                                url, json={"content": f"m{n}"}, headers=headers
+                            )
+                        if response.status_code >= 300:
+                            raise RuntimeError(response.text)
+                    results[action] = (time.process_time() - started) / requests * 1e6
+                return results
+    finally:
+        app_module.instrument_engine = original_hook
+        tracing.otlp_processor = original_processor
+        import os
+
+        os.environ.pop("OTEL_TRACES_EXPORTER", None)
+
+
+async def main(argv: list[str]) -> dict[str, Any]:
+    """Interleaved rounds of every variant; medians and overheads."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = settings_for(Path(scratch))
+        await prepare(settings)
+        configure_logging(level="INFO", log_format=LogFormat.json)
+        logging.getLogger().handlers[0].stream = Sink()  # type: ignore[attr-defined]
+        samples: dict[str, dict[str, list[float]]] = {
+            v: {action: [] for action in ACTIONS} for v in VARIANTS
+        }
+        await measure("observed", settings, 30)  # warm-up: imports, caches
+        for round_number in range(args.rounds):
+            order = VARIANTS[round_number % 3 :] + VARIANTS[: round_number % 3]
+            for variant in order:
+                for action, value in (await measure(variant, settings, args.requests)).items():
+                    samples[variant][action].append(value)
+    result: dict[str, Any] = {}
+    for variant in VARIANTS:
+        result[variant] = {}
+        for action in ACTIONS:
+            median = statistics.median(samples[variant][action])
+            bare = statistics.median(samples["bare"][action])
+            result[variant][action] = {
+                "cpu_us_per_request": round(median, 1),
+                "overhead_pct": round((median / bare - 1) * 100, 1),
+                "added_us": round(median - bare, 1),
+            }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+"""Counting HTTP requests and WebSocket traffic at the ASGI layer, outside the domain code.
+
+Requests are labelled by their route *template* (``/api/v1/rooms/{room_id}``), never the raw
+path: a path carries ids, and a label per id would grow without bound. A path no route
+matches is ``<unmatched>``; the static web client is ``/*``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cmschat.observability import instruments as m
+from cmschat.observability.logging import route_var, routed_template, scope_var
+from cmschat.realtime.broker import Deliver, Envelope
+
+UNMATCHED = "<unmatched>"
+LOGIN_ROUTE = "/api/v1/auth/login"
+UPLOAD_ROUTE = "/api/v1/rooms/{room_id}/attachments"
+# Close codes the gateway uses, as reasons a person reads on a dashboard.
+CLOSE_REASONS = {
+    1000: "normal",
+    1001: "idle",
+    1008: "auth_failed",
+    1012: "restart",
+    1013: "slow_client",
+}
+ERROR_BODY_LIMIT = 4096
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that handles ``scope`` (matched again only if need be)."""
+    routed = routed_template(scope)
+    if routed is not None:
+        return routed
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            if isinstance(candidate, Mount):
+                return candidate.path + "/*"
+            return str(getattr(candidate, "path", UNMATCHED))
+    return UNMATCHED
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
+    return code if isinstance(code, str) and code.isidentifier() else "unknown"
+
+
+def _count_special(route: str, method: str, status: int, error_body: bytes) -> None:
+    """The few requests that are also business events: logins and uploads."""
+    if method != "POST":
+        return
+    if route == LOGIN_ROUTE:
+        if status == 401:
+            m.LOGIN_FAILURES.inc()
+        elif status == 429:
+            m.LOGIN_THROTTLED.inc()
+    elif route == UPLOAD_ROUTE:
+        if status < 400:
+            m.UPLOADS.labels(result="stored", reason="").inc()
+        else:
+            m.UPLOADS.labels(result="refused", reason=_error_code(error_body)).inc()
+
+
+class MetricsMiddleware:
+    """Pure ASGI: times and counts every HTTP request and WebSocket connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one connection, counting it."""
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+        error_body = b""
+        route_var.set(None)
+        scope_var.set(scope)
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, error_body
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route_var.set(route_template(scope))
+            elif status >= 400 and len(error_body) < ERROR_BODY_LIMIT:
+                error_body += message.get("body", b"")
+            await send(message)
+
+        m.HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            status = 500
+            m.HTTP_UNHANDLED.inc()
+            raise
+        finally:
+            m.HTTP_IN_FLIGHT.dec()
+            route = route_template(scope)
+            route_var.set(route)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            m.HTTP_DURATION.labels(method=method, route=route).observe(
+                time.perf_counter() - started
+            )
+            _count_special(route, method, status, error_body)
+            # route_var is left set: the access log line, written outside, reads it.
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepted = False
+
+        async def counting_send(message: Message) -> None:
+            nonlocal accepted
+            kind = message["type"]
+            if kind == "websocket.send" and message.get("text") is not None:
+                m.frame_written(message["text"])
+            elif kind == "websocket.accept":
+                accepted = True
+                m.WS_OPEN.inc()
+                m.WS_CONNECTIONS.inc()
+            elif kind == "websocket.close":
+                code = int(message.get("code", 1000))
+                m.WS_CLOSES.labels(reason=CLOSE_REASONS.get(code, "other")).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if accepted:
+                m.WS_OPEN.dec()
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def wrap_deliver(deliver: Deliver) -> Deliver:
+    """The hub's delivery callback, counting what the broker delivers."""
+
+    def counted(envelope: Envelope) -> None:
+        m.broker_received(envelope.frame)
+        deliver(envelope)
+
+    return counted

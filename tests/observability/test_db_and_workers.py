@@ -1,0 +1,83 @@
+"""Query timing and slow-query logs; several worker processes summed in multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+from cmschat.db.session import create_engine
+from cmschat.observability.db_metrics import fingerprint, instrument_engine, operation_of
+from cmschat.observability.logging import install_log_context, route_var
+from tests.observability.metrics_support import value
+
+# Slow on purpose: counts to a few hundred thousand inside SQLite.
+SLOW_SQL = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) "
+    "SELECT count(*) FROM n WHERE :marker IS NOT NULL"
+)
+
+
+def test_fingerprints_hide_literals_and_collapse_lists() -> None:
+    shape = fingerprint("SELECT * FROM t WHERE a = 'x''y' AND b IN (?, ?, ?)\n  AND c = 42")
+    assert shape == "SELECT * FROM t WHERE a = ? AND b IN (...) AND c = ?"
+    assert operation_of("  with x as (select 1) select * from x") == "SELECT"
+    assert operation_of("PRAGMA foreign_keys=ON") == "OTHER"
+
+
+async def test_a_slow_query_is_counted_and_logged_without_its_parameters(
+    tmp_path: Path, all_logs: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}")
+    instrument_engine(engine, slow_ms=1)
+    install_log_context()  # as create_app does: records carry the route
+    before = value("cmschat_db_slow_queries_total", operation="SELECT")
+    route_var.set("/api/v1/test/{thing}")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(SLOW_SQL), {"marker": "secret-parameter-value"})
+    finally:
+        await engine.dispose()
+    assert value("cmschat_db_slow_queries_total", operation="SELECT") >= before + 1
+    [record] = [
+        r
+        for r in all_logs.records
+        if r.name == "cmschat.db.slow" and "RECURSIVE" in getattr(r, "db.statement", "")
+    ]
+    assert getattr(record, "http.route") == "/api/v1/test/{thing}"
+    assert getattr(record, "event.duration") >= 1_000_000
+    assert len(getattr(record, "db.fingerprint")) == 16
+    assert "WITH RECURSIVE" in getattr(record, "db.statement")
+    assert "secret-parameter-value" not in str(record.__dict__)
+
+
+WORKER = """
+from cmschat.observability import instruments as m
+m.HTTP_REQUESTS.labels(method="GET", route="/healthz", status="200").inc()
+"""
+SCRAPE = """
+from cmschat.observability.metrics import render
+print(render(include_sensitive=False).decode())
+"""
+
+
+def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    scraped = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    totals = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.labels.get("route") == "/healthz"
+    }
+    assert totals["cmschat_http_requests_total"] == 3
+    assert "cmschat_audit_head_id" not in scraped

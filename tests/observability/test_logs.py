@@ -1,0 +1,124 @@
+"""Access log lines carry the ECS fields operators search by; no line can be forged and no
+secret reaches the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ecs_logging
+import httpx
+import pytest
+
+from cmschat.observability.logging import ConsoleFormatter
+from tests.support import PASSWORD, NamedUser
+
+FORGED = '{"log.level":"critical","message":"forged"}'
+
+
+def ecs_lines(records: list[logging.LogRecord]) -> list[str]:
+    """The records as the JSON handler writes them."""
+    formatter = ecs_logging.StdlibFormatter(
+        exclude_fields=["process", "log.original", "color_message"]
+    )
+    return [formatter.format(record) for record in records]
+
+
+def access_records(logs: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The access log records of the captured requests."""
+    return [r for r in logs.records if r.name == "cmschat.http"]
+
+
+async def test_access_lines_carry_route_status_duration_client_user_and_trace(
+    client: httpx.AsyncClient, alice: NamedUser, all_logs: pytest.LogCaptureFixture
+) -> None:
+    headers = await alice.login(client)
+    all_logs.clear()
+    response = await client.get("/api/v1/rooms/424242", headers=headers)
+    assert response.status_code == 404
+    [line] = ecs_lines(access_records(all_logs))
+    record = json.loads(line)
+    assert record["url"]["path"] == "/api/v1/rooms/{room_id}"
+    assert record["url"]["original"] == "/api/v1/rooms/424242"
+    assert record["http"]["response"]["status_code"] == 404
+    assert record["http"]["request"]["method"] == "GET"
+    assert record["event"]["duration"] > 0
+    assert record["client"]["ip"] == "203.0.113.7"
+    assert record["user"]["id"] == str(alice.id)
+    # Tracing off: the trace id is the generated request id, also in the response.
+    assert record["trace"]["id"] == record["http"]["request"]["id"]
+    assert record["trace"]["id"] == response.headers["x-request-id"]
+
+
+async def test_lines_logged_while_handling_carry_the_route(
+    client: httpx.AsyncClient, alice: NamedUser, all_logs: pytest.LogCaptureFixture
+) -> None:
+    await alice.login(client)
+    [login] = [r for r in all_logs.records if r.name == "cmschat.accounts.api"]
+    assert getattr(login, "http.route") == "/api/v1/auth/login"
+
+
+@pytest.mark.parametrize("formatter", ["json", "console"])
+async def test_cr_lf_in_a_request_cannot_forge_a_log_line(
+    client: httpx.AsyncClient, all_logs: pytest.LogCaptureFixture, formatter: str
+) -> None:
+    await client.get("/api/v1/x%0d%0a" + FORGED.replace('"', "%22"))
+    await client.post("/api/v1/auth/login", json={"username": "a\r\n" + FORGED, "password": "x"})
+    records = all_logs.records
+    assert any("forged" in r.getMessage() or "forged" in str(r.__dict__) for r in records)
+    if formatter == "json":
+        lines = [line for text in ecs_lines(records) for line in text.splitlines()]
+        assert all(json.loads(line)["message"] != "forged" for line in lines)
+    else:
+        console = ConsoleFormatter()
+        lines = [line for r in records for line in console.format(r).splitlines()]
+        assert not any(line.startswith(FORGED) for line in lines)
+        assert all("\r" not in line for line in lines)
+
+
+async def test_a_full_scenario_logs_no_secret(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    body = "the-secret-message-body-7f3a"
+    file_name = "secret-file-name-91c2.txt"
+    new_password = "Brand-New-Password-5521"
+    response = await client.post(
+        "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD}
+    )
+    token = response.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    room = await client.post(
+        "/api/v1/rooms",
+        json={"kind": "group", "name": "plans", "member_ids": [bob.id]},
+        headers=headers,
+    )
+    room_id = room.json()["id"]
+    sent = await client.post(
+        f"/api/v1/rooms/{room_id}/messages", json={"content": body}, headers=headers
+    )
+    assert sent.status_code == 201, sent.text
+    upload = await client.post(
+        f"/api/v1/rooms/{room_id}/attachments",
+        files={"file": (file_name, b"contents")},
+        headers=headers,
+    )
+    assert upload.status_code == 201, upload.text
+    await client.post(
+        "/api/v1/auth/login", json={"username": "bob", "password": "wrong-" + PASSWORD}
+    )
+    changed = await client.post(
+        "/api/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=headers,
+    )
+    assert changed.status_code == 200, changed.text
+    await client.post("/api/v1/auth/logout", headers=headers)
+    text = "\n".join(ecs_lines(all_logs.records))
+    console = ConsoleFormatter()
+    text += "\n".join(console.format(r) for r in all_logs.records)
+    assert len(all_logs.records) >= 8
+    for secret in (PASSWORD, new_password, token, body, file_name):
+        assert secret not in text, secret

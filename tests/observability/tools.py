@@ -1,0 +1,34 @@
+"""The Prometheus tools from Debian's packages (installed by scripts/monitoring)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests import support
+
+REPO = Path(__file__).resolve().parents[2]
+MONITORING = REPO / "deploy" / "monitoring"
+TOOL_PATHS = {
+    "promtool": "promtool",
+    "amtool": "amtool",
+    "prometheus": "prometheus",
+    "node_exporter": "prometheus-node-exporter",
+}
+
+
+def tool(name: str) -> str:
+    """The path of a tool; skipped locally, failed in CI, when it is not installed."""
+    found = shutil.which(TOOL_PATHS[name])
+    if found is None:
+        support.service_missing(name, FileNotFoundError("install it with scripts/monitoring"))
+    assert found is not None
+    return found
+
+
+def run_tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a tool to completion and return its result (output captured)."""
+    return subprocess.run(  # noqa: S603 - Debian's tools, fixed arguments
+        [tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
