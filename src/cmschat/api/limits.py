@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cmschat.jsonshape import shape_problem
+
 MAX_JSON_DEPTH = 32
 """Deeper than any body of the API (the deepest is 3); a WebSocket frame may reuse it."""
 MAX_JSON_MEMBERS = 1000
@@ -29,7 +31,6 @@ MAX_JSON_MEMBERS = 1000
 
 # The one route whose body is a file: it has its own streaming limit.
 UNLIMITED_ROUTES = re.compile(r"/api/v1/rooms/[^/]+/attachments")
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*+"|[\[\]{}:]|"')
 
 
 class BodyTooLarge(HTTPException):
@@ -44,31 +45,8 @@ class BodyTooLarge(HTTPException):
 
 
 def json_shape_problem(body: bytes | str) -> str | None:
-    """Why this JSON text is too deep or has too many keys, or None.
-
-    Linear in the length and cheap for ordinary bodies: the exact scan only runs when
-    the counts of brackets or colons could break a limit. Malformed text is left to the
-    parser, which reports it properly.
-    """
-    raw = body.encode() if isinstance(body, str) else body
-    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH and raw.count(b":") <= MAX_JSON_MEMBERS:
-        return None
-    depth = members = 0
-    for match in _JSON_TOKENS.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-        elif token in (b"]", b"}"):
-            depth -= 1
-        elif token == b":":
-            members += 1
-            if members > MAX_JSON_MEMBERS:
-                return f"JSON with more than {MAX_JSON_MEMBERS} keys"
-        elif token == b'"':
-            return None  # a string that never ends: malformed, the parser says so
-    return None
+    """Why this JSON body is too deep or has too many keys for the API, or None."""
+    return shape_problem(body, max_depth=MAX_JSON_DEPTH, max_members=MAX_JSON_MEMBERS)
 
 
 def _error_body(code: str, message: str) -> bytes:

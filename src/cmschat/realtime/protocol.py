@@ -7,7 +7,6 @@ recipient gets.
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -15,13 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from cmschat.chat.events import Published
 from cmschat.chat.schemas import AttachmentIds, ClientId
 from cmschat.errors import CmschatError, RateLimited
+from cmschat.jsonshape import shape_problem
 from cmschat.realtime.broker import Envelope
 
 RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MAX_NESTING = 8
 """Arrays/objects inside each other in a client frame; real frames need 2."""
-# A JSON string (skipped whole, so brackets inside text do not count) or a bracket.
-_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 class ClientFrame(BaseModel):
@@ -81,18 +79,7 @@ AUTH = TypeAdapter(AuthFrame)
 
 def too_deep(text: str, limit: int = MAX_NESTING) -> bool:
     """Whether JSON text nests deeper than ``limit``: checked before any (recursive) parse."""
-    if text.count("[") + text.count("{") <= limit:
-        return False  # the common case, at C speed
-    depth = 0
-    for match in _STRUCTURE.finditer(text):
-        piece = match.group()
-        if piece in ("[", "{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif piece in ("]", "}"):
-            depth -= 1
-    return False
+    return shape_problem(text, max_depth=limit) is not None
 
 
 def dumps(frame: dict[str, Any]) -> str:
