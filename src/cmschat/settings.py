@@ -182,7 +182,8 @@ class Settings(BaseSettings):
     """Largest request body outside uploads (which have their own limit); 413 above it."""
     hsts_max_age: int = Field(default=31_536_000, ge=0, le=2 * 31_536_000)
     """Strict-Transport-Security on HTTPS requests (direct, or from a trusted proxy); 0: off."""
-    hsts_include_subdomains: bool = False
+    hsts_include_subdomains: bool = True
+    """Subdomains of the chat host are covered too (ASVS level 2); off only if one lacks TLS."""
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.auto

@@ -44,16 +44,16 @@ async def test_hsts_only_when_a_trusted_proxy_says_https(
 ) -> None:
     https = {"X-Forwarded-Proto": "https"}
     async with client_of(settings, clock, trusted_proxies=[PROXY]) as behind_proxy:
-        assert await hsts(behind_proxy, **https) == "max-age=31536000"
+        assert await hsts(behind_proxy, **https) == "max-age=31536000; includeSubDomains"
         assert await hsts(behind_proxy) is None  # plain http through the proxy
     async with client_of(settings, clock, trusted_proxies=["192.0.2.1"]) as untrusted:
         assert await hsts(untrusted, **https) is None  # anyone can send the header
     async with client_of(settings, clock) as no_proxy:
         assert await hsts(no_proxy, **https) is None
     async with client_of(
-        settings, clock, trusted_proxies=[PROXY], hsts_include_subdomains=True
-    ) as subdomains:
-        assert await hsts(subdomains, **https) == "max-age=31536000; includeSubDomains"
+        settings, clock, trusted_proxies=[PROXY], hsts_include_subdomains=False
+    ) as host_only:
+        assert await hsts(host_only, **https) == "max-age=31536000"
     async with client_of(settings, clock, trusted_proxies=[PROXY], hsts_max_age=0) as off:
         assert await hsts(off, **https) is None
 
@@ -65,7 +65,7 @@ async def test_hsts_when_the_server_itself_speaks_https(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://chat.example") as http:
-            assert await hsts(http) == "max-age=31536000"
+            assert await hsts(http) == "max-age=31536000; includeSubDomains"
 
 
 async def test_a_client_request_id_is_kept_beside_the_servers_never_instead(
