@@ -1,30 +1,25 @@
-"""The ``cmschat`` command: serve, migrate and account set-up; operations commands live in
-``cli_operations``, what all commands share in ``cli_support``."""
+"""The ``cmschat`` command: serve and migrate; account commands live in ``cli_users``,
+operations commands in ``cli_operations``, what all commands share in ``cli_support``."""
 
 from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 import uvicorn
-from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 
 from cmschat.accounts import service as accounts
-from cmschat.accounts.models import Role
 from cmschat.cli_operations import audit_app, retention_app
-from cmschat.cli_support import fail, operator_errors, run
+from cmschat.cli_support import operator_errors, run
+from cmschat.cli_users import user_app
 from cmschat.clock import SystemClock
-from cmschat.db.actors import SYSTEM_CLI, SYSTEM_SETUP
+from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.realtime.broker import RedisBroker
-from cmschat.realtime.publish import publish_after_commit
 from cmschat.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -33,7 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
@@ -133,127 +127,6 @@ def migrate() -> None:
     settings = load_settings()
     run(_migrate(settings))
     typer.echo("cmschat: database is up to date")
-
-
-async def _create_user(
-    settings: Settings,
-    *,
-    username: str,
-    role: Role,
-    password: str,
-    display_name: str | None,
-    must_change: bool,
-) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        await run_migrations(engine)  # scripted set-up may come before the first serve
-        db = Database(engine, SystemClock())
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            await accounts.create_user(
-                session,
-                username=username,
-                password=password,
-                role=role,
-                display_name=display_name,
-                must_change_password=must_change,
-                bcrypt_rounds=settings.auth.bcrypt_rounds,
-                clock=db.clock,
-            )
-    finally:
-        await engine.dispose()
-
-
-@user_app.command("create")
-@operator_errors
-def user_create(
-    username: Annotated[str, typer.Argument(help="sign-in name (3-32 of a-z 0-9 . _ -)")],
-    role: Annotated[Role, typer.Option(help="member, agent or admin")] = Role.member,
-    password_stdin: Annotated[
-        bool,
-        typer.Option("--password-stdin", help="read the password from the first line of stdin"),
-    ] = False,
-    display_name: Annotated[str | None, typer.Option(help="name shown to others")] = None,
-) -> None:
-    """Create an account; without --password-stdin a one-time password is generated and shown."""
-    settings = load_settings()
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise fail("no password on stdin")
-    else:
-        password = accounts.generate_password()
-    run(
-        _create_user(
-            settings,
-            username=username,
-            role=role,
-            password=password,
-            display_name=display_name,
-            must_change=not password_stdin,
-        )
-    )
-    typer.echo(f"cmschat: created {role.value} {accounts.normalise_username(username)!r}")
-    if not password_stdin:
-        typer.echo(f"  one-time password: {password} (must be changed at first sign-in)")
-
-
-def _require_database(settings: Settings) -> None:
-    """Refuse (one line) to act on an embedded database that does not exist yet."""
-    url = make_url(settings.database_url)
-    path = url.database
-    if (
-        url.get_backend_name() == "sqlite"
-        and path
-        and path != ":memory:"
-        and not Path(path).exists()
-    ):
-        raise fail(f"no database at {path} (run cmschat serve or migrate first)")
-
-
-async def _set_active(settings: Settings, *, username: str, active: bool) -> None:
-    engine = create_engine(settings.database_url)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    try:
-        db = Database(engine, SystemClock())
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            user = await accounts.get_user_by_name(session, username=username)
-            _, events = await accounts.update_user(
-                session,
-                acting_user=None,
-                user_id=user.id,
-                changes={"is_active": active},
-                clock=db.clock,
-            )
-            # With Redis, running servers close the user's sockets at once; without it
-            # (one embedded instance) their periodic session check does, within
-            # CMSCHAT_REALTIME__SESSION_CHECK_SECONDS.
-            if redis is not None:
-                broker = RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
-                publish_after_commit(session, broker, events)
-    finally:
-        if redis is not None:
-            await redis.aclose()
-        await engine.dispose()
-
-
-@user_app.command("disable")
-@operator_errors
-def user_disable(username: Annotated[str, typer.Argument(help="sign-in name")]) -> None:
-    """Disable an account: it cannot sign in, and every session (and open socket) ends."""
-    settings = load_settings()
-    _require_database(settings)
-    run(_set_active(settings, username=username, active=False))
-    typer.echo(f"cmschat: disabled {accounts.normalise_username(username)!r}")
-
-
-@user_app.command("enable")
-@operator_errors
-def user_enable(username: Annotated[str, typer.Argument(help="sign-in name")]) -> None:
-    """Enable a disabled account again (it signs in anew)."""
-    settings = load_settings()
-    _require_database(settings)
-    run(_set_active(settings, username=username, active=True))
-    typer.echo(f"cmschat: enabled {accounts.normalise_username(username)!r}")
 
 
 def main() -> None:

@@ -240,7 +240,7 @@ def _audit_user_changes(
 async def reset_password(
     session: AsyncSession,
     *,
-    acting_user: User,
+    acting_user: User | None,
     user_id: int,
     password: str | None,
     bcrypt_rounds: int,
@@ -248,9 +248,10 @@ async def reset_password(
 ) -> tuple[User, str | None, list[Published]]:
     """Set a one-time password (given or generated); the user must change it at next login.
 
-    Every session of the user ends; the event closes their open sockets.
+    Every session of the user ends; the event closes their open sockets. ``acting_user`` is
+    the admin, or None for an operator (CLI).
     """
-    if user_id == acting_user.id:
+    if acting_user is not None and user_id == acting_user.id:
         raise Conflict(
             "change your own password with POST /api/v1/me/password", code="self_lockout"
         )
