@@ -14,6 +14,7 @@ import uvicorn
 
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
+from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_support import fail, operator_errors, run
 from cmschat.clock import SystemClock
@@ -32,6 +33,7 @@ user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
+app.add_typer(backup_app, name="backup")
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
