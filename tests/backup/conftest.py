@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from cmschat.attachments.storage import Storage
+from cmschat.attachments.storage import LocalStorage, Storage
 from cmschat.backup import service
+from cmschat.backup.crypto import IDENTITY_NAME, generate_identity
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.session import create_engine
 from cmschat.settings import Settings
+from tests import support
 from tests.support import NamedUser
 
 PDF = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -36,8 +40,41 @@ def toolkit(settings: Settings, storage: Storage, clock: FakeClock) -> service.T
 
 @pytest.fixture
 def kit(context: AppContext, clock: FakeClock) -> service.Toolkit:
-    """The running app's backup toolkit."""
-    return toolkit(context.settings, context.storage, clock)
+    """The running app's backup toolkit; on MariaDB with a configured key pair."""
+    settings = context.settings
+    if not settings.is_sqlite:
+        key = settings.data_dir / IDENTITY_NAME
+        public = generate_identity(key)
+        settings.backup = settings.backup.model_copy(
+            update={"recipients": [public], "identity_file": key}
+        )
+    return toolkit(settings, context.storage, clock)
+
+
+@pytest.fixture
+async def elsewhere(
+    context: AppContext, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[service.Toolkit]:
+    """An empty database and store "on another machine", same backup target and key."""
+    settings = context.settings
+    if settings.is_sqlite:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'elsewhere' / 'cmschat.db'}"
+    else:
+        url = await support.create_mariadb_database()
+    other = settings.model_copy(
+        update={
+            "database_url": url,
+            "data_dir": tmp_path / "elsewhere",
+            "backup": settings.backup.model_copy(
+                update={"identity_file": settings.data_dir / IDENTITY_NAME}
+            ),
+        }
+    )
+    try:
+        yield toolkit(other, LocalStorage(tmp_path / "elsewhere" / "files"), clock)
+    finally:
+        if not settings.is_sqlite:
+            await support.drop_mariadb_database(url)
 
 
 @dataclass

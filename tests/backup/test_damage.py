@@ -7,15 +7,12 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from cmschat.attachments.storage import LocalStorage
+from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import service
 from cmschat.backup.crypto import IDENTITY_NAME, BackupCorrupt
 from cmschat.backup.restore import restore_backup, verify_backup
-from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from tests.backup.conftest import Chat, sqlite_only, toolkit
-
-pytestmark = sqlite_only()
+from tests.backup.conftest import Chat, sqlite_only
 
 
 def _flip(path: Path) -> None:
@@ -41,8 +38,7 @@ async def test_damage_stops_verify_and_restore_with_one_clear_line(
     context: AppContext,
     chat: Chat,
     kit: service.Toolkit,
-    clock: FakeClock,
-    tmp_path: Path,
+    elsewhere: service.Toolkit,
     damage: object,
     needle: str,
 ) -> None:
@@ -63,19 +59,14 @@ async def test_damage_stops_verify_and_restore_with_one_clear_line(
     assert needle in message and "\n" not in message
     assert "AGE-SECRET-KEY" not in message and secret.split()[-1] not in message
 
-    # Restoring elsewhere fails the same way and leaves no database behind.
-    target = tmp_path / "elsewhere" / "cmschat.db"
-    settings = context.settings.model_copy(
-        update={"database_url": f"sqlite+aiosqlite:///{target}", "data_dir": target.parent}
-    )
-    settings.backup = settings.backup.model_copy(update={"identity_file": key})
-    other = toolkit(settings, LocalStorage(target.parent / "files"), clock)
+    # Restoring elsewhere fails the same way and leaves an empty database behind.
     with pytest.raises(BackupCorrupt, match=needle):
-        await restore_backup(kit=other, backup_id=manifest.id, force=False)
-    assert not target.exists()
-    assert [p.name for p in target.parent.iterdir() if p.suffix or p.name.startswith(".")] == []
+        await restore_backup(kit=elsewhere, backup_id=manifest.id, force=False)
+    assert not await in_thread(elsewhere.engine.in_use)
+    assert not [p for p in elsewhere.settings.data_dir.glob(".*")]
 
 
+@sqlite_only()
 async def test_a_damaged_file_archive_leaves_the_old_database_in_place(
     context: AppContext, chat: Chat, kit: service.Toolkit
 ) -> None:

@@ -12,10 +12,8 @@ from cmschat.backup.drill import last_drill, run_drill
 from cmschat.backup.manifest import Manifest
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from tests.backup.conftest import Chat, sqlite_only
+from tests.backup.conftest import Chat
 from tests.support import audit_events
-
-pytestmark = sqlite_only()
 
 
 async def test_a_drill_restores_checks_and_reports_rto_and_rpo(
