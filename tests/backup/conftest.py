@@ -38,17 +38,21 @@ def toolkit(settings: Settings, storage: Storage, clock: FakeClock) -> service.T
     )
 
 
-@pytest.fixture
-def kit(context: AppContext, clock: FakeClock) -> service.Toolkit:
-    """The running app's backup toolkit; on MariaDB with a configured key pair."""
-    settings = context.settings
+def configure_key(settings: Settings) -> None:
+    """On MariaDB, where recipients are required: a key pair in the data dir, configured."""
     if not settings.is_sqlite:
         key = settings.data_dir / IDENTITY_NAME
         public = generate_identity(key)
         settings.backup = settings.backup.model_copy(
             update={"recipients": [public], "identity_file": key}
         )
-    return toolkit(settings, context.storage, clock)
+
+
+@pytest.fixture
+def kit(context: AppContext, clock: FakeClock) -> service.Toolkit:
+    """The running app's backup toolkit; on MariaDB with a configured key pair."""
+    configure_key(context.settings)
+    return toolkit(context.settings, context.storage, clock)
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from cmschat.attachments.storage import LocalStorage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.audit import chain
@@ -108,7 +110,13 @@ async def _check_restored(
         await restored.dispose()
 
 
-async def run_drill(*, kit: Toolkit, db: Database, backup_id: str | None = None) -> DrillReport:
+async def run_drill(
+    *,
+    kit: Toolkit,
+    db: Database,
+    backup_id: str | None = None,
+    session: AsyncSession | None = None,
+) -> DrillReport:
     """Restore a backup (the newest by default) into scratch space and check it."""
     manifest = (
         await load_manifest(kit=kit, backup_id=backup_id) if backup_id else await newest(kit=kit)
@@ -169,6 +177,7 @@ async def run_drill(*, kit: Toolkit, db: Database, backup_id: str | None = None)
             "rpo_seconds": report.rpo_seconds,
             "failed": [check.name for check in report.checks if not check.ok],
         },
+        session=session,
     )
     return report
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 import cmschat
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
@@ -85,19 +87,35 @@ def staging(settings: Settings) -> Iterator[Path]:
 
 
 async def record(
-    db: Database, *, action: str, target_id: str | None, changes: dict[str, object]
+    db: Database,
+    *,
+    action: str,
+    target_id: str | None,
+    changes: dict[str, object],
+    session: AsyncSession | None = None,
 ) -> None:
-    """One audit event for a backup operation, and the same as a JSON log line."""
-    async with db.unit_of_work(SYSTEM_BACKUP) as session:
+    """One audit event for a backup operation, and the same as a JSON log line.
+
+    ``session``: the caller's unit of work (a console request, audited as its admin);
+    otherwise one of its own, as the system.
+    """
+    if session is not None:
         audit.record(
             session, action=action, target_type="backup", target_id=target_id, changes=changes
         )
+    else:
+        async with db.unit_of_work(SYSTEM_BACKUP) as own:
+            audit.record(
+                own, action=action, target_type="backup", target_id=target_id, changes=changes
+            )
     log.info(
         "%s %s", action, target_id or "", extra={"event.action": action, "backup.id": target_id}
     )
 
 
-async def run_backup(*, kit: Toolkit, db: Database, kind: str) -> tuple[Manifest, Recipients]:
+async def run_backup(
+    *, kit: Toolkit, db: Database, kind: str, session: AsyncSession | None = None
+) -> tuple[Manifest, Recipients]:
     """Make one encrypted backup into the target; returns its manifest."""
     if kind == "incremental":
         if kit.engine.kind == "sqlite":
@@ -148,6 +166,7 @@ async def run_backup(*, kit: Toolkit, db: Database, kind: str) -> tuple[Manifest
             "files_missing": len(archived.missing),
             "duration_seconds": manifest.duration_seconds,
         },
+        session=session,
     )
     return manifest, recipients
 
