@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
@@ -120,14 +121,33 @@ def backup_restore(
     force: Annotated[
         bool, typer.Option("--force", help="replace a database that is not empty")
     ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="replay an incremental chain up to this moment (ISO 8601; UTC if no offset)"
+        ),
+    ] = None,
 ) -> None:
     """Restore a backup into the configured database and file store (stop cmschat first)."""
     kit = _toolkit(load_settings())
-    restored: Restored = run(restore_backup(kit=kit, backup_id=backup_id, force=force))
+    moment = _moment(until) if until is not None else None
+    restored: Restored = run(
+        restore_backup(kit=kit, backup_id=backup_id, force=force, until=moment)
+    )
     typer.echo(
         f"cmschat: restored backup {restored.manifest.id} ({restored.files} files) "
         f"in {restored.seconds:.1f} s"
     )
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CmschatError(
+            f"--until: {value!r} is not a time like 2026-03-01T14:30:00+09:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @backup_app.command("prune")

@@ -14,7 +14,7 @@ from cmschat.backup.crypto import IDENTITY_NAME
 from cmschat.backup.restore import restore_backup, verify_backup
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
-from cmschat.errors import Conflict
+from cmschat.errors import Conflict, Invalid
 from tests.backup.conftest import Chat, snapshot_files, snapshot_rows, sqlite_only
 from tests.support import audit_events
 
@@ -88,3 +88,12 @@ async def test_files_erased_after_the_backup_stay_restorable(
         await context.storage.delete(key)
     await restore_backup(kit=elsewhere, backup_id=manifest.id, force=False)
     assert await snapshot_files(elsewhere.settings.database_url, elsewhere.storage) == files
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_incremental_names_the_setting_where_binary_logging_is_off(
+    context: AppContext, kit: service.Toolkit
+) -> None:
+    with pytest.raises(Invalid, match="log_bin=ON") as refused:
+        await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert "binlog_format=ROW" in refused.value.message

@@ -28,7 +28,7 @@ from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.errors import CmschatError
+from cmschat.errors import CmschatError, Invalid
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,15 @@ async def run_drill(
     session: AsyncSession | None = None,
 ) -> DrillReport:
     """Restore a backup (the newest by default) into scratch space and check it."""
+    # Full backups only: an incremental's binary log names the live database, and
+    # replaying it into a scratch copy would change the live one.
     manifest = (
-        await load_manifest(kit=kit, backup_id=backup_id) if backup_id else await newest(kit=kit)
+        await load_manifest(kit=kit, backup_id=backup_id)
+        if backup_id
+        else await newest(kit=kit, kind="full")
     )
+    if manifest.kind != "full":
+        raise Invalid(f"a drill restores a full backup; {manifest.id} is incremental")
     ran_at = kit.clock.now()
     checks: list[Check] = []
     started = time.monotonic()

@@ -61,7 +61,7 @@ class MariadbEngine:
         }
 
     @contextlib.contextmanager
-    def _defaults(self) -> Iterator[str]:
+    def defaults(self) -> Iterator[str]:
         """A 0600 option file with the connection settings, removed afterwards."""
         fd, name = tempfile.mkstemp(prefix="cmschat-my-", suffix=".cnf")
         try:
@@ -74,8 +74,9 @@ class MariadbEngine:
         finally:
             os.unlink(name)
 
-    def _sql(self, statement: str, database: str | None = None) -> list[list[str]]:
-        with self._defaults() as defaults:
+    def sql(self, statement: str, database: str | None = None) -> list[list[str]]:
+        """Run statements with the mariadb client; the rows of the last one, as text."""
+        with self.defaults() as defaults:
             result = subprocess.run(  # noqa: S603 - fixed client, our own statements
                 ["mariadb", defaults, "-N", "-B", database or self.database],  # noqa: S607
                 input=statement,
@@ -84,7 +85,7 @@ class MariadbEngine:
                 check=False,
             )
         if result.returncode != 0:
-            raise CmschatError(f"backup: mariadb: {_last_line(result.stderr)}")
+            raise CmschatError(f"backup: mariadb: {last_line(result.stderr)}")
         return [line.split("\t") for line in result.stdout.splitlines()]
 
     async def _on_database(self, work: Any) -> Any:
@@ -97,7 +98,7 @@ class MariadbEngine:
 
     def exists(self) -> bool:
         """True if the database exists and has cmschat's schema."""
-        names = self._sql("SHOW TABLES LIKE 'alembic_version'")
+        names = self.sql("SHOW TABLES LIKE 'alembic_version'")
         return bool(names)
 
     def in_use(self) -> bool:
@@ -107,16 +108,16 @@ class MariadbEngine:
     def scratch(self, directory: Path) -> MariadbEngine:
         """A new, empty database on the same server."""
         name = f"{self.database[:40]}_drill_{secrets.token_hex(4)}"
-        self._sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        self.sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         url = make_url(self.url).set(database=name)
         return MariadbEngine(url.render_as_string(hide_password=False))
 
     def drop(self) -> None:
         """Drop this (scratch) database."""
-        self._sql(f"DROP DATABASE IF EXISTS `{self.database}`", database="mysql")
+        self.sql(f"DROP DATABASE IF EXISTS `{self.database}`", database="mysql")
 
     def _binlog_on(self) -> bool:
-        return self._sql("SELECT @@log_bin")[0][0] == "1"
+        return self.sql("SELECT @@log_bin")[0][0] == "1"
 
     def snapshot(self, staging: Path, recipients: list[str]) -> tuple[Sealed, Facts]:
         """Dump, scan and seal in one pass."""
@@ -124,7 +125,7 @@ class MariadbEngine:
         if self._binlog_on():
             options.append("--master-data=2")
         errors = staging / "dump.err"
-        with self._defaults() as defaults, errors.open("w") as error_log:
+        with self.defaults() as defaults, errors.open("w") as error_log:
             process = subprocess.Popen(  # noqa: S603 - fixed client and options
                 ["mariadb-dump", defaults, *options, self.database],  # noqa: S607
                 stdout=subprocess.PIPE,
@@ -139,12 +140,12 @@ class MariadbEngine:
                 process.stdout.close()
                 status = process.wait()
         if status != 0 or not scanner.complete:
-            raise CmschatError(f"backup: mariadb-dump failed: {_last_line(errors.read_text())}")
+            raise CmschatError(f"backup: mariadb-dump failed: {last_line(errors.read_text())}")
         return sealed, scanner.facts()
 
     def _load(self, source: Path, identity: Any, expected: Sealed, database: str) -> None:
         errors = source.with_suffix(".err")
-        with self._defaults() as defaults, errors.open("w") as error_log:
+        with self.defaults() as defaults, errors.open("w") as error_log:
             process = subprocess.Popen(  # noqa: S603 - fixed client
                 ["mariadb", defaults, "--binary-mode", database],  # noqa: S607
                 stdin=subprocess.PIPE,
@@ -165,11 +166,11 @@ class MariadbEngine:
                     stdin.close()
             status = process.wait()
         if status != 0:
-            raise CmschatError(f"restore: mariadb: {_last_line(errors.read_text())}")
+            raise CmschatError(f"restore: mariadb: {last_line(errors.read_text())}")
 
     def _tables(self, database: str) -> list[str]:
         query = "SELECT table_name FROM information_schema.tables WHERE table_schema = '%s'"
-        return [row[0] for row in self._sql(query % database, database="mysql")]
+        return [row[0] for row in self.sql(query % database, database="mysql")]
 
     def restore(
         self, source: Path, identity: pyrage.x25519.Identity, expected: Sealed, *, force: bool
@@ -189,10 +190,10 @@ class MariadbEngine:
         # triggers are dropped in the fresh copy and made again on the moved tables.
         triggers = []
         query = "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = '%s'"
-        for (name,) in self._sql(query % fresh, database="mysql"):
-            row = self._sql(f"SHOW CREATE TRIGGER `{name}`", database=fresh)[0]
+        for (name,) in self.sql(query % fresh, database="mysql"):
+            row = self.sql(f"SHOW CREATE TRIGGER `{name}`", database=fresh)[0]
             triggers.append(row[2].replace("\\n", "\n").replace("\\t", "\t"))
-            self._sql(f"DROP TRIGGER `{name}`", database=fresh)
+            self.sql(f"DROP TRIGGER `{name}`", database=fresh)
         old = self._tables(self.database)
         drop = ", ".join(f"`{name}`" for name in old)
         moves = ", ".join(
@@ -202,12 +203,13 @@ class MariadbEngine:
         if old:
             statements.append(f"DROP TABLE {drop}")
         statements.append(f"RENAME TABLE {moves}")
-        self._sql("; ".join(statements))
+        self.sql("; ".join(statements))
         for create in triggers:
             # A trigger body has its own semicolons.
-            self._sql(f"DELIMITER ;;\n{create};;\nDELIMITER ;\n")
+            self.sql(f"DELIMITER ;;\n{create};;\nDELIMITER ;\n")
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-empty line of a client's error output."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "no error message"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,31 @@ async def restore_into(
     return count
 
 
-async def restore_backup(*, kit: Toolkit, backup_id: str, force: bool) -> Restored:
-    """Restore into the configured database and store, migrate, and record it there."""
+async def restore_backup(
+    *, kit: Toolkit, backup_id: str, force: bool, until: datetime | None = None
+) -> Restored:
+    """Restore into the configured database and store, migrate, and record it there.
+
+    An incremental ``backup_id`` restores its chain: the full backup, then each
+    incremental up to it, replayed up to ``until`` if given (a point in time).
+    """
+    from cmschat.backup.incremental import chain_of, check_target, replay_chain
+
     manifest = await load_manifest(kit=kit, backup_id=backup_id)
+    if until is not None and kit.engine.kind == "sqlite":
+        raise Invalid("restore --until needs MariaDB with incremental (binary log) backups")
+    chain = await chain_of(kit=kit, manifest=manifest)
+    if until is not None and until < chain[0].created_at:
+        raise Invalid(
+            f"--until is before the chain's full backup {chain[0].id}; pick an older backup"
+        )
+    check_target(chain[1:], kit.engine)
     started = time.monotonic()
     files = await restore_into(
-        kit=kit, manifest=manifest, engine=kit.engine, storage=kit.storage, force=force
+        kit=kit, manifest=chain[0], engine=kit.engine, storage=kit.storage, force=force
     )
+    if len(chain) > 1:
+        files += await replay_chain(kit=kit, chain=chain[1:], until=until)
     engine = create_engine(kit.settings.database_url)
     try:
         await run_migrations(engine)
@@ -130,7 +149,12 @@ async def restore_backup(*, kit: Toolkit, backup_id: str, force: bool) -> Restor
             Database(engine, kit.clock),
             action="backup.restore",
             target_id=manifest.id,
-            changes={"files": files, "seconds": seconds, "forced": force},
+            changes={
+                "files": files,
+                "seconds": seconds,
+                "forced": force,
+                "until": until.isoformat() if until else None,
+            },
         )
     finally:
         await engine.dispose()

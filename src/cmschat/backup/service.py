@@ -123,7 +123,9 @@ async def run_backup(
                 "incremental backups need MariaDB's binary log; on SQLite run full backups "
                 "(cmschat backup run --kind full)"
             )
-        raise Invalid("incremental backups on MariaDB are not available in this version")
+        from cmschat.backup.incremental import run_incremental
+
+        return await run_incremental(kit=kit, db=db, session=session)
     if kind != "full":
         raise Invalid(f"kind must be full or incremental, not {kind!r}")
     recipients = await in_thread(resolve_recipients, kit.settings)
@@ -223,10 +225,10 @@ async def load_manifest(*, kit: Toolkit, backup_id: str) -> Manifest:
     return Manifest.from_json(text)
 
 
-async def newest(*, kit: Toolkit) -> Manifest:
-    """The newest complete backup; NotFound if there is none."""
+async def newest(*, kit: Toolkit, kind: str | None = None) -> Manifest:
+    """The newest complete backup (of ``kind``); NotFound if there is none."""
     for item in await list_backups(kit=kit):
-        if item.manifest is not None:
+        if item.manifest is not None and kind in (None, item.manifest.kind):
             return item.manifest
     raise NotFound(f"there is no complete backup in {kit.target.where}")
 
