@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from cmschat.backup import service
 from cmschat.backup.schedule import DRILL_JOB, FULL_JOB, BackupSchedule, last_daily, last_weekly
 from cmschat.clock import FakeClock
@@ -50,3 +52,31 @@ async def test_full_backups_and_drills_run_in_their_slots_on_one_leader(
 
     drill = await last_drill(kit=kit)
     assert drill is not None and drill["backup_id"] == backups[0].id and drill["ok"] is True
+
+
+def test_incremental_slots_count_from_local_midnight() -> None:
+    from cmschat.backup.schedule import last_every
+
+    now = datetime(2026, 1, 1, 18, 59, tzinfo=UTC)  # 03:59 in Seoul
+    assert last_every(now, 60, SEOUL) == datetime(2026, 1, 1, 18, 0, tzinfo=UTC)
+    assert last_every(now, 15, SEOUL) == datetime(2026, 1, 1, 18, 45, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_a_failing_scheduled_backup_is_reported_once_per_slot(
+    context: AppContext, kit: service.Toolkit, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule = BackupSchedule(kit, context.db, holder="one")
+    assert await schedule.tick() == []  # the baseline
+    kit.settings.backup.recipients = []
+    clock.advance(days=1)
+    # Recipients missing (full) and binary logging off (incremental): errors an operator
+    # must fix, logged once per slot with the setting to change, not every minute.
+    assert await schedule.tick() == []
+    assert await schedule.tick() == []
+    failed = {
+        r.getMessage() for r in caplog.records if getattr(r, "event.action", "") == "backup.failed"
+    }
+    assert len(failed) == 2
+    assert any("CMSCHAT_BACKUP__RECIPIENTS" in m for m in failed)
+    assert any("log_bin=ON" in m for m in failed)

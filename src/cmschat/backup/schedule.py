@@ -18,11 +18,13 @@ from cmschat.backup.drill import run_drill
 from cmschat.backup.service import Toolkit, run_backup
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.session import Database
+from cmschat.errors import CmschatError
 from cmschat.jobs.lease import Lease, holder_name
 
 log = logging.getLogger(__name__)
 
 FULL_JOB = "backup.full"
+INCREMENTAL_JOB = "backup.incremental"
 DRILL_JOB = "backup.drill"
 LEASE_TTL = timedelta(hours=2)
 """A backup is one long step between renewals: the lease outlives the slowest one."""
@@ -35,6 +37,14 @@ def last_daily(now: datetime, at: time, zone: ZoneInfo) -> datetime:
     if slot > local:
         slot -= timedelta(days=1)
     return slot.astimezone(UTC)
+
+
+def last_every(now: datetime, minutes: int, zone: ZoneInfo) -> datetime:
+    """The most recent slot of a period of ``minutes``, counted from local midnight."""
+    local = now.astimezone(zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = int((local - midnight).total_seconds() // 60)
+    return (midnight + timedelta(minutes=elapsed - elapsed % minutes)).astimezone(UTC)
 
 
 def last_weekly(now: datetime, weekday: int, at: time, zone: ZoneInfo) -> datetime:
@@ -86,7 +96,19 @@ class SlotJob:
             if last is None:
                 completed = True  # the baseline: the first run is the next slot
                 return False
-            await self.work()
+            try:
+                await self.work()
+            except CmschatError as exc:
+                # A setting or state only a person can fix: said once per slot, not
+                # every minute; the metrics show the backups missing meanwhile.
+                log.error(
+                    "%s failed: %s",
+                    self.name,
+                    exc.message,
+                    extra={"event.action": "backup.failed", "event.outcome": "failure"},
+                )
+                completed = True
+                return False
             completed = True
             return True
         finally:
@@ -94,7 +116,7 @@ class SlotJob:
 
 
 class BackupSchedule:
-    """The daily full backup and the weekly drill of one instance."""
+    """The daily full backup, the incrementals (MariaDB) and the weekly drill."""
 
     def __init__(self, kit: Toolkit, db: Database, *, holder: str | None = None) -> None:
         settings = kit.settings.backup
@@ -117,6 +139,19 @@ class BackupSchedule:
                 holder=holder,
             ),
         ]
+
+        if settings.incremental_minutes and kit.engine.kind == "mariadb":
+            self.jobs.insert(
+                1,
+                SlotJob(
+                    db,
+                    name=INCREMENTAL_JOB,
+                    slot=lambda now: last_every(now, settings.incremental_minutes, zone),
+                    work=lambda: run_backup(kit=kit, db=db, kind="incremental"),
+                    kit=kit,
+                    holder=holder,
+                ),
+            )
 
     async def tick(self) -> list[str]:
         """Run whatever is due; returns the names of the jobs that ran."""
