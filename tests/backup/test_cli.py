@@ -91,3 +91,12 @@ def test_mariadb_without_recipients_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(
         cmschat(tmp_path, "backup", "run", env=env), "CMSCHAT_BACKUP__RECIPIENTS", "required"
     )
+
+
+def test_restore_until_takes_an_iso_time(tmp_path: Path) -> None:
+    env = clean_env(**FAST)
+    line = assert_one_line_error(
+        cmschat(tmp_path, "backup", "restore", "20260101T000000Z-full", "--until", "noon", env=env),
+        "--until",
+    )
+    assert "2026-03-01T14:30:00+09:00" in line
