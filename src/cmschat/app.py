@@ -122,6 +122,14 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
         loops.append(
             every(SCHEDULE_CHECK_SECONDS, job.tick, stop, name="retention", run_first=True)
         )
+    if settings.backup.schedule:
+        from cmschat.backup.schedule import BackupSchedule
+        from cmschat.backup.service import Toolkit, engine_for, target_for
+
+        kit = Toolkit(settings, target_for(settings), engine_for(settings), context.storage, clock)
+        loops.append(
+            every(SCHEDULE_CHECK_SECONDS, BackupSchedule(kit, db).tick, stop, name="backups")
+        )
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 

@@ -13,6 +13,7 @@ import typer
 import uvicorn
 
 from cmschat.accounts import service as accounts
+from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_support import operator_errors, run
 from cmschat.cli_users import user_app
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
+app.add_typer(backup_app, name="backup")
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:

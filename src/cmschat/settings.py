@@ -148,6 +148,64 @@ class MetricsSettings(BaseModel):
     """Statements slower than this are counted and logged with their fingerprint."""
 
 
+class BackupSettings(BaseModel):
+    """Encrypted backups: where they go, who can read them, how long they stay, when they run."""
+
+    url: str = ""
+    """file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX; unset: ``backups/`` in the data dir."""
+    recipients: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """age public keys (age1…); unset on SQLite: a key generated into the data dir."""
+    identity_file: Path | None = None
+    """The age private key, read only by verify, restore and drill."""
+    keep_days: int = Field(default=14, ge=1, le=MAX_RETENTION_DAYS)
+    schedule: bool = True
+    """Run full and incremental backups and drills in-process (leader only)."""
+    full_at: time = time(3, 0)
+    """When the daily full backup starts, in ``timezone``."""
+    incremental_minutes: int = Field(default=60, ge=0, le=24 * 60)
+    """Incremental backups (MariaDB with binary logging) this often; 0 turns them off."""
+    drill_weekday: int = Field(default=6, ge=0, le=6)
+    """Day of the weekly restore drill (0 Monday … 6 Sunday), at ``drill_at``."""
+    drill_at: time = time(5, 0)
+    timezone: str = "Asia/Seoul"
+    rto_target_seconds: int = Field(default=2 * 3600, ge=1)
+    rpo_target_seconds: int = Field(default=24 * 3600, ge=1)
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _check_recipients(cls, value: list[str]) -> list[str]:
+        for recipient in value:
+            if not recipient.startswith("age1"):
+                # Never echo the value: a private key pasted here must not reach a log.
+                raise ValueError("each recipient is an age public key starting with age1")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not value.startswith(("file:///", "s3://")):
+            raise ValueError("use file:///absolute/path or s3://bucket/prefix")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name like Asia/Seoul") from None
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of cmschat; see README "Configuration" for each variable."""
 
@@ -193,6 +251,7 @@ class Settings(BaseSettings):
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -239,6 +298,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{(self.data_dir / 'cmschat.db').as_posix()}"
         if not self.storage_url:
             self.storage_url = (self.data_dir / "files").resolve().as_uri()
+        if not self.backup.url:
+            self.backup.url = (self.data_dir / "backups").resolve().as_uri()
 
         if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
             raise ValueError(

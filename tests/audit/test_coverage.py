@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from cmschat.audit import service as audit
 from cmschat.context import AppContext
 from tests.api.test_attachments import multipart
+from tests.backup.conftest import configure_key
 from tests.support import PASSWORD, NamedUser, audit_events
 
 MUTATING = {"post", "put", "patch", "delete"}
@@ -229,6 +230,14 @@ async def delete_canned_reply(s: Scenario) -> httpx.Response:
     return await s.client.delete(f"{V1}/admin/canned-replies/{s.ids['reply']}", headers=s.admin)
 
 
+async def start_backup(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/admin/backups", json={"kind": "full"}, headers=s.admin)
+
+
+async def start_drill(s: Scenario) -> httpx.Response:
+    return await s.client.post(f"{V1}/admin/backups/drill", headers=s.admin)
+
+
 async def moderate(s: Scenario) -> httpx.Response:
     return await s.client.delete(
         f"{V1}/admin/messages/{s.ids['spam']}", params={"reason": "spam"}, headers=s.admin
@@ -266,6 +275,8 @@ STEPS: dict[tuple[str, str], Step] = {
     ("patch", "/admin/canned-replies/{reply_id}"): update_canned_reply,
     ("delete", "/admin/canned-replies/{reply_id}"): delete_canned_reply,
     ("delete", "/admin/messages/{message_id}"): moderate,
+    ("post", "/admin/backups"): start_backup,
+    ("post", "/admin/backups/drill"): start_drill,
 }
 
 
@@ -288,6 +299,7 @@ async def test_every_mutating_operation_leaves_an_audit_event(
     bob: NamedUser,
 ) -> None:
     assert mutating_operations(app) == set(STEPS), "add the new operation to STEPS"
+    configure_key(context.settings)  # backups on MariaDB need a configured key
     scenario = Scenario(
         client=client,
         admin=await admin.login(client),

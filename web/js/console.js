@@ -3,6 +3,7 @@
 // everyone else, and this page does not show itself to them.
 
 import { api, apiBase, loadConfig, token } from "./api.js";
+import { backups } from "./console-backups.js";
 import { currentUser, signOut } from "./auth.js";
 import { $, clear, formatBytes, formatTime, h, trustedHtml } from "./dom.js";
 import { lang, t } from "./i18n.js";
@@ -10,7 +11,7 @@ import { lang, t } from "./i18n.js";
 const PAGES = {
   dashboard: dashboard, users: users, rooms: rooms, moderation: moderation,
   notices: notices, cannedReplies: cannedReplies, retention: retention, audit: audit,
-  backups: comingSoon, monitoring: comingSoon,
+  backups: () => backups(main), monitoring: comingSoon,
 };
 let main;
 

@@ -8,6 +8,7 @@ from cmschat.accounts import admin_api as accounts_admin_api
 from cmschat.accounts import api as accounts_api
 from cmschat.attachments import api as attachments_api
 from cmschat.audit import api as audit_api
+from cmschat.backup import api as backup_api
 from cmschat.chat import api as chat_api
 from cmschat.cms import admin_api as cms_admin_api
 from cmschat.cms.canned_replies import api as canned_replies_api
@@ -27,6 +28,7 @@ def build_api_router() -> APIRouter:
     router.include_router(attachments_api.router)
     router.include_router(audit_api.router)
     router.include_router(retention_api.router)
+    router.include_router(backup_api.router)
     router.include_router(notices_api.router)
     router.include_router(canned_replies_api.router)
     router.include_router(moderation_api.router)

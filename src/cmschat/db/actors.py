@@ -22,6 +22,7 @@ ANONYMOUS = "system:anonymous"
 SYSTEM_ERASER = "system:attachments"
 SYSTEM_AUDIT = "system:audit"
 SYSTEM_RETENTION = "system:retention"
+SYSTEM_BACKUP = "system:backup"
 
 
 def user_actor(user_id: int) -> str:

@@ -1,0 +1,176 @@
+"""Incremental backups (MariaDB binary logs) and restoring a chain to a point in time.
+
+An incremental holds the binary-log events since the previous backup of its chain and
+the files uploaded since; ``restore --until TIME`` restores the chain's full backup, then
+replays the incrementals in order, stopping before the first transaction after TIME.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from functools import partial
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import cmschat
+from cmschat.attachments.storage.base import in_thread
+from cmschat.backup import binlog, metrics
+from cmschat.backup.crypto import open_sealed
+from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
+from cmschat.backup.files import archive_files, unpack_files
+from cmschat.backup.keys import Recipients, resolve_recipients, restore_identity
+from cmschat.backup.manifest import MANIFEST_NAME, Artifact, FileEntry, Manifest, new_id
+from cmschat.backup.mariadb import MariadbEngine
+from cmschat.backup.service import Toolkit, fetch, list_backups, load_manifest, record, staging
+from cmschat.db.session import Database
+from cmschat.errors import Invalid
+
+
+async def chain_of(*, kit: Toolkit, manifest: Manifest) -> list[Manifest]:
+    """The full backup an incremental builds on, then each incremental up to it, in order."""
+    chain = [manifest]
+    while chain[0].kind == "incremental":
+        if chain[0].base_id is None:
+            raise Invalid(f"incremental backup {chain[0].id} names no base backup")
+        chain.insert(0, await load_manifest(kit=kit, backup_id=chain[0].base_id))
+    return chain
+
+
+async def _current_files(db: Database) -> list[FileEntry]:
+    async with db.engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT storage_key, size, sha256 FROM attachments "
+                "WHERE state = 'ready' ORDER BY id"
+            )
+        )
+        return [FileEntry(str(key), int(size), str(sha)) for key, size, sha in rows]
+
+
+async def run_incremental(
+    *, kit: Toolkit, db: Database, session: AsyncSession | None = None
+) -> tuple[Manifest, Recipients]:
+    """The binary log since the newest backup, and the files uploaded since."""
+    engine = kit.engine
+    assert isinstance(engine, MariadbEngine)  # noqa: S101 - SQLite is refused before
+    end = await in_thread(binlog.status, engine)
+    end["database"] = engine.database
+    base = next(
+        (b.manifest for b in await list_backups(kit=kit) if b.manifest and b.manifest.binlog),
+        None,
+    )
+    if base is None or base.binlog is None:
+        raise Invalid("no backup to build on: make a full backup with binary logging on first")
+    recipients = await in_thread(resolve_recipients, kit.settings)
+    started, clock_start = kit.clock.now(), time.monotonic()
+    backup_id = new_id(started, "incremental")
+    kept = {entry.key for m in await chain_of(kit=kit, manifest=base) for entry in m.files}
+    new_files = [entry for entry in await _current_files(db) if entry.key not in kept]
+    with staging(kit.settings) as scratch:
+        sealed = await in_thread(binlog.extract, engine, scratch, base.binlog, end, recipients.keys)
+        archived = await archive_files(
+            kit.storage, new_files, scratch / FILES_ARTIFACT, recipients.keys
+        )
+        for name in (binlog.ARTIFACT, FILES_ARTIFACT):
+            await in_thread(kit.target.put_file, f"{backup_id}/{name}", scratch / name)
+    manifest = Manifest(
+        id=backup_id,
+        kind="incremental",
+        created_at=started,
+        cmschat_version=cmschat.__version__,
+        database_kind=engine.kind,
+        alembic_revision=base.alembic_revision,
+        artifacts=[
+            Artifact.of(binlog.ARTIFACT, sealed),
+            Artifact.of(FILES_ARTIFACT, archived.sealed),
+        ],
+        files=archived.files,
+        binlog=end,
+        base_id=base.id,
+        duration_seconds=round(time.monotonic() - clock_start, 3),
+    )
+    await in_thread(kit.target.put_text, f"{backup_id}/{MANIFEST_NAME}", manifest.to_json())
+    metrics.backup_done(manifest)
+    await record(
+        db,
+        action="backup.run",
+        target_id=backup_id,
+        changes={"kind": "incremental", "base": base.id, "size": manifest.size},
+        session=session,
+    )
+    return manifest, recipients
+
+
+def check_target(chain: list[Manifest], engine: object) -> None:
+    """Invalid unless the incrementals can be replayed into ``engine``'s database."""
+    if not chain:
+        return
+    if not isinstance(engine, MariadbEngine):
+        raise Invalid("incremental backups restore on MariaDB only")
+    for manifest in chain:
+        made_on = (manifest.binlog or {}).get("database")
+        if made_on != engine.database:
+            # The binary log names its database in every event: replayed elsewhere it
+            # would change that database, not this one.
+            raise Invalid(
+                f"incremental backup {manifest.id} replays into the database {made_on!r} "
+                f"it was made from, not {engine.database!r}: restore into a database of "
+                "that name"
+            )
+
+
+async def replay_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime | None) -> int:
+    """After the full backup is restored: the incrementals' files and transactions.
+
+    Every artifact is checked before the first transaction is replayed, so damage found
+    late cannot leave a half-replayed database. Returns the files restored.
+    """
+    engine = kit.engine
+    assert isinstance(engine, MariadbEngine)  # noqa: S101 - chains exist on MariaDB only
+    check_target(chain, engine)
+    identity = await in_thread(restore_identity, kit.settings)
+    files = 0
+    with staging(kit.settings) as scratch:
+        for manifest in chain:
+            folder = scratch / manifest.id
+            folder.mkdir()
+            await fetch(kit=kit, manifest=manifest, into=folder)
+            log_artifact = manifest.artifact(binlog.ARTIFACT)
+            assert log_artifact is not None  # noqa: S101 - written by run_incremental
+            await in_thread(_check, folder / binlog.ARTIFACT, identity, log_artifact)
+        for manifest in chain:
+            folder = scratch / manifest.id
+            archive = manifest.artifact(FILES_ARTIFACT)
+            if archive is not None and manifest.files:
+                files += await unpack_files(
+                    folder / FILES_ARTIFACT,
+                    folder,
+                    kit.storage,
+                    identity,
+                    expected=archive.sealed(),
+                    entries=manifest.files,
+                )
+            log_artifact = manifest.artifact(binlog.ARTIFACT)
+            assert log_artifact is not None  # noqa: S101
+            step = partial(
+                binlog.replay,
+                engine,
+                folder / binlog.ARTIFACT,
+                identity,
+                log_artifact.sealed(),
+                until=until,
+            )
+            if await in_thread(step):
+                break
+    return files
+
+
+def _check(path: object, identity: object, artifact: Artifact) -> None:
+    class Discard:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+    with open(str(path), "rb") as reader:
+        open_sealed(reader, Discard(), identity, name=binlog.ARTIFACT, expected=artifact.sealed())

@@ -1,0 +1,125 @@
+"""Incremental backups and point-in-time restore on a MariaDB with binary logging."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from cmschat.attachments.storage.base import in_thread
+from cmschat.backup import service
+from cmschat.backup.drill import run_drill
+from cmschat.backup.restore import restore_backup
+from cmschat.context import AppContext
+from cmschat.db.migrate import run_migrations
+from cmschat.db.session import create_engine
+from cmschat.errors import Invalid
+from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
+from tests.backup.conftest import Chat, snapshot_files, snapshot_rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def database_url(binlog_server: str) -> AsyncIterator[str]:  # noqa: F811
+    """A migrated database on the binary-logging server (replaces the suite's two)."""
+    name = f"cmschat_pitr_{secrets.token_hex(4)}"
+    admin = create_engine(binlog_server + "/")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(
+                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            )
+        url = f"{binlog_server}/{name}"
+        engine = create_engine(url)
+        try:
+            await run_migrations(engine)
+        finally:
+            await engine.dispose()
+        yield url
+        async with admin.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        await admin.dispose()
+
+
+async def _next_second(after: datetime) -> None:
+    # Binary-log events carry whole seconds: writes meant to fall after a point in time
+    # must start in a later second than it.
+    remaining = (after + timedelta(seconds=1.05) - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, remaining))
+
+
+async def _lose_everything(context: AppContext, url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+            tables = (await connection.execute(text("SHOW TABLES"))).scalars().all()
+            for table in tables:
+                await connection.execute(text(f"DROP TABLE `{table}`"))
+    finally:
+        await engine.dispose()
+
+
+async def test_restore_to_a_point_between_a_full_and_an_incremental_backup(
+    context: AppContext, chat: Chat, kit: service.Toolkit, elsewhere: service.Toolkit
+) -> None:
+    url = context.settings.database_url
+    await chat.say(3, prefix="before the full backup")
+    await chat.send_file("a")
+    full, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    assert full.binlog is not None and full.binlog["position"] > 0
+
+    await chat.say(2, prefix="between")
+    await chat.send_file("b")
+    expected_rows = await snapshot_rows(url)
+    expected_files = await snapshot_files(url, context.storage)
+    moment = datetime.now(UTC)
+    await _next_second(moment)
+
+    await chat.say(2, prefix="after the point in time")
+    await chat.send_file("c")
+    incremental, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert incremental.base_id == full.id and len(incremental.files) == 2
+    await chat.say(1, prefix="after every backup")
+    # A drill restores the newest full backup (never replays a log into scratch space).
+    drill = await run_drill(kit=kit, db=context.db)
+    assert drill.ok and drill.backup_id == full.id, drill.checks
+    # The log names its database: replaying it into another one is refused up front.
+    with pytest.raises(Invalid, match="replays into the database"):
+        await restore_backup(kit=elsewhere, backup_id=incremental.id, force=False)
+    assert not await in_thread(elsewhere.engine.in_use)
+
+    await _lose_everything(context, url)
+    for key in list(expected_files) + [f.key for f in incremental.files]:
+        await context.storage.delete(key)
+
+    await restore_backup(kit=kit, backup_id=incremental.id, force=True, until=moment)
+
+    rows = await snapshot_rows(url)
+    *trail, restore_event = rows.pop("audit_events")
+    assert "backup.restore" in restore_event
+    assert trail == expected_rows.pop("audit_events")
+    assert rows == expected_rows
+    assert await snapshot_files(url, context.storage) == expected_files
+
+    # Without --until the whole chain is replayed: the later messages come back too.
+    await restore_backup(kit=kit, backup_id=incremental.id, force=True)
+    everything = await snapshot_rows(url)
+    assert len(everything["messages"]) == len(expected_rows["messages"]) + 3
+
+
+async def test_until_before_the_full_backup_is_refused(
+    context: AppContext, chat: Chat, kit: service.Toolkit
+) -> None:
+    await chat.say(1)
+    full, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    with pytest.raises(Invalid, match="before the chain's full backup"):
+        await restore_backup(
+            kit=kit, backup_id=full.id, force=True, until=full.created_at - timedelta(hours=1)
+        )
