@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
@@ -160,3 +162,22 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Every log record of every logger, down to DEBUG."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A fresh key prefix on the shared Redis, removed afterwards."""
+    client = Redis.from_url(support.REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        support.service_missing("Redis", exc)
+    prefix = f"test-{secrets.token_hex(4)}"
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

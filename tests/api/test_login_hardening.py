@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from cmschat.accounts import auth
 from cmschat.app import create_app
@@ -86,23 +83,6 @@ async def test_the_dummy_hash_is_made_at_start_up_not_by_the_first_unknown_name(
             )
     assert response.status_code == 401
     assert made == [settings.auth.bcrypt_rounds]  # the request hashed nothing
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own in the shared Redis, its keys removed afterwards."""
-    prefix = f"test-{secrets.token_hex(6)}"
-    client = Redis.from_url(support.REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        support.service_missing("Redis", exc)
-    finally:
-        await client.aclose()
-    yield prefix
-    client = Redis.from_url(support.REDIS_URL)
-    await client.delete(*[key async for key in client.scan_iter(f"{prefix}:*")] or ["-"])
-    await client.aclose()
 
 
 async def test_throttling_is_shared_by_instances_through_redis(

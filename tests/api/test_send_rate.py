@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -118,25 +117,6 @@ async def test_websocket_gets_a_rate_limited_frame_and_stays_open_and_shares_the
 
             clock.advance(seconds=1)
             assert (await ws_send(ws, room, "w-extra"))["type"] == "ack"
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A fresh key prefix on the shared Redis, removed afterwards."""
-    client = Redis.from_url(support.REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        support.service_missing("Redis", exc)
-    prefix = f"test-{secrets.token_hex(4)}"
-    try:
-        yield prefix
-    finally:
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_two_instances_share_each_users_budget_through_redis(

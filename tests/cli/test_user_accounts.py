@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from cmschat.realtime.connections import CLOSE_SESSION_ENDED
 from tests import support
@@ -154,25 +151,6 @@ async def test_reset_password_generates_a_one_time_password_and_ends_every_sessi
             assert event["changes"]["generated"] is True
             assert event["changes"]["sessions_ended"] == 2
             assert new not in trail.text
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A fresh key prefix on the shared Redis, removed afterwards."""
-    client = Redis.from_url(support.REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        support.service_missing("Redis", exc)
-    prefix = f"test-{secrets.token_hex(4)}"
-    try:
-        yield prefix
-    finally:
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ to the current one. Replaying it through ``mariadb`` redoes those transactions; 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -19,7 +18,7 @@ from typing import IO, Any
 import pyrage
 
 from cmschat.backup.crypto import Sealed, open_sealed, seal
-from cmschat.backup.mariadb import MariadbEngine, last_line
+from cmschat.backup.mariadb import MariadbEngine, feed_client, last_line
 from cmschat.errors import CmschatError, Invalid
 
 ARTIFACT = "binlog.sql.zst.age"
@@ -136,27 +135,16 @@ def replay(
 ) -> bool:
     """Redo the artifact's transactions (up to ``until``); True if it stopped early."""
     errors = source.with_suffix(".err")
-    with engine.defaults() as defaults, errors.open("w") as error_log:
-        process = subprocess.Popen(  # noqa: S603 - fixed client
-            ["mariadb", defaults, engine.database],  # noqa: S607
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=error_log,
-        )
-        assert process.stdin is not None  # noqa: S101 - asked for a pipe
-        cut = _Cut(process.stdin, until)
-        try:
-            with source.open("rb") as reader:
-                open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
-            cut.close()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-        code = process.wait()
+    cuts: list[_Cut] = []
+
+    def feed(stdin: IO[bytes]) -> None:
+        cuts.append(cut := _Cut(stdin, until))
+        with source.open("rb") as reader:
+            open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
+        cut.close()
+
+    with engine.defaults() as defaults:
+        code = feed_client(["mariadb", defaults, engine.database], errors, feed)
     if code != 0:
         raise CmschatError(f"restore: replaying the binary log: {last_line(errors.read_text())}")
-    return cut.cut
+    return cuts[0].cut

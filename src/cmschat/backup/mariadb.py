@@ -16,7 +16,7 @@ import re
 import secrets
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,29 @@ DUMP_OPTIONS = (
     "--no-tablespaces",
     "--default-character-set=utf8mb4",
 )
+
+
+def feed_client(command: list[str], errors: Path, feed: Callable[[IO[bytes]], None]) -> int:
+    """Run a client with ``feed`` writing its standard input; its exit status.
+
+    If feeding fails the client is killed, so a half-fed restore never commits its tail.
+    """
+    with errors.open("w") as error_log:
+        process = subprocess.Popen(  # noqa: S603 - our fixed clients
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=error_log
+        )
+        stdin: IO[bytes] | None = process.stdin
+        assert stdin is not None  # noqa: S101 - asked for a pipe
+        try:
+            feed(stdin)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        return process.wait()
 
 
 class MariadbEngine:
@@ -145,26 +168,13 @@ class MariadbEngine:
 
     def _load(self, source: Path, identity: Any, expected: Sealed, database: str) -> None:
         errors = source.with_suffix(".err")
-        with self.defaults() as defaults, errors.open("w") as error_log:
-            process = subprocess.Popen(  # noqa: S603 - fixed client
-                ["mariadb", defaults, "--binary-mode", database],  # noqa: S607
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=error_log,
-            )
-            stdin: IO[bytes] | None = process.stdin
-            assert stdin is not None  # noqa: S101 - asked for a pipe
-            try:
-                with source.open("rb") as reader:
-                    open_sealed(reader, stdin, identity, name=self.artifact, expected=expected)
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    stdin.close()
-            status = process.wait()
+
+        def feed(stdin: IO[bytes]) -> None:
+            with source.open("rb") as reader:
+                open_sealed(reader, stdin, identity, name=self.artifact, expected=expected)
+
+        with self.defaults() as defaults:
+            status = feed_client(["mariadb", defaults, "--binary-mode", database], errors, feed)
         if status != 0:
             raise CmschatError(f"restore: mariadb: {last_line(errors.read_text())}")
 
