@@ -3,7 +3,9 @@
 The dump is one consistent snapshot (works against a remote server or RDS) and is read
 once, on its way to the encryptor: one INSERT per row lets the row counts, the audit head,
 the Alembic revision and the attachment list be taken from the very snapshot restored
-later. Restores load into a fresh database first and swap it in only once complete.
+later. Restores merge those lines into multi-row INSERTs on the way to the client
+(``batching.py``: the server parses far fewer statements), load into a fresh database
+first and swap it in only once complete.
 Credentials go to the clients through a private defaults file, never the command line.
 """
 
@@ -23,6 +25,7 @@ from typing import IO, Any
 import pyrage
 from sqlalchemy.engine import make_url
 
+from cmschat.backup.batching import InsertBatcher
 from cmschat.backup.crypto import Sealed, open_sealed, seal
 from cmschat.backup.dumpscan import DumpScanner
 from cmschat.backup.engines import Facts, has_content
@@ -170,8 +173,12 @@ class MariadbEngine:
         errors = source.with_suffix(".err")
 
         def feed(stdin: IO[bytes]) -> None:
+            batcher = InsertBatcher(stdin)
             with source.open("rb") as reader:
-                open_sealed(reader, stdin, identity, name=self.artifact, expected=expected)
+                open_sealed(reader, batcher, identity, name=self.artifact, expected=expected)
+            # The last batch goes out only once the whole artifact checked out; on an
+            # error feed_client kills the client and restore drops the fresh database.
+            batcher.finish()
 
         with self.defaults() as defaults:
             status = feed_client(["mariadb", defaults, "--binary-mode", database], errors, feed)
