@@ -47,6 +47,8 @@ HEAD_EXPORT_SECONDS = 60
 REDIS_CONNECTIONS = 100
 SCHEDULE_CHECK_SECONDS = 60
 """How often each instance checks whether the daily purge is due."""
+BACKUP_METRICS_SECONDS = 300
+"""How often each instance reads the newest backups and drill from the target for /metrics."""
 
 
 def storage_for(settings: Settings) -> Storage:
@@ -122,11 +124,22 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
         loops.append(
             every(SCHEDULE_CHECK_SECONDS, job.tick, stop, name="retention", run_first=True)
         )
+    from cmschat.backup.exporter import export_backup_metrics
+    from cmschat.backup.service import Toolkit, engine_for, target_for
+
+    kit = Toolkit(settings, target_for(settings), engine_for(settings), context.storage, clock)
+    loops.append(
+        every(
+            BACKUP_METRICS_SECONDS,
+            lambda: export_backup_metrics(kit=kit),
+            stop,
+            name="backup metrics",
+            run_first=True,
+        )
+    )
     if settings.backup.schedule:
         from cmschat.backup.schedule import BackupSchedule
-        from cmschat.backup.service import Toolkit, engine_for, target_for
 
-        kit = Toolkit(settings, target_for(settings), engine_for(settings), context.storage, clock)
         loops.append(
             every(SCHEDULE_CHECK_SECONDS, BackupSchedule(kit, db).tick, stop, name="backups")
         )

@@ -350,6 +350,7 @@ NOT_SENSITIVE_READS = {
     "/admin/notices": "the organisation's own announcements",
     "/admin/notices/{notice_id}": "the organisation's own announcements",
     "/admin/canned-replies": "the organisation's own reply templates",
+    "/admin/backups": "backup ids, sizes and drill results: no chat data and no keys",
 }
 
 
