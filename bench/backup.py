@@ -146,11 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "drill_rto_seconds": report.rto_seconds,
                 "drill_seconds": drill_seconds,
                 "restore_seconds": restore_seconds,
-                "send_p50_ms_before": common.percentile(baseline, 50),
-                "send_p99_ms_before": common.percentile(baseline, 99),
-                "send_p50_ms_during": common.percentile(during, 50),
-                "send_p99_ms_during": common.percentile(during, 99),
-                "sends_during": len(during),
+                **common.latency_before_and_during(baseline, during),
             }
         )
     return result

@@ -81,6 +81,19 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
+def latency_before_and_during(
+    baseline: Sequence[float], during: Sequence[float]
+) -> dict[str, float]:
+    """Send latency (sorted ms) with nothing else running, and while the measured job ran."""
+    return {
+        "send_p50_ms_before": percentile(baseline, 50),
+        "send_p99_ms_before": percentile(baseline, 99),
+        "send_p50_ms_during": percentile(during, 50),
+        "send_p99_ms_during": percentile(during, 99),
+        "sends_during": len(during),
+    }
+
+
 def machine() -> str:
     """One line about the machine: cores and memory."""
     mem_kib = 0

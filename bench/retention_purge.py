@@ -144,11 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "batches": len(batch_ms),
                 "batch_ms_p50": statistics.median(batch_ms),
                 "batch_ms_max": batch_ms[-1],
-                "send_p50_ms_before": common.percentile(baseline, 50),
-                "send_p99_ms_before": common.percentile(baseline, 99),
-                "send_p50_ms_during": common.percentile(during, 50),
-                "send_p99_ms_during": common.percentile(during, 99),
-                "sends_during": len(during),
+                **common.latency_before_and_during(baseline, during),
             }
         )
     return result
