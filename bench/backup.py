@@ -73,7 +73,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         room = await api.create_room(users[0], users, "archive")
         live = await api.create_room(users[0], users, "live")
         result["seed_seconds"] = await history.seed(
-            backend.database_url, room_id=room, author_id=users[0].id, count=args.messages,
+            backend.database_url,
+            room_id=room,
+            author_id=users[0].id,
+            count=args.messages,
             batch=10_000,
         )
         started = time.monotonic()
