@@ -16,14 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import cmschat
 from cmschat.attachments.storage.base import in_thread
-from cmschat.backup import binlog, metrics
+from cmschat.backup import binlog
 from cmschat.backup.crypto import open_sealed
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files, unpack_files
 from cmschat.backup.keys import Recipients, resolve_recipients, restore_identity
-from cmschat.backup.manifest import MANIFEST_NAME, Artifact, FileEntry, Manifest, new_id
+from cmschat.backup.manifest import Artifact, FileEntry, Manifest, new_id
 from cmschat.backup.mariadb import MariadbEngine
-from cmschat.backup.service import Toolkit, fetch, list_backups, load_manifest, record, staging
+from cmschat.backup.service import (
+    Toolkit,
+    complete,
+    fetch,
+    list_backups,
+    load_manifest,
+    staging,
+)
 from cmschat.db.session import Database
 from cmschat.errors import Invalid
 
@@ -91,12 +98,10 @@ async def run_incremental(
         base_id=base.id,
         duration_seconds=round(time.monotonic() - clock_start, 3),
     )
-    await in_thread(kit.target.put_text, f"{backup_id}/{MANIFEST_NAME}", manifest.to_json())
-    metrics.backup_done(manifest)
-    await record(
-        db,
-        action="backup.run",
-        target_id=backup_id,
+    await complete(
+        kit=kit,
+        db=db,
+        manifest=manifest,
         changes={"kind": "incremental", "base": base.id, "size": manifest.size},
         session=session,
     )

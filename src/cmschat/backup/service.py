@@ -155,12 +155,10 @@ async def run_backup(
         binlog=facts.binlog,
         duration_seconds=round(time.monotonic() - clock_start, 3),
     )
-    await in_thread(kit.target.put_text, f"{backup_id}/{MANIFEST_NAME}", manifest.to_json())
-    metrics.backup_done(manifest)
-    await record(
-        db,
-        action="backup.run",
-        target_id=backup_id,
+    await complete(
+        kit=kit,
+        db=db,
+        manifest=manifest,
         changes={
             "kind": kind,
             "size": manifest.size,
@@ -171,6 +169,20 @@ async def run_backup(
         session=session,
     )
     return manifest, recipients
+
+
+async def complete(
+    *,
+    kit: Toolkit,
+    db: Database,
+    manifest: Manifest,
+    changes: dict[str, object],
+    session: AsyncSession | None,
+) -> None:
+    """Mark a backup complete: its manifest is written last, then counted and audited."""
+    await in_thread(kit.target.put_text, f"{manifest.id}/{MANIFEST_NAME}", manifest.to_json())
+    metrics.backup_done(manifest)
+    await record(db, action="backup.run", target_id=manifest.id, changes=changes, session=session)
 
 
 @dataclass(frozen=True)
