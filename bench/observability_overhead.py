@@ -45,7 +45,14 @@ from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.observability import tracing
 from cmschat.observability.asgi_metrics import MetricsMiddleware
 from cmschat.observability.logging import configure_logging
-from cmschat.settings import AuthSettings, Environment, LogFormat, RetentionSettings, Settings
+from cmschat.settings import (
+    AuthSettings,
+    ChatSettings,
+    Environment,
+    LogFormat,
+    RetentionSettings,
+    Settings,
+)
 
 VARIANTS = ("bare", "observed", "traced")
 ACTIONS = ("healthz", "history", "send")
@@ -79,6 +86,7 @@ def settings_for(directory: Path) -> Settings:
         data_dir=directory,
         auth=AuthSettings(bcrypt_rounds=4),
         retention=RetentionSettings(run_daily=False),
+        chat=ChatSettings(send_rate=0),  # the bench sends as fast as it can
         _env_file=None,  # type: ignore[call-arg]
     )
 
