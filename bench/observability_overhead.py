@@ -189,6 +189,8 @@ async def main(argv: list[str]) -> dict[str, Any]:
         await prepare(settings)
         configure_logging(level="INFO", log_format=LogFormat.json)
         logging.getLogger().handlers[0].stream = Sink()  # type: ignore[attr-defined]
+        # The bench's own HTTP client logs each request at INFO: not the server's cost.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         samples: dict[str, dict[str, list[float]]] = {
             v: {action: [] for action in ACTIONS} for v in VARIANTS
         }

@@ -8,6 +8,7 @@ hashes, token digests and message bodies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -38,8 +39,13 @@ def operation_of(statement: str) -> str:
     return verb if verb in OPERATIONS else "OTHER"
 
 
+@functools.lru_cache(maxsize=2048)
 def fingerprint(statement: str) -> str:
-    """The statement with literals and placeholder lists made uniform."""
+    """The statement with literals and placeholder lists made uniform.
+
+    Cached: the ORM hands over the same few hundred compiled statements again and again,
+    and the regular expressions cost more than the rest of the timing put together.
+    """
     text = _LITERALS.sub("?", statement.replace("%s", "?"))
     text = _LISTS.sub("(...)", text)
     return _SPACE.sub(" ", text).strip()
@@ -53,17 +59,21 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
     system = sync_engine.dialect.name
 
     def before(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        span = tracing.start_sql_span(operation_of(stmt), fingerprint(stmt), system)
-        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), span))
+        operation = operation_of(stmt)
+        span = (
+            tracing.start_sql_span(operation, fingerprint(stmt), system)
+            if tracing.enabled()
+            else None
+        )
+        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), span, operation))
 
     def after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
         started = conn.info.get(_STARTED)
         if not started:
             return
-        began, span = started.pop()
+        began, span, operation = started.pop()
         tracing.end_span(span)
         elapsed = time.perf_counter() - began
-        operation = operation_of(stmt)
         m.DB_QUERY.labels(operation=operation).observe(elapsed)
         if elapsed >= slow_seconds:
             m.DB_SLOW.labels(operation=operation).inc()

@@ -115,6 +115,11 @@ def span(name: str, **attributes: str | int) -> Iterator[None]:
         yield
 
 
+def enabled() -> bool:
+    """Whether spans are being recorded (so callers can skip preparing their attributes)."""
+    return _tracer is not None
+
+
 def start_sql_span(operation: str, statement: str, system: str) -> Span | None:
     """A client span for one SQL statement (its fingerprint, never its parameters)."""
     if _tracer is None:
