@@ -13,7 +13,7 @@ from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.monitoring.models import InstanceSample
 from cmschat.monitoring.sampler import Instance, Sampler, prune_samples, record_sample
-from cmschat.observability.minutes import Taken, Window
+from cmschat.observability.minutes import WINDOW, Taken, Window
 from tests.support import NamedUser, error_of
 
 V1 = "/api/v1"
@@ -235,3 +235,18 @@ async def test_samples_table_stays_bounded_by_the_setting(
     async with context.db.unit_of_work("system:test") as session:
         count = await session.scalar(select(func.count()).select_from(InstanceSample))
     assert count == 61  # the last hour, its first minute included
+
+
+async def test_requests_answered_by_the_app_reach_the_next_sample(
+    client: httpx.AsyncClient, context: AppContext, admin: NamedUser
+) -> None:
+    WINDOW.take()  # start from an empty minute
+    headers = await admin.login(client)
+    await client.get(f"{V1}/admin/monitoring", headers=headers)
+    await client.get(f"{V1}/admin/monitoring", params={"hours": 0}, headers=headers)
+    await client.get("/readyz")
+    await Sampler(context).tick()
+    [sample] = await samples(context)
+    assert sample.requests == 3  # login, two reads; the probe is left out
+    assert sample.errors == 0  # a 422 is the client's error, not the server's
+    assert sample.p95_ms is not None and sample.p95_ms > 0
