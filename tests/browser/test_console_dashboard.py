@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from cmschat.context import AppContext
 from cmschat.monitoring.sampler import Instance, record_sample
 from cmschat.observability.minutes import Taken
 from tests.browser.conftest import Web
+from tests.monitoring.alertmanager import alertmanager, fire
 from tests.support import NamedUser
 
 CHARTS = ["messages", "users", "requests", "latency", "websockets"]
@@ -47,10 +49,12 @@ async def seed(
     client: httpx.AsyncClient,
     context: AppContext,
     clock: FakeClock,
+    admin: NamedUser,
     alice: NamedUser,
     bob: NamedUser,
 ) -> None:
-    """A week of messages from two people, and 150 minutes of samples from two instances."""
+    """A week of messages from two people, a backup and a drill, and 150 minutes of
+    samples from two instances."""
     alice_headers, bob_headers = await alice.login(client), await bob.login(client)
     room = await client.post(
         "/api/v1/rooms",
@@ -72,6 +76,13 @@ async def seed(
             )
             assert sent.status_code == 201, sent.text
             clock.advance(minutes=rng.randint(20, 60))
+    admin_headers = await admin.login(client)
+    backup = await client.post(
+        "/api/v1/admin/backups", json={"kind": "full"}, headers=admin_headers
+    )
+    assert backup.status_code == 201, backup.text
+    drill = await client.post("/api/v1/admin/backups/drill", headers=admin_headers)
+    assert drill.status_code == 201, drill.text
     now = datetime.now(UTC)
     sampling = FakeClock(now - timedelta(minutes=SAMPLE_MINUTES))
     instances = [
@@ -142,13 +153,13 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     alice: NamedUser,
     bob: NamedUser,
 ) -> None:
-    await seed(client, context, clock, alice, bob)
+    await seed(client, context, clock, admin, alice, bob)
 
     page = await open_console(web, admin, width=1280)
     await assert_charts_drawn(page, CHARTS)
     await expect(page.locator("[data-tile=instances] strong")).to_have_text("2 / 2")
     await expect(page.locator("[data-tile=alerts]")).to_contain_text("not configured")
-    await expect(page.locator("[data-tile=backups]")).to_contain_text("none yet")
+    await expect(page.locator("[data-tile=backups]")).to_contain_text("restore drill OK")
     await expect(page.locator("figure[data-chart=messages] figcaption")).to_have_text(
         "Messages per hour"
     )
@@ -160,7 +171,6 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     await page.select_option("select[aria-label=Period]", "1")
     await expect(page.locator("h2", has_text="Last hour")).to_be_visible()
     await assert_charts_drawn(page, ["requests", "latency", "websockets"])
-    await page.screenshot(path=str(web.shots / "console-monitoring.png"), full_page=True)
 
     phone = await open_console(web, admin, width=390, korean=True)
     await assert_charts_drawn(phone, CHARTS)
@@ -186,4 +196,52 @@ async def test_charts_without_data_say_so(web: Web, admin: NamedUser) -> None:
     await expect(page.locator("figure[data-chart=requests]")).to_contain_text(
         "every instance writes one per minute"
     )
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_firing_alerts_show_on_the_dashboard_and_the_monitoring_page(
+    web: Web,
+    client: httpx.AsyncClient,
+    context: AppContext,
+    clock: FakeClock,
+    admin: NamedUser,
+    alice: NamedUser,
+    bob: NamedUser,
+    tmp_path: Path,
+) -> None:
+    await seed(client, context, clock, admin, alice, bob)
+    with alertmanager(tmp_path) as base:
+        fire(
+            base,
+            [
+                {
+                    "labels": {"alertname": "CmschatHigh5xxRatio", "severity": "critical"},
+                    "annotations": {"summary": "more than 5 % of requests fail with 5xx"},
+                    "startsAt": (datetime.now(UTC) - timedelta(minutes=12)).isoformat(),
+                },
+                {
+                    "labels": {"alertname": "CmschatSlowRequests", "severity": "warning"},
+                    "annotations": {"summary": "API p95 above 1 s for 10 minutes"},
+                    "startsAt": (datetime.now(UTC) - timedelta(minutes=4)).isoformat(),
+                },
+            ],
+            tmp_path,
+        )
+        web.settings.monitoring.alertmanager_url = base
+        page = await open_console(web, admin, width=1280)
+        tile = page.locator("[data-tile=alerts]")
+        await expect(tile.locator("strong")).to_have_text("2")
+        await expect(tile).to_contain_text("CmschatHigh5xxRatio")
+        await page.goto(web.url + "/console.html#monitoring")
+        rows = page.locator("table.alerts tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(rows.first).to_contain_text("critical")
+        await expect(rows.first).to_contain_text("more than 5 % of requests fail")
+        await assert_charts_drawn(page, ["requests", "latency", "websockets"])
+        await page.screenshot(path=str(web.shots / "console-monitoring.png"), full_page=True)
+    # Alertmanager gone: the pages still load and say so.
+    await page.reload()
+    await expect(page.locator("p[role=alert]")).to_contain_text("Alertmanager does not answer")
+    await assert_charts_drawn(page, ["requests", "latency", "websockets"])
     assert page.errors == []  # type: ignore[attr-defined]
