@@ -125,11 +125,11 @@ async def open_console(web: Web, admin: NamedUser, *, width: int, korean: bool =
     return page
 
 
-async def assert_charts_drawn(page: Page, names: list[str]) -> None:
+async def assert_charts_drawn(page: Page, names: list[str], *, pixels: int = 200) -> None:
     for name in names:
         figure = page.locator(f"figure[data-chart={name}]")
         await expect(figure).to_have_attribute("data-drawn", "true")
-        assert await figure.evaluate(COLOURED_PIXELS) > 200, f"{name}: nothing drawn"
+        assert await figure.evaluate(COLOURED_PIXELS) > pixels, f"{name}: nothing drawn"
         values = await figure.locator(".u-legend .u-series:not(:first-child) .u-value").all()
         assert values, f"{name}: no legend"
         for value in values:
@@ -185,8 +185,12 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
         assert opened.console_errors == []  # type: ignore[attr-defined]
 
 
-async def test_charts_without_data_say_so(web: Web, admin: NamedUser) -> None:
-    page = await open_console(web, admin, width=1280)
+async def test_charts_without_data_say_so_and_the_page_updates_itself(
+    web: Web, context: AppContext, admin: NamedUser
+) -> None:
+    page = await web.page(width=1280, height=900)
+    await page.clock.install()  # the page's timers run when the test says so
+    await web.sign_in(page, admin.username, admin.password, "/console.html#dashboard")
     for name in CHARTS:
         figure = page.locator(f"figure[data-chart={name}]")
         await expect(figure).to_have_attribute("data-empty", "true")
@@ -196,6 +200,22 @@ async def test_charts_without_data_say_so(web: Web, admin: NamedUser) -> None:
     await expect(page.locator("figure[data-chart=requests]")).to_contain_text(
         "every instance writes one per minute"
     )
+    await expect(page.locator("[data-tile=instances] strong")).to_have_text("0 / 0")
+
+    # An instance writes its first sample; a minute later the dashboard shows it.
+    now = datetime.now(UTC)
+    instance = Instance(id="web-1:41", host="web-1", version="0.1.0", started_at=now)
+    await record_sample(
+        context.db,
+        instance=instance,
+        clock=FakeClock(now),
+        taken=Taken(requests=120, errors=0, p95_ms=18.0, messages=0, websockets=30),
+        checks={"database": "ok"},
+    )
+    await page.clock.fast_forward(61_000)
+    await expect(page.locator("[data-tile=instances] strong")).to_have_text("1 / 1")
+    # One sample is one dot on each chart.
+    await assert_charts_drawn(page, ["requests", "latency", "websockets"], pixels=20)
     assert page.errors == []  # type: ignore[attr-defined]
 
 
@@ -242,6 +262,8 @@ async def test_firing_alerts_show_on_the_dashboard_and_the_monitoring_page(
         await page.screenshot(path=str(web.shots / "console-monitoring.png"), full_page=True)
     # Alertmanager gone: the pages still load and say so.
     await page.reload()
-    await expect(page.locator("p[role=alert]")).to_contain_text("Alertmanager does not answer")
+    await expect(page.locator("p.status-bad[role=alert]")).to_contain_text(
+        "Alertmanager does not answer"
+    )
     await assert_charts_drawn(page, ["requests", "latency", "websockets"])
     assert page.errors == []  # type: ignore[attr-defined]

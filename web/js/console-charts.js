@@ -32,6 +32,13 @@ function pointTime(seconds, daily) {
     : { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }).format(new Date(seconds * 1000));
 }
 
+function lonely(values, from, to) {
+  for (let i = from; i <= to; i += 1) {
+    if (values[i] != null && values[i - 1] == null && values[i + 1] == null) return true;
+  }
+  return false;
+}
+
 // One chart: `times` in Unix seconds, each series {label, values}; `unit` goes on the
 // y axis and after every legend value. `hasData` decides between chart and empty text.
 export function chart({ title, unit, times, series, empty, bars = false, daily = false, digits = 0, name,
@@ -63,7 +70,8 @@ export function chart({ title, unit, times, series, empty, bars = false, daily =
         stroke: COLORS[i],
         width: bars ? 1 : 2,
         fill: COLORS[i] + (bars ? "b0" : "18"),
-        points: { show: false },
+        // Lone points (a first sample, a gap on each side) have no line: show them as dots.
+        points: { show: (u, si, i0, i1) => lonely(u.data[si], i0, i1), size: 6, fill: COLORS[i] },
         paths: bars ? uPlot.paths.bars({ size: [0.85, 60] }) : undefined,
         value: (u, v) => (v == null ? "—" : `${formatNumber(v, digits)} ${unit}`),
       })),

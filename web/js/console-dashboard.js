@@ -66,6 +66,7 @@ extendMessages({
 });
 
 const MINUTE = 60;
+const REFRESH_MS = 60_000;
 const seconds = (iso) => Math.floor(new Date(iso).getTime() / 1000);
 
 function load(hours) {
@@ -150,12 +151,29 @@ function activityCharts(data) {
       series: [{ label: t("seriesUsers"), values: data.days.map((d) => d.active_users) }] }));
 }
 
-export async function dashboard(main) {
+// Shown pages are redrawn every minute (when a new sample is in); a page left for another
+// stops, and a failed refresh keeps what is shown and tries again next time.
+async function live(main, build) {
+  const nodes = await build();
+  main.replaceChildren(main.firstChild, ...nodes);
+  const again = () => setTimeout(async () => {
+    if (!nodes[0].isConnected) return;
+    if (document.hidden) { again(); return; }
+    try { await live(main, build); } catch { again(); }
+  }, REFRESH_MS);
+  again();
+}
+
+export function dashboard(main) {
+  return live(main, buildDashboard);
+}
+
+async function buildDashboard() {
   const [d, data, backups] = await Promise.all([
     api("GET", "/admin/dashboard"), load(6), Promise.allSettled([api("GET", "/admin/backups")]),
   ]);
   const ready = data.instances.filter((i) => i.state === "ready").length;
-  main.append(
+  return [
     h("div", { class: "tiles" },
       tile(t("tileUsers"), `${d.users_active} / ${d.users_total}`, { name: "users" }),
       tile(t("tileOnline"), d.online_here, { name: "online" }),
@@ -171,7 +189,7 @@ export async function dashboard(main) {
         { status: data.instances.length && ready === data.instances.length ? "ok" : "bad", name: "instances" })),
     h("h2", {}, t("activity")), activityCharts(data),
     h("h2", {}, periodTitle(data.hours)), trafficCharts(data),
-    h("p", {}, h("a", { href: "#monitoring" }, t("details"))));
+    h("p", {}, h("a", { href: "#monitoring" }, t("details")))];
 }
 
 function instancesTable(instances) {
@@ -200,15 +218,19 @@ function alertsSection(alerts) {
       h("td", {}, a.since ? ago(a.since) : "—"), h("td", {}, a.summary))))));
 }
 
-export async function monitoring(main, hours = 6) {
+export function monitoring(main, hours = 6) {
+  return live(main, () => buildMonitoring(main, hours));
+}
+
+async function buildMonitoring(main, hours) {
   const data = await load(hours);
-  const choice = h("select", { "aria-label": t("period"), onchange: async (e) => {
-    main.replaceChildren(main.firstChild);
-    await monitoring(main, Number(e.target.value));
+  const error = h("p", { class: "form-error", role: "alert" });
+  const choice = h("select", { "aria-label": t("period"), onchange: (e) => {
+    monitoring(main, Number(e.target.value)).catch((failure) => { error.textContent = failure.message; });
   } }, [1, 6, 24, 48].map((n) => h("option", { value: n, selected: n === hours }, t("hoursOption", { n }))));
-  main.append(
-    h("div", { class: "filters" }, h("label", {}, t("period"), choice)),
+  return [
+    h("div", { class: "filters" }, h("label", {}, t("period"), choice)), error,
     h("h2", {}, t("instances")), instancesTable(data.instances),
     h("h2", {}, t("alerts")), alertsSection(data.alerts),
-    h("h2", {}, periodTitle(data.hours)), trafficCharts(data));
+    h("h2", {}, periodTitle(data.hours)), trafficCharts(data)];
 }

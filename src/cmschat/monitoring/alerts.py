@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
@@ -72,7 +73,14 @@ async def firing_alerts(*, url: str, seconds: float) -> AlertsRead:
         payload = await asyncio.wait_for(
             asyncio.to_thread(_fetch, url.rstrip("/") + QUERY, seconds), seconds + 1
         )
-    except (OSError, TimeoutError, ValueError) as exc:
+    except TimeoutError:
+        log.warning("alertmanager unreachable: no answer in %s s", seconds)
+        return AlertsRead(state="unreachable", detail=f"no answer within {seconds:g} s")
+    except urllib.error.HTTPError as exc:
+        log.warning("alertmanager answered HTTP %d", exc.code)
+        return AlertsRead(state="unreachable", detail=f"HTTP {exc.code} {exc.reason}"[:200])
+    except (OSError, ValueError) as exc:
         log.warning("alertmanager unreachable: %s", type(exc).__name__)
-        return AlertsRead(state="unreachable", detail=f"{type(exc).__name__}: {exc}"[:200])
+        reason = getattr(exc, "reason", None) or exc  # URLError wraps the socket's error
+        return AlertsRead(state="unreachable", detail=str(reason)[:200] or type(exc).__name__)
     return parse_alerts(payload)
