@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from cmschat.clock import FakeClock
@@ -14,6 +15,7 @@ from cmschat.context import AppContext
 from cmschat.monitoring.models import InstanceSample
 from cmschat.monitoring.sampler import Instance, Sampler, prune_samples, record_sample
 from cmschat.observability.minutes import WINDOW, Taken, Window
+from cmschat.settings import MonitoringSettings
 from tests.support import NamedUser, error_of
 
 V1 = "/api/v1"
@@ -250,3 +252,9 @@ async def test_requests_answered_by_the_app_reach_the_next_sample(
     assert sample.requests == 3  # login, two reads; the probe is left out
     assert sample.errors == 0  # a 422 is the client's error, not the server's
     assert sample.p95_ms is not None and sample.p95_ms > 0
+
+
+def test_the_alertmanager_url_must_be_http() -> None:
+    with pytest.raises(ValidationError, match="alertmanager_url"):
+        MonitoringSettings(alertmanager_url="file:///etc/passwd")
+    assert MonitoringSettings(alertmanager_url="http://127.0.0.1:9093").alertmanager_url
