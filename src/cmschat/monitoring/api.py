@@ -23,7 +23,10 @@ async def monitoring(
     session: SessionDep,
     context: Context,
     hours: Annotated[
-        int, Query(ge=1, le=service.MAX_HOURS, description="minutes of traffic to return")
+        int,
+        Query(
+            ge=1, le=service.MAX_HOURS, description="how many hours of per-minute traffic to return"
+        ),
     ] = 6,
     utc_offset_minutes: Annotated[
         int, Query(ge=-720, le=840, description="the viewer's UTC offset, for calendar days")
