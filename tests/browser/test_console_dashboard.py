@@ -130,6 +130,9 @@ async def assert_charts_drawn(page: Page, names: list[str], *, pixels: int = 200
         figure = page.locator(f"figure[data-chart={name}]")
         await expect(figure).to_have_attribute("data-drawn", "true")
         assert await figure.evaluate(COLOURED_PIXELS) > pixels, f"{name}: nothing drawn"
+        # The plot fits its card (the card hides overflow, so the page check cannot see it).
+        plot, card = await figure.locator(".uplot").bounding_box(), await figure.bounding_box()
+        assert plot and card and plot["x"] + plot["width"] <= card["x"] + card["width"], name
         values = await figure.locator(".u-legend .u-series:not(:first-child) .u-value").all()
         assert values, f"{name}: no legend"
         for value in values:
@@ -165,6 +168,16 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     )
     await no_horizontal_overflow(page)
     await page.screenshot(path=str(web.shots / "console-dashboard.png"), full_page=True)
+    # Narrowing the window: the charts follow their cards.
+    await page.set_viewport_size({"width": 390, "height": 900})
+    await page.wait_for_function(
+        """() => [...document.querySelectorAll("figure[data-chart]")].every((f) => {
+          const plot = f.querySelector(".uplot");
+          return plot && plot.getBoundingClientRect().right <= f.getBoundingClientRect().right;
+        })"""
+    )
+    await no_horizontal_overflow(page)
+    await page.set_viewport_size({"width": 1280, "height": 900})
     await page.goto(web.url + "/console.html#monitoring")
     await expect(page.locator("table.instances tbody tr")).to_have_count(2)
     await assert_charts_drawn(page, ["requests", "latency", "websockets"])
