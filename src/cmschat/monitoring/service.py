@@ -82,7 +82,7 @@ async def traffic(session: AsyncSession, *, since: datetime) -> list[MinuteRead]
     )
     return [
         MinuteRead(
-            at=_aware(minute),
+            at=minute,
             requests=int(requests or 0),
             errors=int(errors or 0),
             p95_ms=None if p95 is None else round(float(p95), 1),
@@ -91,10 +91,6 @@ async def traffic(session: AsyncSession, *, since: datetime) -> list[MinuteRead]
         )
         for minute, requests, errors, p95, websockets, count in rows.all()
     ]
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _hour_of(session: AsyncSession) -> Any:
