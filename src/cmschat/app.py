@@ -48,6 +48,8 @@ REDIS_CONNECTIONS = 100
 SCHEDULE_CHECK_SECONDS = 60
 """How often each instance checks whether the daily purge is due."""
 BACKUP_METRICS_SECONDS = 300
+SAMPLE_SECONDS = 60
+"""Each instance writes its sample for the console's charts once a minute."""
 """How often each instance reads the newest backups and drill from the target for /metrics."""
 
 
@@ -137,6 +139,9 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
             run_first=True,
         )
     )
+    from cmschat.monitoring.sampler import Sampler
+
+    loops.append(every(SAMPLE_SECONDS, Sampler(context).tick, stop, name="monitoring sample"))
     if settings.backup.schedule:
         from cmschat.backup.schedule import BackupSchedule
 

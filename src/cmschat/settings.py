@@ -148,6 +148,17 @@ class MetricsSettings(BaseModel):
     """Statements slower than this are counted and logged with their fingerprint."""
 
 
+class MonitoringSettings(BaseModel):
+    """The console's own monitoring: per-minute samples and Alertmanager's firing alerts."""
+
+    alertmanager_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    """Base URL of Alertmanager (``http://127.0.0.1:9093``); empty: alerts not shown."""
+    alertmanager_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    """The console waits at most this long for Alertmanager, then says "unreachable"."""
+    sample_keep_hours: int = Field(default=48, ge=1, le=24 * 31)
+    """Per-minute samples older than this are pruned (the console shows at most 48 h)."""
+
+
 class BackupSettings(BaseModel):
     """Encrypted backups: where they go, who can read them, how long they stay, when they run."""
 
@@ -252,6 +263,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -351,6 +351,7 @@ NOT_SENSITIVE_READS = {
     "/admin/notices/{notice_id}": "the organisation's own announcements",
     "/admin/canned-replies": "the organisation's own reply templates",
     "/admin/backups": "backup ids, sizes and drill results: no chat data and no keys",
+    "/admin/monitoring": "per-minute totals, instance health and alert names: no chat data",
 }
 
 

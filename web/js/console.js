@@ -4,14 +4,15 @@
 
 import { api, apiBase, loadConfig, token } from "./api.js";
 import { backups } from "./console-backups.js";
+import { dashboard, monitoring } from "./console-dashboard.js";
 import { currentUser, signOut } from "./auth.js";
 import { $, clear, formatBytes, formatTime, h, trustedHtml } from "./dom.js";
 import { lang, t } from "./i18n.js";
 
 const PAGES = {
-  dashboard: dashboard, users: users, rooms: rooms, moderation: moderation,
+  dashboard: () => dashboard(main), users: users, rooms: rooms, moderation: moderation,
   notices: notices, cannedReplies: cannedReplies, retention: retention, audit: audit,
-  backups: () => backups(main), monitoring: comingSoon,
+  backups: () => backups(main), monitoring: () => monitoring(main),
 };
 let main;
 
@@ -62,28 +63,6 @@ function errorLine() { return h("p", { class: "form-error", role: "alert" }); }
 async function guarded(line, action) {
   line.textContent = "";
   try { await action(); } catch (e) { line.textContent = e.message; }
-}
-
-// -- dashboard ---------------------------------------------------------------------
-
-async function dashboard() {
-  const d = await api("GET", "/admin/dashboard");
-  const tile = (label, value) => h("div", { class: "card tile" }, h("strong", {}, value), label);
-  main.append(h("div", { class: "tiles" },
-    tile("users", `${d.users_active} / ${d.users_total}`),
-    tile("online (this instance)", d.online_here),
-    tile("rooms", `${d.rooms_total} (${d.rooms_archived} archived)`),
-    tile("messages today", d.messages_today),
-    tile("storage", formatBytes(d.storage_bytes)),
-    h("div", { class: "card tile" },
-      h("strong", { class: d.audit.ok ? "status-ok" : "status-bad" }, d.audit.ok ? "OK" : "BROKEN"),
-      `audit chain: ${d.audit.checked} newest events checked, head #${d.audit.head_id}`),
-    tile("last purge", d.retention_last_completed_at ? formatTime(d.retention_last_completed_at, lang) : "—"),
-    tile(t("backups"), "—"), tile(t("monitoring"), "—")));
-}
-
-async function comingSoon() {
-  main.append(h("p", { class: "muted" }, t("comingSoon")));
 }
 
 // -- users -------------------------------------------------------------------------

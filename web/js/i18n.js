@@ -67,3 +67,10 @@ export function setLanguage(next) {
   localStorage.setItem(LANG_KEY, next);
   window.location.reload();
 }
+
+// A feature module adds its own texts ({en: {...}, ko: {...}}) when it loads.
+export function extendMessages(extra) {
+  for (const [language, texts] of Object.entries(extra)) {
+    if (MESSAGES[language]) Object.assign(MESSAGES[language], texts);
+  }
+}

@@ -14,6 +14,7 @@ from cmschat.cms import admin_api as cms_admin_api
 from cmschat.cms.canned_replies import api as canned_replies_api
 from cmschat.cms.moderation import api as moderation_api
 from cmschat.cms.notices import api as notices_api
+from cmschat.monitoring import api as monitoring_api
 from cmschat.retention import api as retention_api
 
 API_PREFIX = "/api/v1"
@@ -33,4 +34,5 @@ def build_api_router() -> APIRouter:
     router.include_router(canned_replies_api.router)
     router.include_router(moderation_api.router)
     router.include_router(cms_admin_api.router)
+    router.include_router(monitoring_api.router)
     return router

@@ -23,6 +23,7 @@ SYSTEM_ERASER = "system:attachments"
 SYSTEM_AUDIT = "system:audit"
 SYSTEM_RETENTION = "system:retention"
 SYSTEM_BACKUP = "system:backup"
+SYSTEM_MONITORING = "system:monitoring"
 
 
 def user_actor(user_id: int) -> str:

@@ -8,6 +8,7 @@ from cmschat.cms.canned_replies import models as canned_reply_models
 from cmschat.cms.notices import models as notice_models
 from cmschat.db.base import Base
 from cmschat.jobs import models as jobs_models
+from cmschat.monitoring import models as monitoring_models
 from cmschat.retention import models as retention_models
 
 metadata = Base.metadata
@@ -20,6 +21,7 @@ __all__ = [
     "chat_models",
     "jobs_models",
     "metadata",
+    "monitoring_models",
     "notice_models",
     "retention_models",
 ]

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.observability import instruments as m
 from cmschat.observability.logging import route_var, routed_template, scope_var
+from cmschat.observability.minutes import WINDOW
 from cmschat.realtime.broker import Deliver, Envelope
 
 UNMATCHED = "<unmatched>"
@@ -114,9 +115,9 @@ class MetricsMiddleware:
             route_var.set(route)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            m.HTTP_DURATION.labels(method=method, route=route).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            m.HTTP_DURATION.labels(method=method, route=route).observe(elapsed)
+            WINDOW.request(route, status, elapsed)
             _count_special(route, method, status, error_body)
             # route_var is left set: the access log line, written outside, reads it.
 
@@ -131,6 +132,7 @@ class MetricsMiddleware:
             elif kind == "websocket.accept":
                 accepted = True
                 m.WS_OPEN.inc()
+                WINDOW.websocket_opened()
                 m.WS_CONNECTIONS.inc()
             elif kind == "websocket.close":
                 code = int(message.get("code", 1000))
@@ -142,6 +144,7 @@ class MetricsMiddleware:
         finally:
             if accepted:
                 m.WS_OPEN.dec()
+                WINDOW.websocket_closed()
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cmschat.api.deps import Context
+from cmschat.context import AppContext
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -22,9 +23,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "draining, or a dependency is down"}})
-async def readyz(context: Context) -> JSONResponse:
-    """Ready for traffic: database (and broker, if configured) answer and we are not draining."""
+async def readiness(context: AppContext) -> dict[str, str]:
+    """Each dependency's state (``ok`` or why not); ready when every value is ``ok``."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(context.db.ping(), CHECK_SECONDS)
@@ -47,6 +47,13 @@ async def readyz(context: Context) -> JSONResponse:
         checks["storage"] = "unreachable"
     if context.draining:
         checks["lifecycle"] = "draining"
+    return checks
+
+
+@router.get("/readyz", responses={503: {"description": "draining, or a dependency is down"}})
+async def readyz(context: Context) -> JSONResponse:
+    """Ready for traffic: database (and broker, if configured) answer and we are not draining."""
+    checks = await readiness(context)
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -13,6 +13,8 @@ from collections import OrderedDict
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from cmschat.observability.minutes import WINDOW
+
 # Chat latencies are mostly milliseconds; the tail matters up to seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -120,6 +122,7 @@ def committed(frames: list[tuple[str, str]]) -> None:
         BROKER_PUBLISHED.inc()
         if event_type == "message.created":
             MESSAGES_STORED.inc()
+            WINDOW.message_stored()
         _COMMITTED[frame] = now
         if len(_COMMITTED) > _COMMITTED_MAX:
             _COMMITTED.popitem(last=False)

@@ -1,0 +1,1 @@
+"""The console's monitoring: per-instance samples, activity from the database, firing alerts."""
