@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cmschat.db.session import create_engine
+from cmschat.clock import FakeClock
+from cmschat.db.actors import SYSTEM_CLI
+from cmschat.db.session import Database, create_engine
 from tests import support
 from tests.cli.test_cli import FAST, assert_one_line_error
 from tests.processes import clean_env, cmschat
+from tests.support import PASSWORD
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -104,3 +107,28 @@ async def test_mariadb_without_the_database_or_its_tables_is_refused(tmp_path: P
             )
     finally:
         await support.drop_mariadb_database(url)
+
+
+async def test_account_commands_leave_the_same_audit_events_as_the_api(tmp_path: Path) -> None:
+    """``user disable/enable/reset-password`` are audited like PATCH and POST .../password."""
+    env = clean_env(**FAST)
+    assert cmschat(tmp_path, "migrate", env=env).returncode == 0
+    made = cmschat(tmp_path, "user", "create", "bob", "--password-stdin", env=env, stdin=PASSWORD)
+    assert made.returncode == 0, made.stderr
+    for command in (("disable", "bob"), ("enable", "bob"), ("reset-password", "bob")):
+        done = cmschat(tmp_path, "user", *command, env=env)
+        assert done.returncode == 0, done.stderr
+    assert cmschat(tmp_path, "user", "list", env=env).returncode == 0  # a read: no event
+
+    db = Database(create_engine(support.sqlite_url(tmp_path / "var" / "cmschat.db")), FakeClock())
+    try:
+        events = await support.audit_events(db)
+    finally:
+        await db.engine.dispose()
+    assert [(e.action, e.actor, e.target_type) for e in events] == [
+        ("user.created", SYSTEM_CLI, "user"),
+        ("user.disabled", SYSTEM_CLI, "user"),
+        ("user.enabled", SYSTEM_CLI, "user"),
+        ("user.password_reset", SYSTEM_CLI, "user"),
+    ]
+    assert len({e.target_id for e in events}) == 1
