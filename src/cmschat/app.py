@@ -237,7 +237,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        # The interactive docs load scripts from a CDN, which our CSP rightly forbids.
+        # FastAPI's own docs pages load scripts from a CDN, which our CSP rightly forbids;
+        # the web client serves a vendored Swagger UI at /docs/ instead (web/docs/).
         docs_url=None,
         redoc_url=None,
     )

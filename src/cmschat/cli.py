@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
@@ -29,10 +30,40 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cmschat {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """cmschat: integrated CMS chat server."""
+
+
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.add_typer(backup_app, name="backup")
+
+
+def installed_version() -> str:
+    """The installed package's version (the source tree's, when run uninstalled)."""
+    try:
+        return version("cmschat")
+    except PackageNotFoundError:
+        from cmschat import __version__
+
+        return __version__
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:

@@ -15,7 +15,7 @@ from cmschat.backup import service
 from cmschat.backup.drill import DrillReport, run_drill
 from cmschat.backup.keys import require_recipients
 from cmschat.backup.restore import Restored, restore_backup, verify_backup
-from cmschat.cli_support import fail, operator_errors, run
+from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
@@ -57,6 +57,8 @@ def _with_db(
     settings = load_settings()
     if writes_backup:
         require_recipients(settings)
+    # Before the toolkit, whose file store would create its directory: refuse creating nothing.
+    require_database(settings)
     kit = _toolkit(settings)
 
     async def go() -> T:

@@ -8,10 +8,9 @@ import typer
 
 from cmschat.attachments.service import Eraser
 from cmschat.audit import chain
-from cmschat.cli_support import fail, operator_errors, run
+from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
-from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
 from cmschat.jobs.scheduler import JobBusy, RetentionJob
@@ -48,7 +47,9 @@ def audit_verify(
 ) -> None:
     """Walk the audit trail's hash chain; exit 1 naming the first bad event."""
     kept = chain.parse_kept_head(expect_head) if expect_head is not None else None
-    verdict = run(_verify_audit(load_settings(), kept))
+    settings = load_settings()
+    require_database(settings)
+    verdict = run(_verify_audit(settings, kept))
     if not verdict.ok:
         raise fail(verdict.describe())
     typer.echo(f"cmschat: {verdict.describe()}")
@@ -59,7 +60,6 @@ async def _retention(settings: Settings, *, dry_run: bool) -> Report:
 
     engine = create_engine(settings.database_url)
     try:
-        await run_migrations(engine)
         db = Database(engine, SystemClock())
         eraser = Eraser(db, storage_for(settings))
         if dry_run:
@@ -83,7 +83,9 @@ def retention_run(
     ] = False,
 ) -> None:
     """Purge messages and files past their retention period (and expire old audit events)."""
-    report = run(_retention(load_settings(), dry_run=dry_run))
+    settings = load_settings()
+    require_database(settings)
+    report = run(_retention(settings, dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     for room in report.rooms:
         name = room.room_name or f"room {room.room_id}"

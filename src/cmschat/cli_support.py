@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from cmschat.db.migrate import is_migrated
+from cmschat.db.session import create_engine
 from cmschat.errors import CmschatError
+from cmschat.settings import Settings
 
 T = TypeVar("T")
 
@@ -41,3 +46,46 @@ def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one async step of a command."""
     return asyncio.run(coroutine)
+
+
+# MariaDB's "Unknown database" error number.
+ER_BAD_DB_ERROR = 1049
+MIGRATE_FIRST = "run `cmschat migrate` first, or point CMSCHAT_DATABASE_URL at your database"
+
+
+async def _check_schema(settings: Settings) -> None:
+    url = make_url(settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        migrated = await is_migrated(engine)
+    except OperationalError as exc:
+        if exc.orig is not None and exc.orig.args and exc.orig.args[0] == ER_BAD_DB_ERROR:
+            raise CmschatError(
+                f"no cmschat database {url.database!r} on {url.host}: "
+                f"create it, then {MIGRATE_FIRST}"
+            ) from None
+        raise
+    finally:
+        await engine.dispose()
+    if not migrated:
+        raise CmschatError(f"no cmschat tables in the database {url.database!r}: {MIGRATE_FIRST}")
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse, creating nothing, to run a command that needs data on a database that has none.
+
+    Commands that read or change existing data call this first; ``serve`` and ``migrate``
+    (and ``user create``, for scripted set-up) create the database instead.
+    """
+    url = make_url(settings.database_url)
+    path = url.database
+    # Checked before any engine exists: opening SQLite would create the file (and the
+    # engine its directory), leaving an empty database behind in whatever cwd this is.
+    if (
+        url.get_backend_name() == "sqlite"
+        and path
+        and path != ":memory:"
+        and not Path(path).is_file()
+    ):
+        raise fail(f"no cmschat database at {Path(path).absolute()}: {MIGRATE_FIRST}")
+    run(_check_schema(settings))

@@ -6,18 +6,16 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role, User
 from cmschat.accounts.schemas import UserRead
-from cmschat.cli_support import fail, operator_errors, run
+from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import run_migrations
@@ -30,19 +28,6 @@ from cmschat.settings import Settings, load_settings
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="sign-in name")]
-
-
-def _require_database(settings: Settings) -> None:
-    """Refuse (one line) to act on an embedded database that does not exist yet."""
-    url = make_url(settings.database_url)
-    path = url.database
-    if (
-        url.get_backend_name() == "sqlite"
-        and path
-        and path != ":memory:"
-        and not Path(path).exists()
-    ):
-        raise fail(f"no database at {path} (run cmschat serve or migrate first)")
 
 
 def _read_password() -> str:
@@ -175,7 +160,7 @@ def user_list(
 ) -> None:
     """List active accounts by username (--all: disabled ones too)."""
     settings = load_settings()
-    _require_database(settings)
+    require_database(settings)
     users = run(_list_users(settings, role=role, everyone=everyone))
     if as_json:
         shapes = [UserRead.model_validate(user).model_dump(mode="json") for user in users]
@@ -202,7 +187,7 @@ async def _set_active(settings: Settings, *, username: str, active: bool) -> Non
 def user_disable(username: Name) -> None:
     """Disable an account: it cannot sign in, and every session (and open socket) ends."""
     settings = load_settings()
-    _require_database(settings)
+    require_database(settings)
     run(_set_active(settings, username=username, active=False))
     typer.echo(f"cmschat: disabled {accounts.normalise_username(username)!r}")
 
@@ -212,7 +197,7 @@ def user_disable(username: Name) -> None:
 def user_enable(username: Name) -> None:
     """Enable a disabled account again (it signs in anew)."""
     settings = load_settings()
-    _require_database(settings)
+    require_database(settings)
     run(_set_active(settings, username=username, active=True))
     typer.echo(f"cmschat: enabled {accounts.normalise_username(username)!r}")
 
@@ -243,7 +228,7 @@ def user_reset_password(
 ) -> None:
     """Set a one-time password (generated unless --password-stdin); every session ends."""
     settings = load_settings()
-    _require_database(settings)
+    require_database(settings)
     password = _read_password() if password_stdin else None
     generated = run(_reset_password(settings, username=username, password=password))
     typer.echo(

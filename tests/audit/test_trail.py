@@ -17,6 +17,9 @@ from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database, create_engine
 from cmschat.observability.metrics import render
+from cmschat.settings import Settings
+from tests.realtime.test_gateway import make_room, post
+from tests.realtime.wsclient import serve_app, token_of, ws_client
 from tests.support import NamedUser, audit_events
 
 
@@ -193,3 +196,30 @@ async def test_a_rolled_back_savepoint_drops_only_its_own_events(context: AppCon
             audit.record(session, action="test.inner_kept", target_type="thing")
 
     assert [e.action for e in await audit_events(context.db)] == ["test.kept", "test.inner_kept"]
+
+
+async def test_reading_a_busy_room_leaves_the_trail_to_real_changes(
+    settings: Settings, clock: FakeClock, alice: NamedUser, bob: NamedUser
+) -> None:
+    """Read markers move on every message read, over HTTP and the WebSocket: no events."""
+    async with serve_app(settings, clock) as (live, http):
+        context: AppContext = live.app.state.context
+        a, b = await alice.login(http), await bob.login(http)
+        room = await make_room(http, a, bob)
+        sent = [await post(http, a, room, f"budget line {n}") for n in range(3)]
+        before = [e.action for e in await audit_events(context.db)]
+
+        read = await http.post(
+            f"/api/v1/rooms/{room}/read", json={"message_id": sent[0]["id"]}, headers=b
+        )
+        assert read.json()["last_read_seq"] == sent[0]["seq"]  # the marker did move
+        async with ws_client(live, token_of(b)) as ws:
+            for message in sent[1:]:
+                await ws.send({"type": "read", "room_id": room, "message_id": message["id"]})
+                frames = await ws.recv_until(lambda f: f["type"] == "read")
+                assert frames[-1]["last_read_seq"] == message["seq"]
+
+        assert [e.action for e in await audit_events(context.db)] == before
+        assert before.count("message.created") == 3
+        async with context.db.unit_of_work(SYSTEM_CLI) as session:
+            assert (await chain.verify(session)).ok

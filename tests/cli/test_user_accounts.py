@@ -103,7 +103,7 @@ def test_user_list_table_json_and_filters(tmp_path: Path) -> None:
 
 def test_user_list_refuses_without_a_database(tmp_path: Path) -> None:
     result = cmschat(tmp_path, "user", "list", env=clean_env(**FAST))
-    assert_one_line_error(result, "no database", status=1)
+    assert_one_line_error(result, "no cmschat database", status=1)
     assert not (tmp_path / "var").exists()
 
 
@@ -189,7 +189,7 @@ async def test_reset_password_from_stdin_closes_sockets_at_once_through_redis(
 def test_reset_password_refusals_are_one_line(tmp_path: Path) -> None:
     env = clean_env(**FAST)
     nowhere = cmschat(tmp_path, "user", "reset-password", "bob", env=env)
-    assert_one_line_error(nowhere, "no database", status=1)
+    assert_one_line_error(nowhere, "no cmschat database", status=1)
     assert not (tmp_path / "var").exists()
 
     assert cmschat(tmp_path, "migrate", env=env).returncode == 0

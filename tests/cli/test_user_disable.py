@@ -47,7 +47,7 @@ async def test_disable_ends_sessions_and_closes_sockets_then_enable_lets_them_ba
 def test_disable_refusals_are_one_line(tmp_path: Path) -> None:
     env = clean_env(**FAST)
     nowhere = cmschat(tmp_path, "user", "disable", "bob", env=env)
-    assert_one_line_error(nowhere, "no database", status=1)
+    assert_one_line_error(nowhere, "no cmschat database", status=1)
     assert not (tmp_path / "var").exists()
     assert cmschat(tmp_path, "migrate", env=env).returncode == 0
     assert_one_line_error(cmschat(tmp_path, "user", "disable", "nobody", env=env), "nobody")

@@ -3,7 +3,7 @@
 import { api, fileUrl, loadConfig } from "./api.js";
 import { currentUser, signOut } from "./auth.js";
 import { Composer } from "./composer.js";
-import { $, clear, formatBytes, formatTime, h, trustedHtml } from "./dom.js";
+import { $, clear, formatBytes, formatTime, h, plainText, trustedHtml } from "./dom.js";
 import { LANGUAGES, lang, setLanguage, t } from "./i18n.js";
 import { Realtime } from "./realtime.js";
 
@@ -73,6 +73,7 @@ function buildLayout(root) {
       // One client_id for both tries: if the frame reached the server before the socket
       // dropped, the HTTP retry gets that same message back instead of storing a second.
       const room = state.current;
+      if (!room) return Promise.reject(new Error(t("noRoomToSend"))); // the composer is disabled then
       const message = { ...fields, client_id: crypto.randomUUID() };
       return realtime.sendMessage(room, message).catch((e) => {
         if (e.code === "rate_limited") throw e; // HTTP shares the budget: it would refuse too
@@ -92,7 +93,25 @@ function buildLayout(root) {
   });
   clear(root, header, ui.notice, h("div", { class: "layout" }, sidebar, ui.main));
   root.classList.add("chat");
-  clear(ui.messages, h("li", { class: "empty muted" }, t("noRoom")));
+  renderEmptyState();
+}
+
+// No room open: with rooms, say to pick one; with none at all, offer the two ways in.
+function renderEmptyState() {
+  if (state.current || state.searching) return;
+  ui.composer.setRoom(null);
+  ui.roomTitle.textContent = "";
+  ui.roomMeta.textContent = "";
+  if (state.rooms.size) {
+    clear(ui.messages, h("li", { class: "empty muted" }, t("noRoom")));
+    return;
+  }
+  clear(ui.messages, h("li", { class: "empty no-rooms" },
+    h("p", { class: "empty-title" }, t("noRoomsYet")),
+    h("p", { class: "muted" }, t("noRoomsHint")),
+    h("div", { class: "row empty-actions" },
+      h("button", { class: "primary", onclick: openNewRoomDialog }, t("startConversation")),
+      h("button", { class: "button", onclick: openChannelsDialog }, t("browseChannels")))));
 }
 
 function showConnection(status) {
@@ -106,6 +125,7 @@ async function loadRooms() {
   const page = await api("GET", "/rooms");
   state.rooms = new Map(page.items.map((room) => [room.id, room]));
   renderRooms();
+  renderEmptyState();
 }
 
 function roomName(room) {
@@ -129,8 +149,17 @@ function renderRooms() {
       dot,
       h("span", { class: "room-name" }, roomName(room)),
       room.unread_count ? h("span", { class: "badge", "aria-label": t("unread", { n: room.unread_count }) }, room.unread_count) : null,
-      h("span", { class: "last-message muted" }, room.last_message ? room.last_message.content.slice(0, 60) : "")));
+      h("span", { class: "last-message muted" }, room.last_message ? preview(room.last_message) : "")));
   }));
+}
+
+// The room list shows what a message reads as, not its markdown: the text of the server's
+// sanitised HTML (the same renderer as the message itself), or the name of its file.
+function preview(message) {
+  if (message.deleted) return t("deleted");
+  const text = plainText(message.content_html);
+  if (text) return text.slice(0, 60);
+  return message.attachments && message.attachments.length ? `📎 ${message.attachments[0].filename}` : "";
 }
 
 async function refreshRoom(roomId) {
@@ -142,6 +171,7 @@ async function refreshRoom(roomId) {
   }
   renderRooms();
   if (state.current === roomId) renderRoomHead();
+  renderEmptyState();
 }
 
 async function openRoom(roomId) {
@@ -234,7 +264,7 @@ function messageItem(message) {
       h("strong", {}, message.author ? message.author.display_name : "—"), " ",
       h("time", { datetime: message.created_at, class: "muted" }, formatTime(message.created_at, lang)),
       message.edited && !message.deleted ? h("span", { class: "muted" }, ` (${t("edited")})`) : null),
-    parent ? h("blockquote", { class: "reply-quote muted" }, parent.deleted ? t("deleted") : parent.content.slice(0, 120)) : null,
+    parent ? h("blockquote", { class: "reply-quote muted" }, parent.deleted ? t("deleted") : plainText(parent.content_html).slice(0, 120)) : null,
     body,
     message.deleted ? null : h("ul", { class: "attachments" }, message.attachments.map(attachmentItem)),
     message.deleted ? null : h("div", { class: "message-actions" },
@@ -299,6 +329,7 @@ function handleFrame(frame) {
         if (!state.rooms.has(roomId)) refreshRoom(roomId);
       }
       renderRooms();
+      renderRoomHead(); // drawn before this first presence list arrived: count again
       break;
     case "message.created":
     case "message.updated":
@@ -420,7 +451,13 @@ async function loadCannedReplies() {
 }
 
 async function search(query) {
-  if (!query.trim()) { state.searching = false; renderRoomHead(); renderMessages(); return; }
+  if (!query.trim()) {
+    state.searching = false;
+    if (!state.current) { renderEmptyState(); return; }
+    renderRoomHead();
+    renderMessages();
+    return;
+  }
   const results = await api("GET", "/search", { query: { q: query } });
   state.searching = true;
   ui.roomTitle.textContent = t("searchResults");

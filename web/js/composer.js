@@ -2,7 +2,7 @@
 // @mention and /canned-reply suggestions, and attachments with an upload progress bar.
 
 import { api, upload } from "./api.js";
-import { h, clear } from "./dom.js";
+import { h, clear, plainText } from "./dom.js";
 import { t } from "./i18n.js";
 
 const TYPING_EVERY_MS = 2000;
@@ -29,24 +29,32 @@ export class Composer {
     this.pendingFiles = h("ul", { class: "pending-files" });
     this.fileInput = h("input", { type: "file", id: "file-input", class: "visually-hidden", multiple: true });
     this.error = h("p", { class: "form-error", role: "alert" });
-    const attach = h("label", { for: "file-input", class: "button", title: t("attach") }, t("attachShort"));
+    this.attachLabel = h("label", { for: "file-input", class: "button", title: t("attach") }, t("attachShort"));
     this.sendButton = h("button", { type: "submit", class: "primary" }, t("send"));
     this.el = h("form", { class: "composer", "aria-label": t("send") },
       this.context, this.pendingFiles, this.progress, this.error, this.suggestions,
-      h("div", { class: "composer-row" }, attach, this.fileInput, this.input, this.sendButton));
+      h("div", { class: "composer-row" }, this.attachLabel, this.fileInput, this.input, this.sendButton));
 
     this.el.addEventListener("submit", (e) => { e.preventDefault(); this.submit(); });
     this.input.addEventListener("keydown", (e) => this.keydown(e));
     this.input.addEventListener("input", () => this.changed());
     this.fileInput.addEventListener("change", () => this.attach([...this.fileInput.files]));
+    this.setRoom(null);
   }
 
+  // Without a room there is nowhere to send or upload to: everything is disabled, and the
+  // placeholder says why (instead of a request to /rooms/null and a raw validation error).
   setRoom(roomId) {
     this.roomId = roomId;
     this.cancelContext();
     this.files = [];
     this.renderFiles();
     this.input.value = "";
+    this.error.textContent = "";
+    const none = roomId === null || roomId === undefined;
+    for (const el of [this.input, this.sendButton, this.fileInput]) el.disabled = none;
+    this.attachLabel.setAttribute("aria-disabled", String(none));
+    this.input.placeholder = none ? t("noRoomToSend") : t("writeMessage");
   }
 
   focus() { this.input.focus(); }
@@ -54,7 +62,7 @@ export class Composer {
   replyingTo(message) {
     this.editing = null;
     this.replyTo = message;
-    this.showContext(`${t("replyingTo")} ${message.author ? message.author.display_name : ""}: ${message.content.slice(0, 80)}`);
+    this.showContext(`${t("replyingTo")} ${message.author ? message.author.display_name : ""}: ${plainText(message.content_html).slice(0, 80)}`);
     this.focus();
   }
 
@@ -80,6 +88,7 @@ export class Composer {
   }
 
   async attach(files) {
+    if (!this.roomId) return;
     this.error.textContent = "";
     for (const file of files) {
       this.progress.hidden = false;
@@ -107,7 +116,7 @@ export class Composer {
 
   async submit() {
     const content = this.input.value.trim();
-    if (!content && !this.files.length) return;
+    if (!this.roomId || (!content && !this.files.length)) return;
     this.error.textContent = "";
     try {
       if (this.editing) {

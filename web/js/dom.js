@@ -40,6 +40,17 @@ export function trustedHtml(html) {
   return template.content;
 }
 
+// The text a reader sees in server-sanitised HTML (no markup, no markdown signs), on one
+// line. Parsed in an inert template: nothing in it runs or loads.
+export function plainText(html) {
+  const content = trustedHtml(html || "");
+  // Line and block breaks become spaces, so "one<br>two" does not read "onetwo".
+  for (const el of content.querySelectorAll("br, p, li, div, blockquote, pre, tr, h1, h2, h3, h4, h5, h6")) {
+    el.after(" ");
+  }
+  return content.textContent.replace(/\s+/g, " ").trim();
+}
+
 export function $(selector, root = document) {
   return root.querySelector(selector);
 }

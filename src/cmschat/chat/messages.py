@@ -415,13 +415,8 @@ async def mark_read(
     if message is None or message.room_id != room_id:
         raise Invalid("message_id must be a message of this room", field="message_id")
     if message.seq > member.last_read_seq:
-        audit.record(
-            session,
-            action="room.read_marker_moved",
-            target_type="room",
-            target_id=room_id,
-            changes={"last_read_seq": [member.last_read_seq, message.seq]},
-        )
+        # Not audited: every open room moves it on every message, so it would drown the
+        # trail's real changes, and it is the reader's own bookmark, changing nobody's data.
         member.last_read_seq = message.seq
         await session.flush()
     event = Published(

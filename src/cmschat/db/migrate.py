@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -65,3 +65,11 @@ async def run_migrations(
                 await connection.execute(
                     text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK}
                 )
+
+
+async def is_migrated(engine: AsyncEngine) -> bool:
+    """True if ``cmschat migrate`` has run on this database (it has a schema revision)."""
+    async with engine.connect() as connection:
+        if not await connection.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+            return False
+        return await connection.scalar(text("SELECT version_num FROM alembic_version")) is not None
