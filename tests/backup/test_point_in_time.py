@@ -14,6 +14,7 @@ from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import service
 from cmschat.backup.drill import run_drill
 from cmschat.backup.restore import restore_backup
+from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import create_engine
@@ -67,7 +68,11 @@ async def _lose_everything(context: AppContext, url: str) -> None:
 
 
 async def test_restore_to_a_point_between_a_full_and_an_incremental_backup(
-    context: AppContext, chat: Chat, kit: service.Toolkit, elsewhere: service.Toolkit
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    elsewhere: service.Toolkit,
+    clock: FakeClock,
 ) -> None:
     url = context.settings.database_url
     await chat.say(3, prefix="before the full backup")
@@ -87,9 +92,20 @@ async def test_restore_to_a_point_between_a_full_and_an_incremental_backup(
     incremental, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
     assert incremental.base_id == full.id and len(incremental.files) == 2
     await chat.say(1, prefix="after every backup")
-    # A drill restores the newest full backup (never replays a log into scratch space).
+    live = await snapshot_rows(url)
+    clock.advance(minutes=30)
+    # A drill restores the newest chain: the full backup, then the incremental's log
+    # renamed into the scratch database; the counts are the incremental's, the RPO its age.
     drill = await run_drill(kit=kit, db=context.db)
-    assert drill.ok and drill.backup_id == full.id, drill.checks
+    assert drill.ok and drill.backup_id == incremental.id, drill.checks
+    checks = {check.name: check.detail for check in drill.checks}
+    assert f"{full.id} and 1 incremental(s)" in checks["restore"]
+    assert incremental.row_counts["messages"] == full.row_counts["messages"] + 6
+    assert drill.rpo_seconds == 30 * 60
+    # The replay went to the scratch copy: the live database only gained the drill's event.
+    after = await snapshot_rows(url)
+    assert after.pop("audit_events")[:-1] == live.pop("audit_events")
+    assert after == live
     # The log names its database: replaying it into another one is refused up front.
     with pytest.raises(Invalid, match="replays into the database"):
         await restore_backup(kit=elsewhere, backup_id=incremental.id, force=False)
