@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +66,16 @@ class DrillReport:
         body["ran_at"] = self.ran_at.astimezone(UTC).isoformat()
         body["ok"] = self.ok
         return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> DrillReport:
+        """The report ``as_json`` gave."""
+        fields = {k: v for k, v in body.items() if k not in ("ok", "checks", "ran_at")}
+        return cls(
+            **fields,
+            ran_at=datetime.fromisoformat(body["ran_at"]),
+            checks=[Check(**check) for check in body["checks"]],
+        )
 
 
 async def _check_restored(
@@ -138,7 +149,41 @@ async def run_drill(
     backup_id: str | None = None,
     session: AsyncSession | None = None,
 ) -> DrillReport:
-    """Restore a backup (the newest by default) into scratch space and check it.
+    """Drill a backup (the newest by default) in this process, count and audit it.
+
+    A serving instance runs ``child.drill_in_child`` instead (a low-priority process).
+    """
+    report = await drill_backup(kit=kit, backup_id=backup_id)
+    await announce_drill(db=db, report=report, session=session)
+    return report
+
+
+async def announce_drill(
+    *,
+    db: Database,
+    report: DrillReport,
+    session: AsyncSession | None = None,
+    process: dict[str, Any] | None = None,
+) -> None:
+    """Set the drill metrics and audit the drill (``process``: the child that ran it)."""
+    metrics.drill_done(ok=report.ok, rto_seconds=report.rto_seconds, rpo_seconds=report.rpo_seconds)
+    await record(
+        db,
+        action="backup.drill",
+        target_id=report.backup_id,
+        changes={
+            "ok": report.ok,
+            "rto_seconds": report.rto_seconds,
+            "rpo_seconds": report.rpo_seconds,
+            "failed": [check.name for check in report.checks if not check.ok],
+            **({"process": process} if process else {}),
+        },
+        session=session,
+    )
+
+
+async def drill_backup(*, kit: Toolkit, backup_id: str | None = None) -> DrillReport:
+    """Restore a backup (the newest by default) into scratch space, check it, store the report.
 
     An incremental (the newest is one, on MariaDB with binary logging) restores its
     chain: its full backup, then each incremental up to it replayed into the scratch
@@ -193,21 +238,8 @@ async def run_drill(
             f"{report.rpo_seconds:.0f} s (target {settings.rpo_target_seconds} s)",
         )
     )
-    metrics.drill_done(ok=report.ok, rto_seconds=report.rto_seconds, rpo_seconds=report.rpo_seconds)
     name = f"{DRILLS}/{ran_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
     await in_thread(kit.target.put_text, name, json.dumps(report.as_json(), indent=2) + "\n")
-    await record(
-        db,
-        action="backup.drill",
-        target_id=manifest.id,
-        changes={
-            "ok": report.ok,
-            "rto_seconds": report.rto_seconds,
-            "rpo_seconds": report.rpo_seconds,
-            "failed": [check.name for check in report.checks if not check.ok],
-        },
-        session=session,
-    )
     return report
 
 

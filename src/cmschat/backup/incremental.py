@@ -13,7 +13,6 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import cmschat
 from cmschat.attachments.storage import Storage
@@ -23,10 +22,11 @@ from cmschat.backup.crypto import open_sealed
 from cmschat.backup.engines import Facts, collect_facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files, unpack_files
-from cmschat.backup.keys import Recipients, resolve_recipients, restore_identity
+from cmschat.backup.keys import resolve_recipients, restore_identity
 from cmschat.backup.manifest import Artifact, Manifest, new_id
 from cmschat.backup.mariadb import MariadbEngine
 from cmschat.backup.service import (
+    Made,
     Toolkit,
     complete,
     fetch,
@@ -70,9 +70,7 @@ async def _snapshot(db: Database) -> tuple[dict[str, Any], Facts]:
     return position, facts
 
 
-async def run_incremental(
-    *, kit: Toolkit, db: Database, session: AsyncSession | None = None
-) -> tuple[Manifest, Recipients]:
+async def make_incremental(*, kit: Toolkit, db: Database) -> Made:
     """The binary log since the newest backup, and the files uploaded since."""
     engine = kit.engine
     assert isinstance(engine, MariadbEngine)  # noqa: S101 - SQLite is refused before
@@ -115,14 +113,10 @@ async def run_incremental(
         base_id=base.id,
         duration_seconds=round(time.monotonic() - clock_start, 3),
     )
-    await complete(
-        kit=kit,
-        db=db,
-        manifest=manifest,
-        changes={"kind": "incremental", "base": base.id, "size": manifest.size},
-        session=session,
+    await complete(kit=kit, manifest=manifest)
+    return Made(
+        manifest, recipients, {"kind": "incremental", "base": base.id, "size": manifest.size}
     )
-    return manifest, recipients
 
 
 def check_target(chain: list[Manifest], engine: object) -> None:
@@ -168,7 +162,7 @@ async def replay_chain(
             folder.mkdir()
             await fetch(kit=kit, manifest=manifest, into=folder)
             log_artifact = manifest.artifact(binlog.ARTIFACT)
-            assert log_artifact is not None  # noqa: S101 - written by run_incremental
+            assert log_artifact is not None  # noqa: S101 - written by make_incremental
             await in_thread(_check, folder / binlog.ARTIFACT, identity, log_artifact)
         for manifest in chain:
             folder = scratch / manifest.id
