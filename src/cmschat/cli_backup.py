@@ -182,6 +182,7 @@ def backup_drill(
 
 
 @backup_app.command("child", hidden=True)
+@operator_errors
 def backup_child(
     job: Annotated[str, typer.Argument(help="backup or drill")],
     settings_file: Annotated[Path, typer.Option(help="the instance's settings (JSON)")],

@@ -70,3 +70,21 @@ async def test_an_admin_backs_up_and_drills_from_the_console(
     # Nothing on the page can hand out the key.
     everything = made.text + drilled.text + json.dumps(page)
     assert "AGE-SECRET-KEY" not in everything and IDENTITY_NAME not in everything
+
+
+async def test_a_backup_the_child_cannot_make_is_a_one_line_error(
+    client: httpx.AsyncClient, context: AppContext, admin: NamedUser, chat: Chat
+) -> None:
+    configure_key(context.settings)
+    headers = await admin.login(client)
+    # A setting the child process refuses (a server would not have started with it).
+    context.settings.backup.keep_days = 0
+
+    refused = await client.post(URL, json={"kind": "full"}, headers=headers)
+
+    assert refused.status_code == 400, refused.text
+    message = error_of(refused)["message"]
+    assert "CMSCHAT_BACKUP__KEEP_DAYS" in message and "\n" not in message
+    assert await audit_events(context.db, action="backup.run") == []
+    page = (await client.get(URL, headers=headers)).json()
+    assert page["items"] == []

@@ -33,6 +33,7 @@ from cmschat import errors
 from cmschat.backup.drill import DrillReport, announce_drill, drill_backup
 from cmschat.backup.keys import Recipients
 from cmschat.backup.manifest import Manifest
+from cmschat.backup.mariadb import last_line
 from cmschat.backup.service import Made, Toolkit, announce, make_backup, staging
 from cmschat.db.session import Database
 from cmschat.settings import Settings
@@ -99,18 +100,21 @@ async def _spawn(settings: Settings, job: list[str]) -> dict[str, Any]:
             f"--settings-file={settings_file}",
             f"--result-file={result_file}",
             stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
-            code = await process.wait()
+            _, said = await process.communicate()
         except asyncio.CancelledError:
             # The instance is stopping: the backup stops with it (and stays incomplete).
             process.terminate()
             await process.wait()
             raise
+        # The child's log lines join this instance's log.
+        sys.stderr.write(said.decode(errors="replace"))
         if not result_file.is_file():
             raise errors.CmschatError(
-                f"backup: the {job[0]} process ended with status {code} without a result "
-                "(its error is in this instance's log)"
+                f"backup: the {job[0]} process failed (status {process.returncode}): "
+                + last_line(said.decode(errors="replace")).removeprefix("cmschat: ")
             )
         result: dict[str, Any] = json.loads(result_file.read_text())
     if "error" in result:
