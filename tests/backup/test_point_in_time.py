@@ -139,3 +139,37 @@ async def test_until_before_the_full_backup_is_refused(
         await restore_backup(
             kit=kit, backup_id=full.id, force=True, until=full.created_at - timedelta(hours=1)
         )
+
+
+async def test_a_chain_drill_checks_the_newest_manifest_and_leaves_no_scratch_behind(
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    binlog_server: str,  # noqa: F811
+) -> None:
+    await chat.say(2)
+    full, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    first = await run_drill(kit=kit, db=context.db)
+    assert first.ok and first.backup_id == full.id, first.checks
+    await chat.say(2, prefix="after the first drill")
+    incremental, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+
+    # The first drill's scratch database is not in the incremental: replaying it makes
+    # no database of that name again, and the drill of the chain passes.
+    second = await run_drill(kit=kit, db=context.db)
+    assert second.ok and second.backup_id == incremental.id, second.checks
+    admin = create_engine(binlog_server + "/")
+    try:
+        async with admin.connect() as connection:
+            left = (await connection.execute(text("SHOW DATABASES LIKE '%\\_drill\\_%'"))).all()
+    finally:
+        await admin.dispose()
+    assert left == []
+
+    # Counted against the incremental's manifest: one message it does not hold fails.
+    path = f"{incremental.id}/manifest.json"
+    changed = service.Manifest.from_json(kit.target.get_text(path) or "")
+    changed.row_counts["messages"] += 1
+    kit.target.put_text(path, changed.to_json())
+    third = await run_drill(kit=kit, db=context.db)
+    assert {check.name for check in third.checks if not check.ok} == {"row counts"}
