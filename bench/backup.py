@@ -2,8 +2,9 @@
 
 Seeds a room with M messages (rows inserted directly, as ``history.py`` does) and
 uploads F files of S MiB over HTTP, then: measures the senders' latency for a baseline,
-runs a full backup in this process (``run_backup``, the code ``cmschat backup run``
-uses) against the live server's database while the senders keep posting, runs a drill
+runs a full backup the way a server does (``backup_in_child``: a child process at nice
+19 and idle I/O priority) against the live server's database while the senders keep
+posting (in this process, so the backup must not take their GIL either), runs a drill
 (restore into scratch space plus every check: the RTO), and restores into an empty
 database elsewhere.
 
@@ -51,6 +52,7 @@ async def upload(api: common.Api, user: common.BenchUser, room: int, size: int, 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from cmschat.attachments.storage import LocalStorage, storage_from_url
     from cmschat.backup import service
+    from cmschat.backup.child import backup_in_child
     from cmschat.backup.crypto import generate_identity
     from cmschat.backup.drill import run_drill
     from cmschat.backup.restore import restore_backup
@@ -109,7 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.baseline)
 
         async def backup() -> Any:
-            return await service.run_backup(kit=kit, db=db, kind="full")
+            return await backup_in_child(kit=kit, db=db, kind="full")
 
         try:
             baseline, _ = await measure_senders(api, live, users, idle)

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -180,3 +181,18 @@ def backup_drill(
         f"cmschat: drill of backup {report.backup_id} passed: RTO {report.rto_seconds:.1f} s, "
         f"RPO {report.rpo_seconds:.0f} s"
     )
+
+
+@backup_app.command("child", hidden=True)
+@operator_errors
+def backup_child(
+    job: Annotated[str, typer.Argument(help="backup or drill")],
+    settings_file: Annotated[Path, typer.Option(help="the instance's settings (JSON)")],
+    result_file: Annotated[Path, typer.Option(help="where the result goes (JSON)")],
+    kind: Annotated[str, typer.Option(help="full or incremental")] = "full",
+) -> None:
+    """A serving instance's backup or drill, at low priority (started by the instance)."""
+    from cmschat.backup.child import child_main
+
+    settings = load_settings(**json.loads(settings_file.read_text()))
+    run(child_main(job, kind, settings, result_file))

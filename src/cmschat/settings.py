@@ -181,6 +181,8 @@ class BackupSettings(BaseModel):
     timezone: str = "Asia/Seoul"
     rto_target_seconds: int = Field(default=2 * 3600, ge=1)
     rpo_target_seconds: int = Field(default=24 * 3600, ge=1)
+    nice: int = Field(default=19, ge=0, le=19)
+    """CPU niceness of the child process a server runs backups and drills in (19: lowest)."""
 
     @field_validator("recipients", mode="before")
     @classmethod

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
+from prometheus_client import REGISTRY
 
 from cmschat.backup.crypto import IDENTITY_NAME
 from cmschat.context import AppContext
@@ -50,11 +52,39 @@ async def test_an_admin_backs_up_and_drills_from_the_console(
     assert page["last_drill"]["backup_id"] == backup_id
     assert page["last_drill"]["rto_seconds"] >= 0
 
-    # Audited as the admin who asked.
+    # Audited as the admin who asked; made by a child process at the lowest priority,
+    # so compression and encryption never hold this server's event loop.
     for action in ("backup.run", "backup.drill"):
         (event,) = await audit_events(context.db, action=action)
         assert event.actor == f"user:{admin.id}"
-        assert json.loads(event.changes)
+        process = json.loads(event.changes)["process"]
+        assert process["pid"] != os.getpid()
+        assert process["nice"] == 19 > os.getpriority(os.PRIO_PROCESS, 0)
+        assert process["io"] == "idle"
+    # The outcome counts in this instance's metrics.
+    assert REGISTRY.get_sample_value("cmschat_backup_drill_success") == 1
+    assert (
+        REGISTRY.get_sample_value("cmschat_backup_last_success_timestamp_seconds", {"kind": "full"})
+        or 0
+    ) > 0
     # Nothing on the page can hand out the key.
     everything = made.text + drilled.text + json.dumps(page)
     assert "AGE-SECRET-KEY" not in everything and IDENTITY_NAME not in everything
+
+
+async def test_a_backup_the_child_cannot_make_is_a_one_line_error(
+    client: httpx.AsyncClient, context: AppContext, admin: NamedUser, chat: Chat
+) -> None:
+    configure_key(context.settings)
+    headers = await admin.login(client)
+    # A setting the child process refuses (a server would not have started with it).
+    context.settings.backup.keep_days = 0
+
+    refused = await client.post(URL, json={"kind": "full"}, headers=headers)
+
+    assert refused.status_code == 400, refused.text
+    message = error_of(refused)["message"]
+    assert "CMSCHAT_BACKUP__KEEP_DAYS" in message and "\n" not in message
+    assert await audit_events(context.db, action="backup.run") == []
+    page = (await client.get(URL, headers=headers)).json()
+    assert page["items"] == []

@@ -14,6 +14,7 @@ from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import service
 from cmschat.backup.drill import run_drill
 from cmschat.backup.restore import restore_backup
+from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import create_engine
@@ -67,7 +68,11 @@ async def _lose_everything(context: AppContext, url: str) -> None:
 
 
 async def test_restore_to_a_point_between_a_full_and_an_incremental_backup(
-    context: AppContext, chat: Chat, kit: service.Toolkit, elsewhere: service.Toolkit
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    elsewhere: service.Toolkit,
+    clock: FakeClock,
 ) -> None:
     url = context.settings.database_url
     await chat.say(3, prefix="before the full backup")
@@ -87,9 +92,20 @@ async def test_restore_to_a_point_between_a_full_and_an_incremental_backup(
     incremental, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
     assert incremental.base_id == full.id and len(incremental.files) == 2
     await chat.say(1, prefix="after every backup")
-    # A drill restores the newest full backup (never replays a log into scratch space).
+    live = await snapshot_rows(url)
+    clock.advance(minutes=30)
+    # A drill restores the newest chain: the full backup, then the incremental's log
+    # renamed into the scratch database; the counts are the incremental's, the RPO its age.
     drill = await run_drill(kit=kit, db=context.db)
-    assert drill.ok and drill.backup_id == full.id, drill.checks
+    assert drill.ok and drill.backup_id == incremental.id, drill.checks
+    checks = {check.name: check.detail for check in drill.checks}
+    assert f"{full.id} and 1 incremental(s)" in checks["restore"]
+    assert incremental.row_counts["messages"] == full.row_counts["messages"] + 6
+    assert drill.rpo_seconds == 30 * 60
+    # The replay went to the scratch copy: the live database only gained the drill's event.
+    after = await snapshot_rows(url)
+    assert after.pop("audit_events")[:-1] == live.pop("audit_events")
+    assert after == live
     # The log names its database: replaying it into another one is refused up front.
     with pytest.raises(Invalid, match="replays into the database"):
         await restore_backup(kit=elsewhere, backup_id=incremental.id, force=False)
@@ -123,3 +139,37 @@ async def test_until_before_the_full_backup_is_refused(
         await restore_backup(
             kit=kit, backup_id=full.id, force=True, until=full.created_at - timedelta(hours=1)
         )
+
+
+async def test_a_chain_drill_checks_the_newest_manifest_and_leaves_no_scratch_behind(
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    binlog_server: str,  # noqa: F811
+) -> None:
+    await chat.say(2)
+    full, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    first = await run_drill(kit=kit, db=context.db)
+    assert first.ok and first.backup_id == full.id, first.checks
+    await chat.say(2, prefix="after the first drill")
+    incremental, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+
+    # The first drill's scratch database is not in the incremental: replaying it makes
+    # no database of that name again, and the drill of the chain passes.
+    second = await run_drill(kit=kit, db=context.db)
+    assert second.ok and second.backup_id == incremental.id, second.checks
+    admin = create_engine(binlog_server + "/")
+    try:
+        async with admin.connect() as connection:
+            left = (await connection.execute(text("SHOW DATABASES LIKE '%\\_drill\\_%'"))).all()
+    finally:
+        await admin.dispose()
+    assert left == []
+
+    # Counted against the incremental's manifest: one message it does not hold fails.
+    path = f"{incremental.id}/manifest.json"
+    changed = service.Manifest.from_json(kit.target.get_text(path) or "")
+    changed.row_counts["messages"] += 1
+    kit.target.put_text(path, changed.to_json())
+    third = await run_drill(kit=kit, db=context.db)
+    assert {check.name for check in third.checks if not check.ok} == {"row counts"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -13,6 +15,7 @@ from cmschat.backup.schedule import DRILL_JOB, FULL_JOB, BackupSchedule, last_da
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from tests.backup.conftest import Chat
+from tests.support import audit_events
 
 SEOUL = ZoneInfo("Asia/Seoul")
 
@@ -52,6 +55,15 @@ async def test_full_backups_and_drills_run_in_their_slots_on_one_leader(
 
     drill = await last_drill(kit=kit)
     assert drill is not None and drill["backup_id"] == backups[0].id and drill["ok"] is True
+    # Each ran in a child process at the lowest CPU priority, audited by this instance.
+    events = [
+        *await audit_events(context.db, action="backup.run"),
+        *await audit_events(context.db, action="backup.drill"),
+    ]
+    assert len(events) == 3
+    pids = {json.loads(event.changes)["process"]["pid"] for event in events}
+    assert len(pids) == 3 and os.getpid() not in pids
+    assert {json.loads(event.changes)["process"]["nice"] for event in events} == {19}
 
 
 def test_incremental_slots_count_from_local_midnight() -> None:

@@ -13,7 +13,8 @@ from fastapi import APIRouter
 from cmschat.api.deps import AdminUser, Context, SessionDep
 from cmschat.api.errors import responses
 from cmschat.backup import service
-from cmschat.backup.drill import last_drill, run_drill
+from cmschat.backup.child import backup_in_child, drill_in_child
+from cmschat.backup.drill import last_drill
 from cmschat.backup.schemas import BackupRead, BackupsRead, DrillRead, StartBackup
 from cmschat.context import AppContext
 from cmschat.errors import Conflict
@@ -69,11 +70,11 @@ async def get_backups(admin: AdminUser, context: Context) -> BackupsRead:
 async def start_backup(
     body: StartBackup, admin: AdminUser, session: SessionDep, context: Context
 ) -> BackupRead:
-    """Make a backup now (it runs within the request; large ones belong to the CLI)."""
+    """Make a backup now, in a low-priority child process the request waits on."""
     if _busy.locked():
         raise Conflict("a backup or drill is already running on this instance")
     async with _busy:
-        manifest, _ = await service.run_backup(
+        manifest, _ = await backup_in_child(
             kit=_toolkit(context), db=context.db, kind=body.kind, session=session
         )
     return BackupRead.model_validate(service.Listed(manifest.id, manifest).as_json())
@@ -90,5 +91,5 @@ async def start_drill(admin: AdminUser, session: SessionDep, context: Context) -
     if _busy.locked():
         raise Conflict("a backup or drill is already running on this instance")
     async with _busy:
-        report = await run_drill(kit=_toolkit(context), db=context.db, session=session)
+        report = await drill_in_child(kit=_toolkit(context), db=context.db, session=session)
     return DrillRead.model_validate(report.as_json())

@@ -19,6 +19,7 @@ import pyrage
 
 from cmschat.backup.crypto import Sealed, open_sealed, seal
 from cmschat.backup.mariadb import MariadbEngine, feed_client, last_line
+from cmschat.backup.rewrite_db import RewriteDb
 from cmschat.errors import CmschatError, Invalid
 
 ARTIFACT = "binlog.sql.zst.age"
@@ -65,6 +66,9 @@ def extract(
                 "mariadb-binlog",
                 defaults,
                 "--read-from-remote-server",
+                # Only this database's events: a drill's scratch copy or another
+                # application's database on the same server stays out of the backup.
+                f"--database={engine.database}",
                 f"--start-position={int(start['position'])}",
                 f"--stop-position={int(end['position'])}",
                 *files,
@@ -88,7 +92,7 @@ def extract(
 class _Cut:
     """Passes SQL text through, stopping before the first transaction after ``until``."""
 
-    def __init__(self, target: IO[bytes], until: datetime | None) -> None:
+    def __init__(self, target: IO[bytes] | RewriteDb, until: datetime | None) -> None:
         self.target = target
         self.until = until
         self.tail = b""
@@ -132,16 +136,26 @@ def replay(
     expected: Sealed,
     *,
     until: datetime | None,
+    made_on: str | None = None,
 ) -> bool:
-    """Redo the artifact's transactions (up to ``until``); True if it stopped early."""
+    """Redo the artifact's transactions (up to ``until``); True if it stopped early.
+
+    ``made_on``: the database the log was made from, when ``engine``'s has another name
+    (a drill's scratch copy): every event is renamed on its way to the client.
+    """
     errors = source.with_suffix(".err")
     cuts: list[_Cut] = []
 
     def feed(stdin: IO[bytes]) -> None:
-        cuts.append(cut := _Cut(stdin, until))
+        rename = None
+        if made_on is not None and made_on != engine.database:
+            rename = RewriteDb(stdin, made_on, engine.database)
+        cuts.append(cut := _Cut(rename or stdin, until))
         with source.open("rb") as reader:
             open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
         cut.close()
+        if rename is not None:
+            rename.close()
 
     with engine.defaults() as defaults:
         code = feed_client(["mariadb", defaults, engine.database], errors, feed)

@@ -4,7 +4,9 @@ The drill restores into a scratch database (a file for SQLite, a new database on
 same MariaDB server) and a scratch file store, then checks what came back against the
 manifest: row counts, the audit hash chain and its head, file checksums (during the
 restore), the tables' own check, and that migrations run. RTO is the measured time of
-all that; RPO is the age of the restored data when the drill ran.
+all that; RPO is the age of the restored data when the drill ran. On MariaDB with
+incremental backups the newest backup is an incremental: the drill restores its chain
+(the full backup, then the binary logs renamed into the scratch database).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.attachments.storage import LocalStorage
+from cmschat.attachments.storage import LocalStorage, Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.audit import chain
 from cmschat.backup import metrics
@@ -28,7 +31,7 @@ from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.errors import CmschatError, Invalid
+from cmschat.errors import CmschatError
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ class DrillReport:
         body["ok"] = self.ok
         return body
 
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> DrillReport:
+        """The report ``as_json`` gave."""
+        fields = {k: v for k, v in body.items() if k not in ("ok", "checks", "ran_at")}
+        return cls(
+            **fields,
+            ran_at=datetime.fromisoformat(body["ran_at"]),
+            checks=[Check(**check) for check in body["checks"]],
+        )
+
 
 async def _check_restored(
     engine: Engine, manifest: Manifest, checks: list[Check], clock: Clock
@@ -81,8 +94,10 @@ async def _check_restored(
         checks.append(
             Check(
                 "row counts",
-                not wrong,
-                f"{len(manifest.row_counts)} tables match the manifest"
+                bool(manifest.row_counts) and not wrong,
+                "the manifest records no row counts"
+                if not manifest.row_counts
+                else f"{len(manifest.row_counts)} tables match the manifest"
                 if not wrong
                 else "; ".join(
                     f"{t}: {got} restored, {want} in the manifest"
@@ -110,6 +125,23 @@ async def _check_restored(
         await restored.dispose()
 
 
+async def _replay(kit: Toolkit, chain: list[Manifest], engine: Engine, store: Storage) -> int:
+    from cmschat.backup.incremental import replay_chain
+    from cmschat.backup.mariadb import MariadbEngine
+
+    assert isinstance(engine, MariadbEngine)  # noqa: S101 - chains exist on MariaDB only
+    return await replay_chain(kit=kit, chain=chain, until=None, into=(engine, store))
+
+
+def _restored(chain: list[Manifest], files: int) -> str:
+    if len(chain) == 1:
+        return f"database and {files} files, checksums match"
+    return (
+        f"full backup {chain[0].id} and {len(chain) - 1} incremental(s) to {chain[-1].id}, "
+        f"{files} files, checksums match"
+    )
+
+
 async def run_drill(
     *,
     kit: Toolkit,
@@ -117,16 +149,52 @@ async def run_drill(
     backup_id: str | None = None,
     session: AsyncSession | None = None,
 ) -> DrillReport:
-    """Restore a backup (the newest by default) into scratch space and check it."""
-    # Full backups only: an incremental's binary log names the live database, and
-    # replaying it into a scratch copy would change the live one.
-    manifest = (
-        await load_manifest(kit=kit, backup_id=backup_id)
-        if backup_id
-        else await newest(kit=kit, kind="full")
+    """Drill a backup (the newest by default) in this process, count and audit it.
+
+    A serving instance runs ``child.drill_in_child`` instead (a low-priority process).
+    """
+    report = await drill_backup(kit=kit, backup_id=backup_id)
+    await announce_drill(db=db, report=report, session=session)
+    return report
+
+
+async def announce_drill(
+    *,
+    db: Database,
+    report: DrillReport,
+    session: AsyncSession | None = None,
+    process: dict[str, Any] | None = None,
+) -> None:
+    """Set the drill metrics and audit the drill (``process``: the child that ran it)."""
+    metrics.drill_done(ok=report.ok, rto_seconds=report.rto_seconds, rpo_seconds=report.rpo_seconds)
+    await record(
+        db,
+        action="backup.drill",
+        target_id=report.backup_id,
+        changes={
+            "ok": report.ok,
+            "rto_seconds": report.rto_seconds,
+            "rpo_seconds": report.rpo_seconds,
+            "failed": [check.name for check in report.checks if not check.ok],
+            **({"process": process} if process else {}),
+        },
+        session=session,
     )
-    if manifest.kind != "full":
-        raise Invalid(f"a drill restores a full backup; {manifest.id} is incremental")
+
+
+async def drill_backup(*, kit: Toolkit, backup_id: str | None = None) -> DrillReport:
+    """Restore a backup (the newest by default) into scratch space, check it, store the report.
+
+    An incremental (the newest is one, on MariaDB with binary logging) restores its
+    chain: its full backup, then each incremental up to it replayed into the scratch
+    database, checked against the newest manifest; the RPO is that backup's age.
+    """
+    from cmschat.backup.incremental import chain_of
+
+    manifest = (
+        await load_manifest(kit=kit, backup_id=backup_id) if backup_id else await newest(kit=kit)
+    )
+    chain = await chain_of(kit=kit, manifest=manifest)
     ran_at = kit.clock.now()
     checks: list[Check] = []
     started = time.monotonic()
@@ -136,11 +204,11 @@ async def run_drill(
             store = LocalStorage(scratch / "files")
             try:
                 files = await restore_into(
-                    kit=kit, manifest=manifest, engine=engine, storage=store, force=True
+                    kit=kit, manifest=chain[0], engine=engine, storage=store, force=True
                 )
-                checks.append(
-                    Check("restore", True, f"database and {files} files, checksums match")
-                )
+                if len(chain) > 1:
+                    files += await _replay(kit, chain[1:], engine, store)
+                checks.append(Check("restore", True, _restored(chain, files)))
                 await _check_restored(engine, manifest, checks, kit.clock)
             except CmschatError as exc:
                 checks.append(Check("restore", False, exc.message))
@@ -170,21 +238,8 @@ async def run_drill(
             f"{report.rpo_seconds:.0f} s (target {settings.rpo_target_seconds} s)",
         )
     )
-    metrics.drill_done(ok=report.ok, rto_seconds=report.rto_seconds, rpo_seconds=report.rpo_seconds)
     name = f"{DRILLS}/{ran_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
     await in_thread(kit.target.put_text, name, json.dumps(report.as_json(), indent=2) + "\n")
-    await record(
-        db,
-        action="backup.drill",
-        target_id=manifest.id,
-        changes={
-            "ok": report.ok,
-            "rto_seconds": report.rto_seconds,
-            "rpo_seconds": report.rpo_seconds,
-            "failed": [check.name for check in report.checks if not check.ok],
-        },
-        session=session,
-    )
     return report
 
 

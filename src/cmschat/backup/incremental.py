@@ -10,20 +10,23 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import cmschat
+from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import binlog
 from cmschat.backup.crypto import open_sealed
+from cmschat.backup.engines import Facts, collect_facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files, unpack_files
-from cmschat.backup.keys import Recipients, resolve_recipients, restore_identity
-from cmschat.backup.manifest import Artifact, FileEntry, Manifest, new_id
+from cmschat.backup.keys import resolve_recipients, restore_identity
+from cmschat.backup.manifest import Artifact, Manifest, new_id
 from cmschat.backup.mariadb import MariadbEngine
 from cmschat.backup.service import (
+    Made,
     Toolkit,
     complete,
     fetch,
@@ -45,25 +48,33 @@ async def chain_of(*, kit: Toolkit, manifest: Manifest) -> list[Manifest]:
     return chain
 
 
-async def _current_files(db: Database) -> list[FileEntry]:
-    async with db.engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT storage_key, size, sha256 FROM attachments "
-                "WHERE state = 'ready' ORDER BY id"
-            )
+async def _snapshot(db: Database) -> tuple[dict[str, Any], Facts]:
+    """The binary-log position of one consistent snapshot, and the facts read in it.
+
+    The row counts, audit head and files are exactly what the log up to that position
+    holds, so a drill of the chain can check its restore against them.
+    """
+    async with db.engine.connect() as plain:
+        connection = await plain.execution_options(isolation_level="REPEATABLE READ")
+        await connection.execute(text("START TRANSACTION WITH CONSISTENT SNAPSHOT"))
+        status = dict(
+            (row[0], row[1])
+            for row in await connection.execute(text("SHOW STATUS LIKE 'binlog_snapshot_%'"))
         )
-        return [FileEntry(str(key), int(size), str(sha)) for key, size, sha in rows]
+        facts = await connection.run_sync(collect_facts)
+        await connection.rollback()
+    position = {
+        "file": str(status["Binlog_snapshot_file"]),
+        "position": int(status["Binlog_snapshot_position"]),
+    }
+    return position, facts
 
 
-async def run_incremental(
-    *, kit: Toolkit, db: Database, session: AsyncSession | None = None
-) -> tuple[Manifest, Recipients]:
+async def make_incremental(*, kit: Toolkit, db: Database) -> Made:
     """The binary log since the newest backup, and the files uploaded since."""
     engine = kit.engine
     assert isinstance(engine, MariadbEngine)  # noqa: S101 - SQLite is refused before
-    end = await in_thread(binlog.status, engine)
-    end["database"] = engine.database
+    await in_thread(binlog.status, engine)  # says what to set when logging is off
     base = next(
         (b.manifest for b in await list_backups(kit=kit) if b.manifest and b.manifest.binlog),
         None,
@@ -73,8 +84,10 @@ async def run_incremental(
     recipients = await in_thread(resolve_recipients, kit.settings)
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, "incremental")
+    end, facts = await _snapshot(db)
+    end["database"] = engine.database
     kept = {entry.key for m in await chain_of(kit=kit, manifest=base) for entry in m.files}
-    new_files = [entry for entry in await _current_files(db) if entry.key not in kept]
+    new_files = [entry for entry in facts.files if entry.key not in kept]
     with staging(kit.settings) as scratch:
         sealed = await in_thread(binlog.extract, engine, scratch, base.binlog, end, recipients.keys)
         archived = await archive_files(
@@ -88,24 +101,22 @@ async def run_incremental(
         created_at=started,
         cmschat_version=cmschat.__version__,
         database_kind=engine.kind,
-        alembic_revision=base.alembic_revision,
+        alembic_revision=facts.alembic_revision or base.alembic_revision,
         artifacts=[
             Artifact.of(binlog.ARTIFACT, sealed),
             Artifact.of(FILES_ARTIFACT, archived.sealed),
         ],
         files=archived.files,
+        row_counts=facts.row_counts,
+        audit_head=facts.audit_head,
         binlog=end,
         base_id=base.id,
         duration_seconds=round(time.monotonic() - clock_start, 3),
     )
-    await complete(
-        kit=kit,
-        db=db,
-        manifest=manifest,
-        changes={"kind": "incremental", "base": base.id, "size": manifest.size},
-        session=session,
+    await complete(kit=kit, manifest=manifest)
+    return Made(
+        manifest, recipients, {"kind": "incremental", "base": base.id, "size": manifest.size}
     )
-    return manifest, recipients
 
 
 def check_target(chain: list[Manifest], engine: object) -> None:
@@ -126,15 +137,23 @@ def check_target(chain: list[Manifest], engine: object) -> None:
             )
 
 
-async def replay_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime | None) -> int:
+async def replay_chain(
+    *,
+    kit: Toolkit,
+    chain: list[Manifest],
+    until: datetime | None,
+    into: tuple[MariadbEngine, Storage] | None = None,
+) -> int:
     """After the full backup is restored: the incrementals' files and transactions.
 
     Every artifact is checked before the first transaction is replayed, so damage found
-    late cannot leave a half-replayed database. Returns the files restored.
+    late cannot leave a half-replayed database. Returns the files restored. ``into``:
+    a drill's database and store instead of the configured ones; the log's events are
+    renamed to the scratch database on their way to it.
     """
-    engine = kit.engine
+    engine, storage = into or (kit.engine, kit.storage)
     assert isinstance(engine, MariadbEngine)  # noqa: S101 - chains exist on MariaDB only
-    check_target(chain, engine)
+    check_target(chain, kit.engine)
     identity = await in_thread(restore_identity, kit.settings)
     files = 0
     with staging(kit.settings) as scratch:
@@ -143,7 +162,7 @@ async def replay_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime |
             folder.mkdir()
             await fetch(kit=kit, manifest=manifest, into=folder)
             log_artifact = manifest.artifact(binlog.ARTIFACT)
-            assert log_artifact is not None  # noqa: S101 - written by run_incremental
+            assert log_artifact is not None  # noqa: S101 - written by make_incremental
             await in_thread(_check, folder / binlog.ARTIFACT, identity, log_artifact)
         for manifest in chain:
             folder = scratch / manifest.id
@@ -152,7 +171,7 @@ async def replay_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime |
                 files += await unpack_files(
                     folder / FILES_ARTIFACT,
                     folder,
-                    kit.storage,
+                    storage,
                     identity,
                     expected=archive.sealed(),
                     entries=manifest.files,
@@ -166,6 +185,7 @@ async def replay_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime |
                 identity,
                 log_artifact.sealed(),
                 until=until,
+                made_on=(manifest.binlog or {}).get("database"),
             )
             if await in_thread(step):
                 break

@@ -1,8 +1,9 @@
-"""Backups and drills on a schedule, in-process, on one leader at a time.
+"""Backups and drills on a schedule, on one leader at a time, each in a child process.
 
 The same lease as the retention purge: each job has a row; the instance that takes it
 runs the slot, records it completed, and the others see the slot as done. Slots are
-computed in the configured time zone (default Asia/Seoul: 03:00 there, not UTC).
+computed in the configured time zone (default Asia/Seoul: 03:00 there, not UTC). The
+work runs in a low-priority child process (``child.py``) so sends stay fast meanwhile.
 A deployment's first start sets the baseline instead of backing up at once, so the first
 scheduled backup is the next slot (``cmschat backup run`` makes one at any time).
 """
@@ -14,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from cmschat.backup.drill import run_drill
-from cmschat.backup.service import Toolkit, run_backup
+from cmschat.backup.child import backup_in_child, drill_in_child
+from cmschat.backup.service import Toolkit
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.session import Database
 from cmschat.errors import CmschatError
@@ -126,7 +127,7 @@ class BackupSchedule:
                 db,
                 name=FULL_JOB,
                 slot=lambda now: last_daily(now, settings.full_at, zone),
-                work=lambda: run_backup(kit=kit, db=db, kind="full"),
+                work=lambda: backup_in_child(kit=kit, db=db, kind="full"),
                 kit=kit,
                 holder=holder,
             ),
@@ -134,7 +135,7 @@ class BackupSchedule:
                 db,
                 name=DRILL_JOB,
                 slot=lambda now: last_weekly(now, settings.drill_weekday, settings.drill_at, zone),
-                work=lambda: run_drill(kit=kit, db=db),
+                work=lambda: drill_in_child(kit=kit, db=db),
                 kit=kit,
                 holder=holder,
             ),
@@ -147,7 +148,7 @@ class BackupSchedule:
                     db,
                     name=INCREMENTAL_JOB,
                     slot=lambda now: last_every(now, settings.incremental_minutes, zone),
-                    work=lambda: run_backup(kit=kit, db=db, kind="incremental"),
+                    work=lambda: backup_in_child(kit=kit, db=db, kind="incremental"),
                     kit=kit,
                     holder=holder,
                 ),

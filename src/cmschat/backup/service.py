@@ -113,19 +113,48 @@ async def record(
     )
 
 
+@dataclass(frozen=True)
+class Made:
+    """A backup written and complete in the target, not yet counted nor audited."""
+
+    manifest: Manifest
+    recipients: Recipients
+    changes: dict[str, object]
+    """What its ``backup.run`` audit event records."""
+
+
 async def run_backup(
     *, kit: Toolkit, db: Database, kind: str, session: AsyncSession | None = None
 ) -> tuple[Manifest, Recipients]:
-    """Make one encrypted backup into the target; returns its manifest."""
+    """Make one encrypted backup into the target, count and audit it; its manifest.
+
+    This runs in the calling process (``cmschat backup run``); a serving instance runs
+    ``child.backup_in_child`` instead, which makes the backup in a low-priority process.
+    """
+    made = await make_backup(kit=kit, db=db, kind=kind)
+    await announce(db=db, made=made, session=session)
+    return made.manifest, made.recipients
+
+
+async def announce(*, db: Database, made: Made, session: AsyncSession | None) -> None:
+    """Count a complete backup in the metrics and audit it."""
+    metrics.backup_done(made.manifest)
+    await record(
+        db, action="backup.run", target_id=made.manifest.id, changes=made.changes, session=session
+    )
+
+
+async def make_backup(*, kit: Toolkit, db: Database, kind: str) -> Made:
+    """Write one encrypted backup into the target, its manifest last."""
     if kind == "incremental":
         if kit.engine.kind == "sqlite":
             raise Invalid(
                 "incremental backups need MariaDB's binary log; on SQLite run full backups "
                 "(cmschat backup run --kind full)"
             )
-        from cmschat.backup.incremental import run_incremental
+        from cmschat.backup.incremental import make_incremental
 
-        return await run_incremental(kit=kit, db=db, session=session)
+        return await make_incremental(kit=kit, db=db)
     if kind != "full":
         raise Invalid(f"kind must be full or incremental, not {kind!r}")
     recipients = await in_thread(resolve_recipients, kit.settings)
@@ -155,34 +184,20 @@ async def run_backup(
         binlog=facts.binlog,
         duration_seconds=round(time.monotonic() - clock_start, 3),
     )
-    await complete(
-        kit=kit,
-        db=db,
-        manifest=manifest,
-        changes={
-            "kind": kind,
-            "size": manifest.size,
-            "files": len(archived.files),
-            "files_missing": len(archived.missing),
-            "duration_seconds": manifest.duration_seconds,
-        },
-        session=session,
-    )
-    return manifest, recipients
+    await complete(kit=kit, manifest=manifest)
+    changes: dict[str, object] = {
+        "kind": kind,
+        "size": manifest.size,
+        "files": len(archived.files),
+        "files_missing": len(archived.missing),
+        "duration_seconds": manifest.duration_seconds,
+    }
+    return Made(manifest, recipients, changes)
 
 
-async def complete(
-    *,
-    kit: Toolkit,
-    db: Database,
-    manifest: Manifest,
-    changes: dict[str, object],
-    session: AsyncSession | None,
-) -> None:
-    """Mark a backup complete: its manifest is written last, then counted and audited."""
+async def complete(*, kit: Toolkit, manifest: Manifest) -> None:
+    """Mark a backup complete: its manifest is written last."""
     await in_thread(kit.target.put_text, f"{manifest.id}/{MANIFEST_NAME}", manifest.to_json())
-    metrics.backup_done(manifest)
-    await record(db, action="backup.run", target_id=manifest.id, changes=changes, session=session)
 
 
 @dataclass(frozen=True)
