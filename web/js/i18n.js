@@ -31,6 +31,7 @@ const MESSAGES = {
     err_wrong_password: "The current password is wrong.",
     err_weak_password: "This password does not meet the rules.",
     err_rate_limited: "Too many attempts. Try again in a moment.",
+    err_rate_limited_wait: "Too many attempts. Try again in {minutes} min.",
     err_forbidden: "You are not allowed to do this.",
     err_admin_required: "Administrators only.",
     err_not_found: "It no longer exists; reload the page.",
@@ -69,6 +70,7 @@ const MESSAGES = {
     err_wrong_password: "현재 비밀번호가 틀렸습니다.",
     err_weak_password: "비밀번호가 규칙에 맞지 않습니다.",
     err_rate_limited: "시도가 너무 많습니다. 잠시 뒤에 다시 시도하세요.",
+    err_rate_limited_wait: "시도가 너무 많습니다. {minutes}분 뒤에 다시 시도하세요.",
     err_forbidden: "이 작업을 할 권한이 없습니다.",
     err_admin_required: "관리자만 할 수 있습니다.",
     err_not_found: "이미 없어졌습니다. 페이지를 새로 고치세요.",
@@ -111,6 +113,9 @@ export function errorText(error) {
     // One code for every rule; the server's English message says which one.
     const rule = WEAK_RULES.find(([pattern]) => pattern.test(error.message || ""));
     return t(rule ? "err_weak_password_" + rule[1] : "err_weak_password");
+  }
+  if (error.code === "rate_limited" && error.retryAfter) {
+    return t("err_rate_limited_wait", { minutes: Math.max(1, Math.ceil(error.retryAfter / 60)) });
   }
   if (error.code === "invalid" && error.field) {
     const label = known("field_" + error.field) ? t("field_" + error.field) : error.field;
