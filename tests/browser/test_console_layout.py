@@ -250,7 +250,7 @@ async def test_every_console_page_is_aligned_fits_a_phone_and_speaks_the_languag
         assert trouble.failed == [], trouble.failed
 
 
-async def test_console_shows_room_names_and_a_favicon(
+async def test_console_shows_names_not_ids_and_a_favicon(
     web: Web, admin: NamedUser, alice: NamedUser, bob: NamedUser
 ) -> None:
     await seed(web, admin, alice, bob)
@@ -264,6 +264,11 @@ async def test_console_shows_room_names_and_a_favicon(
         "기획팀 회의실, announcements"
     )
     await expect(published.locator("td[data-label=State]")).to_have_text("Published")
+    await visit(page, "audit")
+    hold = page.locator("tr", has_text="retention.legal_hold_placed")
+    await expect(hold.locator("td[data-label=Target]")).to_have_text("Room 기획팀 회의실")
+    created = page.locator("tr", has_text="user.created").filter(has_text="김민지")
+    await expect(created.locator("td[data-label=Target]")).to_have_text("User kim.minji")
     icon = await page.get_attribute("link[rel=icon]", "href")
     async with httpx.AsyncClient(base_url=web.url) as http:
         served = await http.get("/" + str(icon))

@@ -78,6 +78,9 @@ extendMessages({
     backupSchedule: "Full backup daily at {full}, drill weekly at {drill} ({zone}).",
     backupScheduleOff: "In-process schedule off (cron or systemd timers).",
     backUpNow: "Back up now", runDrill: "Run a restore drill",
+    target_attachment: "File", target_audit: "Audit log", target_backup: "Backup",
+    target_canned_reply: "Canned reply", target_message: "Message", target_notice: "Notice",
+    target_retention: "Retention", target_room: "Room", target_user: "User",
   },
   ko: {
     menu: "메뉴", actions: "작업", loadMore: "더 보기", yes: "예", none: "—",
@@ -152,5 +155,8 @@ extendMessages({
     backupSchedule: "매일 {full}에 전체 백업, 매주 {drill}에 복구 훈련 ({zone}).",
     backupScheduleOff: "앱 내 일정 꺼짐 (cron 또는 systemd 타이머 사용).",
     backUpNow: "지금 백업", runDrill: "복구 훈련 실행",
+    target_attachment: "파일", target_audit: "감사 로그", target_backup: "백업",
+    target_canned_reply: "상용구", target_message: "메시지", target_notice: "공지",
+    target_retention: "보존 정책", target_room: "대화방", target_user: "사용자",
   },
 });

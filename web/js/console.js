@@ -6,7 +6,7 @@ import "./console-i18n.js";
 import { api, apiBase, loadConfig, token } from "./api.js";
 import { backups } from "./console-backups.js";
 import { cannedReplies, notices } from "./console-content.js";
-import { actionButton, dataTable, errorLine, field, guarded, roomLabel, roomNames, statusLine } from "./console-ui.js";
+import { actionButton, dataTable, errorLine, field, guarded, roomLabel, roomNames, statusLine, word } from "./console-ui.js";
 import { users } from "./console-users.js";
 import { currentUser, signOut } from "./auth.js";
 import { $, clear, formatBytes, formatTime, h, trustedHtml } from "./dom.js";
@@ -211,6 +211,16 @@ async function audit() {
     target_id: h("input", { id: "audit-target-id" }),
   };
   const list = dataTable([t("col_time"), t("col_actor"), t("col_action"), t("col_target"), t("col_changes")], t("noEvents"));
+  // Targets by name where the console knows them (users, rooms), else by kind and id.
+  const [rooms, people] = await Promise.all([roomNames(), api("GET", "/admin/users", { query: { limit: 200 } })]);
+  const usernames = new Map(people.items.map((u) => [String(u.id), u.username]));
+  const target = (e) => {
+    const kind = word("target_", e.target_type);
+    if (e.target_id == null || e.target_id === "") return kind;
+    if (e.target_type === "user" && usernames.has(e.target_id)) return `${kind} ${usernames.get(e.target_id)}`;
+    if (e.target_type === "room") return `${kind} ${rooms.name(Number(e.target_id))}`;
+    return `${kind} #${e.target_id}`;
+  };
   const error = errorLine();
   const status = h("p", { role: "status" });
   let cursor = null;
@@ -221,7 +231,7 @@ async function audit() {
     const rows = page.items.map((e) => h("tr", { dataset: { id: e.id } },
       h("td", {}, formatTime(e.occurred_at, lang), h("small", { class: "muted block" }, `#${e.id}`)),
       h("td", {}, e.actor_name), h("td", {}, h("code", {}, e.action)),
-      h("td", {}, `${e.target_type} ${e.target_id ?? ""}`.trim()),
+      h("td", {}, target(e)),
       h("td", {}, h("code", { class: "changes" }, JSON.stringify(e.changes)))));
     if (more) list.add(rows); else list.fill(rows);
     moreButton.hidden = !cursor;
