@@ -13,9 +13,10 @@ import { $, clear, formatBytes, formatTime, h, trustedHtml } from "./dom.js";
 import { errorText, lang, t } from "./i18n.js";
 
 const PAGES = {
-  dashboard: dashboard, users: () => users(main), rooms: rooms, moderation: moderation,
-  notices: () => notices(main), cannedReplies: () => cannedReplies(main), retention: retention,
-  audit: audit, backups: () => backups(main), monitoring: comingSoon,
+  dashboard: dashboard, users: () => users(main), rooms: () => rooms(main),
+  moderation: () => moderation(main), notices: () => notices(main),
+  cannedReplies: () => cannedReplies(main), retention: () => retention(main),
+  audit: () => audit(main), backups: () => backups(main), monitoring: comingSoon,
 };
 let main;
 
@@ -59,12 +60,15 @@ function route() {
   $("#app").classList.remove("nav-open");
   $(".menu-toggle")?.setAttribute("aria-expanded", "false");
   document.title = `${t(page)} · ${t("console")} · cmschat`;
-  clear(main, h("h1", {}, t(page)));
-  main.dataset.page = page;
-  main.dataset.ready = "false";
+  // Each visit gets its own element: a page left before it finished loading keeps
+  // writing into its own, detached one, never into the next page.
+  const view = h("section", { class: "console-main", "aria-live": "polite", dataset: { page, ready: "false" } },
+    h("h1", {}, t(page)));
+  main.replaceWith(view);
+  main = view;
   PAGES[page]()
-    .catch((e) => main.append(h("p", { class: "form-error", role: "alert" }, errorText(e))))
-    .finally(() => { main.dataset.ready = "true"; });
+    .catch((e) => view.append(h("p", { class: "form-error", role: "alert" }, errorText(e))))
+    .finally(() => { view.dataset.ready = "true"; });
 }
 
 // -- dashboard ---------------------------------------------------------------------
@@ -91,7 +95,7 @@ async function comingSoon() {
 
 // -- rooms -------------------------------------------------------------------------
 
-async function rooms() {
+async function rooms(main) {
   const error = errorLine();
   const reason = h("input", { id: "hold-reason", placeholder: t("holdReasonExample") });
   const detail = h("div", { class: "room-detail" });
@@ -129,7 +133,7 @@ async function showRoom(roomId, target) {
 
 // -- moderation --------------------------------------------------------------------
 
-async function moderation() {
+async function moderation(main) {
   const q = h("input", { type: "search", id: "moderation-search" });
   const reason = h("input", { id: "delete-reason", placeholder: t("deleteReasonExample") });
   const error = errorLine();
@@ -158,7 +162,7 @@ async function moderation() {
 
 // -- retention ---------------------------------------------------------------------
 
-async function retention() {
+async function retention(main) {
   const current = await api("GET", "/admin/retention");
   const error = errorLine();
   const saved = statusLine();
@@ -204,7 +208,7 @@ async function retention() {
 
 // -- audit -------------------------------------------------------------------------
 
-async function audit() {
+async function audit(main) {
   const inputs = {
     actor: h("input", { id: "audit-actor" }), action: h("input", { id: "audit-action", placeholder: "message.*" }),
     target_type: h("input", { id: "audit-target-type", placeholder: "user, room, …" }),
