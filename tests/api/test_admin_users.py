@@ -32,6 +32,7 @@ async def test_admin_creates_lists_and_reads_users(
     assert user["display_name"] == "김민지 🌸"
     assert user["role"] == "agent" and user["is_active"] and not user["must_change_password"]
     assert user["created_by"] == f"user:{admin.id}"
+    assert user.pop("temporary_password") is None  # a password was given: nothing to show
     fetched = await client.get(f"{USERS}/{user['id']}", headers=headers)
     assert fetched.json() == user
     login = await client.post(

@@ -2,14 +2,23 @@
 
 import { api, ApiError, deviceTokens, token } from "./api.js";
 import { h, clear } from "./dom.js";
-import { t } from "./i18n.js";
+import { errorText, t } from "./i18n.js";
 
 function errorLine() {
   return h("p", { class: "form-error", role: "alert" });
 }
 
 function showError(line, error) {
-  line.textContent = error instanceof ApiError ? error.message : String(error);
+  line.textContent = error instanceof ApiError ? errorText(error) : String(error);
+}
+
+// The rules a new password must meet, from the server (the ones it enforces), as one
+// translated sentence; empty if the server cannot say.
+export async function passwordRules() {
+  try {
+    const p = await api("GET", "/auth/password-policy");
+    return t("passwordRules", { min: p.min_length, max: p.max_length, distinct: p.min_distinct_characters });
+  } catch { return ""; }
 }
 
 // Resolves with the signed-in user once they may use the app.
@@ -46,13 +55,15 @@ export async function ensurePasswordChanged(root, user, current = "") {
   if (!user.must_change_password) return user;
   return new Promise((resolve) => {
     const currentInput = h("input", { id: "current", type: "password", autocomplete: "current-password", value: current, required: true });
-    const fresh = h("input", { id: "fresh", type: "password", autocomplete: "new-password", minlength: 10, required: true });
+    const fresh = h("input", { id: "fresh", type: "password", autocomplete: "new-password", required: true, "aria-describedby": "password-rules" });
+    const rules = h("p", { id: "password-rules", class: "muted hint" });
+    passwordRules().then((text) => { rules.textContent = text; });
     const error = errorLine();
     const form = h("form", { class: "card auth" },
       h("h1", {}, t("changePassword")),
-      h("p", {}, t("changePasswordHint")),
+      h("p", {}, t(user.must_change_reason === "first_start" ? "changePasswordFirstStart" : "changePasswordHint")),
       h("label", { for: "current" }, t("currentPassword")), currentInput,
-      h("label", { for: "fresh" }, t("newPassword")), fresh,
+      h("label", { for: "fresh" }, t("newPassword")), fresh, rules,
       error,
       h("button", { type: "submit", class: "primary" }, t("save")));
     form.addEventListener("submit", async (event) => {

@@ -3,19 +3,20 @@
 // and keys stay on the command line: nothing here can fetch a key.
 
 import { api } from "./api.js";
+import { dataTable, word } from "./console-ui.js";
 import { formatBytes, formatTime, h } from "./dom.js";
-import { lang } from "./i18n.js";
+import { errorText, lang, t } from "./i18n.js";
 
 const seconds = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(1)} s`);
 
 function drillCard(drill, page) {
-  if (!drill) return h("div", { class: "card" }, h("p", { class: "muted" }, "No restore drill yet."));
-  const verdict = (ok) => h("strong", { class: ok ? "status-ok" : "status-bad" }, ok ? "OK" : "FAILED");
+  if (!drill) return h("div", { class: "card" }, h("p", { class: "muted" }, t("noDrill")));
+  const verdict = (ok) => h("strong", { class: ok ? "status-ok" : "status-bad" }, ok ? "OK" : t("failed"));
   return h("div", { class: "card" },
-    h("h2", {}, "Last restore drill ", verdict(drill.ok)),
-    h("p", {}, `${formatTime(drill.ran_at, lang)} — backup ${drill.backup_id}`),
-    h("p", {}, `RTO ${seconds(drill.rto_seconds)} (target ${seconds(page.rto_target_seconds)}), `
-      + `RPO ${seconds(drill.rpo_seconds)} (target ${seconds(page.rpo_target_seconds)})`),
+    h("h2", {}, t("lastDrill"), " ", verdict(drill.ok)),
+    h("p", {}, t("drillOf", { time: formatTime(drill.ran_at, lang), backup: drill.backup_id })),
+    h("p", {}, `RTO ${seconds(drill.rto_seconds)} (${t("target")} ${seconds(page.rto_target_seconds)}), `
+      + `RPO ${seconds(drill.rpo_seconds)} (${t("target")} ${seconds(page.rpo_target_seconds)})`),
     h("ul", {}, drill.checks.map((c) => h("li", {}, verdict(c.ok), ` ${c.name}: ${c.detail}`))));
 }
 
@@ -35,25 +36,25 @@ export async function backups(main) {
         main.replaceChildren(main.firstChild);
         await backups(main);
       } catch (e) {
-        error.textContent = e.message;
+        error.textContent = errorText(e);
         status.textContent = "";
         button.disabled = false;
       }
     },
   }, label);
   const s = page.schedule;
+  const list = dataTable([t("col_backup"), t("col_kind"), t("col_made"), t("col_size"), t("col_files"), t("col_status")],
+    t("noBackups"));
+  list.fill(page.items.map((b) => h("tr", {},
+    h("td", {}, h("code", {}, b.id)), h("td", {}, word("backupKind_", b.kind)),
+    h("td", {}, b.created_at ? formatTime(b.created_at, lang) : t("none")),
+    h("td", {}, b.size == null ? t("none") : formatBytes(b.size)),
+    h("td", {}, b.files ?? t("none")), h("td", {}, word("backupStatus_", b.status)))));
   main.append(
-    h("p", { class: "muted" }, `Target ${page.target}; kept ${page.keep_days} days. `
-      + (s.enabled ? `Full backup daily at ${s.full_at}, drill weekly at ${s.drill_at} (${s.timezone}).`
-        : "In-process schedule off (cron or systemd timers).")),
-    h("div", { class: "actions" }, act("Back up now", "/admin/backups", { kind: "full" }),
-      act("Run a restore drill", "/admin/backups/drill")),
-    status, error, drillCard(page.last_drill, page),
-    h("table", {},
-      h("thead", {}, h("tr", {}, ["backup", "kind", "made", "size", "files", "status"].map((x) => h("th", {}, x)))),
-      h("tbody", {}, page.items.map((b) => h("tr", {},
-        h("td", {}, h("code", {}, b.id)), h("td", {}, b.kind),
-        h("td", {}, b.created_at ? formatTime(b.created_at, lang) : "—"),
-        h("td", {}, b.size == null ? "—" : formatBytes(b.size)),
-        h("td", {}, b.files ?? "—"), h("td", {}, b.status))))));
+    h("p", { class: "muted" }, t("backupTarget", { target: page.target, days: page.keep_days }) + " "
+      + (s.enabled ? t("backupSchedule", { full: s.full_at, drill: s.drill_at, zone: s.timezone })
+        : t("backupScheduleOff"))),
+    h("div", { class: "actions" }, act(t("backUpNow"), "/admin/backups", { kind: "full" }),
+      act(t("runDrill"), "/admin/backups/drill")),
+    status, error, drillCard(page.last_drill, page), list.el);
 }

@@ -7,6 +7,8 @@ const MESSAGES = {
     appName: "cmschat", signIn: "Sign in", username: "Username", password: "Password",
     signOut: "Sign out", changePassword: "Choose a new password",
     changePasswordHint: "Your password was set by an administrator: choose your own to go on.",
+    changePasswordFirstStart: "cmschat generated this password when it first started: choose your own to go on.",
+    passwordRules: "At least {min} characters (at most {max}), with at least {distinct} different characters; it must not contain the username or be a common password.",
     currentPassword: "Current password", newPassword: "New password", save: "Save",
     rooms: "Rooms", newRoom: "New room", direct: "Direct", group: "Group", channel: "Channel",
     roomName: "Room name", members: "Members (usernames, comma-separated)", create: "Create",
@@ -29,11 +31,27 @@ const MESSAGES = {
     backups: "Backups", monitoring: "Monitoring", comingSoon: "Arrives with its own release.",
     adminsOnly: "The console is for administrators.", backToChat: "Back to chat",
     sendingTooFast: "You are sending too fast. Wait {seconds} s, then send again.",
+    err_bad_credentials: "Wrong username or password.",
+    err_wrong_password: "The current password is wrong.",
+    err_weak_password: "This password does not meet the rules.",
+    err_rate_limited: "Too many attempts. Try again in a moment.",
+    err_rate_limited_wait: "Too many attempts. Try again in {minutes} min.",
+    err_forbidden: "You are not allowed to do this.",
+    err_admin_required: "Administrators only.",
+    err_not_found: "It no longer exists; reload the page.",
+    err_weak_password_short: "The password is too short.",
+    err_weak_password_long: "The password is too long.",
+    err_weak_password_username: "The password must not contain the username.",
+    err_weak_password_common: "This password is too common or too simple; choose another.",
+    err_invalid: "Check “{field}”: {detail}",
+    err_network: "The server cannot be reached. Check the connection and try again.",
   },
   ko: {
     appName: "cmschat", signIn: "로그인", username: "사용자 이름", password: "비밀번호",
     signOut: "로그아웃", changePassword: "새 비밀번호 설정",
     changePasswordHint: "관리자가 정한 비밀번호입니다. 계속하려면 새 비밀번호를 정하세요.",
+    changePasswordFirstStart: "cmschat이 처음 시작할 때 만든 비밀번호입니다. 계속하려면 새 비밀번호를 정하세요.",
+    passwordRules: "{min}자 이상 {max}자 이하, 서로 다른 문자 {distinct}개 이상이어야 하며 사용자 이름을 포함하거나 흔한 비밀번호여서는 안 됩니다.",
     currentPassword: "현재 비밀번호", newPassword: "새 비밀번호", save: "저장",
     rooms: "대화방", newRoom: "새 대화방", direct: "1:1", group: "그룹", channel: "채널",
     roomName: "대화방 이름", members: "멤버 (사용자 이름, 쉼표로 구분)", create: "만들기",
@@ -56,6 +74,20 @@ const MESSAGES = {
     backups: "백업", monitoring: "모니터링", comingSoon: "다음 릴리스에서 제공됩니다.",
     adminsOnly: "관리 콘솔은 관리자만 쓸 수 있습니다.", backToChat: "채팅으로",
     sendingTooFast: "너무 빨리 보내고 있습니다. {seconds}초 뒤에 다시 보내세요.",
+    err_bad_credentials: "사용자 이름 또는 비밀번호가 틀렸습니다.",
+    err_wrong_password: "현재 비밀번호가 틀렸습니다.",
+    err_weak_password: "비밀번호가 규칙에 맞지 않습니다.",
+    err_rate_limited: "시도가 너무 많습니다. 잠시 뒤에 다시 시도하세요.",
+    err_rate_limited_wait: "시도가 너무 많습니다. {minutes}분 뒤에 다시 시도하세요.",
+    err_forbidden: "이 작업을 할 권한이 없습니다.",
+    err_admin_required: "관리자만 할 수 있습니다.",
+    err_not_found: "이미 없어졌습니다. 페이지를 새로 고치세요.",
+    err_weak_password_short: "비밀번호가 너무 짧습니다.",
+    err_weak_password_long: "비밀번호가 너무 깁니다.",
+    err_weak_password_username: "비밀번호에 사용자 이름이 들어 있으면 안 됩니다.",
+    err_weak_password_common: "너무 흔하거나 단순한 비밀번호입니다. 다른 비밀번호를 고르세요.",
+    err_invalid: "“{field}” 값을 확인하세요: {detail}",
+    err_network: "서버에 연결할 수 없습니다. 연결을 확인하고 다시 시도하세요.",
   },
 };
 
@@ -76,9 +108,34 @@ export function setLanguage(next) {
   window.location.reload();
 }
 
+// A server error in the reader's language: the error code's text when there is one
+// (``err_<code>``), else the server's own message (English, but specific).
+const WEAK_RULES = [[/at least/, "short"], [/at most/, "long"], [/username/, "username"], [/common/, "common"]];
+
+function known(key) { return MESSAGES[lang][key] !== undefined || MESSAGES.en[key] !== undefined; }
+
+export function errorText(error) {
+  if (!error) return "";
+  if (error.status === 0) return t("err_network");
+  if (error.code === "weak_password") {
+    // One code for every rule; the server's English message says which one.
+    const rule = WEAK_RULES.find(([pattern]) => pattern.test(error.message || ""));
+    return t(rule ? "err_weak_password_" + rule[1] : "err_weak_password");
+  }
+  if (error.code === "rate_limited" && error.retryAfter) {
+    return t("err_rate_limited_wait", { minutes: Math.max(1, Math.ceil(error.retryAfter / 60)) });
+  }
+  if (error.code === "invalid" && error.field) {
+    const label = known("field_" + error.field) ? t("field_" + error.field) : error.field;
+    return t("err_invalid", { field: label, detail: error.message || "" });
+  }
+  if (error.code && known("err_" + error.code)) return t("err_" + error.code);
+  return error.message || String(error);
+}
+
 // A feature module adds its own texts ({en: {...}, ko: {...}}) when it loads.
 export function extendMessages(extra) {
   for (const [language, texts] of Object.entries(extra)) {
-    if (MESSAGES[language]) Object.assign(MESSAGES[language], texts);
+    MESSAGES[language] = { ...(MESSAGES[language] || {}), ...texts };
   }
 }

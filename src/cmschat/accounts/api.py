@@ -8,14 +8,30 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from cmschat.accounts import auth, service, signin
-from cmschat.accounts.schemas import LoginRequest, LoginResponse, PasswordChange, UserRead
+from cmschat.accounts import auth, passwords, service, signin
+from cmschat.accounts.schemas import (
+    LoginRequest,
+    LoginResponse,
+    PasswordChange,
+    PasswordPolicy,
+    UserRead,
+)
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
 from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
+
+
+@router.get("/auth/password-policy", response_model=PasswordPolicy)
+async def password_policy() -> PasswordPolicy:
+    """The rules for a new password, so forms can show them before the first attempt."""
+    return PasswordPolicy(
+        min_length=passwords.MIN_LENGTH,
+        max_length=passwords.MAX_LENGTH,
+        min_distinct_characters=passwords.MIN_DISTINCT,
+    )
 
 
 @router.post("/auth/login", response_model=LoginResponse, responses=responses(400, 401, 422, 429))

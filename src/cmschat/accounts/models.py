@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, Enum, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.base import MARIADB_TABLE_OPTIONS, Base, IdType, UTCDateTime
 
 
@@ -41,6 +42,18 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(128), nullable=False)
     """bcrypt over an HMAC of the password; never leaves the server."""
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    @property
+    def must_change_reason(self) -> str | None:
+        """Why a change is required: ``first_start`` (generated, untouched since), or
+        ``set_by_admin``; None when none is. Only an admin or the CLI changes a user row
+        before its first sign-in, so an untouched setup row still has its generated password.
+        """
+        if not self.must_change_password:
+            return None
+        if self.created_by == SYSTEM_SETUP and self.updated_by == SYSTEM_SETUP:
+            return "first_start"
+        return "set_by_admin"
 
 
 class AuthToken(Base):

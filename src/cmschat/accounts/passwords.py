@@ -21,6 +21,7 @@ from cmschat.errors import Invalid
 
 MIN_LENGTH = 10
 MAX_LENGTH = 128
+MIN_DISTINCT = 4
 # A fixed label, not a secret: it only makes the pre-hash specific to this use.
 _PREHASH_KEY = b"cmschat.password.v1"
 _SCHEME = "bcrypt-hmac-sha256$"
@@ -45,7 +46,7 @@ def check_password_policy(password: str, *, username: str, field: str = "passwor
     lowered = password.lower()
     if username and username.lower() in lowered:
         raise Invalid("password must not contain the username", field=field, code="weak_password")
-    if lowered in _common_passwords() or len(set(password)) < 4:
+    if lowered in _common_passwords() or len(set(password)) < MIN_DISTINCT:
         raise Invalid("password is too common; choose another", field=field, code="weak_password")
 
 

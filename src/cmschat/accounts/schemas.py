@@ -45,6 +45,10 @@ class UserRead(BaseModel):
     role: Role
     is_active: bool
     must_change_password: bool
+    must_change_reason: Literal["first_start", "set_by_admin"] | None = Field(
+        description="why a password change is required: the password was generated at the "
+        "first start, or set by an administrator; null when no change is required"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -64,13 +68,34 @@ class UserPage(BaseModel):
 
 
 class UserCreate(RequestBody):
-    """What an admin gives to create an account."""
+    """What an admin gives to create an account; no password: cmschat generates one."""
 
     username: Username
-    password: SubmittedPassword
+    password: SubmittedPassword | None = Field(
+        default=None, description="omitted: a one-time password is generated and returned once"
+    )
     role: Role = Role.member
     display_name: DisplayName | None = None
-    must_change_password: bool = False
+    must_change_password: bool | None = Field(
+        default=None,
+        description="default: true for a generated password, false for a given one",
+    )
+
+
+class UserCreated(AdminUserRead):
+    """The new account, and its one-time password when cmschat generated it (shown once)."""
+
+    temporary_password: str | None = None
+
+
+class PasswordPolicy(BaseModel):
+    """The rules a new password must meet, as ``accounts/passwords.py`` enforces them."""
+
+    min_length: int
+    max_length: int
+    min_distinct_characters: int
+    not_username: bool = True
+    not_common: bool = True
 
 
 class UserUpdate(RequestBody):
