@@ -25,6 +25,7 @@ from cmschat.db.session import Database, create_engine
 from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
 from tests import support
 from tests.processes import free_port
+from tests.realtime.wsclient import serve, token_of, ws_client
 from tests.support import PASSWORD
 
 REQUESTS = 20
@@ -141,9 +142,8 @@ async def test_full_disk_answers_507_turns_unready_and_recovers(
     await engine.dispose()
 
     settings = settings_for(url, data_dir, min_free_disk_mib=1)
-    application = create_app(settings, clock=FakeClock())
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
+    async with serve(create_app(settings, clock=FakeClock())) as live:
+        transport = httpx.ASGITransport(app=live.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             login = await http.post(
                 "/api/v1/auth/login", json={"username": "ann", "password": PASSWORD}
@@ -154,7 +154,8 @@ async def test_full_disk_answers_507_turns_unready_and_recovers(
                 headers=headers,
                 json={"kind": "group", "name": "disk", "member_ids": []},
             )
-            messages = f"/api/v1/rooms/{room.json()['id']}/messages"
+            room_id = room.json()["id"]
+            messages = f"/api/v1/rooms/{room_id}/messages"
             assert (await http.post(messages, headers=headers, json={"content": "ok"})).is_success
             assert (await http.get("/readyz")).status_code == 200
 
@@ -171,6 +172,13 @@ async def test_full_disk_answers_507_turns_unready_and_recovers(
                     assert response.json()["error"]["code"] == "storage_full"
                     assert int(response.headers["Retry-After"]) > 0
             assert refused > 0
+            async with ws_client(live, token_of(headers)) as ws:
+                frame = {"type": "message.send", "room_id": room_id, "content": "y" * 3000}
+                await ws.send({**frame, "client_id": "full-1"})
+                answer = await ws.recv_until(lambda f: f["type"] in ("error", "message.created"))
+                assert answer[-1]["type"] == "error", answer
+                assert answer[-1]["code"] == "storage_full"
+                assert answer[-1]["retry_after"] > 0
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["disk"] == "low"

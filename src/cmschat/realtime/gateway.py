@@ -32,6 +32,7 @@ from cmschat.db.actors import ANONYMOUS, user_actor
 from cmschat.errors import CmschatError
 from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
+from cmschat.observability.outages import classify, outages
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection
@@ -404,13 +405,8 @@ class Session:
             )
         except _SessionOver:
             pass  # rolled back; the connection is closing with the session's code
-        except Exception:
-            log.exception("could not handle a %s frame", frame.type)
-            self._reply(
-                protocol.error_frame(
-                    "unavailable", "the server could not do this now; try again", **_echo(text)
-                )
-            )
+        except Exception as error:
+            self._reply(_failure_frame(error, f"websocket {frame.type}", **_echo(text)))
 
     async def _send_message(self, frame: protocol.SendFrame) -> None:
         async with self.context.db.unit_of_work(
@@ -455,8 +451,12 @@ class Session:
                 touched = await sessions.touch_sessions(
                     session, token_ids=[self.conn.token_id], now=now, policy=policy
                 )
-        except Exception:
-            log.warning("could not record activity on a session", exc_info=True)
+        except Exception as error:
+            outage = classify(error)
+            if outage is None:
+                log.warning("could not record activity on a session", exc_info=True)
+            else:
+                outages.seen(outage, error, "websocket activity")
             return
         if touched:  # else it has ended: the session check closes the socket
             self.conn.last_used_at = now
@@ -490,3 +490,16 @@ def _echo(text: str) -> dict[str, Any]:
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
     return {"client_id": client_id} if isinstance(client_id, str) else {}
+
+
+def _failure_frame(error: Exception, where: str, **echo: Any) -> str:
+    """The error frame for a frame that failed unexpectedly: an outage says which, with
+    when to retry, and is logged once per interval; anything else is a logged bug."""
+    outage = classify(error)
+    if outage is None:
+        log.exception("could not handle a frame (%s)", where)
+        return protocol.error_frame(
+            "unavailable", "the server could not do this now; try again", **echo
+        )
+    outages.seen(outage, error, where)
+    return protocol.error_frame(outage.code, outage.message, retry_after=outage.retry_after, **echo)
