@@ -91,6 +91,8 @@ class RealtimeSettings(BaseModel):
     max_frame_bytes: int = Field(default=65_536, ge=1024)
     send_queue_size: int = Field(default=1000, ge=10)
     """Events waiting for one client; past this it is too slow and is closed (1013)."""
+    write_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    """A client whose socket takes no data for this long is too slow and is closed (1013)."""
     typing_interval_seconds: float = Field(default=2, ge=0)
     session_check_seconds: float = Field(default=30, gt=0, le=3600)
     """Re-check open connections' tokens this often (the backstop for lost revocations)."""

@@ -35,7 +35,7 @@ from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.observability.outages import classify, outages
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
-from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
 from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
 INBOX_SIZE = 64
+CLOSE_WITHIN_SECONDS = 2.0
+"""How long the close frame may wait for a socket that takes nothing."""
 PING_FRAME = '{"type":"ping"}'
 PONG = protocol.dumps({"type": "pong"})
 
@@ -241,9 +243,16 @@ class Session:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self.conn.close_code == CLOSE_SLOW:
+                _log_slow_client(self.conn)
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
+                # A slow client's socket may take nothing, not even the close frame: give
+                # up after a moment (the server's protocol then aborts the connection).
                 with contextlib.suppress(Exception):
-                    await self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason)
+                    await asyncio.wait_for(
+                        self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason),
+                        timeout=CLOSE_WITHIN_SECONDS,
+                    )
 
     # -- sending ---------------------------------------------------------------------
 
@@ -259,10 +268,17 @@ class Session:
                     await self._send_sequenced(envelope)
 
     async def _write(self, frame: str) -> None:
-        """The only way out to the socket: nothing passes once the session has ended."""
+        """The only way out to the socket: nothing passes once the session has ended, and
+        a client that takes nothing for ``write_timeout_seconds`` is cut off (1013)."""
         if self.conn.ended:
             raise _SessionOver
-        await self.ws.send_text(frame)
+        try:
+            await asyncio.wait_for(
+                self.ws.send_text(frame), timeout=self.settings.write_timeout_seconds
+            )
+        except TimeoutError:
+            self.conn.close(CLOSE_SLOW)
+            raise _SessionOver from None
 
     async def _send_sequenced(self, envelope: Envelope) -> None:
         room_id, seq = envelope.room_id, envelope.seq
@@ -503,3 +519,15 @@ def _failure_frame(error: Exception, where: str, **echo: Any) -> str:
         )
     outages.seen(outage, error, where)
     return protocol.error_frame(outage.code, outage.message, retry_after=outage.retry_after, **echo)
+
+
+def _log_slow_client(conn: Connection) -> None:
+    log.warning(
+        "closing a slow client (1013): %s",
+        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        extra={
+            "event.action": "websocket.slow_client",
+            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
+            "labels.queued_events": conn.queue.qsize(),
+        },
+    )
