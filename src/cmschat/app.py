@@ -11,6 +11,10 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cmschat import __version__
@@ -45,6 +49,10 @@ log = logging.getLogger(__name__)
 
 HEAD_EXPORT_SECONDS = 60
 REDIS_CONNECTIONS = 100
+REDIS_RETRIES = 3
+REDIS_HEALTH_CHECK_SECONDS = 5
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+"""A command Redis has not answered in this long fails (and is retried): a stall, not a hang."""
 SCHEDULE_CHECK_SECONDS = 60
 """How often each instance checks whether the daily purge is due."""
 BACKUP_METRICS_SECONDS = 300
@@ -151,6 +159,30 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 
+def redis_client(url: str) -> Redis:
+    """A client whose pooled connections survive a Redis restart or stall.
+
+    A blocking pool: past its size a request waits for a connection, where redis-py's
+    default pool raises (a burst of 200 parallel logins answered 500). Without retries a
+    connection from before a restart fails its next command ("Connection closed by
+    server") and nothing repairs it; with them the command runs again on a new connection.
+    Socket time-outs turn a frozen Redis into errors the callers handle, instead of hangs.
+    """
+    return Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+        )
+    )
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """A cmschat application; resources open on startup and close on shutdown."""
     clock = clock or SystemClock()
@@ -165,19 +197,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))
-        # A blocking pool: past its size a request waits for a connection, where redis-py's
-        # default pool raises (a burst of 200 parallel logins answered 500).
-        redis = (
-            Redis.from_pool(
-                BlockingConnectionPool.from_url(
-                    settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10
-                )
-            )
-            if settings.redis_url
-            else None
-        )
+        redis = redis_client(settings.redis_url) if settings.redis_url else None
         failures: FailureCounter = (
-            RedisFailureCounter(redis, prefix=f"{settings.redis_prefix}:loginfail:")
+            RedisFailureCounter(
+                redis, MemoryFailureCounter(clock), prefix=f"{settings.redis_prefix}:loginfail:"
+            )
             if redis is not None
             else MemoryFailureCounter(clock)
         )

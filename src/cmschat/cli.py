@@ -22,6 +22,7 @@ from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
+from cmschat.realtime.transport import AbortingWSProtocol
 from cmschat.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -142,7 +143,8 @@ def serve(
         http="h11",
         # wsproto without permessage-deflate: ~24 KiB per idle connection instead of 34-126
         # (measured, docs/performance.md); chat frames are small.
-        ws="wsproto",
+        # Aborts a connection whose client stopped reading instead of waiting on it.
+        ws=AbortingWSProtocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.realtime.max_frame_bytes,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,

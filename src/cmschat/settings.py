@@ -91,6 +91,8 @@ class RealtimeSettings(BaseModel):
     max_frame_bytes: int = Field(default=65_536, ge=1024)
     send_queue_size: int = Field(default=1000, ge=10)
     """Events waiting for one client; past this it is too slow and is closed (1013)."""
+    write_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    """A client whose socket takes no data for this long is too slow and is closed (1013)."""
     typing_interval_seconds: float = Field(default=2, ge=0)
     session_check_seconds: float = Field(default=30, gt=0, le=3600)
     """Re-check open connections' tokens this often (the backstop for lost revocations)."""
@@ -256,6 +258,9 @@ class Settings(BaseSettings):
     hsts_include_subdomains: bool = True
     """Subdomains of the chat host are covered too (ASVS level 2); off only if one lacks TLS."""
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    min_free_disk_mib: int = Field(default=256, ge=0, le=1 << 30)
+    """``/readyz`` answers 503 while the data directory's disk has less free space (0: off),
+    so a load balancer stops sending writes before the disk is full."""
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.auto
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cmschat.app import create_app
 from cmschat.clock import Clock
+from cmschat.realtime.transport import AbortingWSProtocol
 from cmschat.settings import Settings
 
 TIMEOUT = 10.0
@@ -50,7 +51,7 @@ async def serve(app: FastAPI, port: int = 0) -> AsyncIterator[LiveServer]:
         log_config=None,
         lifespan="on",
         http="h11",
-        ws="wsproto",
+        ws=AbortingWSProtocol,
         ws_max_size=1 << 20,
         ws_per_message_deflate=False,
     )

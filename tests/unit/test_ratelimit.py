@@ -58,7 +58,10 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[list[Failure
         support.service_missing("Redis", exc)
     prefix = f"test-{secrets.token_hex(6)}:loginfail:"
     try:
-        yield [RedisFailureCounter(redis, prefix=prefix), RedisFailureCounter(redis, prefix=prefix)]
+        yield [
+            RedisFailureCounter(redis, MemoryFailureCounter(FakeClock()), prefix=prefix)
+            for _ in range(2)
+        ]
     finally:
         await redis.delete(*[key async for key in redis.scan_iter(prefix + "*")] or ["-"])
         await redis.aclose()

@@ -18,6 +18,7 @@ from cmschat.accounts.schemas import (
 )
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
+from cmschat.errors import CmschatError
 from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
             token_key=context.token_key,
             clock=context.clock,
         )
-    except Exception as exc:
+    except CmschatError as exc:  # an outage is logged once, by the request middleware
         log.warning(
             "login refused",
             extra={

@@ -21,6 +21,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from cmschat.clock import Clock
+from cmschat.degraded import LocalWhileDown
 
 
 @dataclass(frozen=True)
@@ -175,16 +176,30 @@ return 0
 
 
 class RedisFailureCounter:
-    """Counts shared by every instance through Redis (one Lua script per attempt)."""
+    """Counts shared by every instance through Redis (one Lua script per attempt).
 
-    def __init__(self, redis: Redis, *, prefix: str = "cmschat:loginfail:") -> None:
+    While Redis is unreachable each instance counts on its own (see ``degraded``): sign-in
+    keeps working, and guessing stays throttled.
+    """
+
+    def __init__(
+        self, redis: Redis, local: MemoryFailureCounter, *, prefix: str = "cmschat:loginfail:"
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._take = redis.register_script(_TAKE)
         self._refund = redis.register_script(_REFUND)
+        self._local = local
+        self._degraded = LocalWhileDown("sign-in throttling")
 
     async def take(self, limits: Sequence[Limit], *, window: int) -> Taken:
         """Count one attempt everywhere, or refuse with the longest wait of a full key."""
+        return await self._degraded.call(
+            lambda: self._take_shared(limits, window),
+            lambda: self._local.take(limits, window=window),
+        )
+
+    async def _take_shared(self, limits: Sequence[Limit], window: int) -> Taken:
         keys = [self._prefix + item.key for item in limits]
         args = [window, *(item.limit for item in limits)]
         wait, started, *blocked = await self._take(keys=keys, args=args)
@@ -196,8 +211,12 @@ class RedisFailureCounter:
 
     async def refund(self, key: str) -> None:
         """Give back one attempt."""
-        await self._refund(keys=[self._prefix + key])
+        await self._degraded.call(
+            lambda: self._refund(keys=[self._prefix + key]), lambda: self._local.refund(key)
+        )
 
     async def reset(self, key: str) -> None:
         """Forget ``key``."""
-        await self._redis.delete(self._prefix + key)
+        await self._degraded.call(
+            lambda: self._redis.delete(self._prefix + key), lambda: self._local.reset(key)
+        )

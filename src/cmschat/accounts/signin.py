@@ -134,8 +134,15 @@ async def login(
             await _record_throttled(db, name, client, taken)
         raise RateLimited("too many failed logins; try again later", retry_after=taken.retry_after)
 
-    async with db.unit_of_work(ANONYMOUS) as session:
-        user = await session.scalar(select(User).where(User.username == name))
+    try:
+        async with db.unit_of_work(ANONYMOUS) as session:
+            user = await session.scalar(select(User).where(User.username == name))
+    except Exception:
+        # The database failed before any password was checked: a try that did not happen
+        # must not count towards locking the owner out.
+        for spent in limits:
+            await counter.refund(spent.key)
+        raise
     stored = user.password_hash if user else await dummy_hash.get(policy.bcrypt_rounds)
     matches = await verify_password(password, stored)
     if user is None or not matches or not user.is_active:

@@ -14,9 +14,9 @@ import math
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from cmschat.clock import Clock
+from cmschat.degraded import LocalWhileDown
 from cmschat.errors import RateLimited
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,10 @@ return tostring(wait)
 
 
 class RedisSendLimiter:
-    """Buckets in Redis, shared by every instance; time from the app's clock."""
+    """Buckets in Redis, shared by every instance; time from the app's clock.
+
+    While Redis is unreachable each instance keeps its own buckets (see ``degraded``).
+    """
 
     def __init__(self, redis: Redis, clock: Clock, *, rate: float, burst: int, prefix: str) -> None:
         self._script = redis.register_script(TAKE_SCRIPT)
@@ -105,19 +108,20 @@ class RedisSendLimiter:
         self._rate = rate
         self._burst = burst
         self._prefix = prefix
+        self._local = MemorySendLimiter(clock, rate=rate, burst=burst)
+        self._degraded = LocalWhileDown("send rate")
 
     async def take(self, user_id: int) -> float:
-        """0 if a token was taken (or Redis is unreachable), else seconds until one is there."""
+        """0 if a token was taken, else seconds until one is there."""
+        return await self._degraded.call(
+            lambda: self._take_shared(user_id), lambda: self._local.take(user_id)
+        )
+
+    async def _take_shared(self, user_id: int) -> float:
         now = self._clock.now().timestamp()
-        try:
-            wait = await self._script(
-                keys=[f"{self._prefix}{user_id}"], args=[self._rate, self._burst, repr(now)]
-            )
-        except (RedisError, OSError):
-            # Sending works without Redis (events then reach this instance's sockets only);
-            # a limit we cannot count must not stop people talking.
-            log.warning("send rate not checked: Redis unreachable", exc_info=True)
-            return 0.0
+        wait = await self._script(
+            keys=[f"{self._prefix}{user_id}"], args=[self._rate, self._burst, repr(now)]
+        )
         return float(wait)
 
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cmschat.observability import instruments as m
 from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.observability.minutes import WINDOW
+from cmschat.observability.outages import classify
 from cmschat.realtime.broker import Deliver, Envelope
 
 UNMATCHED = "<unmatched>"
@@ -105,9 +106,11 @@ class MetricsMiddleware:
         m.HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, counting_send)
-        except Exception:
-            status = 500
-            m.HTTP_UNHANDLED.inc()
+        except Exception as error:
+            outage = classify(error)  # answered by the request middleware, outside this one
+            status = 500 if outage is None else outage.status
+            if outage is None:
+                m.HTTP_UNHANDLED.inc()
             raise
         finally:
             m.HTTP_IN_FLIGHT.dec()

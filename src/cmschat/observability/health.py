@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -15,6 +17,17 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 # A dependency that does not answer quickly is as good as down for a load balancer.
 CHECK_SECONDS = 3.0
+
+
+def disk_check(directory: Path, min_free_mib: int) -> dict[str, str]:
+    """``{"disk": "ok" | "low"}`` for the disk that holds ``directory`` (nothing if off)."""
+    if min_free_mib == 0 or not directory.exists():
+        return {}
+    free = shutil.disk_usage(directory).free
+    if free >= min_free_mib << 20:
+        return {"disk": "ok"}
+    log.warning("readiness: %d MiB free on the data disk, below %d", free >> 20, min_free_mib)
+    return {"disk": "low"}
 
 
 @router.get("/healthz")
@@ -39,12 +52,16 @@ async def readiness(context: AppContext) -> dict[str, str]:
         except Exception as exc:
             log.warning("readiness: redis unreachable: %s", type(exc).__name__)
             checks["redis"] = "unreachable"
+        # Commands may work again before the subscription is back: events from other
+        # instances reach this one only once it is.
+        checks["broker"] = "ok" if context.broker.connected else "reconnecting"
     try:
         await asyncio.wait_for(context.storage.ping(), CHECK_SECONDS)
         checks["storage"] = "ok"
     except Exception as exc:
         log.warning("readiness: storage unreachable: %s", type(exc).__name__)
         checks["storage"] = "unreachable"
+    checks.update(disk_check(context.settings.data_dir, context.settings.min_free_disk_mib))
     if context.draining:
         checks["lifecycle"] = "draining"
     return checks

@@ -39,6 +39,11 @@ HTTP_UNHANDLED = Counter(
     "cmschat_http_unhandled_errors_total",
     "Requests that ended in an exception no handler caught (answered 500; the log has the route)",
 )
+OUTAGE_ERRORS = Counter(
+    "cmschat_dependency_errors_total",
+    "Requests refused because a dependency failed (503/507), by error code",
+    ["code"],
+)
 
 WS_OPEN = Gauge(
     "cmschat_websocket_connections_open",

@@ -18,8 +18,10 @@ from cmschat.observability.logging import (
     route_var,
     user_id_var,
 )
+from cmschat.observability.outages import classify, outages
 
 log = logging.getLogger("cmschat.http")
+GENERIC_MESSAGE = "something went wrong on our side; quote the request id"
 
 REQUEST_ID_HEADER = "x-request-id"
 # Short, and starting with a letter or digit: it lands in logs and audit exports (CSV),
@@ -109,25 +111,29 @@ class RequestMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], path)
+        except Exception as error:
+            outage = classify(error)
+            answer: tuple[int, str, str, list[tuple[bytes, bytes]]]
+            if outage is None:
+                log.exception("unhandled error in %s %s", scope["method"], path)
+                answer = (500, "internal_error", GENERIC_MESSAGE, [])
+            else:
+                outages.seen(outage, error, f"{scope['method']} {route_var.get() or path}")
+                retry = [(b"retry-after", str(outage.retry_after).encode())]
+                answer = (outage.status, outage.code, outage.message, retry)
             if not response_started:
+                status_code, code, message, extra_headers = answer
                 body = json.dumps(
-                    {
-                        "error": {
-                            "code": "internal_error",
-                            "message": "something went wrong on our side; quote the request id",
-                            "request_id": request_id,
-                        }
-                    }
+                    {"error": {"code": code, "message": message, "request_id": request_id}}
                 ).encode()
                 await send_with_headers(
                     {
                         "type": "http.response.start",
-                        "status": 500,
+                        "status": status_code,
                         "headers": [
                             (b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
+                            *extra_headers,
                         ],
                     }
                 )

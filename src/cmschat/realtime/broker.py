@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "cmschat:events"
 URGENT_TIMEOUT_SECONDS = 2.0
 """How long a revocation's publish may hold up its request before the backstop takes over."""
+RECONNECT_MAX_DELAY_SECONDS = 1.0
+"""Redis is tried again at least this often: a restart is noticed within a second."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ Deliver = Callable[[Envelope], None]
 class Broker(Protocol):
     """Carries committed events to every instance's hub."""
 
+    connected: bool
+    """Whether events from other instances reach this one right now."""
+
     async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
         """Begin delivering published envelopes to ``deliver``."""
         ...
@@ -86,6 +92,8 @@ class Broker(Protocol):
 
 class MemoryBroker:
     """One process: publishing is delivering."""
+
+    connected = True
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
@@ -108,9 +116,11 @@ class MemoryBroker:
 class RedisBroker:
     """Several instances: Redis pub/sub on one channel; each instance hears everything.
 
-    Publishing only queues: one task sends what has queued up in a pipeline, so a burst
-    (a thousand clients connecting and announcing presence) uses one Redis connection
-    instead of one each.
+    Publishing delivers to this instance's own connections at once, then queues for the
+    others: one task sends what has queued up in a pipeline, so a burst (a thousand clients
+    connecting and announcing presence) uses one Redis connection instead of one each.
+    Delivering locally first keeps users of one instance chatting while Redis is away;
+    each envelope goes out behind its instance's id so the echo from Redis is skipped.
     """
 
     def __init__(self, redis: Redis, *, channel: str = CHANNEL, backlog: int = 100_000) -> None:
@@ -118,10 +128,15 @@ class RedisBroker:
         self._channel = channel
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
-        self._outbox: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=backlog)
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=backlog)
+        self._deliver: Deliver | None = None
+        self._prefix = secrets.token_hex(6) + "\n"
+        self.connected = False
+        """Subscribed right now: what readiness reports for the broker."""
 
     async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
         """Subscribe (and keep re-subscribing), and start the publisher."""
+        self._deliver = deliver
         self._tasks = [
             asyncio.create_task(self._listen(deliver, on_reconnect), name="cmschat-broker-in"),
             asyncio.create_task(self._send(), name="cmschat-broker-out"),
@@ -136,6 +151,7 @@ class RedisBroker:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
                     self._subscribed.set()
+                    self.connected = True
                     if not first:
                         log.warning("event broker reconnected; connections catch up from the db")
                         on_reconnect()
@@ -144,43 +160,62 @@ class RedisBroker:
                         if message.get("type") != "message":
                             continue
                         data = message["data"]
+                        text = data.decode() if isinstance(data, bytes) else data
+                        if text.startswith(self._prefix):
+                            continue  # ours: delivered here when it was published
                         try:
-                            deliver(
-                                Envelope.decode(data.decode() if isinstance(data, bytes) else data)
-                            )
+                            deliver(Envelope.decode(text.partition("\n")[2]))
                         except (ValueError, KeyError, TypeError):
                             log.exception("dropped an unreadable broker message")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.connected = False
                 log.warning(
                     "event broker lost Redis (%s); retrying in %.1fs", type(exc).__name__, delay
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
 
     async def _send(self) -> None:
+        delay = 0.1
+        batch: list[str] = []
         while True:
-            batch = [await self._outbox.get()]
+            if not batch:
+                batch.append(await self._outbox.get())
             while not self._outbox.empty() and len(batch) < 500:
                 batch.append(self._outbox.get_nowait())
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for envelope in batch:
-                        pipe.publish(self._channel, envelope.encode())
+                    for wire in batch:
+                        pipe.publish(self._channel, wire)
                     await pipe.execute()
+                batch, delay = [], 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # Committed events are in the database: clients repair the gap later.
-                log.warning("could not publish %d events to Redis", len(batch), exc_info=True)
+            except Exception as exc:
+                # Keep the batch and try again until Redis takes it: an instance whose
+                # subscription never dropped (Redis stalled, not restarted) would otherwise
+                # not hear of these events until the room's next message showed the gap.
+                log.warning(
+                    "could not publish %d events to Redis (%s); retrying in %.1fs",
+                    len(batch),
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
 
     async def publish(self, envelopes: list[Envelope]) -> None:
-        """Queue envelopes for every instance (this one included); session events go at once.
+        """Deliver to this instance's connections, queue for the others; session events
+        go to Redis at once.
 
         A revocation is sent before this returns, so nothing the caller publishes (or has
         an instance publish) after it can overtake it on the channel.
         """
+        if self._deliver is not None:
+            for envelope in envelopes:
+                self._deliver(envelope)
         urgent = [e for e in envelopes if e.type in SESSION_EVENTS]
         if urgent:
             try:
@@ -189,7 +224,7 @@ class RedisBroker:
                     self._redis.pipeline(transaction=False) as pipe,
                 ):
                     for envelope in urgent:
-                        pipe.publish(self._channel, envelope.encode())
+                        pipe.publish(self._channel, self._prefix + envelope.encode())
                     await pipe.execute()
             except Exception:
                 # Each instance's periodic session check closes the sockets instead.
@@ -198,7 +233,7 @@ class RedisBroker:
             if envelope.type in SESSION_EVENTS:
                 continue
             try:
-                self._outbox.put_nowait(envelope)
+                self._outbox.put_nowait(self._prefix + envelope.encode())
             except asyncio.QueueFull:
                 log.warning("event broker backlog full; an event goes by the database only")
 

@@ -32,9 +32,10 @@ from cmschat.db.actors import ANONYMOUS, user_actor
 from cmschat.errors import CmschatError
 from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
+from cmschat.observability.outages import classify, outages
 from cmschat.realtime import presence, protocol, replay
 from cmschat.realtime.broker import Envelope
-from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
 from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_GOING_AWAY = 1001
 INBOX_SIZE = 64
+CLOSE_WITHIN_SECONDS = 2.0
+"""How long the close frame may wait for a socket that takes nothing."""
 PING_FRAME = '{"type":"ping"}'
 PONG = protocol.dumps({"type": "pong"})
 
@@ -240,9 +243,16 @@ class Session:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self.conn.close_code == CLOSE_SLOW:
+                _log_slow_client(self.conn)
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
+                # A slow client's socket may take nothing, not even the close frame: give
+                # up after a moment (the server's protocol then aborts the connection).
                 with contextlib.suppress(Exception):
-                    await self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason)
+                    await asyncio.wait_for(
+                        self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason),
+                        timeout=CLOSE_WITHIN_SECONDS,
+                    )
 
     # -- sending ---------------------------------------------------------------------
 
@@ -258,10 +268,17 @@ class Session:
                     await self._send_sequenced(envelope)
 
     async def _write(self, frame: str) -> None:
-        """The only way out to the socket: nothing passes once the session has ended."""
+        """The only way out to the socket: nothing passes once the session has ended, and
+        a client that takes nothing for ``write_timeout_seconds`` is cut off (1013)."""
         if self.conn.ended:
             raise _SessionOver
-        await self.ws.send_text(frame)
+        try:
+            await asyncio.wait_for(
+                self.ws.send_text(frame), timeout=self.settings.write_timeout_seconds
+            )
+        except TimeoutError:
+            self.conn.close(CLOSE_SLOW)
+            raise _SessionOver from None
 
     async def _send_sequenced(self, envelope: Envelope) -> None:
         room_id, seq = envelope.room_id, envelope.seq
@@ -404,13 +421,8 @@ class Session:
             )
         except _SessionOver:
             pass  # rolled back; the connection is closing with the session's code
-        except Exception:
-            log.exception("could not handle a %s frame", frame.type)
-            self._reply(
-                protocol.error_frame(
-                    "unavailable", "the server could not do this now; try again", **_echo(text)
-                )
-            )
+        except Exception as error:
+            self._reply(_failure_frame(error, f"websocket {frame.type}", **_echo(text)))
 
     async def _send_message(self, frame: protocol.SendFrame) -> None:
         async with self.context.db.unit_of_work(
@@ -455,8 +467,12 @@ class Session:
                 touched = await sessions.touch_sessions(
                     session, token_ids=[self.conn.token_id], now=now, policy=policy
                 )
-        except Exception:
-            log.warning("could not record activity on a session", exc_info=True)
+        except Exception as error:
+            outage = classify(error)
+            if outage is None:
+                log.warning("could not record activity on a session", exc_info=True)
+            else:
+                outages.seen(outage, error, "websocket activity")
             return
         if touched:  # else it has ended: the session check closes the socket
             self.conn.last_used_at = now
@@ -490,3 +506,28 @@ def _echo(text: str) -> dict[str, Any]:
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
     return {"client_id": client_id} if isinstance(client_id, str) else {}
+
+
+def _failure_frame(error: Exception, where: str, **echo: Any) -> str:
+    """The error frame for a frame that failed unexpectedly: an outage says which, with
+    when to retry, and is logged once per interval; anything else is a logged bug."""
+    outage = classify(error)
+    if outage is None:
+        log.exception("could not handle a frame (%s)", where)
+        return protocol.error_frame(
+            "unavailable", "the server could not do this now; try again", **echo
+        )
+    outages.seen(outage, error, where)
+    return protocol.error_frame(outage.code, outage.message, retry_after=outage.retry_after, **echo)
+
+
+def _log_slow_client(conn: Connection) -> None:
+    log.warning(
+        "closing a slow client (1013): %s",
+        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        extra={
+            "event.action": "websocket.slow_client",
+            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
+            "labels.queued_events": conn.queue.qsize(),
+        },
+    )

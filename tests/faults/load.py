@@ -1,0 +1,164 @@
+"""Steady chat load for the fault suite: senders that retry, readers that resume.
+
+Senders post over HTTP at a steady pace, each message with its own ``client_id``; a
+refused or failed post is retried with the same ``client_id`` (on the other instance after
+a connection error), as a well-behaved client does. Readers hold a WebSocket and, whenever
+it closes, reconnect (to the other instance first) resuming from the last ``seq`` they saw.
+Afterwards every reader must have every stored message exactly once, in order, and the room
+must hold each ``client_id`` exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.processes import Server
+from tests.realtime.test_multi_instance import live
+from tests.realtime.wsclient import ws_client
+
+SEND_INTERVAL = 0.2
+"""Per sender: 4 senders make 20 messages per second, as in the issue's measurement."""
+RETRY_PAUSE = 0.2
+
+
+@dataclass
+class Traffic:
+    """What the senders saw."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    transport_errors: int = 0
+    acknowledged: set[str] = field(default_factory=set)
+    first_ack_after: dict[str, float] = field(default_factory=dict)
+    """Per mark name: seconds from the mark until the next acknowledged send."""
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        """Remember now, to time the first success after it."""
+        self.marks[name] = time.monotonic()
+
+    def acked(self) -> None:
+        now = time.monotonic()
+        for name, at in self.marks.items():
+            if name not in self.first_ack_after and now >= at:
+                self.first_ack_after[name] = now - at
+
+
+async def sender(
+    servers: list[Server],
+    headers: dict[str, str],
+    room: int,
+    name: str,
+    traffic: Traffic,
+    stop: asyncio.Event,
+) -> None:
+    """Post until ``stop``, each message retried with its client_id until acknowledged."""
+    number, turn = 0, 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        while not stop.is_set():
+            client_id = f"{name}-{number}"
+            while True:
+                server = servers[turn % len(servers)]
+                try:
+                    response = await http.post(
+                        f"{server.base_url}/api/v1/rooms/{room}/messages",
+                        headers=headers,
+                        json={"content": client_id, "client_id": client_id},
+                    )
+                except httpx.TransportError:
+                    traffic.transport_errors += 1
+                    turn += 1
+                    await asyncio.sleep(RETRY_PAUSE)  # back off before the retry
+                    continue
+                traffic.statuses[response.status_code] += 1
+                if response.status_code in (200, 201):
+                    traffic.acknowledged.add(client_id)
+                    traffic.acked()
+                    break
+                assert response.status_code in (503, 507), response.text
+                await asyncio.sleep(RETRY_PAUSE)  # Retry-After is seconds; we retry sooner
+            number += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SEND_INTERVAL)
+
+
+@dataclass
+class Reader:
+    """A member's resuming WebSocket client and everything it received."""
+
+    token: str
+    room: int
+    seqs: list[int] = field(default_factory=list)
+    contents: list[str] = field(default_factory=list)
+    reconnects: int = 0
+    close_codes: Counter[int | None] = field(default_factory=Counter)
+    resynced: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
+
+    async def run(self, servers: list[Server], start_at: int, until: asyncio.Event) -> None:
+        """Read (reconnecting, resuming) until ``until`` is set and nothing more is due."""
+        turn = start_at
+        while not until.is_set():
+            server = servers[turn % len(servers)]
+            try:
+                async with ws_client(live(server), self.token, resume=self._resume()) as ws:
+                    await self._read(ws.connection, until)
+            except (ConnectionClosed, InvalidStatus, OSError, TimeoutError, AssertionError) as e:
+                code = getattr(getattr(e, "rcvd", None), "code", None)
+                self.close_codes[code] += 1
+            if until.is_set():
+                return
+            self.reconnects += 1
+            turn += 1
+            await asyncio.sleep(RETRY_PAUSE)  # back off before reconnecting
+
+    def _resume(self) -> dict[int, int]:
+        return {self.room: self.last_seq}  # 0 at first: from the room's first message
+
+    async def _read(self, connection: Any, until: asyncio.Event) -> None:
+        import json
+
+        while not until.is_set():
+            with contextlib.suppress(TimeoutError):
+                raw = await asyncio.wait_for(connection.recv(), timeout=0.5)
+                frame = json.loads(raw)
+                if frame.get("room_id") != self.room:
+                    continue
+                if frame["type"] == "resync_required":
+                    self.resynced += 1
+                elif "seq" in frame:  # every room event is sequenced, not only messages
+                    self.seqs.append(frame["seq"])
+                    if frame["type"] == "message.created":
+                        self.contents.append(frame["message"]["content"])
+
+
+async def wait_until_caught_up(readers: list[Reader], last_seq: int, within: float) -> float:
+    """Seconds until every reader has seen ``last_seq``."""
+    started = time.monotonic()
+    while any(reader.last_seq < last_seq for reader in readers):
+        if time.monotonic() - started > within:
+            behind = {reader.token[:6]: reader.last_seq for reader in readers}
+            raise AssertionError(f"readers not caught up to {last_seq} in {within} s: {behind}")
+        await asyncio.sleep(0.1)  # the readers' own tasks fill in what arrives
+    return time.monotonic() - started
+
+
+def check_exactly_once_in_order(reader: Reader, first_seq: int, last_seq: int) -> None:
+    """Every seq from ``first_seq`` to ``last_seq`` once, in order."""
+    assert reader.resynced == 0
+    seen = [seq for seq in reader.seqs if seq >= first_seq]
+    duplicates = [seq for seq, n in Counter(seen).items() if n > 1]
+    assert not duplicates, f"duplicated: {duplicates[:10]}"
+    assert seen == sorted(seen), "out of order"
+    missing = sorted(set(range(first_seq, last_seq + 1)) - set(seen))
+    assert not missing, f"lost: {missing[:10]} of {last_seq - first_seq + 1}"

@@ -1,0 +1,127 @@
+"""A mariadbd of the suite's own on a spare port, to kill and restart under load.
+
+Faults are injected into this one, never into the machine's service.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import free_port
+from tests.support import service_missing
+
+START_DEADLINE = 90.0
+
+
+class OwnMariaDB:
+    """One mariadbd with its own data directory, restartable on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        for tool in ("mariadbd", "mariadb-install-db", "mariadb-admin"):
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+                service_missing(tool, FileNotFoundError(tool))
+        self._base = directory
+        self._data = directory / "data"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        subprocess.run(  # noqa: S603
+            [  # noqa: S607
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self._data}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ],
+            capture_output=True,
+            check=True,
+        )
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL of ``database`` on this server."""
+        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/{database}"
+
+    def _answers(self) -> bool:
+        result = subprocess.run(  # noqa: S603
+            [  # noqa: S607
+                "mariadb-admin",
+                "--protocol=tcp",
+                "-h127.0.0.1",
+                f"-P{self.port}",
+                "-uroot",
+                "--connect-timeout=2",
+                "ping",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def start(self) -> None:
+        """Start and wait until it answers."""
+        self.process = subprocess.Popen(  # noqa: S603
+            [
+                shutil.which("mariadbd") or "/usr/sbin/mariadbd",
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={self._data}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self._base / 'sock'}",
+                f"--pid-file={self._base / 'pid'}",
+                f"--log-error={self._base / 'error.log'}",
+                "--innodb-buffer-pool-size=32M",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_DEADLINE
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = (self._base / "error.log").read_text()[-2000:]
+                pytest.fail(f"mariadbd did not start: {log}")
+            time.sleep(0.2)  # a starting server: there is no event to wait on
+
+    def kill(self) -> None:
+        """SIGKILL: connections drop, InnoDB recovers at the next start."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def create_database(self, name: str) -> None:
+        """An empty utf8mb4 database."""
+        subprocess.run(  # noqa: S603
+            [  # noqa: S607
+                "mariadb",
+                "--protocol=tcp",
+                "-h127.0.0.1",
+                f"-P{self.port}",
+                "-uroot",
+                "-e",
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            ],
+            check=True,
+        )
+
+    def stop(self) -> None:
+        """Gone for good."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def own_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnMariaDB]:
+    """A private mariadbd for one test module, stopped afterwards."""
+    server = OwnMariaDB(tmp_path_factory.mktemp("own-mariadb"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,201 @@
+"""What a request gets when the database is down or the disk is full: a clear 503 or 507
+with ``Retry-After`` and a stable code, never a 500; one log line, not a trace per request;
+``/readyz`` saying so; and, for the full disk, service back as soon as space is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from cmschat.accounts import service as accounts
+from cmschat.accounts.models import Role
+from cmschat.app import create_app
+from cmschat.clock import FakeClock
+from cmschat.db.actors import SYSTEM_SETUP
+from cmschat.db.migrate import run_migrations
+from cmschat.db.session import Database, create_engine
+from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
+from tests import support
+from tests.processes import free_port
+from tests.realtime.wsclient import serve, token_of, ws_client
+from tests.support import PASSWORD
+
+REQUESTS = 20
+
+
+def settings_for(database_url: str, data_dir: Path, **extra: object) -> Settings:
+    """Test settings on the given database."""
+    return Settings(
+        environment=Environment.test,
+        database_url=database_url,
+        data_dir=data_dir,
+        secret_key=support.TEST_SECRET,
+        auth=AuthSettings(bcrypt_rounds=4),
+        retention=RetentionSettings(run_daily=False),
+        chat=ChatSettings(send_rate=0),
+        _env_file=None,  # type: ignore[call-arg]
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def unreachable_database(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose MariaDB does not answer (nothing listens on its port)."""
+    url = f"mysql+asyncmy://root@127.0.0.1:{free_port()}/cmschat"
+    application = create_app(settings_for(url, tmp_path / "var"), clock=FakeClock())
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+async def test_database_down_answers_503_with_retry_after_and_logs_once(
+    unreachable_database: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for _ in range(REQUESTS):
+        response = await unreachable_database.post(
+            "/api/v1/auth/login", json={"username": "ann", "password": PASSWORD}
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+        assert response.json()["error"]["code"] == "database_unavailable"
+        assert response.json()["error"]["request_id"] == response.headers["X-Request-ID"]
+    ready = await unreachable_database.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "unreachable"
+
+    outage_lines = [r for r in caplog.records if r.name == "cmschat.outage"]
+    assert len(outage_lines) == 1, [r.getMessage() for r in outage_lines]
+    assert "database_unavailable" in outage_lines[0].getMessage()
+    traced = [r for r in caplog.records if r.exc_info and r.name.startswith("cmschat.http")]
+    assert traced == []
+    metrics = await unreachable_database.get("/metrics")
+    assert 'cmschat_dependency_errors_total{code="database_unavailable"}' in metrics.text
+    assert 'cmschat_http_requests_total{method="POST",route="/api/v1/auth/login",status="503"}' in (
+        metrics.text
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs, unmounted afterwards (needs root, as CI has)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        support.service_missing("a tmpfs mount (root)", PermissionError("not root"))
+    subprocess.run(  # noqa: S603
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],  # noqa: S607
+        check=True,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)  # noqa: S603, S607
+
+
+def fill(directory: Path) -> Path:
+    """Write until the disk refuses, down to the last byte; the filler file's path."""
+    filler = directory / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(descriptor, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+async def test_full_disk_answers_507_turns_unready_and_recovers(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = small_disk / "var"
+    data_dir.mkdir()
+    url = support.sqlite_url(data_dir / "cmschat.db")
+    engine = create_engine(url)
+    await run_migrations(engine)
+    db = Database(engine, FakeClock())
+    async with db.unit_of_work(SYSTEM_SETUP) as session:
+        await accounts.create_user(
+            session,
+            username="ann",
+            password=PASSWORD,
+            role=Role.member,
+            display_name="Ann",
+            must_change_password=False,
+            bcrypt_rounds=4,
+            clock=db.clock,
+        )
+    await engine.dispose()
+
+    settings = settings_for(url, data_dir, min_free_disk_mib=1)
+    async with serve(create_app(settings, clock=FakeClock())) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            login = await http.post(
+                "/api/v1/auth/login", json={"username": "ann", "password": PASSWORD}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            room = await http.post(
+                "/api/v1/rooms",
+                headers=headers,
+                json={"kind": "group", "name": "disk", "member_ids": []},
+            )
+            room_id = room.json()["id"]
+            messages = f"/api/v1/rooms/{room_id}/messages"
+            assert (await http.post(messages, headers=headers, json={"content": "ok"})).is_success
+            assert (await http.get("/readyz")).status_code == 200
+
+            filler = fill(small_disk)
+            caplog.clear()
+            refused = 0
+            for n in range(REQUESTS):
+                response = await http.post(
+                    messages, headers=headers, json={"content": f"{n} " + "x" * 3000}
+                )
+                assert response.status_code in (201, 507), response.text
+                if response.status_code == 507:
+                    refused += 1
+                    assert response.json()["error"]["code"] == "storage_full"
+                    assert int(response.headers["Retry-After"]) > 0
+            assert refused > 0
+            async with ws_client(live, token_of(headers)) as ws:
+                frame = {"type": "message.send", "room_id": room_id, "content": "y" * 3000}
+                await ws.send({**frame, "client_id": "full-1"})
+                answer = await ws.recv_until(lambda f: f["type"] in ("error", "message.created"))
+                assert answer[-1]["type"] == "error", answer
+                assert answer[-1]["code"] == "storage_full"
+                assert answer[-1]["retry_after"] > 0
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["disk"] == "low"
+            history = await http.get(messages, headers=headers)
+            assert history.status_code == 200  # reading still works
+            assert [r for r in caplog.records if r.exc_info and r.name == "cmschat.http"] == []
+
+            filler.unlink()
+            after = await http.post(messages, headers=headers, json={"content": "space again"})
+            assert after.status_code == 201, after.text
+            assert (await http.get("/readyz")).status_code == 200
+            items = (await http.get(messages, headers=headers)).json()["items"]
+            assert max(items, key=lambda m: m["seq"])["content"] == "space again"
+    check = create_engine(url)
+    try:
+        async with check.connect() as connection:
+            result = await connection.execute(text("PRAGMA integrity_check"))
+            assert result.scalar() == "ok"
+    finally:
+        await check.dispose()

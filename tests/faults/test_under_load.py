@@ -1,0 +1,257 @@
+"""The fault suite: two instances on the suite's own MariaDB and Redis under steady load
+(4 senders, 20 messages/s, retrying with the same ``client_id``; 4 readers resuming from
+their last ``seq``), one fault at a time. For each: 0 lost, 0 duplicated, 0 out of order,
+only the documented status codes (201/200, 503/507 with ``Retry-After``), and the time
+until the first acknowledged send after the fault ends. Figures: ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.faults.load import (
+    Reader,
+    Traffic,
+    check_exactly_once_in_order,
+    sender,
+    wait_until_caught_up,
+)
+from tests.faults.own_mariadb import OwnMariaDB, own_mariadb  # noqa: F401 - fixture
+from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401 - fixture
+from tests.processes import Server, clean_env, cmschat, free_port, running_server
+from tests.realtime.test_multi_instance import login
+from tests.support import PASSWORD
+
+pytestmark = [pytest.mark.slow]
+USERS = ("ann", "ben", "cho", "dan")
+BASELINE_SECONDS = 2.0
+AFTER_SECONDS = 4.0
+CATCH_UP_WITHIN = 20.0
+
+
+class Cluster:
+    """Two ``cmschat serve`` processes, each restartable on its own port."""
+
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.directory = directory
+        self.env = env
+        self.ports = [free_port(), free_port()]
+        self.servers: list[Server] = []
+        self._stack = contextlib.ExitStack()
+        self._runs = 0
+
+    def __enter__(self) -> Cluster:
+        for index in range(2):
+            self.servers.append(self._start(index))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stack.close()
+
+    def _start(self, index: int) -> Server:
+        self._runs += 1
+        return self._stack.enter_context(
+            running_server(self.directory, self.env, f"i{index}-{self._runs}", self.ports[index])
+        )
+
+    def restart(self, index: int) -> None:
+        """A new process on the same port (the old one is already gone)."""
+        self.servers[index] = self._start(index)
+
+    def stderr(self) -> str:
+        """Everything every process logged."""
+        return "".join(p.read_text() for p in self.directory.glob("i*.stderr"))
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path,
+    own_mariadb: OwnMariaDB,  # noqa: F811
+    own_redis: OwnRedis,  # noqa: F811
+) -> Iterator[Cluster]:
+    """A fresh database on the own MariaDB, the own Redis, four users, two instances."""
+    name = f"faults_{secrets.token_hex(4)}"
+    own_mariadb.create_database(name)
+    env = clean_env(
+        CMSCHAT_ENVIRONMENT="test",
+        CMSCHAT_AUTH__BCRYPT_ROUNDS="4",
+        CMSCHAT_DATABASE_URL=own_mariadb.url(name),
+        CMSCHAT_REDIS_URL=own_redis.url,
+        CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
+        CMSCHAT_LOG_LEVEL="WARNING",
+        CMSCHAT_LOG_FORMAT="json",
+        CMSCHAT_CHAT__SEND_RATE="0",
+        CMSCHAT_SHUTDOWN_GRACE_SECONDS="5",
+    )
+    assert cmschat(tmp_path, "migrate", env=env).returncode == 0
+    for user in USERS:
+        made = cmschat(
+            tmp_path, "user", "create", user, "--password-stdin", env=env, stdin=PASSWORD + "\n"
+        )
+        assert made.returncode == 0, made.stderr
+    with Cluster(tmp_path, env) as running:
+        yield running
+
+
+async def room_of_everyone(server: Server) -> tuple[dict[str, dict[str, str]], int]:
+    """Everyone signed in, one group room of all."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        heads = {user: await login(http, user) for user in USERS}
+        ids = [(await http.get("/api/v1/me", headers=heads[u])).json()["id"] for u in USERS[1:]]
+        made = await http.post(
+            "/api/v1/rooms",
+            headers=heads["ann"],
+            json={"kind": "group", "name": "load", "member_ids": ids},
+        )
+        assert made.status_code == 201, made.text
+        return heads, made.json()["id"]
+
+
+async def newest_seq(servers: list[Server], headers: dict[str, str], room: int) -> int:
+    """The room's newest message seq, from whichever instance answers."""
+    for server in servers:
+        with contextlib.suppress(httpx.TransportError):
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.get(
+                    f"{server.base_url}/api/v1/rooms/{room}/messages",
+                    headers=headers,
+                    params={"limit": 1},
+                )
+            if response.status_code == 200:
+                return int(response.json()["items"][0]["seq"])
+    raise AssertionError("no instance answered")
+
+
+async def stored_client_ids(server: Server, headers: dict[str, str], room: int) -> list[str]:
+    """Every message content (= its client_id) stored in the room, paging back."""
+    contents: list[str] = []
+    before: int | None = None
+    async with httpx.AsyncClient(timeout=30) as http:
+        while True:
+            params: dict[str, Any] = {"limit": 100}
+            if before is not None:
+                params["before"] = before
+            page = await http.get(
+                f"{server.base_url}/api/v1/rooms/{room}/messages", headers=headers, params=params
+            )
+            items = page.json()["items"]
+            if not items:
+                return contents
+            contents += [item["content"] for item in items]
+            before = min(item["seq"] for item in items)
+
+
+Fault = Callable[[Cluster, OwnRedis, OwnMariaDB], Any]
+
+
+async def redis_kill(cluster: Cluster, redis: OwnRedis, _db: OwnMariaDB) -> None:
+    redis.kill()
+    await asyncio.sleep(5)  # the outage's length
+    redis.start()
+
+
+async def redis_freeze(cluster: Cluster, redis: OwnRedis, _db: OwnMariaDB) -> None:
+    redis.freeze()
+    try:
+        await asyncio.sleep(8)  # the stall's length
+    finally:
+        redis.thaw()
+
+
+async def mariadb_kill(cluster: Cluster, _redis: OwnRedis, db: OwnMariaDB) -> None:
+    db.kill()
+    await asyncio.sleep(5)  # the outage's length
+    await asyncio.to_thread(db.start)
+
+
+async def instance_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
+    cluster.servers[1].process.kill()
+    cluster.servers[1].process.wait(timeout=10)
+    await asyncio.sleep(3)  # down for a while before its replacement starts
+    await asyncio.to_thread(cluster.restart, 1)
+
+
+async def instance_sigterm(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
+    cluster.servers[1].process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(cluster.servers[1].process.wait, 30) == 0
+    await asyncio.to_thread(cluster.restart, 1)
+
+
+FAULTS: dict[str, Fault] = {
+    "redis-kill": redis_kill,
+    "redis-freeze": redis_freeze,
+    "mariadb-kill": mariadb_kill,
+    "instance-kill": instance_kill,
+    "instance-sigterm": instance_sigterm,
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_no_message_lost_doubled_or_reordered_under_the_fault(
+    fault: str,
+    cluster: Cluster,
+    own_redis: OwnRedis,  # noqa: F811
+    own_mariadb: OwnMariaDB,  # noqa: F811
+) -> None:
+    heads, room = await room_of_everyone(cluster.servers[0])
+    traffic = Traffic()
+    stop_sending, stop_reading = asyncio.Event(), asyncio.Event()
+    readers = [Reader(heads[user]["Authorization"].split()[1], room) for user in USERS]
+    reading = [
+        asyncio.create_task(reader.run(cluster.servers, i, stop_reading))
+        for i, reader in enumerate(readers)
+    ]
+    sending = [
+        asyncio.create_task(sender(cluster.servers, heads[user], room, user, traffic, stop_sending))
+        for user in USERS
+    ]
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(BASELINE_SECONDS)  # steady load before the fault
+        traffic.mark("fault")
+        await FAULTS[fault](cluster, own_redis, own_mariadb)
+        traffic.mark("recovered")
+        await asyncio.sleep(AFTER_SECONDS)  # steady load after it
+    finally:
+        stop_sending.set()
+        await asyncio.gather(*sending)
+    last = await newest_seq(cluster.servers, heads["ann"], room)
+    caught_up = await wait_until_caught_up(readers, last, CATCH_UP_WITHIN)
+    stop_reading.set()
+    await asyncio.gather(*reading)
+
+    for reader in readers:
+        check_exactly_once_in_order(reader, 1, last)
+    stored = await stored_client_ids(cluster.servers[0], heads["ann"], room)
+    assert len(stored) == len(set(stored)), "a retry was stored twice"
+    assert set(stored) == traffic.acknowledged, "an acknowledged message is missing"
+    assert set(traffic.statuses) <= {200, 201, 503, 507}, traffic.statuses
+    logged = cluster.stderr()
+    tracebacks = logged.count("Traceback (most recent call last)")
+    refused = sum(n for status, n in traffic.statuses.items() if status >= 500)
+    assert tracebacks <= 5, f"{tracebacks} stack traces logged for {refused} refusals"
+
+    figures = {
+        "fault": fault,
+        "messages": last,
+        "seconds": round(time.monotonic() - started, 1),
+        "statuses": dict(traffic.statuses),
+        "transport_errors": traffic.transport_errors,
+        "first_ack_after_recovery_s": round(traffic.first_ack_after.get("recovered", -1), 2),
+        "readers_caught_up_s": round(caught_up, 2),
+        "reconnects": sum(reader.reconnects for reader in readers),
+        "tracebacks": tracebacks,
+        "log_bytes": len(logged),
+    }
+    print(json.dumps(figures))
