@@ -60,9 +60,11 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
 
     def before(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
         operation = operation_of(stmt)
+        # No span for BEGIN: two per request that say nothing a trace reader needs (its
+        # time still goes to the histogram); spans cost tracing most of its overhead.
         span = (
             tracing.start_sql_span(operation, fingerprint(stmt), system)
-            if tracing.enabled()
+            if tracing.enabled() and operation != "BEGIN"
             else None
         )
         conn.info.setdefault(_STARTED, []).append((time.perf_counter(), span, operation))

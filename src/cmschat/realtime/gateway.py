@@ -523,11 +523,11 @@ def _failure_frame(error: Exception, where: str, **echo: Any) -> str:
 
 def _log_slow_client(conn: Connection) -> None:
     log.warning(
-        "closing a slow client (1013): %s",
+        "closing a slow client (1013): %s, %d events queued",
         "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        conn.queue.qsize(),
         extra={
             "event.action": "websocket.slow_client",
             "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
-            "labels.queued_events": conn.queue.qsize(),
         },
     )
