@@ -9,9 +9,9 @@ nobody receives a message twice or out of order.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from tests import support
+from tests.faults.cluster import cluster_environment, room_of_everyone
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401 - fixture
-from tests.processes import Server, clean_env, cmschat
+from tests.processes import Server
 from tests.realtime.test_multi_instance import http_to, live, login, two_instances
 from tests.realtime.wsclient import WsClient, token_of, ws_client
-from tests.support import PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.mariadb]
 DELIVERY_WITHIN = 2.0
@@ -31,28 +31,16 @@ READINESS_WITHIN = 6.0
 """``/readyz`` checks Redis with a 3 s time-out; a stalled Redis shows after that."""
 
 
+USERS = ("ann", "ben", "cho")
+
+
 @pytest.fixture
 def fault_env(tmp_path: Path, own_redis: OwnRedis) -> Iterator[dict[str, str]]:  # noqa: F811
     """A fresh MariaDB database, the suite's own Redis, three users."""
     support.mariadb_available()
     url = support.run_sync(support.create_mariadb_database())
-    env = clean_env(
-        CMSCHAT_ENVIRONMENT="test",
-        CMSCHAT_AUTH__BCRYPT_ROUNDS="4",
-        CMSCHAT_DATABASE_URL=url,
-        CMSCHAT_REDIS_URL=own_redis.url,
-        CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
-        CMSCHAT_LOG_LEVEL="WARNING",
-        CMSCHAT_CHAT__SEND_RATE="0",
-    )
     try:
-        assert cmschat(tmp_path, "migrate", env=env).returncode == 0
-        for name in ("ann", "ben", "cho"):
-            made = cmschat(
-                tmp_path, "user", "create", name, "--password-stdin", env=env, stdin=PASSWORD + "\n"
-            )
-            assert made.returncode == 0, made.stderr
-        yield env
+        yield cluster_environment(tmp_path, database_url=url, redis_url=own_redis.url, users=USERS)
     finally:
         support.run_sync(support.drop_mariadb_database(url))
 
@@ -111,21 +99,20 @@ async def send(server: Server, headers: dict[str, str], room: int, content: str)
     assert response.status_code == 201, response.text
 
 
-async def chat_setup(one: Server) -> tuple[dict[str, dict[str, str]], int]:
-    """Everyone signed in, and a group room of all three."""
-    async with http_to(one) as http:
-        heads = {name: await login(http, name) for name in ("ann", "ben", "cho")}
-        ids = []
-        for name in ("ben", "cho"):
-            me = await http.get("/api/v1/me", headers=heads[name])
-            ids.append(me.json()["id"])
-        made = await http.post(
-            "/api/v1/rooms",
-            headers=heads["ann"],
-            json={"kind": "group", "name": "faults", "member_ids": ids},
-        )
-        assert made.status_code == 201, made.text
-    return heads, made.json()["id"]
+@contextlib.asynccontextmanager
+async def cho_on_one_ben_on_two(
+    one: Server, two: Server
+) -> AsyncIterator[tuple[dict[str, dict[str, str]], int, Member, Member]]:
+    """Cho's socket on instance one, Ben's on two, both past a first message from Ann."""
+    heads, room = await room_of_everyone(one, USERS)
+    async with (
+        ws_client(live(one), token_of(heads["cho"])) as cho_ws,
+        ws_client(live(two), token_of(heads["ben"])) as ben_ws,
+    ):
+        cho, ben = Member(cho_ws, room), Member(ben_ws, room)
+        await send(two, heads["ann"], room, "before")
+        await asyncio.gather(cho.wait_for("before", 5), ben.wait_for("before", 5))
+        yield heads, room, cho, ben
 
 
 def assert_exactly_once_in_order(member: Member) -> None:
@@ -140,15 +127,7 @@ async def test_redis_killed_and_restarted(
     tmp_path: Path,
 ) -> None:
     with two_instances(tmp_path, fault_env) as (one, two):
-        heads, room = await chat_setup(one)
-        async with (
-            ws_client(live(one), token_of(heads["cho"])) as cho_ws,
-            ws_client(live(two), token_of(heads["ben"])) as ben_ws,
-        ):
-            cho, ben = Member(cho_ws, room), Member(ben_ws, room)
-            await send(one, heads["ann"], room, "before")
-            await asyncio.gather(cho.wait_for("before", 5), ben.wait_for("before", 5))
-
+        async with cho_on_one_ben_on_two(one, two) as (heads, room, cho, ben):
             own_redis.kill()
             await until_ready_is([one, two], 503, READINESS_WITHIN)
             async with http_to(one) as http:  # sign-in does not need Redis
@@ -177,15 +156,7 @@ async def test_redis_frozen_and_thawed(
     tmp_path: Path,
 ) -> None:
     with two_instances(tmp_path, fault_env) as (one, two):
-        heads, room = await chat_setup(one)
-        async with (
-            ws_client(live(one), token_of(heads["cho"])) as cho_ws,
-            ws_client(live(two), token_of(heads["ben"])) as ben_ws,
-        ):
-            cho, ben = Member(cho_ws, room), Member(ben_ws, room)
-            await send(two, heads["ann"], room, "before")
-            await asyncio.gather(cho.wait_for("before", 5), ben.wait_for("before", 5))
-
+        async with cho_on_one_ben_on_two(one, two) as (heads, room, cho, ben):
             own_redis.freeze()
             try:
                 await until_ready_is([one, two], 503, READINESS_WITHIN)

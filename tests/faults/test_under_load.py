@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.faults.cluster import cluster_environment, room_of_everyone
 from tests.faults.load import (
     Reader,
     Traffic,
@@ -29,9 +30,7 @@ from tests.faults.load import (
 )
 from tests.faults.own_mariadb import OwnMariaDB, own_mariadb  # noqa: F401 - fixture
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401 - fixture
-from tests.processes import Server, clean_env, cmschat, free_port, running_server
-from tests.realtime.test_multi_instance import login
-from tests.support import PASSWORD
+from tests.processes import Server, free_port, running_server
 
 pytestmark = [pytest.mark.slow]
 USERS = ("ann", "ben", "cho", "dan")
@@ -83,39 +82,16 @@ def cluster(
     """A fresh database on the own MariaDB, the own Redis, four users, two instances."""
     name = f"faults_{secrets.token_hex(4)}"
     own_mariadb.create_database(name)
-    env = clean_env(
-        CMSCHAT_ENVIRONMENT="test",
-        CMSCHAT_AUTH__BCRYPT_ROUNDS="4",
-        CMSCHAT_DATABASE_URL=own_mariadb.url(name),
-        CMSCHAT_REDIS_URL=own_redis.url,
-        CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
-        CMSCHAT_LOG_LEVEL="WARNING",
+    env = cluster_environment(
+        tmp_path,
+        database_url=own_mariadb.url(name),
+        redis_url=own_redis.url,
+        users=USERS,
         CMSCHAT_LOG_FORMAT="json",
-        CMSCHAT_CHAT__SEND_RATE="0",
         CMSCHAT_SHUTDOWN_GRACE_SECONDS="5",
     )
-    assert cmschat(tmp_path, "migrate", env=env).returncode == 0
-    for user in USERS:
-        made = cmschat(
-            tmp_path, "user", "create", user, "--password-stdin", env=env, stdin=PASSWORD + "\n"
-        )
-        assert made.returncode == 0, made.stderr
     with Cluster(tmp_path, env) as running:
         yield running
-
-
-async def room_of_everyone(server: Server) -> tuple[dict[str, dict[str, str]], int]:
-    """Everyone signed in, one group room of all."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
-        heads = {user: await login(http, user) for user in USERS}
-        ids = [(await http.get("/api/v1/me", headers=heads[u])).json()["id"] for u in USERS[1:]]
-        made = await http.post(
-            "/api/v1/rooms",
-            headers=heads["ann"],
-            json={"kind": "group", "name": "load", "member_ids": ids},
-        )
-        assert made.status_code == 201, made.text
-        return heads, made.json()["id"]
 
 
 async def newest_seq(servers: list[Server], headers: dict[str, str], room: int) -> int:
@@ -204,7 +180,7 @@ async def test_no_message_lost_doubled_or_reordered_under_the_fault(
     own_redis: OwnRedis,  # noqa: F811
     own_mariadb: OwnMariaDB,  # noqa: F811
 ) -> None:
-    heads, room = await room_of_everyone(cluster.servers[0])
+    heads, room = await room_of_everyone(cluster.servers[0], USERS)
     traffic = Traffic()
     stop_sending, stop_reading = asyncio.Event(), asyncio.Event()
     readers = [Reader(heads[user]["Authorization"].split()[1], room) for user in USERS]

@@ -14,6 +14,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.observability import instruments as m
+from cmschat.observability import tracing
 from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.observability.minutes import WINDOW
 from cmschat.observability.outages import classify
@@ -98,7 +99,10 @@ class MetricsMiddleware:
             nonlocal status, error_body
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route_var.set(route_template(scope))
+                route = route_template(scope)
+                route_var.set(route)
+                # Before the response goes out: the tracing middleware ends its span then.
+                tracing.name_request_span(scope["method"], route)
             elif status >= 400 and len(error_body) < ERROR_BODY_LIMIT:
                 error_body += message.get("body", b"")
             await send(message)
