@@ -100,7 +100,13 @@ async def test_throttling_is_shared_by_instances_through_redis(
 
     async with first.router.lifespan_context(first), second.router.lifespan_context(second):
         ready = await post_ready(second)
-        assert ready == {"database": "ok", "redis": "ok", "storage": "ok"}
+        assert ready == {
+            "database": "ok",
+            "redis": "ok",
+            "broker": "ok",
+            "storage": "ok",
+            "disk": "ok",
+        }
         limit = shared.auth.max_failures_per_account
         for n in range(limit):
             assert (await post(first if n % 2 else second, "bad-guess-000")).status_code == 401
