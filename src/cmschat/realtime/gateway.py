@@ -249,10 +249,9 @@ class Session:
                 # A slow client's socket may take nothing, not even the close frame: give
                 # up after a moment (the server's protocol then aborts the connection).
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason),
-                        timeout=CLOSE_WITHIN_SECONDS,
-                    )
+                    async with asyncio.timeout(CLOSE_WITHIN_SECONDS):
+                        code, reason = self.conn.close_code, self.conn.close_reason
+                        await self.ws.close(code=code, reason=reason)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -269,13 +268,16 @@ class Session:
 
     async def _write(self, frame: str) -> None:
         """The only way out to the socket: nothing passes once the session has ended, and
-        a client that takes nothing for ``write_timeout_seconds`` is cut off (1013)."""
+        a client that takes nothing for ``write_timeout_seconds`` is cut off (1013).
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
+        cancellation that ends this connection's tasks, leaving the close waiting forever.
+        """
         if self.conn.ended:
             raise _SessionOver
         try:
-            await asyncio.wait_for(
-                self.ws.send_text(frame), timeout=self.settings.write_timeout_seconds
-            )
+            async with asyncio.timeout(self.settings.write_timeout_seconds):
+                await self.ws.send_text(frame)
         except TimeoutError:
             self.conn.close(CLOSE_SLOW)
             raise _SessionOver from None
