@@ -1,0 +1,96 @@
+"""Physical MariaDB backups (mariadb-backup) on the suite's binary-logging server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cmschat.backup import service
+from cmschat.backup.crypto import BackupCorrupt
+from cmschat.backup.drill import run_drill
+from cmschat.backup.physical import ARTIFACT, PhysicalEngine
+from cmschat.backup.restore import verify_backup
+from cmschat.clock import FakeClock
+from cmschat.context import AppContext
+from cmschat.errors import Invalid
+from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
+from tests.backup.conftest import Chat, toolkit
+from tests.backup.test_damage import _flip
+from tests.backup.test_point_in_time import database_url  # noqa: F401 - fixture
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("mariadb-backup") is None, reason="needs mariadb-backup"),
+]
+
+
+@pytest.fixture
+def physical(kit: service.Toolkit, context: AppContext, clock: FakeClock) -> service.Toolkit:
+    """The toolkit with ``CMSCHAT_BACKUP__MARIADB_METHOD=mariadb-backup``."""
+    settings = context.settings
+    settings.backup = settings.backup.model_copy(update={"mariadb_method": "mariadb-backup"})
+    made = toolkit(settings, context.storage, clock)
+    assert isinstance(made.engine, PhysicalEngine)
+    return made
+
+
+async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exactly(
+    context: AppContext, chat: Chat, physical: service.Toolkit, clock: FakeClock
+) -> None:
+    await chat.say(3, prefix="before the copy")
+    await chat.send_file("a")
+    done = asyncio.Event()
+    written = 0
+
+    async def keep_writing() -> None:
+        nonlocal written
+        while not done.is_set():
+            await chat.say(1, prefix="during the copy")
+            written += 1
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        full, _ = await service.run_backup(kit=physical, db=context.db, kind="full")
+    finally:
+        done.set()
+        await writer
+    assert full.artifact(ARTIFACT) is not None and full.artifact("binlog.sql.zst.age")
+    assert full.binlog is not None and "copy" in full.binlog
+    # The counts are those at P2, after the copy: at least what was there before it.
+    assert full.row_counts["messages"] >= 3
+    first = await run_drill(kit=physical, db=context.db, backup_id=full.id)
+    assert first.ok, first.checks
+
+    await chat.say(2, prefix="after the full backup")
+    await chat.send_file("b")
+    incremental, _ = await service.run_backup(kit=physical, db=context.db, kind="incremental")
+    assert incremental.base_id == full.id
+    assert incremental.row_counts["messages"] >= full.row_counts["messages"] + 2
+    clock.advance(minutes=10)
+    drill = await run_drill(kit=physical, db=context.db)
+    assert drill.ok and drill.backup_id == incremental.id, drill.checks
+    checks = {check.name: check.detail for check in drill.checks}
+    assert f"{full.id} and 1 incremental(s)" in checks["restore"]
+    assert "tables match the manifest" in checks["row counts"]
+    assert drill.rpo_seconds == 10 * 60
+    # The scratch server's files went with the drill's staging directory.
+    assert not list(context.settings.data_dir.glob(".backup-*"))
+
+    stored = Path(context.settings.backup.url.removeprefix("file://")) / full.id
+    _flip(stored / ARTIFACT)
+    with pytest.raises(BackupCorrupt, match="damaged or truncated"):
+        await verify_backup(kit=physical, backup_id=full.id)
+
+
+async def test_a_remote_database_is_refused_in_one_line(
+    context: AppContext, physical: service.Toolkit
+) -> None:
+    remote = PhysicalEngine("mysql+asyncmy://cmschat@db.example.net:3306/cmschat")
+    physical.engine = remote
+    with pytest.raises(Invalid, match="must run on this host") as refused:
+        await service.run_backup(kit=physical, db=context.db, kind="full")
+    assert "\n" not in refused.value.message
+    assert await service.list_backups(kit=physical) == []
