@@ -137,6 +137,14 @@ def backup_restore(
     restored: Restored = run(
         restore_backup(kit=kit, backup_id=backup_id, force=force, until=moment)
     )
+    if restored.steps:
+        typer.echo(
+            f"cmschat: prepared physical backup {restored.manifest.id} ({restored.files} files "
+            "restored); finish as root on the database host, in this order:"
+        )
+        for number, step in enumerate(restored.steps, 1):
+            typer.echo(f"  {number}. {step}")
+        return
     typer.echo(
         f"cmschat: restored backup {restored.manifest.id} ({restored.files} files) "
         f"in {restored.seconds:.1f} s"

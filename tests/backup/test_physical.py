@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import service
 from cmschat.backup.crypto import BackupCorrupt
 from cmschat.backup.drill import run_drill
-from cmschat.backup.physical import ARTIFACT, PhysicalEngine
-from cmschat.backup.restore import verify_backup
+from cmschat.backup.physical import ARTIFACT, PhysicalEngine, scratch_server
+from cmschat.backup.restore import restore_backup, verify_backup
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.errors import Invalid
 from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
-from tests.backup.conftest import Chat, toolkit
+from tests.backup.conftest import Chat, snapshot_files, snapshot_rows, toolkit
 from tests.backup.test_damage import _flip
 from tests.backup.test_point_in_time import database_url  # noqa: F401 - fixture
 
@@ -25,6 +28,18 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("mariadb-backup") is None, reason="needs mariadb-backup"),
 ]
+
+
+def _replay(served: str, replays: list[str]) -> None:
+    """Step 6 of the printed steps, against the scratch server."""
+    target = make_url(served)
+    for replay in replays:
+        with Path(replay).open("rb") as log:
+            subprocess.run(  # noqa: S603
+                ["mariadb", "-h127.0.0.1", f"-P{target.port}", "-uroot", str(target.database)],  # noqa: S607
+                stdin=log,
+                check=True,
+            )
 
 
 @pytest.fixture
@@ -68,6 +83,7 @@ async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exac
     await chat.send_file("b")
     incremental, _ = await service.run_backup(kit=physical, db=context.db, kind="incremental")
     assert incremental.base_id == full.id
+    expected = await snapshot_rows(context.settings.database_url)
     assert incremental.row_counts["messages"] >= full.row_counts["messages"] + 2
     clock.advance(minutes=10)
     drill = await run_drill(kit=physical, db=context.db)
@@ -78,6 +94,26 @@ async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exac
     assert drill.rpo_seconds == 10 * 60
     # The scratch server's files went with the drill's staging directory.
     assert not list(context.settings.data_dir.glob(".backup-*"))
+
+    # restore: files into the store, the copy prepared, the logs written, the steps left.
+    for key in list(await snapshot_files(context.settings.database_url, context.storage)):
+        await context.storage.delete(key)
+    restored = await restore_backup(kit=physical, backup_id=incremental.id, force=False)
+    assert restored.files == 2
+    assert any(step.startswith("mariadb-backup --copy-back") for step in restored.steps)
+    prepared = context.settings.data_dir / f"restore-{full.id}"
+    replays = [step.split(" < ")[1] for step in restored.steps if " < " in step]
+    assert len(replays) == 2
+    # What the steps give: the prepared copy with the logs replayed holds the rows at
+    # the incremental (the live database has since gained audit events of its own).
+    url = context.settings.database_url
+    with scratch_server(prepared / "data", url) as served:
+        await in_thread(_replay, served, replays)
+        got = await snapshot_rows(served)
+    for name in ("users", "rooms", "messages", "attachments"):
+        assert got[name] == expected[name], name
+    assert got["audit_events"] == expected["audit_events"][: len(got["audit_events"])]
+    assert len(got["audit_events"]) >= len(expected["audit_events"]) - 1
 
     stored = Path(context.settings.backup.url.removeprefix("file://")) / full.id
     _flip(stored / ARTIFACT)

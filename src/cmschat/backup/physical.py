@@ -87,7 +87,9 @@ class PhysicalEngine(MariadbEngine):
                     f"--datadir={datadir}",
                     f"--target-dir={work}",
                     f"--tmpdir={work}",
-                    f"--databases={self.database}",
+                    # cmschat's database, and the server's own (users, grants) so that
+                    # a copy-back gives a server that starts; other databases stay out.
+                    f"--databases=mysql {self.database}",
                 ],
                 stdout=subprocess.PIPE,
                 stderr=error_log,
@@ -156,7 +158,7 @@ def _answers(port: int) -> bool:
 def scratch_server(datadir: Path, url: str) -> Iterator[str]:
     """A ``mariadbd`` on a prepared copy, on a spare port; yields ``url`` pointed at it.
 
-    Grant tables are skipped (the copy holds only cmschat's database) and binary logging
+    Grant tables are skipped (the copy's users need not include ours) and binary logging
     is off; the server is stopped whatever happens, its files are the caller's.
     """
     runtime = Path(tempfile.mkdtemp(prefix="cmschat-mariadbd-"))

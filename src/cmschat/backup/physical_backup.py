@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import binlog
-from cmschat.backup.crypto import Sealed
+from cmschat.backup.binlog import Cut
+from cmschat.backup.crypto import Sealed, open_sealed
 from cmschat.backup.engines import Engine, Facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import unpack_files
-from cmschat.backup.incremental import _snapshot, replay_chain
+from cmschat.backup.incremental import replay_chain, snapshot_facts
 from cmschat.backup.keys import restore_identity
 from cmschat.backup.manifest import Manifest
 from cmschat.backup.mariadb import MariadbEngine
 from cmschat.backup.physical import ARTIFACT, PhysicalEngine, scratch_server, unpack
 from cmschat.backup.restore import check_revision
-from cmschat.backup.service import Toolkit, fetch
+from cmschat.backup.service import Toolkit, fetch, staging
 from cmschat.db.session import Database
-from cmschat.errors import Invalid
+from cmschat.errors import CmschatError, Conflict, Invalid
 
 
 async def physical_copy(
@@ -35,7 +38,7 @@ async def physical_copy(
     """
     assert isinstance(engine, PhysicalEngine)  # noqa: S101 - chosen by the caller
     sealed, start = await in_thread(engine.copy, staging, recipients)
-    end, facts = await _snapshot(db)
+    end, facts = await snapshot_facts(db)
     end["database"] = engine.database
     logged = await in_thread(binlog.extract, engine, staging, start, end, recipients)
     facts.binlog = {**end, "copy": start}
@@ -83,3 +86,74 @@ async def drilled(
         yield engine, files
     finally:
         await in_thread(stack.close)
+
+
+def _write_log(
+    source: Path, identity: Any, expected: Sealed, until: datetime | None, into: Path
+) -> bool:
+    """Decrypt one stored log into a replayable SQL file (cut at ``until``); True if cut."""
+    with source.open("rb") as reader, into.open("xb") as writer:
+        cut = Cut(writer, until)
+        open_sealed(reader, cut, identity, name=binlog.ARTIFACT, expected=expected)
+        cut.close()
+    return cut.cut
+
+
+async def prepare_restore(
+    *, kit: Toolkit, chain: list[Manifest], until: datetime | None
+) -> tuple[Path, list[str], int]:
+    """Restore the files, prepare the copy and write the logs to replay; the steps left.
+
+    ``mariadb-backup --copy-back`` needs the server stopped and an empty data directory,
+    so it is left to the operator with the exact commands: the directory, those steps,
+    and the number of files restored into the store.
+    """
+    check_revision(chain[0])
+    identity = await in_thread(restore_identity, kit.settings)
+    engine = kit.engine
+    assert isinstance(engine, MariadbEngine)  # noqa: S101 - physical backups are MariaDB
+    target = kit.settings.data_dir / f"restore-{chain[0].id}"
+    if target.exists():
+        raise Conflict(f"restore: {target} exists (an earlier restore?); remove it first")
+    replay = target / "replay"
+    replay.mkdir(parents=True)
+    files, logs = 0, []
+    with staging(kit.settings) as scratch:
+        for number, manifest in enumerate(chain):
+            folder = scratch / manifest.id
+            folder.mkdir()
+            await fetch(kit=kit, manifest=manifest, into=folder)
+            archive, log = manifest.artifact(FILES_ARTIFACT), manifest.artifact(binlog.ARTIFACT)
+            if archive is None or log is None:
+                raise Invalid(f"backup {manifest.id} lacks the artifacts a restore needs")
+            files += await unpack_files(
+                folder / FILES_ARTIFACT,
+                folder,
+                kit.storage,
+                identity,
+                expected=archive.sealed(),
+                entries=manifest.files,
+            )
+            copy = manifest.artifact(ARTIFACT)
+            if number == 0 and copy is not None:
+                await in_thread(unpack, folder / ARTIFACT, identity, copy.sealed(), target / "data")
+            written = replay / f"{number:02d}-{manifest.id}.sql"
+            logs.append(written)
+            cut = partial(_write_log, folder / log.name, identity, log.sealed(), until)
+            if await in_thread(cut, written):
+                break
+    try:
+        datadir = (await in_thread(engine.sql, "SELECT @@datadir"))[0][0].rstrip("/")
+    except CmschatError:
+        datadir = "/var/lib/mysql"  # the server is already stopped: Debian's default
+    steps = [
+        "systemctl stop cmschat mariadb",
+        f"mv {datadir} {datadir}.before-restore && mkdir {datadir}",
+        f"mariadb-backup --copy-back --target-dir={target / 'data'} --datadir={datadir}",
+        f"chown -R mysql:mysql {datadir}",
+        "systemctl start mariadb",
+        *(f"mariadb {engine.database} < {log}" for log in logs),
+        "cmschat migrate && systemctl start cmschat",
+        f"rm -r {target}",
+    ]
+    return target, steps, files
