@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from cmschat.attachments.storage.base import in_thread
+from cmschat.backup import physical as physical_module
 from cmschat.backup import service
 from cmschat.backup.crypto import BackupCorrupt
 from cmschat.backup.drill import run_drill
@@ -18,7 +19,7 @@ from cmschat.backup.physical import ARTIFACT, PhysicalEngine, scratch_server
 from cmschat.backup.restore import restore_backup, verify_backup
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from cmschat.errors import Invalid
+from cmschat.errors import CmschatError, Invalid
 from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
 from tests.backup.conftest import Chat, snapshot_files, snapshot_rows, toolkit
 from tests.backup.test_damage import _flip
@@ -127,6 +128,16 @@ async def test_a_remote_database_is_refused_in_one_line(
     remote = PhysicalEngine("mysql+asyncmy://cmschat@db.example.net:3306/cmschat")
     physical.engine = remote
     with pytest.raises(Invalid, match="must run on this host") as refused:
+        await service.run_backup(kit=physical, db=context.db, kind="full")
+    assert "\n" not in refused.value.message
+    assert await service.list_backups(kit=physical) == []
+
+
+async def test_a_missing_tool_is_named_in_one_line(
+    context: AppContext, physical: service.Toolkit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(physical_module.shutil, "which", lambda *_args, **_kwargs: None)
+    with pytest.raises(CmschatError, match="mariadb-backup is not installed") as refused:
         await service.run_backup(kit=physical, db=context.db, kind="full")
     assert "\n" not in refused.value.message
     assert await service.list_backups(kit=physical) == []
