@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ def _replay(served: str, replays: list[str]) -> None:
                 stdin=log,
                 check=True,
             )
+
+
+def _runtime_dirs() -> set[str]:
+    return {path.name for path in Path(tempfile.gettempdir()).glob("cmschat-mariadbd-*")}
 
 
 @pytest.fixture
@@ -117,6 +122,15 @@ async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exac
     assert len(got["audit_events"]) >= len(expected["audit_events"]) - 1
 
     stored = Path(context.settings.backup.url.removeprefix("file://")) / full.id
+    # A damaged log fails the drill after the scratch server started: it is stopped
+    # and its files are gone all the same.
+    before = await in_thread(_runtime_dirs)
+    _flip(stored / "binlog.sql.zst.age")
+    failed = await run_drill(kit=physical, db=context.db, backup_id=full.id)
+    restore = next(check for check in failed.checks if check.name == "restore")
+    assert not failed.ok and not restore.ok and "damaged" in restore.detail, failed.checks
+    assert await in_thread(_runtime_dirs) == before
+    assert not list(context.settings.data_dir.glob(".backup-*"))
     _flip(stored / ARTIFACT)
     with pytest.raises(BackupCorrupt, match="damaged or truncated"):
         await verify_backup(kit=physical, backup_id=full.id)
