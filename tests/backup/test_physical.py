@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pyrage
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -25,6 +26,8 @@ from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
 from tests.backup.conftest import Chat, snapshot_files, snapshot_rows, toolkit
 from tests.backup.test_damage import _flip
 from tests.backup.test_point_in_time import database_url  # noqa: F401 - fixture
+from tests.cli.test_cli import FAST, assert_one_line_error
+from tests.processes import clean_env, cmschat
 
 pytestmark = [
     pytest.mark.slow,
@@ -155,3 +158,19 @@ async def test_a_missing_tool_is_named_in_one_line(
         await service.run_backup(kit=physical, db=context.db, kind="full")
     assert "\n" not in refused.value.message
     assert await service.list_backups(kit=physical) == []
+
+
+def test_the_cli_refuses_a_remote_database_and_a_bad_method_in_one_line(tmp_path: Path) -> None:
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    env = clean_env(
+        **FAST,
+        CMSCHAT_DATABASE_URL="mysql+asyncmy://cmschat@db.example.net:3306/cmschat",
+        CMSCHAT_SECRET_KEY="k" * 40,
+        CMSCHAT_BACKUP__RECIPIENTS=public,
+        CMSCHAT_BACKUP__MARIADB_METHOD="mariadb-backup",
+    )
+    assert_one_line_error(
+        cmschat(tmp_path, "backup", "run", env=env), "db.example.net", "MARIADB_METHOD=dump"
+    )
+    wrong = env | {"CMSCHAT_BACKUP__MARIADB_METHOD": "xtrabackup"}
+    assert_one_line_error(cmschat(tmp_path, "backup", "run", env=wrong), "MARIADB_METHOD")

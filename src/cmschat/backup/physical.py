@@ -49,14 +49,18 @@ class PhysicalEngine(MariadbEngine):
 
     artifact = ARTIFACT
 
-    def datadir(self) -> Path:
-        """The server's data directory; Invalid when the server is not on this host."""
+    def check_host(self) -> None:
+        """Invalid when the database's host is not this one (asks the server nothing)."""
         host = make_url(self.url).host or "127.0.0.1"
         if host not in LOCAL_HOSTS:
             raise Invalid(
                 f"backup: mariadb-backup copies the data directory, so the database must run "
                 f"on this host, not {host}; use CMSCHAT_BACKUP__MARIADB_METHOD=dump"
             )
+
+    def datadir(self) -> Path:
+        """The server's data directory; Invalid when the server is not on this host."""
+        self.check_host()
         datadir = Path(self.sql("SELECT @@datadir")[0][0])
         if not datadir.is_dir() or not os.access(datadir, os.R_OK | os.X_OK):
             raise Invalid(
