@@ -174,3 +174,16 @@ def test_the_cli_refuses_a_remote_database_and_a_bad_method_in_one_line(tmp_path
     )
     wrong = env | {"CMSCHAT_BACKUP__MARIADB_METHOD": "xtrabackup"}
     assert_one_line_error(cmschat(tmp_path, "backup", "run", env=wrong), "MARIADB_METHOD")
+
+
+async def test_a_dump_made_before_the_switch_still_restores(
+    context: AppContext, chat: Chat, kit: service.Toolkit, physical: service.Toolkit
+) -> None:
+    await chat.say(2)
+    dump, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    expected = await snapshot_rows(context.settings.database_url)
+    await chat.say(3, prefix="lost by the restore")
+    restored = await restore_backup(kit=physical, backup_id=dump.id, force=True)
+    assert restored.steps == ()
+    rows = await snapshot_rows(context.settings.database_url)
+    assert rows["messages"] == expected["messages"]

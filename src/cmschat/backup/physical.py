@@ -49,6 +49,10 @@ class PhysicalEngine(MariadbEngine):
 
     artifact = ARTIFACT
 
+    def logical(self) -> MariadbEngine:
+        """The same database as a dump engine: restores of ``mariadb-dump`` backups."""
+        return MariadbEngine(self.url)
+
     def check_host(self) -> None:
         """Invalid when the database's host is not this one (asks the server nothing)."""
         host = make_url(self.url).host or "127.0.0.1"

@@ -26,6 +26,7 @@ from cmschat.backup.files import unpack_files
 from cmschat.backup.keys import restore_identity
 from cmschat.backup.manifest import Manifest
 from cmschat.backup.physical import ARTIFACT as PHYSICAL_ARTIFACT
+from cmschat.backup.physical import PhysicalEngine
 from cmschat.backup.service import Toolkit, fetch, load_manifest, record, staging
 from cmschat.db.migrate import alembic_config, run_migrations
 from cmschat.db.session import Database, create_engine
@@ -144,17 +145,20 @@ async def restore_backup(
 
         _, steps, files = await prepare_restore(kit=kit, chain=chain, until=until)
         return Restored(manifest, files, round(time.monotonic() - started, 3), tuple(steps))
+    engine = kit.engine
+    if isinstance(engine, PhysicalEngine):
+        engine = engine.logical()  # a dump made before the switch to mariadb-backup
     files = await restore_into(
-        kit=kit, manifest=chain[0], engine=kit.engine, storage=kit.storage, force=force
+        kit=kit, manifest=chain[0], engine=engine, storage=kit.storage, force=force
     )
     if len(chain) > 1:
         files += await replay_chain(kit=kit, chain=chain[1:], until=until)
-    engine = create_engine(kit.settings.database_url)
+    live = create_engine(kit.settings.database_url)
     try:
-        await run_migrations(engine)
+        await run_migrations(live)
         seconds = round(time.monotonic() - started, 3)
         await record(
-            Database(engine, kit.clock),
+            Database(live, kit.clock),
             action="backup.restore",
             target_id=manifest.id,
             changes={
@@ -165,5 +169,5 @@ async def restore_backup(
             },
         )
     finally:
-        await engine.dispose()
+        await live.dispose()
     return Restored(manifest, files, seconds)
