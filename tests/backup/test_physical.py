@@ -111,6 +111,9 @@ async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exac
     assert restored.files == 2
     assert any(step.startswith("mariadb-backup --copy-back") for step in restored.steps)
     prepared = context.settings.data_dir / f"restore-{full.id}"
+    database = str(make_url(context.settings.database_url).database)
+    # cmschat's database and the server's accounts, so a copied-back server starts.
+    assert (prepared / "data" / database).is_dir() and (prepared / "data" / "mysql").is_dir()
     replays = [step.split(" < ")[1] for step in restored.steps if " < " in step]
     assert len(replays) == 2
     # What the steps give: the prepared copy with the logs replayed holds the rows at
