@@ -6,7 +6,9 @@ manifest: row counts, the audit hash chain and its head, file checksums (during 
 restore), the tables' own check, and that migrations run. RTO is the measured time of
 all that; RPO is the age of the restored data when the drill ran. On MariaDB with
 incremental backups the newest backup is an incremental: the drill restores its chain
-(the full backup, then the binary logs renamed into the scratch database).
+(the full backup, then the binary logs renamed into the scratch database). A physical
+(``mariadb-backup``) full backup is prepared and served by a scratch ``mariadbd`` of its
+own instead of a scratch database (``physical_backup.py``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files
 from cmschat.backup.keys import Recipients, resolve_recipients
 from cmschat.backup.manifest import MANIFEST_NAME, Artifact, Manifest, check_id, new_id
+from cmschat.backup.physical import ARTIFACT as PHYSICAL_ARTIFACT
 from cmschat.backup.targets import Target, target_from_url
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_BACKUP
@@ -165,7 +166,8 @@ async def make_backup(*, kit: Toolkit, db: Database, kind: str) -> Made:
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, kind)
     with staging(kit.settings) as scratch:
-        if kit.engine.artifact == "database.mbstream.zst.age":
+        if kit.engine.artifact == PHYSICAL_ARTIFACT:
+            # The copy's facts come from a snapshot after it (physical_backup.py).
             from cmschat.backup.physical_backup import physical_copy
 
             sealed_all, facts = await physical_copy(kit.engine, db, scratch, recipients.keys)
