@@ -112,6 +112,7 @@ async def test_a_physical_full_taken_during_writes_and_an_incremental_drill_exac
     assert any(step.startswith("mariadb-backup --copy-back") for step in restored.steps)
     prepared = context.settings.data_dir / f"restore-{full.id}"
     database = str(make_url(context.settings.database_url).database)
+    assert prepared.stat().st_mode & 0o777 == 0o700
     # cmschat's database and the server's accounts, so a copied-back server starts.
     assert (prepared / "data" / database).is_dir() and (prepared / "data" / "mysql").is_dir()
     replays = [step.split(" < ")[1] for step in restored.steps if " < " in step]

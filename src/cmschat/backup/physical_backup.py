@@ -115,8 +115,10 @@ async def prepare_restore(
     target = kit.settings.data_dir / f"restore-{chain[0].id}"
     if target.exists():
         raise Conflict(f"restore: {target} exists (an earlier restore?); remove it first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700)  # the prepared copy and the logs are the data, unencrypted
     replay = target / "replay"
-    replay.mkdir(parents=True)
+    replay.mkdir()
     files, logs = 0, []
     with staging(kit.settings) as scratch:
         for number, manifest in enumerate(chain):
