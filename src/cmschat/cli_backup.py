@@ -15,6 +15,7 @@ from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import service
 from cmschat.backup.drill import DrillReport, run_drill
 from cmschat.backup.keys import require_recipients
+from cmschat.backup.physical import PhysicalEngine
 from cmschat.backup.restore import Restored, restore_backup, verify_backup
 from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
@@ -75,6 +76,11 @@ def backup_run(
     kind: Annotated[str, typer.Option(help="full, or incremental (MariaDB binary logs)")] = "full",
 ) -> None:
     """Make an encrypted backup of the database and the files into the backup target."""
+    settings = load_settings()
+    if kind == "full" and not settings.is_sqlite:
+        engine = service.engine_for(settings)
+        if isinstance(engine, PhysicalEngine):
+            engine.check_host()  # before connecting: a remote host gets the real reason
     manifest, recipients = _with_db(
         lambda kit, db: service.run_backup(kit=kit, db=db, kind=kind), writes_backup=True
     )
@@ -137,6 +143,14 @@ def backup_restore(
     restored: Restored = run(
         restore_backup(kit=kit, backup_id=backup_id, force=force, until=moment)
     )
+    if restored.steps:
+        typer.echo(
+            f"cmschat: prepared physical backup {restored.manifest.id} ({restored.files} files "
+            "restored); finish as root on the database host, in this order:"
+        )
+        for number, step in enumerate(restored.steps, 1):
+            typer.echo(f"  {number}. {step}")
+        return
     typer.echo(
         f"cmschat: restored backup {restored.manifest.id} ({restored.files} files) "
         f"in {restored.seconds:.1f} s"

@@ -10,7 +10,7 @@ import secrets
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -185,6 +185,9 @@ class BackupSettings(BaseModel):
     rpo_target_seconds: int = Field(default=24 * 3600, ge=1)
     nice: int = Field(default=19, ge=0, le=19)
     """CPU niceness of the child process a server runs backups and drills in (19: lowest)."""
+    mariadb_method: Literal["dump", "mariadb-backup"] = "dump"
+    """MariaDB full backups: ``dump`` (mariadb-dump, local or remote) or ``mariadb-backup``
+    (a physical copy; the database must run on this host, with binary logging on)."""
 
     @field_validator("recipients", mode="before")
     @classmethod

@@ -89,7 +89,7 @@ def extract(
     return sealed
 
 
-class _Cut:
+class Cut:
     """Passes SQL text through, stopping before the first transaction after ``until``."""
 
     def __init__(self, target: IO[bytes] | RewriteDb, until: datetime | None) -> None:
@@ -144,13 +144,13 @@ def replay(
     (a drill's scratch copy): every event is renamed on its way to the client.
     """
     errors = source.with_suffix(".err")
-    cuts: list[_Cut] = []
+    cuts: list[Cut] = []
 
     def feed(stdin: IO[bytes]) -> None:
         rename = None
         if made_on is not None and made_on != engine.database:
             rename = RewriteDb(stdin, made_on, engine.database)
-        cuts.append(cut := _Cut(rename or stdin, until))
+        cuts.append(cut := Cut(rename or stdin, until))
         with source.open("rb") as reader:
             open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
         cut.close()

@@ -6,7 +6,9 @@ manifest: row counts, the audit hash chain and its head, file checksums (during 
 restore), the tables' own check, and that migrations run. RTO is the measured time of
 all that; RPO is the age of the restored data when the drill ran. On MariaDB with
 incremental backups the newest backup is an incremental: the drill restores its chain
-(the full backup, then the binary logs renamed into the scratch database).
+(the full backup, then the binary logs renamed into the scratch database). A physical
+(``mariadb-backup``) full backup is prepared and served by a scratch ``mariadbd`` of its
+own instead of a scratch database (``physical_backup.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +28,7 @@ from cmschat.audit import chain
 from cmschat.backup import metrics
 from cmschat.backup.engines import Engine, check_tables, collect_facts
 from cmschat.backup.manifest import Manifest
+from cmschat.backup.physical import ARTIFACT as PHYSICAL_ARTIFACT
 from cmschat.backup.restore import restore_into
 from cmschat.backup.service import DRILLS, Toolkit, load_manifest, newest, record, staging
 from cmschat.clock import Clock
@@ -182,6 +186,41 @@ async def announce_drill(
     )
 
 
+async def _drill_logical(
+    kit: Toolkit, chain: list[Manifest], manifest: Manifest, scratch: Path, checks: list[Check]
+) -> None:
+    engine = await in_thread(kit.engine.scratch, scratch)
+    try:
+        store = LocalStorage(scratch / "files")
+        try:
+            files = await restore_into(
+                kit=kit, manifest=chain[0], engine=engine, storage=store, force=True
+            )
+            if len(chain) > 1:
+                files += await _replay(kit, chain[1:], engine, store)
+            checks.append(Check("restore", True, _restored(chain, files)))
+            await _check_restored(engine, manifest, checks, kit.clock)
+        except CmschatError as exc:
+            checks.append(Check("restore", False, exc.message))
+    finally:
+        await in_thread(engine.drop)
+
+
+async def _drill_physical(
+    kit: Toolkit, chain: list[Manifest], manifest: Manifest, scratch: Path, checks: list[Check]
+) -> None:
+    # A physical copy is served by a scratch mariadbd of its own (physical_backup.py).
+    from cmschat.backup.physical_backup import drilled
+
+    store = LocalStorage(scratch / "files")
+    try:
+        async with drilled(kit=kit, chain=chain, scratch=scratch, store=store) as (engine, files):
+            checks.append(Check("restore", True, _restored(chain, files)))
+            await _check_restored(engine, manifest, checks, kit.clock)
+    except CmschatError as exc:
+        checks.append(Check("restore", False, exc.message))
+
+
 async def drill_backup(*, kit: Toolkit, backup_id: str | None = None) -> DrillReport:
     """Restore a backup (the newest by default) into scratch space, check it, store the report.
 
@@ -199,21 +238,10 @@ async def drill_backup(*, kit: Toolkit, backup_id: str | None = None) -> DrillRe
     checks: list[Check] = []
     started = time.monotonic()
     with staging(kit.settings) as scratch:
-        engine = await in_thread(kit.engine.scratch, scratch)
-        try:
-            store = LocalStorage(scratch / "files")
-            try:
-                files = await restore_into(
-                    kit=kit, manifest=chain[0], engine=engine, storage=store, force=True
-                )
-                if len(chain) > 1:
-                    files += await _replay(kit, chain[1:], engine, store)
-                checks.append(Check("restore", True, _restored(chain, files)))
-                await _check_restored(engine, manifest, checks, kit.clock)
-            except CmschatError as exc:
-                checks.append(Check("restore", False, exc.message))
-        finally:
-            await in_thread(engine.drop)
+        if chain[0].artifact(PHYSICAL_ARTIFACT) is not None:
+            await _drill_physical(kit, chain, manifest, scratch, checks)
+        else:
+            await _drill_logical(kit, chain, manifest, scratch, checks)
     settings = kit.settings.backup
     report = DrillReport(
         backup_id=manifest.id,

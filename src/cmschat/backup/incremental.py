@@ -48,7 +48,7 @@ async def chain_of(*, kit: Toolkit, manifest: Manifest) -> list[Manifest]:
     return chain
 
 
-async def _snapshot(db: Database) -> tuple[dict[str, Any], Facts]:
+async def snapshot_facts(db: Database) -> tuple[dict[str, Any], Facts]:
     """The binary-log position of one consistent snapshot, and the facts read in it.
 
     The row counts, audit head and files are exactly what the log up to that position
@@ -84,7 +84,7 @@ async def make_incremental(*, kit: Toolkit, db: Database) -> Made:
     recipients = await in_thread(resolve_recipients, kit.settings)
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, "incremental")
-    end, facts = await _snapshot(db)
+    end, facts = await snapshot_facts(db)
     end["database"] = engine.database
     kept = {entry.key for m in await chain_of(kit=kit, manifest=base) for entry in m.files}
     new_files = [entry for entry in facts.files if entry.key not in kept]

@@ -25,6 +25,8 @@ from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import unpack_files
 from cmschat.backup.keys import restore_identity
 from cmschat.backup.manifest import Manifest
+from cmschat.backup.physical import ARTIFACT as PHYSICAL_ARTIFACT
+from cmschat.backup.physical import PhysicalEngine
 from cmschat.backup.service import Toolkit, fetch, load_manifest, record, staging
 from cmschat.db.migrate import alembic_config, run_migrations
 from cmschat.db.session import Database, create_engine
@@ -78,6 +80,8 @@ class Restored:
     manifest: Manifest
     files: int
     seconds: float
+    steps: tuple[str, ...] = ()
+    """A physical backup: what is left for the operator to run (the copy is prepared)."""
 
 
 async def restore_into(
@@ -136,17 +140,25 @@ async def restore_backup(
         )
     check_target(chain[1:], kit.engine)
     started = time.monotonic()
+    if chain[0].artifact(PHYSICAL_ARTIFACT) is not None:
+        from cmschat.backup.physical_backup import prepare_restore
+
+        _, steps, files = await prepare_restore(kit=kit, chain=chain, until=until)
+        return Restored(manifest, files, round(time.monotonic() - started, 3), tuple(steps))
+    engine = kit.engine
+    if isinstance(engine, PhysicalEngine):
+        engine = engine.logical()  # a dump made before the switch to mariadb-backup
     files = await restore_into(
-        kit=kit, manifest=chain[0], engine=kit.engine, storage=kit.storage, force=force
+        kit=kit, manifest=chain[0], engine=engine, storage=kit.storage, force=force
     )
     if len(chain) > 1:
         files += await replay_chain(kit=kit, chain=chain[1:], until=until)
-    engine = create_engine(kit.settings.database_url)
+    live = create_engine(kit.settings.database_url)
     try:
-        await run_migrations(engine)
+        await run_migrations(live)
         seconds = round(time.monotonic() - started, 3)
         await record(
-            Database(engine, kit.clock),
+            Database(live, kit.clock),
             action="backup.restore",
             target_id=manifest.id,
             changes={
@@ -157,5 +169,5 @@ async def restore_backup(
             },
         )
     finally:
-        await engine.dispose()
+        await live.dispose()
     return Restored(manifest, files, seconds)

@@ -30,6 +30,7 @@ from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files
 from cmschat.backup.keys import Recipients, resolve_recipients
 from cmschat.backup.manifest import MANIFEST_NAME, Artifact, Manifest, check_id, new_id
+from cmschat.backup.physical import ARTIFACT as PHYSICAL_ARTIFACT
 from cmschat.backup.targets import Target, target_from_url
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_BACKUP
@@ -60,6 +61,10 @@ def engine_for(settings: Settings, database_url: str | None = None) -> Engine:
         return SqliteEngine(sqlite_path(url))
     from cmschat.backup.mariadb import MariadbEngine
 
+    if settings.backup.mariadb_method == "mariadb-backup":
+        from cmschat.backup.physical import PhysicalEngine
+
+        return PhysicalEngine(url)
     return MariadbEngine(url)
 
 
@@ -161,11 +166,18 @@ async def make_backup(*, kit: Toolkit, db: Database, kind: str) -> Made:
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, kind)
     with staging(kit.settings) as scratch:
-        sealed, facts = await in_thread(kit.engine.snapshot, scratch, recipients.keys)
+        if kit.engine.artifact == PHYSICAL_ARTIFACT:
+            # The copy's facts come from a snapshot after it (physical_backup.py).
+            from cmschat.backup.physical_backup import physical_copy
+
+            sealed_all, facts = await physical_copy(kit.engine, db, scratch, recipients.keys)
+        else:
+            sealed, facts = await in_thread(kit.engine.snapshot, scratch, recipients.keys)
+            sealed_all = [(kit.engine.artifact, sealed)]
         archived = await archive_files(
             kit.storage, facts.files, scratch / FILES_ARTIFACT, recipients.keys
         )
-        for name in (kit.engine.artifact, FILES_ARTIFACT):
+        for name in [*(name for name, _ in sealed_all), FILES_ARTIFACT]:
             await in_thread(kit.target.put_file, f"{backup_id}/{name}", scratch / name)
     manifest = Manifest(
         id=backup_id,
@@ -175,7 +187,7 @@ async def make_backup(*, kit: Toolkit, db: Database, kind: str) -> Made:
         database_kind=kit.engine.kind,
         alembic_revision=facts.alembic_revision,
         artifacts=[
-            Artifact.of(kit.engine.artifact, sealed),
+            *(Artifact.of(name, sealed) for name, sealed in sealed_all),
             Artifact.of(FILES_ARTIFACT, archived.sealed),
         ],
         row_counts=facts.row_counts,
