@@ -17,6 +17,7 @@ from cmschat.accounts.ratelimit import (
 )
 from cmschat.clock import FakeClock
 from tests import support
+from tests.processes import free_port
 
 
 async def test_memory_counter_locks_at_the_limit_until_the_window_ends() -> None:
@@ -104,3 +105,15 @@ async def test_refund_gives_one_attempt_back_and_reset_all(counters: list[Failur
     assert (await first.take(limit, window=30)).allowed
     await first.refund("address:none-such")  # nothing to give back: no error, no key
     assert (await first.take([Limit("address:none-such", 1)], window=30)).allowed
+
+
+async def test_forty_guesses_at_once_while_redis_is_down_still_pass_only_the_limit() -> None:
+    """An unreachable Redis: the count moves into the process, it never opens up."""
+    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    counter = RedisFailureCounter(redis, MemoryFailureCounter(FakeClock()), prefix="down:")
+    limits = [Limit("account:alice", 5)]
+    try:
+        results = await asyncio.gather(*(counter.take(limits, window=60) for _ in range(40)))
+    finally:
+        await redis.aclose()
+    assert sum(result.allowed for result in results) == 5

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import pyrage
 
-from cmschat.backup.crypto import Sealed, open_sealed, seal
+from cmschat.backup.crypto import Sealed, open_sealed, seal_output
 from cmschat.backup.mariadb import MariadbEngine, feed_client, last_line
 from cmschat.backup.rewrite_db import RewriteDb
 from cmschat.errors import CmschatError, Invalid
@@ -77,13 +77,7 @@ def extract(
             stderr=error_log,
             env={**os.environ, "TZ": "UTC"},
         )
-        assert process.stdout is not None  # noqa: S101 - asked for a pipe
-        try:
-            with (staging / ARTIFACT).open("xb") as writer:
-                sealed = seal(process.stdout, writer, recipients)
-        finally:
-            process.stdout.close()
-            code = process.wait()
+        sealed, code = seal_output(process, staging / ARTIFACT, recipients)
     if code != 0:
         raise CmschatError(f"backup: mariadb-binlog failed: {last_line(errors.read_text())}")
     return sealed

@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,20 @@ def seal(source: IO[bytes] | Any, target: IO[bytes], recipients: list[str]) -> S
     except pyrage.EncryptError as exc:
         raise CmschatError(f"backup: encryption failed ({type(exc).__name__})") from None
     return Sealed(sink.size, sink.digest.hexdigest(), plain.size, plain.digest.hexdigest())
+
+
+def seal_output(
+    process: subprocess.Popen[bytes], target: Path, recipients: list[str]
+) -> tuple[Sealed, int]:
+    """Seal a client's standard output into the new file ``target``; its exit status too."""
+    assert process.stdout is not None  # noqa: S101 - the caller asked for a pipe
+    try:
+        with target.open("xb") as writer:
+            sealed = seal(process.stdout, writer, recipients)
+    finally:
+        process.stdout.close()
+        code = process.wait()
+    return sealed, code
 
 
 def open_sealed(

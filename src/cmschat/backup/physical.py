@@ -24,7 +24,7 @@ from typing import Any
 import pyrage
 from sqlalchemy.engine import make_url
 
-from cmschat.backup.crypto import Sealed, open_sealed, seal
+from cmschat.backup.crypto import Sealed, open_sealed, seal_output
 from cmschat.backup.mariadb import MariadbEngine, last_line
 from cmschat.errors import CmschatError, Invalid
 
@@ -102,13 +102,7 @@ class PhysicalEngine(MariadbEngine):
                 stdout=subprocess.PIPE,
                 stderr=error_log,
             )
-            assert process.stdout is not None  # noqa: S101 - asked for a pipe
-            try:
-                with (staging / ARTIFACT).open("xb") as writer:
-                    sealed = seal(process.stdout, writer, recipients)
-            finally:
-                process.stdout.close()
-                code = process.wait()
+            sealed, code = seal_output(process, staging / ARTIFACT, recipients)
         log = errors.read_text(errors="replace")
         if code != 0:
             raise CmschatError(f"backup: mariadb-backup failed: {last_line(log)}")
