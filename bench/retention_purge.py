@@ -65,7 +65,7 @@ async def measure_senders(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cmschat.attachments.service import Eraser
+    from cmschat.attachments.erasure import Eraser
     from cmschat.attachments.storage import storage_from_url
     from cmschat.clock import SystemClock
     from cmschat.db.session import Database, create_engine

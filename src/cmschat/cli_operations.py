@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from cmschat.attachments.service import Eraser
+from cmschat.attachments.erasure import Eraser
 from cmschat.audit import chain
 from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
-from cmschat.jobs.scheduler import JobBusy, RetentionJob
+from cmschat.jobs.scheduler import JobBusy
+from cmschat.retention.job import RetentionJob
 from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import Settings, load_settings
 

@@ -13,7 +13,8 @@ from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.lease import Lease
-from cmschat.jobs.scheduler import LEASE_TTL, RetentionJob, last_slot
+from cmschat.jobs.scheduler import LEASE_TTL, last_slot
+from cmschat.retention.job import RetentionJob
 from cmschat.settings import RetentionSettings
 from tests.processes import COMMAND_TIMEOUT
 from tests.retention.conftest import Chat

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import Role, User
+from cmschat.attachments import erasure
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
@@ -324,7 +325,7 @@ async def delete_message(
     user: User,
     message_id: int,
     clock: Clock,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     reason: str | None = None,
 ) -> tuple[MessageRead, list[Published]]:
     """Delete to a tombstone: the row stays for order and replies, the content goes.
@@ -352,7 +353,7 @@ async def delete_message(
     message.content, message.content_html, message.deleted_at = "", "", clock.now()
     await session.execute(delete(Mention).where(Mention.message_id == message.id))
     await search_index.unindex_message(session, message_id=message.id)
-    await attachments.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
+    await erasure.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
     return await _announce_change(session, message, EventType.message_deleted)
 
 

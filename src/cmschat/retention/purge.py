@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, Table, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, LoginAttempt
-from cmschat.attachments import service as attachments
+from cmschat.attachments import erasure
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.audit import service as audit
 from cmschat.audit.chain import EXPIRED_ACTION
@@ -77,7 +77,7 @@ async def run_purge(
     *,
     clock: Clock,
     settings: RetentionSettings,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     dry_run: bool = False,
     keep_going: KeepGoing | None = None,
 ) -> Report:
@@ -142,7 +142,7 @@ async def _purge_room(
     message_cutoff: datetime | None,
     file_cutoff: datetime | None,
     settings: RetentionSettings,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     keep_going: KeepGoing | None,
 ) -> policies.RoomLoss | None:
     """Purge one room batch by batch; None if told to stop midway."""
@@ -187,7 +187,7 @@ async def purge_batch(
     message_cutoff: datetime | None,
     file_cutoff: datetime | None,
     batch_size: int,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
 ) -> int:
     """Remove up to ``batch_size`` expired messages and files of a room; how many rows."""
     message_ids: list[int] = []
@@ -232,7 +232,7 @@ async def purge_batch(
     if not message_ids and not files:
         return 0
     size = sum(f.size for f in files.values())
-    await attachments.mark_for_erasure(session, eraser=eraser, attachment_ids=list(files))
+    await erasure.mark_for_erasure(session, eraser=eraser, attachment_ids=list(files))
     if message_ids:
         await _delete_messages(session, room_id, message_ids, last_seq)
     await _add_progress(session, room_id, len(message_ids), len(files), size)
