@@ -28,6 +28,7 @@ from cmschat.attachments.erasure import Eraser, clean_up
 from cmschat.attachments.storage import Storage, storage_from_url
 from cmschat.attachments.uploads import Limits
 from cmschat.audit import head as audit_head
+from cmschat.audit.service import audited
 from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
@@ -195,7 +196,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(create_engine(settings.database_url), clock)
+        db = audited(Database(create_engine(settings.database_url), clock))
         instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))

@@ -14,6 +14,7 @@ import typer
 import uvicorn
 
 from cmschat.accounts import service as accounts
+from cmschat.audit.service import audited
 from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_support import operator_errors, run
@@ -98,7 +99,7 @@ async def _prepare_first_run(settings: Settings) -> str | None:
     engine = create_engine(settings.database_url)
     try:
         await run_migrations(engine)
-        db = Database(engine, SystemClock())
+        db = audited(Database(engine, SystemClock()))
         async with db.unit_of_work(SYSTEM_SETUP) as session:
             return await accounts.ensure_first_admin(
                 session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock

@@ -12,6 +12,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from cmschat.attachments.storage.base import in_thread
+from cmschat.audit.service import audited
 from cmschat.backup import service
 from cmschat.backup.drill import DrillReport, run_drill
 from cmschat.backup.keys import require_recipients
@@ -48,7 +49,7 @@ async def _live(settings: Settings) -> AsyncIterator[Database]:
         raise CmschatError("there is no cmschat database to back up (run cmschat migrate?)")
     engine = create_engine(settings.database_url)
     try:
-        yield Database(engine, SystemClock())
+        yield audited(Database(engine, SystemClock()))
     finally:
         await engine.dispose()
 

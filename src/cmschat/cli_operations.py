@@ -8,6 +8,7 @@ import typer
 
 from cmschat.attachments.erasure import Eraser
 from cmschat.audit import chain
+from cmschat.audit.service import audited
 from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
@@ -25,7 +26,7 @@ retention_app = typer.Typer(help="Purge what is past its retention.", no_args_is
 async def _verify_audit(settings: Settings, kept_head: tuple[int, str] | None) -> chain.Verdict:
     engine = create_engine(settings.database_url)
     try:
-        db = Database(engine, SystemClock())
+        db = audited(Database(engine, SystemClock()))
         async with db.unit_of_work(SYSTEM_CLI) as session:
             verdict = await chain.verify(session)
             if verdict.ok and kept_head is not None:
@@ -61,7 +62,7 @@ async def _retention(settings: Settings, *, dry_run: bool) -> Report:
 
     engine = create_engine(settings.database_url)
     try:
-        db = Database(engine, SystemClock())
+        db = audited(Database(engine, SystemClock()))
         eraser = Eraser(db, storage_for(settings))
         if dry_run:
             return await run_purge(

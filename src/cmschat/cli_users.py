@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role, User
 from cmschat.accounts.schemas import UserRead
+from cmschat.audit.service import audited
 from cmschat.cli_support import fail, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
@@ -47,7 +48,7 @@ async def _operator_session(
     try:
         if migrate:
             await run_migrations(engine)
-        db = Database(engine, SystemClock())
+        db = audited(Database(engine, SystemClock()))
         async with db.unit_of_work(SYSTEM_CLI) as session:
             yield session, db
     finally:

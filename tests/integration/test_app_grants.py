@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.audit import chain
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import DERIVED_TABLE_PREFIXES, run_migrations
@@ -75,7 +76,7 @@ async def test_the_documented_app_user_works_but_cannot_touch_the_trail(
     assert granted == set(metadata.tables) | {"message_search", "alembic_version"}
     assert not granted & {"audit_expiry_permit"} and "audit_expiry_permit" in DERIVED_TABLE_PREFIXES
 
-    db = Database(create_engine(url), FakeClock())
+    db = audited(Database(create_engine(url), FakeClock()))
     try:
         await run_migrations(db.engine)  # nothing to do, and allowed
         async with db.unit_of_work(SYSTEM_CLI) as session:
