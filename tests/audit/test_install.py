@@ -10,7 +10,7 @@ from sqlalchemy import select
 from cmschat.audit import service as audit
 from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
-from cmschat.db.actors import SYSTEM_CLI
+from cmschat.db.actors import SYSTEM_CLI, user_actor
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.models import JobLease
 from tests import support
@@ -56,3 +56,18 @@ async def test_the_trail_is_per_database_and_installs_once(database_url: str) ->
     finally:
         await plain.engine.dispose()
         await kept.engine.dispose()
+
+
+async def test_a_user_actor_without_a_name_is_recorded_by_id_and_logged(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Audit does not reach into accounts for the name; the slip shows, the change commits."""
+    db = audited(Database(create_engine(database_url), FakeClock()))
+    try:
+        async with db.unit_of_work(user_actor(42)) as session:
+            audit.record(session, action="user.created", target_type="user", target_id=7)
+        [event] = await support.audit_events(db)
+        assert (event.actor_id, event.actor_name) == (42, "#42")
+        assert "user actor 42 has no name" in caplog.text
+    finally:
+        await db.engine.dispose()

@@ -124,7 +124,7 @@ class Database:
     def session(self, actor: str | None = None, *, actor_name: str | None = None) -> AsyncSession:
         """A new session; set its actor here or later with ``set_actor``.
 
-        ``actor_name``: the user's username, so audit events need not look it up.
+        ``actor_name``: the user's username, which audit events snapshot.
         """
         session = self._sessions()
         session.info[CLOCK_KEY] = self.clock
