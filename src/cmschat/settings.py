@@ -148,6 +148,9 @@ class MetricsSettings(BaseModel):
     """Bearer token Prometheus must send; without one, sensitive series are left out."""
     slow_query_ms: int = Field(default=500, ge=1)
     """Statements slower than this are counted and logged with their fingerprint."""
+    trace_sql_ms: float = Field(default=1.0, ge=0)
+    """While tracing: statements at least this long get a span of their own; quicker ones
+    are counted on the request's span (``db.statements``). 0 = a span for every one."""
 
 
 class MonitoringSettings(BaseModel):
