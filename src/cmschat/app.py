@@ -200,7 +200,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             clock,
             publisher=publisher_for(lambda: app.state.context.broker),
         )
-        instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
+        instrument_engine(
+            db.engine,
+            slow_ms=settings.metrics.slow_query_ms,
+            span_ms=settings.metrics.trace_sql_ms,
+        )
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))
         redis = redis_client(settings.redis_url) if settings.redis_url else None
