@@ -1,0 +1,119 @@
+"""A restore into the live database (a rollback) and the incremental backups after it."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from cmschat.backup import service
+from cmschat.backup.drill import run_drill
+from cmschat.backup.restore import restore_backup, restore_into
+from cmschat.clock import FakeClock
+from cmschat.context import AppContext
+from cmschat.db.session import create_engine
+from tests.backup.binlog_server import binlog_server, database_url  # noqa: F401 - fixtures
+from tests.backup.conftest import Chat, snapshot_rows
+
+pytestmark = pytest.mark.slow
+
+
+async def _empty(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+            for table in (await connection.execute(text("SHOW TABLES"))).scalars().all():
+                await connection.execute(text(f"DROP TABLE `{table}`"))
+    finally:
+        await engine.dispose()
+
+
+async def test_after_a_rollback_the_newest_chain_restores_the_live_state(
+    context: AppContext, chat: Chat, kit: service.Toolkit, clock: FakeClock
+) -> None:
+    url = context.settings.database_url
+    await chat.say(2, prefix="in A")
+    older, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    clock.advance(minutes=10)
+    await chat.say(3, prefix="in B only")
+    newer, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    clock.advance(minutes=10)
+    await chat.say(1, prefix="after B, undone by the rollback")
+
+    # The operator rolls the live database back to the older backup; users write on.
+    clock.advance(minutes=10)
+    await restore_backup(kit=kit, backup_id=older.id, force=True)
+    clock.advance(minutes=10)
+    await chat.say(2, prefix="after the rollback")
+    live = await snapshot_rows(url)
+    assert [row for row in live["messages"] if "in B only" in str(row)] == []
+
+    # The scheduled incremental cannot build on B: the log since B holds the restore's
+    # DROP TABLE and a RENAME TABLE from its scratch database, long gone; replayed, the
+    # chain failed halfway and left no tables. It makes a full backup instead, and says
+    # so in its audit event.
+    clock.advance(minutes=10)
+    made, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    drill = await run_drill(kit=kit, db=context.db)
+    assert drill.ok, drill.checks
+    assert made.kind == "full" and made.base_id is None
+    assert made.row_counts["messages"] == len(live["messages"])
+    (event,) = await _events(url, "backup.run", made.id)
+    assert f"a restore since {newer.id} (at 2026-01-01 09:30:00 UTC)" in event
+    assert "full backup made to start a new chain" in event
+
+    # The new chain goes on with incrementals; its newest restores the live state.
+    clock.advance(minutes=10)
+    await chat.say(2, prefix="on the new chain")
+    live = await snapshot_rows(url)
+    clock.advance(minutes=10)
+    step, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert step.kind == "incremental" and step.base_id == made.id
+
+    drill = await run_drill(kit=kit, db=context.db)
+    assert drill.ok and drill.backup_id == step.id, drill.checks
+
+    await _empty(url)
+    await restore_backup(kit=kit, backup_id=step.id, force=True)
+    rows = await snapshot_rows(url)
+    *trail, restore_event = rows.pop("audit_events")
+    assert "backup.restore" in restore_event
+    assert trail == live.pop("audit_events")
+    assert rows == live
+
+
+async def test_a_database_replaced_without_cmschat_also_starts_a_new_chain(
+    context: AppContext, chat: Chat, kit: service.Toolkit, clock: FakeClock
+) -> None:
+    await chat.say(1, prefix="in A")
+    older, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    clock.advance(minutes=10)
+    await chat.say(2, prefix="in B only")
+    newer, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    # Loaded by hand (no backup.restore event): B's audit head is gone from the chain.
+    await restore_into(
+        kit=kit, manifest=older, engine=kit.engine, storage=context.storage, force=True
+    )
+    clock.advance(minutes=10)
+    made, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert made.kind == "full"
+    (event,) = await _events(context.settings.database_url, "backup.run", made.id)
+    assert f"the audit chain no longer holds the head of {newer.id}" in event
+
+    # Nothing restored since: the next one is an incremental again.
+    clock.advance(minutes=10)
+    again, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert again.kind == "incremental" and again.base_id == made.id
+
+
+async def _events(url: str, action: str, target_id: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT changes FROM audit_events WHERE action = :a AND target_id = :t"),
+                {"a": action, "t": target_id},
+            )
+            return [str(row[0]) for row in rows]
+    finally:
+        await engine.dispose()
