@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 
@@ -13,6 +16,9 @@ from cmschat.context import AppContext
 from cmschat.db.session import create_engine
 from tests.backup.binlog_server import binlog_server, database_url  # noqa: F401 - fixtures
 from tests.backup.conftest import Chat, snapshot_rows
+from tests.cli.test_cli import FAST
+from tests.processes import clean_env, cmschat
+from tests.support import TEST_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +110,35 @@ async def test_a_database_replaced_without_cmschat_also_starts_a_new_chain(
     clock.advance(minutes=10)
     again, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
     assert again.kind == "incremental" and again.base_id == made.id
+
+
+async def test_backup_run_says_in_one_line_that_it_made_a_full_backup_instead(
+    context: AppContext, chat: Chat, kit: service.Toolkit, clock: FakeClock, tmp_path: Path
+) -> None:
+    await chat.say(1)
+    older, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    clock.advance(minutes=10)
+    await restore_backup(kit=kit, backup_id=older.id, force=True)
+    settings = context.settings
+    assert settings.backup.identity_file is not None
+    env = clean_env(
+        **FAST,
+        CMSCHAT_DATABASE_URL=settings.database_url,
+        CMSCHAT_DATA_DIR=str(settings.data_dir),
+        CMSCHAT_SECRET_KEY=TEST_SECRET,
+        CMSCHAT_BACKUP__RECIPIENTS=",".join(settings.backup.recipients),
+        CMSCHAT_BACKUP__IDENTITY_FILE=str(settings.backup.identity_file),
+    )
+    ran = await asyncio.to_thread(
+        cmschat, tmp_path, "backup", "run", "--kind", "incremental", env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    said, written = ran.stdout.splitlines()
+    assert said == (
+        f"cmschat: a restore since {older.id} (at 2026-01-01 09:10:00 UTC): "
+        "full backup made to start a new chain"
+    )
+    assert written.startswith("cmschat: backup ") and "-full written" in written
 
 
 async def _events(url: str, action: str, target_id: str) -> list[str]:
