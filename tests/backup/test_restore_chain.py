@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cmschat.backup import service
+from cmschat.backup import incremental, service
 from cmschat.backup.drill import run_drill
 from cmschat.backup.restore import restore_backup, restore_into
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.session import create_engine
+from cmschat.errors import Invalid
 from tests.backup.binlog_server import binlog_server, database_url  # noqa: F401 - fixtures
 from tests.backup.conftest import Chat, snapshot_rows
 from tests.cli.test_cli import FAST
@@ -139,6 +140,37 @@ async def test_backup_run_says_in_one_line_that_it_made_a_full_backup_instead(
         "full backup made to start a new chain"
     )
     assert written.startswith("cmschat: backup ") and "-full written" in written
+
+
+async def test_a_chain_that_holds_a_restore_is_refused_before_the_live_database_is_touched(
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Such chains exist: an earlier cmschat built on the newest backup after a restore.
+    async def never(**_: object) -> None:
+        return None
+
+    monkeypatch.setattr(incremental, "chain_broken", never)
+    await chat.say(1)
+    older, _ = await service.run_backup(kit=kit, db=context.db, kind="full")
+    clock.advance(minutes=10)
+    await restore_backup(kit=kit, backup_id=older.id, force=True)
+    await chat.say(1, prefix="after the restore")
+    made, _ = await service.run_backup(kit=kit, db=context.db, kind="incremental")
+    assert made.kind == "incremental" and made.base_id == older.id
+
+    drill = await run_drill(kit=kit, db=context.db)
+    failed = {check.name: check.detail for check in drill.checks if not check.ok}
+    assert list(failed) == ["restore"] and "holds a restore" in failed["restore"]
+
+    url = context.settings.database_url
+    before = await snapshot_rows(url)
+    with pytest.raises(Invalid, match=f"{made.id} holds a restore of the live database"):
+        await restore_backup(kit=kit, backup_id=made.id, force=True)
+    assert await snapshot_rows(url) == before
 
 
 async def _events(url: str, action: str, target_id: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -19,7 +20,6 @@ from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.audit.models import AuditEvent
 from cmschat.backup import binlog
-from cmschat.backup.crypto import open_sealed
 from cmschat.backup.engines import Facts, collect_facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files, unpack_files
@@ -200,13 +200,7 @@ async def replay_chain(
     identity = await in_thread(restore_identity, kit.settings)
     files = 0
     with staging(kit.settings) as scratch:
-        for manifest in chain:
-            folder = scratch / manifest.id
-            folder.mkdir()
-            await fetch(kit=kit, manifest=manifest, into=folder)
-            log_artifact = manifest.artifact(binlog.ARTIFACT)
-            assert log_artifact is not None  # noqa: S101 - written by make_incremental
-            await in_thread(_check, folder / binlog.ARTIFACT, identity, log_artifact)
+        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
         for manifest in chain:
             folder = scratch / manifest.id
             archive = manifest.artifact(FILES_ARTIFACT)
@@ -235,10 +229,37 @@ async def replay_chain(
     return files
 
 
-def _check(path: object, identity: object, artifact: Artifact) -> None:
-    class Discard:
-        def write(self, data: bytes) -> int:
-            return len(data)
+async def fetch_checked(
+    *, kit: Toolkit, chain: list[Manifest], until: datetime | None, into: Path
+) -> None:
+    """Download each incremental into ``into/ID/`` and check its log, replaying nothing.
 
-    with open(str(path), "rb") as reader:
-        open_sealed(reader, Discard(), identity, name=binlog.ARTIFACT, expected=artifact.sealed())
+    Invalid if a log holds a restore (up to ``until``): replayed, it would drop every
+    table and stop (``binlog.holds_restore``).
+    """
+    identity = await in_thread(restore_identity, kit.settings)
+    for manifest in chain:
+        folder = into / manifest.id
+        folder.mkdir()
+        await fetch(kit=kit, manifest=manifest, into=folder)
+        log_artifact = manifest.artifact(binlog.ARTIFACT)
+        assert log_artifact is not None  # noqa: S101 - written by make_incremental
+        check = partial(
+            binlog.holds_restore,
+            folder / binlog.ARTIFACT,
+            identity,
+            log_artifact.sealed(),
+            until=until,
+        )
+        if await in_thread(check):
+            raise Invalid(
+                f"incremental backup {manifest.id} holds a restore of the live database, "
+                "which its log cannot replay: restore with --until a time before that "
+                "restore, or restore a backup made after it"
+            )
+
+
+async def check_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime | None) -> None:
+    """Check a chain's incrementals before a restore touches the live database."""
+    with staging(kit.settings) as scratch:
+        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
