@@ -36,7 +36,11 @@ async def _empty(url: str) -> None:
 
 
 async def test_after_a_rollback_the_newest_chain_restores_the_live_state(
-    context: AppContext, chat: Chat, kit: service.Toolkit, clock: FakeClock
+    context: AppContext,
+    chat: Chat,
+    kit: service.Toolkit,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = context.settings.database_url
     await chat.say(2, prefix="in A")
@@ -68,6 +72,10 @@ async def test_after_a_rollback_the_newest_chain_restores_the_live_state(
     (event,) = await _events(url, "backup.run", made.id)
     assert f"a restore since {newer.id} (at 2026-01-01 09:30:00 UTC)" in event
     assert "full backup made to start a new chain" in event
+    # What a server's scheduler or console (the same announce, after the child) logs.
+    warned = [r for r in caplog.records if getattr(r, "event.action", None) == "backup.new_chain"]
+    assert [r.levelname for r in warned] == ["WARNING"]
+    assert warned[0].getMessage().startswith(f"a restore since {newer.id} ")
 
     # The new chain goes on with incrementals; its newest restores the live state.
     clock.advance(minutes=10)
