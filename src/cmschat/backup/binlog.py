@@ -88,7 +88,7 @@ def extract(
 class Cut:
     """Passes SQL text through, stopping before the first transaction after ``until``."""
 
-    def __init__(self, target: IO[bytes] | RewriteDb | Any, until: datetime | None) -> None:
+    def __init__(self, target: IO[bytes] | RewriteDb | _SwapFinder, until: datetime | None) -> None:
         self.target = target
         self.until = until
         self.tail = b""
