@@ -1,8 +1,8 @@
 """Engines and units of work.
 
 A unit of work is one transaction owned by its caller (a request, a CLI command, a job):
-services only ``flush()``; the unit of work commits, then runs the after-commit hooks
-(where events are published), or rolls back.
+services only ``flush()``; the unit of work commits, then publishes the events queued on
+it (``cmschat.events.queue_events``) and runs the after-commit hooks, or rolls back.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from cmschat import events
 from cmschat.audit import service as audit_trail
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
+PUBLISHER_KEY = "cmschat.publisher"
 AfterCommit = Callable[[], Awaitable[None]]
 
 
@@ -102,13 +104,21 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
 
 
 class Database:
-    """The engine, the session factory and the clock the rows are stamped with."""
+    """The engine, the session factory and the clock the rows are stamped with.
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    ``publisher``: where committed events go (the app's broker, the CLI's when it has one);
+    without one they are dropped, as a process with no clients to tell has nobody to tell.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, *, publisher: events.Publisher | None = None
+    ) -> None:
         audit_columns.install()
         audit_trail.install()
+        events.install()
         self.engine = engine
         self.clock = clock
+        self.publisher = publisher
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     def session(self, actor: str | None = None, *, actor_name: str | None = None) -> AsyncSession:
@@ -119,6 +129,7 @@ class Database:
         session = self._sessions()
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
+        session.info[PUBLISHER_KEY] = self.publisher
         if actor is not None:
             session.info[ACTOR_KEY] = actor
         if actor_name is not None:
@@ -149,12 +160,24 @@ class Database:
 
 
 async def finish(session: AsyncSession, error: BaseException | None) -> None:
-    """End a unit of work: commit (and run after-commit hooks) or roll back."""
+    """End a unit of work: commit, publish its events and run after-commit hooks; or roll
+    back, which drops the events queued in it."""
     if error is not None:
         await session.rollback()
+        await _publish_events(session)  # none, unless the work committed part-way
         return
     await session.commit()
+    await _publish_events(session)
     await run_after_commit(session)
+
+
+async def _publish_events(session: AsyncSession) -> None:
+    """Hand the events of the committed transaction to the session's publisher."""
+    committed = events.take_ready(session)
+    publisher: events.Publisher | None = session.info.get(PUBLISHER_KEY)
+    if not committed or publisher is None:
+        return
+    await publisher(committed)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
