@@ -40,13 +40,14 @@ from cmschat.observability.db_metrics import instrument_engine
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
-from cmschat.realtime import gateway
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
-from cmschat.realtime.watch import SessionWatch
+from cmschat.realtime.publish import publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
+from cmschat.websocket import endpoint as websocket_endpoint
+from cmschat.websocket.watch import SessionWatch
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = audited(Database(create_engine(settings.database_url), clock))
+        # Committed events go to whichever broker the context holds when they are published.
+        db = audited(
+            Database(
+                create_engine(settings.database_url),
+                clock,
+                publisher=publisher_for(lambda: app.state.context.broker),
+            )
+        )
         instrument_engine(
             db.engine,
             slow_ms=settings.metrics.slow_query_ms,
@@ -277,7 +285,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
-    app.include_router(gateway.router)
+    app.include_router(websocket_endpoint.router)
     mount_web(app, settings.web_dir)
     # Innermost: a refused body still gets CORS, security headers and a request id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

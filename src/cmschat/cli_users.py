@@ -21,9 +21,8 @@ from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.events import Published
 from cmschat.realtime.broker import RedisBroker
-from cmschat.realtime.publish import publish_after_commit
+from cmschat.realtime.publish import publisher_for
 from cmschat.settings import Settings, load_settings
 
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -41,14 +40,16 @@ def _read_password() -> str:
 
 @asynccontextmanager
 async def _operator_session(
-    settings: Settings, *, migrate: bool = False
+    settings: Settings, *, migrate: bool = False, broker: RedisBroker | None = None
 ) -> AsyncIterator[tuple[AsyncSession, Database]]:
-    """One unit of work as ``system:cli``, on an engine disposed of afterwards."""
+    """One unit of work as ``system:cli``, on an engine disposed of afterwards; its events
+    go to ``broker`` once it has committed (none: dropped)."""
     engine = create_engine(settings.database_url)
     try:
         if migrate:
             await run_migrations(engine)
-        db = audited(Database(engine, SystemClock()))
+        publisher = None if broker is None else publisher_for(lambda: broker)
+        db = audited(Database(engine, SystemClock(), publisher=publisher))
         async with db.unit_of_work(SYSTEM_CLI) as session:
             yield session, db
     finally:
@@ -68,11 +69,6 @@ async def _broker(settings: Settings) -> AsyncIterator[RedisBroker | None]:
         yield RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
     finally:
         await redis.aclose()
-
-
-def _publish(session: AsyncSession, broker: RedisBroker | None, events: list[Published]) -> None:
-    if broker is not None:
-        publish_after_commit(session, broker, events)
 
 
 async def _create_user(settings: Settings, **fields: Any) -> None:
@@ -171,16 +167,18 @@ def user_list(
 
 
 async def _set_active(settings: Settings, *, username: str, active: bool) -> None:
-    async with _broker(settings) as broker, _operator_session(settings) as (session, db):
+    async with (
+        _broker(settings) as broker,
+        _operator_session(settings, broker=broker) as (session, db),
+    ):
         user = await accounts.get_user_by_name(session, username=username)
-        _, events = await accounts.update_user(
+        await accounts.update_user(
             session,
             acting_user=None,
             user_id=user.id,
             changes={"is_active": active},
             clock=db.clock,
         )
-        _publish(session, broker, events)
 
 
 @user_app.command("disable")
@@ -204,9 +202,12 @@ def user_enable(username: Name) -> None:
 
 
 async def _reset_password(settings: Settings, *, username: str, password: str | None) -> str | None:
-    async with _broker(settings) as broker, _operator_session(settings) as (session, db):
+    async with (
+        _broker(settings) as broker,
+        _operator_session(settings, broker=broker) as (session, db),
+    ):
         user = await accounts.get_user_by_name(session, username=username)
-        _, generated, events = await accounts.reset_password(
+        _, generated = await accounts.reset_password(
             session,
             acting_user=None,
             user_id=user.id,
@@ -214,7 +215,6 @@ async def _reset_password(settings: Settings, *, username: str, password: str | 
             bcrypt_rounds=settings.auth.bcrypt_rounds,
             clock=db.clock,
         )
-        _publish(session, broker, events)
         return generated
 
 

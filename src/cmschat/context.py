@@ -11,6 +11,7 @@ from cmschat.accounts.ratelimit import FailureCounter
 from cmschat.attachments.erasure import Eraser
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.uploads import Limits
+from cmschat.chat.messages.sending import SendRules
 from cmschat.chat.ratelimit import SendLimiter
 from cmschat.clock import Clock
 from cmschat.db.session import Database
@@ -39,3 +40,10 @@ class AppContext:
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False
     """Set on shutdown: /readyz answers 503 so load balancers move traffic away."""
+
+    @property
+    def send_rules(self) -> SendRules:
+        """The limits every send obeys, whichever transport it came by."""
+        return SendRules(
+            max_length=self.settings.chat.max_message_length, limiter=self.send_limiter
+        )

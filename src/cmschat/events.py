@@ -1,14 +1,24 @@
-"""What a committed change tells connected clients: the event type every service returns.
+"""What a committed change tells connected clients, and how it leaves: after the commit.
 
 Neutral ground: chat, notices and accounts all produce ``Published`` events, and the
 realtime layer routes them, so none of those packages has to import another to do so.
+
+Services queue their events on the unit of work with ``queue_events`` (Zulip's
+``send_event_on_commit``), next to the change, as ``audit.record`` queues audit events.
+Nothing leaves yet. When the transaction commits, the queued events become ready and the
+unit of work hands them to the publisher it was given at start-up (db/session.py); a
+rollback drops them, and a rolled-back savepoint drops those queued inside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 EVERYONE = 0
 """The ``room_id`` of an event for every connected user (a notice); no room has it."""
@@ -64,3 +74,61 @@ def account_changed(user_id: int, *, reason: str) -> Published:
         payload={"reason": reason},
         only_user_ids=(user_id,),
     )
+
+
+Publisher = Callable[[Sequence[Published]], Awaitable[None]]
+"""Hands committed events to the clients' side (the app's broker); must not raise."""
+
+_PENDING_KEY = "cmschat.events.pending"
+_READY_KEY = "cmschat.events.ready"
+
+
+def queue_events(session: AsyncSession | Session, events: Iterable[Published]) -> None:
+    """Queue events on the unit of work: they are published once it has committed."""
+    sync_session = session.sync_session if isinstance(session, AsyncSession) else session
+    savepoint = sync_session.get_nested_transaction()
+    pending: list[tuple[Published, SessionTransaction | None]] = session.info.setdefault(
+        _PENDING_KEY, []
+    )
+    pending.extend((item, savepoint) for item in events)
+
+
+def take_ready(session: AsyncSession | Session) -> list[Published]:
+    """The events of the committed transaction, in queue order, removed from the session."""
+    ready: list[Published] = session.info.pop(_READY_KEY, [])
+    return ready
+
+
+def _committed(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its events wait for the real commit
+    pending = session.info.pop(_PENDING_KEY, None)
+    if pending:
+        session.info.setdefault(_READY_KEY, []).extend(item for item, _ in pending)
+
+
+def _inside(savepoint: SessionTransaction | None, rolled_back: SessionTransaction) -> bool:
+    """Whether an event queued in ``savepoint`` was queued inside ``rolled_back``."""
+    while savepoint is not None:
+        if savepoint is rolled_back:
+            return True
+        savepoint = savepoint.parent
+    return False
+
+
+def _rolled_back(session: Session, previous: SessionTransaction) -> None:
+    """A rolled-back savepoint drops what was queued in it (and in savepoints inside it);
+    a full rollback drops everything."""
+    if previous.nested:
+        pending = session.info.get(_PENDING_KEY)
+        if pending:
+            session.info[_PENDING_KEY] = [p for p in pending if not _inside(p[1], previous)]
+        return
+    session.info.pop(_PENDING_KEY, None)
+
+
+def install() -> None:
+    """Register the commit and rollback hooks once for every Session (idempotent)."""
+    if not event.contains(Session, "after_commit", _committed):
+        event.listen(Session, "after_commit", _committed)
+        event.listen(Session, "after_soft_rollback", _rolled_back)

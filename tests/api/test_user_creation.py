@@ -134,7 +134,7 @@ async def test_the_change_screen_knows_a_first_start_password_from_an_admins(
 
     async with context.db.unit_of_work(SYSTEM_CLI) as session:
         user = await accounts.get_user_by_name(session, username="admin")
-        _, reset, _ = await accounts.reset_password(
+        _, reset = await accounts.reset_password(
             session,
             acting_user=None,
             user_id=user.id,

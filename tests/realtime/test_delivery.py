@@ -9,12 +9,11 @@ import httpx
 import pytest
 
 from cmschat.app import create_app
-from cmschat.chat.events import Published
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
+from cmschat.events import Published, queue_events
 from cmschat.realtime.broker import Envelope, MemoryBroker
-from cmschat.realtime.publish import publish_after_commit
 from cmschat.settings import Settings
 from tests.realtime.test_gateway import created, make_room, post
 from tests.realtime.wsclient import LiveServer, serve, token_of, ws_client
@@ -35,14 +34,15 @@ class SpyBroker(MemoryBroker):
 
 async def test_events_are_published_only_after_the_commit(context: AppContext) -> None:
     broker = SpyBroker()
+    context.broker = broker  # the app's publisher sends to whichever broker the context has
     event = Published(room_id=1, seq=1, type="message.created", payload={})
     with pytest.raises(RuntimeError):
         async with context.db.unit_of_work(SYSTEM_CLI) as session:
-            publish_after_commit(session, broker, [event])
+            queue_events(session, [event])
             raise RuntimeError("the transaction fails")
     assert broker.published == []
     async with context.db.unit_of_work(SYSTEM_CLI) as session:
-        publish_after_commit(session, broker, [event])
+        queue_events(session, [event])
         assert broker.published == []  # not yet: still inside the transaction
     assert [e.seq for e in broker.published] == [1]
 

@@ -29,7 +29,7 @@ async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_lives_on(
     frame: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="cmschat.realtime.gateway")
+    caplog.set_level(logging.WARNING, logger="cmschat.websocket.endpoint")
     a = await alice.login(http)
     async with ws_client(server, token_of(a)) as ws:
         await ws.send(frame)

@@ -18,10 +18,10 @@ from websockets.exceptions import ConnectionClosed
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.events import SESSION_EVENTS
-from cmschat.realtime import gateway
 from cmschat.realtime.broker import Envelope, MemoryBroker
 from cmschat.realtime.connections import CLOSE_RECONNECT, CLOSE_SESSION_ENDED
 from cmschat.settings import Settings
+from cmschat.websocket import endpoint
 from tests.realtime.test_gateway import make_room, post
 from tests.realtime.wsclient import LiveServer, WsClient, serve_app, token_of, ws_client
 from tests.support import NamedUser
@@ -197,14 +197,14 @@ async def test_a_revocation_between_the_auth_frame_and_ready_still_closes(
 ) -> None:
     async with forgetful_server(settings, clock, check_every=3600) as (live, http, _context):
         a = await alice.login(http)
-        checked = gateway._authenticate
+        checked = endpoint._authenticate
 
         async def revoked_right_after_the_check(*args: Any) -> Any:
             result = await checked(*args)
             assert (await http.post("/api/v1/auth/logout", headers=a)).status_code == 204
             return result
 
-        monkeypatch.setattr(gateway, "_authenticate", revoked_right_after_the_check)
+        monkeypatch.setattr(endpoint, "_authenticate", revoked_right_after_the_check)
         async with ws_client(live, None) as ws:
             await ws.send({"type": "auth", "token": token_of(a)})
             code, reason, frames = await closed_with(ws)

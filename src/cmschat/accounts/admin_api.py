@@ -20,7 +20,6 @@ from cmschat.accounts.schemas import (
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
 from cmschat.audit import service as audit
-from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(prefix="/admin/users", tags=["admin"])
 ADMIN_ERRORS = (401, 403, 422)
@@ -86,14 +85,13 @@ async def update_user(
     user_id: ResourceId, body: UserUpdate, admin: AdminUser, session: SessionDep, context: Context
 ) -> AdminUserRead:
     """Change display name, role or active state; disabling ends the user's sessions."""
-    user, events = await service.update_user(
+    user = await service.update_user(
         session,
         acting_user=admin,
         user_id=user_id,
         changes=body.model_dump(exclude_unset=True),
         clock=context.clock,
     )
-    publish_after_commit(session, context.broker, events)
     return AdminUserRead.model_validate(user)
 
 
@@ -110,7 +108,7 @@ async def reset_password(
     context: Context,
 ) -> PasswordResetResult:
     """Set a one-time password; the user's sessions end and they must change it at login."""
-    user, temporary, events = await service.reset_password(
+    user, temporary = await service.reset_password(
         session,
         acting_user=admin,
         user_id=user_id,
@@ -118,7 +116,6 @@ async def reset_password(
         bcrypt_rounds=context.settings.auth.bcrypt_rounds,
         clock=context.clock,
     )
-    publish_after_commit(session, context.broker, events)
     return PasswordResetResult(
         user=AdminUserRead.model_validate(user), temporary_password=temporary
     )

@@ -19,7 +19,6 @@ from cmschat.accounts.schemas import (
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
 from cmschat.api.errors import responses
 from cmschat.errors import CmschatError
-from cmschat.realtime.publish import publish_after_commit
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -78,8 +77,7 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
 @router.post("/auth/logout", status_code=204, response_class=Response, responses=responses(401))
 async def logout(signed_in: SignedIn, session: SessionDep, context: Context) -> Response:
     """End this session (the token stops working at once, its sockets close)."""
-    events = await auth.logout(session, current=signed_in, clock=context.clock)
-    publish_after_commit(session, context.broker, events)
+    await auth.logout(session, current=signed_in, clock=context.clock)
     return Response(status_code=204)
 
 
@@ -94,7 +92,7 @@ async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:
     """Change one's own password; the user's other sessions end."""
-    user, events = await auth.change_password(
+    user = await auth.change_password(
         session,
         current=signed_in,
         current_password=body.current_password,
@@ -104,7 +102,6 @@ async def change_password(
         policy=context.settings.auth,
         clock=context.clock,
     )
-    publish_after_commit(session, context.broker, events)
     return UserRead.model_validate(user)
 
 

@@ -25,7 +25,7 @@ from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.db.actors import set_actor, user_actor
 from cmschat.errors import Invalid, RateLimited, Unauthorized
-from cmschat.events import Published, session_ended
+from cmschat.events import queue_events, session_ended
 from cmschat.settings import AuthSettings
 
 
@@ -96,12 +96,14 @@ async def authenticate(
     return Session(user=user, token=row)
 
 
-async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> list[Published]:
+async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> None:
     """End the caller's session; the event closes its open sockets."""
     current.token.revoked_at = clock.now()
     audit.record(session, action="auth.logout", target_type="user", target_id=current.user.id)
     await session.flush()
-    return [session_ended(current.user.id, reason=SIGNED_OUT, token_ids=(current.token.id,))]
+    queue_events(
+        session, [session_ended(current.user.id, reason=SIGNED_OUT, token_ids=(current.token.id,))]
+    )
 
 
 async def change_password(
@@ -114,7 +116,7 @@ async def change_password(
     counter: FailureCounter,
     policy: AuthSettings,
     clock: Clock,
-) -> tuple[User, list[Published]]:
+) -> User:
     """Change one's own password; every other session of the user ends (and its sockets).
 
     The current-password check spends a budget of its own per user, counted before bcrypt
@@ -151,4 +153,8 @@ async def change_password(
         changes={"sessions_ended": ended},
     )
     await session.flush()
-    return user, [session_ended(user.id, reason=PASSWORD_CHANGED, except_token_id=current.token.id)]
+    queue_events(
+        session,
+        [session_ended(user.id, reason=PASSWORD_CHANGED, except_token_id=current.token.id)],
+    )
+    return user

@@ -16,7 +16,7 @@ from cmschat.accounts.sessions import DISABLED, PASSWORD_RESET, ROLE_CHANGED
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.errors import Conflict, Invalid, NotFound
-from cmschat.events import Published, account_changed, session_ended
+from cmschat.events import Published, account_changed, queue_events, session_ended
 from cmschat.pagination import decode_cursor, encode_cursor
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
@@ -178,7 +178,7 @@ async def update_user(
     user_id: int,
     changes: dict[str, Any],
     clock: Clock,
-) -> tuple[User, list[Published]]:
+) -> User:
     """Apply an admin's (or operator's: no acting user) changes; disabling ends every session.
 
     The events close the user's open sockets: for good when disabled, to reconnect (and
@@ -211,7 +211,8 @@ async def update_user(
     after = {"display_name": user.display_name, "role": user.role, "is_active": user.is_active}
     _audit_user_changes(session, user_id=user.id, before=before, after=after)
     await session.flush()
-    return user, events
+    queue_events(session, events)
+    return user
 
 
 def _audit_user_changes(
@@ -245,7 +246,7 @@ async def reset_password(
     password: str | None,
     bcrypt_rounds: int,
     clock: Clock,
-) -> tuple[User, str | None, list[Published]]:
+) -> tuple[User, str | None]:
     """Set a one-time password (given or generated); the user must change it at next login.
 
     Every session of the user ends; the event closes their open sockets. ``acting_user`` is
@@ -274,11 +275,8 @@ async def reset_password(
         changes={"generated": generated, "sessions_ended": ended},
     )
     await session.flush()
-    return (
-        user,
-        (new_password if generated else None),
-        [session_ended(user.id, reason=PASSWORD_RESET)],
-    )
+    queue_events(session, [session_ended(user.id, reason=PASSWORD_RESET)])
+    return user, (new_password if generated else None)
 
 
 async def ensure_first_admin(

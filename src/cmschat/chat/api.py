@@ -9,8 +9,9 @@ from pydantic import BaseModel
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
 from cmschat.api.errors import responses
-from cmschat.chat import listing, messages, rooms
+from cmschat.chat import listing, rooms
 from cmschat.chat import search as search_module
+from cmschat.chat.messages import commands, reads, sending
 from cmschat.chat.schemas import (
     MemberRead,
     MembersAdd,
@@ -26,7 +27,6 @@ from cmschat.chat.schemas import (
     RoomUpdate,
     UserBrief,
 )
-from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(tags=["chat"])
 ERRORS = (401, 403, 404)
@@ -73,10 +73,10 @@ async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
     },
 )
 async def create_room(
-    body: RoomCreate, user: CurrentUser, session: SessionDep, context: Context, response: Response
+    body: RoomCreate, user: CurrentUser, session: SessionDep, response: Response
 ) -> RoomRead:
     """Create a room; for a pair that already has a direct room, that room (200)."""
-    room, created, events = await rooms.create_room(
+    room, created = await rooms.create_room(
         session,
         creator=user,
         kind=body.kind,
@@ -84,7 +84,6 @@ async def create_room(
         topic=body.topic,
         member_ids=body.member_ids,
     )
-    publish_after_commit(session, context.broker, events)
     if not created:
         response.status_code = 200
     return await listing.room_view(session, user=user, room_id=room.id)
@@ -107,10 +106,10 @@ async def get_room(room_id: ResourceId, user: CurrentUser, session: SessionDep) 
 
 @router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*BODY_ERRORS))
 async def update_room(
-    room_id: ResourceId, body: RoomUpdate, user: CurrentUser, session: SessionDep, context: Context
+    room_id: ResourceId, body: RoomUpdate, user: CurrentUser, session: SessionDep
 ) -> RoomRead:
     """Rename, change the topic, archive: the room's owner or moderators, or an admin."""
-    room, events = await rooms.update_room(
+    room = await rooms.update_room(
         session,
         user=user,
         room_id=room_id,
@@ -119,19 +118,15 @@ async def update_room(
         archived=body.archived,
         fields=body.model_fields_set,
     )
-    publish_after_commit(session, context.broker, events)
     return (await listing.room_views(session, user=user, rooms=[room]))[0]
 
 
 @router.post("/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*BODY_ERRORS))
 async def add_members(
-    room_id: ResourceId, body: MembersAdd, user: CurrentUser, session: SessionDep, context: Context
+    room_id: ResourceId, body: MembersAdd, user: CurrentUser, session: SessionDep
 ) -> RoomRead:
     """Add members, or join a channel (``user_ids`` = yourself)."""
-    room, events = await rooms.add_members(
-        session, user=user, room_id=room_id, user_ids=body.user_ids
-    )
-    publish_after_commit(session, context.broker, events)
+    room = await rooms.add_members(session, user=user, room_id=room_id, user_ids=body.user_ids)
     return (await listing.room_views(session, user=user, rooms=[room]))[0]
 
 
@@ -146,11 +141,9 @@ async def remove_member(
     user_id: ResourceId,
     user: CurrentUser,
     session: SessionDep,
-    context: Context,
 ) -> Response:
     """Leave (your own id) or remove a member (owner, moderators, admins)."""
-    events = await rooms.remove_member(session, user=user, room_id=room_id, user_id=user_id)
-    publish_after_commit(session, context.broker, events)
+    await rooms.remove_member(session, user=user, room_id=room_id, user_id=user_id)
     return Response(status_code=204)
 
 
@@ -184,10 +177,10 @@ async def history(
     session: SessionDep,
     before: Seq = None,
     after: Seq = None,
-    limit: Annotated[int, Query(ge=1, le=messages.MAX_PAGE)] = 50,
+    limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE)] = 50,
 ) -> MessagePage:
     """Messages newest first; page back with ``before``, forward with ``after``."""
-    items, next_cursor = await messages.history(
+    items, next_cursor = await reads.history(
         session, user=user, room_id=room_id, before=before, after=after, limit=limit
     )
     return MessagePage(items=items, next_cursor=next_cursor)
@@ -211,18 +204,9 @@ async def send_message(
     response: Response,
 ) -> MessageRead:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
-    view, created, events = await messages.send_message(
-        session,
-        user=user,
-        room_id=room_id,
-        content=body.content,
-        client_id=body.client_id,
-        reply_to=body.reply_to,
-        max_length=context.settings.chat.max_message_length,
-        attachment_ids=body.attachment_ids,
-        limiter=context.send_limiter,
+    view, created = await sending.send_message(
+        session, user=user, room_id=room_id, draft=body, rules=context.send_rules
     )
-    publish_after_commit(session, context.broker, events)
     if not created:
         response.status_code = 200
     return view
@@ -239,7 +223,7 @@ async def edit_message(
     context: Context,
 ) -> MessageRead:
     """Edit one's own message."""
-    view, events = await messages.edit_message(
+    return await commands.edit_message(
         session,
         user=user,
         message_id=message_id,
@@ -247,8 +231,6 @@ async def edit_message(
         max_length=context.settings.chat.max_message_length,
         clock=context.clock,
     )
-    publish_after_commit(session, context.broker, events)
-    return view
 
 
 @router.delete(
@@ -258,22 +240,17 @@ async def delete_message(
     message_id: ResourceId, user: CurrentUser, session: SessionDep, context: Context
 ) -> MessageRead:
     """Delete to a tombstone: the author, room owner or moderators, or an admin."""
-    view, events = await messages.delete_message(
+    return await commands.delete_message(
         session, user=user, message_id=message_id, clock=context.clock, eraser=context.eraser
     )
-    publish_after_commit(session, context.broker, events)
-    return view
 
 
 @router.post("/rooms/{room_id}/read", response_model=ReadState, responses=responses(*BODY_ERRORS))
 async def mark_read(
-    room_id: ResourceId, body: ReadMarker, user: CurrentUser, session: SessionDep, context: Context
+    room_id: ResourceId, body: ReadMarker, user: CurrentUser, session: SessionDep
 ) -> ReadState:
     """Move the read marker forward to a message."""
-    seq, events = await messages.mark_read(
-        session, user=user, room_id=room_id, message_id=body.message_id
-    )
-    publish_after_commit(session, context.broker, events)
+    seq = await commands.mark_read(session, user=user, room_id=room_id, message_id=body.message_id)
     return ReadState(room_id=room_id, last_read_seq=seq)
 
 

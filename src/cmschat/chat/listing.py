@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from cmschat.accounts.models import User
-from cmschat.chat.messages import message_views, unread_counts
+from cmschat.chat.messages.reads import unread_counts
+from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, Room, RoomMember
 from cmschat.chat.rooms import get_membership
 from cmschat.chat.schemas import MemberRead, RoomRead, UserBrief
@@ -97,3 +99,25 @@ async def room_view(session: AsyncSession, *, user: User, room_id: int) -> RoomR
     """One room the user belongs to."""
     room, _member = await get_membership(session, user=user, room_id=room_id)
     return (await room_views(session, user=user, rooms=[room]))[0]
+
+
+async def room_positions(session: AsyncSession, *, user_id: int) -> dict[int, int]:
+    """The user's rooms and each one's newest ``seq``: where a connecting client starts."""
+    rows = await session.execute(
+        select(Room.id, Room.last_seq)
+        .join(RoomMember, RoomMember.room_id == Room.id)
+        .where(RoomMember.user_id == user_id)
+    )
+    return {room_id: last_seq for room_id, last_seq in rows.all()}
+
+
+async def contacts_of(session: AsyncSession, *, user_id: int) -> tuple[int, ...]:
+    """Everyone who shares at least one room with the user (who sees their presence)."""
+    mine, theirs = aliased(RoomMember), aliased(RoomMember)
+    rows = await session.scalars(
+        select(theirs.user_id)
+        .distinct()
+        .join(mine, mine.room_id == theirs.room_id)
+        .where(mine.user_id == user_id, theirs.user_id != user_id)
+    )
+    return tuple(sorted(rows.all()))

@@ -11,6 +11,7 @@ from cmschat.audit import service as audit
 from cmschat.chat.events import Published, append_event
 from cmschat.chat.models import EventType, MemberRole, Room, RoomKind, RoomMember
 from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+from cmschat.events import queue_events
 
 MANAGERS = (MemberRole.owner, MemberRole.moderator)
 
@@ -67,7 +68,7 @@ def _member_event(event_type: EventType, room_id: int, seq: int, user: User) -> 
     )
 
 
-async def _add_member(session: AsyncSession, room: Room, user: User, role: MemberRole) -> Published:
+async def _add_member(session: AsyncSession, room: Room, user: User, role: MemberRole) -> None:
     # A newcomer starts with everything before their arrival read: the backlog is history,
     # not unread news.
     session.add(
@@ -76,7 +77,7 @@ async def _add_member(session: AsyncSession, room: Room, user: User, role: Membe
     event = await append_event(
         session, room_id=room.id, type=EventType.member_joined, user_id=user.id
     )
-    return _member_event(EventType.member_joined, room.id, event.seq, user)
+    queue_events(session, [_member_event(EventType.member_joined, room.id, event.seq, user)])
 
 
 async def create_room(
@@ -87,7 +88,7 @@ async def create_room(
     name: str | None,
     topic: str | None,
     member_ids: list[int],
-) -> tuple[Room, bool, list[Published]]:
+) -> tuple[Room, bool]:
     """Create a room (the creator owns it); a direct room for a pair that has one is returned."""
     others = set(member_ids) - {creator.id}
     users = await _active_users(session, others)
@@ -100,7 +101,7 @@ async def create_room(
         key = f"{low}:{high}"
         existing = await session.scalar(select(Room).where(Room.direct_key == key))
         if existing is not None:
-            return existing, False, []
+            return existing, False
     else:
         key = None
         if not name:
@@ -118,11 +119,11 @@ async def create_room(
         existing = await session.scalar(select(Room).where(Room.direct_key == key))
         if existing is None:
             raise
-        return existing, False, []
+        return existing, False
     creator_role = MemberRole.member if kind is RoomKind.direct else MemberRole.owner
-    events = [await _add_member(session, room, creator, creator_role)]
+    await _add_member(session, room, creator, creator_role)
     for user_id in sorted(others):
-        events.append(await _add_member(session, room, users[user_id], MemberRole.member))
+        await _add_member(session, room, users[user_id], MemberRole.member)
     await session.flush()
     audit.record(
         session,
@@ -131,7 +132,7 @@ async def create_room(
         target_id=room.id,
         changes={"kind": kind, "name": name, "topic": topic, "member_ids": sorted(others)},
     )
-    return room, True, events
+    return room, True
 
 
 async def update_room(
@@ -143,7 +144,7 @@ async def update_room(
     topic: str | None = None,
     archived: bool | None = None,
     fields: set[str],
-) -> tuple[Room, list[Published]]:
+) -> Room:
     """Rename, re-topic or (un)archive: room owners and moderators, and admins."""
     room = await _room_visible_to(session, user=user, room_id=room_id)
     # Checked first: no one may rename a direct room, so "not the owner" would mislead.
@@ -174,16 +175,20 @@ async def update_room(
     payload = {
         "room": {"id": room.id, "name": room.name, "topic": room.topic, "archived": room.archived}
     }
-    return room, [
-        Published(
-            room_id=room.id, seq=event.seq, type=EventType.room_updated.value, payload=payload
-        )
-    ]
+    queue_events(
+        session,
+        [
+            Published(
+                room_id=room.id, seq=event.seq, type=EventType.room_updated.value, payload=payload
+            )
+        ],
+    )
+    return room
 
 
 async def add_members(
     session: AsyncSession, *, user: User, room_id: int, user_ids: list[int]
-) -> tuple[Room, list[Published]]:
+) -> Room:
     """Add members: managers and admins add anyone; anyone may join a channel themselves."""
     room = await _room_visible_to(session, user=user, room_id=room_id)
     if room.kind is RoomKind.direct:
@@ -205,10 +210,9 @@ async def add_members(
             )
         ).all()
     )
-    events = []
     added = sorted(set(users) - existing)
     for user_id in added:
-        events.append(await _add_member(session, room, users[user_id], MemberRole.member))
+        await _add_member(session, room, users[user_id], MemberRole.member)
     await session.flush()
     if added:
         audit.record(
@@ -218,12 +222,10 @@ async def add_members(
             target_id=room.id,
             changes={"user_ids": added},
         )
-    return room, events
+    return room
 
 
-async def remove_member(
-    session: AsyncSession, *, user: User, room_id: int, user_id: int
-) -> list[Published]:
+async def remove_member(session: AsyncSession, *, user: User, room_id: int, user_id: int) -> None:
     """Leave a room, or remove someone (managers; moderators cannot remove the owner)."""
     room = await _room_visible_to(session, user=user, room_id=room_id)
     if room.kind is RoomKind.direct:
@@ -251,7 +253,7 @@ async def remove_member(
     )
     await session.flush()
     assert removed is not None  # noqa: S101 - the membership row references the user
-    return [_member_event(EventType.member_left, room_id, event.seq, removed)]
+    queue_events(session, [_member_event(EventType.member_left, room_id, event.seq, removed)])
 
 
 async def set_member_role(

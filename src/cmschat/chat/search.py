@@ -13,7 +13,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
-from cmschat.chat.messages import message_views
+from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, RoomMember
 from cmschat.chat.schemas import MessageRead
 from cmschat.chat.search_index import SQLITE_INDEX, grams, index_table

@@ -1,8 +1,8 @@
 """Engines and units of work.
 
 A unit of work is one transaction owned by its caller (a request, a CLI command, a job):
-services only ``flush()``; the unit of work commits, then runs the after-commit hooks
-(where events are published), or rolls back.
+services only ``flush()``; the unit of work commits, then publishes the events queued on
+it (``cmschat.events.queue_events``) and runs the after-commit hooks, or rolls back.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from cmschat import events
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
+PUBLISHER_KEY = "cmschat.publisher"
 AfterCommit = Callable[[], Awaitable[None]]
 
 
@@ -106,12 +108,19 @@ class Database:
 
     The audit trail is not this layer's: the start-up (``create_app``, the CLI) hooks it
     on with ``audit.service.audited(db)``, onto ``session_class``.
+
+    ``publisher``: where committed events go (the app's broker, the CLI's when it has one);
+    without one they are dropped, as a process with no clients to tell has nobody to tell.
     """
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, *, publisher: events.Publisher | None = None
+    ) -> None:
         audit_columns.install()
+        events.install()
         self.engine = engine
         self.clock = clock
+        self.publisher = publisher
         # A class of its own, so hooks installed on this database stay off every other one.
         self.session_class: type[Session] = type("DatabaseSession", (Session,), {})
         self._sessions = async_sessionmaker(
@@ -129,6 +138,7 @@ class Database:
         session = self._sessions()
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
+        session.info[PUBLISHER_KEY] = self.publisher
         if actor is not None:
             session.info[ACTOR_KEY] = actor
         if actor_name is not None:
@@ -159,12 +169,24 @@ class Database:
 
 
 async def finish(session: AsyncSession, error: BaseException | None) -> None:
-    """End a unit of work: commit (and run after-commit hooks) or roll back."""
+    """End a unit of work: commit, publish its events and run after-commit hooks; or roll
+    back, which drops the events queued in it."""
     if error is not None:
         await session.rollback()
+        await _publish_events(session)  # none, unless the work committed part-way
         return
     await session.commit()
+    await _publish_events(session)
     await run_after_commit(session)
+
+
+async def _publish_events(session: AsyncSession) -> None:
+    """Hand the events of the committed transaction to the session's publisher."""
+    committed = events.take_ready(session)
+    publisher: events.Publisher | None = session.info.get(PUBLISHER_KEY)
+    if not committed or publisher is None:
+        return
+    await publisher(committed)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:

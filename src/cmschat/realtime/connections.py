@@ -1,7 +1,7 @@
 """The hub: which local connection follows which room, and handing events to them.
 
 The hub only routes. Each connection has a bounded queue drained by its own sender task
-(see gateway.py), which enforces per-room order and repairs gaps from the database; a
+(see delivery.py), which enforces per-room order and repairs gaps from the database; a
 connection whose queue is full is too slow to keep up and is closed (1013) instead of
 letting memory grow.
 
@@ -72,7 +72,7 @@ class Connection:
             self.close(CLOSE_SLOW)
 
     def close(self, code: int) -> None:
-        """Ask the gateway to close this connection with ``code``."""
+        """Ask the endpoint to close this connection with ``code``."""
         if self.ended:
             return  # the session's end says more (do not come back with this token)
         self.close_code = code
@@ -100,7 +100,7 @@ class Hub:
         self._by_room: dict[int, set[Connection]] = defaultdict(set)
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self.sessions_stale = asyncio.Event()
-        """Set when every session should be re-checked soon (see realtime/watch.py)."""
+        """Set when every session should be re-checked soon (see websocket/watch.py)."""
 
     def add(self, connection: Connection, room_ids: set[int]) -> None:
         """Start routing events of ``room_ids`` to a connection."""

@@ -1,14 +1,16 @@
-"""Publishing after commit: events reach clients only once their transaction is durable."""
+"""Publishing committed events: the unit of work's publisher, in front of the broker.
+
+Services queue events on the unit of work (``cmschat.events.queue_events``); once it has
+committed, db/session.py hands them here. Events are serialised once each, into the frame
+every recipient gets, and published in the order they were queued.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from cmschat.chat.events import Published
-from cmschat.db.session import after_commit
+from cmschat.events import Published, Publisher
 from cmschat.observability import instruments, tracing
 from cmschat.realtime.broker import Broker
 from cmschat.realtime.protocol import envelope_of
@@ -16,21 +18,25 @@ from cmschat.realtime.protocol import envelope_of
 log = logging.getLogger(__name__)
 
 
-def publish_after_commit(
-    session: AsyncSession, broker: Broker, events: Sequence[Published]
-) -> None:
-    """Serialise now, publish when the unit of work has committed."""
+async def publish_committed(broker: Broker, events: Sequence[Published]) -> None:
+    """Publish events whose transaction has committed; a failure is logged, not raised."""
     if not events:
         return
     envelopes = [envelope_of(event) for event in events]
+    try:
+        instruments.committed([(envelope.type, envelope.frame) for envelope in envelopes])
+        await tracing.traced("broker.publish", broker.publish(envelopes))
+    except Exception:
+        # The events are committed: clients get them by gap repair or catch-up, late
+        # but not lost. The request itself succeeded and must say so.
+        log.warning("could not publish %d committed events", len(envelopes), exc_info=True)
 
-    async def publish() -> None:
-        try:
-            instruments.committed([(envelope.type, envelope.frame) for envelope in envelopes])
-            await tracing.traced("broker.publish", broker.publish(envelopes))
-        except Exception:
-            # The events are committed: clients get them by gap repair or catch-up, late
-            # but not lost. The request itself succeeded and must say so.
-            log.warning("could not publish %d committed events", len(envelopes), exc_info=True)
 
-    after_commit(session, publish)
+def publisher_for(broker: Callable[[], Broker]) -> Publisher:
+    """The unit of work's publisher: to whichever broker ``broker()`` answers at the time
+    (the app's context may replace its broker, as tests of a lossy one do)."""
+
+    async def publish(events: Sequence[Published]) -> None:
+        await publish_committed(broker(), events)
+
+    return publish

@@ -10,10 +10,9 @@ from pydantic import AwareDatetime, BaseModel
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import responses
 from cmschat.audit import service as audit
-from cmschat.chat import messages
+from cmschat.chat.messages import commands
 from cmschat.chat.schemas import MessageRead
 from cmschat.cms.moderation import service
-from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(prefix="/admin/messages", tags=["moderation"])
 ERRORS = (401, 403, 422)
@@ -83,7 +82,7 @@ async def delete_message(
     reason: Annotated[str, Query(min_length=3, max_length=500, description="why; audited")],
 ) -> MessageRead:
     """Delete any message to a tombstone, with a reason the audit trail keeps."""
-    view, events = await messages.delete_message(
+    return await commands.delete_message(
         session,
         user=admin,
         message_id=message_id,
@@ -91,5 +90,3 @@ async def delete_message(
         eraser=context.eraser,
         reason=reason.strip(),
     )
-    publish_after_commit(session, context.broker, events)
-    return view

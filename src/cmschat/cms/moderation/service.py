@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.chat.messages import message_views
+from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message
 from cmschat.chat.schemas import MessageRead
 from cmschat.chat.search import containing

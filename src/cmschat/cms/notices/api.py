@@ -19,7 +19,6 @@ from cmschat.cms.notices.schemas import (
     NoticeRead,
     NoticeUpdate,
 )
-from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(tags=["notices"])
 ADMIN = "/admin/notices"
@@ -96,10 +95,9 @@ async def update_notice(
     body: NoticeUpdate,
     admin: AdminUser,
     session: SessionDep,
-    context: Context,
 ) -> AdminNoticeRead:
     """Edit a notice; a published one reaches its audience again."""
-    notice, events = await service.update_notice(
+    notice = await service.update_notice(
         session,
         notice_id=notice_id,
         title=body.title,
@@ -107,7 +105,6 @@ async def update_notice(
         room_ids=body.room_ids,
         fields=body.model_fields_set,
     )
-    publish_after_commit(session, context.broker, events)
     return await _admin_view(session, notice)
 
 
@@ -120,8 +117,7 @@ async def publish_notice(
     notice_id: ResourceId, admin: AdminUser, session: SessionDep, context: Context
 ) -> AdminNoticeRead:
     """Publish: members see it at once (``notice.published``) and in ``GET /notices``."""
-    notice, events = await service.publish_notice(session, notice_id=notice_id, clock=context.clock)
-    publish_after_commit(session, context.broker, events)
+    notice = await service.publish_notice(session, notice_id=notice_id, clock=context.clock)
     return await _admin_view(session, notice)
 
 
@@ -131,11 +127,10 @@ async def publish_notice(
     responses=responses(*ADMIN_ERRORS, 404, 409),
 )
 async def unpublish_notice(
-    notice_id: ResourceId, admin: AdminUser, session: SessionDep, context: Context
+    notice_id: ResourceId, admin: AdminUser, session: SessionDep
 ) -> AdminNoticeRead:
     """Take a notice down (clients drop it on ``notice.unpublished``)."""
-    notice, events = await service.unpublish_notice(session, notice_id=notice_id)
-    publish_after_commit(session, context.broker, events)
+    notice = await service.unpublish_notice(session, notice_id=notice_id)
     return await _admin_view(session, notice)
 
 
@@ -145,10 +140,7 @@ async def unpublish_notice(
     response_class=Response,
     responses=responses(*ADMIN_ERRORS, 404),
 )
-async def delete_notice(
-    notice_id: ResourceId, admin: AdminUser, session: SessionDep, context: Context
-) -> Response:
+async def delete_notice(notice_id: ResourceId, admin: AdminUser, session: SessionDep) -> Response:
     """Delete a notice for good."""
-    events = await service.delete_notice(session, notice_id=notice_id)
-    publish_after_commit(session, context.broker, events)
+    await service.delete_notice(session, notice_id=notice_id)
     return Response(status_code=204)

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.audit import service as audit
-from cmschat.chat.events import EVERYONE, Published
 from cmschat.chat.models import Room, RoomMember
 from cmschat.clock import Clock
 from cmschat.cms.notices.models import Notice, NoticeRoom, NoticeState
 from cmschat.cms.notices.schemas import NoticeRead
 from cmschat.errors import Conflict, Invalid, NotFound
+from cmschat.events import EVERYONE, Published, queue_events
 
 ALLOWED_TAGS = frozenset(
     {
@@ -127,7 +127,7 @@ async def update_notice(
     body_html: str | None,
     room_ids: Sequence[int] | None,
     fields: set[str],
-) -> tuple[Notice, list[Published]]:
+) -> Notice:
     """Edit a notice; a published one is sent again to its (possibly new) audience."""
     notice = await get_notice(session, notice_id=notice_id)
     before = {"title": notice.title, "room_ids": await room_ids_of(session, notice_id)}
@@ -145,13 +145,12 @@ async def update_notice(
     audit.record(
         session, action="notice.updated", target_type="notice", target_id=notice.id, changes=changes
     )
-    events = await _announce(session, notice) if notice.state is NoticeState.published else []
-    return notice, events
+    if notice.state is NoticeState.published:
+        await _announce(session, notice)
+    return notice
 
 
-async def publish_notice(
-    session: AsyncSession, *, notice_id: int, clock: Clock
-) -> tuple[Notice, list[Published]]:
+async def publish_notice(session: AsyncSession, *, notice_id: int, clock: Clock) -> Notice:
     """Show a notice to its audience now (live, and in ``GET /notices``)."""
     notice = await get_notice(session, notice_id=notice_id)
     if notice.state is NoticeState.published:
@@ -159,12 +158,11 @@ async def publish_notice(
     notice.state, notice.published_at = NoticeState.published, clock.now()
     await session.flush()
     audit.record(session, action="notice.published", target_type="notice", target_id=notice.id)
-    return notice, await _announce(session, notice)
+    await _announce(session, notice)
+    return notice
 
 
-async def unpublish_notice(
-    session: AsyncSession, *, notice_id: int
-) -> tuple[Notice, list[Published]]:
+async def unpublish_notice(session: AsyncSession, *, notice_id: int) -> Notice:
     """Take a published notice down."""
     notice = await get_notice(session, notice_id=notice_id)
     if notice.state is not NoticeState.published:
@@ -172,19 +170,16 @@ async def unpublish_notice(
     notice.state = NoticeState.unpublished
     await session.flush()
     audit.record(session, action="notice.unpublished", target_type="notice", target_id=notice.id)
-    return notice, await _audience_event(
-        session, notice, "notice.unpublished", {"notice_id": notice.id}
-    )
+    await _tell_audience(session, notice, "notice.unpublished", {"notice_id": notice.id})
+    return notice
 
 
-async def delete_notice(session: AsyncSession, *, notice_id: int) -> list[Published]:
+async def delete_notice(session: AsyncSession, *, notice_id: int) -> None:
     """Delete a notice for good (taking it down first if it is published)."""
     notice = await get_notice(session, notice_id=notice_id)
-    events = []
     if notice.state is NoticeState.published:
-        events = await _audience_event(
-            session, notice, "notice.unpublished", {"notice_id": notice.id}
-        )
+        # The audience is read now, while the notice's rooms still exist.
+        await _tell_audience(session, notice, "notice.unpublished", {"notice_id": notice.id})
     audit.record(
         session,
         action="notice.deleted",
@@ -194,19 +189,22 @@ async def delete_notice(session: AsyncSession, *, notice_id: int) -> list[Publis
     )
     await session.delete(notice)
     await session.flush()
-    return events
 
 
-async def _announce(session: AsyncSession, notice: Notice) -> list[Published]:
+async def _announce(session: AsyncSession, notice: Notice) -> None:
     view = NoticeRead.model_validate(notice).model_dump(mode="json")
-    return await _audience_event(session, notice, "notice.published", {"notice": view})
+    await _tell_audience(session, notice, "notice.published", {"notice": view})
 
 
-async def _audience_event(
+async def _tell_audience(
     session: AsyncSession, notice: Notice, event_type: str, payload: dict[str, object]
-) -> list[Published]:
+) -> None:
+    """Queue the notice's event for everyone, or for the members of its rooms."""
     if notice.for_everyone:
-        return [Published(room_id=EVERYONE, seq=None, type=event_type, payload=payload)]
+        queue_events(
+            session, [Published(room_id=EVERYONE, seq=None, type=event_type, payload=payload)]
+        )
+        return
     members = (
         await session.scalars(
             select(RoomMember.user_id)
@@ -216,16 +214,19 @@ async def _audience_event(
         )
     ).all()
     if not members:
-        return []
-    return [
-        Published(
-            room_id=EVERYONE,
-            seq=None,
-            type=event_type,
-            payload=payload,
-            only_user_ids=tuple(sorted(members)),
-        )
-    ]
+        return
+    queue_events(
+        session,
+        [
+            Published(
+                room_id=EVERYONE,
+                seq=None,
+                type=event_type,
+                payload=payload,
+                only_user_ids=tuple(sorted(members)),
+            )
+        ],
+    )
 
 
 async def list_notices(

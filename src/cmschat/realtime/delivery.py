@@ -1,0 +1,145 @@
+"""Ordered delivery to one connection: its queue, write time-outs, gap repair, slow clients.
+
+Each connection has one sender, the only writer to its socket. It takes envelopes from the
+connection's queue in order, drops what the client already has, and fills any gap in a
+room's ``seq`` from the stored events before sending, so every event reaches the client
+once and in order, whatever the broker did. What the stored events are is not this
+module's business: the transport hands it a ``StoredEvents`` (the chat package's replay
+queries, in their own unit of work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from starlette.websockets import WebSocket
+
+from cmschat.events import Published
+from cmschat.realtime import protocol
+from cmschat.realtime.broker import Envelope
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SLOW, Connection
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+"""Stored events read at a time when catching a room up."""
+
+
+class StoredEvents(Protocol):
+    """A room's stored events, for resuming clients and repairing gaps."""
+
+    async def after(
+        self, room_id: int, *, after: int, until: int | None, limit: int
+    ) -> tuple[list[Published], int | None]:
+        """Events with ``after < seq <= until`` in order (at most ``limit``); or none and
+        the seq to resync at, when some of them are no longer kept (retention)."""
+        ...
+
+
+class ConnectionOver(Exception):
+    """The connection's session ended while it was being served: stop, say nothing."""
+
+
+class Delivery:
+    """The sender of one connection."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        connection: Connection,
+        stored: StoredEvents,
+        *,
+        write_timeout: float,
+    ) -> None:
+        self.ws = websocket
+        self.conn = connection
+        self.stored = stored
+        self.write_timeout = write_timeout
+
+    async def run(self) -> None:
+        """Send what the connection's queue holds, in order, until the connection ends."""
+        try:
+            while True:
+                envelope = await self.conn.queue.get()
+                if envelope.type == CATCH_UP:
+                    await self._catch_up(envelope.room_id, until=None)
+                elif envelope.seq is None:
+                    await self.write(envelope.frame)
+                else:
+                    await self._send_sequenced(envelope)
+        except ConnectionOver:
+            return
+
+    async def write(self, frame: str) -> None:
+        """The only way out to the socket: nothing passes once the session has ended, and
+        a client that takes nothing for ``write_timeout`` seconds is cut off (1013).
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
+        cancellation that ends this connection's tasks, leaving the close waiting forever.
+        """
+        if self.conn.ended:
+            raise ConnectionOver
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.ws.send_text(frame)
+        except TimeoutError:
+            self.conn.close(CLOSE_SLOW)
+            raise ConnectionOver from None
+
+    async def _send_sequenced(self, envelope: Envelope) -> None:
+        room_id, seq = envelope.room_id, envelope.seq
+        assert seq is not None  # noqa: S101 - sequenced by the caller's check
+        last = self.conn.delivered.get(room_id)
+        if last is None:
+            if envelope.type != "member.joined" or envelope.user_id != self.conn.user_id:
+                return  # a room this connection does not (yet) follow
+            last = self.conn.delivered[room_id] = seq - 1
+        if seq <= last:
+            return  # already sent, from the backlog or a repair
+        if seq > last + 1:
+            await self._catch_up(room_id, until=seq - 1)
+        await self._deliver(envelope)
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        await self.write(envelope.frame)
+        assert envelope.seq is not None  # noqa: S101
+        self.conn.delivered[envelope.room_id] = envelope.seq
+        if envelope.type == "member.left" and envelope.user_id == self.conn.user_id:
+            del self.conn.delivered[envelope.room_id]
+
+    async def _catch_up(self, room_id: int, *, until: int | None) -> None:
+        """Send the room's stored events after what this connection has (up to ``until``)."""
+        while room_id in self.conn.delivered:
+            # Shielded: a connection closing mid-read must not cut a pooled connection off
+            # in the middle of a query.
+            batch, resync_at = await asyncio.shield(
+                self.stored.after(
+                    room_id, after=self.conn.delivered[room_id], until=until, limit=BATCH
+                )
+            )
+            if resync_at is not None:
+                frame = {"type": "resync_required", "room_id": room_id, "seq": resync_at}
+                await self.write(protocol.dumps(frame))
+                self.conn.delivered[room_id] = resync_at
+                return
+            for event in batch:
+                await self._deliver(protocol.envelope_of(event))
+                if room_id not in self.conn.delivered:
+                    return
+            if len(batch) < BATCH:
+                return
+
+
+def log_slow_client(conn: Connection) -> None:
+    """Say why a slow client was closed (1013)."""
+    log.warning(
+        "closing a slow client (1013): %s, %d events queued",
+        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        conn.queue.qsize(),
+        extra={
+            "event.action": "websocket.slow_client",
+            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
+        },
+    )

@@ -1,0 +1,161 @@
+"""What a signed-in WebSocket client's frames do: send, read markers, typing, pings.
+
+Each action is a thin transport call, like an HTTP route: one unit of work, one service
+call, an answer frame. Events leave through the unit of work once it has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.accounts import sessions
+from cmschat.accounts.models import User
+from cmschat.chat.messages import commands, sending
+from cmschat.context import AppContext
+from cmschat.db.actors import user_actor
+from cmschat.errors import CmschatError
+from cmschat.observability.outages import classify, outages
+from cmschat.realtime import protocol, signals
+from cmschat.realtime.connections import Connection
+from cmschat.realtime.delivery import ConnectionOver
+from cmschat.websocket import frames
+
+log = logging.getLogger(__name__)
+
+PONG = protocol.dumps({"type": "pong"})
+
+
+class FrameActions:
+    """Acts on one connection's frames, one at a time, in the order they came."""
+
+    def __init__(
+        self, context: AppContext, user: User, conn: Connection, reply: Callable[[str], None]
+    ) -> None:
+        self.context = context
+        self.user = user
+        self.conn = conn
+        self.reply = reply
+        self._typing_at: dict[int, float] = {}
+
+    async def handle(self, text: str) -> None:
+        """Act on one frame's text; every failure becomes an error frame."""
+        if self.conn.ended:
+            return  # the session ended: frames still queued are not acted on
+        try:
+            frame = frames.ACTION.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"][1:]) or "frame"
+            self.reply(
+                protocol.error_frame("invalid", f"{where}: {first['msg']}", **frames.echo(text))
+            )
+            return
+        if not isinstance(frame, frames.PingFrame):
+            await self._note_activity()
+        try:
+            if isinstance(frame, frames.PingFrame):
+                self.reply(PONG)
+            elif isinstance(frame, frames.SendFrame):
+                await self._send_message(frame)
+            elif isinstance(frame, frames.ReadFrame):
+                await self._mark_read(frame)
+            else:
+                await self._typing(frame)
+        except CmschatError as exc:
+            self.reply(
+                protocol.error_frame(
+                    exc.code, exc.message, **protocol.details(exc), **frames.echo(text)
+                )
+            )
+        except ConnectionOver:
+            pass  # rolled back; the connection is closing with the session's code
+        except Exception as error:
+            self.reply(_failure_frame(error, f"websocket {frame.type}", **frames.echo(text)))
+
+    def _unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.context.db.unit_of_work(user_actor(self.user.id), actor_name=self.user.username)
+
+    async def _send_message(self, frame: frames.SendFrame) -> None:
+        async with self._unit_of_work() as session:
+            view, _created = await sending.send_message(
+                session,
+                user=self.user,
+                room_id=frame.room_id,
+                draft=frame,
+                rules=self.context.send_rules,
+            )
+            if self.conn.ended:
+                raise ConnectionOver  # revoked meanwhile: the message must not be stored
+        self.reply(
+            protocol.dumps(
+                {
+                    "type": "ack",
+                    "client_id": frame.client_id,
+                    "message": view.model_dump(mode="json"),
+                }
+            )
+        )
+
+    async def _note_activity(self) -> None:
+        """Real use (sends, reads, typing; not pings) keeps the session alive, as HTTP does."""
+        now = self.context.clock.now()
+        policy = self.context.settings.auth
+        seen = self.conn.last_used_at
+        if seen is not None and now - seen < sessions.refresh_interval(policy):
+            return
+        assert self.conn.token_id is not None  # noqa: S101 - set from the signed-in token
+        try:
+            async with self._unit_of_work() as session:
+                touched = await sessions.touch_sessions(
+                    session, token_ids=[self.conn.token_id], now=now, policy=policy
+                )
+        except Exception as error:
+            outage = classify(error)
+            if outage is None:
+                log.warning("could not record activity on a session", exc_info=True)
+            else:
+                outages.seen(outage, error, "websocket activity")
+            return
+        if touched:  # else it has ended: the session check closes the socket
+            self.conn.last_used_at = now
+
+    async def _mark_read(self, frame: frames.ReadFrame) -> None:
+        async with self._unit_of_work() as session:
+            await commands.mark_read(
+                session, user=self.user, room_id=frame.room_id, message_id=frame.message_id
+            )
+
+    async def _typing(self, frame: frames.TypingFrame) -> None:
+        if frame.room_id not in self.conn.rooms:
+            raise CmschatError("no such room", code="not_found")
+        now = time.monotonic()
+        interval = self.context.settings.realtime.typing_interval_seconds
+        if now - self._typing_at.get(frame.room_id, -1e9) < interval:
+            return  # typing is a hint: extra ones are dropped, not refused
+        self._typing_at[frame.room_id] = now
+        await signals.send_typing(
+            self.context.broker,
+            room_id=frame.room_id,
+            user_id=self.user.id,
+            display_name=self.user.display_name,
+        )
+
+
+def _failure_frame(error: Exception, where: str, **echo: Any) -> str:
+    """The error frame for a frame that failed unexpectedly: an outage says which, with
+    when to retry, and is logged once per interval; anything else is a logged bug."""
+    outage = classify(error)
+    if outage is None:
+        log.exception("could not handle a frame (%s)", where)
+        return protocol.error_frame(
+            "unavailable", "the server could not do this now; try again", **echo
+        )
+    outages.seen(outage, error, where)
+    return protocol.error_frame(outage.code, outage.message, retry_after=outage.retry_after, **echo)

@@ -1,0 +1,34 @@
+"""A room's stored events for a connection's sender: the chat package's replay queries,
+each run in its own unit of work (``cmschat.realtime.delivery.StoredEvents``)."""
+
+from __future__ import annotations
+
+from cmschat.accounts.models import User
+from cmschat.chat.messages import reads
+from cmschat.context import AppContext
+from cmschat.db.actors import user_actor
+from cmschat.events import Published
+
+
+class RoomBacklog:
+    """A room's stored events as the chat package replays them (``StoredEvents``), each
+    read in its own unit of work as the connection's user."""
+
+    def __init__(self, context: AppContext, user: User) -> None:
+        self.context = context
+        self.user = user
+
+    async def after(
+        self, room_id: int, *, after: int, until: int | None, limit: int
+    ) -> tuple[list[Published], int | None]:
+        """Stored events after ``after`` (up to ``until``), or the seq to resync at."""
+        async with self.context.db.unit_of_work(
+            user_actor(self.user.id), actor_name=self.user.username
+        ) as session:
+            resync_at = await reads.resync_point(session, room_id=room_id, after=after)
+            if resync_at is not None:
+                return [], resync_at
+            events = await reads.load_events(
+                session, room_id=room_id, after=after, until=until, limit=limit
+            )
+            return events, None

@@ -1,0 +1,77 @@
+"""What WebSocket clients may send: the auth frame, then actions (see contract.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from cmschat.chat.schemas import AttachmentIds, ClientId
+
+RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class ClientFrame(BaseModel):
+    """Common to every client frame: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AuthFrame(ClientFrame):
+    """The first frame: the bearer token and, per room, the last seq the client has."""
+
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=256)
+    resume: dict[str, Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        default_factory=dict, max_length=10_000
+    )
+
+
+class SendFrame(ClientFrame):
+    """``message.send``: like POST /rooms/{id}/messages."""
+
+    type: Literal["message.send"]
+    room_id: RoomId
+    content: str = Field(default="", max_length=100_000)
+    client_id: ClientId | None = None
+    reply_to: RoomId | None = None
+    attachment_ids: AttachmentIds = Field(default_factory=list)
+
+
+class TypingFrame(ClientFrame):
+    """The user is typing in a room (not stored)."""
+
+    type: Literal["typing"]
+    room_id: RoomId
+
+
+class ReadFrame(ClientFrame):
+    """Move the read marker, like POST /rooms/{id}/read."""
+
+    type: Literal["read"]
+    room_id: RoomId
+    message_id: RoomId
+
+
+class PingFrame(ClientFrame):
+    """Keep-alive; answered with ``pong``."""
+
+    type: Literal["ping"]
+
+
+ActionFrame = Annotated[
+    SendFrame | TypingFrame | ReadFrame | PingFrame, Field(discriminator="type")
+]
+ACTION = TypeAdapter(ActionFrame)
+AUTH = TypeAdapter(AuthFrame)
+
+
+def echo(text: str) -> dict[str, Any]:
+    """The client_id of a refused frame, so the client knows which send failed."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    client_id = raw.get("client_id") if isinstance(raw, dict) else None
+    return {"client_id": client_id} if isinstance(client_id, str) else {}
