@@ -28,7 +28,7 @@ from cmschat.accounts.schemas import UserRead
 from cmschat.chat import messages
 from cmschat.chat.models import Room, RoomMember
 from cmschat.context import AppContext
-from cmschat.db.actors import ANONYMOUS, user_actor
+from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
 from cmschat.errors import CmschatError
 from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
@@ -80,7 +80,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 async def _authenticate(
     websocket: WebSocket, context: AppContext
-) -> tuple[auth.Session | None, dict[str, int]]:
+) -> tuple[auth.SignedIn | None, dict[str, int]]:
     """Read and check the auth frame; on failure close 1008 and return no session."""
     settings = context.settings.realtime
     try:
@@ -99,6 +99,7 @@ async def _authenticate(
                 token_key=context.token_key,
                 clock=context.clock,
             )
+            set_actor(session, signed_in.actor, name=signed_in.user.username)
         if signed_in.user.must_change_password:
             raise CmschatError("change your password first", code="password_change_required")
         return signed_in, frame.resume
@@ -129,7 +130,7 @@ class _SessionOver(Exception):
 class Session:
     """One authenticated connection's life."""
 
-    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.Session) -> None:
+    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.SignedIn) -> None:
         self.ws = websocket
         self.context = context
         self.user = user = signed_in.user
