@@ -9,19 +9,18 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.accounts.models import Role, User
+from cmschat.accounts.models import User
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
-from cmschat.chat import rendering, search_index
+from cmschat.chat import permissions, rendering, search_index
 from cmschat.chat.events import Published, append_event, next_seq
-from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomMember
 from cmschat.chat.ratelimit import SendLimiter, check_send_rate
-from cmschat.chat.rooms import get_membership
 from cmschat.chat.schemas import MessageRead, UserBrief
 from cmschat.clock import Clock
-from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+from cmschat.errors import Conflict, Invalid
 
 MAX_PAGE = 100
 
@@ -135,7 +134,7 @@ async def send_message(
     The send rate is checked after the repeat lookup (a retry of a stored message costs
     nothing) and the checks of the input (a refused message costs nothing either).
     """
-    room, _member = await get_membership(session, user=user, room_id=room_id)
+    room, _member = await permissions.require_member(session, user=user, room_id=room_id)
     if client_id is not None:
         first = await _by_client_id(session, room_id, user.id, client_id)
         if first is not None:
@@ -257,12 +256,9 @@ async def _by_client_id(
 async def _message_for(
     session: AsyncSession, user: User, message_id: int
 ) -> tuple[Message, Room, RoomMember | None]:
-    message = await session.get(Message, message_id)
-    if message is None:
-        raise NotFound("no such message")
-    member = await session.get(RoomMember, (message.room_id, user.id))
-    if member is None and user.role is not Role.admin:
-        raise NotFound("no such message")
+    message, member = await permissions.require_readable_message(
+        session, user=user, message_id=message_id
+    )
     room = await session.get(Room, message.room_id)
     assert room is not None  # noqa: S101 - foreign key
     return message, room, member
@@ -279,8 +275,7 @@ async def edit_message(
 ) -> tuple[MessageRead, list[Published]]:
     """Change one's own message's text."""
     message, room, _member = await _message_for(session, user, message_id)
-    if message.author_id != user.id:
-        raise Forbidden("only the author may edit a message")
+    permissions.require_author(user, message)
     if message.deleted_at is not None:
         raise Conflict("the message was deleted", code="message_deleted")
     if room.archived:
@@ -332,9 +327,7 @@ async def delete_message(
     ``reason``: a moderator's, kept in the audit trail.
     """
     message, _room, member = await _message_for(session, user, message_id)
-    moderates = member is not None and member.role in (MemberRole.owner, MemberRole.moderator)
-    if message.author_id != user.id and not moderates and user.role is not Role.admin:
-        raise Forbidden("only the author, room moderators and admins may delete a message")
+    permissions.require_can_delete_message(user, member, message)
     if message.deleted_at is not None:
         return await message_view(session, message), []  # already a tombstone: no new event
     audit.record(
@@ -380,7 +373,7 @@ async def history(
     """A page of messages, newest first; ``before``/``after`` are message seqs."""
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await get_membership(session, user=user, room_id=room_id)
+    await permissions.require_member(session, user=user, room_id=room_id)
     limit = max(1, min(limit, MAX_PAGE))
     # MariaDB would walk a big room's index from its newest message down to the cursor
     # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
@@ -410,7 +403,7 @@ async def mark_read(
     session: AsyncSession, *, user: User, room_id: int, message_id: int
 ) -> tuple[int, list[Published]]:
     """Move the read marker forward to a message (never backward)."""
-    _room, member = await get_membership(session, user=user, room_id=room_id)
+    _room, member = await permissions.require_member(session, user=user, room_id=room_id)
     message = await session.get(Message, message_id)
     if message is None or message.room_id != room_id:
         raise Invalid("message_id must be a message of this room", field="message_id")
