@@ -17,7 +17,7 @@ from cmschat.accounts.schemas import (
     UserRead,
 )
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
-from cmschat.api.errors import responses
+from cmschat.api.errors import CREDENTIALS_ERRORS, SIGNED_IN_QUERY_ERRORS, TOKEN_ERRORS, responses
 from cmschat.errors import CmschatError
 from cmschat.realtime.publish import publish_after_commit
 
@@ -35,7 +35,7 @@ async def password_policy() -> PasswordPolicy:
     )
 
 
-@router.post("/auth/login", response_model=LoginResponse, responses=responses(400, 401, 422, 429))
+@router.post("/auth/login", response_model=LoginResponse, responses=responses(*CREDENTIALS_ERRORS))
 async def login(body: LoginRequest, request: Request, context: Context) -> LoginResponse:
     """Open a session; ``401`` on wrong credentials, ``429`` with ``Retry-After`` when throttled."""
     client = client_of(request)
@@ -75,7 +75,9 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
     )
 
 
-@router.post("/auth/logout", status_code=204, response_class=Response, responses=responses(401))
+@router.post(
+    "/auth/logout", status_code=204, response_class=Response, responses=responses(*TOKEN_ERRORS)
+)
 async def logout(signed_in: SignedIn, session: SessionDep, context: Context) -> Response:
     """End this session (the token stops working at once, its sockets close)."""
     events = await auth.logout(session, current=signed_in, clock=context.clock)
@@ -83,13 +85,13 @@ async def logout(signed_in: SignedIn, session: SessionDep, context: Context) -> 
     return Response(status_code=204)
 
 
-@router.get("/me", response_model=UserRead, responses=responses(401))
+@router.get("/me", response_model=UserRead, responses=responses(*TOKEN_ERRORS))
 async def me(signed_in: SignedIn) -> UserRead:
     """The signed-in user's profile."""
     return UserRead.model_validate(signed_in.user)
 
 
-@router.post("/me/password", response_model=UserRead, responses=responses(400, 401, 422, 429))
+@router.post("/me/password", response_model=UserRead, responses=responses(*CREDENTIALS_ERRORS))
 async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:
@@ -125,7 +127,7 @@ class Directory(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/users", response_model=Directory, responses=responses(401, 403, 422))
+@router.get("/users", response_model=Directory, responses=responses(*SIGNED_IN_QUERY_ERRORS))
 async def directory(
     user: CurrentUser,
     session: SessionDep,

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import (
+    ROOM_BODY_ERRORS,
+    ROOM_ERRORS,
+    ROOM_SEND_ERRORS,
+    SIGNED_IN_ERRORS,
+    SIGNED_IN_QUERY_ERRORS,
+    responses,
+)
 from cmschat.chat import listing, messages, rooms
 from cmschat.chat import search as search_module
 from cmschat.chat.schemas import (
@@ -29,9 +36,6 @@ from cmschat.chat.schemas import (
 from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(tags=["chat"])
-ERRORS = (401, 403, 404)
-BODY_ERRORS = (400, 401, 403, 404, 409, 422)
-SEND_ERRORS = (*BODY_ERRORS, 429)
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 
@@ -57,7 +61,7 @@ class ReadState(BaseModel):
     last_read_seq: int
 
 
-@router.get("/rooms", response_model=RoomPage, responses=responses(401, 403))
+@router.get("/rooms", response_model=RoomPage, responses=responses(*SIGNED_IN_ERRORS))
 async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
     """The caller's rooms, most recently active first, with unread counts."""
     return RoomPage(items=await listing.list_rooms(session, user=user), next_cursor=None)
@@ -69,7 +73,7 @@ async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
     response_model=RoomRead,
     responses={
         200: {"model": RoomRead, "description": "the pair's direct room"},
-        **responses(*BODY_ERRORS),
+        **responses(*ROOM_BODY_ERRORS),
     },
 )
 async def create_room(
@@ -90,7 +94,7 @@ async def create_room(
     return await listing.room_view(session, user=user, room_id=room.id)
 
 
-@router.get("/channels", response_model=ChannelPage, responses=responses(401, 403))
+@router.get("/channels", response_model=ChannelPage, responses=responses(*SIGNED_IN_ERRORS))
 async def list_channels(user: CurrentUser, session: SessionDep) -> ChannelPage:
     """Public channels anyone may join."""
     found = await rooms.list_channels(session)
@@ -99,13 +103,13 @@ async def list_channels(user: CurrentUser, session: SessionDep) -> ChannelPage:
     )
 
 
-@router.get("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ERRORS, 422))
+@router.get("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ROOM_ERRORS, 422))
 async def get_room(room_id: ResourceId, user: CurrentUser, session: SessionDep) -> RoomRead:
     """One of the caller's rooms."""
     return await listing.room_view(session, user=user, room_id=room_id)
 
 
-@router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+@router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ROOM_BODY_ERRORS))
 async def update_room(
     room_id: ResourceId, body: RoomUpdate, user: CurrentUser, session: SessionDep, context: Context
 ) -> RoomRead:
@@ -123,7 +127,9 @@ async def update_room(
     return (await listing.room_views(session, user=user, rooms=[room]))[0]
 
 
-@router.post("/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+@router.post(
+    "/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*ROOM_BODY_ERRORS)
+)
 async def add_members(
     room_id: ResourceId, body: MembersAdd, user: CurrentUser, session: SessionDep, context: Context
 ) -> RoomRead:
@@ -139,7 +145,7 @@ async def add_members(
     "/rooms/{room_id}/members/{user_id}",
     status_code=204,
     response_class=Response,
-    responses=responses(*BODY_ERRORS),
+    responses=responses(*ROOM_BODY_ERRORS),
 )
 async def remove_member(
     room_id: ResourceId,
@@ -157,7 +163,7 @@ async def remove_member(
 @router.patch(
     "/rooms/{room_id}/members/{user_id}",
     response_model=MemberRead,
-    responses=responses(*BODY_ERRORS),
+    responses=responses(*ROOM_BODY_ERRORS),
 )
 async def set_member_role(
     room_id: ResourceId,
@@ -176,7 +182,7 @@ async def set_member_role(
 
 
 @router.get(
-    "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ERRORS, 422)
+    "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ROOM_ERRORS, 422)
 )
 async def history(
     room_id: ResourceId,
@@ -199,7 +205,7 @@ async def history(
     response_model=MessageRead,
     responses={
         200: {"model": MessageRead, "description": "a repeated client_id"},
-        **responses(*SEND_ERRORS),
+        **responses(*ROOM_SEND_ERRORS),
     },
 )
 async def send_message(
@@ -229,7 +235,7 @@ async def send_message(
 
 
 @router.patch(
-    "/messages/{message_id}", response_model=MessageRead, responses=responses(*BODY_ERRORS)
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ROOM_BODY_ERRORS)
 )
 async def edit_message(
     message_id: ResourceId,
@@ -252,7 +258,7 @@ async def edit_message(
 
 
 @router.delete(
-    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ERRORS, 422)
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ROOM_ERRORS, 422)
 )
 async def delete_message(
     message_id: ResourceId, user: CurrentUser, session: SessionDep, context: Context
@@ -265,7 +271,9 @@ async def delete_message(
     return view
 
 
-@router.post("/rooms/{room_id}/read", response_model=ReadState, responses=responses(*BODY_ERRORS))
+@router.post(
+    "/rooms/{room_id}/read", response_model=ReadState, responses=responses(*ROOM_BODY_ERRORS)
+)
 async def mark_read(
     room_id: ResourceId, body: ReadMarker, user: CurrentUser, session: SessionDep, context: Context
 ) -> ReadState:
@@ -277,7 +285,7 @@ async def mark_read(
     return ReadState(room_id=room_id, last_read_seq=seq)
 
 
-@router.get("/search", response_model=MessagePage, responses=responses(401, 403, 422))
+@router.get("/search", response_model=MessagePage, responses=responses(*SIGNED_IN_QUERY_ERRORS))
 async def search(
     user: CurrentUser,
     session: SessionDep,
