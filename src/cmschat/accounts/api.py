@@ -6,10 +6,11 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
 
 from cmschat.accounts import auth, passwords, service, signin
 from cmschat.accounts.schemas import (
+    Directory,
+    DirectoryEntry,
     LoginRequest,
     LoginResponse,
     PasswordChange,
@@ -108,23 +109,6 @@ async def change_password(
     )
     publish_after_commit(session, context.broker, events)
     return UserRead.model_validate(user)
-
-
-class DirectoryEntry(BaseModel):
-    """Who someone is, for finding people to talk to (nothing more)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    username: str
-    display_name: str
-
-
-class Directory(BaseModel):
-    """People matching a search."""
-
-    items: list[DirectoryEntry]
-    next_cursor: str | None = None
 
 
 @router.get("/users", response_model=Directory, responses=responses(*SIGNED_IN_QUERY_ERRORS))

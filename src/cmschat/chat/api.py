@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
 from cmschat.api.errors import (
@@ -19,6 +18,8 @@ from cmschat.api.errors import (
 from cmschat.chat import listing, messages, rooms
 from cmschat.chat import search as search_module
 from cmschat.chat.schemas import (
+    ChannelPage,
+    ChannelRead,
     MemberRead,
     MembersAdd,
     MemberUpdate,
@@ -27,6 +28,7 @@ from cmschat.chat.schemas import (
     MessageRead,
     MessageUpdate,
     ReadMarker,
+    ReadState,
     RoomCreate,
     RoomPage,
     RoomRead,
@@ -37,28 +39,6 @@ from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(tags=["chat"])
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
-
-
-class ChannelRead(BaseModel):
-    """A public channel as anyone may see it before joining."""
-
-    id: int
-    name: str | None
-    topic: str | None
-
-
-class ChannelPage(BaseModel):
-    """Public channels."""
-
-    items: list[ChannelRead]
-    next_cursor: str | None
-
-
-class ReadState(BaseModel):
-    """Where the caller's read marker stands."""
-
-    room_id: int
-    last_read_seq: int
 
 
 @router.get("/rooms", response_model=RoomPage, responses=responses(*SIGNED_IN_ERRORS))

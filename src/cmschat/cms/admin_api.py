@@ -9,37 +9,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from cmschat.accounts.schemas import AdminUserRead
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
-from cmschat.chat.models import MemberRole, RoomKind
+from cmschat.chat.models import RoomKind
 from cmschat.cms import overview
+from cmschat.cms.schemas import AdminMemberRead, AdminRoomDetail, AdminRoomPage, Dashboard
 from cmschat.errors import NotFound
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-class AdminRoomPage(BaseModel):
-    """Rooms in id order."""
-
-    items: list[overview.RoomSummary]
-    next_cursor: str | None
-
-
-class AdminMemberRead(BaseModel):
-    """A member of a room, with their account."""
-
-    user: AdminUserRead
-    role: MemberRole
-
-
-class AdminRoomDetail(overview.RoomSummary):
-    """A room and its members."""
-
-    members: list[AdminMemberRead]
 
 
 @router.get("/rooms", response_model=AdminRoomPage, responses=responses(*ADMIN_ERRORS))
@@ -81,8 +61,8 @@ async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -
     )
 
 
-@router.get("/dashboard", response_model=overview.Dashboard, responses=responses(*ADMIN_ERRORS))
-async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> overview.Dashboard:
+@router.get("/dashboard", response_model=Dashboard, responses=responses(*ADMIN_ERRORS))
+async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> Dashboard:
     """Users, rooms, today's messages, storage, the audit chain and the last purge."""
     return await overview.dashboard(
         session, now=context.clock.now(), online_here=context.hub.online_users()

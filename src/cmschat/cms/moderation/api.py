@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
 from cmschat.api.errors import ADMIN_ERRORS, responses
@@ -13,17 +13,11 @@ from cmschat.audit import service as audit
 from cmschat.chat import messages
 from cmschat.chat.schemas import MessageRead
 from cmschat.cms.moderation import service
+from cmschat.cms.moderation.schemas import ModerationPage
 from cmschat.realtime.publish import publish_after_commit
 
 router = APIRouter(prefix="/admin/messages", tags=["moderation"])
 Id = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
-
-
-class ModerationPage(BaseModel):
-    """Messages from every room, newest first."""
-
-    items: list[MessageRead]
-    next_cursor: int | None
 
 
 @router.get("", response_model=ModerationPage, responses=responses(*ADMIN_ERRORS))
