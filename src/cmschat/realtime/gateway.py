@@ -62,7 +62,7 @@ def _origin_allowed(websocket: WebSocket, context: AppContext) -> bool:
 
 @router.websocket("/api/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    """``GET /api/v1/ws``: the real-time protocol (see contract.md)."""
+    """``GET /api/v1/ws``: the real-time protocol (see docs/realtime.md)."""
     context: AppContext = websocket.app.state.context
     if context.draining or not _origin_allowed(websocket, context):
         await websocket.close(code=CLOSE_POLICY)
