@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmschat import errors
+from cmschat.api.schemas import ErrorBody
 
 STATUS = {
     errors.Invalid: 422,
@@ -31,21 +31,6 @@ HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong, for programs (``code``) and people (``message``)."""
-
-    code: str
-    message: str
-    field: str | None = None
-    request_id: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """Every error response."""
-
-    error: ErrorDetail
 
 
 def error_response(
