@@ -1,6 +1,6 @@
 """Request dependencies: the unit of work, the caller, and their account role.
 
-Account roles (admin, agent, user) are checked here: routes declare ``CurrentUser``,
+Account roles (admin, agent, member) are checked here: routes declare ``CurrentUser``,
 ``StaffUser`` or ``AdminUser`` and never compare roles themselves. Room roles (owner,
 moderator, member) are checked by the services through ``cmschat.chat.permissions``.
 
