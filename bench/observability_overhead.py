@@ -7,7 +7,9 @@ way. Variants, measured in interleaved rounds so that a busy machine hurts them 
 * ``bare``: no metrics middleware, no SQL timing hooks, access log off (level WARNING);
 * ``observed``: what ships: metrics (HTTP, SQL events), JSON access log to /dev/null,
   tracing off;
-* ``traced``: the same plus OpenTelemetry on (spans batched to an exporter that drops them).
+* ``traced``: the same plus OpenTelemetry on (spans batched to an exporter that drops them),
+  SQL statements spanned from ``CMSCHAT_METRICS__TRACE_SQL_MS`` (1 ms) up, quicker ones counted;
+* ``traced_every_sql``: tracing with a span for every SQL statement (``TRACE_SQL_MS=0``).
 
 Actions: ``healthz`` (almost no work of its own: the difference is the absolute cost of
 the instrumentation per request), the newest history page (50 messages) and a send.
@@ -54,7 +56,7 @@ from cmschat.settings import (
     Settings,
 )
 
-VARIANTS = ("bare", "observed", "traced")
+VARIANTS = ("bare", "observed", "traced", "traced_every_sql")
 ACTIONS = ("healthz", "history", "send")
 """``healthz`` does almost nothing: its difference is the absolute cost per request."""
 PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
@@ -123,7 +125,11 @@ async def measure(variant: str, settings: Settings, requests: int) -> dict[str, 
         logging.getLogger().setLevel(logging.WARNING)
     else:
         logging.getLogger().setLevel(logging.INFO)
-    if variant == "traced":
+    if variant == "traced_every_sql":
+        settings = settings.model_copy(
+            update={"metrics": settings.metrics.model_copy(update={"trace_sql_ms": 0})}
+        )
+    if variant.startswith("traced"):
         tracing.otlp_processor = lambda: BatchSpanProcessor(DropExporter())
         import os
 
@@ -196,7 +202,8 @@ async def main(argv: list[str]) -> dict[str, Any]:
         }
         await measure("observed", settings, 30)  # warm-up: imports, caches
         for round_number in range(args.rounds):
-            order = VARIANTS[round_number % 3 :] + VARIANTS[: round_number % 3]
+            shift = round_number % len(VARIANTS)
+            order = VARIANTS[shift:] + VARIANTS[:shift]
             for variant in order:
                 for action, value in (await measure(variant, settings, args.requests)).items():
                     samples[variant][action].append(value)

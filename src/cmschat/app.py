@@ -194,7 +194,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(create_engine(settings.database_url), clock)
-        instrument_engine(db.engine, slow_ms=settings.metrics.slow_query_ms)
+        instrument_engine(
+            db.engine,
+            slow_ms=settings.metrics.slow_query_ms,
+            span_ms=settings.metrics.trace_sql_ms,
+        )
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))
         redis = redis_client(settings.redis_url) if settings.redis_url else None

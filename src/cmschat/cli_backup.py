@@ -78,9 +78,16 @@ def backup_run(
         engine = service.engine_for(settings)
         if isinstance(engine, PhysicalEngine):
             engine.check_host()  # before connecting: a remote host gets the real reason
-    manifest, recipients = _with_db(
-        lambda kit, db: service.run_backup(kit=kit, db=db, kind=kind), writes_backup=True
-    )
+
+    async def backup(kit: service.Toolkit, db: Database) -> service.Made:
+        made = await service.make_backup(kit=kit, db=db, kind=kind)
+        await service.announce(db=db, made=made, session=None)
+        return made
+
+    made = _with_db(backup, writes_backup=True)
+    manifest, recipients = made.manifest, made.recipients
+    if made.changes.get("note"):
+        typer.echo(f"cmschat: {made.changes['note']}")  # an incremental became a full backup
     if recipients.generated is not None:
         typer.echo(
             f"cmschat: WARNING: generated the backup key {recipients.generated}. COPY IT "
@@ -104,6 +111,8 @@ def backup_list(
     if as_json:
         typer.echo(json.dumps([item.as_json() for item in backups], indent=2))
         return
+    if not backups:
+        typer.echo(f"cmschat: no backups in {kit.target.where}")
     for item in backups:
         row = item.as_json()
         typer.echo(

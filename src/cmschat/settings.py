@@ -148,6 +148,9 @@ class MetricsSettings(BaseModel):
     """Bearer token Prometheus must send; without one, sensitive series are left out."""
     slow_query_ms: int = Field(default=500, ge=1)
     """Statements slower than this are counted and logged with their fingerprint."""
+    trace_sql_ms: float = Field(default=1.0, ge=0)
+    """While tracing: statements at least this long get a span of their own; quicker ones
+    are counted on the request's span (``db.statements``). 0 = a span for every one."""
 
 
 class MonitoringSettings(BaseModel):
@@ -336,6 +339,15 @@ class Settings(BaseSettings):
                     "characters; generate one with: python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'"
                 )
+        # A message of the longest allowed length must fit in a request body: a character
+        # can take 6 bytes in JSON (a \uXXXX escape), plus the JSON around it.
+        needed = self.chat.max_message_length * 6 + 1024
+        if self.max_body_bytes < needed:
+            raise ValueError(
+                f"CMSCHAT_MAX_BODY_BYTES={self.max_body_bytes} is too small for messages of "
+                f"CMSCHAT_CHAT__MAX_MESSAGE_LENGTH={self.chat.max_message_length} characters: "
+                f"set it to at least {needed}"
+            )
         token = self.metrics.token
         if token is not None and not self.is_development:
             raw = token.get_secret_value()

@@ -1,15 +1,22 @@
-"""A MariaDB server of the suite's own, with binary logging on (the machine's has it off)."""
+"""A MariaDB server of the suite's own, with binary logging on (the machine's has it off).
+
+A test module imports both fixtures: its ``database_url`` then replaces the suite's two.
+"""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from cmschat.db.migrate import run_migrations
+from cmschat.db.session import create_engine
 from tests.processes import free_port
 from tests.support import service_missing
 
@@ -72,3 +79,26 @@ def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.fixture
+async def database_url(binlog_server: str) -> AsyncIterator[str]:
+    """A migrated database on the binary-logging server (replaces the suite's two)."""
+    name = f"cmschat_pitr_{secrets.token_hex(4)}"
+    admin = create_engine(binlog_server + "/")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(
+                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            )
+        url = f"{binlog_server}/{name}"
+        engine = create_engine(url)
+        try:
+            await run_migrations(engine)
+        finally:
+            await engine.dispose()
+        yield url
+        async with admin.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        await admin.dispose()

@@ -100,3 +100,13 @@ def test_restore_until_takes_an_iso_time(tmp_path: Path) -> None:
         "--until",
     )
     assert "2026-03-01T14:30:00+09:00" in line
+
+
+def test_backup_list_on_an_empty_target_says_so(tmp_path: Path) -> None:
+    listed = cmschat(tmp_path, "backup", "list", env=clean_env(**FAST))
+    assert listed.returncode == 0, listed.stderr
+    target = (tmp_path / "var" / "backups").resolve()
+    assert listed.stdout == f"cmschat: no backups in {target}\n"
+    # Scripts get an empty list, as before.
+    as_json = cmschat(tmp_path, "backup", "list", "--json", env=clean_env(**FAST))
+    assert json.loads(as_json.stdout) == []

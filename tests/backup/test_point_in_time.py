@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,36 +14,12 @@ from cmschat.backup.drill import run_drill
 from cmschat.backup.restore import restore_backup
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from cmschat.db.migrate import run_migrations
 from cmschat.db.session import create_engine
 from cmschat.errors import Invalid
-from tests.backup.binlog_server import binlog_server  # noqa: F401 - fixture
+from tests.backup.binlog_server import binlog_server, database_url  # noqa: F401 - fixtures
 from tests.backup.conftest import Chat, snapshot_files, snapshot_rows
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def database_url(binlog_server: str) -> AsyncIterator[str]:  # noqa: F811
-    """A migrated database on the binary-logging server (replaces the suite's two)."""
-    name = f"cmschat_pitr_{secrets.token_hex(4)}"
-    admin = create_engine(binlog_server + "/")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(
-                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-        url = f"{binlog_server}/{name}"
-        engine = create_engine(url)
-        try:
-            await run_migrations(engine)
-        finally:
-            await engine.dispose()
-        yield url
-        async with admin.connect() as connection:
-            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
 
 
 async def _next_second(after: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmschat.db.session import create_engine
 from cmschat.observability.db_metrics import fingerprint, instrument_engine, operation_of
@@ -54,6 +56,34 @@ async def test_a_slow_query_is_counted_and_logged_without_its_parameters(
     assert len(getattr(record, "db.fingerprint")) == 16
     assert "WITH RECURSIVE" in getattr(record, "db.statement")
     assert "secret-parameter-value" not in str(record.__dict__)
+
+
+async def test_a_checkout_that_waits_for_a_dry_pool_is_counted_and_timed(tmp_path: Path) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}", pool_size=1, max_overflow=0
+    )
+    instrument_engine(engine, slow_ms=1000)
+    waits_before = value("cmschat_db_pool_wait_seconds_count")
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT 1"))
+            assert value("cmschat_db_pool_checkouts_waiting") == 0
+            second = asyncio.create_task(engine.connect().__aenter__())
+            # The second checkout is counted while it waits for the only connection (it
+            # gets there within a few turns of the event loop).
+            for _turn in range(10_000):
+                if value("cmschat_db_pool_checkouts_waiting") == 1:
+                    break
+                await asyncio.sleep(0)
+            assert value("cmschat_db_pool_checkouts_waiting") == 1
+            assert not second.done()
+        async with asyncio.timeout(10):
+            waiter = await second
+        await waiter.close()
+    finally:
+        await engine.dispose()
+    assert value("cmschat_db_pool_checkouts_waiting") == 0
+    assert value("cmschat_db_pool_wait_seconds_count") >= waits_before + 2
 
 
 WORKER = """

@@ -47,10 +47,17 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 
 
 @pytest.fixture
+def sql_span_ms() -> float:
+    """Every statement its own span, unless a test says otherwise."""
+    return 0
+
+
+@pytest.fixture
 async def traced_client(
-    settings: Settings, clock: FakeClock, exporter: InMemorySpanExporter
+    settings: Settings, clock: FakeClock, exporter: InMemorySpanExporter, sql_span_ms: float
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with tracing on."""
+    settings.metrics.trace_sql_ms = sql_span_ms
     application = create_app(settings, clock=clock)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application, client=("198.51.100.9", 4000))
@@ -103,3 +110,26 @@ async def test_an_error_response_quotes_the_trace_id(
     [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert server.context is not None
     assert response.headers["x-request-id"] == format_trace_id(server.context.trace_id)
+
+
+@pytest.mark.parametrize("sql_span_ms", [60_000.0])
+async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
+    traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser
+) -> None:
+    headers = await alice.login(traced_client)
+    room = await traced_client.post(
+        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
+    )
+    exporter.clear()
+    sent = await traced_client.post(
+        f"/api/v1/rooms/{room.json()['id']}/messages", json={"content": "hi"}, headers=headers
+    )
+    assert sent.status_code == 201, sent.text
+    spans = exporter.get_finished_spans()
+    [server] = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert [s.name for s in spans if s.kind is SpanKind.CLIENT] == []
+    assert server.attributes is not None
+    # A send runs several inserts, selects and updates; the trace still says how many.
+    assert int(server.attributes[tracing.SQL_COUNT]) >= 5
+    assert float(server.attributes[tracing.SQL_MILLISECONDS]) > 0
+    assert "broker.publish" in [s.name for s in spans]

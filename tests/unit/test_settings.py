@@ -105,3 +105,12 @@ def test_shared_databases_need_a_configured_key(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CMSCHAT_DATABASE_URL", "mysql+asyncmy://u:p@db/cmschat")
     with pytest.raises(ConfigError, match="CMSCHAT_SECRET_KEY"):
         load_settings().resolved_secret_key()
+
+
+def test_the_longest_message_must_fit_in_a_request_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMSCHAT_CHAT__MAX_MESSAGE_LENGTH", "20000")
+    with pytest.raises(ConfigError, match="set it to at least 121024") as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("CMSCHAT_MAX_BODY_BYTES", "121024")
+    assert load_settings().chat.max_message_length == 20000

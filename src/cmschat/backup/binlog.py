@@ -30,6 +30,8 @@ ENABLE_BINLOG = (
 )
 _GTID = re.compile(rb"^#(\d{6} +\d{1,2}:\d\d:\d\d) server id \d+ +end_log_pos \d+ .*\tGTID ")
 _TRAILER = b"\nDELIMITER ;\nROLLBACK /* cut by cmschat restore --until */;\n"
+# A restore's swap: tables moved in from its scratch database (MariadbEngine.scratch).
+_SWAP = re.compile(rb"^RENAME TABLE `[A-Za-z0-9_]*_drill_[0-9a-f]{8}`\.", re.MULTILINE)
 
 
 def status(engine: MariadbEngine) -> dict[str, Any]:
@@ -86,7 +88,7 @@ def extract(
 class Cut:
     """Passes SQL text through, stopping before the first transaction after ``until``."""
 
-    def __init__(self, target: IO[bytes] | RewriteDb, until: datetime | None) -> None:
+    def __init__(self, target: IO[bytes] | RewriteDb | _SwapFinder, until: datetime | None) -> None:
         self.target = target
         self.until = until
         self.tail = b""
@@ -121,6 +123,38 @@ class Cut:
     def close(self) -> None:
         if not self.cut and self.tail:
             self.target.write(self.tail)
+
+
+class _SwapFinder:
+    """Keeps nothing; notes a restore's swap in the (whole-line) text written to it."""
+
+    found = False
+
+    def write(self, data: Any) -> int:
+        if _SWAP.search(bytes(data)):
+            self.found = True
+        return len(data)
+
+
+def holds_restore(
+    source: Path,
+    identity: pyrage.x25519.Identity,
+    expected: Sealed,
+    *,
+    until: datetime | None,
+) -> bool:
+    """Check the artifact's checksums; True if it holds a restore (up to ``until``).
+
+    A restore logs DROP TABLE of every table and RENAME TABLE from its scratch database,
+    gone since: replayed, the tables are dropped and the rename fails. Only a cmschat
+    that did not start a new chain after a restore made such an incremental.
+    """
+    finder = _SwapFinder()
+    cut = Cut(finder, until)
+    with source.open("rb") as reader:
+        open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
+    cut.close()
+    return finder.found
 
 
 def replay(

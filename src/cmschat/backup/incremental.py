@@ -8,17 +8,18 @@ replays the incrementals in order, stopping before the first transaction after T
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 import cmschat
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
+from cmschat.audit.models import AuditEvent
 from cmschat.backup import binlog
-from cmschat.backup.crypto import open_sealed
 from cmschat.backup.engines import Facts, collect_facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import archive_files, unpack_files
@@ -32,6 +33,7 @@ from cmschat.backup.service import (
     fetch,
     list_backups,
     load_manifest,
+    make_full,
     staging,
 )
 from cmschat.db.session import Database
@@ -70,8 +72,43 @@ async def snapshot_facts(db: Database) -> tuple[dict[str, Any], Facts]:
     return position, facts
 
 
+async def chain_broken(*, db: Database, base: Manifest) -> str | None:
+    """Why the binary log after ``base`` cannot be replayed onto ``base``, or None.
+
+    A restore loads the backup into a scratch database and moves its tables over the
+    live ones: the log after ``base`` then holds a DROP TABLE of every table and a
+    RENAME TABLE from a database that no longer exists, so a chain replaying it fails
+    halfway and leaves no tables. The restored audit chain is older than the restore,
+    so the restore is found by the time of its ``backup.restore`` event, not its id;
+    a restore made without cmschat shows as ``base``'s audit head missing from the chain.
+    """
+    async with db.engine.connect() as connection:
+        restored = await connection.scalar(
+            select(func.max(AuditEvent.occurred_at)).where(
+                AuditEvent.action == "backup.restore", AuditEvent.occurred_at > base.created_at
+            )
+        )
+        head = None
+        if base.audit_head is not None:
+            head = await connection.scalar(
+                select(AuditEvent.hash).where(AuditEvent.id == base.audit_head[0])
+            )
+    if restored is not None:
+        return f"a restore since {base.id} (at {restored.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)"
+    if base.audit_head is not None and head != base.audit_head[1]:
+        return (
+            f"the audit chain no longer holds the head of {base.id} (event "
+            f"{base.audit_head[0]}): the database was replaced or restored since"
+        )
+    return None
+
+
 async def make_incremental(*, kit: Toolkit, db: Database) -> Made:
-    """The binary log since the newest backup, and the files uploaded since."""
+    """The binary log since the newest backup, and the files uploaded since.
+
+    After a restore (``chain_broken``) that log cannot be replayed: a full backup is
+    made instead, starting a new chain, with a ``note`` saying why.
+    """
     engine = kit.engine
     assert isinstance(engine, MariadbEngine)  # noqa: S101 - SQLite is refused before
     await in_thread(binlog.status, engine)  # says what to set when logging is off
@@ -81,6 +118,12 @@ async def make_incremental(*, kit: Toolkit, db: Database) -> Made:
     )
     if base is None or base.binlog is None:
         raise Invalid("no backup to build on: make a full backup with binary logging on first")
+    broken = await chain_broken(db=db, base=base)
+    if broken is not None:
+        made = await make_full(kit=kit, db=db)
+        note = f"{broken}: full backup made to start a new chain"
+        changes = {**made.changes, "requested": "incremental", "note": note}
+        return Made(made.manifest, made.recipients, changes)
     recipients = await in_thread(resolve_recipients, kit.settings)
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, "incremental")
@@ -157,13 +200,7 @@ async def replay_chain(
     identity = await in_thread(restore_identity, kit.settings)
     files = 0
     with staging(kit.settings) as scratch:
-        for manifest in chain:
-            folder = scratch / manifest.id
-            folder.mkdir()
-            await fetch(kit=kit, manifest=manifest, into=folder)
-            log_artifact = manifest.artifact(binlog.ARTIFACT)
-            assert log_artifact is not None  # noqa: S101 - written by make_incremental
-            await in_thread(_check, folder / binlog.ARTIFACT, identity, log_artifact)
+        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
         for manifest in chain:
             folder = scratch / manifest.id
             archive = manifest.artifact(FILES_ARTIFACT)
@@ -192,10 +229,37 @@ async def replay_chain(
     return files
 
 
-def _check(path: object, identity: object, artifact: Artifact) -> None:
-    class Discard:
-        def write(self, data: bytes) -> int:
-            return len(data)
+async def fetch_checked(
+    *, kit: Toolkit, chain: list[Manifest], until: datetime | None, into: Path
+) -> None:
+    """Download each incremental into ``into/ID/`` and check its log, replaying nothing.
 
-    with open(str(path), "rb") as reader:
-        open_sealed(reader, Discard(), identity, name=binlog.ARTIFACT, expected=artifact.sealed())
+    Invalid if a log holds a restore (up to ``until``): replayed, it would drop every
+    table and stop (``binlog.holds_restore``).
+    """
+    identity = await in_thread(restore_identity, kit.settings)
+    for manifest in chain:
+        folder = into / manifest.id
+        folder.mkdir()
+        await fetch(kit=kit, manifest=manifest, into=folder)
+        log_artifact = manifest.artifact(binlog.ARTIFACT)
+        assert log_artifact is not None  # noqa: S101 - written by make_incremental
+        check = partial(
+            binlog.holds_restore,
+            folder / binlog.ARTIFACT,
+            identity,
+            log_artifact.sealed(),
+            until=until,
+        )
+        if await in_thread(check):
+            raise Invalid(
+                f"incremental backup {manifest.id} holds a restore of the live database, "
+                "which its log cannot replay: restore with --until a time before that "
+                "restore, or restore a backup made after it"
+            )
+
+
+async def check_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime | None) -> None:
+    """Check a chain's incrementals before a restore touches the live database."""
+    with staging(kit.settings) as scratch:
+        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)

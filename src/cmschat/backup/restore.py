@@ -128,7 +128,7 @@ async def restore_backup(
     An incremental ``backup_id`` restores its chain: the full backup, then each
     incremental up to it, replayed up to ``until`` if given (a point in time).
     """
-    from cmschat.backup.incremental import chain_of, check_target, replay_chain
+    from cmschat.backup.incremental import chain_of, check_chain, check_target, replay_chain
 
     manifest = await load_manifest(kit=kit, backup_id=backup_id)
     if until is not None and kit.engine.kind == "sqlite":
@@ -140,6 +140,10 @@ async def restore_backup(
         )
     check_target(chain[1:], kit.engine)
     started = time.monotonic()
+    if len(chain) > 1:
+        # Every log checked before the live database is touched (replay_chain checks
+        # again, after the full backup is in: an operator's restore pays twice).
+        await check_chain(kit=kit, chain=chain[1:], until=until)
     if chain[0].artifact(PHYSICAL_ARTIFACT) is not None:
         from cmschat.backup.physical_backup import prepare_restore
 

@@ -125,7 +125,8 @@ class Made:
     manifest: Manifest
     recipients: Recipients
     changes: dict[str, object]
-    """What its ``backup.run`` audit event records."""
+    """What its ``backup.run`` audit event records. A ``note`` there (an incremental
+    that became a full backup, and why) is logged as a warning too."""
 
 
 async def run_backup(
@@ -142,8 +143,13 @@ async def run_backup(
 
 
 async def announce(*, db: Database, made: Made, session: AsyncSession | None) -> None:
-    """Count a complete backup in the metrics and audit it."""
+    """Count a complete backup in the metrics and audit it; log its note, if any."""
     metrics.backup_done(made.manifest)
+    note = made.changes.get("note")
+    if note:
+        log.warning(
+            "%s", note, extra={"event.action": "backup.new_chain", "backup.id": made.manifest.id}
+        )
     await record(
         db, action="backup.run", target_id=made.manifest.id, changes=made.changes, session=session
     )
@@ -162,6 +168,12 @@ async def make_backup(*, kit: Toolkit, db: Database, kind: str) -> Made:
         return await make_incremental(kit=kit, db=db)
     if kind != "full":
         raise Invalid(f"kind must be full or incremental, not {kind!r}")
+    return await make_full(kit=kit, db=db)
+
+
+async def make_full(*, kit: Toolkit, db: Database) -> Made:
+    """Write one encrypted full backup (a dump, a SQLite copy or a physical copy)."""
+    kind = "full"
     recipients = await in_thread(resolve_recipients, kit.settings)
     started, clock_start = kit.clock.now(), time.monotonic()
     backup_id = new_id(started, kind)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import Pool
 
 from cmschat.observability import instruments as m
 from cmschat.observability import tracing
@@ -51,40 +52,78 @@ def fingerprint(statement: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
-    """Time the engine's statements and count its pooled connections in use."""
+def _count_waiting(pool: Pool) -> None:
+    """Count checkouts in progress and time them: waits show when the pool runs dry.
+
+    SQLAlchemy has an event after a checkout but none before it may wait, so the pool's
+    own getter is wrapped, on this pool only.
+    """
+    get_connection = pool._do_get
+
+    def counted() -> Any:
+        m.DB_POOL_WAITING.inc()
+        began = time.perf_counter()
+        try:
+            return get_connection()
+        finally:
+            m.DB_POOL_WAITING.dec()
+            m.DB_POOL_WAIT.observe(time.perf_counter() - began)
+
+    pool._do_get = counted  # type: ignore[method-assign]
+
+
+def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) -> None:
+    """Time the engine's statements, count its pooled connections in use and waited for.
+
+    While tracing, a statement that took at least ``span_ms`` becomes a span of its own
+    (made when it ends, with its real start time); quicker ones are only counted on the
+    enclosing span (``db.statements``, ``db.statements_ms``). A span costs the Python SDK
+    tens of microseconds, and a send runs a dozen sub-millisecond statements: one span
+    each was most of tracing's overhead (docs/performance.md) and tells a reader less
+    than the count does. ``span_ms=0`` gives every statement its span.
+    """
     sync_engine = engine.sync_engine
     slow_seconds = slow_ms / 1000
+    span_seconds = span_ms / 1000
 
     system = sync_engine.dialect.name
 
-    def before(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        operation = operation_of(stmt)
-        # No span for BEGIN: two per request that say nothing a trace reader needs (its
-        # time still goes to the histogram); spans cost tracing most of its overhead.
-        span = (
-            tracing.start_sql_span(operation, fingerprint(stmt), system)
-            if tracing.enabled() and operation != "BEGIN"
-            else None
-        )
-        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), span, operation))
+    def before(conn: Any, _cursor: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), time.time_ns()))
 
     def after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
         started = conn.info.get(_STARTED)
         if not started:
             return
-        began, span, operation = started.pop()
-        tracing.end_span(span)
+        began, began_ns = started.pop()
         elapsed = time.perf_counter() - began
+        operation = operation_of(stmt)
         m.DB_QUERY.labels(operation=operation).observe(elapsed)
+        if tracing.enabled():
+            # No span for BEGIN: two per request that say nothing a trace reader needs.
+            if elapsed >= span_seconds and operation != "BEGIN":
+                tracing.sql_span(operation, fingerprint(stmt), system, began_ns, elapsed)
+            else:
+                tracing.count_sql(elapsed)
         if elapsed >= slow_seconds:
             m.DB_SLOW.labels(operation=operation).inc()
             _log_slow(stmt, operation, elapsed)
 
     def failed(context: Any) -> None:
         started = context.connection.info.get(_STARTED) if context.connection else None
-        if started:
-            tracing.end_span(started.pop()[1], error=context.original_exception)
+        if not started:
+            return
+        began, began_ns = started.pop()
+        statement = context.statement or ""
+        if tracing.enabled():
+            tracing.sql_span(
+                operation_of(statement),
+                fingerprint(statement),
+                system,
+                began_ns,
+                time.perf_counter() - began,
+                error=context.original_exception,
+            )
 
     def checkout(*_args: Any) -> None:
         m.DB_POOL_IN_USE.inc()
@@ -92,6 +131,7 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int) -> None:
     def checkin(*_args: Any) -> None:
         m.DB_POOL_IN_USE.dec()
 
+    _count_waiting(sync_engine.pool)
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
     event.listen(sync_engine, "handle_error", failed)

@@ -90,6 +90,16 @@ DB_POOL_IN_USE = Gauge(
     "Database connections checked out of the pool",
     multiprocess_mode="livesum",
 )
+DB_POOL_WAITING = Gauge(
+    "cmschat_db_pool_checkouts_waiting",
+    "Requests getting a connection from the pool right now (above zero: the pool is dry)",
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAIT = Histogram(
+    "cmschat_db_pool_wait_seconds",
+    "Time to get a connection from the pool",
+    buckets=QUERY_BUCKETS,
+)
 LOGIN_FAILURES = Counter("cmschat_login_failures_total", "Logins refused for wrong credentials")
 LOGIN_THROTTLED = Counter("cmschat_login_throttled_total", "Logins refused by throttling (429)")
 UPLOADS = Counter(

@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from fastapi import FastAPI
@@ -143,24 +143,43 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def start_sql_span(operation: str, statement: str, system: str) -> Span | None:
-    """A client span for one SQL statement (its fingerprint, never its parameters)."""
+def sql_span(
+    operation: str,
+    statement: str,
+    system: str,
+    began_ns: int,
+    seconds: float,
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """A finished client span for one SQL statement (its fingerprint, never its parameters)."""
     if _tracer is None:
-        return None
-    return _tracer.start_span(
+        return
+    span = _tracer.start_span(
         f"{operation} {system}",
         kind=SpanKind.CLIENT,
         attributes={"db.system": system, "db.operation": operation, "db.statement": statement},
+        start_time=began_ns,
     )
-
-
-def end_span(span: Span | None, *, error: BaseException | None = None) -> None:
-    """End a span started by hand, marking it failed if need be."""
-    if span is None:
-        return
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-    span.end()
+    span.end(end_time=began_ns + int(seconds * 1e9))
+
+
+SQL_COUNT = "db.statements"
+SQL_MILLISECONDS = "db.statements_ms"
+
+
+def count_sql(seconds: float) -> None:
+    """Count a statement too quick for a span of its own on the span it ran in."""
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return
+    # Only the SDK's spans (what is recording here) can be read back.
+    known = getattr(current, "attributes", None) or {}
+    current.set_attribute(SQL_COUNT, int(known.get(SQL_COUNT, 0)) + 1)
+    milliseconds = float(known.get(SQL_MILLISECONDS, 0.0)) + seconds * 1000
+    current.set_attribute(SQL_MILLISECONDS, round(milliseconds, 3))
 
 
 async def traced(name: str, work: Coroutine[Any, Any, T]) -> T:
