@@ -8,10 +8,8 @@ import typer
 
 from cmschat.attachments.service import Eraser
 from cmschat.audit import chain
-from cmschat.cli_support import fail, operator_errors, require_database, run
-from cmschat.clock import SystemClock
+from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.db.actors import SYSTEM_CLI
-from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
 from cmschat.jobs.scheduler import JobBusy, RetentionJob
 from cmschat.retention.purge import Report, run_purge
@@ -22,16 +20,11 @@ retention_app = typer.Typer(help="Purge what is past its retention.", no_args_is
 
 
 async def _verify_audit(settings: Settings, kept_head: tuple[int, str] | None) -> chain.Verdict:
-    engine = create_engine(settings.database_url)
-    try:
-        db = Database(engine, SystemClock())
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            verdict = await chain.verify(session)
-            if verdict.ok and kept_head is not None:
-                return await chain.check_kept_head(session, kept_head, verdict)
-            return verdict
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as db, db.unit_of_work(SYSTEM_CLI) as session:
+        verdict = await chain.verify(session)
+        if verdict.ok and kept_head is not None:
+            return await chain.check_kept_head(session, kept_head, verdict)
+        return verdict
 
 
 @audit_app.command("verify")
@@ -58,9 +51,7 @@ def audit_verify(
 async def _retention(settings: Settings, *, dry_run: bool) -> Report:
     from cmschat.app import storage_for
 
-    engine = create_engine(settings.database_url)
-    try:
-        db = Database(engine, SystemClock())
+    async with open_database(settings) as db:
         eraser = Eraser(db, storage_for(settings))
         if dry_run:
             return await run_purge(
@@ -71,8 +62,6 @@ async def _retention(settings: Settings, *, dry_run: bool) -> Report:
             return await job.run_now()
         except JobBusy as exc:
             raise CmschatError(str(exc)) from None
-    finally:
-        await engine.dispose()
 
 
 @retention_app.command("run")
