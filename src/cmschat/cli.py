@@ -14,15 +14,11 @@ import typer
 import uvicorn
 
 from cmschat.accounts import service as accounts
-from cmschat.audit.service import audited
 from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
-from cmschat.cli_support import operator_errors, run
+from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
-from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.db.migrate import run_migrations
-from cmschat.db.session import Database, create_engine
 from cmschat.realtime.transport import AbortingWSProtocol
 from cmschat.settings import Settings, load_settings
 
@@ -88,24 +84,18 @@ class DrainingServer(uvicorn.Server):
 
 
 async def _migrate(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        await run_migrations(engine)
-    finally:
-        await engine.dispose()
+    async with open_database(settings, migrate=True):
+        pass
 
 
 async def _prepare_first_run(settings: Settings) -> str | None:
-    engine = create_engine(settings.database_url)
-    try:
-        await run_migrations(engine)
-        db = audited(Database(engine, SystemClock()))
-        async with db.unit_of_work(SYSTEM_SETUP) as session:
-            return await accounts.ensure_first_admin(
-                session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock
-            )
-    finally:
-        await engine.dispose()
+    async with (
+        open_database(settings, migrate=True) as db,
+        db.unit_of_work(SYSTEM_SETUP) as session,
+    ):
+        return await accounts.ensure_first_admin(
+            session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock
+        )
 
 
 @app.command()

@@ -12,15 +12,14 @@ from typing import Annotated, TypeVar
 import typer
 
 from cmschat.attachments.storage.base import in_thread
-from cmschat.audit.service import audited
 from cmschat.backup import service
 from cmschat.backup.drill import DrillReport, run_drill
 from cmschat.backup.keys import require_recipients
 from cmschat.backup.physical import PhysicalEngine
 from cmschat.backup.restore import Restored, restore_backup, verify_backup
-from cmschat.cli_support import fail, operator_errors, require_database, run
+from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.clock import SystemClock
-from cmschat.db.session import Database, create_engine
+from cmschat.db.session import Database
 from cmschat.errors import CmschatError
 from cmschat.settings import Settings, load_settings
 
@@ -47,11 +46,8 @@ async def _live(settings: Settings) -> AsyncIterator[Database]:
     """The configured database, which must exist (backups never create an empty one)."""
     if not await in_thread(service.engine_for(settings).exists):
         raise CmschatError("there is no cmschat database to back up (run cmschat migrate?)")
-    engine = create_engine(settings.database_url)
-    try:
-        yield audited(Database(engine, SystemClock()))
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as db:
+        yield db
 
 
 def _with_db(

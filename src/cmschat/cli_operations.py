@@ -8,11 +8,8 @@ import typer
 
 from cmschat.attachments.erasure import Eraser
 from cmschat.audit import chain
-from cmschat.audit.service import audited
-from cmschat.cli_support import fail, operator_errors, require_database, run
-from cmschat.clock import SystemClock
+from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.db.actors import SYSTEM_CLI
-from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
 from cmschat.jobs.scheduler import JobBusy
 from cmschat.retention.job import RetentionJob
@@ -24,16 +21,11 @@ retention_app = typer.Typer(help="Purge what is past its retention.", no_args_is
 
 
 async def _verify_audit(settings: Settings, kept_head: tuple[int, str] | None) -> chain.Verdict:
-    engine = create_engine(settings.database_url)
-    try:
-        db = audited(Database(engine, SystemClock()))
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            verdict = await chain.verify(session)
-            if verdict.ok and kept_head is not None:
-                return await chain.check_kept_head(session, kept_head, verdict)
-            return verdict
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as db, db.unit_of_work(SYSTEM_CLI) as session:
+        verdict = await chain.verify(session)
+        if verdict.ok and kept_head is not None:
+            return await chain.check_kept_head(session, kept_head, verdict)
+        return verdict
 
 
 @audit_app.command("verify")
@@ -60,9 +52,7 @@ def audit_verify(
 async def _retention(settings: Settings, *, dry_run: bool) -> Report:
     from cmschat.app import storage_for
 
-    engine = create_engine(settings.database_url)
-    try:
-        db = audited(Database(engine, SystemClock()))
+    async with open_database(settings) as db:
         eraser = Eraser(db, storage_for(settings))
         if dry_run:
             return await run_purge(
@@ -73,8 +63,6 @@ async def _retention(settings: Settings, *, dry_run: bool) -> Report:
             return await job.run_now()
         except JobBusy as exc:
             raise CmschatError(str(exc)) from None
-    finally:
-        await engine.dispose()
 
 
 @retention_app.command("run")

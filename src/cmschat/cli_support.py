@@ -1,10 +1,11 @@
-"""What every ``cmschat`` command shares: one-line errors and running async steps."""
+"""What every ``cmschat`` command shares: one-line errors, async steps, opening the database."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,9 +13,12 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from cmschat.db.migrate import is_migrated
-from cmschat.db.session import create_engine
+from cmschat.audit.service import audited
+from cmschat.clock import SystemClock
+from cmschat.db.migrate import is_migrated, run_migrations
+from cmschat.db.session import Database, create_engine
 from cmschat.errors import CmschatError
+from cmschat.events import Publisher
 from cmschat.settings import Settings
 
 T = TypeVar("T")
@@ -48,6 +52,26 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
+@asynccontextmanager
+async def open_database(
+    settings: Settings, *, migrate: bool = False, publisher: Publisher | None = None
+) -> AsyncIterator[Database]:
+    """The configured database for one command, its connections closed when the command ends.
+
+    ``migrate``: bring the schema up to date first (``migrate``, ``serve``, ``user create``).
+    ``publisher``: where committed units of work send their events (none: dropped).
+    Units of work are the command's to open, each with its own actor; they keep the audit
+    trail.
+    """
+    engine = create_engine(settings.database_url)
+    try:
+        if migrate:
+            await run_migrations(engine)
+        yield audited(Database(engine, SystemClock(), publisher=publisher))
+    finally:
+        await engine.dispose()
+
+
 # MariaDB's "Unknown database" error number.
 ER_BAD_DB_ERROR = 1049
 MIGRATE_FIRST = "run `cmschat migrate` first, or point CMSCHAT_DATABASE_URL at your database"
@@ -55,9 +79,9 @@ MIGRATE_FIRST = "run `cmschat migrate` first, or point CMSCHAT_DATABASE_URL at y
 
 async def _check_schema(settings: Settings) -> None:
     url = make_url(settings.database_url)
-    engine = create_engine(settings.database_url)
     try:
-        migrated = await is_migrated(engine)
+        async with open_database(settings) as db:
+            migrated = await is_migrated(db.engine)
     except OperationalError as exc:
         if exc.orig is not None and exc.orig.args and exc.orig.args[0] == ER_BAD_DB_ERROR:
             raise CmschatError(
@@ -65,8 +89,6 @@ async def _check_schema(settings: Settings) -> None:
                 f"create it, then {MIGRATE_FIRST}"
             ) from None
         raise
-    finally:
-        await engine.dispose()
     if not migrated:
         raise CmschatError(f"no cmschat tables in the database {url.database!r}: {MIGRATE_FIRST}")
 

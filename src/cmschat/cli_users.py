@@ -15,12 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role, User
 from cmschat.accounts.schemas import UserRead
-from cmschat.audit.service import audited
-from cmschat.cli_support import fail, operator_errors, require_database, run
-from cmschat.clock import SystemClock
+from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.db.actors import SYSTEM_CLI
-from cmschat.db.migrate import run_migrations
-from cmschat.db.session import Database, create_engine
+from cmschat.db.session import Database
 from cmschat.realtime.broker import RedisBroker
 from cmschat.realtime.publish import publisher_for
 from cmschat.settings import Settings, load_settings
@@ -44,16 +41,12 @@ async def _operator_session(
 ) -> AsyncIterator[tuple[AsyncSession, Database]]:
     """One unit of work as ``system:cli``, on an engine disposed of afterwards; its events
     go to ``broker`` once it has committed (none: dropped)."""
-    engine = create_engine(settings.database_url)
-    try:
-        if migrate:
-            await run_migrations(engine)
-        publisher = None if broker is None else publisher_for(lambda: broker)
-        db = audited(Database(engine, SystemClock(), publisher=publisher))
-        async with db.unit_of_work(SYSTEM_CLI) as session:
-            yield session, db
-    finally:
-        await engine.dispose()
+    publisher = None if broker is None else publisher_for(lambda: broker)
+    async with (
+        open_database(settings, migrate=migrate, publisher=publisher) as db,
+        db.unit_of_work(SYSTEM_CLI) as session,
+    ):
+        yield session, db
 
 
 @asynccontextmanager

@@ -18,13 +18,11 @@ from cmschat.accounts.schemas import (
     UserUpdate,
 )
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
 
 router = APIRouter(prefix="/admin/users", tags=["admin"])
-ADMIN_ERRORS = (401, 403, 422)
 # A body that cannot be read as JSON text (not UTF-8) is refused before validation.
-BODY_ERRORS = (400, *ADMIN_ERRORS)
 
 
 @router.get("", response_model=UserPage, responses=responses(*ADMIN_ERRORS))
@@ -45,7 +43,7 @@ async def list_users(
 
 
 @router.post(
-    "", status_code=201, response_model=UserCreated, responses=responses(*BODY_ERRORS, 409)
+    "", status_code=201, response_model=UserCreated, responses=responses(*ADMIN_BODY_ERRORS, 409)
 )
 async def create_user(
     body: UserCreate, admin: AdminUser, session: SessionDep, context: Context
@@ -79,7 +77,7 @@ async def get_user(user_id: ResourceId, admin: AdminUser, session: SessionDep) -
 
 
 @router.patch(
-    "/{user_id}", response_model=AdminUserRead, responses=responses(*BODY_ERRORS, 404, 409)
+    "/{user_id}", response_model=AdminUserRead, responses=responses(*ADMIN_BODY_ERRORS, 404, 409)
 )
 async def update_user(
     user_id: ResourceId, body: UserUpdate, admin: AdminUser, session: SessionDep, context: Context
@@ -98,7 +96,7 @@ async def update_user(
 @router.post(
     "/{user_id}/password",
     response_model=PasswordResetResult,
-    responses=responses(*BODY_ERRORS, 404, 409),
+    responses=responses(*ADMIN_BODY_ERRORS, 404, 409),
 )
 async def reset_password(
     user_id: ResourceId,

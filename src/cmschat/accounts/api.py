@@ -6,10 +6,11 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
 
 from cmschat.accounts import auth, passwords, service, signin
 from cmschat.accounts.schemas import (
+    Directory,
+    DirectoryEntry,
     LoginRequest,
     LoginResponse,
     PasswordChange,
@@ -17,7 +18,7 @@ from cmschat.accounts.schemas import (
     UserRead,
 )
 from cmschat.api.deps import Context, CurrentUser, SessionDep, SignedIn, client_of
-from cmschat.api.errors import responses
+from cmschat.api.errors import CREDENTIALS_ERRORS, SIGNED_IN_QUERY_ERRORS, TOKEN_ERRORS, responses
 from cmschat.errors import CmschatError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ async def password_policy() -> PasswordPolicy:
     )
 
 
-@router.post("/auth/login", response_model=LoginResponse, responses=responses(400, 401, 422, 429))
+@router.post("/auth/login", response_model=LoginResponse, responses=responses(*CREDENTIALS_ERRORS))
 async def login(body: LoginRequest, request: Request, context: Context) -> LoginResponse:
     """Open a session; ``401`` on wrong credentials, ``429`` with ``Retry-After`` when throttled."""
     client = client_of(request)
@@ -74,20 +75,22 @@ async def login(body: LoginRequest, request: Request, context: Context) -> Login
     )
 
 
-@router.post("/auth/logout", status_code=204, response_class=Response, responses=responses(401))
+@router.post(
+    "/auth/logout", status_code=204, response_class=Response, responses=responses(*TOKEN_ERRORS)
+)
 async def logout(signed_in: SignedIn, session: SessionDep, context: Context) -> Response:
     """End this session (the token stops working at once, its sockets close)."""
     await auth.logout(session, current=signed_in, clock=context.clock)
     return Response(status_code=204)
 
 
-@router.get("/me", response_model=UserRead, responses=responses(401))
+@router.get("/me", response_model=UserRead, responses=responses(*TOKEN_ERRORS))
 async def me(signed_in: SignedIn) -> UserRead:
     """The signed-in user's profile."""
     return UserRead.model_validate(signed_in.user)
 
 
-@router.post("/me/password", response_model=UserRead, responses=responses(400, 401, 422, 429))
+@router.post("/me/password", response_model=UserRead, responses=responses(*CREDENTIALS_ERRORS))
 async def change_password(
     body: PasswordChange, signed_in: SignedIn, session: SessionDep, context: Context
 ) -> UserRead:
@@ -105,24 +108,7 @@ async def change_password(
     return UserRead.model_validate(user)
 
 
-class DirectoryEntry(BaseModel):
-    """Who someone is, for finding people to talk to (nothing more)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    username: str
-    display_name: str
-
-
-class Directory(BaseModel):
-    """People matching a search."""
-
-    items: list[DirectoryEntry]
-    next_cursor: str | None = None
-
-
-@router.get("/users", response_model=Directory, responses=responses(401, 403, 422))
+@router.get("/users", response_model=Directory, responses=responses(*SIGNED_IN_QUERY_ERRORS))
 async def directory(
     user: CurrentUser,
     session: SessionDep,

@@ -23,7 +23,7 @@ from cmschat.accounts.sessions import PASSWORD_CHANGED, SIGNED_OUT, refresh_inte
 from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
-from cmschat.db.actors import set_actor, user_actor
+from cmschat.db.actors import user_actor
 from cmschat.errors import Invalid, RateLimited, Unauthorized
 from cmschat.events import queue_events, session_ended
 from cmschat.settings import AuthSettings
@@ -38,11 +38,16 @@ class Client:
 
 
 @dataclass(frozen=True)
-class Session:
-    """A signed-in user and the token the request carried."""
+class SignedIn:
+    """Who the caller is: a signed-in user and the token the request carried."""
 
     user: User
     token: AuthToken
+
+    @property
+    def actor(self) -> str:
+        """The actor label their unit of work stamps rows and audit events with."""
+        return user_actor(self.user.id)
 
 
 class DummyHash:
@@ -66,8 +71,12 @@ class DummyHash:
 
 async def authenticate(
     session: AsyncSession, *, token: str, policy: AuthSettings, token_key: bytes, clock: Clock
-) -> Session:
-    """The session a bearer token belongs to; Unauthorized if it is unknown, ended or expired."""
+) -> SignedIn:
+    """Who a bearer token signs in; Unauthorized if it is unknown, ended or expired.
+
+    It only answers: the caller names them as the actor of its unit of work (``act_as``),
+    before that unit of work flushes the refreshed ``last_used_at``.
+    """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("invalid or expired token", code="invalid_token")
     found = (
@@ -89,14 +98,13 @@ async def authenticate(
         or now >= idle_limit
     ):
         raise Unauthorized("invalid or expired token", code="invalid_token")
-    set_actor(session, user_actor(user.id), name=user.username)
     # Not on every request (a write each), but often enough that a token in use never idles out.
     if now - row.last_used_at >= refresh_interval(policy):
         row.last_used_at = now
-    return Session(user=user, token=row)
+    return SignedIn(user=user, token=row)
 
 
-async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> None:
+async def logout(session: AsyncSession, *, current: SignedIn, clock: Clock) -> None:
     """End the caller's session; the event closes its open sockets."""
     current.token.revoked_at = clock.now()
     audit.record(session, action="auth.logout", target_type="user", target_id=current.user.id)
@@ -109,7 +117,7 @@ async def logout(session: AsyncSession, *, current: Session, clock: Clock) -> No
 async def change_password(
     session: AsyncSession,
     *,
-    current: Session,
+    current: SignedIn,
     current_password: str,
     new_password: str,
     bcrypt_rounds: int,

@@ -149,3 +149,20 @@ class LoginResponse(BaseModel):
         description="keep it (per username) and send it with this client's next logins: "
         "a client that signed in before keeps its own failure budget"
     )
+
+
+class DirectoryEntry(BaseModel):
+    """Who someone is, for finding people to talk to (nothing more)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    display_name: str
+
+
+class Directory(BaseModel):
+    """People matching a search."""
+
+    items: list[DirectoryEntry]
+    next_cursor: str | None = None

@@ -44,7 +44,7 @@ def refresh_interval(policy: AuthSettings) -> timedelta:
 
 
 @dataclass(frozen=True)
-class SessionState:
+class TokenState:
     """What the database says about one token now."""
 
     ended: str | None
@@ -60,11 +60,11 @@ async def check_sessions(
     token_ids: Collection[int],
     policy: AuthSettings,
     now: datetime,
-) -> dict[int, SessionState]:
+) -> dict[int, TokenState]:
     """The state of every token in ``token_ids``, in a query per few hundred tokens."""
     ids = sorted(set(token_ids))
     idle = idle_window(policy)
-    states = {token_id: SessionState(ended=ENDED) for token_id in ids}  # gone: ended
+    states = {token_id: TokenState(ended=ENDED) for token_id in ids}  # gone: ended
     for start in range(0, len(ids), CHECK_BATCH):
         rows = await session.execute(
             select(
@@ -86,7 +86,7 @@ async def check_sessions(
                 ended = ENDED
             elif now >= expires_at or now >= last_used_at + idle:
                 ended = EXPIRED
-            states[token_id] = SessionState(
+            states[token_id] = TokenState(
                 ended=ended, role=role, expires_at=expires_at, last_used_at=last_used_at
             )
     return states

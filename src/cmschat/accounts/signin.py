@@ -41,8 +41,8 @@ RECORDED_NAME_LENGTH = 32
 
 
 @dataclass(frozen=True)
-class NewSession:
-    """A session just opened: the bearer token (shown once), its row, its user, and the
+class NewSignIn:
+    """A sign-in just made: the bearer token (shown once), its row, its user, and the
     device token the client keeps for its next logins."""
 
     token: str
@@ -107,7 +107,7 @@ async def login(
     dummy_hash: DummyHash,
     token_key: bytes,
     clock: Clock,
-) -> NewSession:
+) -> NewSignIn:
     """Check credentials and open a session; failures are counted before bcrypt runs.
 
     Owns its transactions (it takes the Database): the password check costs a quarter
@@ -170,7 +170,7 @@ async def login(
         session.add(_attempt(name, user, client, succeeded=True, reason="ok"))
         audit.record(session, action="auth.login", target_type="user", target_id=user.id)
     device = issue_device_token(username=name, key=devices, now=now, device_id=device_id)
-    return NewSession(token=token, row=row, user=user, device_token=device)
+    return NewSignIn(token=token, row=row, user=user, device_token=device)
 
 
 async def _record_failure(

@@ -1,7 +1,12 @@
-"""Request dependencies: the unit of work, the caller, and who may do what.
+"""Request dependencies: the unit of work, the caller, and their account role.
 
-Authorisation lives here, in one place: routes declare ``CurrentUser`` or ``AdminUser``
-and never check roles themselves.
+Account roles (admin, agent, member) are checked here: routes declare ``CurrentUser``,
+``StaffUser`` or ``AdminUser`` and never compare roles themselves. Room roles (owner,
+moderator, member) are checked by the services through ``cmschat.chat.permissions``.
+
+The request's context: its unit of work opens as ``system:anonymous`` (``get_session``);
+``_sign_in`` is the one place that names the caller as its actor, once their token
+checks out. The clock comes from the database the unit of work belongs to.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
-from cmschat.db.actors import ANONYMOUS
+from cmschat.db.actors import ANONYMOUS, set_actor
 from cmschat.db.session import finish
 from cmschat.errors import Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
@@ -35,7 +40,10 @@ Context = Annotated[AppContext, Depends(get_context)]
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
-    """One unit of work per request, committed before the response is sent."""
+    """One unit of work per request, committed before the response is sent.
+
+    It acts as anonymous until ``get_signed_in`` knows who the caller is.
+    """
     async with context.db.session(ANONYMOUS) as session:
         try:
             yield session
@@ -68,8 +76,8 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def get_signed_in(request: Request, session: SessionDep, context: Context) -> auth.Session:
-    """The caller's session, even one that still has to change its password."""
+async def _sign_in(session: AsyncSession, request: Request, context: AppContext) -> auth.SignedIn:
+    """Check the bearer token, then name its user as the actor of ``session``'s unit of work."""
     signed_in = await auth.authenticate(
         session,
         token=bearer_token(request),
@@ -77,6 +85,14 @@ async def get_signed_in(request: Request, session: SessionDep, context: Context)
         token_key=context.token_key,
         clock=context.clock,
     )
+    # Before the unit of work flushes: the token's refreshed last_used_at is theirs too.
+    set_actor(session, signed_in.actor, name=signed_in.user.username)
+    return signed_in
+
+
+async def get_signed_in(request: Request, session: SessionDep, context: Context) -> auth.SignedIn:
+    """The caller, even one who still has to change their password; the request acts for them."""
+    signed_in = await _sign_in(session, request, context)
     # The sign-in check is its own transaction: the route's work starts a new one, so slow
     # work in a route before its first query (hashing a password) holds no connection —
     # on SQLite, the one connection everybody shares.
@@ -85,7 +101,7 @@ async def get_signed_in(request: Request, session: SessionDep, context: Context)
     return signed_in
 
 
-SignedIn = Annotated[auth.Session, Depends(get_signed_in)]
+SignedIn = Annotated[auth.SignedIn, Depends(get_signed_in)]
 
 
 async def get_current_user(signed_in: SignedIn) -> User:
@@ -127,13 +143,7 @@ async def get_user_outside_request_transaction(request: Request, context: Contex
     transaction open meanwhile would, on SQLite, keep the write lock they need.
     """
     async with context.db.unit_of_work(ANONYMOUS) as session:
-        signed_in = await auth.authenticate(
-            session,
-            token=bearer_token(request),
-            policy=context.settings.auth,
-            token_key=context.token_key,
-            clock=context.clock,
-        )
+        signed_in = await _sign_in(session, request, context)
     user_id_var.set(signed_in.user.id)
     return await get_current_user(signed_in)
 

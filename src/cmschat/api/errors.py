@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmschat import errors
+from cmschat.api.schemas import ErrorBody
 
 STATUS = {
     errors.Invalid: 422,
@@ -31,21 +31,6 @@ HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong, for programs (``code``) and people (``message``)."""
-
-    code: str
-    message: str
-    field: str | None = None
-    request_id: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """Every error response."""
-
-    error: ErrorDetail
 
 
 def error_response(
@@ -111,6 +96,34 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
+# The error statuses each kind of route answers, for its OpenAPI ``responses=``: the one
+# table every route module uses (a route adds what is its own, such as 404 for an id).
+# 401: no valid token; 403: the role does not allow it, or a password change is pending;
+# 422: a query, path or body value out of range.
+SIGNED_IN_ERRORS = (401, 403)
+"""Any signed-in caller, no parameters."""
+SIGNED_IN_QUERY_ERRORS = (401, 403, 422)
+"""Any signed-in caller, with query parameters."""
+ADMIN_ERRORS = (401, 403, 422)
+"""Admins (or staff) only."""
+ADMIN_BODY_ERRORS = (400, *ADMIN_ERRORS)
+"""Admins only, with a JSON body (400: not JSON)."""
+ROOM_ERRORS = (401, 403, 404)
+"""A room, message or member the caller must be able to see (404 otherwise)."""
+ROOM_BODY_ERRORS = (400, 401, 403, 404, 409, 422)
+"""A change to a room or message (409: archived room, deleted message...)."""
+ROOM_SEND_ERRORS = (*ROOM_BODY_ERRORS, 429)
+"""Sending a message (429: the send rate)."""
+UPLOAD_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
+"""Uploading a file (413: too large or over quota; 415: a refused type)."""
+DOWNLOAD_ERRORS = (401, 403, 404, 422)
+"""Downloading a file."""
+CREDENTIALS_ERRORS = (400, 401, 422, 429)
+"""Proving a password (429: too many wrong ones)."""
+TOKEN_ERRORS = (401,)
+"""Only a valid token is needed."""
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for the error statuses a route can answer."""
+    """OpenAPI ``responses=`` for the error statuses a route can answer (from the table above)."""
     return {status: {"model": ErrorBody} for status in statuses}

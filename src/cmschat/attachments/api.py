@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, UserOwnTransactions
-from cmschat.api.errors import responses
+from cmschat.api.errors import DOWNLOAD_ERRORS, UPLOAD_ERRORS, responses
 from cmschat.attachments import multipart, service, uploads
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.errors import TooLarge
@@ -26,7 +26,7 @@ ENVELOPE_BYTES = 16 * 1024
     "/rooms/{room_id}/attachments",
     status_code=201,
     response_model=AttachmentRead,
-    responses=responses(400, 401, 403, 404, 409, 413, 415, 422),
+    responses=responses(*UPLOAD_ERRORS),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -102,7 +102,7 @@ class _Unsatisfiable(Exception):
         206: {"description": "a byte range"},
         304: {"description": "not modified"},
         416: {"description": "range not satisfiable"},
-        **responses(401, 403, 404, 422),
+        **responses(*DOWNLOAD_ERRORS),
     },
 )
 async def download(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.attachments.models import Attachment, AttachmentState
-from cmschat.chat.models import RoomMember
+from cmschat.chat import permissions
 from cmschat.errors import Invalid, NotFound
 
 
@@ -84,6 +84,6 @@ async def readable_attachment(
         raise NotFound("no such attachment")
     if attachment.message_id is None and attachment.uploader_id != user.id:
         raise NotFound("no such attachment")
-    if await session.get(RoomMember, (attachment.room_id, user.id)) is None:
+    if not await permissions.is_member(session, user=user, room_id=attachment.room_id):
         raise NotFound("no such attachment")
     return attachment

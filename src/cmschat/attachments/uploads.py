@@ -24,10 +24,10 @@ from cmschat.attachments import images, inspection
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.attachments.storage import Storage, new_key
 from cmschat.audit import service as audit
-from cmschat.chat.models import Room, RoomMember
+from cmschat.chat import permissions
 from cmschat.db.actors import user_actor
 from cmschat.db.session import Database
-from cmschat.errors import Conflict, Invalid, NotFound, TooLarge
+from cmschat.errors import Invalid, TooLarge
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 4096
@@ -54,15 +54,6 @@ async def _used_bytes(session: AsyncSession, user_id: int) -> int:
         )
     )
     return int(used or 0)
-
-
-async def _check_room(session: AsyncSession, user: User, room_id: int) -> None:
-    member = await session.get(RoomMember, (room_id, user.id))
-    room = await session.get(Room, room_id)
-    if member is None or room is None:
-        raise NotFound("no such room")
-    if room.archived:
-        raise Conflict("the room is archived", code="room_archived")
 
 
 class _Meter:
@@ -133,7 +124,7 @@ async def upload(
     inspection.check_extension(name, allowed=limits.allowed_extensions)
     actor = user_actor(user.id)
     async with db.unit_of_work(actor, actor_name=user.username) as session:
-        await _check_room(session, user, room_id)
+        await permissions.require_open_member_room(session, user=user, room_id=room_id)
         if await _used_bytes(session, user.id) >= limits.quota_bytes:
             raise TooLarge(f"your uploads already use your quota of {_mib(limits.quota_bytes)}")
         row = Attachment(

@@ -10,14 +10,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from cmschat.api.deps import AdminUser, Context, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.audit import chain, listing
 from cmschat.audit import service as audit
 from cmschat.audit.schemas import AuditEventRead, AuditPage, VerifyResult
 from cmschat.db.actors import user_actor
 
 router = APIRouter(prefix="/admin/audit", tags=["admin"])
-ADMIN_ERRORS = (401, 403, 422)
 
 
 def _filters(

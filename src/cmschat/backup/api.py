@@ -11,7 +11,7 @@ import asyncio
 from fastapi import APIRouter
 
 from cmschat.api.deps import AdminUser, Context, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.backup import service
 from cmschat.backup.child import backup_in_child, drill_in_child
 from cmschat.backup.drill import last_drill
@@ -20,7 +20,6 @@ from cmschat.context import AppContext
 from cmschat.errors import Conflict
 
 router = APIRouter(prefix="/admin/backups", tags=["admin"])
-ADMIN_ERRORS = (401, 403, 422)
 # One backup or drill at a time per instance: a second click waits for nothing.
 _busy = asyncio.Lock()
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import (
+    ROOM_BODY_ERRORS,
+    ROOM_ERRORS,
+    ROOM_SEND_ERRORS,
+    SIGNED_IN_ERRORS,
+    SIGNED_IN_QUERY_ERRORS,
+    responses,
+)
 from cmschat.chat import listing, rooms
 from cmschat.chat import search as search_module
 from cmschat.chat.messages import commands, reads, sending
 from cmschat.chat.schemas import (
+    ChannelPage,
+    ChannelRead,
     MemberRead,
     MembersAdd,
     MemberUpdate,
@@ -21,6 +29,7 @@ from cmschat.chat.schemas import (
     MessageRead,
     MessageUpdate,
     ReadMarker,
+    ReadState,
     RoomCreate,
     RoomPage,
     RoomRead,
@@ -29,35 +38,10 @@ from cmschat.chat.schemas import (
 )
 
 router = APIRouter(tags=["chat"])
-ERRORS = (401, 403, 404)
-BODY_ERRORS = (400, 401, 403, 404, 409, 422)
-SEND_ERRORS = (*BODY_ERRORS, 429)
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 
-class ChannelRead(BaseModel):
-    """A public channel as anyone may see it before joining."""
-
-    id: int
-    name: str | None
-    topic: str | None
-
-
-class ChannelPage(BaseModel):
-    """Public channels."""
-
-    items: list[ChannelRead]
-    next_cursor: str | None
-
-
-class ReadState(BaseModel):
-    """Where the caller's read marker stands."""
-
-    room_id: int
-    last_read_seq: int
-
-
-@router.get("/rooms", response_model=RoomPage, responses=responses(401, 403))
+@router.get("/rooms", response_model=RoomPage, responses=responses(*SIGNED_IN_ERRORS))
 async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
     """The caller's rooms, most recently active first, with unread counts."""
     return RoomPage(items=await listing.list_rooms(session, user=user), next_cursor=None)
@@ -69,7 +53,7 @@ async def list_rooms(user: CurrentUser, session: SessionDep) -> RoomPage:
     response_model=RoomRead,
     responses={
         200: {"model": RoomRead, "description": "the pair's direct room"},
-        **responses(*BODY_ERRORS),
+        **responses(*ROOM_BODY_ERRORS),
     },
 )
 async def create_room(
@@ -89,7 +73,7 @@ async def create_room(
     return await listing.room_view(session, user=user, room_id=room.id)
 
 
-@router.get("/channels", response_model=ChannelPage, responses=responses(401, 403))
+@router.get("/channels", response_model=ChannelPage, responses=responses(*SIGNED_IN_ERRORS))
 async def list_channels(user: CurrentUser, session: SessionDep) -> ChannelPage:
     """Public channels anyone may join."""
     found = await rooms.list_channels(session)
@@ -98,13 +82,13 @@ async def list_channels(user: CurrentUser, session: SessionDep) -> ChannelPage:
     )
 
 
-@router.get("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ERRORS, 422))
+@router.get("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ROOM_ERRORS, 422))
 async def get_room(room_id: ResourceId, user: CurrentUser, session: SessionDep) -> RoomRead:
     """One of the caller's rooms."""
     return await listing.room_view(session, user=user, room_id=room_id)
 
 
-@router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+@router.patch("/rooms/{room_id}", response_model=RoomRead, responses=responses(*ROOM_BODY_ERRORS))
 async def update_room(
     room_id: ResourceId, body: RoomUpdate, user: CurrentUser, session: SessionDep
 ) -> RoomRead:
@@ -121,7 +105,9 @@ async def update_room(
     return (await listing.room_views(session, user=user, rooms=[room]))[0]
 
 
-@router.post("/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*BODY_ERRORS))
+@router.post(
+    "/rooms/{room_id}/members", response_model=RoomRead, responses=responses(*ROOM_BODY_ERRORS)
+)
 async def add_members(
     room_id: ResourceId, body: MembersAdd, user: CurrentUser, session: SessionDep
 ) -> RoomRead:
@@ -134,7 +120,7 @@ async def add_members(
     "/rooms/{room_id}/members/{user_id}",
     status_code=204,
     response_class=Response,
-    responses=responses(*BODY_ERRORS),
+    responses=responses(*ROOM_BODY_ERRORS),
 )
 async def remove_member(
     room_id: ResourceId,
@@ -150,7 +136,7 @@ async def remove_member(
 @router.patch(
     "/rooms/{room_id}/members/{user_id}",
     response_model=MemberRead,
-    responses=responses(*BODY_ERRORS),
+    responses=responses(*ROOM_BODY_ERRORS),
 )
 async def set_member_role(
     room_id: ResourceId,
@@ -169,7 +155,7 @@ async def set_member_role(
 
 
 @router.get(
-    "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ERRORS, 422)
+    "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ROOM_ERRORS, 422)
 )
 async def history(
     room_id: ResourceId,
@@ -192,7 +178,7 @@ async def history(
     response_model=MessageRead,
     responses={
         200: {"model": MessageRead, "description": "a repeated client_id"},
-        **responses(*SEND_ERRORS),
+        **responses(*ROOM_SEND_ERRORS),
     },
 )
 async def send_message(
@@ -213,7 +199,7 @@ async def send_message(
 
 
 @router.patch(
-    "/messages/{message_id}", response_model=MessageRead, responses=responses(*BODY_ERRORS)
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ROOM_BODY_ERRORS)
 )
 async def edit_message(
     message_id: ResourceId,
@@ -234,7 +220,7 @@ async def edit_message(
 
 
 @router.delete(
-    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ERRORS, 422)
+    "/messages/{message_id}", response_model=MessageRead, responses=responses(*ROOM_ERRORS, 422)
 )
 async def delete_message(
     message_id: ResourceId, user: CurrentUser, session: SessionDep, context: Context
@@ -245,7 +231,9 @@ async def delete_message(
     )
 
 
-@router.post("/rooms/{room_id}/read", response_model=ReadState, responses=responses(*BODY_ERRORS))
+@router.post(
+    "/rooms/{room_id}/read", response_model=ReadState, responses=responses(*ROOM_BODY_ERRORS)
+)
 async def mark_read(
     room_id: ResourceId, body: ReadMarker, user: CurrentUser, session: SessionDep
 ) -> ReadState:
@@ -254,7 +242,7 @@ async def mark_read(
     return ReadState(room_id=room_id, last_read_seq=seq)
 
 
-@router.get("/search", response_model=MessagePage, responses=responses(401, 403, 422))
+@router.get("/search", response_model=MessagePage, responses=responses(*SIGNED_IN_QUERY_ERRORS))
 async def search(
     user: CurrentUser,
     session: SessionDep,

@@ -12,7 +12,7 @@ from cmschat.accounts.models import User
 from cmschat.chat.messages.reads import unread_counts
 from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, Room, RoomMember
-from cmschat.chat.rooms import get_membership
+from cmschat.chat.permissions import require_member
 from cmschat.chat.schemas import MemberRead, RoomRead, UserBrief
 
 
@@ -97,7 +97,7 @@ async def list_rooms(session: AsyncSession, *, user: User) -> list[RoomRead]:
 
 async def room_view(session: AsyncSession, *, user: User, room_id: int) -> RoomRead:
     """One room the user belongs to."""
-    room, _member = await get_membership(session, user=user, room_id=room_id)
+    room, _member = await require_member(session, user=user, room_id=room_id)
     return (await room_views(session, user=user, rooms=[room]))[0]
 
 

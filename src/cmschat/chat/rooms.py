@@ -1,4 +1,4 @@
-"""Rooms and membership: create, find, change, join and leave, and who may do each."""
+"""Rooms and membership: create, change, join and leave (who may: ``permissions``)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.accounts.models import Role, User
+from cmschat.accounts.models import User
 from cmschat.audit import service as audit
 from cmschat.chat.events import Published, append_event
 from cmschat.chat.models import EventType, MemberRole, Room, RoomKind, RoomMember
-from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+from cmschat.chat.permissions import (
+    membership,
+    require_can_remove,
+    require_manager,
+    require_owner,
+    require_visible_room,
+)
+from cmschat.errors import Conflict, Invalid, NotFound
 from cmschat.events import queue_events
-
-MANAGERS = (MemberRole.owner, MemberRole.moderator)
-
-
-async def get_membership(
-    session: AsyncSession, *, user: User, room_id: int
-) -> tuple[Room, RoomMember]:
-    """The room and the caller's membership; NotFound for non-members (no hint it exists)."""
-    found = (
-        await session.execute(
-            select(Room, RoomMember)
-            .join(RoomMember, RoomMember.room_id == Room.id)
-            .where(Room.id == room_id, RoomMember.user_id == user.id)
-        )
-    ).first()
-    if found is None:
-        raise NotFound("no such room")
-    room, member = found
-    return room, member
-
-
-async def _room_visible_to(session: AsyncSession, *, user: User, room_id: int) -> Room:
-    """A room the caller may act on: one they belong to, any channel, or any room for admins."""
-    room = await session.get(Room, room_id)
-    if room is None:
-        raise NotFound("no such room")
-    if room.kind is RoomKind.channel or user.role is Role.admin:
-        return room
-    if await session.get(RoomMember, (room_id, user.id)) is None:
-        raise NotFound("no such room")
-    return room
 
 
 async def _active_users(session: AsyncSession, user_ids: set[int]) -> dict[int, User]:
@@ -146,13 +122,11 @@ async def update_room(
     fields: set[str],
 ) -> Room:
     """Rename, re-topic or (un)archive: room owners and moderators, and admins."""
-    room = await _room_visible_to(session, user=user, room_id=room_id)
+    room = await require_visible_room(session, user=user, room_id=room_id)
     # Checked first: no one may rename a direct room, so "not the owner" would mislead.
     if room.kind is RoomKind.direct and ({"name", "topic"} & fields):
         raise Invalid("direct rooms have no name or topic", field="name")
-    member = await session.get(RoomMember, (room_id, user.id))
-    if user.role is not Role.admin and (member is None or member.role not in MANAGERS):
-        raise Forbidden("only the room's owner or moderators may change it")
+    require_manager(user, await membership(session, user=user, room_id=room_id), to="change it")
     before = {"name": room.name, "topic": room.topic, "archived": room.archived}
     if "name" in fields:
         if not name:
@@ -190,16 +164,15 @@ async def add_members(
     session: AsyncSession, *, user: User, room_id: int, user_ids: list[int]
 ) -> Room:
     """Add members: managers and admins add anyone; anyone may join a channel themselves."""
-    room = await _room_visible_to(session, user=user, room_id=room_id)
+    room = await require_visible_room(session, user=user, room_id=room_id)
     if room.kind is RoomKind.direct:
         raise Invalid("a direct room always has exactly its two members", field="user_ids")
     if room.archived:
         raise Conflict("the room is archived", code="room_archived")
-    member = await session.get(RoomMember, (room_id, user.id))
-    manages = user.role is Role.admin or (member is not None and member.role in MANAGERS)
-    self_join = set(user_ids) == {user.id} and room.kind is RoomKind.channel
-    if not manages and not self_join:
-        raise Forbidden("only the room's owner or moderators may add members")
+    # Anyone may join a channel themselves; adding others takes a manager.
+    if not (set(user_ids) == {user.id} and room.kind is RoomKind.channel):
+        member = await membership(session, user=user, room_id=room_id)
+        require_manager(user, member, to="add members")
     users = await _active_users(session, set(user_ids))
     existing = set(
         (
@@ -227,18 +200,14 @@ async def add_members(
 
 async def remove_member(session: AsyncSession, *, user: User, room_id: int, user_id: int) -> None:
     """Leave a room, or remove someone (managers; moderators cannot remove the owner)."""
-    room = await _room_visible_to(session, user=user, room_id=room_id)
+    room = await require_visible_room(session, user=user, room_id=room_id)
     if room.kind is RoomKind.direct:
         raise Invalid("nobody leaves a direct room", field="user_id")
     target = await session.get(RoomMember, (room_id, user_id))
     if target is None:
         raise NotFound("no such member")
-    if user_id != user.id and user.role is not Role.admin:
-        mine = await session.get(RoomMember, (room_id, user.id))
-        if mine is None or mine.role not in MANAGERS:
-            raise Forbidden("only the room's owner or moderators may remove members")
-        if target.role is MemberRole.owner and mine.role is not MemberRole.owner:
-            raise Forbidden("moderators cannot remove the owner")
+    if user_id != user.id:
+        require_can_remove(user, await membership(session, user=user, room_id=room_id), target)
     removed = await session.get(User, user_id)
     audit.record(
         session,
@@ -260,10 +229,8 @@ async def set_member_role(
     session: AsyncSession, *, user: User, room_id: int, user_id: int, role: MemberRole
 ) -> tuple[RoomMember, User]:
     """Change a member's role: the owner and admins only."""
-    await _room_visible_to(session, user=user, room_id=room_id)
-    mine = await session.get(RoomMember, (room_id, user.id))
-    if user.role is not Role.admin and (mine is None or mine.role is not MemberRole.owner):
-        raise Forbidden("only the room's owner may change roles")
+    await require_visible_room(session, user=user, room_id=room_id)
+    require_owner(user, await membership(session, user=user, room_id=room_id))
     target = await session.get(RoomMember, (room_id, user_id))
     if target is None:
         raise NotFound("no such member")

@@ -146,3 +146,25 @@ class ReadMarker(RequestBody):
     """The newest message the user has read."""
 
     message_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class ChannelRead(BaseModel):
+    """A public channel as anyone may see it before joining."""
+
+    id: int
+    name: str | None
+    topic: str | None
+
+
+class ChannelPage(BaseModel):
+    """Public channels."""
+
+    items: list[ChannelRead]
+    next_cursor: str | None
+
+
+class ReadState(BaseModel):
+    """Where the caller's read marker stands."""
+
+    room_id: int
+    last_read_seq: int

@@ -9,41 +9,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from cmschat.accounts.schemas import AdminUserRead
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
-from cmschat.chat.models import MemberRole, RoomKind
+from cmschat.chat.models import RoomKind
 from cmschat.cms import overview
+from cmschat.cms.schemas import AdminMemberRead, AdminRoomDetail, AdminRoomPage, Dashboard
 from cmschat.errors import NotFound
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-ERRORS = (401, 403, 422)
 
 
-class AdminRoomPage(BaseModel):
-    """Rooms in id order."""
-
-    items: list[overview.RoomSummary]
-    next_cursor: str | None
-
-
-class AdminMemberRead(BaseModel):
-    """A member of a room, with their account."""
-
-    user: AdminUserRead
-    role: MemberRole
-
-
-class AdminRoomDetail(overview.RoomSummary):
-    """A room and its members."""
-
-    members: list[AdminMemberRead]
-
-
-@router.get("/rooms", response_model=AdminRoomPage, responses=responses(*ERRORS))
+@router.get("/rooms", response_model=AdminRoomPage, responses=responses(*ADMIN_ERRORS))
 async def list_rooms(
     admin: AdminUser,
     session: SessionDep,
@@ -60,7 +39,9 @@ async def list_rooms(
     return AdminRoomPage(items=rooms, next_cursor=next_cursor)
 
 
-@router.get("/rooms/{room_id}", response_model=AdminRoomDetail, responses=responses(*ERRORS, 404))
+@router.get(
+    "/rooms/{room_id}", response_model=AdminRoomDetail, responses=responses(*ADMIN_ERRORS, 404)
+)
 async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -> AdminRoomDetail:
     """One room and its members."""
     found, _ = await overview.list_rooms(session, only_id=room_id)
@@ -80,8 +61,8 @@ async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -
     )
 
 
-@router.get("/dashboard", response_model=overview.Dashboard, responses=responses(*ERRORS))
-async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> overview.Dashboard:
+@router.get("/dashboard", response_model=Dashboard, responses=responses(*ADMIN_ERRORS))
+async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> Dashboard:
     """Users, rooms, today's messages, storage, the audit chain and the last purge."""
     return await overview.dashboard(
         session, now=context.clock.now(), online_here=context.hub.online_users()

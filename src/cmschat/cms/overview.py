@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +11,7 @@ from cmschat.accounts.models import Role, User
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.audit import chain
 from cmschat.chat.models import MemberRole, Message, Room, RoomKind, RoomMember
+from cmschat.cms.schemas import AuditStatus, Dashboard, RoomSummary
 from cmschat.jobs.lease import last_completed
 from cmschat.pagination import decode_cursor, encode_cursor
 from cmschat.retention.job import RETENTION_JOB
@@ -20,20 +20,6 @@ from cmschat.retention.models import RoomRetention
 ROOM_PAGE = 200
 CURSOR_TAG = "r"
 DASHBOARD_AUDIT_TAIL = 1000
-
-
-class RoomSummary(BaseModel):
-    """A room as the console lists it."""
-
-    id: int
-    kind: RoomKind
-    name: str | None
-    topic: str | None
-    archived: bool
-    member_count: int
-    last_seq: int
-    last_message_at: datetime | None
-    legal_hold: bool
 
 
 async def list_rooms(
@@ -117,31 +103,6 @@ async def room_members(session: AsyncSession, *, room_id: int) -> list[tuple[Use
         .order_by(User.username)
     )
     return [(user, role) for user, role in rows.all()]
-
-
-class AuditStatus(BaseModel):
-    """The newest events of the audit chain, checked now."""
-
-    ok: bool
-    checked: int
-    head_id: int
-    message: str
-
-
-class Dashboard(BaseModel):
-    """The numbers on the console's first page."""
-
-    users_total: int
-    users_active: int
-    admins: int
-    agents: int
-    online_here: int
-    rooms_total: int
-    rooms_archived: int
-    messages_today: int
-    storage_bytes: int
-    audit: AuditStatus
-    retention_last_completed_at: datetime | None
 
 
 async def dashboard(session: AsyncSession, *, now: datetime, online_here: int) -> Dashboard:

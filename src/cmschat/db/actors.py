@@ -1,7 +1,12 @@
-"""Who is acting in a unit of work: a user, or a named system actor for the CLI and jobs.
+"""A unit of work's context: who acts in it (a user, or a named system actor) and its clock.
 
-The actor is kept in ``session.info`` so the audit-column hooks can stamp every row the
-session writes without each service passing it along.
+This is the one context object services do not receive as arguments: the audit-column hooks
+and the audit trail read it from ``session.info`` to stamp every row and event the unit of
+work writes. It is set where the unit of work is opened: ``Database.unit_of_work(actor)``
+for the CLI, jobs and the services that run their own transactions, and for a request by
+``api.deps`` once the caller's token checks out (authentication itself only answers who the
+caller is). The clock is the ``Database``'s; services that need the time also take
+``clock=`` explicitly. See docs/architecture.md, "Transactions and request context".
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def user_actor(user_id: int) -> str:
 
 
 def set_actor(session: AsyncSession | Session, actor: str, *, name: str | None = None) -> None:
-    """Declare who is acting for the rest of this session's unit of work.
+    """Name who acts for the rest of this session's unit of work (before it flushes).
 
     ``name`` is the user's username, snapshotted into audit events: give it for a user.
     """

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cmschat.api.deps import AdminUser, Context, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.monitoring import service
 from cmschat.monitoring.alerts import firing_alerts
 from cmschat.monitoring.schemas import MonitoringRead
@@ -17,7 +17,7 @@ from cmschat.monitoring.schemas import MonitoringRead
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.get("/monitoring", response_model=MonitoringRead, responses=responses(401, 403, 422))
+@router.get("/monitoring", response_model=MonitoringRead, responses=responses(*ADMIN_ERRORS))
 async def monitoring(
     admin: AdminUser,
     session: SessionDep,

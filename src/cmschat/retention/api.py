@@ -7,7 +7,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Response
 
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
 from cmschat.chat.models import Room
 from cmschat.errors import NotFound
@@ -27,8 +27,6 @@ from cmschat.retention.schemas import (
 )
 
 router = APIRouter(prefix="/admin/retention", tags=["admin"])
-ADMIN_ERRORS = (401, 403, 422)
-BODY_ERRORS = (400, *ADMIN_ERRORS)
 
 
 def _defaults_read(defaults: policies.Defaults) -> DefaultsRead:
@@ -92,7 +90,7 @@ async def get_retention(admin: AdminUser, session: SessionDep, context: Context)
     )
 
 
-@router.put("/defaults", response_model=DefaultsRead, responses=responses(*BODY_ERRORS))
+@router.put("/defaults", response_model=DefaultsRead, responses=responses(*ADMIN_BODY_ERRORS))
 async def put_defaults(
     body: DefaultsWrite, admin: AdminUser, session: SessionDep, context: Context
 ) -> DefaultsRead:
@@ -107,7 +105,7 @@ async def put_defaults(
 
 
 @router.put(
-    "/rooms/{room_id}", response_model=RoomPolicyRead, responses=responses(*BODY_ERRORS, 404)
+    "/rooms/{room_id}", response_model=RoomPolicyRead, responses=responses(*ADMIN_BODY_ERRORS, 404)
 )
 async def put_room_policy(
     room_id: ResourceId,
@@ -158,7 +156,7 @@ async def preview_current(admin: AdminUser, session: SessionDep, context: Contex
     return _preview_read(losses, context)
 
 
-@router.post("/preview", response_model=PreviewRead, responses=responses(*BODY_ERRORS, 404))
+@router.post("/preview", response_model=PreviewRead, responses=responses(*ADMIN_BODY_ERRORS, 404))
 async def preview_changes(
     body: PreviewRequest, admin: AdminUser, session: SessionDep, context: Context
 ) -> PreviewRead:

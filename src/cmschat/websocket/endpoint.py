@@ -21,7 +21,7 @@ from cmschat.accounts import auth, sessions
 from cmschat.accounts.schemas import UserRead
 from cmschat.chat import listing
 from cmschat.context import AppContext
-from cmschat.db.actors import ANONYMOUS, user_actor
+from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
 from cmschat.errors import CmschatError
 from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
@@ -73,7 +73,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 async def _authenticate(
     websocket: WebSocket, context: AppContext
-) -> tuple[auth.Session | None, dict[str, int]]:
+) -> tuple[auth.SignedIn | None, dict[str, int]]:
     """Read and check the auth frame; on failure close 1008 and return no session."""
     settings = context.settings.realtime
     try:
@@ -92,6 +92,7 @@ async def _authenticate(
                 token_key=context.token_key,
                 clock=context.clock,
             )
+            set_actor(session, signed_in.actor, name=signed_in.user.username)
         if signed_in.user.must_change_password:
             raise CmschatError("change your password first", code="password_change_required")
         return signed_in, frame.resume
@@ -118,7 +119,7 @@ def _log_too_deep() -> None:
 class ClientSocket:
     """One authenticated WebSocket connection's life, from ``ready`` to its close."""
 
-    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.Session) -> None:
+    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.SignedIn) -> None:
         self.ws = websocket
         self.context = context
         self.user = user = signed_in.user

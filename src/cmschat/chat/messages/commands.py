@@ -5,30 +5,26 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.accounts.models import Role, User
+from cmschat.accounts.models import User
 from cmschat.attachments import erasure
 from cmschat.audit import service as audit
-from cmschat.chat import search_index
+from cmschat.chat import permissions, search_index
 from cmschat.chat.events import append_event
 from cmschat.chat.messages.sending import check_content, render_content
 from cmschat.chat.messages.views import message_event, message_view
-from cmschat.chat.models import EventType, MemberRole, Mention, Message, Room, RoomMember
-from cmschat.chat.rooms import get_membership
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomMember
 from cmschat.chat.schemas import MessageRead
 from cmschat.clock import Clock
-from cmschat.errors import Conflict, Forbidden, Invalid, NotFound
+from cmschat.errors import Conflict, Invalid
 from cmschat.events import Published, queue_events
 
 
 async def _message_for(
     session: AsyncSession, user: User, message_id: int
 ) -> tuple[Message, Room, RoomMember | None]:
-    message = await session.get(Message, message_id)
-    if message is None:
-        raise NotFound("no such message")
-    member = await session.get(RoomMember, (message.room_id, user.id))
-    if member is None and user.role is not Role.admin:
-        raise NotFound("no such message")
+    message, member = await permissions.require_readable_message(
+        session, user=user, message_id=message_id
+    )
     room = await session.get(Room, message.room_id)
     assert room is not None  # noqa: S101 - foreign key
     return message, room, member
@@ -45,8 +41,7 @@ async def edit_message(
 ) -> MessageRead:
     """Change one's own message's text."""
     message, room, _member = await _message_for(session, user, message_id)
-    if message.author_id != user.id:
-        raise Forbidden("only the author may edit a message")
+    permissions.require_author(user, message)
     if message.deleted_at is not None:
         raise Conflict("the message was deleted", code="message_deleted")
     if room.archived:
@@ -98,9 +93,7 @@ async def delete_message(
     ``reason``: a moderator's, kept in the audit trail.
     """
     message, _room, member = await _message_for(session, user, message_id)
-    moderates = member is not None and member.role in (MemberRole.owner, MemberRole.moderator)
-    if message.author_id != user.id and not moderates and user.role is not Role.admin:
-        raise Forbidden("only the author, room moderators and admins may delete a message")
+    permissions.require_can_delete_message(user, member, message)
     if message.deleted_at is not None:
         return await message_view(session, message)  # already a tombstone: no new event
     audit.record(
@@ -138,7 +131,7 @@ async def _announce_change(
 async def mark_read(session: AsyncSession, *, user: User, room_id: int, message_id: int) -> int:
     """Move the read marker forward to a message (never backward); tell the reader's
     other connections."""
-    _room, member = await get_membership(session, user=user, room_id=room_id)
+    _room, member = await permissions.require_member(session, user=user, room_id=room_id)
     message = await session.get(Message, message_id)
     if message is None or message.room_id != room_id:
         raise Invalid("message_id must be a message of this room", field="message_id")

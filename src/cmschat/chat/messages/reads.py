@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
+from cmschat.chat import permissions
 from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
-from cmschat.chat.rooms import get_membership
 from cmschat.chat.schemas import MessageRead
 from cmschat.errors import Invalid
 from cmschat.events import Published
@@ -31,7 +31,7 @@ async def history(
     """A page of messages, newest first; ``before``/``after`` are message seqs."""
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await get_membership(session, user=user, room_id=room_id)
+    await permissions.require_member(session, user=user, room_id=room_id)
     limit = max(1, min(limit, MAX_PAGE))
     # MariaDB would walk a big room's index from its newest message down to the cursor
     # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").

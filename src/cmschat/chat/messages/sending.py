@@ -15,12 +15,11 @@ from cmschat.accounts.models import User
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.audit import service as audit
-from cmschat.chat import rendering, search_index
+from cmschat.chat import permissions, rendering, search_index
 from cmschat.chat.events import append_event, next_seq
 from cmschat.chat.messages.views import message_event, message_view, view_of
 from cmschat.chat.models import EventType, Mention, Message, RoomMember
 from cmschat.chat.ratelimit import SendLimiter, check_send_rate
-from cmschat.chat.rooms import get_membership
 from cmschat.chat.schemas import MessageRead
 from cmschat.errors import Conflict, Invalid
 from cmschat.events import queue_events
@@ -82,7 +81,7 @@ async def send_message(
     nothing) and the checks of the input (a refused message costs nothing either).
     """
     client_id, reply_to = draft.client_id, draft.reply_to
-    room, _member = await get_membership(session, user=user, room_id=room_id)
+    room, _member = await permissions.require_member(session, user=user, room_id=room_id)
     if client_id is not None:
         first = await _by_client_id(session, room_id, user.id, client_id)
         if first is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from cmschat.api.deps import AdminUser, ResourceId, SessionDep, StaffUser
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, responses
 from cmschat.cms.canned_replies import service
 from cmschat.cms.canned_replies.schemas import (
     CannedReplyCreate,
@@ -17,11 +17,9 @@ from cmschat.cms.canned_replies.schemas import (
 )
 
 router = APIRouter(prefix="/admin/canned-replies", tags=["canned replies"])
-ERRORS = (401, 403, 422)
-BODY_ERRORS = (400, *ERRORS)
 
 
-@router.get("", response_model=CannedReplyList, responses=responses(*ERRORS))
+@router.get("", response_model=CannedReplyList, responses=responses(*ADMIN_ERRORS))
 async def list_replies(
     staff: StaffUser,
     session: SessionDep,
@@ -33,7 +31,10 @@ async def list_replies(
 
 
 @router.post(
-    "", status_code=201, response_model=CannedReplyRead, responses=responses(*BODY_ERRORS, 409)
+    "",
+    status_code=201,
+    response_model=CannedReplyRead,
+    responses=responses(*ADMIN_BODY_ERRORS, 409),
 )
 async def create_reply(
     body: CannedReplyCreate, admin: AdminUser, session: SessionDep
@@ -46,7 +47,7 @@ async def create_reply(
 
 
 @router.patch(
-    "/{reply_id}", response_model=CannedReplyRead, responses=responses(*BODY_ERRORS, 404, 409)
+    "/{reply_id}", response_model=CannedReplyRead, responses=responses(*ADMIN_BODY_ERRORS, 404, 409)
 )
 async def update_reply(
     reply_id: ResourceId, body: CannedReplyUpdate, admin: AdminUser, session: SessionDep
@@ -59,7 +60,7 @@ async def update_reply(
 
 
 @router.delete(
-    "/{reply_id}", status_code=204, response_class=Response, responses=responses(*ERRORS, 404)
+    "/{reply_id}", status_code=204, response_class=Response, responses=responses(*ADMIN_ERRORS, 404)
 )
 async def delete_reply(reply_id: ResourceId, admin: AdminUser, session: SessionDep) -> Response:
     """Remove a canned reply."""

@@ -5,28 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 
 from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
 from cmschat.chat.messages import commands
 from cmschat.chat.schemas import MessageRead
 from cmschat.cms.moderation import service
+from cmschat.cms.moderation.schemas import ModerationPage
 
 router = APIRouter(prefix="/admin/messages", tags=["moderation"])
-ERRORS = (401, 403, 422)
 Id = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 
 
-class ModerationPage(BaseModel):
-    """Messages from every room, newest first."""
-
-    items: list[MessageRead]
-    next_cursor: int | None
-
-
-@router.get("", response_model=ModerationPage, responses=responses(*ERRORS))
+@router.get("", response_model=ModerationPage, responses=responses(*ADMIN_ERRORS))
 async def find_messages(
     admin: AdminUser,
     session: SessionDep,
@@ -73,7 +66,7 @@ async def find_messages(
     return ModerationPage(items=items, next_cursor=next_cursor)
 
 
-@router.delete("/{message_id}", response_model=MessageRead, responses=responses(*ERRORS, 404))
+@router.delete("/{message_id}", response_model=MessageRead, responses=responses(*ADMIN_ERRORS, 404))
 async def delete_message(
     message_id: ResourceId,
     admin: AdminUser,

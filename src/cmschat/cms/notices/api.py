@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.api.deps import AdminUser, Context, CurrentUser, ResourceId, SessionDep
-from cmschat.api.errors import responses
+from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, SIGNED_IN_ERRORS, responses
 from cmschat.cms.notices import service
 from cmschat.cms.notices.models import Notice, NoticeState
 from cmschat.cms.notices.schemas import (
@@ -22,8 +22,6 @@ from cmschat.cms.notices.schemas import (
 
 router = APIRouter(tags=["notices"])
 ADMIN = "/admin/notices"
-ADMIN_ERRORS = (401, 403, 422)
-BODY_ERRORS = (400, *ADMIN_ERRORS)
 
 
 async def _admin_view(session: AsyncSession, notice: Notice) -> AdminNoticeRead:
@@ -40,7 +38,7 @@ async def _admin_view(session: AsyncSession, notice: Notice) -> AdminNoticeRead:
     )
 
 
-@router.get("/notices", response_model=NoticePage, responses=responses(401, 403))
+@router.get("/notices", response_model=NoticePage, responses=responses(*SIGNED_IN_ERRORS))
 async def list_published(user: CurrentUser, session: SessionDep) -> NoticePage:
     """Published notices for you (everyone's, and your rooms'), newest first."""
     notices = await service.visible_notices(session, user=user)
@@ -63,7 +61,7 @@ async def list_notices(
 
 
 @router.post(
-    ADMIN, status_code=201, response_model=AdminNoticeRead, responses=responses(*BODY_ERRORS)
+    ADMIN, status_code=201, response_model=AdminNoticeRead, responses=responses(*ADMIN_BODY_ERRORS)
 )
 async def create_notice(
     body: NoticeCreate, admin: AdminUser, session: SessionDep
@@ -88,7 +86,9 @@ async def get_notice(
 
 
 @router.patch(
-    f"{ADMIN}/{{notice_id}}", response_model=AdminNoticeRead, responses=responses(*BODY_ERRORS, 404)
+    f"{ADMIN}/{{notice_id}}",
+    response_model=AdminNoticeRead,
+    responses=responses(*ADMIN_BODY_ERRORS, 404),
 )
 async def update_notice(
     notice_id: ResourceId,
