@@ -27,8 +27,8 @@ DOMAINS = {
 }
 PENDING_LOOPS = {
     # chat's message views, sends and deletions call attachments (link, list, erase) while
-    # attachments checks room membership through chat: inverting one side touches every
-    # caller of the message services; left for after the chat/messages split.
+    # attachments checks room membership through chat.permissions: inverting one side
+    # touches every caller of the message services (or injects the room checks); not done.
     frozenset({"attachments", "chat"}),
     # observability's ASGI metrics wrap the broker's deliver callback (its types come from
     # realtime) while realtime counts its sends in observability's instruments.
