@@ -51,6 +51,7 @@ async def upload(api: common.Api, user: common.BenchUser, room: int, size: int, 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from cmschat.attachments.storage import LocalStorage, storage_from_url
+    from cmschat.audit.service import audited
     from cmschat.backup import service
     from cmschat.backup.child import backup_in_child
     from cmschat.backup.crypto import generate_identity
@@ -105,7 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             storage=storage_from_url(settings.storage_url),
             clock=clock,
         )
-        db = Database(create_engine(backend.database_url), clock)
+        db = audited(Database(create_engine(backend.database_url), clock))
 
         async def idle() -> None:
             await asyncio.sleep(args.baseline)

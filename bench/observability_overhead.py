@@ -95,13 +95,14 @@ def settings_for(directory: Path) -> Settings:
 
 async def prepare(settings: Settings) -> None:
     """Migrate and create the bench user."""
+    from cmschat.audit.service import audited
     from cmschat.clock import SystemClock
     from cmschat.db.migrate import run_migrations
     from cmschat.db.session import Database, create_engine
 
     engine = create_engine(settings.database_url)
     await run_migrations(engine)
-    db = Database(engine, SystemClock())
+    db = audited(Database(engine, SystemClock()))
     async with db.unit_of_work(SYSTEM_SETUP) as session:
         await accounts.create_user(
             session,

@@ -65,8 +65,9 @@ async def measure_senders(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cmschat.attachments.service import Eraser
+    from cmschat.attachments.erasure import Eraser
     from cmschat.attachments.storage import storage_from_url
+    from cmschat.audit.service import audited
     from cmschat.clock import SystemClock
     from cmschat.db.session import Database, create_engine
     from cmschat.retention import purge
@@ -106,7 +107,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         baseline, _ = await measure_senders(api, live_room, users, idle)
 
-        db = Database(create_engine(backend.database_url), SystemClock())
+        db = audited(Database(create_engine(backend.database_url), SystemClock()))
         eraser = Eraser(db, storage_from_url((backend.workdir / "files").as_uri()))
         batch_ms: list[float] = []
         real_batch = purge.purge_batch

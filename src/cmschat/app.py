@@ -24,14 +24,16 @@ from cmschat.api.hsts import HstsMiddleware
 from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
 from cmschat.api.router import API_PREFIX, build_api_router
 from cmschat.attachments import inspection
-from cmschat.attachments.service import Eraser, Limits, clean_up
+from cmschat.attachments.erasure import Eraser, clean_up
 from cmschat.attachments.storage import Storage, storage_from_url
+from cmschat.attachments.uploads import Limits
 from cmschat.audit import head as audit_head
+from cmschat.audit.service import audited
 from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
-from cmschat.jobs.scheduler import RetentionJob, every
+from cmschat.jobs.scheduler import every
 from cmschat.observability import health, tracing
 from cmschat.observability.asgi_metrics import MetricsMiddleware, wrap_deliver
 from cmschat.observability.db_metrics import instrument_engine
@@ -41,6 +43,7 @@ from cmschat.observability.middleware import RequestMiddleware
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
 from cmschat.realtime.publish import publisher_for
+from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
 from cmschat.websocket import endpoint as websocket_endpoint
@@ -195,10 +198,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Committed events go to whichever broker the context holds when they are published.
-        db = Database(
-            create_engine(settings.database_url),
-            clock,
-            publisher=publisher_for(lambda: app.state.context.broker),
+        db = audited(
+            Database(
+                create_engine(settings.database_url),
+                clock,
+                publisher=publisher_for(lambda: app.state.context.broker),
+            )
         )
         instrument_engine(
             db.engine,

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from cmschat.attachments.service import Eraser
+from cmschat.attachments.erasure import Eraser
 from cmschat.audit import chain
 from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.errors import CmschatError
-from cmschat.jobs.scheduler import JobBusy, RetentionJob
+from cmschat.jobs.scheduler import JobBusy
+from cmschat.retention.job import RetentionJob
 from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import Settings, load_settings
 

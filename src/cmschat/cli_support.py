@@ -13,6 +13,7 @@ import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from cmschat.audit.service import audited
 from cmschat.clock import SystemClock
 from cmschat.db.migrate import is_migrated, run_migrations
 from cmschat.db.session import Database, create_engine
@@ -59,13 +60,14 @@ async def open_database(
 
     ``migrate``: bring the schema up to date first (``migrate``, ``serve``, ``user create``).
     ``publisher``: where committed units of work send their events (none: dropped).
-    Units of work are the command's to open, each with its own actor.
+    Units of work are the command's to open, each with its own actor; they keep the audit
+    trail.
     """
     engine = create_engine(settings.database_url)
     try:
         if migrate:
             await run_migrations(engine)
-        yield Database(engine, SystemClock(), publisher=publisher)
+        yield audited(Database(engine, SystemClock(), publisher=publisher))
     finally:
         await engine.dispose()
 

@@ -8,8 +8,9 @@ from redis.asyncio import Redis
 
 from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
-from cmschat.attachments.service import Eraser, Limits
+from cmschat.attachments.erasure import Eraser
 from cmschat.attachments.storage import Storage
+from cmschat.attachments.uploads import Limits
 from cmschat.chat.messages.sending import SendRules
 from cmschat.chat.ratelimit import SendLimiter
 from cmschat.clock import Clock

@@ -15,8 +15,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from cmschat.app import create_app
+from cmschat.attachments.erasure import clean_up
 from cmschat.attachments.models import Attachment
-from cmschat.attachments.service import clean_up
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.settings import Settings

@@ -24,6 +24,7 @@ from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.accounts.ratelimit import MemoryFailureCounter
 from cmschat.app import create_app
+from cmschat.audit.service import audited
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.session import Database, create_engine
@@ -52,7 +53,7 @@ class FuzzTarget(NamedTuple):
 async def _admin_token(url: str, app_settings: Settings) -> str:
     """Create an admin on the database the app will use and sign them in."""
     clock = SystemClock()
-    db = Database(create_engine(url), clock)
+    db = audited(Database(create_engine(url), clock))
     try:
         async with db.unit_of_work(SYSTEM_SETUP) as session:
             await accounts.create_user(

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from cmschat.audit import chain, head
 from cmschat.audit import service as audit
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
@@ -139,7 +140,7 @@ async def test_writers_on_two_instances_build_one_unbroken_chain(
     database_url: str, clock: FakeClock
 ) -> None:
     """Two engines stand for two app instances; every append must still take its turn."""
-    instances = [Database(create_engine(database_url), clock) for _ in range(2)]
+    instances = [audited(Database(create_engine(database_url), clock)) for _ in range(2)]
 
     async def write(db: Database, n: int) -> None:
         async with db.unit_of_work(SYSTEM_CLI) as session:

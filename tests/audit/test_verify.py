@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from cmschat.audit import service as audit
 from cmschat.audit.chain import event_hash, fields_of
 from cmschat.audit.models import AuditEvent
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import run_migrations
@@ -34,7 +35,7 @@ async def trail(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         support.mariadb_available()
         url = await support.create_mariadb_database()
-    db = Database(create_engine(url), FakeClock())
+    db = audited(Database(create_engine(url), FakeClock()))
     try:
         await run_migrations(db.engine)
         for n in range(1, EVENTS + 1):

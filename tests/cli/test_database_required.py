@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database, create_engine
@@ -120,7 +121,9 @@ async def test_account_commands_leave_the_same_audit_events_as_the_api(tmp_path:
         assert done.returncode == 0, done.stderr
     assert cmschat(tmp_path, "user", "list", env=env).returncode == 0  # a read: no event
 
-    db = Database(create_engine(support.sqlite_url(tmp_path / "var" / "cmschat.db")), FakeClock())
+    db = audited(
+        Database(create_engine(support.sqlite_url(tmp_path / "var" / "cmschat.db")), FakeClock())
+    )
     try:
         events = await support.audit_events(db)
     finally:

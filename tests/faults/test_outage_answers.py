@@ -18,6 +18,7 @@ from sqlalchemy import text
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.app import create_app
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
@@ -127,7 +128,7 @@ async def test_full_disk_answers_507_turns_unready_and_recovers(
     url = support.sqlite_url(data_dir / "cmschat.db")
     engine = create_engine(url)
     await run_migrations(engine)
-    db = Database(engine, FakeClock())
+    db = audited(Database(engine, FakeClock()))
     async with db.unit_of_work(SYSTEM_SETUP) as session:
         await accounts.create_user(
             session,

@@ -18,12 +18,13 @@ from sqlalchemy.engine import make_url
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.audit import chain
+from cmschat.audit.expiry import expire_events
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
-from cmschat.db.actors import SYSTEM_CLI
+from cmschat.db.actors import SYSTEM_CLI, SYSTEM_RETENTION
 from cmschat.db.migrate import DERIVED_TABLE_PREFIXES, run_migrations
 from cmschat.db.models import metadata
 from cmschat.db.session import Database, create_engine
-from cmschat.retention.purge import expire_audit_events
 from tests import support
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -75,7 +76,7 @@ async def test_the_documented_app_user_works_but_cannot_touch_the_trail(
     assert granted == set(metadata.tables) | {"message_search", "alembic_version"}
     assert not granted & {"audit_expiry_permit"} and "audit_expiry_permit" in DERIVED_TABLE_PREFIXES
 
-    db = Database(create_engine(url), FakeClock())
+    db = audited(Database(create_engine(url), FakeClock()))
     try:
         await run_migrations(db.engine)  # nothing to do, and allowed
         async with db.unit_of_work(SYSTEM_CLI) as session:
@@ -101,7 +102,7 @@ async def test_the_documented_app_user_works_but_cannot_touch_the_trail(
                     await connection.execute(text(statement))
 
         db.clock.advance(days=1)  # type: ignore[attr-defined]
-        assert await expire_audit_events(db, cutoff=db.clock.now()) == 1
+        assert await expire_events(db=db, cutoff=db.clock.now(), actor=SYSTEM_RETENTION) == 1
         async with db.unit_of_work(SYSTEM_CLI) as session:
             verdict = await chain.verify(session)
         assert verdict.ok, verdict.describe()

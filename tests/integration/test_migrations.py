@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cmschat.accounts.models import Role, User
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import DERIVED_TABLE_PREFIXES, include_name, run_migrations
@@ -73,7 +74,7 @@ async def test_downgrade_to_base_and_up_again(empty_engine: AsyncEngine) -> None
 
 async def test_korean_and_emoji_round_trip(empty_engine: AsyncEngine) -> None:
     await run_migrations(empty_engine)
-    db = Database(empty_engine, FakeClock())
+    db = audited(Database(empty_engine, FakeClock()))
     name = "김민지 👩‍💻 🇰🇷 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"
     async with db.unit_of_work(SYSTEM_SETUP) as session:
         session.add(

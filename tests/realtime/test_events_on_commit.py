@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmschat.audit.service import audited
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database
@@ -36,7 +37,7 @@ def recorder() -> Recorder:
 @pytest.fixture
 def db(context: AppContext, recorder: Recorder) -> Database:
     """The test database, with a unit of work that publishes to ``recorder``."""
-    return Database(context.db.engine, context.clock, publisher=recorder)
+    return audited(Database(context.db.engine, context.clock, publisher=recorder))
 
 
 async def test_a_commit_publishes_what_was_queued_in_order_and_only_then(

@@ -10,6 +10,7 @@ import asyncio
 import sys
 from datetime import timedelta
 
+from cmschat.audit.service import audited
 from cmschat.clock import SystemClock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database, create_engine
@@ -17,7 +18,7 @@ from cmschat.jobs.lease import Lease, holder_name
 
 
 async def main(url: str) -> None:
-    db = Database(create_engine(url), SystemClock())
+    db = audited(Database(create_engine(url), SystemClock()))
     lease = Lease(
         db,
         name="retention",

@@ -8,12 +8,14 @@ import sys
 from datetime import UTC, datetime, time
 from pathlib import Path
 
+from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.lease import Lease
-from cmschat.jobs.scheduler import LEASE_TTL, RetentionJob, last_slot
+from cmschat.jobs.scheduler import LEASE_TTL, last_slot
+from cmschat.retention.job import RetentionJob
 from cmschat.settings import RetentionSettings
 from tests.processes import COMMAND_TIMEOUT
 from tests.retention.conftest import Chat
@@ -31,7 +33,7 @@ def lease(db: Database, holder: str, clock: FakeClock) -> Lease:
 async def test_two_instances_racing_for_the_lease_get_one_leader(
     database_url: str, clock: FakeClock
 ) -> None:
-    instances = [Database(create_engine(database_url), clock) for _ in range(2)]
+    instances = [audited(Database(create_engine(database_url), clock)) for _ in range(2)]
     try:
         for _ in range(3):
             contenders = [lease(db, f"instance-{n}", clock) for n, db in enumerate(instances)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cmschat.clock import FakeClock
-from cmschat.jobs import scheduler
-from cmschat.jobs.scheduler import RetentionJob
+from cmschat.retention import job as retention_job
+from cmschat.retention.job import RetentionJob
 from cmschat.settings import RetentionSettings
 from tests.observability.metrics_support import value
 from tests.retention.conftest import Chat
@@ -35,7 +35,7 @@ async def test_a_failed_purge_is_counted(
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(scheduler, "run_purge", broken)
+    monkeypatch.setattr(retention_job, "run_purge", broken)
     ctx = chat.context
     job = RetentionJob(ctx.db, clock=clock, settings=RetentionSettings(), eraser=ctx.eraser)
     failures = value("cmschat_retention_runs_total", result="failure")

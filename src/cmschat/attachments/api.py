@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, UserOwnTransactions
 from cmschat.api.errors import DOWNLOAD_ERRORS, UPLOAD_ERRORS, responses
-from cmschat.attachments import multipart, service
+from cmschat.attachments import multipart, service, uploads
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.errors import TooLarge
 
@@ -53,7 +53,7 @@ async def upload(
     filename, chunks = await multipart.file_part(
         request.headers.get("content-type"), request.stream()
     )
-    attachment = await service.upload(
+    attachment = await uploads.upload(
         db=context.db,
         storage=context.storage,
         user=user,

@@ -90,7 +90,9 @@ async def export_audit_events(
 
     async def rows() -> AsyncIterator[str]:
         # The request's transaction ends when this route returns; the body streams after.
-        async with context.db.unit_of_work(user_actor(admin.id)) as reader:
+        async with context.db.unit_of_work(
+            user_actor(admin.id), actor_name=admin.username
+        ) as reader:
             async for line in listing.export_csv(reader, filters=filters):
                 yield line
 

@@ -17,13 +17,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from cmschat.accounts.models import User
 from cmschat.audit import head
 from cmschat.audit.chain import canonical_json, event_hash
 from cmschat.audit.models import AuditEvent, AuditHead
@@ -34,8 +33,13 @@ from cmschat.observability.logging import (
     request_id_var,
 )
 
+if TYPE_CHECKING:
+    from cmschat.db.session import Database
+
 PENDING_KEY = "cmschat.audit.pending"
 APPENDED_KEY = "cmschat.audit.appended"
+INSTALLED_FLAG = "_cmschat_audit_trail"
+"""Set on a Database's session class once its commits keep the audit trail."""
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,9 @@ def record(
     ``target`` is an ORM object not flushed yet, whose ``id`` becomes the target id.
     """
     sync_session = session.sync_session if isinstance(session, AsyncSession) else session
+    if not getattr(type(sync_session), INSTALLED_FLAG, False):
+        # Queued here, the event would vanish at the commit: fail loudly instead.
+        raise RuntimeError("this database has no audit trail: call audit.service.audited(db)")
     pending: list[_Pending] = session.info.setdefault(PENDING_KEY, [])
     details = dict(changes or {})
     client_request_id = client_request_id_var.get()
@@ -136,8 +143,12 @@ def _actor_identity(session: Session, actor: str) -> tuple[int | None, str]:
     user_id = int(ident)
     name = session.info.get(ACTOR_NAME_KEY)
     if not isinstance(name, str):
-        name = session.execute(select(User.username).where(User.id == user_id)).scalar()
-    return user_id, name or f"#{user_id}"
+        # Whoever names a user actor knows the user (``set_actor``, ``unit_of_work``):
+        # audit does not reach into accounts for it. A slip is logged, never fatal to
+        # the commit of the change the event describes.
+        log.warning("audit: user actor %s has no name; recorded by id", user_id)
+        return user_id, f"#{user_id}"
+    return user_id, name
 
 
 def _append(session: Session) -> None:
@@ -203,9 +214,18 @@ def _forget(session: Session, previous: SessionTransaction) -> None:
     session.info.pop(APPENDED_KEY, None)
 
 
-def install() -> None:
-    """Register the commit hooks once for every Session (idempotent)."""
-    if not event.contains(Session, "before_commit", _append):
-        event.listen(Session, "before_commit", _append)
-        event.listen(Session, "after_commit", _published)
-        event.listen(Session, "after_soft_rollback", _forget)
+def audited(db: Database) -> Database:
+    """Keep the audit trail of this database's transactions (idempotent); returns ``db``.
+
+    Called where a Database is opened for work (the app's start-up, the CLI, the backup
+    jobs): the data layer itself knows nothing of audit.
+    """
+    target = db.session_class
+    # A flag on the class, not ``event.contains``: SQLAlchemy's registry is keyed by id(),
+    # which a new class can reuse once a dropped Database's class is collected.
+    if not getattr(target, INSTALLED_FLAG, False):
+        event.listen(target, "before_commit", _append)
+        event.listen(target, "after_commit", _published)
+        event.listen(target, "after_soft_rollback", _forget)
+        setattr(target, INSTALLED_FLAG, True)
+    return db

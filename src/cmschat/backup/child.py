@@ -30,6 +30,7 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat import errors
+from cmschat.audit.service import audited
 from cmschat.backup.drill import DrillReport, announce_drill, drill_backup
 from cmschat.backup.keys import Recipients
 from cmschat.backup.manifest import Manifest
@@ -170,7 +171,7 @@ async def child_main(job: str, kind: str, settings: Settings, result_file: Path)
         else:
             engine = create_engine(settings.database_url)
             try:
-                made = await make_backup(kit=kit, db=Database(engine, clock), kind=kind)
+                made = await make_backup(kit=kit, db=audited(Database(engine, clock)), kind=kind)
             finally:
                 await engine.dispose()
             generated = made.recipients.generated

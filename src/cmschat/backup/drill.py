@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.attachments.storage import LocalStorage, Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.audit import chain
+from cmschat.audit.service import audited
 from cmschat.backup import metrics
 from cmschat.backup.engines import Engine, check_tables, collect_facts
 from cmschat.backup.manifest import Manifest
@@ -110,7 +111,7 @@ async def _check_restored(
             )
         )
         checks.append(Check("table check", not problems, "; ".join(problems) or "no problems"))
-        db = Database(restored, clock)
+        db = audited(Database(restored, clock))
         async with db.unit_of_work(SYSTEM_BACKUP) as session:
             verdict = await chain.verify(session)
         head_ok = manifest.audit_head is None or (

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
+from cmschat.audit.service import audited
 from cmschat.backup.crypto import open_sealed
 from cmschat.backup.engines import Engine
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
@@ -162,7 +163,7 @@ async def restore_backup(
         await run_migrations(live)
         seconds = round(time.monotonic() - started, 3)
         await record(
-            Database(live, kit.clock),
+            audited(Database(live, kit.clock)),
             action="backup.restore",
             target_id=manifest.id,
             changes={

@@ -12,8 +12,9 @@ from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.audit import chain
 from cmschat.chat.models import MemberRole, Message, Room, RoomKind, RoomMember
 from cmschat.cms.schemas import AuditStatus, Dashboard, RoomSummary
-from cmschat.jobs.lease import RETENTION_JOB, last_completed
+from cmschat.jobs.lease import last_completed
 from cmschat.pagination import decode_cursor, encode_cursor
+from cmschat.retention.job import RETENTION_JOB
 from cmschat.retention.models import RoomRetention
 
 ROOM_PAGE = 200

@@ -39,7 +39,7 @@ def user_actor(user_id: int) -> str:
 def set_actor(session: AsyncSession | Session, actor: str, *, name: str | None = None) -> None:
     """Name who acts for the rest of this session's unit of work (before it flushes).
 
-    ``name`` is the user's username, snapshotted into audit events (looked up if omitted).
+    ``name`` is the user's username, snapshotted into audit events: give it for a user.
     """
     session.info[ACTOR_KEY] = actor
     if name is not None:

@@ -1,13 +1,16 @@
-"""Reading a large table in id order, one bounded batch at a time."""
+"""Large tables in bounded batches: reading them in id order, deleting from them."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+
+if TYPE_CHECKING:
+    from cmschat.db.session import Database
 
 T = TypeVar("T")
 
@@ -36,3 +39,26 @@ async def in_id_order(
             return
         last = getattr(rows[-1], id_column.key)
         session.expunge_all()
+
+
+async def delete_in_batches(
+    db: Database,
+    id_column: InstrumentedAttribute[int],
+    condition: ColumnElement[bool],
+    *,
+    size: int,
+    actor: str,
+) -> int:
+    """Delete the rows matching ``condition``, ``size`` per transaction; how many.
+
+    One short transaction per batch, so a large backlog never holds a long write lock.
+    """
+    removed = 0
+    while True:
+        async with db.unit_of_work(actor) as session:
+            ids = (await session.scalars(select(id_column).where(condition).limit(size))).all()
+            if ids:
+                await session.execute(delete(id_column.class_).where(id_column.in_(ids)))
+        removed += len(ids)
+        if len(ids) < size:
+            return removed

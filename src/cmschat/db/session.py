@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from cmschat import events
-from cmschat.audit import service as audit_trail
 from cmschat.clock import Clock
 from cmschat.db import audit_columns
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
@@ -106,6 +106,9 @@ def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
 class Database:
     """The engine, the session factory and the clock the rows are stamped with.
 
+    The audit trail is not this layer's: the start-up (``create_app``, the CLI) hooks it
+    on with ``audit.service.audited(db)``, onto ``session_class``.
+
     ``publisher``: where committed events go (the app's broker, the CLI's when it has one);
     without one they are dropped, as a process with no clients to tell has nobody to tell.
     """
@@ -114,17 +117,23 @@ class Database:
         self, engine: AsyncEngine, clock: Clock, *, publisher: events.Publisher | None = None
     ) -> None:
         audit_columns.install()
-        audit_trail.install()
         events.install()
         self.engine = engine
         self.clock = clock
         self.publisher = publisher
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # A class of its own, so hooks installed on this database stay off every other one.
+        self.session_class: type[Session] = type("DatabaseSession", (Session,), {})
+        self._sessions = async_sessionmaker(
+            engine,
+            expire_on_commit=False,
+            autoflush=False,
+            sync_session_class=self.session_class,
+        )
 
     def session(self, actor: str | None = None, *, actor_name: str | None = None) -> AsyncSession:
         """A new session; set its actor here or later with ``set_actor``.
 
-        ``actor_name``: the user's username, so audit events need not look it up.
+        ``actor_name``: the user's username, which audit events snapshot.
         """
         session = self._sessions()
         session.info[CLOCK_KEY] = self.clock

@@ -21,9 +21,6 @@ from cmschat.clock import Clock
 from cmschat.db.session import Database
 from cmschat.jobs.models import JobLease
 
-RETENTION_JOB = "retention"
-"""The daily purge's lease."""
-
 
 def holder_name() -> str:
     """Who this process is, as written in the lease."""

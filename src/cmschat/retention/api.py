@@ -11,8 +11,9 @@ from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
 from cmschat.chat.models import Room
 from cmschat.errors import NotFound
-from cmschat.jobs.lease import RETENTION_JOB, last_completed
+from cmschat.jobs.lease import last_completed
 from cmschat.retention import policies
+from cmschat.retention.job import RETENTION_JOB
 from cmschat.retention.schemas import (
     DefaultsRead,
     DefaultsWrite,

@@ -8,8 +8,10 @@ row. The files' bytes are erased once the batch commits (the attachment clean-up
 finishes any erasure a crash interrupted). When a room is done, one ``retention.purged``
 audit event records its counts, including those of an interrupted earlier run.
 
-Then audit events older than their own retention expire through the permitted path,
-each batch leaving a checkpoint event from which ``audit verify`` proves the rest.
+Then the other expiries run, each owned by its domain and batched the same way: audit
+events past their own retention (``audit.expiry``), expired sign-in sessions and old
+sign-in attempts (``accounts.expiry``). This module orchestrates: the order, the
+transactions of the room batches, the report and its audit event.
 """
 
 from __future__ import annotations
@@ -19,19 +21,17 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import ColumnElement, Table, delete, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat.accounts.models import AuthToken, LoginAttempt
-from cmschat.attachments import service as attachments
-from cmschat.attachments.models import Attachment, AttachmentState
+from cmschat.accounts import expiry as account_expiry
+from cmschat.attachments import erasure
+from cmschat.attachments import expiry as file_expiry
+from cmschat.attachments.models import Attachment
+from cmschat.audit import expiry as audit_expiry
 from cmschat.audit import service as audit
-from cmschat.audit.chain import EXPIRED_ACTION
-from cmschat.audit.models import AuditEvent
-from cmschat.chat import search_index
-from cmschat.chat.models import Mention, Message, Room, RoomEvent
+from cmschat.chat import expiry as message_expiry
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
@@ -40,8 +40,6 @@ from cmschat.retention.models import RetentionProgress, RoomRetention
 from cmschat.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
-
-AUDIT_BATCH = 5000
 
 KeepGoing = Callable[[], Awaitable[bool]]
 """Asked between batches whether to go on (the leader renews its lease there)."""
@@ -77,7 +75,7 @@ async def run_purge(
     *,
     clock: Clock,
     settings: RetentionSettings,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     dry_run: bool = False,
     keep_going: KeepGoing | None = None,
 ) -> Report:
@@ -105,17 +103,17 @@ async def run_purge(
             return report
         if loss.legal_hold or loss.messages or loss.attachments:
             report.rooms.append(loss)
-    report.audit_events_expired = await expire_audit_events(
-        db, cutoff=now - timedelta(days=settings.audit_days)
+    report.audit_events_expired = await audit_expiry.expire_events(
+        db=db, cutoff=now - timedelta(days=settings.audit_days), actor=SYSTEM_RETENTION
     )
-    report.sessions_removed = await _delete_in_batches(
-        db, AuthToken, AuthToken.expires_at < now - timedelta(days=1), settings.batch_size
+    report.sessions_removed = await account_expiry.remove_expired_sessions(
+        db=db, now=now, batch=settings.batch_size, actor=SYSTEM_RETENTION
     )
-    report.login_attempts_removed = await _delete_in_batches(
-        db,
-        LoginAttempt,
-        LoginAttempt.created_at < now - timedelta(days=settings.login_attempt_days),
-        settings.batch_size,
+    report.login_attempts_removed = await account_expiry.remove_login_attempts(
+        db=db,
+        before=now - timedelta(days=settings.login_attempt_days),
+        batch=settings.batch_size,
+        actor=SYSTEM_RETENTION,
     )
     async with db.unit_of_work(SYSTEM_RETENTION) as session:
         messages, files, size = report.totals
@@ -142,7 +140,7 @@ async def _purge_room(
     message_cutoff: datetime | None,
     file_cutoff: datetime | None,
     settings: RetentionSettings,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     keep_going: KeepGoing | None,
 ) -> policies.RoomLoss | None:
     """Purge one room batch by batch; None if told to stop midway."""
@@ -187,84 +185,36 @@ async def purge_batch(
     message_cutoff: datetime | None,
     file_cutoff: datetime | None,
     batch_size: int,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
 ) -> int:
     """Remove up to ``batch_size`` expired messages and files of a room; how many rows."""
     message_ids: list[int] = []
     last_seq = 0
     if message_cutoff is not None:
-        rows = (
-            await session.execute(
-                select(Message.id, Message.seq)
-                .where(Message.room_id == room_id, Message.created_at < message_cutoff)
-                .order_by(Message.seq)
-                .limit(batch_size)
-            )
-        ).all()
-        message_ids = [row.id for row in rows]
-        last_seq = max((row.seq for row in rows), default=0)
+        message_ids, last_seq = await message_expiry.expired_messages(
+            session, room_id=room_id, before=message_cutoff, limit=batch_size
+        )
     # Every file of the purged messages goes with them (however many there are); files
     # past their own retention go in batches.
     files: dict[int, Attachment] = {}
-    if message_ids:
-        linked = await session.scalars(
-            select(Attachment).where(
-                Attachment.message_id.in_(message_ids),
-                Attachment.state != AttachmentState.deleting,
-            )
-        )
-        files.update((f.id, f) for f in linked)
+    linked = await file_expiry.files_of_messages(session, message_ids=message_ids)
+    files.update((f.id, f) for f in linked)
     aged: Sequence[Attachment] = []
     if file_cutoff is not None:
-        aged = (
-            await session.scalars(
-                select(Attachment)
-                .where(
-                    Attachment.room_id == room_id,
-                    Attachment.created_at < file_cutoff,
-                    Attachment.state != AttachmentState.deleting,
-                )
-                .order_by(Attachment.id)
-                .limit(batch_size)
-            )
-        ).all()
+        aged = await file_expiry.expired_files(
+            session, room_id=room_id, before=file_cutoff, limit=batch_size
+        )
         files.update((f.id, f) for f in aged)
     if not message_ids and not files:
         return 0
     size = sum(f.size for f in files.values())
-    await attachments.mark_for_erasure(session, eraser=eraser, attachment_ids=list(files))
+    await erasure.mark_for_erasure(session, eraser=eraser, attachment_ids=list(files))
     if message_ids:
-        await _delete_messages(session, room_id, message_ids, last_seq)
+        await message_expiry.delete_messages(
+            session, room_id=room_id, message_ids=message_ids, through_seq=last_seq
+        )
     await _add_progress(session, room_id, len(message_ids), len(files), size)
     return max(len(message_ids), len(aged))
-
-
-async def _delete_messages(
-    session: AsyncSession, room_id: int, message_ids: Sequence[int], last_seq: int
-) -> None:
-    await session.execute(delete(Mention).where(Mention.message_id.in_(message_ids)))
-    await search_index.unindex_messages(session, message_ids=message_ids)
-    # Everything up to the newest purged message is history now, and any later event
-    # about a purged message (an edit) would have nothing left to show.
-    await session.execute(
-        delete(RoomEvent).where(RoomEvent.room_id == room_id, RoomEvent.seq <= last_seq)
-    )
-    await session.execute(delete(RoomEvent).where(RoomEvent.message_id.in_(message_ids)))
-    # Replies to a purged message keep their own text; their reference goes.
-    await session.execute(
-        update(Message)
-        .where(Message.reply_to_id.in_(message_ids))
-        .values(reply_to_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(delete(Message).where(Message.id.in_(message_ids)))
-    rooms = cast(Table, Room.__table__)
-    # Core, like the seq counter: a purge is not an edit of the room.
-    await session.execute(
-        update(rooms)
-        .where(rooms.c.id == room_id, rooms.c.purged_through_seq < last_seq)
-        .values(purged_through_seq=last_seq)
-    )
 
 
 async def _add_progress(
@@ -330,71 +280,3 @@ async def mark_interrupted(session: AsyncSession) -> None:
         .values(runs=RetentionProgress.runs + 1)
         .execution_options(synchronize_session=False)
     )
-
-
-async def _delete_in_batches(
-    db: Database,
-    model: type[AuthToken] | type[LoginAttempt],
-    condition: ColumnElement[bool],
-    size: int,
-) -> int:
-    """Delete the rows matching ``condition``, ``size`` per transaction; how many."""
-    removed = 0
-    while True:
-        async with db.unit_of_work(SYSTEM_RETENTION) as session:
-            ids = (await session.scalars(select(model.id).where(condition).limit(size))).all()
-            if ids:
-                await session.execute(delete(model).where(model.id.in_(ids)))
-        removed += len(ids)
-        if len(ids) < size:
-            return removed
-
-
-async def expire_audit_events(db: Database, *, cutoff: datetime) -> int:
-    """Remove audit events older than ``cutoff``, each batch leaving its checkpoint."""
-    expired = 0
-    while True:
-        async with db.unit_of_work(SYSTEM_RETENTION) as session:
-            rows = (
-                await session.execute(
-                    select(AuditEvent.id, AuditEvent.hash, AuditEvent.occurred_at)
-                    .order_by(AuditEvent.id)
-                    .limit(AUDIT_BATCH)
-                )
-            ).all()
-            old = []
-            for row in rows:
-                if row.occurred_at >= cutoff:
-                    break
-                old.append(row)
-            if not old:
-                return expired
-            through_id, through_hash = old[-1].id, old[-1].hash
-            await _expire_through(session, through_id)
-            # In the same transaction: the chain is never without its new starting point.
-            audit.record(
-                session,
-                action=EXPIRED_ACTION,
-                target_type="audit",
-                changes={
-                    "through_id": through_id,
-                    "through_hash": through_hash,
-                    "count": len(old),
-                    "cutoff": cutoff,
-                },
-            )
-        expired += len(old)
-        if len(old) < AUDIT_BATCH:
-            return expired
-
-
-async def _expire_through(session: AsyncSession, through_id: int) -> None:
-    """The one permitted deletion of audit events (see migration 0005)."""
-    if session.get_bind().dialect.name == "sqlite":
-        await session.execute(text("INSERT INTO audit_expiry_permit (id) VALUES (1)"))
-        await session.execute(delete(AuditEvent).where(AuditEvent.id <= through_id))
-        await session.execute(text("DELETE FROM audit_expiry_permit"))
-    else:
-        await session.execute(
-            text("CALL cmschat_expire_audit_events(:through_id)"), {"through_id": through_id}
-        )

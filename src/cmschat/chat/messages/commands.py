@@ -6,7 +6,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
-from cmschat.attachments import service as attachments
+from cmschat.attachments import erasure
 from cmschat.audit import service as audit
 from cmschat.chat import permissions, search_index
 from cmschat.chat.events import append_event
@@ -85,7 +85,7 @@ async def delete_message(
     user: User,
     message_id: int,
     clock: Clock,
-    eraser: attachments.Eraser,
+    eraser: erasure.Eraser,
     reason: str | None = None,
 ) -> MessageRead:
     """Delete to a tombstone: the row stays for order and replies, the content goes.
@@ -111,7 +111,7 @@ async def delete_message(
     message.content, message.content_html, message.deleted_at = "", "", clock.now()
     await session.execute(delete(Mention).where(Mention.message_id == message.id))
     await search_index.unindex_message(session, message_id=message.id)
-    await attachments.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
+    await erasure.remove_for_messages(session, eraser=eraser, message_ids=[message.id])
     return await _announce_change(session, message, EventType.message_deleted)
 
 
