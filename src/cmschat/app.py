@@ -1,4 +1,9 @@
-"""The ASGI application: ``create_app(settings)`` wires settings, database, routes."""
+"""The ASGI application: ``create_app(settings)`` wires settings, database, routes.
+
+The composition root, past 300 lines on purpose: every part is built and connected here
+(database, broker, storage, jobs, middleware, routers), so the whole wiring reads in one
+place and no other module has to know how the others are made.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
 from cmschat.api.router import API_PREFIX, build_api_router
 from cmschat.attachments import inspection
 from cmschat.attachments.erasure import Eraser, clean_up
-from cmschat.attachments.storage import Storage, storage_from_url
+from cmschat.attachments.storage import storage_for
 from cmschat.attachments.uploads import Limits
 from cmschat.audit import head as audit_head
 from cmschat.audit.service import audited
@@ -34,15 +39,18 @@ from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import every
+from cmschat.monitoring.sampler import Sampler
 from cmschat.observability import health, tracing
-from cmschat.observability.asgi_metrics import MetricsMiddleware, wrap_deliver
+from cmschat.observability.asgi_metrics import MetricsMiddleware
 from cmschat.observability.db_metrics import instrument_engine
+from cmschat.observability.health import readiness
 from cmschat.observability.logging import install_log_context, quiet_parameter_loggers
 from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
+from cmschat.observability.minutes import WINDOW, Window
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
-from cmschat.realtime.publish import publisher_for
+from cmschat.realtime.publish import counting_deliveries, publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
@@ -63,18 +71,6 @@ BACKUP_METRICS_SECONDS = 300
 SAMPLE_SECONDS = 60
 """Each instance writes its sample for the console's charts once a minute."""
 """How often each instance reads the newest backups and drill from the target for /metrics."""
-
-
-def storage_for(settings: Settings) -> Storage:
-    """The attachment store the settings name."""
-    secret = settings.s3_secret_access_key
-    return storage_from_url(
-        settings.storage_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_region=settings.s3_region,
-        s3_access_key=settings.s3_access_key_id,
-        s3_secret_key=secret.get_secret_value() if secret else None,
-    )
 
 
 def attachment_limits(settings: Settings) -> Limits:
@@ -151,9 +147,9 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
             run_first=True,
         )
     )
-    from cmschat.monitoring.sampler import Sampler
-
-    loops.append(every(SAMPLE_SECONDS, Sampler(context).tick, stop, name="monitoring sample"))
+    loops.append(
+        every(SAMPLE_SECONDS, monitoring_sampler(context).tick, stop, name="monitoring sample")
+    )
     if settings.backup.schedule:
         from cmschat.backup.schedule import BackupSchedule
 
@@ -184,6 +180,17 @@ def redis_client(url: str) -> Redis:
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
         )
+    )
+
+
+def monitoring_sampler(context: AppContext, *, window: Window = WINDOW) -> Sampler:
+    """This instance's once-a-minute sample for the console's charts, with /readyz's checks."""
+    return Sampler(
+        context.db,
+        clock=context.clock,
+        checks=lambda: readiness(context),
+        keep=timedelta(hours=context.settings.monitoring.sample_keep_hours),
+        window=window,
     )
 
 
@@ -226,7 +233,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None
             else MemoryBroker()
         )
-        await broker.start(wrap_deliver(hub.deliver), hub.catch_up_all)
+        await broker.start(counting_deliveries(hub.deliver), hub.catch_up_all)
         storage = storage_for(settings)
         eraser = Eraser(db, storage)
         app.state.context = AppContext(

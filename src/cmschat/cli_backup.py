@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 
 def _toolkit(settings: Settings) -> service.Toolkit:
-    from cmschat.app import storage_for
+    from cmschat.attachments.storage import storage_for
 
     return service.Toolkit(
         settings=settings,

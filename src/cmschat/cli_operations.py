@@ -50,7 +50,7 @@ def audit_verify(
 
 
 async def _retention(settings: Settings, *, dry_run: bool) -> Report:
-    from cmschat.app import storage_for
+    from cmschat.attachments.storage import storage_for
 
     async with open_database(settings) as db:
         eraser = Eraser(db, storage_for(settings))

@@ -10,10 +10,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from cmschat.app import monitoring_sampler
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.monitoring.models import InstanceSample
-from cmschat.monitoring.sampler import Instance, Sampler, prune_samples, record_sample
+from cmschat.monitoring.sampler import Instance, prune_samples, record_sample
 from cmschat.observability.minutes import WINDOW, Taken, Window
 from cmschat.settings import MonitoringSettings
 from tests.support import NamedUser, error_of
@@ -44,7 +45,7 @@ async def test_sampler_writes_one_sample_per_minute_with_the_minutes_traffic(
     context: AppContext, clock: FakeClock
 ) -> None:
     window = Window()
-    sampler = Sampler(context, window=window)
+    sampler = monitoring_sampler(context, window=window)
     for status, seconds in [(200, 0.010), (200, 0.030), (503, 0.200), (201, 0.020)]:
         window.request("/api/v1/rooms", status, seconds)
     window.request("/readyz", 200, 5.0)  # probes are not traffic
@@ -230,7 +231,7 @@ async def test_samples_table_stays_bounded_by_the_setting(
     context: AppContext, clock: FakeClock
 ) -> None:
     context.settings.monitoring.sample_keep_hours = 1
-    sampler = Sampler(context, window=Window())
+    sampler = monitoring_sampler(context, window=Window())
     for _ in range(90):
         await sampler.tick()
         clock.advance(minutes=1)
@@ -247,7 +248,7 @@ async def test_requests_answered_by_the_app_reach_the_next_sample(
     await client.get(f"{V1}/admin/monitoring", headers=headers)
     await client.get(f"{V1}/admin/monitoring", params={"hours": 0}, headers=headers)
     await client.get("/readyz")
-    await Sampler(context).tick()
+    await monitoring_sampler(context).tick()
     [sample] = await samples(context)
     assert sample.requests == 3  # login, two reads; the probe is left out
     assert sample.errors == 0  # a 422 is the client's error, not the server's

@@ -1,4 +1,8 @@
-"""User accounts: create, find, list, change, reset; the first admin on an empty database."""
+"""User accounts: create, find, list, change, reset; the first admin on an empty database.
+
+Just past 300 lines, kept whole: every change to an account goes through the same checks
+(the last active admin, unique names, the password policy), which read best side by side.
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, UserO
 from cmschat.api.errors import DOWNLOAD_ERRORS, UPLOAD_ERRORS, responses
 from cmschat.attachments import multipart, service, uploads
 from cmschat.attachments.schemas import AttachmentRead
+from cmschat.chat import permissions
 from cmschat.errors import TooLarge
 
 router = APIRouter(tags=["attachments"])
@@ -61,6 +62,7 @@ async def upload(
         filename=filename,
         chunks=chunks,
         limits=limits,
+        rooms=permissions,
     )
     return AttachmentRead.model_validate(attachment)
 
@@ -114,7 +116,9 @@ async def download(
     disposition: Annotated[str, Query(pattern="^(attachment|inline)$")] = "attachment",
 ) -> Response:
     """The file, to members of its room only (404 for anyone else); ranges supported."""
-    attachment = await service.readable_attachment(session, user=user, attachment_id=attachment_id)
+    attachment = await service.readable_attachment(
+        session, user=user, attachment_id=attachment_id, rooms=permissions
+    )
     etag = f'"{attachment.sha256}"'
     headers = {
         "Content-Disposition": _disposition(

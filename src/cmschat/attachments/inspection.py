@@ -8,6 +8,9 @@ inner extension, since some web servers run a file for any dot-part), then ``che
 Images, audio and video may be any format of the family their name claims (phones and sites
 often mislabel) and are stored under the type the bytes prove; documents and archives must
 be exactly the container their extension names, since the app the name picks opens them.
+
+One module past 300 lines on purpose: the allow-list and the signatures that enforce it are
+one security rule, reviewed together (docs/security.md, uploads).
 """
 
 from __future__ import annotations

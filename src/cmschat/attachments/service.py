@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
+from cmschat.attachments.access import RoomAccess
 from cmschat.attachments.models import Attachment, AttachmentState
-from cmschat.chat import permissions
 from cmschat.errors import Invalid, NotFound
 
 
@@ -73,7 +73,7 @@ async def attachments_of(
 
 
 async def readable_attachment(
-    session: AsyncSession, *, user: User, attachment_id: int
+    session: AsyncSession, *, user: User, attachment_id: int, rooms: RoomAccess
 ) -> Attachment:
     """A ready attachment of a room the user belongs to; NotFound for anyone else.
 
@@ -84,6 +84,6 @@ async def readable_attachment(
         raise NotFound("no such attachment")
     if attachment.message_id is None and attachment.uploader_id != user.id:
         raise NotFound("no such attachment")
-    if not await permissions.is_member(session, user=user, room_id=attachment.room_id):
+    if not await rooms.is_member(session, user=user, room_id=attachment.room_id):
         raise NotFound("no such attachment")
     return attachment

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.attachments import images, inspection
+from cmschat.attachments.access import RoomAccess
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.attachments.storage import Storage, new_key
 from cmschat.audit import service as audit
-from cmschat.chat import permissions
 from cmschat.db.actors import user_actor
 from cmschat.db.session import Database
 from cmschat.errors import Invalid, TooLarge
@@ -118,13 +118,14 @@ async def upload(
     filename: str,
     chunks: AsyncIterator[bytes],
     limits: Limits,
+    rooms: RoomAccess,
 ) -> Attachment:
     """Check, store and record one uploaded file; on refusal nothing stays behind."""
     name = inspection.clean_filename(filename)
     inspection.check_extension(name, allowed=limits.allowed_extensions)
     actor = user_actor(user.id)
     async with db.unit_of_work(actor, actor_name=user.username) as session:
-        await permissions.require_open_member_room(session, user=user, room_id=room_id)
+        await rooms.require_open_member_room(session, user=user, room_id=room_id)
         if await _used_bytes(session, user.id) >= limits.quota_bytes:
             raise TooLarge(f"your uploads already use your quota of {_mib(limits.quota_bytes)}")
         row = Attachment(

@@ -153,7 +153,7 @@ async def drill_in_child(
 
 async def child_main(job: str, kind: str, settings: Settings, result_file: Path) -> None:
     """The child's side: lower the priority, do the job, write the result file."""
-    from cmschat.app import storage_for
+    from cmschat.attachments.storage import storage_for
     from cmschat.backup.service import engine_for, target_for
     from cmschat.clock import SystemClock
     from cmschat.db.session import create_engine

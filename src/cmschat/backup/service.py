@@ -4,6 +4,10 @@ Each step that touches the database or the store runs in a worker thread; the ev
 of a serving instance keeps answering while a backup runs. Backups are written to a
 private staging directory, uploaded, and their manifest is stored last: a backup without
 a manifest is incomplete and never restored.
+
+Past 300 lines on purpose: these are the operations the CLI, the console and the schedule
+share, one entry point each; the work itself lives in the modules beside it (engines,
+targets, crypto, incremental, restore, drill).
 """
 
 from __future__ import annotations

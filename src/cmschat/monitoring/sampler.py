@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,11 +16,9 @@ from sqlalchemy import delete, select
 
 from cmschat import __version__
 from cmschat.clock import Clock
-from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_MONITORING
 from cmschat.db.session import Database
 from cmschat.monitoring.models import InstanceSample
-from cmschat.observability.health import readiness
 from cmschat.observability.minutes import WINDOW, Taken, Window
 
 PRUNE_BATCH = 1000
@@ -121,24 +120,30 @@ async def prune_samples(
 class Sampler:
     """The once-a-minute job of one instance: its sample, then pruning."""
 
-    def __init__(self, context: AppContext, *, window: Window = WINDOW) -> None:
-        self.context = context
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        checks: Callable[[], Awaitable[dict[str, str]]],
+        keep: timedelta,
+        window: Window = WINDOW,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.checks = checks
+        """This instance's readiness checks (``/readyz``'s), recorded with each sample."""
+        self.keep = keep
         self.window = window
-        self.instance = this_instance(context.clock)
+        self.instance = this_instance(clock)
 
     async def tick(self) -> None:
         """Write this minute's sample and prune what is past the bound."""
-        context = self.context
-        checks = await readiness(context)
         await record_sample(
-            context.db,
+            self.db,
             instance=self.instance,
-            clock=context.clock,
+            clock=self.clock,
             taken=self.window.take(),
-            checks=checks,
+            checks=await self.checks(),
         )
-        await prune_samples(
-            context.db,
-            clock=context.clock,
-            keep=timedelta(hours=context.settings.monitoring.sample_keep_hours),
-        )
+        await prune_samples(self.db, clock=self.clock, keep=self.keep)

@@ -18,7 +18,6 @@ from cmschat.observability import tracing
 from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.observability.minutes import WINDOW
 from cmschat.observability.outages import classify
-from cmschat.realtime.broker import Deliver, Envelope
 
 UNMATCHED = "<unmatched>"
 LOGIN_ROUTE = "/api/v1/auth/login"
@@ -155,13 +154,3 @@ class MetricsMiddleware:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def wrap_deliver(deliver: Deliver) -> Deliver:
-    """The hub's delivery callback, counting what the broker delivers."""
-
-    def counted(envelope: Envelope) -> None:
-        m.broker_received(envelope.frame)
-        deliver(envelope)
-
-    return counted

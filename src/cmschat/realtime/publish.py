@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from cmschat.events import Published, Publisher
 from cmschat.observability import instruments, tracing
-from cmschat.realtime.broker import Broker
+from cmschat.realtime.broker import Broker, Deliver, Envelope
 from cmschat.realtime.protocol import envelope_of
 
 log = logging.getLogger(__name__)
@@ -40,3 +40,13 @@ def publisher_for(broker: Callable[[], Broker]) -> Publisher:
         await publish_committed(broker(), events)
 
     return publish
+
+
+def counting_deliveries(deliver: Deliver) -> Deliver:
+    """The hub's delivery callback, counting what the broker delivers here."""
+
+    def counted(envelope: Envelope) -> None:
+        instruments.broker_received(envelope.frame)
+        deliver(envelope)
+
+    return counted

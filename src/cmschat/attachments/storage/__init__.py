@@ -15,6 +15,7 @@ from cmschat.attachments.storage.base import BUCKET, PART_SIZE, Storage, check_k
 from cmschat.attachments.storage.local import LocalStorage
 from cmschat.attachments.storage.s3 import S3Storage
 from cmschat.errors import ConfigError
+from cmschat.settings import Settings
 
 __all__ = [
     "PART_SIZE",
@@ -57,3 +58,15 @@ def storage_from_url(
             secret_key=s3_secret_key,
         )
     raise ConfigError(usage)
+
+
+def storage_for(settings: Settings) -> Storage:
+    """The attachment store the settings name."""
+    secret = settings.s3_secret_access_key
+    return storage_from_url(
+        settings.storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key_id,
+        s3_secret_key=secret.get_secret_value() if secret else None,
+    )
