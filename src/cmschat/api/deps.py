@@ -21,7 +21,6 @@ from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, set_actor
-from cmschat.db.session import finish
 from cmschat.errors import Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
 
@@ -44,13 +43,8 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
 
     It acts as anonymous until ``get_signed_in`` knows who the caller is.
     """
-    async with context.db.session(ANONYMOUS) as session:
-        try:
-            yield session
-        except BaseException as exc:
-            await finish(session, exc)
-            raise
-        await finish(session, None)
+    async with context.db.unit_of_work(ANONYMOUS) as session:
+        yield session
 
 
 # scope="function": commit when the route returns, so a failed commit is the response.
