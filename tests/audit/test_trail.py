@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -197,6 +198,33 @@ async def test_a_rolled_back_savepoint_drops_only_its_own_events(context: AppCon
             audit.record(session, action="test.inner_kept", target_type="thing")
 
     assert [e.action for e in await audit_events(context.db)] == ["test.kept", "test.inner_kept"]
+
+
+async def test_a_released_savepoint_chains_and_exports_nothing_before_the_real_commit(
+    context: AppContext,
+) -> None:
+    async with context.db.unit_of_work(SYSTEM_CLI) as session:
+        audit.record(session, action="test.before", target_type="thing")
+    exported = REGISTRY.get_sample_value("cmschat_audit_head_id")
+    stored = len(await audit_events(context.db))
+    with pytest.raises(RuntimeError):
+        async with context.db.unit_of_work(SYSTEM_CLI) as session:
+            audit.record(session, action="test.outer", target_type="thing")
+            async with session.begin_nested():  # as a send with a client_id does
+                audit.record(session, action="test.inner", target_type="thing")
+            # Released, not committed: an exported head now could name an event that the
+            # rollback below takes away, and verification would cry tampering.
+            assert REGISTRY.get_sample_value("cmschat_audit_head_id") == exported
+            raise RuntimeError("the outer change failed at the last step")
+    assert REGISTRY.get_sample_value("cmschat_audit_head_id") == exported
+    assert len(await audit_events(context.db)) == stored
+    async with context.db.unit_of_work(SYSTEM_CLI) as session:
+        audit.record(session, action="test.outer", target_type="thing")
+        async with session.begin_nested():
+            audit.record(session, action="test.inner", target_type="thing")
+    actions = [e.action for e in await audit_events(context.db)]
+    assert actions[-2:] == ["test.outer", "test.inner"]
+    assert REGISTRY.get_sample_value("cmschat_audit_head_id") == exported + 2
 
 
 async def test_reading_a_busy_room_leaves_the_trail_to_real_changes(

@@ -153,6 +153,10 @@ def _actor_identity(session: Session, actor: str) -> tuple[int | None, str]:
 
 def _append(session: Session) -> None:
     """Chain the session's pending events (runs inside the committing transaction)."""
+    if session.in_nested_transaction():
+        # SQLAlchemy fires before_commit when a savepoint is released too: the events wait
+        # for the real commit, or the head would be locked, and exported, too early.
+        return
     pending: list[_Pending] = session.info.pop(PENDING_KEY, [])
     if not pending:
         return
@@ -199,6 +203,8 @@ def _append(session: Session) -> None:
 
 
 def _published(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released, not the transaction committed
     appended = session.info.pop(APPENDED_KEY, None)
     if appended is not None:
         head.advanced(*appended)
