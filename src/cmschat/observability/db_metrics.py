@@ -94,20 +94,19 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
     query_time = {op: m.DB_QUERY.labels(operation=op) for op in (*OPERATIONS, "OTHER")}
 
     def before(conn: Any, _cursor: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        conn.info.setdefault(_STARTED, []).append((time.perf_counter(), time.time_ns()))
+        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
 
     def after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
         started = conn.info.get(_STARTED)
         if not started:
             return
-        began, began_ns = started.pop()
-        elapsed = time.perf_counter() - began
+        elapsed = time.perf_counter() - started.pop()
         operation = operation_of(stmt)
         query_time[operation].observe(elapsed)
         if tracing.enabled():
             # No span for BEGIN: two per request that say nothing a trace reader needs.
             if elapsed >= span_seconds and operation != "BEGIN":
-                tracing.sql_span(operation, fingerprint(stmt), system, began_ns, elapsed)
+                tracing.sql_span(operation, fingerprint(stmt), system, elapsed)
             else:
                 tracing.count_sql(elapsed)
         if elapsed >= slow_seconds:
@@ -118,15 +117,14 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
         started = context.connection.info.get(_STARTED) if context.connection else None
         if not started:
             return
-        began, began_ns = started.pop()
+        elapsed = time.perf_counter() - started.pop()
         statement = context.statement or ""
         if tracing.enabled():
             tracing.sql_span(
                 operation_of(statement),
                 fingerprint(statement),
                 system,
-                began_ns,
-                time.perf_counter() - began,
+                elapsed,
                 error=context.original_exception,
             )
 

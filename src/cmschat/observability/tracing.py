@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -147,23 +148,24 @@ def sql_span(
     operation: str,
     statement: str,
     system: str,
-    began_ns: int,
     seconds: float,
     *,
     error: BaseException | None = None,
 ) -> None:
-    """A finished client span for one SQL statement (its fingerprint, never its parameters)."""
+    """A client span for one SQL statement that has just ended after ``seconds`` (its
+    fingerprint, never its parameters)."""
     if _tracer is None:
         return
+    ended = time.time_ns()
     span = _tracer.start_span(
         f"{operation} {system}",
         kind=SpanKind.CLIENT,
         attributes={"db.system": system, "db.operation": operation, "db.statement": statement},
-        start_time=began_ns,
+        start_time=ended - int(seconds * 1e9),
     )
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-    span.end(end_time=began_ns + int(seconds * 1e9))
+    span.end(end_time=ended)
 
 
 SQL_COUNT = "db.statements"
