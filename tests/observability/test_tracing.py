@@ -70,22 +70,35 @@ def in_trace(spans: tuple[ReadableSpan, ...], trace_id: int) -> list[ReadableSpa
     return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
 
 
+async def send_one_message(
+    client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    alice: NamedUser,
+    logs: pytest.LogCaptureFixture | None = None,
+) -> httpx.Response:
+    """Alice sends one message into a new room; the exporter (and ``logs``) keep only the
+    send's spans (and lines)."""
+    headers = await alice.login(client)
+    room = await client.post(
+        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
+    )
+    exporter.clear()
+    if logs is not None:
+        logs.clear()
+    sent = await client.post(
+        f"/api/v1/rooms/{room.json()['id']}/messages", json={"content": "hi"}, headers=headers
+    )
+    assert sent.status_code == 201, sent.text
+    return sent
+
+
 async def test_one_message_send_is_one_trace_of_http_sql_and_publish(
     traced_client: httpx.AsyncClient,
     exporter: InMemorySpanExporter,
     alice: NamedUser,
     all_logs: pytest.LogCaptureFixture,
 ) -> None:
-    headers = await alice.login(traced_client)
-    room = await traced_client.post(
-        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
-    )
-    exporter.clear()
-    all_logs.clear()
-    sent = await traced_client.post(
-        f"/api/v1/rooms/{room.json()['id']}/messages", json={"content": "hi"}, headers=headers
-    )
-    assert sent.status_code == 201, sent.text
+    sent = await send_one_message(traced_client, exporter, alice, all_logs)
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert server.attributes is not None and server.attributes["http.route"] == MESSAGES_ROUTE
@@ -116,15 +129,7 @@ async def test_an_error_response_quotes_the_trace_id(
 async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser
 ) -> None:
-    headers = await alice.login(traced_client)
-    room = await traced_client.post(
-        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
-    )
-    exporter.clear()
-    sent = await traced_client.post(
-        f"/api/v1/rooms/{room.json()['id']}/messages", json={"content": "hi"}, headers=headers
-    )
-    assert sent.status_code == 201, sent.text
+    await send_one_message(traced_client, exporter, alice)
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert [s.name for s in spans if s.kind is SpanKind.CLIENT] == []
