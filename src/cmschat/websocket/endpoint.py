@@ -44,13 +44,6 @@ router = APIRouter()
 CLOSE_GOING_AWAY = 1001
 CLOSE_WITHIN_SECONDS = 2.0
 """How long the close frame may wait for a socket that takes nothing."""
-PING_FRAME = '{"type":"ping"}'
-
-
-def _is_ping(text: str) -> bool:
-    """Whether a frame is the app's keep-alive ``ping``, however it is spaced: answered in
-    the reading task, never queued behind sends (nor refused as ``busy``)."""
-    return len(text) <= 64 and "".join(text.split()) == PING_FRAME
 
 
 @router.websocket("/api/v1/ws")
@@ -182,6 +175,7 @@ class ClientSocket:
         try:
             await self._receive_loop()
         finally:
+            self.live = False  # events queued from now on are not sent (the socket is closing)
             for task in (self.sender, self.worker):
                 if task is not None:
                     task.cancel()
@@ -199,7 +193,16 @@ class ClientSocket:
 
     def _start_sender(self) -> None:
         if self.live and (self.sender is None or self.sender.done()) and self.conn.queue:
-            self.sender = asyncio.create_task(self.delivery.drain())
+            self.sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Run the sender; a socket that fails under it (the client went away) ends the
+        connection, as its reading task then learns too."""
+        try:
+            await self.delivery.drain()
+        except Exception:
+            log.debug("a WebSocket failed while sending", exc_info=True)
+            self.conn.close(CLOSE_GOING_AWAY)
 
     def _stop_reading(self) -> None:
         """The connection is to close: wake the task waiting for the client's next frame."""
@@ -249,7 +252,7 @@ class ClientSocket:
                     )
                 )
                 continue
-            if _is_ping(text):
+            if frames.is_ping(text):
                 self.reply(PONG)  # answered at once, however busy the worker is
                 continue
             if protocol.too_deep(text):
