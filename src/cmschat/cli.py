@@ -64,6 +64,10 @@ def installed_version() -> str:
         return __version__
 
 
+# The HTTP/1.1 implementation under the app; bench/serve_with.py swaps it to compare servers.
+HTTP_IMPLEMENTATION = "h11"
+
+
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(0)
 
@@ -131,7 +135,7 @@ def serve(
         proxy_headers=False,
         # h11 sends header names as the app writes them (httptools lower-cases them all),
         # and some clients compare names case-sensitively.
-        http="h11",
+        http=HTTP_IMPLEMENTATION,
         # wsproto without permessage-deflate: ~24 KiB per idle connection instead of 34-126
         # (measured, docs/performance.md); chat frames are small.
         # Aborts a connection whose client stopped reading instead of waiting on it.
