@@ -89,9 +89,11 @@ class IdleConnection:
         try:
             while True:
                 try:
-                    raw = await asyncio.wait_for(
-                        self.ws.recv(), timeout=max(0.1, next_ping - time.monotonic())
-                    )
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                    # cancel from close() when recv() completes at the same moment, and the
+                    # run stalls for good waiting on this task.
+                    async with asyncio.timeout(max(0.1, next_ping - time.monotonic())):
+                        raw = await self.ws.recv()
                 except TimeoutError:
                     await self.ws.send('{"type":"ping"}')
                     next_ping = time.monotonic() + self.ping_interval
