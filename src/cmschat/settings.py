@@ -84,9 +84,11 @@ class ChatSettings(BaseModel):
     """Messages per second per user, over HTTP and WebSocket together; 0 turns it off."""
     send_burst: int = Field(default=20, ge=1, le=10_000)
     """Messages a user may send at once before ``send_rate`` applies."""
-    sends_in_flight: int = Field(default=48, ge=1, le=100_000)
+    sends_in_flight: int = Field(default=256, ge=1, le=100_000)
     """Sends one process works on at once (HTTP and WebSocket); past it a send is refused
-    at once (HTTP 503 + ``Retry-After``, WebSocket ``busy``) instead of queueing."""
+    at once (HTTP 503 + ``Retry-After``, WebSocket ``busy``) instead of queueing. The
+    default is one full group-commit batch: at most one batch waits behind the one being
+    written."""
     busy_retry_after_seconds: int = Field(default=1, ge=1, le=60)
     """What a refused send is told to wait before trying again."""
 

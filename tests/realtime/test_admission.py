@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cmschat.admission import Admission
-from cmschat.chat.messages import sending
+from cmschat.chat.messages.group_commit import GroupCommit
 from cmschat.clock import FakeClock
 from cmschat.errors import Overloaded
 from cmschat.settings import Settings
@@ -33,14 +33,14 @@ async def test_admission_refuses_past_its_limit_and_frees_a_place_when_a_send_en
 def held_sends(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """Make every send wait at the service until released: (one is waiting, release)."""
     waiting, release = asyncio.Event(), asyncio.Event()
-    real: Callable[..., Awaitable[Any]] = sending.send_message
+    real: Callable[..., Awaitable[Any]] = GroupCommit.send
 
-    async def held(*args: Any, **kwargs: Any) -> Any:
+    async def held(self: GroupCommit, **kwargs: Any) -> Any:
         waiting.set()
         await release.wait()
-        return await real(*args, **kwargs)
+        return await real(self, **kwargs)
 
-    monkeypatch.setattr(sending, "send_message", held)
+    monkeypatch.setattr(GroupCommit, "send", held)
     return waiting, release
 
 

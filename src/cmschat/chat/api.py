@@ -19,7 +19,7 @@ from cmschat.api.errors import (
 from cmschat.api.responses import JSONBytes
 from cmschat.chat import listing, rooms
 from cmschat.chat import search as search_module
-from cmschat.chat.messages import commands, reads, sending
+from cmschat.chat.messages import commands, reads
 from cmschat.chat.schemas import (
     ChannelPage,
     ChannelRead,
@@ -189,15 +189,14 @@ async def send_message(
     room_id: ResourceId,
     body: MessageCreate,
     user: CurrentUser,
-    session: SessionDep,
     context: Context,
     response: Response,
 ) -> MessageRead:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
     async with context.admission.sends():
-        view, created = await sending.send_message(
-            session, user=user, room_id=room_id, draft=body, rules=context.send_rules
-        )
+        # Through the group commit: stored with the other sends of its moment, in one
+        # transaction; answered once that transaction has committed.
+        view, created = await context.sends.send(user=user, room_id=room_id, draft=body)
     if not created:
         response.status_code = 200
     return view
