@@ -45,6 +45,16 @@ async def require_member(
     return room, member
 
 
+async def check_member(session: AsyncSession, *, user: User, room_id: int) -> None:
+    """NotFound unless the caller belongs to the room: one Core statement, no ORM objects."""
+    members = RoomMember.__table__.c
+    found = await session.scalar(
+        select(members.room_id).where(members.room_id == room_id, members.user_id == user.id)
+    )
+    if found is None:
+        raise NotFound("no such room")
+
+
 async def require_visible_room(session: AsyncSession, *, user: User, room_id: int) -> Room:
     """A room the caller may act on: one they belong to, any channel, or any room for admins."""
     room = await session.get(Room, room_id)
