@@ -29,6 +29,7 @@ KERNEL = frozenset(
         "jsonbytes",
         "pagination",
         "degraded",
+        "admission",
     }
 )
 """Plain building blocks every layer may use; they import only each other."""

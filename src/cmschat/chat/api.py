@@ -194,9 +194,10 @@ async def send_message(
     response: Response,
 ) -> MessageRead:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
-    view, created = await sending.send_message(
-        session, user=user, room_id=room_id, draft=body, rules=context.send_rules
-    )
+    async with context.admission.sends():
+        view, created = await sending.send_message(
+            session, user=user, room_id=room_id, draft=body, rules=context.send_rules
+        )
     if not created:
         response.status_code = 200
     return view

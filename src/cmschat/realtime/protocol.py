@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmschat import jsonbytes
-from cmschat.errors import CmschatError, RateLimited
+from cmschat.errors import CmschatError, Overloaded, RateLimited
 from cmschat.events import Published
 from cmschat.jsonshape import shape_problem
 from cmschat.realtime.broker import Envelope
@@ -35,7 +35,7 @@ def error_frame(code: str, message: str, **extra: Any) -> str:
 
 def details(exc: CmschatError) -> dict[str, Any]:
     """Fields an error frame carries besides its code and message (a rate limit's wait)."""
-    return {"retry_after": exc.retry_after} if isinstance(exc, RateLimited) else {}
+    return {"retry_after": exc.retry_after} if isinstance(exc, RateLimited | Overloaded) else {}
 
 
 def envelope_of(event: Published) -> Envelope:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
@@ -17,6 +17,30 @@ from cmschat.errors import Invalid
 from cmschat.events import Published
 
 MAX_PAGE = 100
+
+
+def _page(*, newer: bool, cursor: bool) -> Select[Any]:
+    """A history page's statement, built once: only its parameters change per request."""
+    m = rows.MESSAGES.c
+    # MariaDB would walk a big room's index from its newest message down to the cursor
+    # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
+    statement = (
+        rows.message_select()
+        .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
+        .where(m.room_id == bindparam("room_id"))
+    )
+    if newer:
+        statement = statement.where(m.seq > bindparam("cursor")).order_by(m.seq.asc())
+    else:
+        if cursor:
+            statement = statement.where(m.seq < bindparam("cursor"))
+        statement = statement.order_by(m.seq.desc())
+    return statement.limit(bindparam("limit"))
+
+
+_PAGE_AFTER = _page(newer=True, cursor=True)
+_PAGE_BEFORE = _page(newer=False, cursor=True)
+_PAGE_NEWEST = _page(newer=False, cursor=False)
 
 
 async def history(
@@ -36,21 +60,19 @@ async def history(
         raise Invalid("give before or after, not both", field="after")
     await permissions.check_member(session, user=user, room_id=room_id)
     limit = max(1, min(limit, MAX_PAGE))
-    m = rows.MESSAGES.c
-    # MariaDB would walk a big room's index from its newest message down to the cursor
-    # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
-    statement = (
-        rows.message_select()
-        .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
-        .where(m.room_id == room_id)
-    )
     if after is not None:
-        statement = statement.where(m.seq > after).order_by(m.seq.asc())
+        statement, cursor = _PAGE_AFTER, after
+    elif before is not None:
+        statement, cursor = _PAGE_BEFORE, before
     else:
-        if before is not None:
-            statement = statement.where(m.seq < before)
-        statement = statement.order_by(m.seq.desc())
-    found = list((await session.execute(statement.limit(limit + 1))).all())
+        statement, cursor = _PAGE_NEWEST, 0
+    found = list(
+        (
+            await session.execute(
+                statement, {"room_id": room_id, "cursor": cursor, "limit": limit + 1}
+            )
+        ).all()
+    )
     more = len(found) > limit
     found = found[:limit]
     next_cursor = found[-1].seq if more else None
