@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
+from cmschat.admission import Admission
 from cmschat.attachments.erasure import Eraser
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.uploads import Limits
@@ -39,6 +40,13 @@ class AppContext:
     """Per-user message rate (``CMSCHAT_CHAT__SEND_RATE``); None when turned off."""
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False
+    admission: Admission = field(init=False)
+    """Sends in flight in this process (``CMSCHAT_CHAT__SENDS_IN_FLIGHT``); see admission.py."""
+
+    def __post_init__(self) -> None:
+        chat = self.settings.chat
+        self.admission = Admission(chat.sends_in_flight, retry_after=chat.busy_retry_after_seconds)
+
     """Set on shutdown: /readyz answers 503 so load balancers move traffic away."""
 
     @property

@@ -83,7 +83,7 @@ class FrameActions:
         return self.context.db.unit_of_work(user_actor(self.user.id), actor_name=self.user.username)
 
     async def _send_message(self, frame: frames.SendFrame) -> None:
-        async with self._unit_of_work() as session:
+        async with self.context.admission.sends(), self._unit_of_work() as session:
             view, _created = await sending.send_message(
                 session,
                 user=self.user,
