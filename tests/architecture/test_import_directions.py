@@ -26,6 +26,7 @@ KERNEL = frozenset(
         "settings",
         "events",
         "jsonshape",
+        "jsonbytes",
         "pagination",
         "degraded",
         "admission",

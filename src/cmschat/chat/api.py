@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from cmschat import jsonbytes
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
 from cmschat.api.errors import (
     ROOM_BODY_ERRORS,
@@ -15,6 +16,7 @@ from cmschat.api.errors import (
     SIGNED_IN_QUERY_ERRORS,
     responses,
 )
+from cmschat.api.responses import JSONBytes
 from cmschat.chat import listing, rooms
 from cmschat.chat import search as search_module
 from cmschat.chat.messages import commands, reads, sending
@@ -164,12 +166,14 @@ async def history(
     before: Seq = None,
     after: Seq = None,
     limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE)] = 50,
-) -> MessagePage:
+) -> Response:
     """Messages newest first; page back with ``before``, forward with ``after``."""
     items, next_cursor = await reads.history(
         session, user=user, room_id=room_id, before=before, after=after, limit=limit
     )
-    return MessagePage(items=items, next_cursor=next_cursor)
+    # Already in MessagePage's shape (response_model documents it): serialised once here,
+    # without validating every row again.
+    return JSONBytes(jsonbytes.dumps({"items": items, "next_cursor": next_cursor}))
 
 
 @router.post(

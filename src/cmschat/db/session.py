@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session
 
 from cmschat import events
 from cmschat.clock import Clock
-from cmschat.db import audit_columns
+from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 PUBLISHER_KEY = "cmschat.publisher"
 AfterCommit = Callable[[], Awaitable[None]]
+WRITE_LOCK_TIMEOUT = 10.0
+"""Seconds a SQLite write transaction waits in line before the request gets a 503."""
 
 
 def _private_database_file(path: Path) -> None:
@@ -47,8 +49,9 @@ def _private_database_file(path: Path) -> None:
             companion.chmod(0o600)
 
 
-def _prepare_sqlite(engine: AsyncEngine) -> None:
-    """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss."""
+def _prepare_sqlite(engine: AsyncEngine, *, write_lock_timeout: float) -> None:
+    """WAL for concurrent readers, FULL sync so an acknowledged commit survives power loss;
+    writers queue on the in-process write lock (``write_lock``)."""
     path = make_url(engine.url).database
     if path and path != ":memory:" and not path.startswith("file:"):
         database = Path(path)
@@ -68,23 +71,22 @@ def _prepare_sqlite(engine: AsyncEngine) -> None:
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=FULL",
             "PRAGMA foreign_keys=ON",
+            # Only writers of other processes (the CLI) still wait here.
             "PRAGMA busy_timeout=10000",
         ):
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
-        # instead of failing with "database is locked" when a reader upgrades.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    write_lock.install(engine, timeout=write_lock_timeout)
 
 
-def create_engine(database_url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, echo: bool = False, write_lock_timeout: float = WRITE_LOCK_TIMEOUT
+) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production)."""
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, echo=echo)
-        _prepare_sqlite(engine)
+        _prepare_sqlite(engine, write_lock_timeout=write_lock_timeout)
         return engine
     url = make_url(database_url)
     if "charset" not in url.query:
@@ -129,13 +131,18 @@ class Database:
             autoflush=False,
             sync_session_class=self.session_class,
         )
+        # Same pool; on SQLite its transactions begin DEFERRED and skip the write lock.
+        self._reader = engine.execution_options(**{write_lock.READ_ONLY_OPTION: True})
 
-    def session(self, actor: str | None = None, *, actor_name: str | None = None) -> AsyncSession:
+    def session(
+        self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
+    ) -> AsyncSession:
         """A new session; set its actor here or later with ``set_actor``.
 
-        ``actor_name``: the user's username, which audit events snapshot.
+        ``actor_name``: the user's username, which audit events snapshot. ``read_only``: its
+        transactions must not write; on SQLite they then never wait for a writer.
         """
-        session = self._sessions()
+        session = self._sessions(bind=self._reader) if read_only else self._sessions()
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
         session.info[PUBLISHER_KEY] = self.publisher
@@ -147,10 +154,10 @@ class Database:
 
     @asynccontextmanager
     async def unit_of_work(
-        self, actor: str | None = None, *, actor_name: str | None = None
+        self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
     ) -> AsyncIterator[AsyncSession]:
         """One transaction: commit on success, roll back on error, then run after-commit hooks."""
-        async with self.session(actor, actor_name=actor_name) as session:
+        async with self.session(actor, actor_name=actor_name, read_only=read_only) as session:
             try:
                 yield session
             except BaseException as exc:
