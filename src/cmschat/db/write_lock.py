@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections import deque
 from typing import Any
 
@@ -103,6 +104,14 @@ class WriteLock:
                 return
 
 
+_LOCKS: weakref.WeakKeyDictionary[Any, WriteLock] = weakref.WeakKeyDictionary()
+
+
+def lock_of(engine: AsyncEngine) -> WriteLock | None:
+    """The write lock of a SQLite engine; None for MariaDB (its row locks suffice)."""
+    return _LOCKS.get(engine.sync_engine)
+
+
 def _raw(connection: Any) -> Any:
     """The driver's connection, whether given bare or in the pool's proxy."""
     return getattr(connection, "dbapi_connection", connection)
@@ -112,6 +121,7 @@ def install(engine: AsyncEngine, *, timeout: float) -> WriteLock:
     """Serialise the write transactions of ``engine`` (SQLite) on one in-process lock."""
     lock = WriteLock(timeout)
     sync_engine = engine.sync_engine
+    _LOCKS[sync_engine] = lock
     dialect = sync_engine.dialect
 
     @event.listens_for(sync_engine, "begin")
