@@ -12,6 +12,7 @@ Not a tool itself; see bench/README.md. Everything runs on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
@@ -41,6 +42,9 @@ ADMIN = "benchadmin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 PROFILE_DIR = str(Path(tempfile.gettempdir()) / "cmschat-bench-profiles")
+SERVE_WITH = ROOT / "bench" / "serve_with.py"
+# The server under the app (bench/serve_with.py): "uvicorn-h11" is what `cmschat serve` runs.
+SERVERS = ("uvicorn-h11", "uvicorn-httptools", "granian")
 
 T = TypeVar("T")
 
@@ -92,6 +96,40 @@ def latency_before_and_during(
         "send_p99_ms_during": percentile(during, 99),
         "sends_during": len(during),
     }
+
+
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    """``--server``: which server runs the app (compare them on the same benchmark)."""
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=None,
+        help="server under the app (default: whatever `cmschat serve` runs)",
+    )
+
+
+def server_wrapper(server: str | None) -> list[str] | None:
+    """The command that starts ``SERVER serve ...`` (None: plain ``cmschat``)."""
+    if server is None:
+        return None
+    return [sys.executable, str(SERVE_WITH), server]
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (granian runs the app in a child process)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in os.listdir(f"/proc/{pids[index]}/task"):
+            path = f"/proc/{pids[index]}/task/{task}/children"
+            with contextlib.suppress(OSError), open(path) as children:
+                pids.extend(int(child) for child in children.read().split())
+        index += 1
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants."""
+    return sum(cpu_seconds(one) for one in process_tree(pid))
 
 
 def machine() -> str:
@@ -162,14 +200,14 @@ class CpuWindow:
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
         self.others = find_pids()
-        self.server0 = cpu_seconds(server_pid)
+        self.server0 = tree_cpu_seconds(server_pid)
         self.others0 = cpu_of(self.others)
         self.machine0, self.bench0 = machine_cpu_seconds(), self_cpu_seconds()
         self.fields: dict[str, Any] = {}
 
     def close(self, elapsed: float) -> None:
         """End the window (call right after the measured load)."""
-        server = cpu_seconds(self.server_pid) - self.server0
+        server = tree_cpu_seconds(self.server_pid) - self.server0
         bench = self_cpu_seconds() - self.bench0
         machine = machine_cpu_seconds() - self.machine0
         others1 = cpu_of(self.others)
@@ -395,12 +433,12 @@ class ServerProcess:
                 await asyncio.sleep(0.2)
 
     def rss_kib(self) -> int:
-        """Server RSS, KiB."""
-        return rss_kib(self.pid)
+        """Server RSS, KiB (summed over its worker processes, if any)."""
+        return sum(rss_kib(pid) for pid in process_tree(self.pid))
 
     def cpu_seconds(self) -> float:
-        """Server CPU seconds so far."""
-        return cpu_seconds(self.pid)
+        """Server CPU seconds so far (its worker processes included, if any)."""
+        return tree_cpu_seconds(self.pid)
 
     def alive(self) -> bool:
         """Still running."""
@@ -561,6 +599,7 @@ async def environment(
     keep: bool = False,
     extra_env: dict[str, str] | None = None,
     wrapper: list[str] | None = None,
+    server: str | None = None,
 ) -> AsyncIterator[tuple[Backend, list[ServerProcess], Api]]:
     """A scratch database, the bench admin, ``servers`` running servers and an Api.
 
@@ -568,6 +607,7 @@ async def environment(
     directory removed unless ``keep``). Server problems found in the logs are printed.
     """
     backend = Backend(db=db, redis_url=redis_url, extra_env=extra_env or {})
+    wrapper = wrapper or server_wrapper(server)
     password = bench_password()
     procs: list[ServerProcess] = []
     api: Api | None = None

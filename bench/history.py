@@ -149,9 +149,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "before_share": args.before_share,
         "machine": common.machine(),
         "source": common.source_state(),
+        "server": args.server or "cmschat serve",
     }
     rng = random.Random(3)
-    async with common.environment(args.db, keep=args.keep) as (backend, servers, api):
+    async with common.environment(args.db, keep=args.keep, server=args.server) as (
+        backend,
+        servers,
+        api,
+    ):
         server = servers[0]
         users = await api.create_users(ROOM_MEMBERS, prefix="h")
         room_id = await api.create_room(users[0], users, "history room")
@@ -242,6 +247,7 @@ def main() -> None:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages to seed")
+    common.add_server_option(parser)
     parser.add_argument("--batch", type=int, default=10_000, help="rows per executemany")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")

@@ -89,9 +89,11 @@ class IdleConnection:
         try:
             while True:
                 try:
-                    raw = await asyncio.wait_for(
-                        self.ws.recv(), timeout=max(0.1, next_ping - time.monotonic())
-                    )
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                    # cancel from close() when recv() completes at the same moment, and the
+                    # run stalls for good waiting on this task.
+                    async with asyncio.timeout(max(0.1, next_ping - time.monotonic())):
+                        raw = await self.ws.recv()
                 except TimeoutError:
                     await self.ws.send('{"type":"ping"}')
                     next_ping = time.monotonic() + self.ping_interval
@@ -125,6 +127,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "db": args.db,
         "machine": common.machine(),
         "source": common.source_state(),
+        "server": args.server or "cmschat serve",
         "bench_nofile": nofile,
     }
     rng = random.Random(7)
@@ -135,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         extra_env["BENCH_TRACEMALLOC_OUT"] = args.tracemalloc
         result["tracemalloc"] = "on (server slower and larger than normal)"
     async with common.environment(
-        args.db, keep=args.keep, wrapper=wrapper, extra_env=extra_env
+        args.db, keep=args.keep, wrapper=wrapper, extra_env=extra_env, server=args.server
     ) as (_backend, servers, api):
         server = servers[0]
         users = await api.create_users(args.users)
@@ -168,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             os.kill(server.pid, signal.SIGUSR1)  # baseline snapshot
             await asyncio.sleep(5)
         rss_before = server.rss_kib()
-        fds_before = common.open_fds(server.pid)
+        fds_before = sum(map(common.open_fds, common.process_tree(server.pid)))
         common.log(f"server RSS before: {rss_before / 1024:.1f} MiB, {fds_before} fds")
 
         conns = [
@@ -203,7 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             common.log(f"tracemalloc growth written to {args.tracemalloc}")
-        fds_after = common.open_fds(server.pid)
+        fds_after = sum(map(common.open_fds, common.process_tree(server.pid)))
         live = [c for c, ok in zip(conns, oks, strict=True) if ok and c.closed_code is None]
         common.log(
             f"server RSS after: {rss_after / 1024:.1f} MiB, {fds_after} fds, {len(live)} live"
@@ -291,6 +294,7 @@ def main() -> None:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--connections", type=int, default=10_000, help="K idle connections")
+    common.add_server_option(parser)
     parser.add_argument("--users", type=int, default=1000, help="accounts the connections use")
     parser.add_argument("--concurrency", type=int, default=200, help="connections opening at once")
     parser.add_argument("--ping-interval", type=float, default=60, help="app-level ping, seconds")

@@ -41,8 +41,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "machine": common.machine(),
         "source": common.source_state(),
+        "server": args.server or "cmschat serve",
     }
-    async with common.environment(args.db, keep=args.keep) as (_backend, servers, api):
+    async with common.environment(args.db, keep=args.keep, server=args.server) as (
+        _backend,
+        servers,
+        api,
+    ):
         server = servers[0]
         users = await api.create_users(args.senders)
         room_ids = await common.bounded(
@@ -141,6 +146,7 @@ def main() -> None:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--senders", type=int, default=64, help="concurrent senders (users)")
+    common.add_server_option(parser)
     parser.add_argument("--rooms", type=int, default=16, help="rooms the senders are spread over")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")
     parser.add_argument("--warmup", type=float, default=3)

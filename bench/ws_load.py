@@ -230,9 +230,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "redis": redis_url,
         "machine": common.machine(),
         "source": common.source_state(),
+        "server": args.server or "cmschat serve",
     }
     async with common.environment(
-        args.db, servers=args.servers, redis_url=redis_url, keep=args.keep
+        args.db, servers=args.servers, redis_url=redis_url, keep=args.keep, server=args.server
     ) as (_backend, servers, api):
         users = await api.create_users(args.clients)
         room_ids: list[int] = []
@@ -402,6 +403,7 @@ def main() -> None:
     parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --servers 2")
+    common.add_server_option(parser)
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument(
         "--profile",

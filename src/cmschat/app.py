@@ -269,6 +269,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             app.state.context.draining = True
             stop_jobs.set()
             await asyncio.gather(*jobs)
+            await app.state.context.sends.close()  # accepted sends are stored, not dropped
             audit_head.log_head(force=True)
             hub.close_all(CLOSE_RESTART)
             await broker.close()

@@ -64,6 +64,10 @@ def installed_version() -> str:
         return __version__
 
 
+# The HTTP/1.1 implementation under the app; bench/serve_with.py swaps it to compare servers.
+HTTP_IMPLEMENTATION = "h11"
+
+
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(0)
 
@@ -129,9 +133,10 @@ def serve(
         server_header=False,
         # Proxy headers are resolved by the app, only for CMSCHAT_TRUSTED_PROXIES.
         proxy_headers=False,
-        # h11 sends header names as the app writes them (httptools lower-cases them all),
-        # and some clients compare names case-sensitively.
-        http="h11",
+        # h11 sends header names as the app writes them; httptools (and granian) lower-case
+        # them all, and some clients look names up case-sensitively (the contract smoke
+        # does). httptools saves too little CPU to matter here (docs/performance.md).
+        http=HTTP_IMPLEMENTATION,
         # wsproto without permessage-deflate: ~24 KiB per idle connection instead of 34-126
         # (measured, docs/performance.md); chat frames are small.
         # Aborts a connection whose client stopped reading instead of waiting on it.

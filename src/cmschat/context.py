@@ -8,9 +8,11 @@ from redis.asyncio import Redis
 
 from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
+from cmschat.admission import Admission
 from cmschat.attachments.erasure import Eraser
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.uploads import Limits
+from cmschat.chat.messages.group_commit import GroupCommit
 from cmschat.chat.messages.sending import SendRules
 from cmschat.chat.ratelimit import SendLimiter
 from cmschat.clock import Clock
@@ -40,6 +42,15 @@ class AppContext:
     dummy_hash: DummyHash = field(default_factory=DummyHash)
     draining: bool = False
     """Set on shutdown: /readyz answers 503 so load balancers move traffic away."""
+    admission: Admission = field(init=False)
+    """Sends in flight in this process (``CMSCHAT_CHAT__SENDS_IN_FLIGHT``); see admission.py."""
+    sends: GroupCommit = field(init=False)
+    """This process's send writer: concurrent sends share one transaction."""
+
+    def __post_init__(self) -> None:
+        chat = self.settings.chat
+        self.admission = Admission(chat.sends_in_flight, retry_after=chat.busy_retry_after_seconds)
+        self.sends = GroupCommit(self.db, lambda: self.send_rules)
 
     @property
     def send_rules(self) -> SendRules:

@@ -65,6 +65,16 @@ class RateLimited(CmschatError):
         self.retry_after = max(1, retry_after)
 
 
+class Overloaded(CmschatError):
+    """The server is at capacity and refused the work; try again after ``retry_after`` s."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class UnsupportedType(CmschatError):
     """A file type cmschat refuses to store (executables, scripts, active content...)."""
 

@@ -84,6 +84,13 @@ class ChatSettings(BaseModel):
     """Messages per second per user, over HTTP and WebSocket together; 0 turns it off."""
     send_burst: int = Field(default=20, ge=1, le=10_000)
     """Messages a user may send at once before ``send_rate`` applies."""
+    sends_in_flight: int = Field(default=256, ge=1, le=100_000)
+    """Sends one process works on at once (HTTP and WebSocket); past it a send is refused
+    at once (HTTP 503 + ``Retry-After``, WebSocket ``busy``) instead of queueing. The
+    default is one full group-commit batch: at most one batch waits behind the one being
+    written."""
+    busy_retry_after_seconds: int = Field(default=1, ge=1, le=60)
+    """What a refused send is told to wait before trying again."""
 
 
 class RealtimeSettings(BaseModel):
@@ -93,6 +100,9 @@ class RealtimeSettings(BaseModel):
     idle_timeout_seconds: float = Field(default=120, gt=0)
     """Close a connection that sent nothing (not even a ping) for this long."""
     max_frame_bytes: int = Field(default=65_536, ge=1024)
+    frames_in_flight: int = Field(default=32, ge=1, le=10_000)
+    """Frames of one connection queued or being acted on; past it a frame is answered
+    ``busy`` (with ``retry_after``), never by closing the socket."""
     send_queue_size: int = Field(default=1000, ge=10)
     """Events waiting for one client; past this it is too slow and is closed (1013)."""
     write_timeout_seconds: float = Field(default=10, gt=0, le=600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -190,6 +191,29 @@ async def test_size_limit_and_quota_are_413_with_the_limit(
     over_quota = await upload(client, a, room, "more.txt", b"z" * 200)
     assert over_quota.status_code == 413 and "quota" in error_of(over_quota)["message"]
     assert len(stored_files(context)) == 1 and await rows(context) == 1
+
+
+async def test_concurrent_uploads_never_exceed_the_quota_together(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext
+) -> None:
+    """Each upload checks the quota when it is finished; sixteen finishing at once must
+    not each see the others' bytes as not yet there (ASVS 2.3.4)."""
+    a = await alice.login(client)
+    room = await room_of(client, a)
+    context.attachment_limits = type(context.attachment_limits)(
+        max_file_bytes=1 << 20,
+        quota_bytes=2500,
+        allowed_extensions=context.attachment_limits.allowed_extensions,
+    )
+    answers = await asyncio.gather(
+        *(upload(client, a, room, f"part{n}.txt", b"q" * 1000) for n in range(16))
+    )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201, 201] + [413] * 14, statuses
+    async with context.db.unit_of_work() as session:
+        used = await session.scalar(select(func.sum(Attachment.size)))
+    assert used == 2000
+    assert len(stored_files(context)) == 2
 
 
 def jpeg_with_gps() -> bytes:

@@ -19,7 +19,18 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 KERNEL = frozenset(
-    {"cmschat", "errors", "clock", "settings", "events", "jsonshape", "pagination", "degraded"}
+    {
+        "cmschat",
+        "errors",
+        "clock",
+        "settings",
+        "events",
+        "jsonshape",
+        "jsonbytes",
+        "pagination",
+        "degraded",
+        "admission",
+    }
 )
 """Plain building blocks every layer may use; they import only each other."""
 

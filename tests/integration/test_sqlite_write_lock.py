@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from cmschat.clock import FakeClock
+from cmschat.db import write_lock
 from cmschat.db.session import Database, create_engine
 from cmschat.db.write_lock import NestedWriteError, WriteLockTimeout
 
@@ -31,6 +32,12 @@ async def _rows(db: Database) -> list[str]:
         return list((await session.scalars(text("SELECT who FROM t ORDER BY id"))).all())
 
 
+async def in_line(lock: write_lock.WriteLock, count: int) -> None:
+    """Return once ``count`` transactions wait for the lock (checked at every loop turn)."""
+    while lock.waiting < count:  # noqa: ASYNC110 - a turn of the loop at a time, bounded by the caller
+        await asyncio.sleep(0)
+
+
 async def test_writers_commit_in_arrival_order(db: Database) -> None:
     held = asyncio.Event()
     release = asyncio.Event()
@@ -45,12 +52,14 @@ async def test_writers_commit_in_arrival_order(db: Database) -> None:
         async with db.unit_of_work() as session:
             await session.execute(text("INSERT INTO t (who) VALUES (:who)"), {"who": name})
 
+    lock = write_lock.lock_of(db.engine)
+    assert lock is not None
     holder = asyncio.create_task(first())
     await asyncio.wait_for(held.wait(), WAIT)
     waiting = []
-    for name in ("a", "b", "c", "d"):
+    for count, name in enumerate(("a", "b", "c", "d"), start=1):
         waiting.append(asyncio.create_task(writer(name)))
-        await asyncio.sleep(0)  # let it reach the queue before the next one arrives
+        await asyncio.wait_for(in_line(lock, count), WAIT)  # queued before the next arrives
     release.set()
     await asyncio.wait_for(asyncio.gather(holder, *waiting), WAIT)
     assert await _rows(db) == ["first", "a", "b", "c", "d"]

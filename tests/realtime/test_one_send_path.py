@@ -1,4 +1,4 @@
-"""Sending is one service call, whichever transport a message comes by."""
+"""Sending is one service call (the group commit), whichever transport a message comes by."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cmschat.chat.messages import sending
+from cmschat.chat.messages.group_commit import GroupCommit
 from tests.realtime.test_gateway import make_room, post
 from tests.realtime.wsclient import LiveServer, token_of, ws_client
 from tests.support import NamedUser
@@ -23,16 +23,14 @@ async def test_http_and_websocket_sends_make_the_same_service_call(
     a = await alice.login(http)
     room = await make_room(http, a, bob)
     calls: list[str] = []
-    real = sending.send_message
+    real = GroupCommit.send
 
-    async def spy(session: Any, **kwargs: Any) -> Any:
+    async def spy(self: GroupCommit, **kwargs: Any) -> Any:
         calls.append(kwargs["draft"].content)
-        assert (
-            kwargs["rules"].max_length == server.app.state.context.settings.chat.max_message_length
-        )
-        return await real(session, **kwargs)
+        assert self is server.app.state.context.sends  # the process's one writer
+        return await real(self, **kwargs)
 
-    monkeypatch.setattr(sending, "send_message", spy)
+    monkeypatch.setattr(GroupCommit, "send", spy)
     await post(http, a, room, "by http")
     async with ws_client(server, token_of(a)) as ws:
         await ws.send({"type": "message.send", "room_id": room, "content": "by socket"})

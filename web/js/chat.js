@@ -75,10 +75,16 @@ function buildLayout(root) {
       const room = state.current;
       if (!room) return Promise.reject(new Error(t("noRoomToSend"))); // the composer is disabled then
       const message = { ...fields, client_id: crypto.randomUUID() };
-      return realtime.sendMessage(room, message).catch((e) => {
+      const attempt = (tries) => realtime.sendMessage(room, message).catch(async (e) => {
         if (e.code === "rate_limited") throw e; // HTTP shares the budget: it would refuse too
+        if (e.code === "busy" && tries > 0) {
+          // The server is at capacity and stored nothing: wait as it says, then try again.
+          await new Promise((done) => setTimeout(done, (e.retryAfter || 1) * 1000));
+          return attempt(tries - 1);
+        }
         return api("POST", `/rooms/${room}/messages`, { body: message });
       });
+      return attempt(3);
     },
     onTyping: () => realtime.send({ type: "typing", room_id: state.current }),
     members: () => (state.rooms.get(state.current) || { members: [] }).members.map((m) => m.user),

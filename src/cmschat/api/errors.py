@@ -19,6 +19,7 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.RateLimited: 429,
+    errors.Overloaded: 503,
     errors.UnsupportedType: 415,
     errors.TooLarge: 413,
 }
@@ -59,7 +60,7 @@ def status_of(exc: errors.CmschatError) -> int:
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.CmschatError)  # noqa: S101 - registered for this type only
     headers = {}
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, errors.RateLimited | errors.Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -112,8 +113,8 @@ ROOM_ERRORS = (401, 403, 404)
 """A room, message or member the caller must be able to see (404 otherwise)."""
 ROOM_BODY_ERRORS = (400, 401, 403, 404, 409, 422)
 """A change to a room or message (409: archived room, deleted message...)."""
-ROOM_SEND_ERRORS = (*ROOM_BODY_ERRORS, 429)
-"""Sending a message (429: the send rate)."""
+ROOM_SEND_ERRORS = (*ROOM_BODY_ERRORS, 429, 503)
+"""Sending a message (429: the send rate; 503: the server is at capacity, see Retry-After)."""
 UPLOAD_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
 """Uploading a file (413: too large or over quota; 415: a refused type)."""
 DOWNLOAD_ERRORS = (401, 403, 404, 422)

@@ -5,9 +5,11 @@ Uploading is ``attachments.uploads``; deletion and clean-up are ``attachments.er
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
@@ -25,6 +27,17 @@ async def link_to_message(
     attachment_ids: Sequence[int],
 ) -> list[Attachment]:
     """Attach one's own ready, unlinked uploads of this room to a new message."""
+    files = await linkable(session, user=user, room_id=room_id, attachment_ids=attachment_ids)
+    for attachment in files:
+        attachment.message_id = message_id
+    await session.flush()
+    return files
+
+
+async def linkable(
+    session: AsyncSession, *, user: User, room_id: int, attachment_ids: Sequence[int]
+) -> list[Attachment]:
+    """One's own ready, unlinked uploads of this room, in the order asked; Invalid if not."""
     if not attachment_ids:
         return []
     found = (
@@ -40,14 +53,46 @@ async def link_to_message(
             or attachment.state != AttachmentState.ready
             or attachment.message_id is not None
         ):
-            raise Invalid(
-                f"attachment {attachment_id} is not an unused upload of yours in this room",
-                field="attachment_ids",
-            )
-    for attachment in found:
-        attachment.message_id = message_id
-    await session.flush()
+            raise not_linkable(attachment_id)
     return [by_id[i] for i in attachment_ids]
+
+
+def not_linkable(attachment_id: int) -> Invalid:
+    """The error of an attachment a message may not carry."""
+    return Invalid(
+        f"attachment {attachment_id} is not an unused upload of yours in this room",
+        field="attachment_ids",
+    )
+
+
+async def still_free(session: AsyncSession, attachment_ids: Collection[int]) -> set[int]:
+    """Which of these uploads are still ready and linked to no message."""
+    if not attachment_ids:
+        return set()
+    table = cast(Table, Attachment.__table__)
+    rows = await session.execute(
+        select(table.c.id).where(
+            table.c.id.in_(attachment_ids),
+            table.c.message_id.is_(None),
+            table.c.state == AttachmentState.ready,
+        )
+    )
+    return {int(row.id) for row in rows}
+
+
+async def link_many(
+    session: AsyncSession, links: Sequence[tuple[int, int, str]], *, now: datetime
+) -> None:
+    """Link uploads to new messages in one statement: ``(attachment, message, actor)``."""
+    if not links:
+        return
+    table = cast(Table, Attachment.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(message_id=bindparam("b_message"), updated_at=now, updated_by=bindparam("b_by")),
+        [{"b_id": a, "b_message": m, "b_by": by} for a, m, by in links],
+    )
 
 
 async def attachments_of(

@@ -154,6 +154,7 @@ async def upload(
         if meter.size == 0:
             raise Invalid("the file is empty", field="file")
         async with db.unit_of_work(actor, actor_name=user.username) as session:
+            await _hold_quota(session, user.id)
             attachment = await session.get(Attachment, row.id)
             assert attachment is not None  # noqa: S101 - committed above, only we move it
             if (
@@ -181,6 +182,13 @@ async def upload(
     except BaseException:
         await _discard(db, storage, row.id, row.storage_key, actor)
         raise
+
+
+async def _hold_quota(session: AsyncSession, user_id: int) -> None:
+    """Lock the uploader's row until commit: uploads finishing at once then count each
+    other's bytes one after the other (READ COMMITTED would let each see only its own).
+    SQLite's write lock already serialises them."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 async def _store_image(

@@ -56,6 +56,31 @@ class _Pending:
     """An ORM object whose id is only known after the flush."""
     savepoint: SessionTransaction | None = None
     """The savepoint it was recorded in: rolling that back drops the event too."""
+    actor: tuple[str, str | None] | None = None
+    """Who acted (actor, name), when not the session's: a batch written for many users."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked for a change, and from which request: captured in the request's task,
+    for a change written later by another (the group commit of sends)."""
+
+    actor: str
+    actor_name: str | None
+    request_id: str | None
+    client_address: str | None
+    client_request_id: str | None
+
+
+def origin_of(actor: str, actor_name: str | None) -> Origin:
+    """The caller's actor and this task's request context, captured now."""
+    return Origin(
+        actor=actor,
+        actor_name=actor_name,
+        request_id=request_id_var.get(),
+        client_address=client_address_var.get(),
+        client_request_id=client_request_id_var.get(),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -88,10 +113,13 @@ def record(
     target_id: object = None,
     target: Any = None,
     changes: Mapping[str, Any] | None = None,
+    origin: Origin | None = None,
 ) -> None:
     """Queue an audit event; it is written when this unit of work commits.
 
     ``target`` is an ORM object not flushed yet, whose ``id`` becomes the target id.
+    ``origin``: the actor and request the event belongs to, when the unit of work writes
+    for someone else; by default, the session's actor and this task's request.
     """
     sync_session = session.sync_session if isinstance(session, AsyncSession) else session
     if not getattr(type(sync_session), INSTALLED_FLAG, False):
@@ -99,7 +127,11 @@ def record(
         raise RuntimeError("this database has no audit trail: call audit.service.audited(db)")
     pending: list[_Pending] = session.info.setdefault(PENDING_KEY, [])
     details = dict(changes or {})
-    client_request_id = client_request_id_var.get()
+    if origin is None:
+        origin = Origin("", None, request_id_var.get(), client_address_var.get(), None)
+        client_request_id = client_request_id_var.get()
+    else:
+        client_request_id = origin.client_request_id
     if client_request_id is not None:  # the caller's own id, beside (not instead of) ours
         details.setdefault("client_request_id", client_request_id)
     pending.append(
@@ -108,10 +140,11 @@ def record(
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
             changes=json.loads(json.dumps(details, default=_jsonable)),
-            request_id=_clip(request_id_var.get(), 64),
-            client_address=_clip(client_address_var.get(), 45),
+            request_id=_clip(origin.request_id, 64),
+            client_address=_clip(origin.client_address, 45),
             target=target,
             savepoint=sync_session.get_nested_transaction(),
+            actor=(origin.actor, origin.actor_name) if origin.actor else None,
         )
     )
 
@@ -136,12 +169,13 @@ def _clip(value: str | None, length: int) -> str | None:
     return None if value is None else value[:length]
 
 
-def _actor_identity(session: Session, actor: str) -> tuple[int | None, str]:
+def _actor_identity(session: Session, actor: str, name: object = None) -> tuple[int | None, str]:
     kind, _, ident = actor.partition(":")
     if kind != "user":
         return None, ident or actor
     user_id = int(ident)
-    name = session.info.get(ACTOR_NAME_KEY)
+    if name is None:
+        name = session.info.get(ACTOR_NAME_KEY)
     if not isinstance(name, str):
         # Whoever names a user actor knows the user (``set_actor``, ``unit_of_work``):
         # audit does not reach into accounts for it. A slip is logged, never fatal to
@@ -161,8 +195,8 @@ def _append(session: Session) -> None:
     if not pending:
         return
     session.flush()  # ids of new targets
-    actor = current_actor(session)
-    actor_id, actor_name = _actor_identity(session, actor)
+    session_actor = current_actor(session)
+    session_identity = _actor_identity(session, session_actor)
     now = session_clock(session).now()
     # Core statements on the tables: this runs in every audited commit, so it skips the
     # ORM's unit-of-work machinery (measured: docs/performance.md).
@@ -178,6 +212,10 @@ def _append(session: Session) -> None:
         target_id = item.target_id
         if target_id is None and item.target is not None:
             target_id = str(item.target.id)
+        actor, (actor_id, actor_name) = session_actor, session_identity
+        if item.actor is not None:
+            actor = item.actor[0]
+            actor_id, actor_name = _actor_identity(session, actor, item.actor[1])
         fields: dict[str, Any] = {
             "id": last_id + 1,
             "occurred_at": now,

@@ -28,6 +28,17 @@ async def membership(session: AsyncSession, *, user: User, room_id: int) -> Room
     return await session.get(RoomMember, (room_id, user.id))
 
 
+async def check_member(session: AsyncSession, *, user: User, room_id: int) -> None:
+    """NotFound unless the caller belongs to the room: one indexed lookup, no objects
+    loaded (the read paths need only the answer)."""
+    members = RoomMember.__table__.c
+    found = await session.scalar(
+        select(members.user_id).where(members.room_id == room_id, members.user_id == user.id)
+    )
+    if found is None:
+        raise NotFound("no such room")
+
+
 async def require_member(
     session: AsyncSession, *, user: User, room_id: int
 ) -> tuple[Room, RoomMember]:

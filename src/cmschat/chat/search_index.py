@@ -70,6 +70,17 @@ async def index_message(session: AsyncSession, *, message: Message, new: bool = 
         )
 
 
+async def index_new_messages(session: AsyncSession, messages: Sequence[tuple[int, str]]) -> None:
+    """Index new messages, ``(id, content)`` each, in one statement."""
+    rows = [
+        {"message_id": message_id, "grams": " ".join(dict.fromkeys(tokens))}
+        for message_id, content in messages
+        if (tokens := grams(content))
+    ]
+    if rows:
+        await session.execute(insert(index_table(session)), rows)
+
+
 async def unindex_message(session: AsyncSession, *, message_id: int) -> None:
     """Drop a message from the index (deleted)."""
     await unindex_messages(session, message_ids=[message_id])

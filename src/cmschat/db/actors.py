@@ -29,6 +29,8 @@ SYSTEM_AUDIT = "system:audit"
 SYSTEM_RETENTION = "system:retention"
 SYSTEM_BACKUP = "system:backup"
 SYSTEM_MONITORING = "system:monitoring"
+SYSTEM_SENDER = "system:sender"
+"""The group commit of sends: its rows and events name each sender as their actor."""
 
 
 def user_actor(user_id: int) -> str:

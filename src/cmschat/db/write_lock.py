@@ -21,7 +21,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
@@ -45,6 +45,11 @@ class WriteLock:
         self._holder: object | None = None
         self._task: asyncio.Task[Any] | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """How many transactions wait in line."""
+        return sum(not waiter.done() for waiter in self._waiters)
 
     @property
     def holder(self) -> object | None:
@@ -115,6 +120,14 @@ def lock_of(engine: AsyncEngine) -> WriteLock | None:
 def _raw(connection: Any) -> Any:
     """The driver's connection, whether given bare or in the pool's proxy."""
     return getattr(connection, "dbapi_connection", connection)
+
+
+_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
+
+
+def lock_of(engine: AsyncEngine) -> WriteLock | None:
+    """The write lock installed on ``engine`` (None: not SQLite)."""
+    return _LOCKS.get(engine.sync_engine)
 
 
 def install(engine: AsyncEngine, *, timeout: float) -> WriteLock:

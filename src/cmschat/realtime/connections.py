@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,9 +35,18 @@ CLOSE_RECONNECT = 4002
 """The account changed (role): reconnect with the same token to pick it up."""
 
 
-@dataclass(eq=False)
+def _nothing() -> None:
+    return None
+
+
+@dataclass(eq=False, slots=True)
 class Connection:
-    """One signed-in WebSocket: its user, its rooms, its outgoing queue."""
+    """One signed-in WebSocket: its user, its rooms, its outgoing queue.
+
+    Plain fields and one deque, no asyncio queue or event: at 15,000 idle connections each
+    asyncio container costs memory (docs/performance.md, section 1). The endpoint wakes on
+    ``on_queued`` and ``on_close`` instead of waiting on them.
+    """
 
     user_id: int
     queue_size: int
@@ -51,32 +61,35 @@ class Connection:
     rooms: set[int] = field(default_factory=set)
     """Rooms this connection follows (the hub owns it)."""
     overflowed: bool = False
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    close_requested: bool = False
     close_code: int = 1000
     close_reason: str = ""
     ended: bool = False
     """The session ended or the account changed: send nothing more, act on nothing more."""
-    queue: asyncio.Queue[Envelope] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.queue_size)
+    queue: deque[Envelope] = field(default_factory=deque)
+    """Envelopes waiting for the sender, in order (at most ``queue_size``)."""
+    on_queued: Callable[[], None] = _nothing
+    """Called after an envelope is queued (the endpoint starts its sender if idle)."""
+    on_close: Callable[[], None] = _nothing
+    """Called when the connection is asked to close (the endpoint stops reading)."""
 
     def offer(self, envelope: Envelope) -> None:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
-        if self.overflowed or self.ended:
+        if self.overflowed or self.ended or self.close_requested:
             return
-        try:
-            self.queue.put_nowait(envelope)
-        except asyncio.QueueFull:
+        if len(self.queue) >= self.queue_size:
             self.overflowed = True
             self.close(CLOSE_SLOW)
+            return
+        self.queue.append(envelope)
+        self.on_queued()
 
     def close(self, code: int) -> None:
         """Ask the endpoint to close this connection with ``code``."""
         if self.ended:
             return  # the session's end says more (do not come back with this token)
         self.close_code = code
-        self.closing.set()
+        self._request_close()
 
     def end(self, code: int, reason: str) -> None:
         """Close for an account reason: nothing is sent or acted on from now on."""
@@ -84,7 +97,13 @@ class Connection:
             return  # "sign in again" outranks "reconnect"
         self.ended = True
         self.close_code, self.close_reason = code, reason
-        self.closing.set()
+        self._request_close()
+
+    def _request_close(self) -> None:
+        first = not self.close_requested
+        self.close_requested = True
+        if first:
+            self.on_close()
 
     def matches(self, token_ids: list[int] | None, except_token_id: int | None) -> bool:
         """Whether this connection's token is among ``token_ids`` (None: any) but the one."""

@@ -1,8 +1,9 @@
 """Ordered delivery to one connection: its queue, write time-outs, gap repair, slow clients.
 
-Each connection has one sender, the only writer to its socket. It takes envelopes from the
-connection's queue in order, drops what the client already has, and fills any gap in a
-room's ``seq`` from the stored events before sending, so every event reaches the client
+Each connection has one sender, the only writer to its socket, running only while the
+connection's queue holds something. It takes envelopes from the queue in order, drops what
+the client already has, and fills any gap in a room's ``seq`` from the stored events
+before sending, so every event reaches the client
 once and in order, whatever the broker did. What the stored events are is not this
 module's business: the transport hands it a ``StoredEvents`` (the chat package's replay
 queries, in their own unit of work).
@@ -58,11 +59,13 @@ class Delivery:
         self.stored = stored
         self.write_timeout = write_timeout
 
-    async def run(self) -> None:
-        """Send what the connection's queue holds, in order, until the connection ends."""
+    async def drain(self) -> None:
+        """Send what the connection's queue holds, in order, until it is empty or the
+        connection ends (the endpoint runs this again when something more is queued)."""
+        queue = self.conn.queue
         try:
-            while True:
-                envelope = await self.conn.queue.get()
+            while queue and not self.conn.close_requested:
+                envelope = queue.popleft()
                 if envelope.type == CATCH_UP:
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
@@ -137,7 +140,7 @@ def log_slow_client(conn: Connection) -> None:
     log.warning(
         "closing a slow client (1013): %s, %d events queued",
         "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
-        conn.queue.qsize(),
+        len(conn.queue),
         extra={
             "event.action": "websocket.slow_client",
             "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",

@@ -6,10 +6,10 @@ recipient gets. What clients may send is the transport's (cmschat/websocket/fram
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from cmschat.errors import CmschatError, RateLimited
+from cmschat import jsonbytes
+from cmschat.errors import CmschatError, Overloaded, RateLimited
 from cmschat.events import Published
 from cmschat.jsonshape import shape_problem
 from cmschat.realtime.broker import Envelope
@@ -24,8 +24,8 @@ def too_deep(text: str, limit: int = MAX_NESTING) -> bool:
 
 
 def dumps(frame: dict[str, Any]) -> str:
-    """Compact JSON text for a frame."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text for a frame (datetimes as the HTTP answers write them)."""
+    return jsonbytes.dumps_text(frame)
 
 
 def error_frame(code: str, message: str, **extra: Any) -> str:
@@ -35,7 +35,7 @@ def error_frame(code: str, message: str, **extra: Any) -> str:
 
 def details(exc: CmschatError) -> dict[str, Any]:
     """Fields an error frame carries besides its code and message (a rate limit's wait)."""
-    return {"retry_after": exc.retry_after} if isinstance(exc, RateLimited) else {}
+    return {"retry_after": exc.retry_after} if isinstance(exc, RateLimited | Overloaded) else {}
 
 
 def envelope_of(event: Published) -> Envelope:

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import sessions
 from cmschat.accounts.models import User
-from cmschat.chat.messages import commands, sending
+from cmschat.chat.messages import commands
+from cmschat.chat.messages.group_commit import SendWithdrawn
 from cmschat.context import AppContext
 from cmschat.db.actors import user_actor
 from cmschat.errors import CmschatError
@@ -74,8 +75,8 @@ class FrameActions:
                     exc.code, exc.message, **protocol.details(exc), **frames.echo(text)
                 )
             )
-        except ConnectionOver:
-            pass  # rolled back; the connection is closing with the session's code
+        except (ConnectionOver, SendWithdrawn):
+            pass  # not stored; the connection is closing with the session's code
         except Exception as error:
             self.reply(_failure_frame(error, f"websocket {frame.type}", **frames.echo(text)))
 
@@ -83,16 +84,14 @@ class FrameActions:
         return self.context.db.unit_of_work(user_actor(self.user.id), actor_name=self.user.username)
 
     async def _send_message(self, frame: frames.SendFrame) -> None:
-        async with self._unit_of_work() as session:
-            view, _created = await sending.send_message(
-                session,
+        async with self.context.admission.sends():
+            view, _created = await self.context.sends.send(
                 user=self.user,
                 room_id=frame.room_id,
                 draft=frame,
-                rules=self.context.send_rules,
+                # Revoked meanwhile: the message must not be stored.
+                still_wanted=lambda: not self.conn.ended,
             )
-            if self.conn.ended:
-                raise ConnectionOver  # revoked meanwhile: the message must not be stored
         self.reply(
             protocol.dumps(
                 {

@@ -1,8 +1,11 @@
 """``GET /api/v1/ws``: authenticate, resume, then relay events both ways (contract.md).
 
-Each connection runs a sender (``cmschat.realtime.delivery``, the only writer to the
-socket), a receiver that reads frames as they come, and a worker that acts on them in
-order (``actions.py``).
+The connection's own task reads frames as they come (so keep-alive pings are answered
+whatever the load) and never waits on a transaction. Two more tasks exist only while they
+have work: the sender (``cmschat.realtime.delivery``, the only writer to the socket) while
+the connection's queue holds events, and the worker (``actions.py``) while frames wait to
+be acted on, in order. An idle connection thus holds one task, not four (memory: see
+docs/performance.md, section 1).
 """
 
 from __future__ import annotations
@@ -11,18 +14,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from urllib.parse import urlsplit
+from collections import deque
+from collections.abc import MutableMapping
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketState
 
 from cmschat.accounts import auth, sessions
 from cmschat.accounts.schemas import UserRead
 from cmschat.chat import listing
 from cmschat.context import AppContext
-from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
-from cmschat.errors import CmschatError
+from cmschat.db.actors import user_actor
 from cmschat.observability import tracing
 from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import protocol, signals
@@ -32,32 +35,22 @@ from cmschat.realtime.delivery import Delivery, log_slow_client
 from cmschat.websocket import frames
 from cmschat.websocket.actions import PONG, FrameActions
 from cmschat.websocket.backlog import RoomBacklog
+from cmschat.websocket.handshake import CLOSE_POLICY, log_too_deep, origin_allowed
+from cmschat.websocket.handshake import authenticate as _authenticate
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
-INBOX_SIZE = 64
 CLOSE_WITHIN_SECONDS = 2.0
 """How long the close frame may wait for a socket that takes nothing."""
-PING_FRAME = '{"type":"ping"}'
-
-
-def _origin_allowed(websocket: WebSocket, context: AppContext) -> bool:
-    origin = websocket.headers.get("origin")
-    if origin is None:  # not a browser: nothing for CSRF-style abuse to ride on
-        return True
-    if origin.rstrip("/") in context.settings.cors_origins:
-        return True
-    return urlsplit(origin).netloc == websocket.headers.get("host")
 
 
 @router.websocket("/api/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """``GET /api/v1/ws``: the real-time protocol (see contract.md)."""
     context: AppContext = websocket.app.state.context
-    if context.draining or not _origin_allowed(websocket, context):
+    if context.draining or not origin_allowed(websocket, context):
         await websocket.close(code=CLOSE_POLICY)
         return
     await websocket.accept()
@@ -69,51 +62,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if signed_in is None:
         return
     await ClientSocket(websocket, context, signed_in).run(resume)
-
-
-async def _authenticate(
-    websocket: WebSocket, context: AppContext
-) -> tuple[auth.SignedIn | None, dict[str, int]]:
-    """Read and check the auth frame; on failure close 1008 and return no session."""
-    settings = context.settings.realtime
-    try:
-        text = await asyncio.wait_for(
-            websocket.receive_text(), timeout=settings.auth_timeout_seconds
-        )
-        if protocol.too_deep(text):
-            _log_too_deep()
-            raise CmschatError("the auth frame is nested too deeply", code="invalid")
-        frame = frames.AUTH.validate_json(text)
-        async with context.db.unit_of_work(ANONYMOUS) as session:
-            signed_in = await auth.authenticate(
-                session,
-                token=frame.token,
-                policy=context.settings.auth,
-                token_key=context.token_key,
-                clock=context.clock,
-            )
-            set_actor(session, signed_in.actor, name=signed_in.user.username)
-        if signed_in.user.must_change_password:
-            raise CmschatError("change your password first", code="password_change_required")
-        return signed_in, frame.resume
-    except (TimeoutError, WebSocketDisconnect):
-        reason = "authentication timed out"
-    except ValidationError:
-        reason = 'the first frame must be {"type": "auth", "token": ...}'
-    except CmschatError as exc:
-        reason = exc.message
-    with contextlib.suppress(Exception):
-        await websocket.send_text(protocol.error_frame("unauthorized", reason))
-        await websocket.close(code=CLOSE_POLICY, reason=reason[:120])
-    return None, {}
-
-
-def _log_too_deep() -> None:
-    log.warning(
-        "refused a WebSocket frame nested deeper than %d levels",
-        protocol.MAX_NESTING,
-        extra={"event.action": "ws.frame_refused", "event.reason": "too_deep"},
-    )
 
 
 class ClientSocket:
@@ -142,7 +90,17 @@ class ClientSocket:
         self.actions = FrameActions(context, user, self.conn, self.reply)
         # Frames are read as they come (so the socket's own pings are never stuck behind a
         # slow send) and acted on in order by one worker.
-        self.inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self.inbox: deque[str] = deque()
+        self.handling = 0
+        """Frames taken from the inbox and not yet acted on (0 or 1)."""
+        self.sender: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None
+        """This connection's own task, while it waits for a frame (cancelled to close)."""
+        self.live = False
+        """Set once ``ready`` is sent: events queued before then wait for it."""
+        self.conn.on_queued = self._start_sender
+        self.conn.on_close = self._stop_reading
 
     async def run(self, resume: dict[str, int]) -> None:
         """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
@@ -212,20 +170,17 @@ class ClientSocket:
         )
 
     async def _relay(self) -> None:
-        tasks = [
-            asyncio.create_task(self.delivery.run()),
-            asyncio.create_task(self._receive_loop()),
-            asyncio.create_task(self._work_loop()),
-            asyncio.create_task(self.conn.closing.wait()),
-        ]
+        self.live = True
+        self._start_sender()
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._receive_loop()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            self.live = False  # events queued from now on are not sent (the socket is closing)
+            for task in (self.sender, self.worker):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if self.conn.close_code == CLOSE_SLOW:
                 log_slow_client(self.conn)
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
@@ -236,16 +191,54 @@ class ClientSocket:
                         code, reason = self.conn.close_code, self.conn.close_reason
                         await self.ws.close(code=code, reason=reason)
 
+    def _start_sender(self) -> None:
+        if self.live and (self.sender is None or self.sender.done()) and self.conn.queue:
+            self.sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Run the sender; a socket that fails under it (the client went away) ends the
+        connection, as its reading task then learns too."""
+        try:
+            await self.delivery.drain()
+        except Exception:
+            log.debug("a WebSocket failed while sending", exc_info=True)
+            self.conn.close(CLOSE_GOING_AWAY)
+
+    def _stop_reading(self) -> None:
+        """The connection is to close: wake the task waiting for the client's next frame."""
+        if self.reader is not None:
+            self.reader.cancel()
+            self.reader = None
+
+    async def _next_message(self) -> MutableMapping[str, Any] | None:
+        """The client's next message; None once the connection is to close.
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` wraps every
+        receive in a task of its own.
+        """
+        task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(self.settings.idle_timeout_seconds):
+                self.reader = task
+                try:
+                    return await self.ws.receive()
+                finally:
+                    self.reader = None
+        except TimeoutError:
+            self.conn.close(CLOSE_GOING_AWAY)
+            return None
+        except asyncio.CancelledError:
+            # Cancelled by ``_stop_reading`` only: anything else (the server stopping)
+            # is passed on.
+            assert task is not None  # noqa: S101 - called from a task
+            if not self.conn.close_requested or task.uncancel() > 0:
+                raise
+            return None
+
     async def _receive_loop(self) -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(
-                    self.ws.receive(), timeout=self.settings.idle_timeout_seconds
-                )
-            except TimeoutError:
-                self.conn.close(CLOSE_GOING_AWAY)
-                return
-            if message["type"] == "websocket.disconnect" or self.conn.ended:
+        while not self.conn.close_requested:
+            message = await self._next_message()
+            if message is None or message["type"] == "websocket.disconnect" or self.conn.ended:
                 return
             text = message.get("text")
             if text is None:
@@ -259,36 +252,47 @@ class ClientSocket:
                     )
                 )
                 continue
-            if text.strip() == PING_FRAME:
+            if frames.is_ping(text):
                 self.reply(PONG)  # answered at once, however busy the worker is
                 continue
             if protocol.too_deep(text):
                 # Refused before any parser recurses into it (json and validation would).
-                _log_too_deep()
+                log_too_deep()
                 self.reply(
                     protocol.error_frame(
                         "invalid", f"frames nest at most {protocol.MAX_NESTING} levels deep"
                     )
                 )
                 continue
-            try:
-                self.inbox.put_nowait(text)
-            except asyncio.QueueFull:
-                self.reply(
-                    protocol.error_frame(
-                        "busy",
-                        "too many frames in flight; send again after the acks arrive",
-                        **frames.echo(text),
-                    )
-                )
+            self._take(text)
 
-    async def _work_loop(self) -> None:
-        """Act on client frames one at a time, in the order they came."""
-        while True:
-            text = await self.inbox.get()
-            # Shielded: a frame being handled (a message being stored) finishes even if the
-            # socket drops meanwhile; the client's retry with its client_id then finds it.
-            await asyncio.shield(tracing.traced("websocket.frame", self.actions.handle(text)))
+    def _take(self, text: str) -> None:
+        """Queue a frame for the worker, or answer ``busy`` past the connection's bound."""
+        if len(self.inbox) + self.handling >= self.settings.frames_in_flight:
+            self.reply(
+                protocol.error_frame(
+                    "busy",
+                    "too many frames in flight; send again after the acks arrive",
+                    retry_after=self.context.settings.chat.busy_retry_after_seconds,
+                    **frames.echo(text),
+                )
+            )
+            return
+        self.inbox.append(text)
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.create_task(self._work())
+
+    async def _work(self) -> None:
+        """Act on client frames one at a time, in the order they came, then stop."""
+        while self.inbox and not self.conn.close_requested:
+            text = self.inbox.popleft()
+            self.handling = 1
+            try:
+                # Shielded: a frame being handled (a message being stored) finishes even if
+                # the socket drops meanwhile; the client's retry with its client_id finds it.
+                await asyncio.shield(tracing.traced("websocket.frame", self.actions.handle(text)))
+            finally:
+                self.handling = 0
 
     def reply(self, frame: str) -> None:
         """Queue a frame for this connection only (acks, errors, pongs)."""

@@ -75,3 +75,12 @@ def echo(text: str) -> dict[str, Any]:
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
     return {"client_id": client_id} if isinstance(client_id, str) else {}
+
+
+PING_FRAME = '{"type":"ping"}'
+
+
+def is_ping(text: str) -> bool:
+    """Whether a frame is the app's keep-alive ``ping``, however it is spaced: answered in
+    the reading task, never queued behind sends (nor refused as ``busy``)."""
+    return len(text) <= 64 and "".join(text.split()) == PING_FRAME

@@ -4,19 +4,43 @@ events for resuming WebSocket clients and for repairing gaps in live delivery.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.chat import permissions
-from cmschat.chat.messages.views import message_views
+from cmschat.chat.messages import rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
-from cmschat.chat.schemas import MessageRead
 from cmschat.errors import Invalid
 from cmschat.events import Published
 
 MAX_PAGE = 100
+
+
+def _page(*, newer: bool, cursor: bool) -> Select[Any]:
+    """A history page's statement, built once: only its parameters change per request."""
+    m = rows.MESSAGES.c
+    # MariaDB would walk a big room's index from its newest message down to the cursor
+    # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
+    statement = (
+        rows.message_select()
+        .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
+        .where(m.room_id == bindparam("room_id"))
+    )
+    if newer:
+        statement = statement.where(m.seq > bindparam("cursor")).order_by(m.seq.asc())
+    else:
+        if cursor:
+            statement = statement.where(m.seq < bindparam("cursor"))
+        statement = statement.order_by(m.seq.desc())
+    return statement.limit(bindparam("limit"))
+
+
+_PAGE_AFTER = _page(newer=True, cursor=True)
+_PAGE_BEFORE = _page(newer=False, cursor=True)
+_PAGE_NEWEST = _page(newer=False, cursor=False)
 
 
 async def history(
@@ -27,34 +51,34 @@ async def history(
     before: int | None,
     after: int | None,
     limit: int,
-) -> tuple[list[MessageRead], int | None]:
-    """A page of messages, newest first; ``before``/``after`` are message seqs."""
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of messages, newest first; ``before``/``after`` are message seqs.
+
+    The messages come as ``MessageRead``-shaped dicts (``rows``), ready to serialise.
+    """
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await permissions.require_member(session, user=user, room_id=room_id)
+    await permissions.check_member(session, user=user, room_id=room_id)
     limit = max(1, min(limit, MAX_PAGE))
-    # MariaDB would walk a big room's index from its newest message down to the cursor
-    # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
-    statement = (
-        select(Message)
-        .with_hint(Message, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
-        .where(Message.room_id == room_id)
+    if after is not None:
+        statement, cursor = _PAGE_AFTER, after
+    elif before is not None:
+        statement, cursor = _PAGE_BEFORE, before
+    else:
+        statement, cursor = _PAGE_NEWEST, 0
+    found = list(
+        (
+            await session.execute(
+                statement, {"room_id": room_id, "cursor": cursor, "limit": limit + 1}
+            )
+        ).all()
     )
+    more = len(found) > limit
+    found = found[:limit]
+    next_cursor = found[-1].seq if more else None
     if after is not None:
-        statement = statement.where(Message.seq > after).order_by(Message.seq.asc())
-    else:
-        if before is not None:
-            statement = statement.where(Message.seq < before)
-        statement = statement.order_by(Message.seq.desc())
-    rows = list((await session.scalars(statement.limit(limit + 1))).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if after is not None:
-        next_cursor = rows[-1].seq if more else None
-        rows.reverse()
-    else:
-        next_cursor = rows[-1].seq if more else None
-    return await message_views(session, rows), next_cursor
+        found.reverse()
+    return await rows.message_dicts(session, found), next_cursor
 
 
 async def unread_counts(
@@ -137,24 +161,29 @@ async def load_events(
     cannot tell a replayed event from a live one, except that a message deleted since
     shows as its tombstone.
     """
-    statement = select(RoomEvent).where(RoomEvent.room_id == room_id, RoomEvent.seq > after)
-    if until is not None:
-        statement = statement.where(RoomEvent.seq <= until)
-    events = (await session.scalars(statement.order_by(RoomEvent.seq).limit(limit))).all()
-    message_ids = {e.message_id for e in events if e.message_id is not None}
-    messages = (
-        (await session.scalars(select(Message).where(Message.id.in_(message_ids)))).all()
-        if message_ids
-        else []
+    e = RoomEvent.__table__.c
+    statement = select(e.seq, e.type, e.message_id, e.user_id).where(
+        e.room_id == room_id, e.seq > after
     )
-    views = {view.id: view for view in await message_views(session, messages)}
-    user_ids = {e.user_id for e in events if e.user_id is not None}
+    if until is not None:
+        statement = statement.where(e.seq <= until)
+    events = (await session.execute(statement.order_by(e.seq).limit(limit))).all()
+    message_ids = [event.message_id for event in events if event.message_id is not None]
+    views = {view["id"]: view for view in await rows.messages_by_id(session, message_ids)}
+    user_ids = {event.user_id for event in events if event.user_id is not None}
+    u = rows.USERS.c
     users = (
-        {u.id: u for u in (await session.scalars(select(User).where(User.id.in_(user_ids)))).all()}
+        {
+            user.id: dict(user._mapping)
+            for user in await session.execute(
+                select(u.id, u.username, u.display_name).where(u.id.in_(user_ids))
+            )
+        }
         if user_ids
         else {}
     )
-    room = await session.get(Room, room_id)
+    updated = any(event.type is EventType.room_updated for event in events)
+    room = await session.get(Room, room_id) if updated else None
     replayed = []
     for event in events:
         payload: dict[str, object]
@@ -162,7 +191,7 @@ async def load_events(
             view = views.get(event.message_id)
             if view is None:  # purged by retention: the event has nothing left to show
                 continue
-            payload = {"message": view.model_dump(mode="json")}
+            payload = {"message": view}
         elif event.type is EventType.room_updated and room is not None:
             payload = {
                 "room": {
@@ -174,22 +203,12 @@ async def load_events(
             }
         else:
             user = users.get(event.user_id) if event.user_id is not None else None
-            payload = (
-                {
-                    "user": {
-                        "id": user.id,
-                        "username": user.username,
-                        "display_name": user.display_name,
-                    }
-                }
-                if user
-                else {}
-            )
+            payload = {"user": user} if user else {}
         replayed.append(
             Published(
                 room_id=room_id,
                 seq=event.seq,
-                type=event.type.value,
+                type=EventType(event.type).value,
                 payload=payload,
                 user_id=event.user_id,
             )

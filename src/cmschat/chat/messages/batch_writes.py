@@ -1,0 +1,299 @@
+"""The writes of one group commit: each send checked as ``send_message`` checks it, then
+all of them stored with a few Core statements.
+
+Checks run in ``send_message``'s order (membership, repeat, archived room, content, reply,
+rate, files), so a send gets the same answer in a batch as alone. Checks only read; a send
+that fails them fails alone and writes nothing, so no savepoint is needed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.attachments import service as attachments
+from cmschat.attachments.models import Attachment
+from cmschat.attachments.schemas import AttachmentRead
+from cmschat.audit import service as audit
+from cmschat.chat import search_index
+from cmschat.chat.messages.sending import SendRules, check_content, render_content
+from cmschat.chat.messages.views import message_event, message_views
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
+from cmschat.chat.ratelimit import check_send_rate
+from cmschat.chat.schemas import MessageRead, UserBrief
+from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
+from cmschat.events import queue_events
+
+if TYPE_CHECKING:
+    from cmschat.chat.messages.group_commit import Outcome, Pending
+
+ROOMS = cast(Table, Room.__table__)
+MEMBERS = cast(Table, RoomMember.__table__)
+MESSAGES = cast(Table, Message.__table__)
+EVENTS = cast(Table, RoomEvent.__table__)
+MENTIONS = cast(Table, Mention.__table__)
+
+ClientKey = tuple[int, int, str]
+"""A send's idempotency key: room, author, client id."""
+
+
+@dataclass(frozen=True)
+class _New:
+    """A send that passed its checks, ready to store."""
+
+    index: int
+    pending: Pending
+    html: str
+    mentioned: list[int]
+    files: list[Attachment]
+
+
+async def write_batch(
+    session: AsyncSession, *, batch: Sequence[Pending], rules: SendRules, now: datetime
+) -> list[Outcome | BaseException]:
+    """Check and store a batch of sends; per send, its answer or the error it gets."""
+    from cmschat.chat.messages.group_commit import SendWithdrawn
+
+    outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
+    archived = await _memberships(session, batch)
+    repeats = await _repeats(session, batch)
+    parents = await _parents(session, batch)
+    accepted: list[_New] = []
+    firsts: dict[ClientKey, int] = {}
+    duplicates: list[tuple[int, int]] = []
+    claimed: set[int] = set()
+    for index, pending in enumerate(batch):
+        draft, room_id = pending.draft, pending.room_id
+        key = _key_of(pending)
+        try:
+            room_archived = archived.get((room_id, pending.user.id))
+            if room_archived is None:
+                raise NotFound("no such room")
+            if key is not None and key in repeats:
+                outcomes[index] = (repeats[key], False)
+                continue
+            if key is not None and key in firsts:
+                duplicates.append((index, firsts[key]))
+                continue
+            if room_archived:
+                raise Conflict("the room is archived", code="room_archived")
+            check_content(
+                draft.content, limit=rules.max_length, has_files=bool(draft.attachment_ids)
+            )
+            if draft.reply_to is not None and parents.get(draft.reply_to) != room_id:
+                raise Invalid("reply_to must be a message of this room", field="reply_to")
+            if not pending.rate_taken:
+                await check_send_rate(rules.limiter, user_id=pending.user.id)
+                pending.rate_taken = True
+            file_ids = list(dict.fromkeys(draft.attachment_ids))
+            taken = claimed.intersection(file_ids)
+            if taken:  # another send of this batch carries it
+                raise attachments.not_linkable(min(taken))
+            files = await attachments.linkable(
+                session, user=pending.user, room_id=room_id, attachment_ids=file_ids
+            )
+            html, mentioned = await render_content(session, room_id, draft.content)
+            if pending.still_wanted is not None and not pending.still_wanted():
+                raise SendWithdrawn
+        except (CmschatError, SendWithdrawn) as error:
+            outcomes[index] = error
+            continue
+        claimed.update(file_ids)
+        if key is not None:
+            firsts[key] = index
+        accepted.append(_New(index, pending, html, mentioned, files))
+    for index, view in (await _store(session, accepted, now)).items():
+        outcomes[index] = (view, True)
+    for index, first in duplicates:
+        outcome = outcomes[first]
+        outcomes[index] = (outcome[0], False) if isinstance(outcome, tuple) else outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _key_of(pending: Pending) -> ClientKey | None:
+    client_id = pending.draft.client_id
+    return None if client_id is None else (pending.room_id, pending.user.id, client_id)
+
+
+async def _memberships(
+    session: AsyncSession, batch: Sequence[Pending]
+) -> dict[tuple[int, int], bool]:
+    """Per (room, sender) that is a membership: whether the room is archived."""
+    pairs = {(pending.room_id, pending.user.id) for pending in batch}
+    rows = await session.execute(
+        select(MEMBERS.c.room_id, MEMBERS.c.user_id, ROOMS.c.archived)
+        .join(ROOMS, ROOMS.c.id == MEMBERS.c.room_id)
+        .where(tuple_(MEMBERS.c.room_id, MEMBERS.c.user_id).in_(pairs))
+    )
+    return {(room_id, user_id): bool(archived) for room_id, user_id, archived in rows}
+
+
+async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, MessageRead]:
+    """The stored messages whose client id a send repeats, as their views."""
+    keys = {key for pending in batch if (key := _key_of(pending)) is not None}
+    if not keys:
+        return {}
+    found = (
+        await session.scalars(
+            select(Message).where(
+                tuple_(Message.room_id, Message.author_id, Message.client_id).in_(keys)
+            )
+        )
+    ).all()
+    views = await message_views(session, found)
+    return {
+        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): view
+        for message, view in zip(found, views, strict=True)
+    }
+
+
+async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
+    """The room of each message a send replies to."""
+    ids = {pending.draft.reply_to for pending in batch if pending.draft.reply_to is not None}
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.room_id).where(MESSAGES.c.id.in_(ids))
+    )
+    return {message_id: room_id for message_id, room_id in rows}
+
+
+async def _store(
+    session: AsyncSession, accepted: Sequence[_New], now: datetime
+) -> dict[int, MessageRead]:
+    """Number, insert, link, index, audit and queue the events of the accepted sends."""
+    if not accepted:
+        return {}
+    counts = Counter(new.pending.room_id for new in accepted)
+    # Rooms in id order: two processes' batches lock the rows they share in the same order.
+    await session.execute(
+        update(ROOMS)
+        .where(ROOMS.c.id == bindparam("b_room"))
+        .values(last_seq=ROOMS.c.last_seq + bindparam("b_count")),
+        [{"b_room": room_id, "b_count": counts[room_id]} for room_id in sorted(counts)],
+    )
+    last: dict[int, int] = {
+        room_id: last_seq
+        for room_id, last_seq in await session.execute(
+            select(ROOMS.c.id, ROOMS.c.last_seq).where(ROOMS.c.id.in_(counts))
+        )
+    }
+    next_seq = {room_id: last[room_id] - count + 1 for room_id, count in counts.items()}
+    seqs = []
+    for new in accepted:
+        seqs.append(next_seq[new.pending.room_id])
+        next_seq[new.pending.room_id] += 1
+
+    def stamped(actor: str) -> dict[str, object]:
+        return {"created_at": now, "updated_at": now, "created_by": actor, "updated_by": actor}
+
+    await session.execute(
+        insert(MESSAGES),
+        [
+            {
+                "room_id": new.pending.room_id,
+                "seq": seq,
+                "author_id": new.pending.user.id,
+                "client_id": new.pending.draft.client_id,
+                "reply_to_id": new.pending.draft.reply_to,
+                "content": new.pending.draft.content,
+                "content_html": new.html,
+                **stamped(new.pending.origin.actor),
+            }
+            for new, seq in zip(accepted, seqs, strict=True)
+        ],
+    )
+    where = [(new.pending.room_id, seq) for new, seq in zip(accepted, seqs, strict=True)]
+    ids = {
+        (room_id, seq): message_id
+        for message_id, room_id, seq in await session.execute(
+            select(MESSAGES.c.id, MESSAGES.c.room_id, MESSAGES.c.seq).where(
+                tuple_(MESSAGES.c.room_id, MESSAGES.c.seq).in_(where)
+            )
+        )
+    }
+    message_ids = [ids[pair] for pair in where]
+    rows = list(zip(accepted, seqs, message_ids, strict=True))
+    await session.execute(
+        insert(EVENTS),
+        [
+            {
+                "room_id": new.pending.room_id,
+                "seq": seq,
+                "type": EventType.message_created,
+                "message_id": message_id,
+                "user_id": None,
+                **stamped(new.pending.origin.actor),
+            }
+            for new, seq, message_id in rows
+        ],
+    )
+    mentions = [
+        {
+            "message_id": message_id,
+            "user_id": user_id,
+            "room_id": new.pending.room_id,
+            "seq": seq,
+            **stamped(new.pending.origin.actor),
+        }
+        for new, seq, message_id in rows
+        for user_id in new.mentioned
+    ]
+    if mentions:
+        await session.execute(insert(MENTIONS), mentions)
+    links = [
+        (file.id, message_id, new.pending.origin.actor)
+        for new, _seq, message_id in rows
+        for file in new.files
+    ]
+    await attachments.link_many(session, links, now=now)
+    await search_index.index_new_messages(
+        session, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
+    )
+    views: dict[int, MessageRead] = {}
+    for new, seq, message_id in rows:
+        view = _view(new, seq, message_id, now)
+        audit.record(
+            session,
+            action="message.created",
+            target_type="message",
+            target_id=message_id,
+            changes={
+                "room_id": new.pending.room_id,
+                "content": audit.text_digest(new.pending.draft.content),
+                "attachment_ids": [file.id for file in new.files],
+            },
+            origin=new.pending.origin,
+        )
+        queue_events(session, [message_event(EventType.message_created, seq, view)])
+        views[new.index] = view
+    return views
+
+
+def _view(new: _New, seq: int, message_id: int, now: datetime) -> MessageRead:
+    """The stored message's API shape, from what is at hand (nothing read back)."""
+    user, draft = new.pending.user, new.pending.draft
+    return MessageRead(
+        id=message_id,
+        room_id=new.pending.room_id,
+        seq=seq,
+        author=UserBrief(id=user.id, username=user.username, display_name=user.display_name),
+        content=draft.content,
+        content_html=new.html,
+        reply_to=draft.reply_to,
+        mentions=sorted(new.mentioned),
+        created_at=now,
+        updated_at=now,
+        edited=False,
+        deleted=False,
+        attachments=[
+            AttachmentRead.model_validate(file).model_copy(update={"message_id": message_id})
+            for file in new.files
+        ],
+    )
