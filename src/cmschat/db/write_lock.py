@@ -109,14 +109,6 @@ class WriteLock:
                 return
 
 
-_LOCKS: weakref.WeakKeyDictionary[Any, WriteLock] = weakref.WeakKeyDictionary()
-
-
-def lock_of(engine: AsyncEngine) -> WriteLock | None:
-    """The write lock of a SQLite engine; None for MariaDB (its row locks suffice)."""
-    return _LOCKS.get(engine.sync_engine)
-
-
 def _raw(connection: Any) -> Any:
     """The driver's connection, whether given bare or in the pool's proxy."""
     return getattr(connection, "dbapi_connection", connection)
