@@ -68,9 +68,12 @@ def main() -> None:
         serve_granian(rest)
         return
     import cmschat.cli
+    import cmschat.cli_server
 
-    cmschat.cli.HTTP_IMPLEMENTATION = server.removeprefix("uvicorn-")
-    sys.argv = ["cmschat", *rest]
+    cmschat.cli_server.HTTP_IMPLEMENTATION = server.removeprefix("uvicorn-")
+    # The swap holds in this process only; spawned workers would serve with the default.
+    workers = [] if "--workers" in rest else ["--workers", "1"]
+    sys.argv = ["cmschat", *rest, *workers]
     cmschat.cli.main()
 
 

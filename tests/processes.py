@@ -100,7 +100,7 @@ class Server:
 
 @contextmanager
 def running_server(
-    directory: Path, env: dict[str, str], name: str, port: int | None = None
+    directory: Path, env: dict[str, str], name: str, port: int | None = None, workers: int = 1
 ) -> Iterator[Server]:
     """``cmschat serve`` on a free port in ``directory``, ready; always killed afterwards."""
     port = port or free_port()
@@ -108,7 +108,16 @@ def running_server(
     stderr_path = directory / f"{name}.stderr"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "cmschat", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "cmschat",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=directory,
             env=env,
             stdin=subprocess.DEVNULL,

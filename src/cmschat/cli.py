@@ -3,23 +3,21 @@ operations commands in ``cli_operations``, what all commands share in ``cli_supp
 
 from __future__ import annotations
 
-import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import click
 import typer
-import uvicorn
 
 from cmschat.accounts import service as accounts
 from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
+from cmschat.cli_server import serve_process
 from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
+from cmschat.cli_workers import resolve_workers, serve_workers
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.realtime.transport import AbortingWSProtocol
 from cmschat.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -64,29 +62,6 @@ def installed_version() -> str:
         return __version__
 
 
-# The HTTP/1.1 implementation under the app; bench/serve_with.py swaps it to compare servers.
-HTTP_IMPLEMENTATION = "h11"
-
-
-def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
-    raise SystemExit(0)
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, plus: from the first SIGTERM, /readyz says 503 and new WebSockets are refused."""
-
-    def __init__(self, config: uvicorn.Config, application: Any) -> None:
-        super().__init__(config)
-        self.application = application
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Mark the app as draining, then let uvicorn stop gracefully."""
-        context = getattr(self.application.state, "context", None)
-        if context is not None:
-            context.draining = True
-        super().handle_exit(sig, frame)
-
-
 async def _migrate(settings: Settings) -> None:
     async with open_database(settings, migrate=True):
         pass
@@ -107,13 +82,24 @@ async def _prepare_first_run(settings: Settings) -> str | None:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            show_default=False,
+            help="worker processes (default CMSCHAT_WORKERS: auto, one per core on MariaDB "
+            "with Redis, one on SQLite)",
+        ),
+    ] = None,
 ) -> None:
     """Migrate the database if needed, then serve the API, WebSocket and web client."""
-    from cmschat.app import create_app
     from cmschat.observability.logging import configure_logging
 
     settings = load_settings()
     configure_logging(level=settings.log_level, log_format=settings.log_format)
+    # Checked before migrating: a refused worker count changes nothing.
+    count = resolve_workers(settings.workers if workers is None else workers, settings)
     password = run(_prepare_first_run(settings))
     if password is not None:
         # Printed once to the terminal, never logged: it is a secret.
@@ -124,31 +110,10 @@ def serve(
             "Sign in and change it now; it will not be shown again.\n"
         )
         sys.stdout.flush()
-    application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        server_header=False,
-        # Proxy headers are resolved by the app, only for CMSCHAT_TRUSTED_PROXIES.
-        proxy_headers=False,
-        # h11 sends header names as the app writes them; httptools (and granian) lower-case
-        # them all, and some clients look names up case-sensitively (the contract smoke
-        # does). httptools saves too little CPU to matter here (docs/performance.md).
-        http=HTTP_IMPLEMENTATION,
-        # wsproto without permessage-deflate: ~24 KiB per idle connection instead of 34-126
-        # (measured, docs/performance.md); chat frames are small.
-        # Aborts a connection whose client stopped reading instead of waiting on it.
-        ws=AbortingWSProtocol,
-        ws_per_message_deflate=False,
-        ws_max_size=settings.realtime.max_frame_bytes,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal, which would
-    # end the process as "killed" (status 143); a requested stop that completed is a success.
-    signal.signal(signal.SIGTERM, _stopped)
-    DrainingServer(config, application).run()
+    if count == 1:
+        serve_process(settings, host=host, port=port)
+    else:
+        serve_workers(settings, count=count, host=host, port=port)
 
 
 @app.command()

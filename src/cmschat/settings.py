@@ -278,6 +278,9 @@ class Settings(BaseSettings):
     hsts_include_subdomains: bool = True
     """Subdomains of the chat host are covered too (ASVS level 2); off only if one lacks TLS."""
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
+    """Worker processes of ``cmschat serve`` on one port; auto: one per core on MariaDB with
+    Redis, one on the embedded SQLite default (``serve --workers`` overrides it)."""
     min_free_disk_mib: int = Field(default=256, ge=0, le=1 << 30)
     """``/readyz`` answers 503 while the data directory's disk has less free space (0: off),
     so a load balancer stops sending writes before the disk is full."""

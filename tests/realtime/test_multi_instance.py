@@ -55,8 +55,13 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def two_instances(directory: Path, env: dict[str, str]) -> Iterator[tuple[Server, Server]]:
-    with running_server(directory, env, "one") as one, running_server(directory, env, "two") as two:
+def two_instances(
+    directory: Path, env: dict[str, str], workers: int = 1
+) -> Iterator[tuple[Server, Server]]:
+    with (
+        running_server(directory, env, "one", workers=workers) as one,
+        running_server(directory, env, "two", workers=workers) as two,
+    ):
         yield one, two
 
 
@@ -115,10 +120,14 @@ async def send_all(
     await asyncio.gather(*(one_user(i, name) for i, name in enumerate(USERS)))
 
 
+# workers=2: each instance is a supervisor over two workers sharing its port, so clients
+# and senders are spread over four processes; SIGKILL of instance two takes both its
+# workers down with it.
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_every_client_on_either_instance_gets_every_message_once_in_order(
-    cluster_env: dict[str, str], tmp_path: Path
+    cluster_env: dict[str, str], tmp_path: Path, workers: int
 ) -> None:
-    with two_instances(tmp_path, cluster_env) as (one, two):
+    with two_instances(tmp_path, cluster_env, workers) as (one, two):
         async with http_to(one) as http:
             tokens = {name: (await login(http, name))["Authorization"].split()[1] for name in USERS}
             ids = {

@@ -23,10 +23,16 @@ log = logging.getLogger(__name__)
 
 HASH_PREFIX_DIGITS = 13
 
-HEAD_ID = Gauge("cmschat_audit_head_id", "Id of the newest audit event this instance has seen")
+# Several workers: the value the last of them set (the newest head), not one series per pid.
+HEAD_ID = Gauge(
+    "cmschat_audit_head_id",
+    "Id of the newest audit event this instance has seen",
+    multiprocess_mode="mostrecent",
+)
 HEAD_HASH_PREFIX = Gauge(
     "cmschat_audit_head_hash_prefix",
     "First 13 hex digits of the newest audit event's hash, as an integer",
+    multiprocess_mode="mostrecent",
 )
 
 _last_logged: tuple[int, str] | None = None

@@ -45,6 +45,15 @@ def routed_template(scope: MutableMapping[str, Any]) -> str | None:
     return None
 
 
+_worker: str | None = None
+
+
+def set_worker(index: int) -> None:
+    """Name this process's worker (``serve --workers N``) on every record it logs."""
+    global _worker
+    _worker = str(index)
+
+
 _base_factory = logging.getLogRecordFactory()
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -79,6 +88,8 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     user_id = user_id_var.get()
     if user_id is not None:
         setattr(record, "user.id", str(user_id))
+    if _worker is not None:
+        setattr(record, "labels.worker", _worker)
     setattr(record, "service.name", "cmschat")
     return record
 

@@ -1,0 +1,77 @@
+"""One serving process of ``cmschat serve``: the app under uvicorn, draining on SIGTERM.
+
+Run directly by ``serve`` with one worker, or in each worker process ``cli_workers`` starts.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from types import FrameType
+from typing import Any, NoReturn
+
+import uvicorn
+
+from cmschat.realtime.transport import AbortingWSProtocol
+from cmschat.settings import Settings
+
+# The HTTP/1.1 implementation under the app; bench/serve_with.py swaps it to compare servers
+# (in this process: run it with --workers 1).
+HTTP_IMPLEMENTATION = "h11"
+
+
+def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, plus: from the first SIGTERM, /readyz says 503 and new WebSockets are refused."""
+
+    def __init__(self, config: uvicorn.Config, application: Any) -> None:
+        super().__init__(config)
+        self.application = application
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Mark the app as draining, then let uvicorn stop gracefully."""
+        context = getattr(self.application.state, "context", None)
+        if context is not None:
+            context.draining = True
+        super().handle_exit(sig, frame)
+
+
+def uvicorn_config(application: Any, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """How cmschat runs under uvicorn (the same in every worker)."""
+    return uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        server_header=False,
+        # Proxy headers are resolved by the app, only for CMSCHAT_TRUSTED_PROXIES.
+        proxy_headers=False,
+        # h11 sends header names as the app writes them; httptools (and granian) lower-case
+        # them all, and some clients look names up case-sensitively (the contract smoke
+        # does). httptools saves too little CPU to matter here (docs/performance.md).
+        http=HTTP_IMPLEMENTATION,
+        # wsproto without permessage-deflate: ~24 KiB per idle connection instead of 34-126
+        # (measured, docs/performance.md); chat frames are small.
+        # Aborts a connection whose client stopped reading instead of waiting on it.
+        ws=AbortingWSProtocol,
+        ws_per_message_deflate=False,
+        ws_max_size=settings.realtime.max_frame_bytes,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+
+
+def serve_process(
+    settings: Settings, *, host: str, port: int, listener: socket.socket | None = None
+) -> None:
+    """Serve until SIGTERM in this process; on ``listener`` when a supervisor bound it."""
+    from cmschat.app import create_app
+
+    application = create_app(settings)
+    config = uvicorn_config(application, settings, host=host, port=port)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal, which would
+    # end the process as "killed" (status 143); a requested stop that completed is a success.
+    signal.signal(signal.SIGTERM, _stopped)
+    DrainingServer(config, application).run(sockets=None if listener is None else [listener])

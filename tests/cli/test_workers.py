@@ -1,0 +1,116 @@
+"""``cmschat serve --workers N``: refused where workers cannot share, supervised where they can."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cmschat.cli_workers import resolve_workers
+from cmschat.settings import load_settings
+from tests.cli.test_cli import FAST, assert_one_line_error
+from tests.processes import clean_env, cmschat, running_server
+from tests.realtime.test_multi_instance import USERS, cluster_env, login  # noqa: F401 - fixture
+
+
+def test_auto_is_one_per_core_on_mariadb_with_redis_and_one_on_sqlite() -> None:
+    shared = load_settings(
+        database_url="mysql+asyncmy://u:p@db/chat", redis_url="redis://r", secret_key="x" * 48
+    )
+    assert resolve_workers("auto", shared) == (os.cpu_count() or 1)
+    assert resolve_workers(3, shared) == 3
+    assert resolve_workers("auto", load_settings(environment="test")) == 1
+
+
+def test_zero_workers_is_a_one_line_error(tmp_path: Path) -> None:
+    result = cmschat(tmp_path, "serve", "--workers", "0", env=clean_env(**FAST))
+    assert_one_line_error(result, "--workers")
+
+
+def test_several_workers_on_sqlite_are_refused_before_anything_is_created(tmp_path: Path) -> None:
+    result = cmschat(tmp_path, "serve", "--workers", "2", env=clean_env(**FAST))
+    assert_one_line_error(result, "--workers 2 needs MariaDB and Redis", status=1)
+    assert not (tmp_path / "var").exists()
+
+
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started (its workers)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    # multiprocessing's resource tracker is a child too, but no worker.
+    return {
+        int(part)
+        for part in text.split()
+        if b"resource_tracker" not in Path(f"/proc/{part}/cmdline").read_bytes()
+    }
+
+
+def wait_for(condition: object, within: float = 30.0) -> None:
+    """Poll ``condition()`` until true (a process appearing is not an awaitable event)."""
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def stored(base_url: str) -> float:
+    """The messages-stored counter as one scrape of /metrics reports it."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "cmschat_messages_stored_total"
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_sum_metrics_restart_a_dead_worker_and_stop_together(
+    cluster_env: dict[str, str],  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path, cluster_env, "workers", workers=2) as server:
+        wait_for(lambda: len(children(server.process.pid)) >= 2)
+        workers = sorted(children(server.process.pid))
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            import asyncio
+
+            async def headers() -> dict[str, str]:
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as a:
+                    return await login(a, USERS[0])
+
+            auth = asyncio.run(headers())
+            room = http.post(
+                "/api/v1/rooms", headers=auth, json={"kind": "group", "name": "w", "member_ids": []}
+            ).json()["id"]
+        sent = 0
+        # A stopped worker accepts nothing: each batch is served by the one left running.
+        for paused in workers:
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                for _ in range(5):
+                    with httpx.Client(base_url=server.base_url, timeout=30) as fresh:
+                        made = fresh.post(
+                            f"/api/v1/rooms/{room}/messages",
+                            headers=auth,
+                            json={"content": "hi", "client_id": f"m{sent}"},
+                        )
+                    assert made.status_code == 201, made.text
+                    sent += 1
+            finally:
+                os.kill(paused, signal.SIGCONT)
+        for _ in range(4):  # whichever worker answers, it reports the sum
+            assert stored(server.base_url) == sent
+
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(children(server.process.pid) - set(workers)) >= 1)
+        assert "starting it again" in server.stderr()
+        assert httpx.get(server.base_url + "/readyz", timeout=10).status_code == 200
+        assert stored(server.base_url) == sent
+
+        assert server.stop() == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
