@@ -145,7 +145,7 @@ class Supervisor:
         process.start()
         self.workers[index] = process
         self.started[index] = time.monotonic()
-        log.info("worker %d started", index, extra={"process.pid": process.pid})
+        log.info("worker %d started (pid %s)", index, process.pid)
 
     def _replace_dead(self) -> None:
         now = time.monotonic()
