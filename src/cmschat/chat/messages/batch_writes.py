@@ -39,6 +39,11 @@ MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
 
+
+class SendWithdrawn(Exception):
+    """The sender no longer wants the send (its session ended): nothing was stored."""
+
+
 ClientKey = tuple[int, int, str]
 """A send's idempotency key: room, author, client id."""
 
@@ -58,8 +63,6 @@ async def write_batch(
     session: AsyncSession, *, batch: Sequence[Pending], rules: SendRules, now: datetime
 ) -> list[Outcome | BaseException]:
     """Check and store a batch of sends; per send, its answer or the error it gets."""
-    from cmschat.chat.messages.group_commit import SendWithdrawn
-
     outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
     archived = await _memberships(session, batch)
     repeats = await _repeats(session, batch)
@@ -178,13 +181,10 @@ async def _store(
         .values(last_seq=ROOMS.c.last_seq + bindparam("b_count")),
         [{"b_room": room_id, "b_count": counts[room_id]} for room_id in sorted(counts)],
     )
-    last: dict[int, int] = {
-        room_id: last_seq
-        for room_id, last_seq in await session.execute(
-            select(ROOMS.c.id, ROOMS.c.last_seq).where(ROOMS.c.id.in_(counts))
-        )
-    }
-    next_seq = {room_id: last[room_id] - count + 1 for room_id, count in counts.items()}
+    found = await session.execute(
+        select(ROOMS.c.id, ROOMS.c.last_seq).where(ROOMS.c.id.in_(counts))
+    )
+    next_seq = {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found}
     seqs = []
     for new in accepted:
         seqs.append(next_seq[new.pending.room_id])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from cmschat.accounts.models import User
 from cmschat.audit import service as audit
 from cmschat.chat.messages import batch_writes, sending
+from cmschat.chat.messages.batch_writes import SendWithdrawn
 from cmschat.chat.schemas import MessageRead
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
@@ -35,9 +36,7 @@ MAX_BATCH = 256
 
 Outcome = tuple[MessageRead, bool]
 
-
-class SendWithdrawn(Exception):
-    """The sender no longer wants the send (its session ended): nothing was stored."""
+__all__ = ["GroupCommit", "Outcome", "Pending", "SendWithdrawn"]
 
 
 @dataclass
