@@ -34,6 +34,7 @@ from cmschat.attachments.storage import storage_for
 from cmschat.attachments.uploads import Limits
 from cmschat.audit import head as audit_head
 from cmschat.audit.service import audited
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
@@ -55,6 +56,7 @@ from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
 from cmschat.websocket import endpoint as websocket_endpoint
+from cmschat.websocket.invalidation import flushing, invalidating, invalidating_deliveries
 from cmschat.websocket.watch import SessionWatch
 
 log = logging.getLogger(__name__)
@@ -204,12 +206,18 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Trusted while the broker connects this instance to the others' invalidations.
+        caches = HotCaches(
+            size=settings.chat.cache_entries,
+            ttl=settings.chat.cache_seconds,
+            trusted=lambda: app.state.context.broker.connected,
+        )
         # Committed events go to whichever broker the context holds when they are published.
         db = audited(
             Database(
                 create_engine(settings.database_url),
                 clock,
-                publisher=publisher_for(lambda: app.state.context.broker),
+                publisher=invalidating(caches, publisher_for(lambda: app.state.context.broker)),
             )
         )
         instrument_engine(
@@ -233,7 +241,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None
             else MemoryBroker()
         )
-        await broker.start(counting_deliveries(hub.deliver), hub.catch_up_all)
+        await broker.start(
+            counting_deliveries(invalidating_deliveries(caches, hub.deliver)),
+            flushing(caches, hub.catch_up_all),
+        )
         storage = storage_for(settings)
         eraser = Eraser(db, storage)
         app.state.context = AppContext(
@@ -247,6 +258,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             storage=storage,
             eraser=eraser,
             attachment_limits=attachment_limits(settings),
+            caches=caches,
             redis=redis,
             send_limiter=send_limiter_for(settings, redis, clock),
         )

@@ -12,6 +12,7 @@ from cmschat.admission import Admission
 from cmschat.attachments.erasure import Eraser
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.uploads import Limits
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages.group_commit import GroupCommit
 from cmschat.chat.messages.sending import SendRules
 from cmschat.chat.ratelimit import SendLimiter
@@ -36,6 +37,8 @@ class AppContext:
     storage: Storage
     eraser: Eraser
     attachment_limits: Limits
+    caches: HotCaches | None = None
+    """This process's membership and user caches (chat/caches.py); None: none kept."""
     redis: Redis | None = None
     send_limiter: SendLimiter | None = None
     """Per-user message rate (``CMSCHAT_CHAT__SEND_RATE``); None when turned off."""
@@ -50,7 +53,7 @@ class AppContext:
     def __post_init__(self) -> None:
         chat = self.settings.chat
         self.admission = Admission(chat.sends_in_flight, retry_after=chat.busy_retry_after_seconds)
-        self.sends = GroupCommit(self.db, lambda: self.send_rules)
+        self.sends = GroupCommit(self.db, lambda: self.send_rules, caches=self.caches)
 
     @property
     def send_rules(self) -> SendRules:

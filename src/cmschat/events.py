@@ -28,6 +28,10 @@ SESSION_ENDED = "session.ended"
 ACCOUNT_CHANGED = "account.changed"
 """A user's account changed (role): their sockets close and reconnect to pick it up."""
 SESSION_EVENTS = frozenset({SESSION_ENDED, ACCOUNT_CHANGED})
+MEMBER_CHANGED = "member.changed"
+"""A member's role changed: tells the instances' caches (chat/caches.py), no socket."""
+USER_CHANGED = "user.changed"
+"""A user's name, role or state changed: tells the instances' caches, no socket."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,30 @@ def account_changed(user_id: int, *, reason: str) -> Published:
         type=ACCOUNT_CHANGED,
         payload={"reason": reason},
         only_user_ids=(user_id,),
+    )
+
+
+def member_changed(room_id: int, user_id: int) -> Published:
+    """Drops the cached membership of ``user_id`` in ``room_id`` on every instance."""
+    return Published(
+        room_id=room_id,
+        seq=None,
+        type=MEMBER_CHANGED,
+        payload={},
+        user_id=user_id,
+        only_user_ids=(),  # routed to no connection: for the caches only
+    )
+
+
+def user_changed(user_id: int) -> Published:
+    """Drops what every instance caches of ``user_id`` (their new name shows at once)."""
+    return Published(
+        room_id=EVERYONE,
+        seq=None,
+        type=USER_CHANGED,
+        payload={},
+        user_id=user_id,
+        only_user_ids=(),  # routed to no connection: for the caches only
     )
 
 

@@ -91,6 +91,12 @@ class ChatSettings(BaseModel):
     written."""
     busy_retry_after_seconds: int = Field(default=1, ge=1, le=60)
     """What a refused send is told to wait before trying again."""
+    cache_seconds: float = Field(default=5, ge=0, le=60)
+    """How long a process keeps a membership or a user's name at most (chat/caches.py).
+    Changes drop them at once through their events; this bounds what a missed event
+    leaves (docs/security.md). 0 turns the caches off."""
+    cache_entries: int = Field(default=50_000, ge=0, le=10_000_000)
+    """Memberships (and, apart, users) a process keeps at most; least recently used go."""
 
 
 class RealtimeSettings(BaseModel):

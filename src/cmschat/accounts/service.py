@@ -20,7 +20,13 @@ from cmschat.accounts.sessions import DISABLED, PASSWORD_RESET, ROLE_CHANGED
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.errors import Conflict, Invalid, NotFound
-from cmschat.events import Published, account_changed, queue_events, session_ended
+from cmschat.events import (
+    Published,
+    account_changed,
+    queue_events,
+    session_ended,
+    user_changed,
+)
 from cmschat.pagination import decode_cursor, encode_cursor
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
@@ -214,6 +220,8 @@ async def update_user(
         events.append(account_changed(user.id, reason=ROLE_CHANGED))
     after = {"display_name": user.display_name, "role": user.role, "is_active": user.is_active}
     _audit_user_changes(session, user_id=user.id, before=before, after=after)
+    if after != before:
+        events.append(user_changed(user.id))
     await session.flush()
     queue_events(session, events)
     return user

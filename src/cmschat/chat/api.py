@@ -163,13 +163,20 @@ async def history(
     room_id: ResourceId,
     user: CurrentUser,
     session: SessionDep,
+    context: Context,
     before: Seq = None,
     after: Seq = None,
     limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE)] = 50,
 ) -> Response:
     """Messages newest first; page back with ``before``, forward with ``after``."""
     items, next_cursor = await reads.history(
-        session, user=user, room_id=room_id, before=before, after=after, limit=limit
+        session,
+        user=user,
+        room_id=room_id,
+        before=before,
+        after=after,
+        limit=limit,
+        caches=context.caches,
     )
     # Already in MessagePage's shape (response_model documents it): serialised once here,
     # without validating every row again.

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import Role, User
+from cmschat.chat import hot_reads
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.models import MemberRole, Message, Room, RoomKind, RoomMember
 from cmschat.errors import Conflict, Forbidden, NotFound
 
@@ -28,14 +30,12 @@ async def membership(session: AsyncSession, *, user: User, room_id: int) -> Room
     return await session.get(RoomMember, (room_id, user.id))
 
 
-async def check_member(session: AsyncSession, *, user: User, room_id: int) -> None:
-    """NotFound unless the caller belongs to the room: one indexed lookup, no objects
-    loaded (the read paths need only the answer)."""
-    members = RoomMember.__table__.c
-    found = await session.scalar(
-        select(members.user_id).where(members.room_id == room_id, members.user_id == user.id)
-    )
-    if found is None:
+async def check_member(
+    session: AsyncSession, *, user: User, room_id: int, caches: HotCaches | None = None
+) -> None:
+    """NotFound unless the caller belongs to the room: from the process's caches, else one
+    indexed lookup, no objects loaded (the read paths need only the answer)."""
+    if (room_id, user.id) not in await hot_reads.memberships(session, caches, [(room_id, user.id)]):
         raise NotFound("no such room")
 
 

@@ -18,7 +18,7 @@ from cmschat.chat.permissions import (
     require_visible_room,
 )
 from cmschat.errors import Conflict, Invalid, NotFound
-from cmschat.events import queue_events
+from cmschat.events import member_changed, queue_events
 
 
 async def _active_users(session: AsyncSession, user_ids: set[int]) -> dict[int, User]:
@@ -243,6 +243,7 @@ async def set_member_role(
     )
     target.role = role
     await session.flush()
+    queue_events(session, [member_changed(room_id, user_id)])
     member_user = await session.get(User, user_id)
     assert member_user is not None  # noqa: S101 - foreign key
     return target, member_user

@@ -21,10 +21,11 @@ from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
-from cmschat.chat import search_index
+from cmschat.chat import hot_reads, search_index
+from cmschat.chat.caches import HotCaches, Shown
 from cmschat.chat.messages.sending import SendRules, check_content, render_content
 from cmschat.chat.messages.views import message_event, message_views
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
 from cmschat.chat.ratelimit import check_send_rate
 from cmschat.chat.schemas import MessageRead, UserBrief
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
 
 ROOMS = cast(Table, Room.__table__)
-MEMBERS = cast(Table, RoomMember.__table__)
 MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
@@ -60,11 +60,20 @@ class _New:
 
 
 async def write_batch(
-    session: AsyncSession, *, batch: Sequence[Pending], rules: SendRules, now: datetime
+    session: AsyncSession,
+    *,
+    batch: Sequence[Pending],
+    rules: SendRules,
+    now: datetime,
+    caches: HotCaches | None = None,
 ) -> list[Outcome | BaseException]:
-    """Check and store a batch of sends; per send, its answer or the error it gets."""
+    """Check and store a batch of sends; per send, its answer or the error it gets.
+
+    ``caches``: the process's memberships and user names (``chat.caches``)."""
     outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
-    archived = await _memberships(session, batch)
+    members = await hot_reads.memberships(
+        session, caches, {(pending.room_id, pending.user.id) for pending in batch}
+    )
     repeats = await _repeats(session, batch)
     parents = await _parents(session, batch)
     accepted: list[_New] = []
@@ -75,8 +84,8 @@ async def write_batch(
         draft, room_id = pending.draft, pending.room_id
         key = _key_of(pending)
         try:
-            room_archived = archived.get((room_id, pending.user.id))
-            if room_archived is None:
+            member = members.get((room_id, pending.user.id))
+            if member is None:
                 raise NotFound("no such room")
             if key is not None and key in repeats:
                 outcomes[index] = (repeats[key], False)
@@ -84,7 +93,7 @@ async def write_batch(
             if key is not None and key in firsts:
                 duplicates.append((index, firsts[key]))
                 continue
-            if room_archived:
+            if member.archived:
                 raise Conflict("the room is archived", code="room_archived")
             check_content(
                 draft.content, limit=rules.max_length, has_files=bool(draft.attachment_ids)
@@ -111,7 +120,7 @@ async def write_batch(
         if key is not None:
             firsts[key] = index
         accepted.append(_New(index, pending, html, mentioned, files))
-    for index, view in (await _store(session, accepted, now)).items():
+    for index, view in (await _store(session, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
         outcome = outcomes[first]
@@ -122,19 +131,6 @@ async def write_batch(
 def _key_of(pending: Pending) -> ClientKey | None:
     client_id = pending.draft.client_id
     return None if client_id is None else (pending.room_id, pending.user.id, client_id)
-
-
-async def _memberships(
-    session: AsyncSession, batch: Sequence[Pending]
-) -> dict[tuple[int, int], bool]:
-    """Per (room, sender) that is a membership: whether the room is archived."""
-    pairs = {(pending.room_id, pending.user.id) for pending in batch}
-    rows = await session.execute(
-        select(MEMBERS.c.room_id, MEMBERS.c.user_id, ROOMS.c.archived)
-        .join(ROOMS, ROOMS.c.id == MEMBERS.c.room_id)
-        .where(tuple_(MEMBERS.c.room_id, MEMBERS.c.user_id).in_(pairs))
-    )
-    return {(room_id, user_id): bool(archived) for room_id, user_id, archived in rows}
 
 
 async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, MessageRead]:
@@ -168,11 +164,13 @@ async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int,
 
 
 async def _store(
-    session: AsyncSession, accepted: Sequence[_New], now: datetime
+    session: AsyncSession, accepted: Sequence[_New], now: datetime, caches: HotCaches | None
 ) -> dict[int, MessageRead]:
     """Number, insert, link, index, audit and queue the events of the accepted sends."""
     if not accepted:
         return {}
+    # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
+    authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
     counts = Counter(new.pending.room_id for new in accepted)
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     await session.execute(
@@ -258,7 +256,7 @@ async def _store(
     )
     views: dict[int, MessageRead] = {}
     for new, seq, message_id in rows:
-        view = _view(new, seq, message_id, now)
+        view = _view(new, seq, message_id, now, authors.get(new.pending.user.id))
         audit.record(
             session,
             action="message.created",
@@ -276,14 +274,15 @@ async def _store(
     return views
 
 
-def _view(new: _New, seq: int, message_id: int, now: datetime) -> MessageRead:
+def _view(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | None) -> MessageRead:
     """The stored message's API shape, from what is at hand (nothing read back)."""
     user, draft = new.pending.user, new.pending.draft
+    shown = shown or Shown(username=user.username, display_name=user.display_name)
     return MessageRead(
         id=message_id,
         room_id=new.pending.room_id,
         seq=seq,
-        author=UserBrief(id=user.id, username=user.username, display_name=user.display_name),
+        author=UserBrief(id=user.id, username=shown.username, display_name=shown.display_name),
         content=draft.content,
         content_html=new.html,
         reply_to=draft.reply_to,

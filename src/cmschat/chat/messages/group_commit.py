@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from cmschat.accounts.models import User
 from cmschat.audit import service as audit
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import batch_writes, sending
 from cmschat.chat.messages.batch_writes import SendWithdrawn
 from cmschat.chat.schemas import MessageRead
@@ -64,10 +65,13 @@ class GroupCommit:
         rules: Callable[[], sending.SendRules],
         *,
         max_batch: int = MAX_BATCH,
+        caches: HotCaches | None = None,
     ) -> None:
         self.db = db
         self.rules = rules
         self.max_batch = max_batch
+        self.caches = caches
+        """The process's memberships and user names (``chat.caches``); None: none kept."""
         self._queue: list[Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
@@ -120,7 +124,11 @@ class GroupCommit:
         try:
             async with self.db.unit_of_work(SYSTEM_SENDER) as session:
                 outcomes = await batch_writes.write_batch(
-                    session, batch=batch, rules=self.rules(), now=self.db.clock.now()
+                    session,
+                    batch=batch,
+                    rules=self.rules(),
+                    now=self.db.clock.now(),
+                    caches=self.caches,
                 )
         except Exception:
             log.warning(

@@ -10,7 +10,8 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
-from cmschat.chat import permissions
+from cmschat.chat import hot_reads, permissions
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
 from cmschat.errors import Invalid
@@ -51,14 +52,16 @@ async def history(
     before: int | None,
     after: int | None,
     limit: int,
+    caches: HotCaches | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of messages, newest first; ``before``/``after`` are message seqs.
 
     The messages come as ``MessageRead``-shaped dicts (``rows``), ready to serialise.
+    ``caches``: the process's membership cache (``chat.caches``).
     """
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await permissions.check_member(session, user=user, room_id=room_id)
+    await permissions.check_member(session, user=user, room_id=room_id, caches=caches)
     limit = max(1, min(limit, MAX_PAGE))
     if after is not None:
         statement, cursor = _PAGE_AFTER, after
@@ -154,6 +157,7 @@ async def load_events(
     after: int,
     until: int | None = None,
     limit: int,
+    caches: HotCaches | None = None,
 ) -> list[Published]:
     """Events of a room with ``after < seq <= until``, in order, at most ``limit``.
 
@@ -171,17 +175,10 @@ async def load_events(
     message_ids = [event.message_id for event in events if event.message_id is not None]
     views = {view["id"]: view for view in await rows.messages_by_id(session, message_ids)}
     user_ids = {event.user_id for event in events if event.user_id is not None}
-    u = rows.USERS.c
-    users = (
-        {
-            user.id: dict(user._mapping)
-            for user in await session.execute(
-                select(u.id, u.username, u.display_name).where(u.id.in_(user_ids))
-            )
-        }
-        if user_ids
-        else {}
-    )
+    users = {
+        user_id: {"id": user_id, "username": user.username, "display_name": user.display_name}
+        for user_id, user in (await hot_reads.shown(session, caches, user_ids)).items()
+    }
     updated = any(event.type is EventType.room_updated for event in events)
     room = await session.get(Room, room_id) if updated else None
     replayed = []
