@@ -17,7 +17,7 @@ from cmschat.accounts.schemas import (
     UserPage,
     UserUpdate,
 )
-from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep
+from cmschat.api.deps import AdminUser, Context, ResourceId, SessionDep, audits_reads
 from cmschat.api.errors import ADMIN_BODY_ERRORS, ADMIN_ERRORS, responses
 from cmschat.audit import service as audit
 
@@ -67,6 +67,7 @@ async def create_user(
 
 
 @router.get("/{user_id}", response_model=AdminUserRead, responses=responses(*ADMIN_ERRORS, 404))
+@audits_reads  # leaves an audit line: its unit of work writes
 async def get_user(user_id: ResourceId, admin: AdminUser, session: SessionDep) -> AdminUserRead:
     """One account; the read is audited."""
     user = await service.get_user(session, user_id=user_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, User
@@ -102,6 +102,14 @@ async def authenticate(
     if now - row.last_used_at >= refresh_interval(policy):
         row.last_used_at = now
     return SignedIn(user=user, token=row)
+
+
+async def touch(session: AsyncSession, *, token: AuthToken) -> None:
+    """Store the ``last_used_at`` that ``authenticate`` refreshed on a token no longer in
+    its session (a read-only request's), as one UPDATE of this write session."""
+    await session.execute(
+        update(AuthToken).where(AuthToken.id == token.id).values(last_used_at=token.last_used_at)
+    )
 
 
 async def logout(session: AsyncSession, *, current: SignedIn, clock: Clock) -> None:

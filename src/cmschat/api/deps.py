@@ -11,8 +11,8 @@ checks out. The clock comes from the database the unit of work belongs to.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,7 @@ from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, set_actor
+from cmschat.db.session import is_read_only
 from cmschat.errors import Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
 
@@ -38,12 +39,40 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
+READING_METHODS = frozenset({"GET", "HEAD"})
+"""Requests whose unit of work only reads: on SQLite they never queue behind a writer."""
+_READING_ENDPOINTS: set[Callable[..., Any]] = set()
+_WRITING_ENDPOINTS: set[Callable[..., Any]] = set()
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def reads_only(endpoint: Endpoint) -> Endpoint:
+    """Mark a route whose request unit of work only reads whatever its method: one that
+    hands its write to a transaction of its own (the group commit of sends)."""
+    _READING_ENDPOINTS.add(endpoint)
+    return endpoint
+
+
+def audits_reads(endpoint: Endpoint) -> Endpoint:
+    """Mark a GET route whose unit of work writes: a read of sensitive data (the audit
+    trail, a user's or a room's details) that leaves an audit line."""
+    _WRITING_ENDPOINTS.add(endpoint)
+    return endpoint
+
+
+async def get_session(request: Request, context: Context) -> AsyncIterator[AsyncSession]:
     """One unit of work per request, committed before the response is sent.
 
-    It acts as anonymous until ``get_signed_in`` knows who the caller is.
+    It acts as anonymous until ``get_signed_in`` knows who the caller is. A GET's (unless
+    ``audits_reads``) or a ``reads_only`` route's is read-only (``db.write_lock``): a write
+    in it is a bug the engine refuses on SQLite.
     """
-    async with context.db.unit_of_work(ANONYMOUS) as session:
+    endpoint = request.scope.get("endpoint")
+    read_only = endpoint in _READING_ENDPOINTS or (
+        request.method in READING_METHODS and endpoint not in _WRITING_ENDPOINTS
+    )
+    async with context.db.unit_of_work(ANONYMOUS, read_only=read_only) as session:
         yield session
 
 
@@ -87,12 +116,26 @@ async def _sign_in(session: AsyncSession, request: Request, context: AppContext)
 async def get_signed_in(request: Request, session: SessionDep, context: Context) -> auth.SignedIn:
     """The caller, even one who still has to change their password; the request acts for them."""
     signed_in = await _sign_in(session, request, context)
-    # The sign-in check is its own transaction: the route's work starts a new one, so slow
-    # work in a route before its first query (hashing a password) holds no connection —
-    # on SQLite, the one connection everybody shares.
-    await session.commit()
+    if is_read_only(session) and session.is_modified(signed_in.token):
+        # The token's periodic last_used_at refresh: a write of its own, queued like any
+        # other, instead of upgrading the reader's transaction.
+        session.expunge(signed_in.token)
+        await _refresh_last_used(context, signed_in)
+    if request.method not in READING_METHODS:
+        # The sign-in check is its own transaction: the route's work starts a new one, so
+        # slow work in a route (hashing a password, waiting for the group commit) holds no
+        # connection, no place in SQLite's writers' queue and no snapshot.
+        await session.commit()
     user_id_var.set(signed_in.user.id)
     return signed_in
+
+
+async def _refresh_last_used(context: AppContext, signed_in: auth.SignedIn) -> None:
+    """Store the token's new last_used_at in a short write unit of work of its own."""
+    async with context.db.unit_of_work(
+        signed_in.actor, actor_name=signed_in.user.username
+    ) as writer:
+        await auth.touch(writer, token=signed_in.token)
 
 
 SignedIn = Annotated[auth.SignedIn, Depends(get_signed_in)]

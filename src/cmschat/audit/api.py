@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
-from cmschat.api.deps import AdminUser, Context, SessionDep
+from cmschat.api.deps import AdminUser, Context, SessionDep, audits_reads
 from cmschat.api.errors import ADMIN_ERRORS, responses
 from cmschat.audit import chain, listing
 from cmschat.audit import service as audit
@@ -45,6 +45,7 @@ FiltersDep = Annotated[listing.Filters, Depends(_filters)]
 
 
 @router.get("", response_model=AuditPage, responses=responses(*ADMIN_ERRORS))
+@audits_reads  # leaves an audit line: its unit of work writes
 async def list_audit_events(
     admin: AdminUser,
     session: SessionDep,
@@ -73,6 +74,7 @@ async def list_audit_events(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}, **responses(*ADMIN_ERRORS)},
 )
+@audits_reads  # leaves an audit line: its unit of work writes
 async def export_audit_events(
     admin: AdminUser,
     session: SessionDep,

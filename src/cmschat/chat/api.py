@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from cmschat import jsonbytes
-from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep
+from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, reads_only
 from cmschat.api.errors import (
     ROOM_BODY_ERRORS,
     ROOM_ERRORS,
@@ -192,6 +192,7 @@ async def history(
         **responses(*ROOM_SEND_ERRORS),
     },
 )
+@reads_only  # the group commit writes the message; the request's own work is signing in
 async def send_message(
     room_id: ResourceId,
     body: MessageCreate,

@@ -27,9 +27,11 @@ from cmschat import events
 from cmschat.clock import Clock
 from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
+from cmschat.db.sqlite_driver import one_trip_dbapi
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 PUBLISHER_KEY = "cmschat.publisher"
+READ_ONLY_KEY = "cmschat.read_only"
 AfterCommit = Callable[[], Awaitable[None]]
 WRITE_LOCK_TIMEOUT = 10.0
 """Seconds a SQLite write transaction waits in line before the request gets a 503."""
@@ -85,7 +87,7 @@ def create_engine(
 ) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production)."""
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, echo=echo)
+        engine = create_async_engine(database_url, echo=echo, module=one_trip_dbapi())
         _prepare_sqlite(engine, write_lock_timeout=write_lock_timeout)
         return engine
     url = make_url(database_url)
@@ -143,6 +145,7 @@ class Database:
         transactions must not write; on SQLite they then never wait for a writer.
         """
         session = self._sessions(bind=self._reader) if read_only else self._sessions()
+        session.info[READ_ONLY_KEY] = read_only
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
         session.info[PUBLISHER_KEY] = self.publisher
@@ -173,6 +176,11 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def is_read_only(session: AsyncSession) -> bool:
+    """Whether ``session`` was opened ``read_only`` (its transactions must not write)."""
+    return bool(session.info.get(READ_ONLY_KEY))
 
 
 async def finish(session: AsyncSession, error: BaseException | None) -> None:

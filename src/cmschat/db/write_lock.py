@@ -37,6 +37,23 @@ class NestedWriteError(RuntimeError):
     """A task that holds the write lock began a second write transaction (a deadlock)."""
 
 
+class ReadOnlyWrite(RuntimeError):
+    """A read-only unit of work tried to write: on SQLite it would bypass the writers' queue."""
+
+
+READING_STATEMENTS = (
+    "SELECT",
+    "WITH",
+    "PRAGMA",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+)
+"""What a read-only transaction may send (``WITH``: the ``SELECT``s it prefixes here)."""
+
+
 class WriteLock:
     """A FIFO lock held by one connection at a time, with a bounded wait."""
 
@@ -128,6 +145,15 @@ def install(engine: AsyncEngine, *, timeout: float) -> WriteLock:
     sync_engine = engine.sync_engine
     _LOCKS[sync_engine] = lock
     dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _only_reads(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # Upgrading a DEFERRED transaction to a writer would wait in SQLite's busy handler
+        # (or fail) instead of the queue: a bug in the caller, refused before it can happen.
+        if connection.get_execution_options().get(READ_ONLY_OPTION) and not (
+            statement.lstrip()[:9].upper().startswith(READING_STATEMENTS)
+        ):
+            raise ReadOnlyWrite(f"a read-only unit of work tried to write: {statement[:60]}")
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
