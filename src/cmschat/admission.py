@@ -10,32 +10,53 @@ here closes a connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from cmschat.errors import Overloaded
+
+Refused = Callable[[str], None]
+"""Told the transport (``http``, ``websocket``) of each refused send: the metric's hook."""
 
 
 class Admission:
     """Counts the sends in flight in this process; past ``limit`` a new one is refused."""
 
-    def __init__(self, limit: int, *, retry_after: int = 1) -> None:
+    def __init__(
+        self, limit: int, *, retry_after: int = 1, on_refused: Refused | None = None
+    ) -> None:
         self.limit = limit
         self.retry_after = retry_after
+        self.on_refused = on_refused
         self.in_flight = 0
         self.refused = 0
         """Sends refused since start (for tests and the log; the metric counts too)."""
 
-    def sends(self) -> Admission:
-        """``async with admission.sends():`` around one send; raises ``Overloaded`` when full."""
-        return self
+    def sends(self, transport: str) -> _Send:
+        """``async with admission.sends("http"):`` around one send; raises ``Overloaded``
+        when full (and tells ``on_refused`` which transport it refused)."""
+        return _Send(self, transport)
+
+
+class _Send:
+    """One send's place in its process's admission, held for the ``async with`` block."""
+
+    __slots__ = ("admission", "transport")
+
+    def __init__(self, admission: Admission, transport: str) -> None:
+        self.admission = admission
+        self.transport = transport
 
     async def __aenter__(self) -> None:
-        if self.in_flight >= self.limit:
-            self.refused += 1
+        admission = self.admission
+        if admission.in_flight >= admission.limit:
+            admission.refused += 1
+            if admission.on_refused is not None:
+                admission.on_refused(self.transport)
             raise Overloaded(
-                "the server is busy; send again in a moment", retry_after=self.retry_after
+                "the server is busy; send again in a moment", retry_after=admission.retry_after
             )
-        self.in_flight += 1
+        admission.in_flight += 1
 
     async def __aexit__(
         self,
@@ -43,4 +64,4 @@ class Admission:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.in_flight -= 1
+        self.admission.in_flight -= 1

@@ -18,6 +18,7 @@ from cmschat.chat.messages.sending import SendRules
 from cmschat.chat.ratelimit import SendLimiter
 from cmschat.clock import Clock
 from cmschat.db.session import Database
+from cmschat.observability import instruments
 from cmschat.realtime.broker import Broker
 from cmschat.realtime.connections import Hub
 from cmschat.settings import Settings
@@ -52,7 +53,11 @@ class AppContext:
 
     def __post_init__(self) -> None:
         chat = self.settings.chat
-        self.admission = Admission(chat.sends_in_flight, retry_after=chat.busy_retry_after_seconds)
+        self.admission = Admission(
+            chat.sends_in_flight,
+            retry_after=chat.busy_retry_after_seconds,
+            on_refused=instruments.process_full,
+        )
         self.sends = GroupCommit(self.db, lambda: self.send_rules, caches=self.caches)
 
     @property

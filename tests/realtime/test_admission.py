@@ -13,21 +13,33 @@ from cmschat.chat.messages.group_commit import GroupCommit
 from cmschat.clock import FakeClock
 from cmschat.errors import Overloaded
 from cmschat.settings import Settings
+from tests.observability.metrics_support import value
 from tests.realtime.test_gateway import make_room
 from tests.realtime.wsclient import serve_app, token_of, ws_client
 from tests.support import NamedUser
 
 
 async def test_admission_refuses_past_its_limit_and_frees_a_place_when_a_send_ends() -> None:
-    admission = Admission(2, retry_after=3)
-    async with admission.sends(), admission.sends():
+    told: list[str] = []
+    admission = Admission(2, retry_after=3, on_refused=told.append)
+    async with admission.sends("http"), admission.sends("websocket"):
         with pytest.raises(Overloaded) as refused:
-            async with admission.sends():
+            async with admission.sends("websocket"):
                 pass
         assert refused.value.retry_after == 3 and refused.value.code == "busy"
-    async with admission.sends():
+    async with admission.sends("http"):
         assert admission.in_flight == 1
     assert admission.in_flight == 0 and admission.refused == 1
+    assert told == ["websocket"]  # the refusal, with its transport, for the metric
+
+
+def refusals() -> dict[tuple[str, str], float]:
+    """``cmschat_sends_refused_total`` now, by (transport, limit)."""
+    pairs = (("http", "process"), ("websocket", "process"), ("websocket", "connection"))
+    return {
+        (transport, limit): value("cmschat_sends_refused_total", transport=transport, limit=limit)
+        for transport, limit in pairs
+    }
 
 
 def held_sends(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
@@ -58,6 +70,7 @@ async def test_a_full_server_answers_busy_keeps_the_socket_and_delivers_what_it_
         a, b = await alice.login(http), await bob.login(http)
         room = await make_room(http, a, bob)
         waiting, release = held_sends(monkeypatch)
+        before = refusals()
         async with ws_client(live, token_of(a)) as alice_ws, ws_client(live, token_of(b)) as bob_ws:
             # Alice's first send takes the process's only place...
             first = {"type": "message.send", "room_id": room, "content": "one", "client_id": "c1"}
@@ -74,6 +87,12 @@ async def test_a_full_server_answers_busy_keeps_the_socket_and_delivers_what_it_
             assert refused.status_code == 503
             assert refused.headers["Retry-After"] == "2"
             assert refused.json()["error"]["code"] == "busy"
+            # Each refusal counted once, by transport and the limit that was full.
+            assert refusals() == {
+                **before,
+                ("http", "process"): before["http", "process"] + 1,
+                ("websocket", "process"): before["websocket", "process"] + 1,
+            }
             # Keep-alive is answered meanwhile, and both sockets stay open.
             await bob_ws.ping()
             release.set()
@@ -102,6 +121,7 @@ async def test_one_connection_past_its_frames_in_flight_gets_busy_not_a_close(
         a = await alice.login(http)
         room = await make_room(http, a, bob)
         waiting, release = held_sends(monkeypatch)
+        before = refusals()
         async with ws_client(live, token_of(a)) as ws:
             for n in range(3):
                 await ws.send(
@@ -116,6 +136,10 @@ async def test_one_connection_past_its_frames_in_flight_gets_busy_not_a_close(
             busy = (await ws.recv_until(lambda f: f["type"] == "error"))[-1]
             assert busy["code"] == "busy" and busy["client_id"] == "c2"
             assert busy["retry_after"] >= 1
+            assert refusals() == {
+                **before,
+                ("websocket", "connection"): before["websocket", "connection"] + 1,
+            }
             await ws.ping()  # the socket still answers while its sends wait
             release.set()
             acks = await ws.recv_until(lambda f: f.get("client_id") == "c1" and f["type"] == "ack")

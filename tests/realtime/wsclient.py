@@ -140,10 +140,20 @@ async def ws_client(
     resume: dict[int, int] | None = None,
     headers: dict[str, str] | None = None,
     query: str = "",
+    max_queue: int | None = 16,
 ) -> AsyncIterator[WsClient]:
-    """Connect, send the auth frame (if a token is given) and wait for ``ready``."""
+    """Connect, send the auth frame (if a token is given) and wait for ``ready``.
+
+    ``max_queue``: frames received and not yet read past which the client stops reading
+    its socket (None: never stops, so it keeps answering the server's pings however far
+    behind its reader is).
+    """
     async with connect(
-        server.ws + query, additional_headers=headers or {}, open_timeout=TIMEOUT, max_size=1 << 22
+        server.ws + query,
+        additional_headers=headers or {},
+        open_timeout=TIMEOUT,
+        max_size=1 << 22,
+        max_queue=max_queue,
     ) as connection:
         client = WsClient(connection)
         if token is not None:

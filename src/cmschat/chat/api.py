@@ -201,7 +201,7 @@ async def send_message(
     response: Response,
 ) -> MessageRead:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
-    async with context.admission.sends():
+    async with context.admission.sends("http"):
         # Through the group commit: stored with the other sends of its moment, in one
         # transaction; answered once that transaction has committed.
         view, created = await context.sends.send(user=user, room_id=room_id, draft=body)

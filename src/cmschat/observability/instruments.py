@@ -100,6 +100,12 @@ DB_POOL_WAIT = Histogram(
     "Time to get a connection from the pool",
     buckets=QUERY_BUCKETS,
 )
+SENDS_REFUSED = Counter(
+    "cmschat_sends_refused_total",
+    "Sends refused as busy (HTTP 503 + Retry-After, WebSocket busy), by transport and the "
+    "limit that was full: the process's sends in flight or one connection's frames in flight",
+    ["transport", "limit"],
+)
 LOGIN_FAILURES = Counter("cmschat_login_failures_total", "Logins refused for wrong credentials")
 LOGIN_THROTTLED = Counter("cmschat_login_throttled_total", "Logins refused by throttling (429)")
 UPLOADS = Counter(
@@ -159,6 +165,16 @@ def frame_written(frame: str) -> None:
         DELIVERY.observe(time.perf_counter() - started)
 
 
+def process_full(transport: str) -> None:
+    """A send was refused because this process had its ``sends_in_flight`` already."""
+    SENDS_REFUSED.labels(transport=transport, limit="process").inc()
+
+
+def connection_full() -> None:
+    """A WebSocket frame was refused because its connection had ``frames_in_flight``."""
+    SENDS_REFUSED.labels(transport="websocket", limit="connection").inc()
+
+
 def retention_ran(*, messages: int, files: int, audit_events: int, completed: bool) -> None:
     """A retention purge finished (``completed`` False: it stopped early)."""
     RETENTION_RUNS.labels(result="success" if completed else "incomplete").inc()
@@ -188,6 +204,12 @@ for _kind in ("messages", "files", "audit_events"):
 for _result in ("intact", "broken"):
     AUDIT_VERIFY.labels(result=_result)
 UPLOADS.labels(result="stored", reason="")
+for _transport, _limit in (
+    ("http", "process"),
+    ("websocket", "process"),
+    ("websocket", "connection"),
+):
+    SENDS_REFUSED.labels(transport=_transport, limit=_limit)
 for _operation in ("SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"):
     DB_SLOW.labels(operation=_operation)
 for _reason in ("normal", "idle", "auth_failed", "restart", "slow_client", "other"):

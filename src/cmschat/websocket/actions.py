@@ -84,7 +84,7 @@ class FrameActions:
         return self.context.db.unit_of_work(user_actor(self.user.id), actor_name=self.user.username)
 
     async def _send_message(self, frame: frames.SendFrame) -> None:
-        async with self.context.admission.sends():
+        async with self.context.admission.sends("websocket"):
             view, _created = await self.context.sends.send(
                 user=self.user,
                 room_id=frame.room_id,

@@ -26,7 +26,7 @@ from cmschat.accounts.schemas import UserRead
 from cmschat.chat import listing
 from cmschat.context import AppContext
 from cmschat.db.actors import user_actor
-from cmschat.observability import tracing
+from cmschat.observability import instruments, tracing
 from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import protocol, signals
 from cmschat.realtime.broker import Envelope
@@ -269,6 +269,7 @@ class ClientSocket:
     def _take(self, text: str) -> None:
         """Queue a frame for the worker, or answer ``busy`` past the connection's bound."""
         if len(self.inbox) + self.handling >= self.settings.frames_in_flight:
+            instruments.connection_full()
             self.reply(
                 protocol.error_frame(
                     "busy",
