@@ -10,9 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
-from cmschat.cli_workers import resolve_workers
+from cmschat.cli_workers import CONNECTION_MARGIN, connection_budget, resolve_workers
+from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE, create_engine
 from cmschat.settings import load_settings
+from tests import support
 from tests.cli.test_cli import FAST, assert_one_line_error
 from tests.processes import clean_env, cmschat, running_server
 from tests.realtime.test_multi_instance import USERS, cluster_env, login  # noqa: F401 - fixture
@@ -114,3 +117,21 @@ def test_two_workers_sum_metrics_restart_a_dead_worker_and_stop_together(
 
         assert server.stop() == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+async def test_workers_whose_pools_exceed_max_connections_get_a_one_line_warning() -> None:
+    support.mariadb_available()
+    engine = create_engine(support.MARIADB_SERVER)
+    try:
+        async with engine.connect() as connection:
+            limit = int(await connection.scalar(text("SELECT @@max_connections")) or 0)
+        fits = (limit - CONNECTION_MARGIN) // (POOL_SIZE + POOL_OVERFLOW)
+        assert await connection_budget(engine, fits) is None
+        warning = await connection_budget(engine, fits + 1)
+    finally:
+        await engine.dispose()
+    assert warning is not None
+    assert "\n" not in warning
+    assert f"--workers {fits + 1} x {POOL_SIZE + POOL_OVERFLOW} database connections" in warning
+    assert f"connection limit {limit}" in warning
+    assert "raise max_connections or lower --workers (CMSCHAT_WORKERS)" in warning
