@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import pytest
 
-from cmschat.cli_workers import STOP_MARGIN
 from tests.cli.test_workers import children, wait_for
 from tests.faults.cluster import cluster_environment, room_of_everyone
 from tests.faults.load import (
@@ -190,8 +189,9 @@ async def instance_sigterm(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) 
     await asyncio.to_thread(cluster.restart, 1)
 
 
-def busiest_worker(supervisor: int, port: int) -> int:
-    """The worker of ``supervisor`` holding the most client connections on ``port``."""
+def busiest_worker(supervisor: int, port: int) -> tuple[int, int]:
+    """The worker of ``supervisor`` holding the most client connections on ``port``, and
+    how many it holds."""
     workers = children(supervisor)
     listed = subprocess.run(  # noqa: S603 - a fixed command, our own port number
         ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],  # noqa: S607
@@ -200,13 +200,14 @@ def busiest_worker(supervisor: int, port: int) -> int:
         check=True,
     ).stdout
     held = Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed) if int(pid) in workers)
-    return held.most_common(1)[0][0] if held else min(workers)
+    return held.most_common(1)[0] if held else (min(workers), 0)
 
 
 async def worker_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
     supervisor = cluster.servers[1].process.pid
     before = children(supervisor)
-    victim = busiest_worker(supervisor, cluster.ports[1])
+    victim, connections = busiest_worker(supervisor, cluster.ports[1])
+    cluster.figures["killed_worker_connections"] = connections
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     # The supervisor, still running, starts a replacement; the other worker serves meanwhile.
@@ -247,9 +248,10 @@ async def test_with_two_workers_per_instance_nothing_is_lost_doubled_or_reordere
     figures = await under_fault(fault, cluster, own_redis, own_mariadb, ws_senders=2)
     assert figures["ws_acks"] > 0
     if fault == "instance-sigterm":
-        # Drained within the grace (5 s) and the supervisor's margin; every WebSocket on
-        # the stopped instance closed with "going away" or "restart", none dropped.
-        assert figures["stop_s"] <= 5 + STOP_MARGIN
+        # Every worker drained within the grace (the supervisor kills, and says so, any
+        # that does not: stop_s is printed, the machine's load decides the rest); every
+        # WebSocket on the stopped instance closed with "going away" or "restart".
+        assert "did not stop within the grace" not in cluster.stderr()
         assert set(figures["ws_close_codes"]) <= {"None", "1001", "1012"}, figures
 
 
