@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_workers import children, wait_for
+from tests.cli.test_workers import busiest_worker, children, wait_for
 from tests.faults.cluster import cluster_environment, room_of_everyone
 from tests.faults.load import (
     Reader,
@@ -187,20 +185,6 @@ async def instance_sigterm(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) 
     assert await asyncio.to_thread(cluster.servers[1].process.wait, 30) == 0
     cluster.figures["stop_s"] = round(time.monotonic() - signalled, 2)
     await asyncio.to_thread(cluster.restart, 1)
-
-
-def busiest_worker(supervisor: int, port: int) -> tuple[int, int]:
-    """The worker of ``supervisor`` holding the most client connections on ``port``, and
-    how many it holds."""
-    workers = children(supervisor)
-    listed = subprocess.run(  # noqa: S603 - a fixed command, our own port number
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    held = Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed) if int(pid) in workers)
-    return held.most_common(1)[0] if held else (min(workers), 0)
 
 
 async def worker_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
