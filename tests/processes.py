@@ -75,9 +75,9 @@ class Server:
         """Everything logged to stderr so far."""
         return self.stderr_path.read_text()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, within: float = READY_DEADLINE) -> None:
         """Poll /readyz until it answers 200; fail with the logs if it never does."""
-        deadline = time.monotonic() + READY_DEADLINE
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"serve exited with {self.process.returncode}:\n{self.stderr()}")
@@ -87,7 +87,7 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        pytest.fail(f"serve was not ready within {READY_DEADLINE} s:\n{self.stderr()}")
+        pytest.fail(f"serve was not ready within {within} s:\n{self.stderr()}")
 
     def stop(self) -> int:
         """SIGTERM, as an orchestrator sends; returns the exit status."""
@@ -102,7 +102,10 @@ class Server:
 def running_server(
     directory: Path, env: dict[str, str], name: str, port: int | None = None, workers: int = 1
 ) -> Iterator[Server]:
-    """``cmschat serve`` on a free port in ``directory``, ready; always killed afterwards."""
+    """``cmschat serve`` on a free port in ``directory``, ready; always killed afterwards.
+
+    Each worker imports and starts the app on its own: on a loaded machine N of them take
+    up to N times as long as one to be ready, so the deadline grows with them."""
     port = port or free_port()
     stdout_path = directory / f"{name}.stdout"
     stderr_path = directory / f"{name}.stderr"
@@ -126,7 +129,7 @@ def running_server(
         )
     server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
     try:
-        server.wait_ready()
+        server.wait_ready(READY_DEADLINE * workers)
         yield server
     finally:
         if process.poll() is None:

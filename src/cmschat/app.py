@@ -68,7 +68,7 @@ REDIS_HEALTH_CHECK_SECONDS = 5
 REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 """A command Redis has not answered in this long fails (and is retried): a stall, not a hang."""
 SCHEDULE_CHECK_SECONDS = 60
-"""How often each instance checks whether the daily purge is due."""
+"""How often each instance checks whether a backup is due (the purge: its own setting)."""
 BACKUP_METRICS_SECONDS = 300
 SAMPLE_SECONDS = 60
 """Each instance writes its sample for the console's charts once a minute."""
@@ -134,7 +134,9 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
     if settings.retention.run_daily:
         job = RetentionJob(db, clock=clock, settings=settings.retention, eraser=context.eraser)
         loops.append(
-            every(SCHEDULE_CHECK_SECONDS, job.tick, stop, name="retention", run_first=True)
+            every(
+                settings.retention.check_seconds, job.tick, stop, name="retention", run_first=True
+            )
         )
     from cmschat.backup.exporter import export_backup_metrics
     from cmschat.backup.service import Toolkit, engine_for, target_for

@@ -16,7 +16,7 @@ from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_server import serve_process
 from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
-from cmschat.cli_workers import resolve_workers, serve_workers
+from cmschat.cli_workers import resolve_workers, serve_workers, warn_if_over_budget
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.settings import Settings, load_settings
 
@@ -67,14 +67,14 @@ async def _migrate(settings: Settings) -> None:
         pass
 
 
-async def _prepare_first_run(settings: Settings) -> str | None:
-    async with (
-        open_database(settings, migrate=True) as db,
-        db.unit_of_work(SYSTEM_SETUP) as session,
-    ):
-        return await accounts.ensure_first_admin(
-            session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock
-        )
+async def _prepare_first_run(settings: Settings, workers: int) -> str | None:
+    async with open_database(settings, migrate=True) as db:
+        if workers > 1:
+            await warn_if_over_budget(db.engine, workers)
+        async with db.unit_of_work(SYSTEM_SETUP) as session:
+            return await accounts.ensure_first_admin(
+                session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock
+            )
 
 
 @app.command()
@@ -100,7 +100,7 @@ def serve(
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     # Checked before migrating: a refused worker count changes nothing.
     count = resolve_workers(settings.workers if workers is None else workers, settings)
-    password = run(_prepare_first_run(settings))
+    password = run(_prepare_first_run(settings, count))
     if password is not None:
         # Printed once to the terminal, never logged: it is a secret.
         typer.echo(

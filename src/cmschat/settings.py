@@ -159,6 +159,11 @@ class RetentionSettings(BaseModel):
     """Rows per transaction: short transactions keep a busy database responsive."""
     batch_pause_ms: int = Field(default=50, ge=0, le=10_000)
     """Pause between batches, so other writers get the database (SQLite has one writer)."""
+    check_seconds: int = Field(default=60, ge=1, le=3600)
+    """How often each process checks whether the purge is due (or its leader gone)."""
+    lease_seconds: int = Field(default=600, ge=5, le=86_400)
+    """The leader renews its lease between batches; one that died (killed, its host lost)
+    frees the purge for another process this long after its last renewal."""
 
 
 class MetricsSettings(BaseModel):

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import re
 import signal
+import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from websockets.exceptions import ConnectionClosed
 
-from cmschat.cli_workers import resolve_workers
+from cmschat.cli_workers import CONNECTION_MARGIN, connection_budget, resolve_workers
+from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE, create_engine
 from cmschat.settings import load_settings
+from tests import support
 from tests.cli.test_cli import FAST, assert_one_line_error
 from tests.processes import clean_env, cmschat, running_server
-from tests.realtime.test_multi_instance import USERS, cluster_env, login  # noqa: F401 - fixture
+from tests.realtime.test_multi_instance import USERS, cluster_env, live, login  # noqa: F401 - fixture
+from tests.realtime.wsclient import WsClient, token_of, ws_client
 
 
 def test_auto_is_one_per_core_on_mariadb_with_redis_and_one_on_sqlite() -> None:
@@ -49,6 +59,20 @@ def children(pid: int) -> set[int]:
     }
 
 
+def busiest_worker(supervisor: int, port: int) -> tuple[int, int]:
+    """The worker of ``supervisor`` holding the most client connections on ``port``, and
+    how many it holds."""
+    workers = children(supervisor)
+    listed = subprocess.run(  # noqa: S603 - a fixed command, our own port number
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    held = Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed) if int(pid) in workers)
+    return held.most_common(1)[0] if held else (min(workers), 0)
+
+
 def wait_for(condition: object, within: float = 30.0) -> None:
     """Poll ``condition()`` until true (a process appearing is not an awaitable event)."""
     deadline = time.monotonic() + within
@@ -68,6 +92,29 @@ def stored(base_url: str) -> float:
     )
 
 
+def open_websockets(base_url: str) -> float:
+    """WebSocket connections open, as one scrape of /metrics reports them (all workers)."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "cmschat_websocket_connections_open"
+    )
+
+
+async def still_open(sockets: list[WsClient]) -> int:
+    """How many of ``sockets`` still answer a ping."""
+    alive = 0
+    for ws in sockets:
+        try:
+            await ws.ping()
+        except (ConnectionClosed, TimeoutError):
+            continue
+        alive += 1
+    return alive
+
+
 @pytest.mark.slow
 def test_two_workers_sum_metrics_restart_a_dead_worker_and_stop_together(
     cluster_env: dict[str, str],  # noqa: F811 - fixture
@@ -77,7 +124,6 @@ def test_two_workers_sum_metrics_restart_a_dead_worker_and_stop_together(
         wait_for(lambda: len(children(server.process.pid)) >= 2)
         workers = sorted(children(server.process.pid))
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
-            import asyncio
 
             async def headers() -> dict[str, str]:
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as a:
@@ -106,11 +152,45 @@ def test_two_workers_sum_metrics_restart_a_dead_worker_and_stop_together(
         for _ in range(4):  # whichever worker answers, it reports the sum
             assert stored(server.base_url) == sent
 
-        os.kill(workers[0], signal.SIGKILL)
-        wait_for(lambda: len(children(server.process.pid) - set(workers)) >= 1)
+        async def kill_a_worker_holding_websockets() -> None:
+            async with contextlib.AsyncExitStack() as stack:
+                sockets = [
+                    await stack.enter_async_context(ws_client(live(server), token_of(auth)))
+                    for _ in range(6)
+                ]
+                assert open_websockets(server.base_url) == len(sockets)
+                port = int(server.base_url.rsplit(":", 1)[1])
+                victim, held = busiest_worker(server.process.pid, port)
+                assert held > 0
+                os.kill(victim, signal.SIGKILL)
+                wait_for(lambda: len(children(server.process.pid) - set(workers)) >= 1)
+                alive = await still_open(sockets)
+                assert alive < len(sockets)
+                # The dead worker's open connections are not counted any more.
+                assert open_websockets(server.base_url) == alive
+
+        asyncio.run(kill_a_worker_holding_websockets())
         assert "starting it again" in server.stderr()
         assert httpx.get(server.base_url + "/readyz", timeout=10).status_code == 200
         assert stored(server.base_url) == sent
 
         assert server.stop() == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+async def test_workers_whose_pools_exceed_max_connections_get_a_one_line_warning() -> None:
+    support.mariadb_available()
+    engine = create_engine(support.MARIADB_SERVER)
+    try:
+        async with engine.connect() as connection:
+            limit = int(await connection.scalar(text("SELECT @@max_connections")) or 0)
+        fits = (limit - CONNECTION_MARGIN) // (POOL_SIZE + POOL_OVERFLOW)
+        assert await connection_budget(engine, fits) is None
+        warning = await connection_budget(engine, fits + 1)
+    finally:
+        await engine.dispose()
+    assert warning is not None
+    assert "\n" not in warning
+    assert f"--workers {fits + 1} x {POOL_SIZE + POOL_OVERFLOW} database connections" in warning
+    assert f"connection limit {limit}" in warning
+    assert "raise max_connections or lower --workers (CMSCHAT_WORKERS)" in warning

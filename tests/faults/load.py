@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.processes import Server
 from tests.realtime.test_multi_instance import live
@@ -39,6 +39,11 @@ class Traffic:
     first_ack_after: dict[str, float] = field(default_factory=dict)
     """Per mark name: seconds from the mark until the next acknowledged send."""
     marks: dict[str, float] = field(default_factory=dict)
+    ws_acks: int = 0
+    ws_refusals: Counter[str] = field(default_factory=Counter)
+    """Error frames a WebSocket sender got instead of an ack, by code (retried)."""
+    ws_close_codes: Counter[int | None] = field(default_factory=Counter)
+    """How WebSocket senders' connections ended (None: no close frame, e.g. refused)."""
 
     def mark(self, name: str) -> None:
         """Remember now, to time the first success after it."""
@@ -89,6 +94,70 @@ async def sender(
                 await asyncio.wait_for(stop.wait(), SEND_INTERVAL)
 
 
+def close_code(error: BaseException) -> int | None:
+    """The server's close code; 1006 for a connection that ended without one (a killed
+    process); None when no connection was made (refused, not ready)."""
+    if isinstance(error, ConnectionClosed):
+        return 1006 if error.rcvd is None else error.rcvd.code
+    return None
+
+
+WS_REFUSALS = frozenset(
+    {"busy", "unavailable", "database_unavailable", "database_busy", "broker_unavailable"}
+)
+"""Error codes a WebSocket send may get under a fault; the client retries the same client_id."""
+
+
+async def ws_sender(
+    servers: list[Server],
+    token: str,
+    room: int,
+    name: str,
+    traffic: Traffic,
+    stop: asyncio.Event,
+    start_at: int = 0,
+) -> None:
+    """Send over a WebSocket until ``stop``, each message resent with its client_id (on a
+    new connection, to the next server, when one closes) until an ack comes."""
+    number, turn = 0, start_at
+    while not stop.is_set():
+        server = servers[turn % len(servers)]
+        try:
+            async with ws_client(live(server), token) as ws:
+                while not stop.is_set():
+                    client_id = f"{name}-{number}"
+                    await ws.send(
+                        {
+                            "type": "message.send",
+                            "room_id": room,
+                            "content": client_id,
+                            "client_id": client_id,
+                        }
+                    )
+                    answer = (
+                        await ws.recv_until(
+                            lambda f, c=client_id: (
+                                f.get("client_id") == c and f["type"] in ("ack", "error")
+                            )
+                        )
+                    )[-1]
+                    if answer["type"] == "error":
+                        assert answer["code"] in WS_REFUSALS, answer
+                        traffic.ws_refusals[answer["code"]] += 1
+                        await asyncio.sleep(RETRY_PAUSE)  # retry_after is seconds; sooner
+                        continue
+                    traffic.acknowledged.add(client_id)
+                    traffic.ws_acks += 1
+                    traffic.acked()
+                    number += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), SEND_INTERVAL)
+        except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as closed:
+            traffic.ws_close_codes[close_code(closed)] += 1
+            turn += 1
+            await asyncio.sleep(RETRY_PAUSE)  # back off before reconnecting
+
+
 @dataclass
 class Reader:
     """A member's resuming WebSocket client and everything it received."""
@@ -113,9 +182,8 @@ class Reader:
             try:
                 async with ws_client(live(server), self.token, resume=self._resume()) as ws:
                     await self._read(ws.connection, until)
-            except (ConnectionClosed, InvalidStatus, OSError, TimeoutError, AssertionError) as e:
-                code = getattr(getattr(e, "rcvd", None), "code", None)
-                self.close_codes[code] += 1
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, AssertionError) as e:
+                self.close_codes[close_code(e)] += 1
             if until.is_set():
                 return
             self.reconnects += 1

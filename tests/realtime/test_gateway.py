@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
+from cmschat.observability import instruments
 from cmschat.realtime.broker import Envelope
 from cmschat.retention import policies
 from cmschat.retention.purge import run_purge
@@ -388,3 +392,23 @@ async def test_published_notices_arrive_live_to_their_audience_only(
         bob_frames = await bob_ws.recv_until(is_notice)
         assert bob_frames[-1]["notice"]["title"] == "for everyone"
         assert "room_id" not in bob_frames[-1]
+
+
+async def test_a_client_gone_before_ready_is_no_error(
+    server: LiveServer,
+    http: httpx.AsyncClient,
+    alice: NamedUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As when a shutdown closes a socket that has just signed in: the server, still reading
+    # the rooms, then sends ``ready`` into a closed connection.
+    token = token_of(await alice.login(http))
+    open_before = instruments.WS_OPEN._value.get()
+    async with connect(server.ws) as connection:
+        await connection.send(json.dumps({"type": "auth", "token": token, "resume": {}}))
+    deadline = asyncio.get_running_loop().time() + 10
+    while instruments.WS_OPEN._value.get() > open_before:  # the handler has not ended yet
+        assert asyncio.get_running_loop().time() < deadline, "the handler never ended"
+        await asyncio.sleep(0.01)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

@@ -82,6 +82,12 @@ def _prepare_sqlite(engine: AsyncEngine, *, write_lock_timeout: float) -> None:
     write_lock.install(engine, timeout=write_lock_timeout)
 
 
+POOL_SIZE = 10
+"""Connections a process keeps open to MariaDB once load has opened them."""
+POOL_OVERFLOW = 20
+"""Extra connections a process opens under a burst, closed again when returned."""
+
+
 def create_engine(
     database_url: str, *, echo: bool = False, write_lock_timeout: float = WRITE_LOCK_TIMEOUT
 ) -> AsyncEngine:
@@ -102,8 +108,8 @@ def create_engine(
         isolation_level="READ COMMITTED",
         pool_pre_ping=True,
         pool_recycle=3600,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
     )
 
 

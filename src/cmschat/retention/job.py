@@ -8,13 +8,14 @@ slot missed while every instance was down is caught up at the next start.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from cmschat.attachments.erasure import Eraser
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
 from cmschat.jobs.lease import Lease, holder_name
-from cmschat.jobs.scheduler import LEASE_TTL, JobBusy, last_slot
+from cmschat.jobs.scheduler import JobBusy, last_slot
 from cmschat.observability import instruments
 from cmschat.retention.purge import Report, run_purge
 from cmschat.settings import RetentionSettings
@@ -46,7 +47,7 @@ class RetentionJob:
             name=RETENTION_JOB,
             holder=holder or holder_name(),
             clock=clock,
-            ttl=LEASE_TTL,
+            ttl=timedelta(seconds=settings.lease_seconds),
             actor=SYSTEM_RETENTION,
         )
 

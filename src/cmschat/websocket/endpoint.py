@@ -19,7 +19,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from cmschat.accounts import auth, sessions
 from cmschat.accounts.schemas import UserRead
@@ -61,7 +61,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     signed_in, resume = await _authenticate(websocket, context)
     if signed_in is None:
         return
-    await ClientSocket(websocket, context, signed_in).run(resume)
+    with contextlib.suppress(WebSocketDisconnect):  # gone before ``ready`` (a shutdown, a client)
+        await ClientSocket(websocket, context, signed_in).run(resume)
 
 
 class ClientSocket:
