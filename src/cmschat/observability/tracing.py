@@ -21,6 +21,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
+from cmschat.observability import sql_tally
+
 if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import SpanProcessor
@@ -125,7 +127,10 @@ def span(name: str, **attributes: str | int) -> Iterator[None]:
     if _tracer is None:
         yield
         return
-    with _tracer.start_as_current_span(name, attributes=attributes):
+    with (
+        _tracer.start_as_current_span(name, attributes=attributes) as current,
+        sql_tally.tallied(current),
+    ):
         yield
 
 
@@ -135,13 +140,14 @@ def _unrouted_span(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
 
 
 def name_request_span(method: str, route: str) -> None:
-    """Name the current request span by its route template, once routing has matched."""
+    """Name the current request span by its route template, once routing has matched, and
+    write the SQL counted so far on it (the tracing middleware ends it with the response)."""
     if _tracer is None:
         return
     current = trace.get_current_span()
     if current.is_recording():
         current.update_name(f"{method} {route}")
-        current.set_attribute("http.route", route)
+        current.set_attributes({"http.route": route, **sql_tally.taken_for(current)})
 
 
 def enabled() -> bool:
@@ -173,22 +179,6 @@ def sql_span(
     span.end(end_time=ended)
 
 
-SQL_COUNT = "db.statements"
-SQL_MILLISECONDS = "db.statements_ms"
-
-
-def count_sql(seconds: float) -> None:
-    """Count a statement too quick for a span of its own on the span it ran in."""
-    current = trace.get_current_span()
-    if not current.is_recording():
-        return
-    # Only the SDK's spans (what is recording here) can be read back.
-    known = getattr(current, "attributes", None) or {}
-    current.set_attribute(SQL_COUNT, int(known.get(SQL_COUNT, 0)) + 1)
-    milliseconds = float(known.get(SQL_MILLISECONDS, 0.0)) + seconds * 1000
-    current.set_attribute(SQL_MILLISECONDS, round(milliseconds, 3))
-
-
 def waiting_span() -> Span | None:
     """The span a caller is in while it hands work to another task (a send to the group
     commit): its request's or WebSocket frame's; None when not tracing."""
@@ -210,12 +200,15 @@ def batch_span(
         yield None
         return
     waiting = [caller for caller in callers if caller is not None and caller.is_recording()]
-    with _tracer.start_as_current_span(
-        name,
-        context=_ROOT,  # never a child of whichever request started the writer
-        links=[Link(caller.get_span_context()) for caller in waiting],
-        attributes=attributes,
-    ) as batch:
+    with (
+        _tracer.start_as_current_span(
+            name,
+            context=_ROOT,  # never a child of whichever request started the writer
+            links=[Link(caller.get_span_context()) for caller in waiting],
+            attributes=attributes,
+        ) as batch,
+        sql_tally.tallied(batch),
+    ):
         here = batch.get_span_context()
         for caller in waiting:
             caller.add_link(here)
