@@ -24,6 +24,7 @@ from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.observability import sql_tally, tracing
 from cmschat.settings import Settings
+from tests.realtime.wsclient import serve, token_of, ws_client
 from tests.support import NamedUser
 
 MESSAGES_ROUTE = "/api/v1/rooms/{room_id}/messages"
@@ -284,4 +285,51 @@ async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     # The request's own statements (the sign-in check) stay counted on the request.
     assert int(server.attributes[sql_tally.SQL_COUNT]) >= 1
     assert float(server.attributes["cmschat.send.write_ms"]) > 0
+    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]
+
+
+class FrameWatch(InMemorySpanExporter):
+    """Keeps spans in memory and says when a WebSocket frame's span has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.frame_ended = asyncio.Event()
+
+    def export(self, spans: Any) -> Any:
+        """Keep, and wake the test if a frame's span is among them."""
+        result = super().export(spans)
+        if any(span.name == "websocket.frame" for span in spans):
+            self.loop.call_soon_threadsafe(self.frame_ended.set)
+        return result
+
+
+async def test_a_websocket_send_links_its_frame_span_and_its_batch(
+    settings: Settings, clock: FakeClock, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch = FrameWatch()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setattr(tracing, "otlp_processor", lambda: SimpleSpanProcessor(watch))
+    async with serve(create_app(settings, clock=clock)) as server:
+        transport = httpx.ASGITransport(app=server.app, client=("192.0.2.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            headers = await alice.login(http)
+            room = await http.post(
+                "/api/v1/rooms",
+                json={"kind": "group", "name": "t", "member_ids": []},
+                headers=headers,
+            )
+            async with ws_client(server, token_of(headers)) as ws:
+                watch.clear()
+                watch.frame_ended.clear()
+                frame = {"type": "message.send", "room_id": room.json()["id"], "content": "x"}
+                await ws.send(frame)
+                await ws.recv_until(lambda frame: frame["type"] == "ack")
+                await asyncio.wait_for(watch.frame_ended.wait(), timeout=10)
+    spans = watch.get_finished_spans()
+    [frame] = [s for s in spans if s.name == "websocket.frame"]
+    [batch] = [s for s in spans if s.name == BATCH]
+    assert linked(frame) == {span_id(batch)}
+    assert linked(batch) == {span_id(frame)}
+    assert frame.attributes is not None and frame.attributes["cmschat.send.batch_size"] == 1
     assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]
