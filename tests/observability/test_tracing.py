@@ -269,6 +269,24 @@ async def test_an_error_response_quotes_the_trace_id(
     assert response.headers["x-request-id"] == format_trace_id(server.context.trace_id)
 
 
+async def test_a_request_continues_its_callers_trace_and_probes_are_not_traced(
+    traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter
+) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = await traced_client.get(
+        "/api/v1/rooms/1", headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"}
+    )
+    assert response.status_code == 401
+    assert (await traced_client.get("/healthz")).status_code == 200
+    # One server span: the probe has none.
+    [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert format_trace_id(trace_of(server)) == caller_trace
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == caller_span
+    assert server.attributes is not None
+    assert server.attributes["http.response.status_code"] == 401
+    assert server.attributes["http.request.method"] == "GET"
+
+
 @pytest.mark.parametrize("sql_span_ms", [60_000.0])
 async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser

@@ -100,7 +100,7 @@ class MetricsMiddleware:
                 status = message["status"]
                 route = route_template(scope)
                 route_var.set(route)
-                # Before the response goes out: the tracing middleware ends its span then.
+                # Before the response goes out: the span may end with it.
                 tracing.name_request_span(scope["method"], route)
             elif status >= 400 and len(error_body) < ERROR_BODY_LIMIT:
                 error_body += message.get("body", b"")

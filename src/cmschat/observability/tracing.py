@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from opentelemetry.sdk.trace import SpanProcessor
 
 T = TypeVar("T")
-# Probes and scrapes every few seconds would drown the traces that matter.
-EXCLUDED_URLS = "healthz,readyz,metrics"
 LINKS_PER_SPAN = 256
 """A batch span links every send of its batch (group_commit.MAX_BATCH); the SDK's default
 keeps 128. ``OTEL_SPAN_LINK_COUNT_LIMIT`` still wins when set."""
@@ -74,24 +72,11 @@ class Tracing:
         self._redis = False
 
     def instrument_app(self, app: FastAPI) -> None:
-        """Trace every HTTP request and WebSocket connection of ``app``.
+        """Trace every HTTP request and WebSocket connection of ``app`` (trace_middleware.py;
+        the metrics middleware names each request's span by its route)."""
+        from cmschat.observability.trace_middleware import TracingMiddleware
 
-        The plain ASGI middleware, not FastAPI's instrumentation: that one finds each
-        request's route by matching it against every route again (a fifth of tracing's
-        cost per request); the metrics middleware, which learns the route from routing
-        itself, names the span instead (``name_request_span``).
-        """
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        # One span per request, not one more per ASGI message sent or received: those
-        # triple the HTTP spans and say nothing the request span does not.
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            excluded_urls=EXCLUDED_URLS,
-            default_span_details=_unrouted_span,
-            tracer_provider=self.provider,
-            exclude_spans=["receive", "send"],
-        )
+        app.add_middleware(TracingMiddleware, tracer=self.provider.get_tracer("cmschat.http"))
 
     def start(self, *, redis: bool) -> None:
         """Trace our own work, SQL (db_metrics' engine events) and Redis from now on."""
@@ -132,11 +117,6 @@ def span(name: str, **attributes: str | int) -> Iterator[None]:
         sql_tally.tallied(current),
     ):
         yield
-
-
-def _unrouted_span(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
-    """The request span's name until routing is known: the method (or ``websocket``)."""
-    return str(scope.get("method") or scope["type"]), {}
 
 
 def name_request_span(method: str, route: str) -> None:
