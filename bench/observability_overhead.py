@@ -15,7 +15,9 @@ Actions: ``healthz`` (almost no work of its own: the difference is the absolute 
 the instrumentation per request), the newest history page (50 messages) and a send.
 
 Reported per variant and action: median CPU microseconds per request over the rounds, and
-the overhead against ``bare``. Goal (issue 12): observed < 5 %, traced < 15 %.
+the overhead against ``bare`` (the medians' ratio, as before, and the median of each round's
+own ratio, ``paired_overhead_pct``, steadier on a loaded machine).
+Goal (issue 12): observed < 5 %, traced < 15 %.
 
 Run::
 
@@ -214,10 +216,19 @@ async def main(argv: list[str]) -> dict[str, Any]:
         for action in ACTIONS:
             median = statistics.median(samples[variant][action])
             bare = statistics.median(samples["bare"][action])
+            # Each round's variant against the same round's bare, then the median: on a
+            # shared machine the load drifts between rounds more than within one.
+            paired = statistics.median(
+                value / base - 1
+                for value, base in zip(
+                    samples[variant][action], samples["bare"][action], strict=True
+                )
+            )
             result[variant][action] = {
                 "cpu_us_per_request": round(median, 1),
                 "overhead_pct": round((median / bare - 1) * 100, 1),
                 "added_us": round(median - bare, 1),
+                "paired_overhead_pct": round(paired * 100, 1),
             }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -1,9 +1,12 @@
-"""OpenTelemetry: off by default; on, one message send gives the HTTP, SQL and publish spans
-of one trace, whose id is in the logs and is the request id."""
+"""OpenTelemetry: off by default; on, one message send gives an HTTP span whose trace id is
+in the logs and is the request id, linked both ways with the span of the group commit that
+wrote it (its SQL and publish); sends written together link to the same batch."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,14 +14,21 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_trace_id
+from sqlalchemy import select
 
 from cmschat.app import create_app
+from cmschat.audit.models import AuditEvent
+from cmschat.chat.messages import batch_writes
+from cmschat.chat.messages.group_commit import GroupCommit
 from cmschat.clock import FakeClock
-from cmschat.observability import tracing
+from cmschat.context import AppContext
+from cmschat.observability import sql_tally, tracing
 from cmschat.settings import Settings
+from tests.realtime.wsclient import serve, token_of, ws_client
 from tests.support import NamedUser
 
 MESSAGES_ROUTE = "/api/v1/rooms/{room_id}/messages"
+BATCH = "chat.send_batch"
 
 
 @pytest.mark.parametrize(
@@ -92,7 +102,24 @@ async def send_one_message(
     return sent
 
 
-async def test_one_message_send_is_one_trace_of_http_sql_and_publish(
+def linked(span: ReadableSpan) -> set[int]:
+    """The span ids ``span`` links to."""
+    return {link.context.span_id for link in span.links}
+
+
+def span_id(span: ReadableSpan) -> int:
+    """The span's own id."""
+    assert span.context is not None
+    return span.context.span_id
+
+
+def trace_of(span: ReadableSpan) -> int:
+    """The span's trace id."""
+    assert span.context is not None
+    return span.context.trace_id
+
+
+async def test_one_message_send_links_its_http_span_and_its_batch(
     traced_client: httpx.AsyncClient,
     exporter: InMemorySpanExporter,
     alice: NamedUser,
@@ -102,17 +129,134 @@ async def test_one_message_send_is_one_trace_of_http_sql_and_publish(
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert server.attributes is not None and server.attributes["http.route"] == MESSAGES_ROUTE
-    assert server.context is not None
-    trace_id = server.context.trace_id
-    names = [s.name for s in in_trace(spans, trace_id)]
+    [batch] = [s for s in spans if s.name == BATCH]
+    # Linked both ways: from the slow request to its batch, from the batch to its requests.
+    assert linked(server) == {span_id(batch)}
+    assert linked(batch) == {span_id(server)}
+    assert batch.attributes is not None
+    assert batch.attributes["cmschat.batch.size"] == 1
+    # The writes and the publish are the batch's, in its own trace, not the request's.
+    assert batch.parent is None and trace_of(batch) != trace_of(server)
+    names = [s.name for s in in_trace(spans, trace_of(batch))]
     assert "broker.publish" in names, names
-    sql = [s for s in in_trace(spans, trace_id) if s.kind is SpanKind.CLIENT]
+    sql = [s for s in in_trace(spans, trace_of(batch)) if s.kind is SpanKind.CLIENT]
     assert any(s.name.startswith("INSERT") for s in sql), names
     assert any(s.name.startswith("SELECT") for s in sql), names
+    # The request says how long it waited for the writer and how long its batch took.
+    assert server.attributes["cmschat.send.batch_size"] == 1
+    assert float(server.attributes["cmschat.send.queued_ms"]) >= 0
+    assert float(server.attributes["cmschat.send.write_ms"]) > 0
     # The trace id is the request id, in the response and on the access log line.
-    assert sent.headers["x-request-id"] == format_trace_id(trace_id)
+    assert sent.headers["x-request-id"] == format_trace_id(trace_of(server))
     [access] = [r for r in all_logs.records if r.name == "cmschat.http"]
-    assert getattr(access, "trace.id") == format_trace_id(trace_id)
+    assert getattr(access, "trace.id") == format_trace_id(trace_of(server))
+
+
+def hold_the_writer(monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
+    """The group commit's writer waits until ``sends`` sends are queued: one batch."""
+    queued = asyncio.Event()
+    count = 0
+    send, write_all = GroupCommit.send, GroupCommit._write_all
+
+    async def counted(self: GroupCommit, **kwargs: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count == sends:
+            queued.set()
+        return await send(self, **kwargs)  # queues before its first await
+
+    async def held(self: GroupCommit) -> None:
+        await asyncio.wait_for(queued.wait(), timeout=10)
+        await write_all(self)
+
+    monkeypatch.setattr(GroupCommit, "send", counted)
+    monkeypatch.setattr(GroupCommit, "_write_all", held)
+
+
+async def send_together(
+    client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser, count: int
+) -> list[httpx.Response]:
+    """Alice sends ``count`` messages at once into a new room; the exporter keeps only
+    their spans."""
+    headers = await alice.login(client)
+    room = await client.post(
+        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
+    )
+    exporter.clear()
+    return await asyncio.gather(
+        *(
+            client.post(
+                f"/api/v1/rooms/{room.json()['id']}/messages",
+                json={"content": f"m{n}"},
+                headers=headers,
+            )
+            for n in range(count)
+        )
+    )
+
+
+async def test_two_sends_in_one_batch_link_to_the_same_batch_span(
+    traced_client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    alice: NamedUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold_the_writer(monkeypatch, sends=2)
+    sent = await send_together(traced_client, exporter, alice, 2)
+    assert [response.status_code for response in sent] == [201, 201]
+    spans = exporter.get_finished_spans()
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    [batch] = [s for s in spans if s.name == BATCH]
+    assert len(servers) == 2 and trace_of(servers[0]) != trace_of(servers[1])
+    assert linked(batch) == {span_id(s) for s in servers}
+    for server in servers:
+        assert linked(server) == {span_id(batch)}
+        assert server.attributes is not None
+        assert server.attributes["cmschat.send.batch_size"] == 2
+        # Neither request's trace holds the batch's writes: they are in the batch's.
+        assert not any(s.name.startswith("INSERT") for s in in_trace(spans, trace_of(server)))
+    assert batch.attributes is not None
+    assert batch.attributes["cmschat.batch.size"] == 2
+    assert batch.attributes["cmschat.batch.rooms"] == 1
+    inserts = [s for s in in_trace(spans, trace_of(batch)) if s.name.startswith("INSERT")]
+    assert inserts and all(s.parent is not None for s in inserts)
+
+
+async def test_a_send_retried_alone_after_its_batch_failed_is_in_its_own_trace(
+    traced_client: httpx.AsyncClient,
+    exporter: InMemorySpanExporter,
+    alice: NamedUser,
+    monkeypatch: pytest.MonkeyPatch,
+    context: AppContext,
+) -> None:
+    hold_the_writer(monkeypatch, sends=2)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the batch cannot be written")
+
+    monkeypatch.setattr(batch_writes, "write_batch", broken)
+    sent = await send_together(traced_client, exporter, alice, 2)
+    assert [response.status_code for response in sent] == [201, 201]
+    spans = exporter.get_finished_spans()
+    for response in sent:
+        [server] = [
+            s
+            for s in spans
+            if s.kind is SpanKind.SERVER
+            and format_trace_id(trace_of(s)) == response.headers["x-request-id"]
+        ]
+        # Each retry's writes are in its sender's trace, not in the first sender's.
+        mine = in_trace(spans, trace_of(server))
+        assert any(s.name.startswith("INSERT") for s in mine), [s.name for s in mine]
+        # And its audit event names its own request.
+        async with context.db.unit_of_work() as session:
+            audited = await session.scalar(
+                select(AuditEvent.request_id).where(
+                    AuditEvent.action == "message.created",
+                    AuditEvent.target_id == str(response.json()["id"]),
+                )
+            )
+        assert audited == response.headers["x-request-id"]
 
 
 async def test_an_error_response_quotes_the_trace_id(
@@ -125,6 +269,24 @@ async def test_an_error_response_quotes_the_trace_id(
     assert response.headers["x-request-id"] == format_trace_id(server.context.trace_id)
 
 
+async def test_a_request_continues_its_callers_trace_and_probes_are_not_traced(
+    traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter
+) -> None:
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = await traced_client.get(
+        "/api/v1/rooms/1", headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"}
+    )
+    assert response.status_code == 401
+    assert (await traced_client.get("/healthz")).status_code == 200
+    # One server span: the probe has none.
+    [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert format_trace_id(trace_of(server)) == caller_trace
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == caller_span
+    assert server.attributes is not None
+    assert server.attributes["http.response.status_code"] == 401
+    assert server.attributes["http.request.method"] == "GET"
+
+
 @pytest.mark.parametrize("sql_span_ms", [60_000.0])
 async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser
@@ -132,9 +294,60 @@ async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     await send_one_message(traced_client, exporter, alice)
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
+    [batch] = [s for s in spans if s.name == BATCH]
     assert [s.name for s in spans if s.kind is SpanKind.CLIENT] == []
-    assert server.attributes is not None
-    # A send runs several inserts, selects and updates; the trace still says how many.
-    assert int(server.attributes[tracing.SQL_COUNT]) >= 5
-    assert float(server.attributes[tracing.SQL_MILLISECONDS]) > 0
-    assert "broker.publish" in [s.name for s in spans]
+    assert batch.attributes is not None and server.attributes is not None
+    # A send's batch runs several inserts, selects and updates; its span says how many.
+    assert int(batch.attributes[sql_tally.SQL_COUNT]) >= 5
+    assert float(batch.attributes[sql_tally.SQL_MILLISECONDS]) > 0
+    # The request's own statements (the sign-in check) stay counted on the request.
+    assert int(server.attributes[sql_tally.SQL_COUNT]) >= 1
+    assert float(server.attributes["cmschat.send.write_ms"]) > 0
+    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]
+
+
+class FrameWatch(InMemorySpanExporter):
+    """Keeps spans in memory and says when a WebSocket frame's span has ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self.frame_ended = asyncio.Event()
+
+    def export(self, spans: Any) -> Any:
+        """Keep, and wake the test if a frame's span is among them."""
+        result = super().export(spans)
+        if any(span.name == "websocket.frame" for span in spans):
+            self.loop.call_soon_threadsafe(self.frame_ended.set)
+        return result
+
+
+async def test_a_websocket_send_links_its_frame_span_and_its_batch(
+    settings: Settings, clock: FakeClock, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch = FrameWatch()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setattr(tracing, "otlp_processor", lambda: SimpleSpanProcessor(watch))
+    async with serve(create_app(settings, clock=clock)) as server:
+        transport = httpx.ASGITransport(app=server.app, client=("192.0.2.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            headers = await alice.login(http)
+            room = await http.post(
+                "/api/v1/rooms",
+                json={"kind": "group", "name": "t", "member_ids": []},
+                headers=headers,
+            )
+            async with ws_client(server, token_of(headers)) as ws:
+                watch.clear()
+                watch.frame_ended.clear()
+                frame = {"type": "message.send", "room_id": room.json()["id"], "content": "x"}
+                await ws.send(frame)
+                await ws.recv_until(lambda frame: frame["type"] == "ack")
+                await asyncio.wait_for(watch.frame_ended.wait(), timeout=10)
+    spans = watch.get_finished_spans()
+    [frame] = [s for s in spans if s.name == "websocket.frame"]
+    [batch] = [s for s in spans if s.name == BATCH]
+    assert linked(frame) == {span_id(batch)}
+    assert linked(batch) == {span_id(frame)}
+    assert frame.attributes is not None and frame.attributes["cmschat.send.batch_size"] == 1
+    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]

@@ -14,7 +14,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.observability import instruments as m
-from cmschat.observability import tracing
+from cmschat.observability import sql_tally, tracing
 from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.observability.minutes import WINDOW
 from cmschat.observability.outages import classify
@@ -100,13 +100,14 @@ class MetricsMiddleware:
                 status = message["status"]
                 route = route_template(scope)
                 route_var.set(route)
-                # Before the response goes out: the tracing middleware ends its span then.
+                # Before the response goes out: the span may end with it.
                 tracing.name_request_span(scope["method"], route)
             elif status >= 400 and len(error_body) < ERROR_BODY_LIMIT:
                 error_body += message.get("body", b"")
             await send(message)
 
         m.HTTP_IN_FLIGHT.inc()
+        untally = sql_tally.tally_request()
         try:
             await self.app(scope, receive, counting_send)
         except Exception as error:
@@ -116,6 +117,7 @@ class MetricsMiddleware:
                 m.HTTP_UNHANDLED.inc()
             raise
         finally:
+            untally()
             m.HTTP_IN_FLIGHT.dec()
             route = route_template(scope)
             route_var.set(route)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
 from cmschat.observability import instruments as m
-from cmschat.observability import tracing
+from cmschat.observability import sql_tally, tracing
 
 log = logging.getLogger("cmschat.db.slow")
 
@@ -108,7 +108,7 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
             if elapsed >= span_seconds and operation != "BEGIN":
                 tracing.sql_span(operation, fingerprint(stmt), system, elapsed)
             else:
-                tracing.count_sql(elapsed)
+                sql_tally.count_sql(elapsed)
         if elapsed >= slow_seconds:
             m.DB_SLOW.labels(operation=operation).inc()
             _log_slow(stmt, operation, elapsed)

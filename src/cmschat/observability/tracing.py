@@ -5,7 +5,7 @@ On when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, or
 keeps it off. Spans go by OTLP/HTTP to a collector, Jaeger, Tempo or a vendor's agent
 (Datadog, CloudWatch via ADOT). Traced: HTTP requests (FastAPI), each WebSocket frame
 handled, SQL statements (by fingerprint, from the engine events in db_metrics), Redis
-commands and each publish to the broker.
+commands, each publish to the broker, and each group commit of sends (``batch_span``).
 While tracing, a request's generated id is its trace id (see middleware.py).
 """
 
@@ -14,19 +14,23 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+
+from cmschat.observability import sql_tally
 
 if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import SpanProcessor
 
 T = TypeVar("T")
-# Probes and scrapes every few seconds would drown the traces that matter.
-EXCLUDED_URLS = "healthz,readyz,metrics"
+LINKS_PER_SPAN = 256
+"""A batch span links every send of its batch (group_commit.MAX_BATCH); the SDK's default
+keeps 128. ``OTEL_SPAN_LINK_COUNT_LIMIT`` still wins when set."""
 
 _tracer: Tracer | None = None
 
@@ -57,34 +61,22 @@ class Tracing:
 
     def __init__(self, processor: SpanProcessor) -> None:
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
         resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": "cmschat"}))
-        self.provider = TracerProvider(resource=resource)
+        links = None if "OTEL_SPAN_LINK_COUNT_LIMIT" in os.environ else LINKS_PER_SPAN
+        self.provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=links))
         self.provider.add_span_processor(processor)
         self._redis = False
 
     def instrument_app(self, app: FastAPI) -> None:
-        """Trace every HTTP request and WebSocket connection of ``app``.
+        """Trace every HTTP request and WebSocket connection of ``app`` (trace_middleware.py;
+        the metrics middleware names each request's span by its route)."""
+        from cmschat.observability.trace_middleware import TracingMiddleware
 
-        The plain ASGI middleware, not FastAPI's instrumentation: that one finds each
-        request's route by matching it against every route again (a fifth of tracing's
-        cost per request); the metrics middleware, which learns the route from routing
-        itself, names the span instead (``name_request_span``).
-        """
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        # One span per request, not one more per ASGI message sent or received: those
-        # triple the HTTP spans and say nothing the request span does not.
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            excluded_urls=EXCLUDED_URLS,
-            default_span_details=_unrouted_span,
-            tracer_provider=self.provider,
-            exclude_spans=["receive", "send"],
-        )
+        app.add_middleware(TracingMiddleware, tracer=self.provider.get_tracer("cmschat.http"))
 
     def start(self, *, redis: bool) -> None:
         """Trace our own work, SQL (db_metrics' engine events) and Redis from now on."""
@@ -120,23 +112,22 @@ def span(name: str, **attributes: str | int) -> Iterator[None]:
     if _tracer is None:
         yield
         return
-    with _tracer.start_as_current_span(name, attributes=attributes):
+    with (
+        _tracer.start_as_current_span(name, attributes=attributes) as current,
+        sql_tally.tallied(current),
+    ):
         yield
 
 
-def _unrouted_span(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
-    """The request span's name until routing is known: the method (or ``websocket``)."""
-    return str(scope.get("method") or scope["type"]), {}
-
-
 def name_request_span(method: str, route: str) -> None:
-    """Name the current request span by its route template, once routing has matched."""
+    """Name the current request span by its route template, once routing has matched, and
+    write the SQL counted so far on it (the tracing middleware ends it with the response)."""
     if _tracer is None:
         return
     current = trace.get_current_span()
     if current.is_recording():
         current.update_name(f"{method} {route}")
-        current.set_attribute("http.route", route)
+        current.set_attributes({"http.route": route, **sql_tally.taken_for(current)})
 
 
 def enabled() -> bool:
@@ -168,20 +159,44 @@ def sql_span(
     span.end(end_time=ended)
 
 
-SQL_COUNT = "db.statements"
-SQL_MILLISECONDS = "db.statements_ms"
-
-
-def count_sql(seconds: float) -> None:
-    """Count a statement too quick for a span of its own on the span it ran in."""
+def waiting_span() -> Span | None:
+    """The span a caller is in while it hands work to another task (a send to the group
+    commit): its request's or WebSocket frame's; None when not tracing."""
+    if _tracer is None:
+        return None
     current = trace.get_current_span()
-    if not current.is_recording():
+    return current if current.is_recording() else None
+
+
+@contextlib.contextmanager
+def batch_span(
+    name: str, callers: Sequence[Span | None], **attributes: str | int
+) -> Iterator[Span | None]:
+    """A new trace for work done at once for several callers (OpenTelemetry's pattern for
+    batches): linked to each caller's span, and each caller's span linked back to it, so a
+    reader goes from a slow request to its batch and from the batch to every request in it.
+    What runs inside (SQL, publish) is the batch's, counted and spanned on it."""
+    if _tracer is None:
+        yield None
         return
-    # Only the SDK's spans (what is recording here) can be read back.
-    known = getattr(current, "attributes", None) or {}
-    current.set_attribute(SQL_COUNT, int(known.get(SQL_COUNT, 0)) + 1)
-    milliseconds = float(known.get(SQL_MILLISECONDS, 0.0)) + seconds * 1000
-    current.set_attribute(SQL_MILLISECONDS, round(milliseconds, 3))
+    waiting = [caller for caller in callers if caller is not None and caller.is_recording()]
+    with (
+        _tracer.start_as_current_span(
+            name,
+            context=_ROOT,  # never a child of whichever request started the writer
+            links=[Link(caller.get_span_context()) for caller in waiting],
+            attributes=attributes,
+        ) as batch,
+        sql_tally.tallied(batch),
+    ):
+        here = batch.get_span_context()
+        for caller in waiting:
+            caller.add_link(here)
+        yield batch
+
+
+_ROOT = otel_context.Context()
+"""An empty context: a span started in it is the root of a new trace."""
 
 
 async def traced(name: str, work: Coroutine[Any, Any, T]) -> T:

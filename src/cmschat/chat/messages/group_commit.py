@@ -11,15 +11,24 @@ own through ``sending.send_message``, which gives each its own answer.
 
 The batch is whatever queued while the previous commit ran: no timer, so a lone send waits
 for nothing.
+
+Traced, a batch is a trace of its own (``chat.send_batch``, holding the batch's SQL and
+publish), linked both ways with the span of each send in it; each send's span gets the time
+it queued and the time its batch took (docs/monitoring.md). The writer runs in an empty
+context, so neither its spans nor its log lines borrow the request that happened to start it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from opentelemetry.trace import Span
 
 from cmschat.accounts.models import User
 from cmschat.audit import service as audit
@@ -29,6 +38,7 @@ from cmschat.chat.messages.batch_writes import SendWithdrawn
 from cmschat.chat.schemas import MessageRead
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
+from cmschat.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,11 @@ class Pending:
     future: asyncio.Future[Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """The sender's context: a send retried on its own runs in it (its request id, trace)."""
+    span: Span | None = field(default_factory=tracing.waiting_span)
+    """The sender's span while tracing (its request's or frame's), linked with the batch's."""
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 class GroupCommit:
@@ -96,7 +111,9 @@ class GroupCommit:
         )
         self._queue.append(pending)
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all(), name="cmschat-group-commit")
+            self._writer = asyncio.create_task(
+                self._write_all(), name="cmschat-group-commit", context=contextvars.Context()
+            )
         # Shielded: a sender that goes away must not cancel the batch its send is in.
         return await asyncio.shield(pending.future)
 
@@ -121,9 +138,34 @@ class GroupCommit:
                     raise
 
     async def _write(self, batch: list[Pending]) -> None:
+        with tracing.batch_span(
+            "chat.send_batch",
+            [pending.span for pending in batch],
+            **{
+                "cmschat.batch.size": len(batch),
+                "cmschat.batch.rooms": len({pending.room_id for pending in batch}),
+            },
+        ) as span:
+            began = time.perf_counter()
+            try:
+                outcomes = await self._commit(batch)
+            finally:
+                if span is not None:
+                    _time_sends(batch, began, len(batch))
+        if outcomes is None:
+            return
+        self.batches += 1
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    async def _commit(self, batch: list[Pending]) -> list[Outcome | BaseException] | None:
+        """Write and commit the batch; None if it failed and each send went on its own."""
         try:
             async with self.db.unit_of_work(SYSTEM_SENDER) as session:
-                outcomes = await batch_writes.write_batch(
+                return await batch_writes.write_batch(
                     session,
                     batch=batch,
                     rules=self.rules(),
@@ -134,14 +176,13 @@ class GroupCommit:
             log.warning(
                 "a batch of %d sends failed; sending each on its own", len(batch), exc_info=True
             )
-            await asyncio.gather(*(self._alone(pending) for pending in batch))
-            return
-        self.batches += 1
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                pending.future.set_exception(outcome)
-            else:
-                pending.future.set_result(outcome)
+            await asyncio.gather(
+                *(
+                    asyncio.create_task(self._alone(pending), context=pending.context)
+                    for pending in batch
+                )
+            )
+            return None
 
     async def _alone(self, pending: Pending) -> None:
         """The batch failed: this send on its own, in its own unit of work."""
@@ -165,3 +206,18 @@ class GroupCommit:
             pending.future.set_exception(error)
             return
         pending.future.set_result(outcome)
+
+
+def _time_sends(batch: list[Pending], began: float, size: int) -> None:
+    """On each traced send's span: how long it queued, how long its batch took to commit."""
+    ended = time.perf_counter()
+    write_ms = round((ended - began) * 1000, 3)
+    for pending in batch:
+        if pending.span is not None and pending.span.is_recording():
+            pending.span.set_attributes(
+                {
+                    "cmschat.send.queued_ms": round((began - pending.queued_at) * 1000, 3),
+                    "cmschat.send.write_ms": write_ms,
+                    "cmschat.send.batch_size": size,
+                }
+            )
