@@ -218,10 +218,15 @@ class Supervisor:
             running = [p.sentinel for p in self.workers.values() if p.exitcode is None]
             wait(running, timeout=0.5)
             self._replace_dead()
-        self._stop_all()
+        self.stop_all()
 
-    def _stop_all(self) -> None:
+    def stop_all(self) -> None:
+        """Stop listening, then stop every worker within the grace (killed past it)."""
         log.info("stopping %d workers", len(self.workers))
+        # The workers close their copies as they begin to drain; ours would keep the port
+        # listening, and connections made meanwhile would wait unaccepted, then be reset.
+        # Closed, the port refuses them at once (a proxy tries another instance).
+        self.listener.close()
         for process in self.workers.values():
             if process.exitcode is None and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)

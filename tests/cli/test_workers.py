@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -18,7 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 
-from cmschat.cli_workers import CONNECTION_MARGIN, connection_budget, resolve_workers
+from cmschat.cli_workers import (
+    CONNECTION_MARGIN,
+    Supervisor,
+    bind,
+    connection_budget,
+    resolve_workers,
+)
 from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE, create_engine
 from cmschat.settings import load_settings
 from tests import support
@@ -194,3 +201,16 @@ async def test_workers_whose_pools_exceed_max_connections_get_a_one_line_warning
     assert f"--workers {fits + 1} x {POOL_SIZE + POOL_OVERFLOW} database connections" in warning
     assert f"connection limit {limit}" in warning
     assert "raise max_connections or lower --workers (CMSCHAT_WORKERS)" in warning
+
+
+def test_a_stopping_supervisor_stops_listening_at_once() -> None:
+    """Connections made while the workers drain are refused (a proxy retries elsewhere),
+    not left in the listen backlog to be reset when the supervisor exits."""
+    listener = bind("127.0.0.1", 0)
+    listener.listen(16)  # as the workers' servers do on the shared socket
+    port = listener.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # listening: the kernel completes the handshake into the backlog
+    Supervisor(count=0, host="127.0.0.1", port=port, listener=listener, grace=1).stop_all()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
