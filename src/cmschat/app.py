@@ -54,7 +54,7 @@ from cmschat.realtime.publish import counting_deliveries, publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
-from cmschat.websocket import endpoint as websocket_endpoint
+from cmschat.websocket import gateway
 from cmschat.websocket.watch import SessionWatch
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
-    app.include_router(websocket_endpoint.router)
+    # A bare Starlette route, not a FastAPI one: see websocket/gateway.py.
+    app.router.routes.append(gateway.route())
     mount_web(app, settings.web_dir)
     # Innermost: a refused body still gets CORS, security headers and a request id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
