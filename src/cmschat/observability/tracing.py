@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import SpanProcessor
+    from starlette.types import ASGIApp
 
 T = TypeVar("T")
 # Probes and scrapes every few seconds would drown the traces that matter.
@@ -67,7 +68,7 @@ class Tracing:
         self._redis = False
 
     def instrument_app(self, app: FastAPI) -> None:
-        """Trace every HTTP request and WebSocket connection of ``app``.
+        """Trace every HTTP request of ``app`` (its WebSockets: ``traced_asgi``).
 
         The plain ASGI middleware, not FastAPI's instrumentation: that one finds each
         request's route by matching it against every route again (a fifth of tracing's
@@ -76,15 +77,24 @@ class Tracing:
         """
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
+        app.add_middleware(OpenTelemetryMiddleware, **self._asgi_options())
+
+    def traced_asgi(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with a span per connection, as ``instrument_app`` traces HTTP requests
+        (for the WebSocket stack, which bypasses FastAPI's middleware)."""
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(app, **self._asgi_options())
+
+    def _asgi_options(self) -> dict[str, Any]:
         # One span per request, not one more per ASGI message sent or received: those
         # triple the HTTP spans and say nothing the request span does not.
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            excluded_urls=EXCLUDED_URLS,
-            default_span_details=_unrouted_span,
-            tracer_provider=self.provider,
-            exclude_spans=["receive", "send"],
-        )
+        return {
+            "excluded_urls": EXCLUDED_URLS,
+            "default_span_details": _unrouted_span,
+            "tracer_provider": self.provider,
+            "exclude_spans": ["receive", "send"],
+        }
 
     def start(self, *, redis: bool) -> None:
         """Trace our own work, SQL (db_metrics' engine events) and Redis from now on."""

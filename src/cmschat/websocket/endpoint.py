@@ -67,7 +67,8 @@ class ClientSocket:
         self.actions = FrameActions(context, user, self.conn, self.reply)
         # Frames are read as they come (so the socket's own pings are never stuck behind a
         # slow send) and acted on in order by one worker.
-        self.inbox: deque[str] = deque()
+        self.inbox: deque[str] | None = None
+        """Frames read and not yet taken by the worker (None while there are none)."""
         self.handling = 0
         """Frames taken from the inbox and not yet acted on (0 or 1)."""
         self.sender: asyncio.Task[None] | None = None
@@ -257,6 +258,8 @@ class ClientSocket:
 
     def _take(self, text: str) -> None:
         """Queue a frame for the worker, or answer ``busy`` past the connection's bound."""
+        if self.inbox is None:
+            self.inbox = deque()
         if len(self.inbox) + self.handling >= self.settings.frames_in_flight:
             self.reply(
                 protocol.error_frame(
@@ -275,6 +278,8 @@ class ClientSocket:
         """Act on client frames one at a time, in the order they came, then stop."""
         while self.inbox and not self.conn.close_requested:
             text = self.inbox.popleft()
+            if not self.inbox:
+                self.inbox = None
             self.handling = 1
             try:
                 # Shielded: a frame being handled (a message being stored) finishes even if

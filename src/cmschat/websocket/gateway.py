@@ -1,18 +1,16 @@
 """``GET /api/v1/ws`` as the app serves it: the origin check, the auth frame, then the
 signed-in connection (``endpoint.ClientSocket``).
 
-A plain ASGI app on a bare Starlette ``WebSocketRoute``, not a FastAPI route: FastAPI's
-WebSocket machinery (dependency solving, two ``AsyncExitStack``s and their frames) would
-stay alive for the socket's whole life, at a cost per idle connection
-(docs/performance.md, section 1), for dependencies this endpoint does not use. The app's
-middleware (metrics, proxy headers) still applies.
+A plain ASGI app, not a FastAPI route: the app hands it ``/api/v1/ws`` before FastAPI's
+middleware and routing (``app.CmschatApp``), whose frames and ``AsyncExitStack``s would
+otherwise stay alive for the socket's whole life, at a cost per idle connection
+(docs/performance.md, section 1).
 """
 
 from __future__ import annotations
 
 import uuid
 
-from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -28,8 +26,7 @@ PATH = "/api/v1/ws"
 
 
 class Gateway:
-    """The ASGI app of the route (a class: Starlette would wrap a function in its own
-    per-connection session machinery)."""
+    """The ASGI app of ``/api/v1/ws``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one WebSocket connection."""
@@ -70,8 +67,3 @@ async def _sign_in(websocket: WebSocket, context: AppContext) -> ClientSocket | 
     )
     greeting = UserRead.model_validate(user).model_dump(mode="json")
     return ClientSocket(websocket, context, Caller.of(user), conn, resume=resume, greeting=greeting)
-
-
-def route() -> WebSocketRoute:
-    """The route to add to the app."""
-    return WebSocketRoute(PATH, endpoint=Gateway(), name="websocket")
