@@ -307,6 +307,9 @@ def main() -> None:
         metavar="PATH",
         help="run the server under tracemalloc (bench/traced_serve.py); write growth to PATH",
     )
+    parser.add_argument(
+        "--time-limit", type=float, default=900, help="seconds before the run is given up"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     args = parser.parse_args()
@@ -315,7 +318,7 @@ def main() -> None:
     if not 0 < args.connections <= 19_000 or args.users % ROOM_SIZE or args.users <= 0:
         parser.error("--connections in 1..19000, --users a positive multiple of 10")
     common.use_uvloop()
-    result = asyncio.run(asyncio.wait_for(run(args), timeout=900))
+    result = asyncio.run(asyncio.wait_for(run(args), timeout=args.time_limit))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     sys.exit(0)

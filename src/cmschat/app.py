@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cmschat import __version__
@@ -55,7 +57,7 @@ from cmschat.realtime.publish import counting_deliveries, publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
-from cmschat.websocket import endpoint as websocket_endpoint
+from cmschat.websocket import gateway
 from cmschat.websocket.invalidation import flushing, invalidating, invalidating_deliveries
 from cmschat.websocket.watch import SessionWatch
 
@@ -198,6 +200,42 @@ def monitoring_sampler(context: AppContext, *, window: Window = WINDOW) -> Sampl
     )
 
 
+class CmschatApp(FastAPI):
+    """FastAPI for HTTP; ``GET /api/v1/ws`` goes past FastAPI's middleware and routing
+    straight to ``websocket_stack`` (metrics, proxy headers and tracing around the gateway).
+
+    A WebSocket lives for hours: every middleware and routing layer it passes through keeps
+    a coroutine frame, and FastAPI's an ``AsyncExitStack``, alive for as long. For the HTTP
+    middleware (request ids, security headers, body limits, CORS, HSTS, error pages) a
+    WebSocket is only passed on, so it skips them (docs/performance.md, section 1).
+    """
+
+    websocket_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one connection."""
+        if (
+            scope["type"] == "websocket"
+            and scope["path"] == gateway.PATH
+            and self.websocket_stack is not None
+        ):
+            scope["app"] = self  # as Starlette would: the gateway finds the context there
+            await self.websocket_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def websocket_stack(settings: Settings, traces: tracing.Tracing | None) -> ASGIApp:
+    """The gateway with the middleware that concerns WebSockets, in the HTTP stack's order."""
+    layers = [Middleware(MetricsMiddleware)]
+    if settings.trusted_proxies:
+        layers.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
+    stack: ASGIApp = gateway.Gateway()
+    for cls, args, kwargs in reversed(layers):
+        stack = cls(stack, *args, **kwargs)
+    return stack if traces is None else traces.traced_asgi(stack)
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """A cmschat application; resources open on startup and close on shutdown."""
     clock = clock or SystemClock()
@@ -293,7 +331,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if traces is not None:
                 traces.stop()
 
-    app = FastAPI(
+    app = CmschatApp(
         title="cmschat",
         version=__version__,
         lifespan=lifespan,
@@ -307,7 +345,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
-    app.include_router(websocket_endpoint.router)
     mount_web(app, settings.web_dir)
     # Innermost: a refused body still gets CORS, security headers and a request id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -333,4 +370,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     if traces is not None:
         traces.instrument_app(app)  # outermost: the request id can be the trace id
+    app.websocket_stack = websocket_stack(settings, traces)
     return app

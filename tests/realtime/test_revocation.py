@@ -21,7 +21,7 @@ from cmschat.events import SESSION_EVENTS
 from cmschat.realtime.broker import Envelope, MemoryBroker
 from cmschat.realtime.connections import CLOSE_RECONNECT, CLOSE_SESSION_ENDED
 from cmschat.settings import Settings
-from cmschat.websocket import endpoint
+from cmschat.websocket import gateway
 from tests.realtime.test_gateway import make_room, post
 from tests.realtime.wsclient import LiveServer, WsClient, serve_app, token_of, ws_client
 from tests.support import NamedUser
@@ -197,14 +197,14 @@ async def test_a_revocation_between_the_auth_frame_and_ready_still_closes(
 ) -> None:
     async with forgetful_server(settings, clock, check_every=3600) as (live, http, _context):
         a = await alice.login(http)
-        checked = endpoint._authenticate
+        checked = gateway.authenticate
 
         async def revoked_right_after_the_check(*args: Any) -> Any:
             result = await checked(*args)
             assert (await http.post("/api/v1/auth/logout", headers=a)).status_code == 204
             return result
 
-        monkeypatch.setattr(endpoint, "_authenticate", revoked_right_after_the_check)
+        monkeypatch.setattr(gateway, "authenticate", revoked_right_after_the_check)
         async with ws_client(live, None) as ws:
             await ws.send({"type": "auth", "token": token_of(a)})
             code, reason, frames = await closed_with(ws)

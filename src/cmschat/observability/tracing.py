@@ -26,6 +26,7 @@ from cmschat.observability import sql_tally
 if TYPE_CHECKING:  # the SDK and instrumentation load only when tracing is on
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import SpanProcessor
+    from starlette.types import ASGIApp
 
 T = TypeVar("T")
 LINKS_PER_SPAN = 256
@@ -72,11 +73,18 @@ class Tracing:
         self._redis = False
 
     def instrument_app(self, app: FastAPI) -> None:
-        """Trace every HTTP request and WebSocket connection of ``app`` (trace_middleware.py;
-        the metrics middleware names each request's span by its route)."""
+        """Trace every HTTP request of ``app`` (trace_middleware.py; the metrics
+        middleware names each request's span by its route). Its WebSockets: ``traced_asgi``."""
         from cmschat.observability.trace_middleware import TracingMiddleware
 
         app.add_middleware(TracingMiddleware, tracer=self.provider.get_tracer("cmschat.http"))
+
+    def traced_asgi(self, app: ASGIApp) -> ASGIApp:
+        """``app`` with a span per connection, as ``instrument_app`` traces HTTP requests
+        (for the WebSocket stack, which bypasses FastAPI's middleware)."""
+        from cmschat.observability.trace_middleware import TracingMiddleware
+
+        return TracingMiddleware(app, tracer=self.provider.get_tracer("cmschat.http"))
 
     def start(self, *, redis: bool) -> None:
         """Trace our own work, SQL (db_metrics' engine events) and Redis from now on."""

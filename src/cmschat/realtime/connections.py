@@ -43,9 +43,9 @@ def _nothing() -> None:
 class Connection:
     """One signed-in WebSocket: its user, its rooms, its outgoing queue.
 
-    Plain fields and one deque, no asyncio queue or event: at 15,000 idle connections each
-    asyncio container costs memory (docs/performance.md, section 1). The endpoint wakes on
-    ``on_queued`` and ``on_close`` instead of waiting on them.
+    Plain fields and a deque only while events wait, no asyncio queue or event: at 15,000
+    idle connections each container costs memory (docs/performance.md, section 1). The
+    endpoint wakes on ``on_queued`` and ``on_close`` instead of waiting on them.
     """
 
     user_id: int
@@ -66,8 +66,9 @@ class Connection:
     close_reason: str = ""
     ended: bool = False
     """The session ended or the account changed: send nothing more, act on nothing more."""
-    queue: deque[Envelope] = field(default_factory=deque)
-    """Envelopes waiting for the sender, in order (at most ``queue_size``)."""
+    queue: deque[Envelope] | None = None
+    """Envelopes waiting for the sender, in order (at most ``queue_size``); None while none
+    wait: an empty deque still costs ~0.7 KiB, and most connections are idle."""
     on_queued: Callable[[], None] = _nothing
     """Called after an envelope is queued (the endpoint starts its sender if idle)."""
     on_close: Callable[[], None] = _nothing
@@ -77,12 +78,28 @@ class Connection:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
         if self.overflowed or self.ended or self.close_requested:
             return
+        if self.queue is None:
+            self.queue = deque()
         if len(self.queue) >= self.queue_size:
             self.overflowed = True
             self.close(CLOSE_SLOW)
             return
         self.queue.append(envelope)
         self.on_queued()
+
+    def take(self) -> Envelope | None:
+        """The next queued envelope (the sender's), or None when none waits."""
+        queue = self.queue
+        if not queue:
+            return None
+        envelope = queue.popleft()
+        if not queue:
+            self.queue = None
+        return envelope
+
+    def waiting(self) -> int:
+        """How many envelopes are queued."""
+        return len(self.queue) if self.queue else 0
 
     def close(self, code: int) -> None:
         """Ask the endpoint to close this connection with ``code``."""

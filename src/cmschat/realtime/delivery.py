@@ -62,10 +62,8 @@ class Delivery:
     async def drain(self) -> None:
         """Send what the connection's queue holds, in order, until it is empty or the
         connection ends (the endpoint runs this again when something more is queued)."""
-        queue = self.conn.queue
         try:
-            while queue and not self.conn.close_requested:
-                envelope = queue.popleft()
+            while not self.conn.close_requested and (envelope := self.conn.take()) is not None:
                 if envelope.type == CATCH_UP:
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
@@ -140,7 +138,7 @@ def log_slow_client(conn: Connection) -> None:
     log.warning(
         "closing a slow client (1013): %s, %d events queued",
         "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
-        len(conn.queue),
+        conn.waiting(),
         extra={
             "event.action": "websocket.slow_client",
             "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",

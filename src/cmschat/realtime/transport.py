@@ -1,4 +1,5 @@
-"""uvicorn's wsproto WebSocket protocol, plus: a connection given up on is aborted.
+"""uvicorn's wsproto WebSocket protocol, plus: a connection given up on is aborted, and an
+open connection keeps only what it still needs.
 
 When a client stops reading, its socket stops draining and uvicorn pauses writing. Ending
 the handler then is not enough: uvicorn closes the transport the polite way, which waits
@@ -7,21 +8,130 @@ connected for a whole 172 s test with 2.8 MB stuck). This protocol aborts the tr
 instead whenever it is still blocked when the connection is over, and tells a keep-alive
 time-out (the client stopped answering pings) apart from an overload close in the log and
 in ``cmschat_websocket_closes_total``.
+
+Memory (docs/performance.md, section 1): an idle connection lives for hours, so what each
+one holds counts at 15,000 of them. uvicorn gives every connection an ``asyncio.Queue``
+(four deques) and an ``asyncio.Event`` (one more), and wsproto keeps the whole HTTP/1.1
+handshake machinery (an h11 connection, its buffers, the upgrade request) for the
+connection's life. Here the queue and the event are small slotted stand-ins with the same
+behaviour for the calls uvicorn makes, and the handshake is dropped once it is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto import WSConnection
 
 from cmschat.observability import instruments as m
 
 log = logging.getLogger(__name__)
 
 
+class Inbox:
+    """uvicorn's receive queue (``put_nowait``, ``get``, ``empty``) for its one reader.
+
+    uvicorn pauses reading after each complete message until the app takes it, so this
+    holds one or two events: a list and at most one waiting future do, where an
+    ``asyncio.Queue`` costs four deques per connection.
+    """
+
+    __slots__ = ("_events", "_waiter")
+
+    def __init__(self) -> None:
+        self._events: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, event: Any) -> None:
+        """Queue an event and wake the reader."""
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        """Whether no event is waiting."""
+        return not self._events
+
+    async def get(self) -> Any:
+        """The next event, waiting for one if need be (one reader at a time)."""
+        while not self._events:
+            if self._waiter is not None:
+                raise RuntimeError("another task is already receiving on this WebSocket")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._events.pop(0)
+
+
+class Writable:
+    """uvicorn's ``writable`` flag (``set``, ``clear``, ``is_set``, ``wait``) without the
+    deque an ``asyncio.Event`` allocates up front: waiters are listed only while the
+    socket's buffer is full, which for an idle connection is never."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        """Whether the transport takes writes."""
+        return self._set
+
+    def set(self) -> None:
+        """The transport takes writes again: wake every waiting writer."""
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        """The transport's buffer is full: writers wait."""
+        self._set = False
+
+    async def wait(self) -> bool:
+        """Return once the transport takes writes."""
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class AbortingWSProtocol(WSProtocol):
-    """``ws=`` for uvicorn: as ``wsproto``, but never waits on an unwritable socket to close."""
+    """``ws=`` for uvicorn: as ``wsproto``, but never waits on an unwritable socket to close,
+    and holds less per open connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        """As uvicorn; once the handshake is accepted, keep only the WebSocket framing."""
+        await super().send(message)
+        if message["type"] == "websocket.accept" and isinstance(self.conn, WSConnection):
+            # From now on wsproto's WSConnection hands every call to its established
+            # Connection, which has the same send/receive_data/events/state; the h11
+            # handshake behind it is never used again.
+            established = self.conn.connection
+            if established is not None:
+                self.conn = established  # type: ignore[assignment]
 
     async def run_asgi(self) -> None:
         """Run the app; if it is done while the socket cannot be written, drop the socket."""

@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import sessions
-from cmschat.accounts.models import User
 from cmschat.chat.messages import commands
 from cmschat.chat.messages.group_commit import SendWithdrawn
 from cmschat.context import AppContext
@@ -27,6 +26,7 @@ from cmschat.realtime import protocol, signals
 from cmschat.realtime.connections import Connection
 from cmschat.realtime.delivery import ConnectionOver
 from cmschat.websocket import frames
+from cmschat.websocket.caller import Caller
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class FrameActions:
     """Acts on one connection's frames, one at a time, in the order they came."""
 
     def __init__(
-        self, context: AppContext, user: User, conn: Connection, reply: Callable[[str], None]
+        self, context: AppContext, user: Caller, conn: Connection, reply: Callable[[str], None]
     ) -> None:
         self.context = context
         self.user = user
@@ -86,7 +86,7 @@ class FrameActions:
     async def _send_message(self, frame: frames.SendFrame) -> None:
         async with self.context.admission.sends("websocket"):
             view, _created = await self.context.sends.send(
-                user=self.user,
+                user=self.user.as_user(),
                 room_id=frame.room_id,
                 draft=frame,
                 # Revoked meanwhile: the message must not be stored.
@@ -128,7 +128,10 @@ class FrameActions:
     async def _mark_read(self, frame: frames.ReadFrame) -> None:
         async with self._unit_of_work() as session:
             await commands.mark_read(
-                session, user=self.user, room_id=frame.room_id, message_id=frame.message_id
+                session,
+                user=self.user.as_user(),
+                room_id=frame.room_id,
+                message_id=frame.message_id,
             )
 
     async def _typing(self, frame: frames.TypingFrame) -> None:

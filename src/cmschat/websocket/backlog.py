@@ -3,18 +3,18 @@ each run in its own unit of work (``cmschat.realtime.delivery.StoredEvents``).""
 
 from __future__ import annotations
 
-from cmschat.accounts.models import User
 from cmschat.chat.messages import reads
 from cmschat.context import AppContext
 from cmschat.db.actors import user_actor
 from cmschat.events import Published
+from cmschat.websocket.caller import Caller
 
 
 class RoomBacklog:
     """A room's stored events as the chat package replays them (``StoredEvents``), each
     read in its own unit of work as the connection's user."""
 
-    def __init__(self, context: AppContext, user: User) -> None:
+    def __init__(self, context: AppContext, user: Caller) -> None:
         self.context = context
         self.user = user
 

@@ -1,4 +1,6 @@
-"""``GET /api/v1/ws``: authenticate, resume, then relay events both ways (contract.md).
+"""``GET /api/v1/ws`` once signed in: resume, then relay events both ways (contract.md).
+
+(``gateway.py`` accepts the socket and reads the auth frame.)
 
 The connection's own task reads frames as they come (so keep-alive pings are answered
 whatever the load) and never waits on a transaction. Two more tasks exist only while they
@@ -13,21 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketState
 
-from cmschat.accounts import auth, sessions
-from cmschat.accounts.schemas import UserRead
-from cmschat.chat import listing
 from cmschat.context import AppContext
-from cmschat.db.actors import user_actor
 from cmschat.observability import instruments, tracing
-from cmschat.observability.logging import client_address_var, request_id_var
 from cmschat.realtime import protocol, signals
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
@@ -35,53 +30,34 @@ from cmschat.realtime.delivery import Delivery, log_slow_client
 from cmschat.websocket import frames
 from cmschat.websocket.actions import PONG, FrameActions
 from cmschat.websocket.backlog import RoomBacklog
-from cmschat.websocket.handshake import CLOSE_POLICY, log_too_deep, origin_allowed
-from cmschat.websocket.handshake import authenticate as _authenticate
+from cmschat.websocket.caller import Caller
+from cmschat.websocket.handshake import log_too_deep, read_opening
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_WITHIN_SECONDS = 2.0
 """How long the close frame may wait for a socket that takes nothing."""
 
 
-@router.websocket("/api/v1/ws")
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    """``GET /api/v1/ws``: the real-time protocol (see contract.md)."""
-    context: AppContext = websocket.app.state.context
-    if context.draining or not origin_allowed(websocket, context):
-        await websocket.close(code=CLOSE_POLICY)
-        return
-    await websocket.accept()
-    # Every frame's work runs in this task or tasks it starts, so audit events and log
-    # lines of the connection carry its address and one id for the whole connection.
-    client_address_var.set(websocket.client.host if websocket.client else None)
-    request_id_var.set("ws-" + uuid.uuid4().hex)
-    signed_in, resume = await _authenticate(websocket, context)
-    if signed_in is None:
-        return
-    with contextlib.suppress(WebSocketDisconnect):  # gone before ``ready`` (a shutdown, a client)
-        await ClientSocket(websocket, context, signed_in).run(resume)
-
-
 class ClientSocket:
     """One authenticated WebSocket connection's life, from ``ready`` to its close."""
 
-    def __init__(self, websocket: WebSocket, context: AppContext, signed_in: auth.SignedIn) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        context: AppContext,
+        user: Caller,
+        conn: Connection,
+        *,
+        resume: dict[str, int],
+        greeting: dict[str, Any],
+    ) -> None:
         self.ws = websocket
         self.context = context
-        self.user = user = signed_in.user
+        self.user = user
         self.settings = context.settings.realtime
-        token = signed_in.token
-        self.conn = Connection(
-            user_id=user.id,
-            queue_size=self.settings.send_queue_size,
-            token_id=token.id,
-            role=user.role,
-            expires_at=token.expires_at,
-            last_used_at=token.last_used_at,
-        )
+        self.conn = conn
         self.delivery = Delivery(
             websocket,
             self.conn,
@@ -91,7 +67,8 @@ class ClientSocket:
         self.actions = FrameActions(context, user, self.conn, self.reply)
         # Frames are read as they come (so the socket's own pings are never stuck behind a
         # slow send) and acted on in order by one worker.
-        self.inbox: deque[str] = deque()
+        self.inbox: deque[str] | None = None
+        """Frames read and not yet taken by the worker (None while there are none)."""
         self.handling = 0
         """Frames taken from the inbox and not yet acted on (0 or 1)."""
         self.sender: asyncio.Task[None] | None = None
@@ -100,10 +77,12 @@ class ClientSocket:
         """This connection's own task, while it waits for a frame (cancelled to close)."""
         self.live = False
         """Set once ``ready`` is sent: events queued before then wait for it."""
+        self.opening: tuple[dict[str, int], dict[str, Any]] | None = (resume, greeting)
+        """The auth frame's ``resume`` and the ``ready`` frame's ``user``, until used."""
         self.conn.on_queued = self._start_sender
         self.conn.on_close = self._stop_reading
 
-    async def run(self, resume: dict[str, int]) -> None:
+    async def run(self) -> None:
         """Subscribe, send ``ready``, queue the catch-up, then relay until closed."""
         hub = self.context.hub
         # Known to the hub before the token is checked again below: a revocation
@@ -111,30 +90,34 @@ class ClientSocket:
         # event or is seen by that second check.
         hub.add(self.conn, set())
         try:
-            await self._run(resume)
+            contacts = await self._open()
+            if contacts is None:
+                return
+            try:
+                await self._relay()
+            finally:
+                await self._leave(contacts)
         finally:
             hub.remove(self.conn)
 
-    async def _run(self, resume: dict[str, int]) -> None:
-        async with self.context.db.unit_of_work(
-            user_actor(self.user.id), actor_name=self.user.username
-        ) as session:
-            assert self.conn.token_id is not None  # noqa: S101 - set from the signed-in token
-            state = (
-                await sessions.check_sessions(
-                    session,
-                    token_ids=[self.conn.token_id],
-                    policy=self.context.settings.auth,
-                    now=self.context.clock.now(),
-                )
-            )[self.conn.token_id]
-            rooms = await listing.room_positions(session, user_id=self.user.id)
-            contacts = await listing.contacts_of(session, user_id=self.user.id)
-        if state.ended is not None:
-            self.conn.end(CLOSE_SESSION_ENDED, state.ended)
+    async def _open(self) -> tuple[int, ...] | None:
+        """Everything up to ``ready`` and the catch-up; the user's contacts, or None if the
+        session ended meanwhile. Its own frame: what only the opening needs (the rooms,
+        ``resume``, the greeting) is let go before the connection idles."""
+        assert self.opening is not None  # noqa: S101 - run once
+        (resume, greeting), self.opening = self.opening, None
+        assert self.conn.token_id is not None  # noqa: S101 - set from the signed-in token
+        ended, rooms, contacts = await read_opening(
+            self.context,
+            user_id=self.user.id,
+            username=self.user.username,
+            token_id=self.conn.token_id,
+        )
+        if ended is not None:
+            self.conn.end(CLOSE_SESSION_ENDED, ended)
         if self.conn.ended:
             await self.ws.close(code=self.conn.close_code, reason=self.conn.close_reason)
-            return
+            return None
         # Subscribe first, then read the backlog: nothing published in between is lost,
         # and the sender drops live events the backlog already covered.
         for room_id, last_seq in rooms.items():
@@ -150,20 +133,26 @@ class ClientSocket:
                 protocol.dumps(
                     {
                         "type": "ready",
-                        "user": UserRead.model_validate(self.user).model_dump(mode="json"),
+                        "user": greeting,
                         "rooms": {str(room_id): last_seq for room_id, last_seq in rooms.items()},
                         "online": [u for u in contacts if hub.connections_of(u)],
                     }
                 )
             )
-            for room_id, last_seq in rooms.items():
-                if self.conn.delivered[room_id] < last_seq:
-                    self.conn.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
-            await self._relay()
-        finally:
-            hub.remove(self.conn)
-            if not hub.connections_of(self.user.id):
-                await self._announce("offline", contacts)
+        except BaseException:
+            await self._leave(contacts)
+            raise
+        for room_id, last_seq in rooms.items():
+            if self.conn.delivered[room_id] < last_seq:
+                self.conn.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
+        return contacts
+
+    async def _leave(self, contacts: tuple[int, ...]) -> None:
+        """Stop routing to this connection; the user's last one going says so."""
+        hub = self.context.hub
+        hub.remove(self.conn)
+        if not hub.connections_of(self.user.id):
+            await self._announce("offline", contacts)
 
     async def _announce(self, status: str, contacts: tuple[int, ...]) -> None:
         await signals.announce_presence(
@@ -269,6 +258,8 @@ class ClientSocket:
 
     def _take(self, text: str) -> None:
         """Queue a frame for the worker, or answer ``busy`` past the connection's bound."""
+        if self.inbox is None:
+            self.inbox = deque()
         if len(self.inbox) + self.handling >= self.settings.frames_in_flight:
             instruments.connection_full()
             self.reply(
@@ -288,6 +279,8 @@ class ClientSocket:
         """Act on client frames one at a time, in the order they came, then stop."""
         while self.inbox and not self.conn.close_requested:
             text = self.inbox.popleft()
+            if not self.inbox:
+                self.inbox = None
             self.handling = 1
             try:
                 # Shielded: a frame being handled (a message being stored) finishes even if

@@ -1,4 +1,4 @@
-"""Opening a WebSocket: the origin check and the auth frame (contract.md)."""
+"""Opening a WebSocket: the origin check, the auth frame and what ``ready`` needs (contract.md)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from fastapi import WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from cmschat.accounts import auth
+from cmschat.accounts import auth, sessions
+from cmschat.chat import listing
 from cmschat.context import AppContext
-from cmschat.db.actors import ANONYMOUS, set_actor
+from cmschat.db.actors import ANONYMOUS, set_actor, user_actor
 from cmschat.errors import CmschatError
 from cmschat.realtime import protocol
 from cmschat.websocket import frames
@@ -68,6 +69,22 @@ async def authenticate(
         await websocket.send_text(protocol.error_frame("unauthorized", reason))
         await websocket.close(code=CLOSE_POLICY, reason=reason[:120])
     return None, {}
+
+
+async def read_opening(
+    context: AppContext, *, user_id: int, username: str, token_id: int
+) -> tuple[str | None, dict[int, int], tuple[int, ...]]:
+    """Read once the connection is known to the hub: why the session has ended meanwhile
+    (None: it has not), the user's rooms with their last seq, their contacts."""
+    async with context.db.unit_of_work(user_actor(user_id), actor_name=username) as session:
+        state = (
+            await sessions.check_sessions(
+                session, token_ids=[token_id], policy=context.settings.auth, now=context.clock.now()
+            )
+        )[token_id]
+        rooms = await listing.room_positions(session, user_id=user_id)
+        contacts = await listing.contacts_of(session, user_id=user_id)
+    return state.ended, rooms, contacts
 
 
 def log_too_deep() -> None:
