@@ -115,7 +115,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's aiosqlite connection adapter, handing out ``OneTripCursor``s."""
 
     __slots__ = ()
-    _cursor_cls = OneTripCursor
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def _in_transaction(self) -> bool:
         # sqlite3 reads this flag (sqlite3_get_autocommit) from any thread; the adapter is
