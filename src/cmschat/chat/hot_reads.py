@@ -3,8 +3,8 @@ what they do not hold, from the database in one Core statement, kept for the nex
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import cast
+from collections.abc import Callable, Collection, Hashable
+from typing import TypeVar, cast
 
 from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,25 @@ from cmschat.chat.models import MemberRole, Room, RoomKind, RoomMember
 ROOMS = cast(Table, Room.__table__)
 MEMBERS = cast(Table, RoomMember.__table__)
 USERS = cast(Table, User.__table__)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _cached(
+    keys: Collection[K], lookup: Callable[[K], V | None] | None
+) -> tuple[dict[K, V], list[K]]:
+    """What the caches hold of ``keys`` (``lookup``; None: no caches), and the keys they do not."""
+    found: dict[K, V] = {}
+    missing: list[K] = []
+    if lookup is None:
+        return found, list(keys)
+    for key in keys:
+        cached = lookup(key)
+        if cached is None:
+            missing.append(key)
+        else:
+            found[key] = cached
+    return found, missing
 
 
 async def memberships(
@@ -25,14 +44,8 @@ async def memberships(
 
     Pairs missing from the answer are not memberships (never cached: asked every time).
     """
-    found: dict[tuple[int, int], Membership] = {}
-    missing = []
-    for pair in pairs:
-        cached = caches.membership(*pair) if caches is not None else None
-        if cached is None:
-            missing.append(pair)
-        else:
-            found[pair] = cached
+    held = None if caches is None else (lambda pair: caches.membership(*pair))
+    found, missing = _cached(pairs, held)
     if not missing:
         return found
     epoch = caches.epoch if caches is not None else 0
@@ -58,14 +71,7 @@ async def shown(
     session: AsyncSession, caches: HotCaches | None, user_ids: Collection[int]
 ) -> dict[int, Shown]:
     """How each of these users is shown (users that do not exist are left out)."""
-    found: dict[int, Shown] = {}
-    missing = []
-    for user_id in user_ids:
-        cached = caches.shown(user_id) if caches is not None else None
-        if cached is None:
-            missing.append(user_id)
-        else:
-            found[user_id] = cached
+    found, missing = _cached(user_ids, None if caches is None else caches.shown)
     if not missing:
         return found
     epoch = caches.epoch if caches is not None else 0
