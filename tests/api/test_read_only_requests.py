@@ -7,8 +7,10 @@ import asyncio
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from cmschat.accounts.models import AuthToken
+from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db import write_lock
 from cmschat.db.write_lock import ReadOnlyWrite
@@ -61,3 +63,19 @@ async def test_a_read_only_unit_of_work_that_writes_is_refused_and_writes_nothin
     async with context.db.unit_of_work("system:test", read_only=True) as session:
         # Reads, including a CTE, go through.
         assert await session.scalar(text("WITH x AS (SELECT 1 AS n) SELECT n FROM x")) == 1
+
+
+async def test_forty_reads_at_once_past_the_refresh_interval_all_answer_and_refresh_the_token(
+    client: httpx.AsyncClient, alice: NamedUser, clock: FakeClock, context: AppContext
+) -> None:
+    headers = await alice.login(client)
+    clock.advance(minutes=5)  # past the refresh interval: each of these may write last_used_at
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(client.get("/api/v1/me", headers=headers) for _ in range(40))), 30
+    )
+    assert [a.status_code for a in answers] == [200] * 40
+    async with context.db.unit_of_work("system:test", read_only=True) as session:
+        used = await session.scalar(
+            select(AuthToken.last_used_at).where(AuthToken.user_id == alice.id)
+        )
+    assert used == clock.now()

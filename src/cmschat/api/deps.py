@@ -120,6 +120,9 @@ async def get_signed_in(request: Request, session: SessionDep, context: Context)
         # The token's periodic last_used_at refresh: a write of its own, queued like any
         # other, instead of upgrading the reader's transaction.
         session.expunge(signed_in.token)
+        # Its connection goes back first: a request holding two at once would drain the
+        # pool under load, every request waiting for the second while holding the first.
+        await session.commit()
         await _refresh_last_used(context, signed_in)
     if request.method not in READING_METHODS:
         # The sign-in check is its own transaction: the route's work starts a new one, so
