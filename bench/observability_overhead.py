@@ -30,7 +30,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +65,41 @@ VARIANTS = ("bare", "observed", "traced", "traced_every_sql")
 ACTIONS = ("healthz", "history", "send")
 """``healthz`` does almost nothing: its difference is the absolute cost per request."""
 PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
+
+
+class Callgrind:
+    """Counts the instructions of chosen stretches of this process when it runs under
+    ``valgrind --tool=callgrind --instr-atstart=no``: steady on a loaded machine, where CPU
+    time is not (every thread of the process is counted: the driver's too).
+    """
+
+    def __init__(self, dump_dir: Path) -> None:
+        self.dump_dir = dump_dir
+        self.pid = str(os.getpid())
+        self.counts: dict[str, int] = {}
+        self.tool = shutil.which("callgrind_control") or "callgrind_control"
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(  # noqa: S603 - a fixed tool, our own pid
+            [self.tool, *args, self.pid], check=True, capture_output=True
+        )
+
+    def start(self) -> None:
+        """Count from here."""
+        self._control("--zero")
+        self._control("--instr=on")
+        self._control("--zero")
+
+    def stop(self, name: str) -> None:
+        """Stop counting, dump, and keep the stretch's total under ``name``."""
+        self._control("--instr=off")
+        self._control("--dump")
+        newest = max(self.dump_dir.glob(f"cg.{self.pid}.out.*"), key=lambda f: f.stat().st_mtime_ns)
+        totals = next(
+            line for line in newest.read_text().splitlines() if line.startswith("totals:")
+        )
+        self.counts[name] = int(totals.split()[1])
+        newest.unlink()
 
 
 class DropExporter(SpanExporter):
@@ -119,8 +157,13 @@ async def prepare(settings: Settings) -> None:
     await engine.dispose()
 
 
-async def measure(variant: str, settings: Settings, requests: int) -> dict[str, float]:
-    """CPU microseconds per history page and per send, for one variant."""
+async def measure(
+    variant: str, settings: Settings, requests: int, probe: Callgrind | None = None
+) -> dict[str, float]:
+    """CPU microseconds per history page and per send, for one variant.
+
+    With ``probe``, callgrind counts instructions only while each action's requests run.
+    """
     original_hook = app_module.instrument_engine
     original_processor = tracing.otlp_processor
     if variant == "bare":
@@ -164,6 +207,8 @@ async def measure(variant: str, settings: Settings, requests: int) -> dict[str, 
                     await http.post(url, json={"content": f"seed {n}"}, headers=headers)
                 results = {}
                 for action in ACTIONS:
+                    if probe:
+                        probe.start()
                     started = time.process_time()
                     for n in range(requests):
                         if action == "healthz":
@@ -177,6 +222,8 @@ async def measure(variant: str, settings: Settings, requests: int) -> dict[str, 
                         if response.status_code >= 300:
                             raise RuntimeError(response.text)
                     results[action] = (time.process_time() - started) / requests * 1e6
+                    if probe:
+                        probe.stop(f"{variant}.{action}")
                 return results
     finally:
         app_module.instrument_engine = original_hook
@@ -186,29 +233,127 @@ async def measure(variant: str, settings: Settings, requests: int) -> dict[str, 
         os.environ.pop("OTEL_TRACES_EXPORTER", None)
 
 
-async def main(argv: list[str]) -> dict[str, Any]:
-    """Interleaved rounds of every variant; medians and overheads."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every request at once: what the in-process client itself costs."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def measure_floor(requests: int, probe: Callgrind | None = None) -> dict[str, float]:
+    """The same requests as ``measure`` against ``floor_app``."""
+    transport = httpx.ASGITransport(app=floor_app)
+    headers = {"Authorization": "Bearer floor"}
+    url = "/api/v1/rooms/1/messages"
+    results = {}
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+        for action in ACTIONS:
+            if probe:
+                probe.start()
+            started = time.process_time()
+            for n in range(requests):
+                if action == "healthz":
+                    await http.get("/healthz")
+                elif action == "history":
+                    await http.get(url, params={"limit": 50}, headers=headers)
+                else:
+                    await http.post(url, json={"content": f"m{n}"}, headers=headers)
+            results[action] = (time.process_time() - started) / requests * 1e6
+            if probe:
+                probe.stop(f"floor.{action}")
+    return results
+
+
+def quiet_logging() -> None:
+    """JSON logs formatted to a sink; the bench client's own lines off."""
+    configure_logging(level="INFO", log_format=LogFormat.json)
+    logging.getLogger().handlers[0].stream = Sink()  # type: ignore[attr-defined]
+    # The bench's own HTTP client logs each request at INFO: not the server's cost.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def count_one_variant(variant: str, requests: int, dump_dir: Path) -> None:
+    """Under callgrind: one variant, warmed up uncounted, then each action counted."""
+    probe = Callgrind(dump_dir)
+    if variant == "floor":
+        await measure_floor(30)
+        await measure_floor(requests, probe)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            settings = settings_for(Path(scratch))
+            await prepare(settings)
+            quiet_logging()
+            await measure(variant, settings, 30)
+            await measure(variant, settings, requests, probe)
+    print(json.dumps(probe.counts))
+
+
+def count_instructions(requests: int) -> dict[str, Any]:
+    """Each variant in its own process under callgrind; instructions per request."""
+    valgrind = shutil.which("valgrind")
+    if not valgrind:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as dumps:
+        for variant in (*VARIANTS, "floor"):
+            child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
+                [
+                    valgrind,
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    f"--callgrind-out-file={dumps}/cg.%p.out",
+                    sys.executable,
+                    __file__,
+                    "--count-variant",
+                    variant,
+                    "--requests",
+                    str(requests),
+                    "--dump-dir",
+                    dumps,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            counts.update(json.loads(child.stdout.strip().splitlines()[-1]))
+    result: dict[str, Any] = {}
+    for variant in VARIANTS:
+        result[variant] = {}
+        for action in ACTIONS:
+            value = counts[f"{variant}.{action}"] / requests
+            bare = counts[f"bare.{action}"] / requests
+            floor = counts[f"floor.{action}"] / requests
+            result[variant][action] = {
+                "instructions_per_request": round(value),
+                "overhead_pct": round((value / bare - 1) * 100, 1),
+                # Against the server's own share: the in-process client's cost taken out.
+                "overhead_of_server_pct": round((value - bare) / (bare - floor) * 100, 1),
+            }
+    result["floor"] = {
+        action: {"instructions_per_request": round(counts[f"floor.{action}"] / requests)}
+        for action in ACTIONS
+    }
+    return result
+
+
+async def compare_cpu_time(requests: int, rounds: int) -> dict[str, Any]:
+    """Interleaved rounds of every variant; medians and overheads of CPU time."""
     with tempfile.TemporaryDirectory() as scratch:
         settings = settings_for(Path(scratch))
         await prepare(settings)
-        configure_logging(level="INFO", log_format=LogFormat.json)
-        logging.getLogger().handlers[0].stream = Sink()  # type: ignore[attr-defined]
-        # The bench's own HTTP client logs each request at INFO: not the server's cost.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        quiet_logging()
         samples: dict[str, dict[str, list[float]]] = {
             v: {action: [] for action in ACTIONS} for v in VARIANTS
         }
         await measure("observed", settings, 30)  # warm-up: imports, caches
-        for round_number in range(args.rounds):
+        for round_number in range(rounds):
             shift = round_number % len(VARIANTS)
             order = VARIANTS[shift:] + VARIANTS[:shift]
             for variant in order:
-                for action, value in (await measure(variant, settings, args.requests)).items():
+                for action, value in (await measure(variant, settings, requests)).items():
                     samples[variant][action].append(value)
     result: dict[str, Any] = {}
     for variant in VARIANTS:
@@ -230,6 +375,30 @@ async def main(argv: list[str]) -> dict[str, Any]:
                 "added_us": round(median - bare, 1),
                 "paired_overhead_pct": round(paired * 100, 1),
             }
+    return result
+
+
+async def main(argv: list[str]) -> dict[str, Any]:
+    """CPU time in interleaved rounds, or instructions under callgrind."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions under valgrind's callgrind instead of CPU time",
+    )
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--count-variant", help=argparse.SUPPRESS)
+    parser.add_argument("--dump-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.count_variant:
+        await count_one_variant(args.count_variant, args.requests, args.dump_dir)
+        return {}
+    if args.instructions:
+        result = count_instructions(args.requests)
+    else:
+        result = await compare_cpu_time(args.requests, args.rounds)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

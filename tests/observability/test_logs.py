@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import ecs_logging
 import httpx
 import pytest
 
+from cmschat.observability.ecs_format import EcsFormatter
 from cmschat.observability.logging import ConsoleFormatter
 from tests.support import PASSWORD, NamedUser
 
@@ -122,3 +124,49 @@ async def test_a_full_scenario_logs_no_secret(
     assert len(all_logs.records) >= 8
     for secret in (PASSWORD, new_password, token, body, file_name):
         assert secret not in text, secret
+
+
+def sample_records() -> list[logging.LogRecord]:
+    """Records of every shape the JSON handler meets."""
+    logger = logging.getLogger("cmschat.sample")
+    plain = logger.makeRecord("cmschat.sample", logging.INFO, "f.py", 7, "sent %s", ("x",), None)
+    access = logger.makeRecord(
+        "cmschat.http",
+        logging.INFO,
+        "m.py",
+        9,
+        "GET /x 200",
+        (),
+        None,
+        extra={
+            "http.request.id": "a" * 32,
+            "url.path": "/api/v1/rooms/{room_id}",
+            "event.duration": 1234,
+            "http.response.status_code": 200,
+            "user.id": None,
+            "color_message": "coloured",
+            "process.extra": "dropped",
+            "labels": {"worker": 2, "nested": {"deeper": "yes"}},
+        },
+    )
+    try:
+        raise ValueError("broken\nline")
+    except ValueError:
+        failed = logger.makeRecord(
+            "cmschat.errors", logging.ERROR, "e.py", 3, "failed", (), sys.exc_info()
+        )
+    stacked = logger.makeRecord(
+        "cmschat.sample", logging.WARNING, "s.py", 1, "here", (), None, sinfo="Stack (most recent)"
+    )
+    no_function = logging.LogRecord("cmschat.bare", logging.DEBUG, "b.py", 2, "bare", (), None)
+    return [plain, access, failed, stacked, no_function]
+
+
+def test_json_lines_are_exactly_the_ecs_library_lines() -> None:
+    records = sample_records()
+    ours = [EcsFormatter().format(record) for record in records]
+    assert ours == ecs_lines(records)
+    access = json.loads(ours[1])
+    assert access["labels"] == {"worker": 2, "nested": {"deeper": "yes"}}
+    assert "process" not in access and "color_message" not in access
+    assert json.loads(ours[2])["error"]["type"] == "ValueError"

@@ -14,9 +14,9 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-import ecs_logging
 from opentelemetry import trace
 
+from cmschat.observability.ecs_format import EcsFormatter
 from cmschat.settings import LogFormat
 
 request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
@@ -148,9 +148,7 @@ def configure_logging(*, level: str, log_format: LogFormat) -> None:
         log_format = LogFormat.console if sys.stderr.isatty() else LogFormat.json
     handler = logging.StreamHandler(sys.stderr)
     if log_format is LogFormat.json:
-        handler.setFormatter(
-            ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original", "color_message"])
-        )
+        handler.setFormatter(EcsFormatter())
     else:
         handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
