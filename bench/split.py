@@ -92,36 +92,70 @@ def cprofile_layers(stats: pstats.Stats) -> list[tuple[str, float]]:
     return ranked(counts)
 
 
-IDLE = (
+WAITING = (
+    "Condition.wait (",
+    "Event.wait (",
+    "Queue.get (",
+    "select (selectors",
+    "epoll_pwait",
     "epoll_wait",
-    "Condition.wait",
-    "Event.wait",
-    "Queue.get",
-    "pthread_cond",
-    "futex",
     "take_gil",
-    "sem_",
+    "sem_clockwait",
+    "PyThread_acquire_lock_timed",
+    "pthread_cond_wait",
+    "pthread_cond_timedwait",
+)
+"""A stack with one of these is a thread waiting (for work, a socket, the GIL), not working.
+py-spy's own idle detection does not work in this container."""
+NATIVE = (
+    ("database (SQLite C)", ("(libsqlite3",)),
+    ("driver (aiosqlite, asyncmy)", ("cursor.c", "connection.c", "statement.c", "row.c")),
+    ("kernel (socket calls)", ("write (libc", "send (libc", "recv", "sendto (", "writev (")),
+    ("Python runtime (gc)", ("gc_collect",)),
 )
 
 
-def pyspy_layers(lines: Iterable[str], *, keep_idle: bool = False) -> list[tuple[str, float]]:
-    """Samples by the layer of the frame on top of the stack (py-spy ``--format raw``);
-    a thread waiting (idle markers on top) is left out unless ``keep_idle``."""
+def _native_layer(frame: str) -> str | None:
+    for layer, markers in NATIVE:
+        if any(marker in frame for marker in markers):
+            return layer
+    return None
+
+
+def pyspy_layers(lines: Iterable[str]) -> tuple[list[tuple[str, float]], int, int]:
+    """Samples by layer of a py-spy raw profile (``--native`` or not): each working sample
+    counts for its topmost frame that names a layer (unnamed C addresses and the
+    interpreter's own frames count for the Python frame that called them). Returns the
+    layers, the working samples and the waiting ones left out."""
     counts: dict[str, float] = {}
+    working = waiting = 0
     for line in lines:
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        top = stack.rsplit(";", 1)[-1]
-        if not keep_idle and any(marker in top for marker in IDLE):
+        count, frames = int(count_text), stack.split(";")
+        if any(marker in frame for frame in frames for marker in WAITING):
+            waiting += count
             continue
-        layer = layer_of(top)
-        counts[layer] = counts.get(layer, 0.0) + int(count_text)
-    return ranked(counts)
+        working += count
+        layer = OTHER
+        for frame in reversed(frames):
+            native = _native_layer(frame)
+            if native is not None:
+                layer = native
+                break
+            if frame.startswith("0x") or "(libpython" in frame or "(libc" in frame:
+                continue
+            layer = layer_of(frame)
+            break
+        counts[layer] = counts.get(layer, 0.0) + count
+    return ranked(counts), working, waiting
 
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
         print(f"{name}:")
-        for layer, pct in pyspy_layers(Path(name).read_text(errors="replace").splitlines()):
+        layers, working, waiting = pyspy_layers(Path(name).read_text(errors="replace").splitlines())
+        print(f"  {working} working samples ({waiting} waiting left out)")
+        for layer, pct in layers:
             print(f"  {pct:5.1f}%  {layer}")
