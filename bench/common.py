@@ -108,6 +108,20 @@ def add_server_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``: worker processes per server (more than one needs ``--redis``)."""
+    parser.add_argument("--workers", type=int, default=1, help="cmschat serve --workers")
+    parser.add_argument("--redis", action="store_true", help=f"use Redis ({REDIS_URL})")
+
+
+def workers_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """``environment()``'s keyword arguments for ``--workers`` and ``--redis``."""
+    return {
+        "redis_url": REDIS_URL if args.redis else None,
+        "extra_env": {"CMSCHAT_WORKERS": str(args.workers)},
+    }
+
+
 def server_wrapper(server: str | None) -> list[str] | None:
     """The command that starts ``SERVER serve ...`` (None: plain ``cmschat``)."""
     if server is None:

@@ -150,9 +150,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": common.machine(),
         "source": common.source_state(),
         "server": args.server or "cmschat serve",
+        "workers": args.workers,
+        "redis": args.redis,
     }
     rng = random.Random(3)
-    async with common.environment(args.db, keep=args.keep, server=args.server) as (
+    async with common.environment(
+        args.db, keep=args.keep, server=args.server, **common.workers_setup(args)
+    ) as (
         backend,
         servers,
         api,
@@ -248,6 +252,7 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages to seed")
     common.add_server_option(parser)
+    common.add_workers_option(parser)
     parser.add_argument("--batch", type=int, default=10_000, help="rows per executemany")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")

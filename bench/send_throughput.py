@@ -42,8 +42,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": common.machine(),
         "source": common.source_state(),
         "server": args.server or "cmschat serve",
+        "workers": args.workers,
+        "redis": args.redis,
     }
-    async with common.environment(args.db, keep=args.keep, server=args.server) as (
+    async with common.environment(
+        args.db, keep=args.keep, server=args.server, **common.workers_setup(args)
+    ) as (
         _backend,
         servers,
         api,
@@ -147,6 +151,7 @@ def main() -> None:
     )
     parser.add_argument("--senders", type=int, default=64, help="concurrent senders (users)")
     common.add_server_option(parser)
+    common.add_workers_option(parser)
     parser.add_argument("--rooms", type=int, default=16, help="rooms the senders are spread over")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")
     parser.add_argument("--warmup", type=float, default=3)

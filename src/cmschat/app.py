@@ -37,6 +37,7 @@ from cmschat.attachments.uploads import Limits
 from cmschat.audit import head as audit_head
 from cmschat.audit.service import audited
 from cmschat.chat.caches import HotCaches
+from cmschat.chat.hot_routes import HotRoute
 from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
@@ -345,6 +346,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.include_router(health.router)
     app.add_route("/metrics", metrics_endpoint(settings.metrics.token), include_in_schema=False)
     app.include_router(build_api_router())
+    # First: history pages and sends without FastAPI's routing and dependency solving.
+    app.router.routes.insert(0, HotRoute(app.router))
     mount_web(app, settings.web_dir)
     # Innermost: a refused body still gets CORS, security headers and a request id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -68,12 +68,16 @@ async def get_session(request: Request, context: Context) -> AsyncIterator[Async
     ``audits_reads``) or a ``reads_only`` route's is read-only (``db.write_lock``): a write
     in it is a bug the engine refuses on SQLite.
     """
-    endpoint = request.scope.get("endpoint")
-    read_only = endpoint in _READING_ENDPOINTS or (
-        request.method in READING_METHODS and endpoint not in _WRITING_ENDPOINTS
-    )
+    read_only = reads_only_unit(request.method, request.scope.get("endpoint"))
     async with context.db.unit_of_work(ANONYMOUS, read_only=read_only) as session:
         yield session
+
+
+def reads_only_unit(method: str, endpoint: object) -> bool:
+    """Whether a request to ``endpoint`` works in a read-only unit of work."""
+    return endpoint in _READING_ENDPOINTS or (
+        method in READING_METHODS and endpoint not in _WRITING_ENDPOINTS
+    )
 
 
 # scope="function": commit when the route returns, so a failed commit is the response.

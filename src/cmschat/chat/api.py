@@ -156,6 +156,8 @@ async def set_member_role(
     )
 
 
+# History pages and sends with plainly valid inputs are served by chat/hot_routes.py
+# (tried before these); these answer the rest and document both. Change both alike.
 @router.get(
     "/rooms/{room_id}/messages", response_model=MessagePage, responses=responses(*ROOM_ERRORS, 422)
 )
