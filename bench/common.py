@@ -722,6 +722,9 @@ class Profiler:
                 str(out),
                 # BENCH_PYSPY_NATIVE=1: C frames too (sqlite3, libc), to see inside the driver
                 *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") == "1" else []),
+                # BENCH_PYSPY_GIL=1: only the thread holding the GIL, i.e. Python at work (a
+                # driver thread blocked in a C call or an idle queue is left out)
+                *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") == "1" else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cmschat.chat.rendering import ALLOWED_TAGS, find_mentions, render
+from cmschat.chat.rendering import ALLOWED_TAGS, find_mentions, render, render_unlinked
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 XSS_FILES = [pytest.param(path, id=path.name) for path in sorted(DATA.glob("xss/*.txt"))] or [
@@ -176,3 +176,21 @@ def test_find_mentions_ignores_code_emails_urls_and_bad_names() -> None:
         "\n```\n@frank\n```\n@ab @" + "a" * 33 + " @real_one"
     )
     assert find_mentions(content) == ["real_one"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "plain words",
+        "**bold** and _it_ with `code` and https://example.com/a?b=1&c=2",
+        "hi @carol and @dave, see [x](https://example.com)",
+        "```\n@alice in code\n```\nthen @Eve.",
+        "<script>alert(1)</script> & @bob@example.com",
+    ],
+)
+def test_one_pass_render_is_the_unlinked_render_and_finds_the_same_names(content: str) -> None:
+    """A send renders once unless a mention is to be linked: that HTML and those names
+    must be what the two-pass way (``find_mentions``, then ``render``) gives."""
+    html_out, names = render_unlinked(content)
+    assert html_out == render(content)
+    assert names == find_mentions(content)

@@ -61,9 +61,21 @@ def find_mentions(content: str) -> list[str]:
     return list(dict.fromkeys(renderer.mentions))
 
 
+def render_unlinked(content: str) -> tuple[str, list[str]]:
+    """One pass for the common case: the safe HTML with no mention linked, and the
+    lower-cased usernames mentioned (as ``find_mentions``). When none of them is to be
+    linked, that HTML is ``render``'s: a second pass is needed only for known mentions."""
+    renderer = _Renderer(known_users={})
+    unsafe = renderer.render(content)
+    return _clean(unsafe), list(dict.fromkeys(renderer.mentions))
+
+
 def render(content: str, *, known_users: Mapping[str, int] | None = None) -> str:
     """Render a message's content to safe HTML, linking mentions of ``known_users``."""
-    unsafe = _Renderer(known_users=known_users or {}).render(content)
+    return _clean(_Renderer(known_users=known_users or {}).render(content))
+
+
+def _clean(unsafe: str) -> str:
     return nh3.clean(
         unsafe,
         tags=ALLOWED_TAGS,

@@ -14,11 +14,13 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from cmschat.events import SESSION_EVENTS
+from cmschat.realtime import wire
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ class Envelope:
     """The JSON text frame clients receive, byte for byte."""
     user_id: int | None = None
     only_user_ids: tuple[int, ...] | None = None
+
+    @cached_property
+    def wire(self) -> bytes:
+        """The frame's bytes on the wire, built for the first socket and reused by the rest."""
+        return wire.text_frame(self.frame)
 
     def encode(self) -> str:
         """The wire form between instances: a routing header line, then the frame."""

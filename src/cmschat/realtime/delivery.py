@@ -18,7 +18,8 @@ from typing import Protocol
 from starlette.websockets import WebSocket
 
 from cmschat.events import Published
-from cmschat.realtime import protocol
+from cmschat.observability import instruments
+from cmschat.realtime import protocol, wire
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SLOW, Connection
 
@@ -58,6 +59,9 @@ class Delivery:
         self.conn = connection
         self.stored = stored
         self.write_timeout = write_timeout
+        self.write_now: wire.WriteFrame | None = websocket.scope.get(wire.SCOPE_KEY)
+        """The server protocol's direct write of a pre-built frame (``realtime/transport.py``);
+        None under another server."""
 
     async def drain(self) -> None:
         """Send what the connection's queue holds, in order, until it is empty or the
@@ -67,21 +71,28 @@ class Delivery:
                 if envelope.type == CATCH_UP:
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
-                    await self.write(envelope.frame)
+                    await self.write(envelope.frame, envelope)
                 else:
                     await self._send_sequenced(envelope)
         except ConnectionOver:
             return
 
-    async def write(self, frame: str) -> None:
+    async def write(self, frame: str, envelope: Envelope | None = None) -> None:
         """The only way out to the socket: nothing passes once the session has ended, and
         a client that takes nothing for ``write_timeout`` seconds is cut off (1013).
+
+        An envelope's frame goes straight to the transport, as the bytes built once for
+        every recipient, when the socket takes it at once; only a socket that would make
+        the write wait (or another server) takes the ASGI path with its timer.
 
         ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
         cancellation that ends this connection's tasks, leaving the close waiting forever.
         """
         if self.conn.ended:
             raise ConnectionOver
+        if envelope is not None and self.write_now is not None and self.write_now(envelope.wire):
+            instruments.frame_written(frame)
+            return
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self.ws.send_text(frame)
@@ -104,7 +115,7 @@ class Delivery:
         await self._deliver(envelope)
 
     async def _deliver(self, envelope: Envelope) -> None:
-        await self.write(envelope.frame)
+        await self.write(envelope.frame, envelope)
         assert envelope.seq is not None  # noqa: S101
         self.conn.delivered[envelope.room_id] = envelope.seq
         if envelope.type == "member.left" and envelope.user_id == self.conn.user_id:

@@ -25,8 +25,10 @@ from typing import Any
 
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto import WSConnection
+from wsproto.connection import ConnectionState
 
 from cmschat.observability import instruments as m
+from cmschat.realtime import wire
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +137,30 @@ class AbortingWSProtocol(WSProtocol):
 
     async def run_asgi(self) -> None:
         """Run the app; if it is done while the socket cannot be written, drop the socket."""
+        if not self.config.ws_per_message_deflate:
+            self.scope[wire.SCOPE_KEY] = self.write_frame  # type: ignore[literal-required]
         await super().run_asgi()
         if not self.writable.is_set():
             # Even after a close frame: closing politely waits for the client to read.
             self.transport.abort()
+
+    def write_frame(self, data: bytes) -> bool:
+        """Write a whole pre-built frame (``wire.text_frame``) if the socket takes it now;
+        False when it would have to wait or is closing (the caller then sends the ASGI way,
+        which waits, under its write time-out). Whole frames only, so they never interleave
+        with uvicorn's own pings or close frame."""
+        if (
+            self.writable.is_set()
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.response_started
+            and not self.disconnected
+            and self.conn.state is ConnectionState.OPEN
+            and not self.transport.is_closing()
+        ):
+            self.transport.write(data)
+            return True
+        return False
 
     def keepalive_timeout(self) -> None:
         """No pong in time: uvicorn closes with 1011; counted and logged as what it is."""

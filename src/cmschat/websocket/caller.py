@@ -32,7 +32,8 @@ class Caller:
 
     def as_user(self) -> User:
         """A transient ``User`` with these fields (in no session, never flushed), for the
-        services that take one and read its id and names; made per action, not kept."""
+        services that take one and read its id and names; the frame actions keep one
+        only once their connection sends (idle connections hold none)."""
         return User(
             id=self.id, username=self.username, display_name=self.display_name, role=self.role
         )

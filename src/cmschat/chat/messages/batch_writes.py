@@ -255,6 +255,7 @@ async def _store(
         session, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
     )
     views: dict[int, MessageRead] = {}
+    events = []
     for new, seq, message_id in rows:
         view = _view(new, seq, message_id, now, authors.get(new.pending.user.id))
         audit.record(
@@ -269,8 +270,9 @@ async def _store(
             },
             origin=new.pending.origin,
         )
-        queue_events(session, [message_event(EventType.message_created, seq, view)])
+        events.append(message_event(EventType.message_created, seq, view))
         views[new.index] = view
+    queue_events(session, events)
     return views
 
 

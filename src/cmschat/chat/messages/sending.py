@@ -59,15 +59,17 @@ async def render_content(
     session: AsyncSession, room_id: int, content: str
 ) -> tuple[str, list[int]]:
     """Safe HTML, and the ids of room members it mentions (others could not read it)."""
-    names = rendering.find_mentions(content)
-    known: dict[str, int] = {}
-    if names:
-        rows = await session.execute(
-            select(User.username, User.id)
-            .join(RoomMember, RoomMember.user_id == User.id)
-            .where(RoomMember.room_id == room_id, User.username.in_(names))
-        )
-        known = {username: user_id for username, user_id in rows.all()}
+    html, names = rendering.render_unlinked(content)
+    if not names:
+        return html, []
+    rows = await session.execute(
+        select(User.username, User.id)
+        .join(RoomMember, RoomMember.user_id == User.id)
+        .where(RoomMember.room_id == room_id, User.username.in_(names))
+    )
+    known = {username: user_id for username, user_id in rows.all()}
+    if not known:
+        return html, []
     return rendering.render(content, known_users=known), sorted(set(known.values()))
 
 
