@@ -24,19 +24,11 @@ ANSWER_WITHIN = 120.0
 """A worker answers each command within this (the longest phase plus its answers)."""
 
 
-NICE = -10
-"""The server's and the generator's priority: ahead of anything else on the machine (a
-shared machine's neighbours would otherwise decide the figures), when allowed to."""
-
-
 def pin(pid: int, cores: set[int]) -> None:
-    """Pin every thread of process ``pid`` to ``cores`` and raise its priority to ``NICE``
-    if this user may (threads it starts later inherit both)."""
+    """Pin every thread of process ``pid`` to ``cores`` (threads it starts later inherit)."""
     for task in [pid, *map(int, os.listdir(f"/proc/{pid}/task"))]:
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(task, cores)
-            with contextlib.suppress(PermissionError):
-                os.setpriority(os.PRIO_PROCESS, task, NICE)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from typing import Any
 
 import orjson
@@ -18,10 +17,10 @@ class HttpSender:
 
     Raw HTTP/1.1 on keep-alive sockets, one post at a time each and at most six to the
     host, as browsers do: a post due goes out on an idle socket, or a new one up to
-    ``CONNECTIONS``, or waits for the first to be free (its stamp, taken when due, counts
-    that wait). httpx queues requests
-    past its pool in a list it walks at every change: at a thousand unanswered posts its
-    event loop did nothing else.
+    ``CONNECTIONS``, or when the first is free. It is stamped (and counted as sent) when
+    written: its send -> deliver time is the server's, not this client's queue. httpx
+    queues requests past its pool in a list it walks at every change: at a thousand
+    unanswered posts its event loop did nothing else.
     """
 
     CONNECTIONS = 6
@@ -36,7 +35,8 @@ class HttpSender:
         self.token = token
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
-        self.queue: deque[tuple[str, bytes]] = deque()
+        self.due = 0
+        """Posts due while every socket was busy, not yet written."""
         self.tasks: set[asyncio.Task[None]] = set()
 
     def open(self, host: str, port: int) -> None:
@@ -64,41 +64,43 @@ class HttpSender:
             due += interval
 
     def _post(self) -> None:
+        if not self.idle and self.opened >= self.CONNECTIONS:
+            self.due += 1  # written by the first socket to be free
+            return
+        connection = self.idle.pop() if self.idle else None
+        self.opened += connection is None
+        task = asyncio.create_task(self._posting(connection))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _request(self) -> tuple[str, bytes]:
+        """The next post (client id, bytes), stamped now: as it leaves, not when it was due."""
         self.sequence += 1
+        self.tally.http_sent += 1
         client_id = f"{self.name}-h{self.sequence}"
         body = orjson.dumps(
             {"content": f"{client_id}|{time.perf_counter()}", "client_id": client_id}
         )
-        post = (client_id, self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.tally.http_sent += 1
-        if not self.idle and self.opened >= self.CONNECTIONS:
-            self.queue.append(post)
-            return
-        connection = self.idle.pop() if self.idle else None
-        self.opened += connection is None
-        task = asyncio.create_task(self._posting(connection, post))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        return client_id, self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     async def _posting(
-        self,
-        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
-        post: tuple[str, bytes],
+        self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
     ) -> None:
-        """Post on ``connection`` (or a new one), then the queued posts, then go idle."""
+        """Post on ``connection`` (or a new one) until no post is due, then go idle."""
         reader, writer = connection or await asyncio.open_connection(*self.address)
         while True:
-            writer.write(post[1])
+            client_id, request = self._request()
+            writer.write(request)
             status = int((await reader.readline()).split()[1])
             headers = {}
             while (line := await reader.readline()) != b"\r\n":
                 name, _, value = line.decode().partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = orjson.loads(await reader.readexactly(int(headers["content-length"])))
-            self._answered(post[0], status, headers, body)
-            if not self.queue:
+            self._answered(client_id, status, headers, body)
+            if not self.due:
                 break
-            post = self.queue.popleft()
+            self.due -= 1
         self.idle.append((reader, writer))
 
     def _answered(
