@@ -17,8 +17,9 @@ class HttpSender:
 
     Raw HTTP/1.1 on keep-alive sockets, one post at a time each and at most six to the
     host, as browsers do: a post due goes out on an idle socket, or a new one up to
-    ``CONNECTIONS``, or when the first is free. It is stamped (and counted as sent) when
-    written: its send -> deliver time is the server's, not this client's queue. httpx
+    ``CONNECTIONS``, or when the first is free, if that is before the phase ends. It is
+    stamped (and counted as sent) when written: its send -> deliver time is the server's,
+    not this client's queue. httpx
     queues requests past its pool in a list it walks at every change: at a thousand
     unanswered posts its event loop did nothing else.
     """
@@ -62,6 +63,9 @@ class HttpSender:
                 await asyncio.sleep(delay)
             self._post()
             due += interval
+        # Posts still waiting for a socket are dropped, not carried into the next phase
+        # (they were never written, so never counted as sent).
+        self.due = 0
 
     def _post(self) -> None:
         if not self.idle and self.opened >= self.CONNECTIONS:
