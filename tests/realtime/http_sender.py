@@ -19,9 +19,8 @@ class HttpSender:
     host, as browsers do: a post due goes out on an idle socket, or a new one up to
     ``CONNECTIONS``, or when the first is free, if that is before the phase ends. It is
     stamped (and counted as sent) when written: its send -> deliver time is the server's,
-    not this client's queue. httpx
-    queues requests past its pool in a list it walks at every change: at a thousand
-    unanswered posts its event loop did nothing else.
+    not this client's queue. httpx queues requests past its pool in a list it walks at
+    every change: at a thousand unanswered posts its event loop did nothing else.
     """
 
     CONNECTIONS = 6
