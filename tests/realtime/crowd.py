@@ -1,4 +1,4 @@
-"""Load for the overload test: WebSocket members and HTTP senders in this one event loop.
+"""Load for the overload test: WebSocket members, in one event loop (``load_worker.py``).
 
 Every send carries its ``client_id`` and the ``perf_counter`` at which it left (the content
 is ``client_id|stamp``), so one clock times send -> deliver. Each member records what its
@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -188,57 +187,6 @@ class Member:
             else:
                 self.pongs.append((sent, time.perf_counter() - sent))
             await asyncio.sleep(max(0.0, sent + PING_EVERY - time.perf_counter()))
-
-
-@dataclass
-class HttpSender:
-    """A member who also sends over HTTP (its own client ids), open loop."""
-
-    name: str
-    room: int
-    headers: dict[str, str]
-    tally: Tally
-    sequence: int = 0
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def at_rate(self, http: httpx.AsyncClient, rate: float, until: float) -> None:
-        """Fire ``rate`` posts a second without waiting for the answers, until ``until``."""
-        interval = 1 / rate
-        due = time.perf_counter() + random.random() * interval
-        while due < until:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(self._post(http))
-            self.pending.add(task)
-            task.add_done_callback(self.pending.discard)
-            due += interval
-
-    async def _post(self, http: httpx.AsyncClient) -> None:
-        self.sequence += 1
-        client_id = f"{self.name}-h{self.sequence}"
-        self.tally.http_sent += 1
-        response = await http.post(
-            f"/api/v1/rooms/{self.room}/messages",
-            headers=self.headers,
-            json={"content": f"{client_id}|{time.perf_counter()}", "client_id": client_id},
-        )
-        self.tally.http_statuses[response.status_code] += 1
-        if response.status_code == 201:
-            body = response.json()
-            self.tally.acked[client_id] = (body["room_id"], body["seq"])
-        elif not (
-            response.status_code == 503
-            and int(response.headers.get("Retry-After", "0")) >= 1
-            and response.json()["error"]["code"] == "busy"
-        ):
-            self.tally.http_bad.append(f"{response.status_code} {response.text[:200]}")
-
-    async def answered(self) -> None:
-        """Every post fired has its answer."""
-        async with asyncio.timeout(ANSWER_WITHIN):
-            while self.pending:
-                await asyncio.gather(*self.pending)
 
 
 async def all_answered(members: list[Member]) -> None:
