@@ -79,7 +79,7 @@ def is_transport(module: str) -> bool:
         }
         or parts[1].startswith("cli")
         or parts[1] in {"api", "websocket"}
-        or parts[-2] in {"api", "admin_api"}
+        or parts[-2] in {"api", "admin_api", "hot_routes"}
     )
 
 
