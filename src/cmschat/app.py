@@ -256,7 +256,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         # Committed events go to whichever broker the context holds when they are published.
         db = audited(
             Database(
-                create_engine(settings.database_url),
+                create_engine(
+                    settings.database_url,
+                    pool_size=settings.database.pool_size,
+                    pool_overflow=settings.database.pool_overflow,
+                ),
                 clock,
                 publisher=invalidating(caches, publisher_for(lambda: app.state.context.broker)),
             )

@@ -70,7 +70,7 @@ async def _migrate(settings: Settings) -> None:
 async def _prepare_first_run(settings: Settings, workers: int) -> str | None:
     async with open_database(settings, migrate=True) as db:
         if workers > 1:
-            await warn_if_over_budget(db.engine, workers)
+            await warn_if_over_budget(db.engine, workers, settings.database)
         async with db.unit_of_work(SYSTEM_SETUP) as session:
             return await accounts.ensure_first_admin(
                 session, bcrypt_rounds=settings.auth.bcrypt_rounds, clock=db.clock

@@ -63,7 +63,11 @@ async def open_database(
     Units of work are the command's to open, each with its own actor; they keep the audit
     trail.
     """
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database.pool_size,
+        pool_overflow=settings.database.pool_overflow,
+    )
     try:
         if migrate:
             await run_migrations(engine)

@@ -29,10 +29,9 @@ from prometheus_client import multiprocess
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE
 from cmschat.errors import CmschatError
 from cmschat.observability.metrics import MULTIPROCESS_ENV
-from cmschat.settings import Settings
+from cmschat.settings import DatabaseSettings, Settings
 
 log = logging.getLogger("cmschat.workers")
 
@@ -63,9 +62,9 @@ CONNECTION_MARGIN = 10
 replication, an operator's client."""
 
 
-async def connection_budget(engine: AsyncEngine, count: int) -> str | None:
-    """A one-line warning when ``count`` workers' full pools would not fit the database's
-    connection limit (None: they fit, or the database is SQLite)."""
+async def connection_budget(engine: AsyncEngine, count: int, pool: DatabaseSettings) -> str | None:
+    """A one-line warning when ``count`` workers' full pools (sized by ``pool``) would not
+    fit the database's connection limit (None: they fit, or the database is SQLite)."""
     if engine.dialect.name == "sqlite":
         return None
     async with engine.connect() as connection:
@@ -74,26 +73,27 @@ async def connection_budget(engine: AsyncEngine, count: int) -> str | None:
         ).one()
     limits = [int(value) for value in row if value]  # max_user_connections 0: no limit
     limit = min(limits)
-    per_worker = POOL_SIZE + POOL_OVERFLOW
+    per_worker = pool.per_process
     if count * per_worker <= limit - CONNECTION_MARGIN:
         return None
     return (
-        f"--workers {count} x {per_worker} database connections each (pool {POOL_SIZE} + "
-        f"overflow {POOL_OVERFLOW}) = {count * per_worker} exceed MariaDB's connection limit "
+        f"--workers {count} x {per_worker} database connections each (pool {pool.pool_size} + "
+        f"overflow {pool.pool_overflow}) = {count * per_worker} exceed MariaDB's connection limit "
         f"{limit} minus {CONNECTION_MARGIN} kept for commands and tools: under load requests "
-        "would fail with 'Too many connections'; raise max_connections or lower --workers "
-        "(CMSCHAT_WORKERS), and count the other instances on this database too"
+        "would fail with 'Too many connections'; raise max_connections, lower --workers "
+        "(CMSCHAT_WORKERS) or the pool (CMSCHAT_DATABASE__POOL_SIZE, __POOL_OVERFLOW), "
+        "and count the other instances on this database too"
     )
 
 
-async def warn_if_over_budget(engine: AsyncEngine, count: int) -> None:
+async def warn_if_over_budget(engine: AsyncEngine, count: int, pool: DatabaseSettings) -> None:
     """Log the connection budget's warning, if any, before the workers start.
 
     A warning, not a refusal: pools open connections only as load needs them, this check
     cannot see the other instances sharing the limit, and refusing would turn a bigger
     machine under ``--workers auto`` into an outage at deploy time.
     """
-    warning = await connection_budget(engine, count)
+    warning = await connection_budget(engine, count, pool)
     if warning is not None:
         log.warning(warning)
 

@@ -60,6 +60,20 @@ class LogFormat(StrEnum):
     auto = "auto"
 
 
+class DatabaseSettings(BaseModel):
+    """The connection pool each process (each worker of ``serve``) keeps to MariaDB."""
+
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    """Connections a process keeps open once load has opened them."""
+    pool_overflow: int = Field(default=20, ge=0, le=1000)
+    """Extra connections a process opens under a burst, closed again when returned."""
+
+    @property
+    def per_process(self) -> int:
+        """The most connections one process may hold at once."""
+        return self.pool_size + self.pool_overflow
+
+
 class AuthSettings(BaseModel):
     """Passwords, tokens and login throttling."""
 
@@ -297,6 +311,7 @@ class Settings(BaseSettings):
     so a load balancer stops sending writes before the disk is full."""
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.auto
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 
+from cmschat.cli_support import open_database
 from cmschat.cli_workers import (
     CONNECTION_MARGIN,
     Supervisor,
@@ -27,7 +28,7 @@ from cmschat.cli_workers import (
     resolve_workers,
 )
 from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE, create_engine
-from cmschat.settings import load_settings
+from cmschat.settings import DatabaseSettings, load_settings
 from tests import support
 from tests.cli.test_cli import FAST, assert_one_line_error
 from tests.processes import clean_env, cmschat, running_server
@@ -192,15 +193,20 @@ async def test_workers_whose_pools_exceed_max_connections_get_a_one_line_warning
         async with engine.connect() as connection:
             limit = int(await connection.scalar(text("SELECT @@max_connections")) or 0)
         fits = (limit - CONNECTION_MARGIN) // (POOL_SIZE + POOL_OVERFLOW)
-        assert await connection_budget(engine, fits) is None
-        warning = await connection_budget(engine, fits + 1)
+        assert await connection_budget(engine, fits, DatabaseSettings()) is None
+        warning = await connection_budget(engine, fits + 1, DatabaseSettings())
+        # A smaller pool set by the operator lets more workers fit, and is what is named.
+        small = DatabaseSettings(pool_size=2, pool_overflow=1)
+        assert await connection_budget(engine, (limit - CONNECTION_MARGIN) // 3, small) is None
+        over = await connection_budget(engine, (limit - CONNECTION_MARGIN) // 3 + 1, small)
     finally:
         await engine.dispose()
-    assert warning is not None
+    assert warning is not None and over is not None
     assert "\n" not in warning
+    assert "x 3 database connections each (pool 2 + overflow 1)" in over
     assert f"--workers {fits + 1} x {POOL_SIZE + POOL_OVERFLOW} database connections" in warning
     assert f"connection limit {limit}" in warning
-    assert "raise max_connections or lower --workers (CMSCHAT_WORKERS)" in warning
+    assert "raise max_connections, lower --workers (CMSCHAT_WORKERS) or the pool" in warning
 
 
 def test_a_stopping_supervisor_stops_listening_at_once() -> None:
@@ -214,3 +220,19 @@ def test_a_stopping_supervisor_stops_listening_at_once() -> None:
     Supervisor(count=0, host="127.0.0.1", port=port, listener=listener, grace=1).stop_all()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def test_the_pool_is_sized_by_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    support.mariadb_available()
+    monkeypatch.setenv("CMSCHAT_DATABASE__POOL_SIZE", "4")
+    monkeypatch.setenv("CMSCHAT_DATABASE__POOL_OVERFLOW", "7")
+    settings = load_settings(
+        environment="test", database_url=support.MARIADB_SERVER, data_dir=tmp_path
+    )
+    assert (settings.database.pool_size, settings.database.pool_overflow) == (4, 7)
+    async with open_database(settings) as db:
+        pool = db.engine.pool
+        assert pool.size() == 4  # type: ignore[attr-defined]
+        assert pool._max_overflow == 7  # type: ignore[attr-defined]

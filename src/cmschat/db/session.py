@@ -83,15 +83,23 @@ def _prepare_sqlite(engine: AsyncEngine, *, write_lock_timeout: float) -> None:
 
 
 POOL_SIZE = 10
-"""Connections a process keeps open to MariaDB once load has opened them."""
+"""The default of ``CMSCHAT_DATABASE__POOL_SIZE`` (for engines of one-off tools too)."""
 POOL_OVERFLOW = 20
-"""Extra connections a process opens under a burst, closed again when returned."""
+"""The default of ``CMSCHAT_DATABASE__POOL_OVERFLOW``."""
 
 
 def create_engine(
-    database_url: str, *, echo: bool = False, write_lock_timeout: float = WRITE_LOCK_TIMEOUT
+    database_url: str,
+    *,
+    echo: bool = False,
+    write_lock_timeout: float = WRITE_LOCK_TIMEOUT,
+    pool_size: int = POOL_SIZE,
+    pool_overflow: int = POOL_OVERFLOW,
 ) -> AsyncEngine:
-    """An async engine for SQLite (embedded default) or MariaDB (production)."""
+    """An async engine for SQLite (embedded default) or MariaDB (production).
+
+    ``pool_size`` and ``pool_overflow`` size MariaDB's pool (SQLite has one of its own).
+    """
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, echo=echo, module=one_trip_dbapi())
         _prepare_sqlite(engine, write_lock_timeout=write_lock_timeout)
@@ -108,8 +116,8 @@ def create_engine(
         isolation_level="READ COMMITTED",
         pool_pre_ping=True,
         pool_recycle=3600,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
     )
 
 
