@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat import jsonbytes
+from cmschat.accounts.models import User
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, reads_only
 from cmschat.api.errors import (
     ROOM_BODY_ERRORS,
@@ -38,6 +40,7 @@ from cmschat.chat.schemas import (
     RoomUpdate,
     UserBrief,
 )
+from cmschat.context import AppContext
 
 router = APIRouter(tags=["chat"])
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
@@ -171,6 +174,18 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE)] = 50,
 ) -> Response:
     """Messages newest first; page back with ``before``, forward with ``after``."""
+    return await history_page(session, user, context, room_id, (before, after, limit))
+
+
+async def history_page(
+    session: AsyncSession,
+    user: User,
+    context: AppContext,
+    room_id: int,
+    page: tuple[int | None, int | None, int],
+) -> Response:
+    """One page of ``(before, after, limit)``, as this route and the hot route answer it."""
+    before, after, limit = page
     items, next_cursor = await reads.history(
         session,
         user=user,

@@ -32,7 +32,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cmschat import jsonbytes
 from cmschat.accounts.models import User
 from cmschat.api.deps import get_current_user, get_signed_in, reads_only_unit
 from cmschat.api.responses import JSONBytes
@@ -109,18 +108,8 @@ async def signed_in(
 
 async def history(request: Request, context: AppContext, room_id: int, page: Page) -> Response:
     """``chat_api.history``'s work."""
-    before, after, limit = page
     async with signed_in(request, context) as (session, user):
-        items, next_cursor = await reads.history(
-            session,
-            user=user,
-            room_id=room_id,
-            before=before,
-            after=after,
-            limit=limit,
-            caches=context.caches,
-        )
-    return JSONBytes(jsonbytes.dumps({"items": items, "next_cursor": next_cursor}))
+        return await chat_api.history_page(session, user, context, room_id, page)
 
 
 async def send_message(
