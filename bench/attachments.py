@@ -638,11 +638,7 @@ def print_report(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--size-mib", type=int, default=100, help="file size, MiB")
     parser.add_argument("--runs", type=int, default=3, help="upload + download runs")
     parser.add_argument("--storage", choices=("local", "s3"), default="local")
@@ -661,8 +657,7 @@ def main() -> None:
     )
     parser.add_argument("--profile-phase", choices=("upload", "download"), default="upload")
     parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if not 1 <= args.size_mib <= 4096 or not 1 <= args.runs <= 20:
         parser.error("--size-mib in 1..4096, --runs in 1..20")

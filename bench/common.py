@@ -98,6 +98,30 @@ def latency_before_and_during(
     }
 
 
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """A tool's parser: its docstring's first paragraph says what it does, the rest how."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split("\n\n", 1)[1],
+    )
+
+
+def add_profile_options(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--profile SECONDS`` (py-spy records ``what``) and ``--profile-dir``."""
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="SECONDS", help=f"py-spy record {what}"
+    )
+    parser.add_argument("--profile-dir", default=PROFILE_DIR)
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, keep: bool = True) -> None:
+    """``--json PATH`` and, for tools that run servers in a temp dir, ``--keep``."""
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    if keep:
+        parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+
+
 def add_server_option(parser: argparse.ArgumentParser) -> None:
     """``--server``: which server runs the app (compare them on the same benchmark)."""
     parser.add_argument(

@@ -245,11 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages to seed")
     common.add_server_option(parser)
     common.add_workers_option(parser)
@@ -264,16 +260,8 @@ def main() -> None:
         help="share of requests with a random before cursor (0..1)",
     )
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="py-spy record the server for SECONDS of the measured window",
-    )
-    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_profile_options(parser, what="the server for SECONDS of the measured window")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if not 0 < args.duration <= 240 or not 0 < args.messages <= 5_000_000:
         parser.error("--duration in (0, 240], --messages in 1..5,000,000")

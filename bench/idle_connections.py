@@ -288,11 +288,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--connections", type=int, default=10_000, help="K idle connections")
     common.add_server_option(parser)
     parser.add_argument("--users", type=int, default=1000, help="accounts the connections use")
@@ -310,8 +306,7 @@ def main() -> None:
     parser.add_argument(
         "--time-limit", type=float, default=900, help="seconds before the run is given up"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if args.tracemalloc:
         args.tracemalloc = str(Path(args.tracemalloc).resolve())

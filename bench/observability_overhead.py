@@ -157,6 +157,35 @@ async def prepare(settings: Settings) -> None:
     await engine.dispose()
 
 
+async def time_actions(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    requests: int,
+    probe: Callgrind | None,
+    variant: str,
+) -> dict[str, float]:
+    """CPU microseconds per request of each action; counted by ``probe`` when given."""
+    results = {}
+    for action in ACTIONS:
+        if probe:
+            probe.start()
+        started = time.process_time()
+        for n in range(requests):
+            if action == "healthz":
+                response = await http.get("/healthz")
+            elif action == "history":
+                response = await http.get(url, params={"limit": 50}, headers=headers)
+            else:
+                response = await http.post(url, json={"content": f"m{n}"}, headers=headers)
+            if response.status_code >= 300:
+                raise RuntimeError(response.text)
+        results[action] = (time.process_time() - started) / requests * 1e6
+        if probe:
+            probe.stop(f"{variant}.{action}")
+    return results
+
+
 async def measure(
     variant: str, settings: Settings, requests: int, probe: Callgrind | None = None
 ) -> dict[str, float]:
@@ -205,26 +234,7 @@ async def measure(
                 url = f"/api/v1/rooms/{room}/messages"
                 for n in range(60):
                     await http.post(url, json={"content": f"seed {n}"}, headers=headers)
-                results = {}
-                for action in ACTIONS:
-                    if probe:
-                        probe.start()
-                    started = time.process_time()
-                    for n in range(requests):
-                        if action == "healthz":
-                            response = await http.get("/healthz")
-                        elif action == "history":
-                            response = await http.get(url, params={"limit": 50}, headers=headers)
-                        else:
-                            response = await http.post(
-                                url, json={"content": f"m{n}"}, headers=headers
-                            )
-                        if response.status_code >= 300:
-                            raise RuntimeError(response.text)
-                    results[action] = (time.process_time() - started) / requests * 1e6
-                    if probe:
-                        probe.stop(f"{variant}.{action}")
-                return results
+                return await time_actions(http, url, headers, requests, probe, variant)
     finally:
         app_module.instrument_engine = original_hook
         tracing.otlp_processor = original_processor
@@ -248,23 +258,8 @@ async def measure_floor(requests: int, probe: Callgrind | None = None) -> dict[s
     transport = httpx.ASGITransport(app=floor_app)
     headers = {"Authorization": "Bearer floor"}
     url = "/api/v1/rooms/1/messages"
-    results = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-        for action in ACTIONS:
-            if probe:
-                probe.start()
-            started = time.process_time()
-            for n in range(requests):
-                if action == "healthz":
-                    await http.get("/healthz")
-                elif action == "history":
-                    await http.get(url, params={"limit": 50}, headers=headers)
-                else:
-                    await http.post(url, json={"content": f"m{n}"}, headers=headers)
-            results[action] = (time.process_time() - started) / requests * 1e6
-            if probe:
-                probe.stop(f"floor.{action}")
-    return results
+        return await time_actions(http, url, headers, requests, probe, "floor")
 
 
 def quiet_logging() -> None:

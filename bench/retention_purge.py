@@ -152,17 +152,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--pause-ms", type=int, default=50, help="pause between batches")
     parser.add_argument("--baseline", type=float, default=10, help="seconds of sends before")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    common.add_output_options(parser, keep=False)
     args = parser.parse_args()
     result = asyncio.run(run(args))
     common.print_table(result.items())

@@ -144,11 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--senders", type=int, default=64, help="concurrent senders (users)")
     common.add_server_option(parser)
     common.add_workers_option(parser)
@@ -157,16 +153,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--size", type=int, default=80, help="approximate content length")
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="py-spy record the server for SECONDS of the measured window",
-    )
-    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_profile_options(parser, what="the server for SECONDS of the measured window")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if not 0 < args.duration <= 240 or not 0 < args.senders <= 1000:
         parser.error("--duration in (0, 240], --senders in 1..1000")

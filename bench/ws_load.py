@@ -383,11 +383,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument(
         "--clients", type=int, default=1000, help="WebSocket clients (default 1000)"
     )
@@ -405,16 +401,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --servers 2")
     common.add_server_option(parser)
     parser.add_argument("--connect-concurrency", type=int, default=100)
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="py-spy record each server for SECONDS of the measured window",
-    )
-    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_profile_options(parser, what="each server for SECONDS of the measured window")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if not 0 < args.duration <= 240 or args.clients > 15_000 or args.rate <= 0:
         parser.error("--duration must be in (0, 240], --clients <= 15000, --rate > 0")

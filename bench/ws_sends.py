@@ -388,11 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = common.bench_parser(__doc__)
     parser.add_argument("--senders", type=int, default=200, help="connections (one user each)")
     parser.add_argument("--rooms", type=int, default=20, help="rooms; senders/rooms members each")
     parser.add_argument("--in-flight", type=int, default=8, help="sends outstanding per connection")
@@ -404,16 +400,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--drain", type=float, default=30, help="max seconds to wait for acks")
     parser.add_argument("--size", type=int, default=80, help="approximate content length")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="py-spy record the server (its last worker) for SECONDS of the measured window",
+    common.add_profile_options(
+        parser, what="the server (its last worker) for SECONDS of the measured window"
     )
-    parser.add_argument("--profile-dir", default=common.PROFILE_DIR)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    common.add_output_options(parser)
     args = parser.parse_args()
     if not 0 < args.duration <= 240 or not 0 < args.senders <= 5000 or args.procs < 1:
         parser.error("--duration in (0, 240], --senders in 1..5000, --procs >= 1")
