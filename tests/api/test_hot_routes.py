@@ -8,6 +8,7 @@ taken out of the routing table (so FastAPI's route in ``chat/api.py`` answers).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -160,3 +161,28 @@ async def test_sends_answer_as_the_declared_route(
     )
     assert shown(answered) == shown(declared) and served == []
     assert context.admission.in_flight == 0
+
+
+async def test_hot_route_serves_40_at_once_refuses_a_huge_body_and_a_revoked_token(
+    client: httpx.AsyncClient, alice: NamedUser, bob: NamedUser, served: list[str]
+) -> None:
+    a = await alice.login(client)
+    b = await bob.login(client)
+    room_id = await group(client, a, bob)
+    url = f"{ROOMS}/{room_id}/messages"
+    await send(client, a, room_id, "before")
+    pages = await asyncio.gather(*(client.get(url, headers=a) for _ in range(40)))
+    assert [page.status_code for page in pages] == [200] * 40
+    assert served.count("GET") == 40
+    huge = b'{"content": "' + b"x" * 10_000_000 + b'"}'
+    refused = await client.post(
+        url, headers={**a, "Content-Type": "application/json"}, content=huge
+    )
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "too_large"
+    assert (await client.post("/api/v1/auth/logout", headers=a)).status_code in (200, 204)
+    served.clear()
+    assert (await client.get(url, headers=a)).status_code == 401
+    assert (await client.post(url, headers=a, json={"content": "after"})).status_code == 401
+    assert served == ["GET", "POST"]
+    contents = [m["content"] for m in (await client.get(url, headers=b)).json()["items"]]
+    assert contents == ["before"]
