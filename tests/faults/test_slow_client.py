@@ -37,9 +37,13 @@ async def test_a_client_that_stops_reading_is_cut_off_and_forgotten(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with serve_app(
-        settings, clock, send_queue_size=10, write_timeout_seconds=WRITE_TIMEOUT
-    ) as (live, http):
+    async with (
+        serve_app(settings, clock, send_queue_size=10, write_timeout_seconds=WRITE_TIMEOUT) as (
+            live,
+            http,
+        ),
+        contextlib.AsyncExitStack() as closing,
+    ):
         alice_headers = await alice.login(http)
         bob_headers = await bob.login(http)
         made = await http.post(
@@ -53,10 +57,14 @@ async def test_a_client_that_stops_reading_is_cut_off_and_forgotten(
 
         # Bob's client: a tiny receive buffer, and it never reads after "ready".
         address = urlparse(live.ws)
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw = closing.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect((address.hostname, address.port))
-        stalled = await connect(live.ws, sock=raw, max_queue=1, open_timeout=10)
+        # No client-side keep-alive: a client that reads nothing never sees its pongs, and
+        # the library would close with 1011 after ping_interval + ping_timeout (40 s),
+        # which a loaded machine reaches before the server's cut-off.
+        stalled = await connect(live.ws, sock=raw, max_queue=1, open_timeout=10, ping_interval=None)
+        closing.push_async_callback(stalled.close)
         await stalled.send(json.dumps({"type": "auth", "token": token_of(bob_headers)}))
         assert json.loads(await stalled.recv())["type"] == "ready"
         assert hub.connections_of(bob.id)
