@@ -20,7 +20,7 @@ from cmschat.backup.service import Toolkit
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.session import Database
 from cmschat.errors import CmschatError
-from cmschat.jobs.lease import Lease, Turn, holder_name
+from cmschat.jobs.lease import Lease, Turn
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ class SlotJob:
         self.clock = kit.clock
         self.name = name
         self.lease = Lease(
-            db,
-            name=name,
-            holder=holder or holder_name(),
-            clock=kit.clock,
-            ttl=LEASE_TTL,
-            actor=SYSTEM_BACKUP,
+            db, name=name, clock=kit.clock, ttl=LEASE_TTL, actor=SYSTEM_BACKUP, holder=holder
         )
 
     async def tick(self) -> bool:

@@ -65,11 +65,18 @@ class Lease:
     """One job's lease as seen by one instance."""
 
     def __init__(
-        self, db: Database, *, name: str, holder: str, clock: Clock, ttl: timedelta, actor: str
+        self,
+        db: Database,
+        *,
+        name: str,
+        clock: Clock,
+        ttl: timedelta,
+        actor: str,
+        holder: str | None = None,
     ) -> None:
         self.db = db
         self.name = name
-        self.holder = holder
+        self.holder = holder or holder_name()
         self.clock = clock
         self.ttl = ttl
         self.actor = actor

@@ -14,7 +14,7 @@ from cmschat.attachments.erasure import Eraser
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
-from cmschat.jobs.lease import Lease, Skipped, Turn, due, holder_name
+from cmschat.jobs.lease import Lease, Skipped, Turn, due
 from cmschat.jobs.scheduler import JobBusy, last_slot
 from cmschat.observability import instruments
 from cmschat.retention.purge import Report, run_purge
@@ -42,13 +42,9 @@ class RetentionJob:
         self.clock = clock
         self.settings = settings
         self.eraser = eraser
+        ttl = timedelta(seconds=settings.lease_seconds)
         self.lease = Lease(
-            db,
-            name=RETENTION_JOB,
-            holder=holder or holder_name(),
-            clock=clock,
-            ttl=timedelta(seconds=settings.lease_seconds),
-            actor=SYSTEM_RETENTION,
+            db, name=RETENTION_JOB, clock=clock, ttl=ttl, actor=SYSTEM_RETENTION, holder=holder
         )
 
     def _slot(self) -> datetime:
