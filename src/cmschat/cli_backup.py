@@ -163,6 +163,23 @@ def backup_restore(
     )
 
 
+@backup_app.command("finish-restore")
+@operator_errors
+def backup_finish_restore(
+    directory: Annotated[Path, typer.Argument(help="the directory `backup restore` prepared")],
+) -> None:
+    """After the copy-back of a physical backup: replay its logs, migrate, audit the restore."""
+    from cmschat.backup.physical_backup import finish_restore
+
+    kit = _toolkit(load_settings())
+    changes = run(finish_restore(kit=kit, directory=directory))
+    reached = changes["reached"]
+    typer.echo(
+        f"cmschat: restored backup {reached['backup']} up to "
+        f"{reached['until'] or reached['binlog']} and recorded it in the audit trail"
+    )
+
+
 def _moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)

@@ -56,6 +56,10 @@ def test_backup_commands_on_the_embedded_default(tmp_path: Path) -> None:
     assert_one_line_error(
         cmschat(tmp_path, "backup", "restore", backup_id, env=env), "not empty", "--force"
     )
+    assert_one_line_error(
+        cmschat(tmp_path, "backup", "finish-restore", str(tmp_path / "nowhere"), env=env),
+        "holds no prepared restore",
+    )
     restored = cmschat(tmp_path, "backup", "restore", backup_id, "--force", env=env)
     assert restored.returncode == 0, restored.stderr
     assert_one_line_error(

@@ -88,7 +88,7 @@ def extract(
 class Cut:
     """Passes SQL text through, stopping before the first transaction after ``until``."""
 
-    def __init__(self, target: IO[bytes] | RewriteDb | _SwapFinder, until: datetime | None) -> None:
+    def __init__(self, target: IO[bytes] | RewriteDb | _Tee, until: datetime | None) -> None:
         self.target = target
         self.until = until
         self.tail = b""
@@ -136,52 +136,57 @@ class _SwapFinder:
         return len(data)
 
 
-def holds_restore(
+class _Tee:
+    """Writes the (whole-line) text to a file and to a ``_SwapFinder``."""
+
+    def __init__(self, file: IO[bytes], finder: _SwapFinder) -> None:
+        self.file = file
+        self.finder = finder
+
+    def write(self, data: Any) -> int:
+        self.finder.write(data)
+        return self.file.write(data)
+
+
+def decrypt(
     source: Path,
     identity: pyrage.x25519.Identity,
     expected: Sealed,
     *,
     until: datetime | None,
-) -> bool:
-    """Check the artifact's checksums; True if it holds a restore (up to ``until``).
+    into: Path,
+) -> tuple[bool, bool]:
+    """Decrypt the artifact once into ``into``, plain SQL cut at ``until``; checks it too.
 
-    A restore logs DROP TABLE of every table and RENAME TABLE from its scratch database,
-    gone since: replayed, the tables are dropped and the rename fails. Only a cmschat
-    that did not start a new chain after a restore made such an incremental.
+    Returns (cut, holds a restore). ``into`` must be in a private directory: it is the
+    database's content. A restore logs DROP TABLE of every table and RENAME TABLE from
+    its scratch database, gone since: replayed, the tables are dropped and the rename
+    fails. Only a cmschat that did not start a new chain after a restore made such an
+    incremental.
     """
     finder = _SwapFinder()
-    cut = Cut(finder, until)
-    with source.open("rb") as reader:
+    with source.open("rb") as reader, into.open("xb") as writer:
+        cut = Cut(_Tee(writer, finder), until)
         open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
-    cut.close()
-    return finder.found
+        cut.close()
+    return cut.cut, finder.found
 
 
-def replay(
-    engine: MariadbEngine,
-    source: Path,
-    identity: pyrage.x25519.Identity,
-    expected: Sealed,
-    *,
-    until: datetime | None,
-    made_on: str | None = None,
-) -> bool:
-    """Redo the artifact's transactions (up to ``until``); True if it stopped early.
+def replay_plain(engine: MariadbEngine, source: Path, *, made_on: str | None = None) -> None:
+    """Redo the transactions of a log ``decrypt`` wrote (already cut).
 
     ``made_on``: the database the log was made from, when ``engine``'s has another name
     (a drill's scratch copy): every event is renamed on its way to the client.
     """
     errors = source.with_suffix(".err")
-    cuts: list[Cut] = []
 
     def feed(stdin: IO[bytes]) -> None:
         rename = None
         if made_on is not None and made_on != engine.database:
             rename = RewriteDb(stdin, made_on, engine.database)
-        cuts.append(cut := Cut(rename or stdin, until))
         with source.open("rb") as reader:
-            open_sealed(reader, cut, identity, name=ARTIFACT, expected=expected)
-        cut.close()
+            while chunk := reader.read(1 << 20):
+                (rename or stdin).write(chunk)
         if rename is not None:
             rename.close()
 
@@ -189,4 +194,3 @@ def replay(
         code = feed_client(["mariadb", defaults, engine.database], errors, feed)
     if code != 0:
         raise CmschatError(f"restore: replaying the binary log: {last_line(errors.read_text())}")
-    return cuts[0].cut

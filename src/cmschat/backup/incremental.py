@@ -7,6 +7,7 @@ replays the incrementals in order, stopping before the first transaction after T
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -186,80 +187,82 @@ async def replay_chain(
     chain: list[Manifest],
     until: datetime | None,
     into: tuple[MariadbEngine, Storage] | None = None,
+    fetched: list[Path] | None = None,
 ) -> int:
     """After the full backup is restored: the incrementals' files and transactions.
 
-    Every artifact is checked before the first transaction is replayed, so damage found
-    late cannot leave a half-replayed database. Returns the files restored. ``into``:
-    a drill's database and store instead of the configured ones; the log's events are
-    renamed to the scratch database on their way to it.
+    Every log is checked before the first transaction is replayed, so damage found late
+    cannot leave a half-replayed database. Returns the files restored. ``into``: a
+    drill's database and store instead of the configured ones; the log's events are
+    renamed to the scratch database on their way to it. ``fetched``: what
+    ``fetch_checked`` already wrote (a restore checks before touching the database).
     """
     engine, storage = into or (kit.engine, kit.storage)
     assert isinstance(engine, MariadbEngine)  # noqa: S101 - chains exist on MariaDB only
     check_target(chain, kit.engine)
     identity = await in_thread(restore_identity, kit.settings)
     files = 0
-    with staging(kit.settings) as scratch:
-        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
-        for manifest in chain:
-            folder = scratch / manifest.id
+    with contextlib.ExitStack() as stack:
+        if fetched is None:
+            scratch = stack.enter_context(staging(kit.settings))
+            fetched = await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
+        # Shorter than the chain when a log was cut at ``until``: the rest is after it.
+        for manifest, plain in zip(chain, fetched, strict=False):
             archive = manifest.artifact(FILES_ARTIFACT)
             if archive is not None and manifest.files:
                 files += await unpack_files(
-                    folder / FILES_ARTIFACT,
-                    folder,
+                    plain.parent / FILES_ARTIFACT,
+                    plain.parent,
                     storage,
                     identity,
                     expected=archive.sealed(),
                     entries=manifest.files,
                 )
-            log_artifact = manifest.artifact(binlog.ARTIFACT)
-            assert log_artifact is not None  # noqa: S101
-            step = partial(
-                binlog.replay,
-                engine,
-                folder / binlog.ARTIFACT,
-                identity,
-                log_artifact.sealed(),
-                until=until,
-                made_on=(manifest.binlog or {}).get("database"),
-            )
-            if await in_thread(step):
-                break
+            made_on = (manifest.binlog or {}).get("database")
+            await in_thread(partial(binlog.replay_plain, engine, plain, made_on=made_on))
     return files
+
+
+def restore_inside(manifest: Manifest) -> Invalid:
+    """The refusal of an incremental whose log holds a restore (``binlog.decrypt``)."""
+    return Invalid(
+        f"incremental backup {manifest.id} holds a restore of the live database, "
+        "which its log cannot replay: restore with --until a time before that "
+        "restore, or restore a backup made after it"
+    )
 
 
 async def fetch_checked(
     *, kit: Toolkit, chain: list[Manifest], until: datetime | None, into: Path
-) -> None:
-    """Download each incremental into ``into/ID/`` and check its log, replaying nothing.
+) -> list[Path]:
+    """Download each incremental into ``into/ID/`` and decrypt its log there, once.
 
-    Invalid if a log holds a restore (up to ``until``): replayed, it would drop every
-    table and stop (``binlog.holds_restore``).
+    ``into`` is private (``staging``): the plain logs are the database's content. Returns
+    the plain logs to replay, in order, up to the one cut at ``until``. Invalid if a log
+    holds a restore (up to ``until``): replayed, it would drop every table and stop
+    (``binlog.decrypt``).
     """
     identity = await in_thread(restore_identity, kit.settings)
+    plain = []
     for manifest in chain:
         folder = into / manifest.id
         folder.mkdir()
         await fetch(kit=kit, manifest=manifest, into=folder)
         log_artifact = manifest.artifact(binlog.ARTIFACT)
         assert log_artifact is not None  # noqa: S101 - written by make_incremental
+        written = folder / "binlog.sql"
         check = partial(
-            binlog.holds_restore,
+            binlog.decrypt,
             folder / binlog.ARTIFACT,
             identity,
             log_artifact.sealed(),
             until=until,
+            into=written,
         )
-        if await in_thread(check):
-            raise Invalid(
-                f"incremental backup {manifest.id} holds a restore of the live database, "
-                "which its log cannot replay: restore with --until a time before that "
-                "restore, or restore a backup made after it"
-            )
-
-
-async def check_chain(*, kit: Toolkit, chain: list[Manifest], until: datetime | None) -> None:
-    """Check a chain's incrementals before a restore touches the live database."""
-    with staging(kit.settings) as scratch:
-        await fetch_checked(kit=kit, chain=chain, until=until, into=scratch)
+        cut, holds_restore = await in_thread(check)
+        if holds_restore:
+            raise restore_inside(manifest)
+        plain.append(written)
+        if cut:
+            break
+    return plain

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import partial
@@ -12,17 +15,16 @@ from typing import Any
 from cmschat.attachments.storage import Storage
 from cmschat.attachments.storage.base import in_thread
 from cmschat.backup import binlog
-from cmschat.backup.binlog import Cut
-from cmschat.backup.crypto import Sealed, open_sealed
+from cmschat.backup.crypto import Sealed
 from cmschat.backup.engines import Engine, Facts
 from cmschat.backup.files import ARTIFACT as FILES_ARTIFACT
 from cmschat.backup.files import unpack_files
-from cmschat.backup.incremental import replay_chain, snapshot_facts
+from cmschat.backup.incremental import replay_chain, restore_inside, snapshot_facts
 from cmschat.backup.keys import restore_identity
 from cmschat.backup.manifest import Manifest
 from cmschat.backup.mariadb import MariadbEngine
 from cmschat.backup.physical import ARTIFACT, PhysicalEngine, scratch_server, unpack
-from cmschat.backup.restore import check_revision
+from cmschat.backup.restore import check_revision, reached, record_restore
 from cmschat.backup.service import Toolkit, fetch, staging
 from cmschat.db.session import Database
 from cmschat.errors import CmschatError, Conflict, Invalid
@@ -79,8 +81,10 @@ async def drilled(
     try:
         url = await in_thread(stack.enter_context, scratch_server(data, kit.engine.url))
         engine = MariadbEngine(url)
-        step = partial(binlog.replay, engine, folder / binlog.ARTIFACT, identity, log.sealed())
-        await in_thread(partial(step, until=None))
+        plain = folder / "binlog.sql"  # in the caller's private scratch directory
+        decrypt = partial(binlog.decrypt, folder / binlog.ARTIFACT, identity, log.sealed())
+        await in_thread(partial(decrypt, until=None, into=plain))
+        await in_thread(binlog.replay_plain, engine, plain)
         if len(chain) > 1:
             files += await replay_chain(kit=kit, chain=chain[1:], until=None, into=(engine, store))
         yield engine, files
@@ -88,15 +92,39 @@ async def drilled(
         await in_thread(stack.close)
 
 
-def _write_log(
-    source: Path, identity: Any, expected: Sealed, until: datetime | None, into: Path
-) -> bool:
-    """Decrypt one stored log into a replayable SQL file (cut at ``until``); True if cut."""
-    with source.open("rb") as reader, into.open("xb") as writer:
-        cut = Cut(writer, until)
-        open_sealed(reader, cut, identity, name=binlog.ARTIFACT, expected=expected)
-        cut.close()
-    return cut.cut
+STATE = "restore.json"
+"""In a prepared restore's directory: what ``finish_restore`` replays and records."""
+FINISHED = "finished"
+
+
+async def _write_logs(
+    *, kit: Toolkit, chain: list[Manifest], until: datetime | None, scratch: Path, into: Path
+) -> list[Path]:
+    """Fetch the chain into ``scratch`` and decrypt each log, once, into ``into``.
+
+    Checked on the way (``binlog.decrypt``), before anything is restored; stops after
+    the log cut at ``until``.
+    """
+    identity = await in_thread(restore_identity, kit.settings)
+    logs: list[Path] = []
+    for number, manifest in enumerate(chain):
+        folder = scratch / manifest.id
+        folder.mkdir()
+        await fetch(kit=kit, manifest=manifest, into=folder)
+        archive, log = manifest.artifact(FILES_ARTIFACT), manifest.artifact(binlog.ARTIFACT)
+        if archive is None or log is None:
+            raise Invalid(f"backup {manifest.id} lacks the artifacts a restore needs")
+        written = into / f"{number:02d}-{manifest.id}.sql"
+        step = partial(
+            binlog.decrypt, folder / log.name, identity, log.sealed(), until=until, into=written
+        )
+        cut, holds_restore = await in_thread(step)
+        if number > 0 and holds_restore:
+            raise restore_inside(manifest)
+        logs.append(written)
+        if cut:
+            break
+    return logs
 
 
 async def prepare_restore(
@@ -106,7 +134,8 @@ async def prepare_restore(
 
     ``mariadb-backup --copy-back`` needs the server stopped and an empty data directory,
     so it is left to the operator with the exact commands: the directory, those steps,
-    and the number of files restored into the store.
+    and the number of files restored into the store. Each artifact is decrypted once;
+    the plain copy and logs stay in the restore's directory (0700), removed on failure.
     """
     check_revision(chain[0])
     identity = await in_thread(restore_identity, kit.settings)
@@ -119,31 +148,39 @@ async def prepare_restore(
     target.mkdir(mode=0o700)  # the prepared copy and the logs are the data, unencrypted
     replay = target / "replay"
     replay.mkdir()
-    files, logs = 0, []
-    with staging(kit.settings) as scratch:
-        for number, manifest in enumerate(chain):
-            folder = scratch / manifest.id
-            folder.mkdir()
-            await fetch(kit=kit, manifest=manifest, into=folder)
-            archive, log = manifest.artifact(FILES_ARTIFACT), manifest.artifact(binlog.ARTIFACT)
-            if archive is None or log is None:
-                raise Invalid(f"backup {manifest.id} lacks the artifacts a restore needs")
-            files += await unpack_files(
-                folder / FILES_ARTIFACT,
-                folder,
-                kit.storage,
-                identity,
-                expected=archive.sealed(),
-                entries=manifest.files,
+    files = 0
+    try:
+        with staging(kit.settings) as scratch:
+            logs = await _write_logs(
+                kit=kit, chain=chain, until=until, scratch=scratch, into=replay
             )
-            copy = manifest.artifact(ARTIFACT)
-            if number == 0 and copy is not None:
-                await in_thread(unpack, folder / ARTIFACT, identity, copy.sealed(), target / "data")
-            written = replay / f"{number:02d}-{manifest.id}.sql"
-            logs.append(written)
-            cut = partial(_write_log, folder / log.name, identity, log.sealed(), until)
-            if await in_thread(cut, written):
-                break
+            for number, manifest in enumerate(chain[: len(logs)]):
+                folder = scratch / manifest.id
+                archive = manifest.artifact(FILES_ARTIFACT)
+                assert archive is not None  # noqa: S101 - checked by _write_logs
+                files += await unpack_files(
+                    folder / FILES_ARTIFACT,
+                    folder,
+                    kit.storage,
+                    identity,
+                    expected=archive.sealed(),
+                    entries=manifest.files,
+                )
+                copy = manifest.artifact(ARTIFACT)
+                if number == 0 and copy is not None:
+                    step = partial(unpack, folder / ARTIFACT, identity, copy.sealed())
+                    await in_thread(step, target / "data")
+        state = {
+            "backup": chain[-1].id,
+            "chain": [manifest.id for manifest in chain[: len(logs)]],
+            "reached": reached(chain[: len(logs)], until),
+            "files": files,
+            "replay": [log.name for log in logs],
+        }
+        await in_thread((target / STATE).write_text, json.dumps(state, indent=2))
+    except BaseException:
+        await in_thread(shutil.rmtree, target, True)  # the plain data, half written
+        raise
     try:
         datadir = (await in_thread(engine.sql, "SELECT @@datadir"))[0][0].rstrip("/")
     except CmschatError:
@@ -154,8 +191,40 @@ async def prepare_restore(
         f"mariadb-backup --copy-back --target-dir={target / 'data'} --datadir={datadir}",
         f"chown -R mysql:mysql {datadir}",
         "systemctl start mariadb",
-        *(f"mariadb {engine.database} < {log}" for log in logs),
-        "cmschat migrate && systemctl start cmschat",
+        f"cmschat backup finish-restore {target}",
+        "systemctl start cmschat",
         f"rm -r {target}",
     ]
     return target, steps, files
+
+
+async def finish_restore(*, kit: Toolkit, directory: Path) -> dict[str, Any]:
+    """After the copy-back: replay the logs in order, migrate, and audit the restore.
+
+    The ``backup.restore`` event goes into the restored database after the last log
+    went in whole; a replay that fails leaves none (start again from the copy-back).
+    Returns what the event records.
+    """
+    if not (directory / STATE).is_file():
+        raise Invalid(f"restore: {directory} holds no prepared restore ({STATE} is missing)")
+    engine = kit.engine
+    if not isinstance(engine, MariadbEngine):
+        raise Invalid("restore: finish-restore replays into MariaDB; this cmschat uses SQLite")
+    if (directory / FINISHED).exists():
+        raise Conflict(f"restore: {directory} was finished already; its logs are replayed")
+    state = json.loads(await in_thread((directory / STATE).read_text))
+    started = time.monotonic()
+    for name in state["replay"]:
+        await in_thread(binlog.replay_plain, engine, directory / "replay" / name)
+    changes = {
+        "physical": True,
+        "chain": state["chain"],
+        "reached": state["reached"],
+        "files": state["files"],
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    await record_restore(
+        kit=kit, database_url=engine.url, backup_id=state["backup"], changes=changes
+    )
+    await in_thread((directory / FINISHED).touch)
+    return changes

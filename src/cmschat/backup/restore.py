@@ -7,8 +7,12 @@ into the store first, so a failure at any step leaves the old database as it was
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -121,15 +125,57 @@ async def restore_into(
     return count
 
 
+def reached(chain: list[Manifest], until: datetime | None) -> dict[str, object]:
+    """Where a restore of ``chain`` (the backups replayed) ends: a time or a log position."""
+    position = chain[-1].binlog or {}
+    return {
+        "backup": chain[-1].id,
+        "until": until.isoformat() if until else None,
+        "binlog": None if until else {k: position.get(k) for k in ("file", "position")},
+    }
+
+
+def operator() -> str:
+    """Who runs this command: the login user and the host, as an audit event names them."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def record_restore(
+    *, kit: Toolkit, database_url: str, backup_id: str, changes: Mapping[str, object]
+) -> None:
+    """Migrate a restored database and write its ``backup.restore`` event into it.
+
+    The event continues the restored audit chain from its head, so ``audit verify``
+    passes, and names the operator. Written last: a restore that failed on the way has
+    none (and an incremental after it would not start a new chain: see ``chain_broken``).
+    """
+    restored = create_engine(database_url)
+    try:
+        await run_migrations(restored)
+        await record(
+            audited(Database(restored, kit.clock)),
+            action="backup.restore",
+            target_id=backup_id,
+            changes={**changes, "operator": operator()},
+        )
+    finally:
+        await restored.dispose()
+
+
 async def restore_backup(
     *, kit: Toolkit, backup_id: str, force: bool, until: datetime | None = None
 ) -> Restored:
     """Restore into the configured database and store, migrate, and record it there.
 
     An incremental ``backup_id`` restores its chain: the full backup, then each
-    incremental up to it, replayed up to ``until`` if given (a point in time).
+    incremental up to it, replayed up to ``until`` if given (a point in time). Each
+    artifact is decrypted once.
     """
-    from cmschat.backup.incremental import chain_of, check_chain, check_target, replay_chain
+    from cmschat.backup.incremental import chain_of, check_target, fetch_checked, replay_chain
 
     manifest = await load_manifest(kit=kit, backup_id=backup_id)
     if until is not None and kit.engine.kind == "sqlite":
@@ -141,10 +187,6 @@ async def restore_backup(
         )
     check_target(chain[1:], kit.engine)
     started = time.monotonic()
-    if len(chain) > 1:
-        # Every log checked before the live database is touched (replay_chain checks
-        # again, after the full backup is in: an operator's restore pays twice).
-        await check_chain(kit=kit, chain=chain[1:], until=until)
     if chain[0].artifact(PHYSICAL_ARTIFACT) is not None:
         from cmschat.backup.physical_backup import prepare_restore
 
@@ -153,26 +195,24 @@ async def restore_backup(
     engine = kit.engine
     if isinstance(engine, PhysicalEngine):
         engine = engine.logical()  # a dump made before the switch to mariadb-backup
-    files = await restore_into(
-        kit=kit, manifest=chain[0], engine=engine, storage=kit.storage, force=force
-    )
-    if len(chain) > 1:
-        files += await replay_chain(kit=kit, chain=chain[1:], until=until)
-    live = create_engine(kit.settings.database_url)
-    try:
-        await run_migrations(live)
-        seconds = round(time.monotonic() - started, 3)
-        await record(
-            audited(Database(live, kit.clock)),
-            action="backup.restore",
-            target_id=manifest.id,
-            changes={
-                "files": files,
-                "seconds": seconds,
-                "forced": force,
-                "until": until.isoformat() if until else None,
-            },
+    with staging(kit.settings) as scratch:
+        # Every log decrypted and checked before the live database is touched; replayed
+        # from these plain copies afterwards.
+        fetched = await fetch_checked(kit=kit, chain=chain[1:], until=until, into=scratch)
+        files = await restore_into(
+            kit=kit, manifest=chain[0], engine=engine, storage=kit.storage, force=force
         )
-    finally:
-        await live.dispose()
+        if len(chain) > 1:
+            files += await replay_chain(kit=kit, chain=chain[1:], until=until, fetched=fetched)
+    seconds = round(time.monotonic() - started, 3)
+    changes = {
+        "files": files,
+        "seconds": seconds,
+        "forced": force,
+        "until": until.isoformat() if until else None,
+        "reached": reached(chain[: 1 + len(fetched)], until),
+    }
+    await record_restore(
+        kit=kit, database_url=kit.settings.database_url, backup_id=manifest.id, changes=changes
+    )
     return Restored(manifest, files, seconds)

@@ -20,7 +20,7 @@ from cmschat.backup.service import Toolkit
 from cmschat.db.actors import SYSTEM_BACKUP
 from cmschat.db.session import Database
 from cmschat.errors import CmschatError
-from cmschat.jobs.lease import Lease, holder_name
+from cmschat.jobs.lease import Lease, Turn
 
 log = logging.getLogger(__name__)
 
@@ -74,46 +74,32 @@ class SlotJob:
         self.clock = kit.clock
         self.name = name
         self.lease = Lease(
-            db,
-            name=name,
-            holder=holder or holder_name(),
-            clock=kit.clock,
-            ttl=LEASE_TTL,
-            actor=SYSTEM_BACKUP,
+            db, name=name, clock=kit.clock, ttl=LEASE_TTL, actor=SYSTEM_BACKUP, holder=holder
         )
 
     async def tick(self) -> bool:
         """Run if this slot is due and no other instance got to it; True if it ran."""
-        last = await self.lease.last_completed()
-        if last is not None and last >= self.slot(self.clock.now()):
-            return False
-        if not await self.lease.acquire():
-            return False
-        completed = False
+        ran = await self.lease.lead(
+            self._run, slot=lambda: self.slot(self.clock.now()), baseline=True
+        )
+        return ran is True
+
+    async def _run(self, turn: Turn) -> bool:
         try:
-            again = await self.lease.last_completed()
-            if again is not None and again >= self.slot(self.clock.now()):
-                return False
-            if last is None:
-                completed = True  # the baseline: the first run is the next slot
-                return False
-            try:
-                await self.work()
-            except CmschatError as exc:
-                # A setting or state only a person can fix: said once per slot, not
-                # every minute; the metrics show the backups missing meanwhile.
-                log.error(
-                    "%s failed: %s",
-                    self.name,
-                    exc.message,
-                    extra={"event.action": "backup.failed", "event.outcome": "failure"},
-                )
-                completed = True
-                return False
-            completed = True
-            return True
-        finally:
-            await self.lease.release(completed=completed)
+            await self.work()
+        except CmschatError as exc:
+            # A setting or state only a person can fix: said once per slot, not
+            # every minute; the metrics show the backups missing meanwhile.
+            log.error(
+                "%s failed: %s",
+                self.name,
+                exc.message,
+                extra={"event.action": "backup.failed", "event.outcome": "failure"},
+            )
+            turn.completed = True
+            return False
+        turn.completed = True
+        return True
 
 
 class BackupSchedule:

@@ -8,10 +8,14 @@ another instance takes over at the next attempt.
 
 from __future__ import annotations
 
+import enum
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.clock import Clock
 from cmschat.db.session import Database
 from cmschat.jobs.models import JobLease
+
+T = TypeVar("T")
 
 
 def holder_name() -> str:
@@ -32,15 +38,45 @@ async def last_completed(session: AsyncSession, *, name: str) -> datetime | None
     return await session.scalar(select(JobLease.last_completed_at).where(JobLease.name == name))
 
 
+def due(last: datetime | None, slot: datetime) -> bool:
+    """Whether a job that last completed at ``last`` (None: never) still owes ``slot``."""
+    return last is None or last < slot
+
+
+class Skipped(enum.Enum):
+    """Why ``Lease.lead`` did not run the work."""
+
+    NOT_DUE = "not due"
+    """The slot was done already (by any instance)."""
+    BUSY = "busy"
+    """Another live instance holds the lease."""
+    BASELINE = "baseline"
+    """The job's first slot, recorded as done without running (see ``lead``)."""
+
+
+@dataclass
+class Turn:
+    """One run as the leader; the work sets ``completed`` when its slot counts as done."""
+
+    completed: bool = False
+
+
 class Lease:
     """One job's lease as seen by one instance."""
 
     def __init__(
-        self, db: Database, *, name: str, holder: str, clock: Clock, ttl: timedelta, actor: str
+        self,
+        db: Database,
+        *,
+        name: str,
+        clock: Clock,
+        ttl: timedelta,
+        actor: str,
+        holder: str | None = None,
     ) -> None:
         self.db = db
         self.name = name
-        self.holder = holder
+        self.holder = holder or holder_name()
         self.clock = clock
         self.ttl = ttl
         self.actor = actor
@@ -87,3 +123,35 @@ class Lease:
             row.holder, row.expires_at = None, None
             if completed:
                 row.last_completed_at = self.clock.now()
+
+    async def lead(
+        self,
+        work: Callable[[Turn], Awaitable[T]],
+        *,
+        slot: Callable[[], datetime] | None = None,
+        baseline: bool = False,
+    ) -> T | Skipped:
+        """Run ``work`` as the leader; the lease is released whatever happens.
+
+        ``slot``: the start of the slot now due. The work runs only if the job has not
+        completed since, checked before taking the lease (cheap, no lock) and again under
+        it: another instance may have just finished it. None: run now, as the leader.
+        ``baseline``: a job that never completed records its slot as done without running,
+        so that a new deployment's first run is the next slot.
+        """
+        if slot is not None and not due(await self.last_completed(), slot()):
+            return Skipped.NOT_DUE
+        if not await self.acquire():
+            return Skipped.BUSY
+        turn = Turn()
+        try:
+            if slot is not None:
+                last = await self.last_completed()
+                if not due(last, slot()):
+                    return Skipped.NOT_DUE
+                if last is None and baseline:
+                    turn.completed = True
+                    return Skipped.BASELINE
+            return await work(turn)
+        finally:
+            await self.release(completed=turn.completed)

@@ -8,13 +8,13 @@ slot missed while every instance was down is caught up at the next start.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cmschat.attachments.erasure import Eraser
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
-from cmschat.jobs.lease import Lease, holder_name
+from cmschat.jobs.lease import Lease, Skipped, Turn, due
 from cmschat.jobs.scheduler import JobBusy, last_slot
 from cmschat.observability import instruments
 from cmschat.retention.purge import Report, run_purge
@@ -42,46 +42,37 @@ class RetentionJob:
         self.clock = clock
         self.settings = settings
         self.eraser = eraser
+        ttl = timedelta(seconds=settings.lease_seconds)
         self.lease = Lease(
-            db,
-            name=RETENTION_JOB,
-            holder=holder or holder_name(),
-            clock=clock,
-            ttl=timedelta(seconds=settings.lease_seconds),
-            actor=SYSTEM_RETENTION,
+            db, name=RETENTION_JOB, clock=clock, ttl=ttl, actor=SYSTEM_RETENTION, holder=holder
         )
+
+    def _slot(self) -> datetime:
+        return last_slot(self.clock.now(), self.settings.run_at)
 
     async def due(self) -> bool:
         """Whether this day's slot has not been purged yet (by any instance)."""
-        last = await self.lease.last_completed()
-        return last is None or last < last_slot(self.clock.now(), self.settings.run_at)
+        return due(await self.lease.last_completed(), self._slot())
 
     async def run_now(self) -> Report:
         """Purge now, as the leader; JobBusy if another instance is purging."""
-        if not await self.lease.acquire():
+        report = await self.lease.lead(self._purge)
+        if isinstance(report, Skipped):
             raise JobBusy("another instance is purging right now; try again later")
-        report = await self._run_as_leader(check_due=False)
-        assert report is not None  # noqa: S101 - only the due check returns None
         return report
 
     async def tick(self) -> Report | None:
         """Purge if this day's slot is due and no other instance got to it first."""
-        if not await self.due():
-            return None
-        if not await self.lease.acquire():
+        report = await self.lease.lead(self._purge, slot=self._slot)
+        if report is Skipped.BUSY:
             log.info(
                 "retention: another instance is purging",
                 extra={"event.action": "retention.skipped"},
             )
-            return None
-        return await self._run_as_leader(check_due=True)
+        return None if isinstance(report, Skipped) else report
 
-    async def _run_as_leader(self, *, check_due: bool) -> Report | None:
-        completed = False
+    async def _purge(self, turn: Turn) -> Report:
         try:
-            # Checked again under the lease: another instance may have just finished it.
-            if check_due and not await self.due():
-                return None
             report = await run_purge(
                 self.db,
                 clock=self.clock,
@@ -89,27 +80,25 @@ class RetentionJob:
                 eraser=self.eraser,
                 keep_going=self.lease.renew,
             )
-            completed = not report.stopped_early
-            messages, files, size = report.totals
-            instruments.retention_ran(
-                messages=messages,
-                files=files,
-                audit_events=report.audit_events_expired,
-                completed=completed,
-            )
-            log.info(
-                "retention: purged %d messages and %d files (%d bytes) in %d rooms; "
-                "%d audit events expired",
-                messages,
-                files,
-                size,
-                len(report.rooms),
-                report.audit_events_expired,
-                extra={"event.action": "retention.run"},
-            )
-            return report
         except Exception:
             instruments.retention_failed()
             raise
-        finally:
-            await self.lease.release(completed=completed)
+        turn.completed = not report.stopped_early
+        messages, files, size = report.totals
+        instruments.retention_ran(
+            messages=messages,
+            files=files,
+            audit_events=report.audit_events_expired,
+            completed=turn.completed,
+        )
+        log.info(
+            "retention: purged %d messages and %d files (%d bytes) in %d rooms; "
+            "%d audit events expired",
+            messages,
+            files,
+            size,
+            len(report.rooms),
+            report.audit_events_expired,
+            extra={"event.action": "retention.run"},
+        )
+        return report
