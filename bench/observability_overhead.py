@@ -9,7 +9,12 @@ way. Variants, measured in interleaved rounds so that a busy machine hurts them 
   tracing off;
 * ``traced``: the same plus OpenTelemetry on (spans batched to an exporter that drops them),
   SQL statements spanned from ``CMSCHAT_METRICS__TRACE_SQL_MS`` (1 ms) up, quicker ones counted;
-* ``traced_every_sql``: tracing with a span for every SQL statement (``TRACE_SQL_MS=0``).
+* ``traced_every_sql``: tracing with a span for every SQL statement (``TRACE_SQL_MS=0``);
+* ``traced_sql_counted``: tracing with no statement spanned, all counted on their span (what
+  a quiet machine gets when every statement is quicker than the threshold; under callgrind,
+  which slows wall time some fifty-fold, ``traced`` spans almost every statement instead).
+
+Traced variants also report the spans they made per request (``spans_per_request``).
 
 Actions: ``healthz`` (almost no work of its own: the difference is the absolute cost of
 the instrumentation per request), the newest history page (50 messages) and a send.
@@ -61,9 +66,11 @@ from cmschat.settings import (
     Settings,
 )
 
-VARIANTS = ("bare", "observed", "traced", "traced_every_sql")
+VARIANTS = ("bare", "observed", "traced", "traced_every_sql", "traced_sql_counted")
 ACTIONS = ("healthz", "history", "send")
 """``healthz`` does almost nothing: its difference is the absolute cost per request."""
+SQL_SPAN_MS = {"traced_every_sql": 0.0, "traced_sql_counted": 1e9}
+"""The SQL span threshold of the variants that do not use the shipped one (1 ms)."""
 PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
 
 
@@ -103,11 +110,29 @@ class Callgrind:
 
 
 class DropExporter(SpanExporter):
-    """Accepts spans and throws them away: the SDK's cost without a collector's."""
+    """Accepts spans and throws them away (counted): the SDK's cost without a collector's."""
+
+    spans = 0
+    processors: list[BatchSpanProcessor] = []  # noqa: RUF012 - the bench's one app at a time
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Drop."""
+        DropExporter.spans += len(spans)
         return SpanExportResult.SUCCESS
+
+    @classmethod
+    def processor(cls) -> BatchSpanProcessor:
+        """A batching processor into a dropping exporter, kept to flush between actions."""
+        processor = BatchSpanProcessor(cls())
+        cls.processors[:] = [processor]
+        return processor
+
+    @classmethod
+    def exported(cls) -> int:
+        """Spans made so far (flushed first)."""
+        for processor in cls.processors:
+            processor.force_flush()
+        return cls.spans
 
 
 class Sink:
@@ -165,9 +190,11 @@ async def time_actions(
     probe: Callgrind | None,
     variant: str,
 ) -> dict[str, float]:
-    """CPU microseconds per request of each action; counted by ``probe`` when given."""
+    """CPU microseconds per request of each action; counted by ``probe`` when given (and,
+    then, the spans made per request)."""
     results = {}
     for action in ACTIONS:
+        spans_before = DropExporter.exported()
         if probe:
             probe.start()
         started = time.process_time()
@@ -183,6 +210,7 @@ async def time_actions(
         results[action] = (time.process_time() - started) / requests * 1e6
         if probe:
             probe.stop(f"{variant}.{action}")
+            probe.counts[f"{variant}.{action}.spans"] = DropExporter.exported() - spans_before
     return results
 
 
@@ -200,12 +228,16 @@ async def measure(
         logging.getLogger().setLevel(logging.WARNING)
     else:
         logging.getLogger().setLevel(logging.INFO)
-    if variant == "traced_every_sql":
+    if variant in SQL_SPAN_MS:
         settings = settings.model_copy(
-            update={"metrics": settings.metrics.model_copy(update={"trace_sql_ms": 0})}
+            update={
+                "metrics": settings.metrics.model_copy(
+                    update={"trace_sql_ms": SQL_SPAN_MS[variant]}
+                )
+            }
         )
     if variant.startswith("traced"):
-        tracing.otlp_processor = lambda: BatchSpanProcessor(DropExporter())
+        tracing.otlp_processor = DropExporter.processor
         import os
 
         os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
@@ -238,6 +270,7 @@ async def measure(
     finally:
         app_module.instrument_engine = original_hook
         tracing.otlp_processor = original_processor
+        DropExporter.processors.clear()
         import os
 
         os.environ.pop("OTEL_TRACES_EXPORTER", None)
@@ -327,6 +360,9 @@ def count_instructions(requests: int) -> dict[str, Any]:
                 # Against the server's own share: the in-process client's cost taken out.
                 "overhead_of_server_pct": round((value - bare) / (bare - floor) * 100, 1),
             }
+            if variant.startswith("traced"):
+                spans = counts[f"{variant}.{action}.spans"] / requests
+                result[variant][action]["spans_per_request"] = round(spans, 2)
     result["floor"] = {
         action: {"instructions_per_request": round(counts[f"floor.{action}"] / requests)}
         for action in ACTIONS

@@ -1,6 +1,6 @@
 """OpenTelemetry: off by default; on, one message send gives an HTTP span whose trace id is
-in the logs and is the request id, linked both ways with the span of the group commit that
-wrote it (its SQL and publish); sends written together link to the same batch."""
+in the logs and is the request id, holding its write's SQL and publish (a group commit of
+one send); sends written together link both ways to the same batch span."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def trace_of(span: ReadableSpan) -> int:
     return span.context.trace_id
 
 
-async def test_one_message_send_links_its_http_span_and_its_batch(
+async def test_one_message_send_is_traced_in_its_http_span(
     traced_client: httpx.AsyncClient,
     exporter: InMemorySpanExporter,
     alice: NamedUser,
@@ -129,19 +129,18 @@ async def test_one_message_send_links_its_http_span_and_its_batch(
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
     assert server.attributes is not None and server.attributes["http.route"] == MESSAGES_ROUTE
-    [batch] = [s for s in spans if s.name == BATCH]
-    # Linked both ways: from the slow request to its batch, from the batch to its requests.
-    assert linked(server) == {span_id(batch)}
-    assert linked(batch) == {span_id(server)}
-    assert batch.attributes is not None
-    assert batch.attributes["cmschat.batch.size"] == 1
-    # The writes and the publish are the batch's, in its own trace, not the request's.
-    assert batch.parent is None and trace_of(batch) != trace_of(server)
-    names = [s.name for s in in_trace(spans, trace_of(batch))]
-    assert "broker.publish" in names, names
-    sql = [s for s in in_trace(spans, trace_of(batch)) if s.kind is SpanKind.CLIENT]
-    assert any(s.name.startswith("INSERT") for s in sql), names
-    assert any(s.name.startswith("SELECT") for s in sql), names
+    # A batch of one send is the request's own work: no batch span, no links.
+    assert [s.name for s in spans if s.name == BATCH] == []
+    assert linked(server) == set()
+    mine = in_trace(spans, trace_of(server))
+    assert len(mine) == len(spans), [s.name for s in spans]
+    [publish] = [s for s in mine if s.name == "broker.publish"]
+    sql = [s for s in mine if s.kind is SpanKind.CLIENT]
+    assert any(s.name.startswith("INSERT") for s in sql), [s.name for s in sql]
+    assert any(s.name.startswith("SELECT") for s in sql), [s.name for s in sql]
+    # The writer's SQL and publish are children of the request's span.
+    for child in [publish, *sql]:
+        assert child.parent is not None and child.parent.span_id == span_id(server)
     # The request says how long it waited for the writer and how long its batch took.
     assert server.attributes["cmschat.send.batch_size"] == 1
     assert float(server.attributes["cmschat.send.queued_ms"]) >= 0
@@ -150,6 +149,25 @@ async def test_one_message_send_links_its_http_span_and_its_batch(
     assert sent.headers["x-request-id"] == format_trace_id(trace_of(server))
     [access] = [r for r in all_logs.records if r.name == "cmschat.http"]
     assert getattr(access, "trace.id") == format_trace_id(trace_of(server))
+
+
+async def test_a_send_its_caller_did_not_sample_leaves_no_spans(
+    traced_client: httpx.AsyncClient, exporter: InMemorySpanExporter, alice: NamedUser
+) -> None:
+    headers = await alice.login(traced_client)
+    room = await traced_client.post(
+        "/api/v1/rooms", json={"kind": "group", "name": "t", "member_ids": []}, headers=headers
+    )
+    exporter.clear()
+    unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    sent = await traced_client.post(
+        f"/api/v1/rooms/{room.json()['id']}/messages",
+        json={"content": "hi"},
+        headers={**headers, "traceparent": unsampled},
+    )
+    assert sent.status_code == 201, sent.text
+    # Its write is part of its request: sampled out with it, not a trace of its own.
+    assert [s.name for s in exporter.get_finished_spans()] == []
 
 
 def hold_the_writer(monkeypatch: pytest.MonkeyPatch, sends: int) -> None:
@@ -294,16 +312,14 @@ async def test_statements_quicker_than_the_threshold_are_counted_not_spanned(
     await send_one_message(traced_client, exporter, alice)
     spans = exporter.get_finished_spans()
     [server] = [s for s in spans if s.kind is SpanKind.SERVER]
-    [batch] = [s for s in spans if s.name == BATCH]
     assert [s.name for s in spans if s.kind is SpanKind.CLIENT] == []
-    assert batch.attributes is not None and server.attributes is not None
-    # A send's batch runs several inserts, selects and updates; its span says how many.
-    assert int(batch.attributes[sql_tally.SQL_COUNT]) >= 5
-    assert float(batch.attributes[sql_tally.SQL_MILLISECONDS]) > 0
-    # The request's own statements (the sign-in check) stay counted on the request.
-    assert int(server.attributes[sql_tally.SQL_COUNT]) >= 1
+    assert server.attributes is not None
+    # The sign-in check, then the batch's inserts, selects and updates, counted once on
+    # the request's span: it says how many.
+    assert int(server.attributes[sql_tally.SQL_COUNT]) >= 6
+    assert float(server.attributes[sql_tally.SQL_MILLISECONDS]) > 0
     assert float(server.attributes["cmschat.send.write_ms"]) > 0
-    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]
+    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(server))]
 
 
 class FrameWatch(InMemorySpanExporter):
@@ -322,7 +338,7 @@ class FrameWatch(InMemorySpanExporter):
         return result
 
 
-async def test_a_websocket_send_links_its_frame_span_and_its_batch(
+async def test_a_websocket_send_is_traced_in_its_frame_span(
     settings: Settings, clock: FakeClock, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch = FrameWatch()
@@ -346,8 +362,10 @@ async def test_a_websocket_send_links_its_frame_span_and_its_batch(
                 await asyncio.wait_for(watch.frame_ended.wait(), timeout=10)
     spans = watch.get_finished_spans()
     [frame] = [s for s in spans if s.name == "websocket.frame"]
-    [batch] = [s for s in spans if s.name == BATCH]
-    assert linked(frame) == {span_id(batch)}
-    assert linked(batch) == {span_id(frame)}
+    assert [s.name for s in spans if s.name == BATCH] == []
+    assert linked(frame) == set()
     assert frame.attributes is not None and frame.attributes["cmschat.send.batch_size"] == 1
-    assert "broker.publish" in [s.name for s in in_trace(spans, trace_of(batch))]
+    # A batch of one: its SQL and publish are the frame's children.
+    [publish] = [s for s in spans if s.name == "broker.publish"]
+    assert publish.parent is not None and publish.parent.span_id == span_id(frame)
+    assert any(s.name.startswith("INSERT") for s in in_trace(spans, trace_of(frame)))

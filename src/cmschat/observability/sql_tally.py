@@ -10,6 +10,7 @@ cost on a send.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
@@ -53,6 +54,22 @@ def tallied(span: Span) -> Iterator[None]:
         counted = tally.taken()
         if counted:
             span.set_attributes(counted)
+
+
+@contextlib.contextmanager
+def counted_for(span: Span, context: contextvars.Context) -> Iterator[None]:
+    """Count the statements run here (by another task, for ``span``) on ``span``'s tally
+    in ``context``, the context it runs in, so the span is written once, with all of them."""
+    tally = context.get(_tally)
+    if tally is None or tally.span is not span:
+        with tallied(span):
+            yield
+        return
+    token = _tally.set(tally)
+    try:
+        yield
+    finally:
+        _tally.reset(token)
 
 
 def _nothing() -> None:

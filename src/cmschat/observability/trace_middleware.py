@@ -11,7 +11,7 @@ the metrics middleware names it by route (``tracing.name_request_span``).
 
 from __future__ import annotations
 
-from opentelemetry import propagate
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,7 +43,9 @@ class TracingMiddleware:
             if name in self.fields
         }
         method = scope.get("method") or kind
-        with self.tracer.start_as_current_span(
+        # Started and made current by hand: the SDK's ``start_as_current_span`` nests three
+        # generator context managers around the same calls.
+        span = self.tracer.start_span(
             method,
             context=propagate.extract(carrier) if carrier else None,
             kind=SpanKind.SERVER,
@@ -52,7 +54,9 @@ class TracingMiddleware:
                 "url.path": scope["path"],
                 "url.scheme": scope.get("scheme") or "",
             },
-        ) as span:
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        try:
             if kind != "http":
                 await self.app(scope, receive, send)
                 return
@@ -66,3 +70,10 @@ class TracingMiddleware:
                 await send(message)
 
             await self.app(scope, receive, send_status)
+        except Exception as error:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.record_exception(error)
+            raise
+        finally:
+            context.detach(token)
+            span.end()

@@ -12,10 +12,11 @@ own through ``sending.send_message``, which gives each its own answer.
 The batch is whatever queued while the previous commit ran: no timer, so a lone send waits
 for nothing.
 
-Traced, a batch is a trace of its own (``chat.send_batch``, holding the batch's SQL and
-publish), linked both ways with the span of each send in it; each send's span gets the time
-it queued and the time its batch took (docs/monitoring.md). The writer runs in an empty
-context, so neither its spans nor its log lines borrow the request that happened to start it.
+Traced, a batch of several sends is a trace of its own (``chat.send_batch``, holding the
+batch's SQL and publish), linked both ways with the span of each send in it; a batch of one
+is traced as part of its send's own span. Each send's span gets the time it queued and the
+time its batch took (docs/monitoring.md). The writer runs in an empty context, so neither
+its spans nor its log lines borrow the request that happened to start it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class Pending:
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     """The sender's context: a send retried on its own runs in it (its request id, trace)."""
     span: Span | None = field(default_factory=tracing.waiting_span)
-    """The sender's span while tracing (its request's or frame's), linked with the batch's."""
+    """The sender's span while tracing (its request's or frame's): a batch of one is traced
+    in it, a larger batch linked with it."""
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -140,7 +142,7 @@ class GroupCommit:
     async def _write(self, batch: list[Pending]) -> None:
         with tracing.batch_span(
             "chat.send_batch",
-            [pending.span for pending in batch],
+            batch,
             **{
                 "cmschat.batch.size": len(batch),
                 "cmschat.batch.rooms": len({pending.room_id for pending in batch}),
