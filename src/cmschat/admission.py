@@ -32,6 +32,17 @@ class Admission:
         self.refused = 0
         """Sends refused since start (for tests and the log; the metric counts too)."""
 
+    @property
+    def full(self) -> bool:
+        """Whether a send arriving now would be refused."""
+        return self.in_flight >= self.limit
+
+    def refuse(self, transport: str) -> None:
+        """Count a send refused because this process is full (the caller answers it)."""
+        self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused(transport)
+
     def sends(self, transport: str) -> _Send:
         """``async with admission.sends("http"):`` around one send; raises ``Overloaded``
         when full (and tells ``on_refused`` which transport it refused)."""
@@ -50,9 +61,7 @@ class _Send:
     async def __aenter__(self) -> None:
         admission = self.admission
         if admission.in_flight >= admission.limit:
-            admission.refused += 1
-            if admission.on_refused is not None:
-                admission.on_refused(self.transport)
+            admission.refuse(self.transport)
             raise Overloaded(
                 "the server is busy; send again in a moment", retry_after=admission.retry_after
             )

@@ -110,6 +110,10 @@ async def generator(count: int, cores: set[int], logs: Path) -> AsyncIterator[Ge
                         sys.executable, "-m", "tests.realtime.load_worker",
                         cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE, stderr=stderr, limit=1 << 30,
+                        # A session, so a scheduling group (autogroup), of its own: in
+                        # the server's, a generator that has work on its core takes the
+                        # group's CPU weight off the server's core.
+                        start_new_session=True,
                     )
                 )  # fmt: skip
         yield Generator(workers)

@@ -1,10 +1,10 @@
 """Issue 16 point 3: five times the measured capacity for 30 s, then normal load, on a real
 ``cmschat serve`` with the embedded default (SQLite) and the shipped limits.
 
-Not collected with the suite yet (run it by naming this file): it passes alone on a quiet
-machine, but its recovery check failed once in three runs when the machine was shared,
-because goodput collapses during the overload (docs/performance.md, "Overload: the system
-test"). It becomes ``test_overload.py`` again once refusals are cheap.
+Not collected with the suite yet (run it by naming this file): its recovery check failed
+once in three quiet runs, goodput collapsing in the overload (docs/performance.md,
+"Overload: the system test"). Refusals are now cheap and the load workers have their own
+scheduling group (same section); it becomes ``test_overload.py`` once quiet runs confirm.
 
 The server is pinned to one core and the load generator (worker processes,
 ``load_worker.py``) to the other: at 5 x C the generator writes 5 C frames a second and

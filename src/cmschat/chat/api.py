@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat import jsonbytes
@@ -200,6 +201,17 @@ async def history_page(
     return JSONBytes(jsonbytes.dumps({"items": items, "next_cursor": next_cursor}))
 
 
+async def admitted_send(context: Context) -> AsyncIterator[None]:
+    """A place in the process's admission for one send, taken before anything else of the
+    request (signing in reads the database): a full server refuses at once, ``busy``."""
+    async with context.admission.sends("http"):
+        yield
+
+
+# Before ``CurrentUser``: FastAPI solves dependencies in the order they are declared.
+Admitted = Annotated[None, Depends(admitted_send, scope="function")]
+
+
 @router.post(
     "/rooms/{room_id}/messages",
     status_code=201,
@@ -213,15 +225,15 @@ async def history_page(
 async def send_message(
     room_id: ResourceId,
     body: MessageCreate,
+    _admitted: Admitted,
     user: CurrentUser,
     context: Context,
     response: Response,
 ) -> MessageRead:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
-    async with context.admission.sends("http"):
-        # Through the group commit: stored with the other sends of its moment, in one
-        # transaction; answered once that transaction has committed.
-        view, created = await context.sends.send(user=user, room_id=room_id, draft=body)
+    # Through the group commit: stored with the other sends of its moment, in one
+    # transaction; answered once that transaction has committed.
+    view, created = await context.sends.send(user=user, room_id=room_id, draft=body)
     if not created:
         response.status_code = 200
     return view

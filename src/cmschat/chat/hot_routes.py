@@ -115,8 +115,12 @@ async def history(request: Request, context: AppContext, room_id: int, page: Pag
 async def send_message(
     request: Request, context: AppContext, room_id: int, draft: MessageCreate
 ) -> Response:
-    """``chat_api.send_message``'s work: 201, or 200 for a repeated ``client_id``."""
-    async with signed_in(request, context) as (_, user), context.admission.sends("http"):
+    """``chat_api.send_message``'s work: 201, or 200 for a repeated ``client_id``.
+
+    Admitted before signing in, as the declared route is: a full server refuses a send
+    before any database work (a token's read included), and a refused request holds no
+    place (nor does any request once answered, signed in or not)."""
+    async with context.admission.sends("http"), signed_in(request, context) as (_, user):
         view, created = await context.sends.send(user=user, room_id=room_id, draft=draft)
     return JSONBytes(view.model_dump_json().encode(), status_code=201 if created else 200)
 

@@ -4,10 +4,11 @@
 
 The connection's own task reads frames as they come (so keep-alive pings are answered
 whatever the load) and never waits on a transaction. Two more tasks exist only while they
-have work: the sender (``cmschat.realtime.delivery``, the only writer to the socket) while
-the connection's queue holds events, and the worker (``actions.py``) while frames wait to
-be acted on, in order. An idle connection thus holds one task, not four (memory: see
-docs/performance.md, section 1).
+have work: the sender (``cmschat.realtime.delivery``, the writer to the socket) while the
+connection's queue holds events, and the worker (``inbox.py``) while frames wait to be
+acted on, in order. Answers that need no work (``pong``, ``busy``) are written at once
+when nothing is queued before them. An idle connection thus holds one task, not four
+(memory: see docs/performance.md, section 1).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
 from cmschat.context import AppContext
-from cmschat.observability import instruments, tracing
-from cmschat.realtime import protocol, signals
+from cmschat.observability import instruments
+from cmschat.realtime import protocol, signals, wire
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
 from cmschat.realtime.delivery import Delivery, log_slow_client
@@ -32,6 +32,7 @@ from cmschat.websocket.actions import PONG, FrameActions
 from cmschat.websocket.backlog import RoomBacklog
 from cmschat.websocket.caller import Caller
 from cmschat.websocket.handshake import log_too_deep, read_opening
+from cmschat.websocket.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,12 @@ class ClientSocket:
             RoomBacklog(context, user),
             write_timeout=self.settings.write_timeout_seconds,
         )
-        self.actions = FrameActions(context, user, self.conn, self.reply)
         # Frames are read as they come (so the socket's own pings are never stuck behind a
-        # slow send) and acted on in order by one worker.
-        self.inbox: deque[str] | None = None
-        """Frames read and not yet taken by the worker (None while there are none)."""
-        self.handling = 0
-        """Frames taken from the inbox and not yet acted on (0 or 1)."""
+        # slow send) and acted on in order by the inbox's worker.
+        self.inbox = Inbox(
+            context, conn, FrameActions(context, user, self.conn, self.reply), self.answer
+        )
         self.sender: asyncio.Task[None] | None = None
-        self.worker: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[Any] | None = None
         """This connection's own task, while it waits for a frame (cancelled to close)."""
         self.live = False
@@ -166,11 +164,11 @@ class ClientSocket:
             await self._receive_loop()
         finally:
             self.live = False  # events queued from now on are not sent (the socket is closing)
-            for task in (self.sender, self.worker):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            if self.sender is not None:
+                self.sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.sender
+            await self.inbox.stop()
             if self.conn.close_code == CLOSE_SLOW:
                 log_slow_client(self.conn)
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
@@ -243,7 +241,7 @@ class ClientSocket:
                 )
                 continue
             if frames.is_ping(text):
-                self.reply(PONG)  # answered at once, however busy the worker is
+                self.answer(PONG)  # answered at once, however busy the worker is
                 continue
             if protocol.too_deep(text):
                 # Refused before any parser recurses into it (json and validation would).
@@ -254,40 +252,22 @@ class ClientSocket:
                     )
                 )
                 continue
-            self._take(text)
+            self.inbox.take(text)
 
-    def _take(self, text: str) -> None:
-        """Queue a frame for the worker, or answer ``busy`` past the connection's bound."""
-        if self.inbox is None:
-            self.inbox = deque()
-        if len(self.inbox) + self.handling >= self.settings.frames_in_flight:
-            instruments.connection_full()
-            self.reply(
-                protocol.error_frame(
-                    "busy",
-                    "too many frames in flight; send again after the acks arrive",
-                    retry_after=self.context.settings.chat.busy_retry_after_seconds,
-                    **frames.echo(text),
-                )
-            )
+    def answer(self, frame: str) -> None:
+        """An answer (``busy``, ``pong``) written now as deliveries are, when nothing queued
+        for the socket is to go before it (else queued behind it)."""
+        conn, sender, write = self.conn, self.sender, self.delivery.write_now
+        if (
+            conn.queue is None
+            and (sender is None or sender.done())
+            and write is not None
+            and not conn.close_requested
+            and write(wire.text_frame(frame))
+        ):
+            instruments.frame_written(frame)
             return
-        self.inbox.append(text)
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.create_task(self._work())
-
-    async def _work(self) -> None:
-        """Act on client frames one at a time, in the order they came, then stop."""
-        while self.inbox and not self.conn.close_requested:
-            text = self.inbox.popleft()
-            if not self.inbox:
-                self.inbox = None
-            self.handling = 1
-            try:
-                # Shielded: a frame being handled (a message being stored) finishes even if
-                # the socket drops meanwhile; the client's retry with its client_id finds it.
-                await asyncio.shield(tracing.traced("websocket.frame", self.actions.handle(text)))
-            finally:
-                self.handling = 0
+        self.reply(frame)
 
     def reply(self, frame: str) -> None:
         """Queue a frame for this connection only (acks, errors, pongs)."""
