@@ -342,6 +342,7 @@ async def test_a_websocket_send_is_traced_in_its_frame_span(
     settings: Settings, clock: FakeClock, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch = FrameWatch()
+    settings.metrics.trace_sql_ms = 0  # every statement spanned, however quick
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setattr(tracing, "otlp_processor", lambda: SimpleSpanProcessor(watch))
     async with serve(create_app(settings, clock=clock)) as server:
