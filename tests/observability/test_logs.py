@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from types import MappingProxyType
 
 import ecs_logging
 import httpx
@@ -159,7 +160,33 @@ def sample_records() -> list[logging.LogRecord]:
         "cmschat.sample", logging.WARNING, "s.py", 1, "here", (), None, sinfo="Stack (most recent)"
     )
     no_function = logging.LogRecord("cmschat.bare", logging.DEBUG, "b.py", 2, "bare", (), None)
-    return [plain, access, failed, stacked, no_function]
+    # Placed directly: under a fixed field, non-ASCII, a number; then through the
+    # library's merging: a mapping that is no dict, a dict beside a dotted name.
+    placed = logger.makeRecord(
+        "cmschat.db.slow",
+        logging.WARNING,
+        "d.py",
+        4,
+        "slow query: %s",
+        ("SELECT",),
+        None,
+        extra={"log.origin.extra": "x", "db.statement": "caf\u00e9 \u2615", "event.duration": 7},
+    )
+    proxied = logger.makeRecord(
+        "cmschat.sample",
+        logging.INFO,
+        "p.py",
+        5,
+        "proxied",
+        (),
+        None,
+        extra={"labels": MappingProxyType({"a": 1}), "labels.b": 2, "url.path": "/x"},
+    )
+    beside = logger.makeRecord(
+        "cmschat.sample", logging.INFO, "q.py", 6, "beside", (), None, extra={"labels.b": 2}
+    )
+    beside.__dict__["labels"] = {"a": {"c": 3}}
+    return [plain, access, failed, stacked, no_function, placed, proxied, beside]
 
 
 def test_json_lines_are_exactly_the_ecs_library_lines() -> None:
@@ -170,3 +197,19 @@ def test_json_lines_are_exactly_the_ecs_library_lines() -> None:
     assert access["labels"] == {"worker": 2, "nested": {"deeper": "yes"}}
     assert "process" not in access and "color_message" not in access
     assert json.loads(ours[2])["error"]["type"] == "ValueError"
+    assert json.loads(ours[6])["labels"] == {"a": 1, "b": 2}
+    assert json.loads(ours[7])["labels"] == {"a": {"c": 3}, "b": 2}
+
+
+def test_json_lines_are_the_library_lines_with_ascii_off_and_across_seconds() -> None:
+    records = sample_records()
+    ours_formatter = EcsFormatter()
+    ours_formatter.ensure_ascii = False
+    theirs = ecs_logging.StdlibFormatter(
+        exclude_fields=["process", "log.original", "color_message"], ensure_ascii=False
+    )
+    for shift in (0.0, 0.4, 1.0, 3600.2):
+        for record in records:
+            record.created += shift
+            record.msecs = (record.created - int(record.created)) * 1000
+        assert [ours_formatter.format(r) for r in records] == [theirs.format(r) for r in records]
