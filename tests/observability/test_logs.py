@@ -3,6 +3,7 @@ secret reaches the logs."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -13,7 +14,16 @@ import httpx
 import pytest
 
 from cmschat.observability.ecs_format import EcsFormatter
-from cmschat.observability.logging import ConsoleFormatter
+from cmschat.observability.logging import (
+    ConsoleFormatter,
+    client_request_id_var,
+    install_log_context,
+    log_access,
+    request_id_var,
+    route_var,
+    user_id_var,
+)
+from cmschat.observability.middleware import RequestMiddleware
 from tests.support import PASSWORD, NamedUser
 
 FORGED = '{"log.level":"critical","message":"forged"}'
@@ -213,3 +223,102 @@ def test_json_lines_are_the_library_lines_with_ascii_off_and_across_seconds() ->
             record.created += shift
             record.msecs = (record.created - int(record.created)) * 1000
         assert [ours_formatter.format(r) for r in records] == [theirs.format(r) for r in records]
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _access_fields() -> dict[str, object]:
+    return {
+        "http.request.method": "GET",
+        "url.path": "/api/v1/rooms/{room_id}",
+        "url.original": "/api/v1/rooms/7",
+        "http.response.status_code": 200,
+        "event.duration": 1234,
+        "client.ip": "203.0.113.7",
+    }
+
+
+def test_the_access_record_is_the_generic_paths_record_without_its_costs() -> None:
+    install_log_context()
+    logger = logging.getLogger("cmschat.test_access")
+    kept = _Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    tokens = [
+        (request_id_var, request_id_var.set("b" * 32)),
+        (user_id_var, user_id_var.set(42)),
+        (route_var, route_var.set("/api/v1/rooms/{room_id}")),
+        (client_request_id_var, client_request_id_var.set("theirs-1")),
+    ]
+    try:
+        args = ("GET", "/api/v1/rooms/7", 200)
+        logger.info("%s %s %s", *args, extra=_access_fields())
+        log_access(logger, "%s %s %s", args, _access_fields())
+        logger.setLevel(logging.WARNING)
+        log_access(logger, "%s %s %s", args, _access_fields())  # the level is honoured
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+        logger.removeHandler(kept)
+        logger.setLevel(logging.NOTSET)
+    generic, direct = kept.records
+    here = inspect.getsource(test_the_access_record_is_the_generic_paths_record_without_its_costs)
+    first_line = test_the_access_record_is_the_generic_paths_record_without_its_costs.__code__
+    calls = [n for n, text in enumerate(here.splitlines()) if "log_access(logger" in text]
+    assert direct.lineno == first_line.co_firstlineno + calls[0]
+    assert direct.funcName == generic.funcName
+    assert direct.pathname == generic.pathname
+    # The same record but for when and where it was made: the same attributes, in the same
+    # order (the console line lists them so), the same JSON line.
+    for moment in ("created", "msecs", "relativeCreated", "lineno"):
+        setattr(direct, moment, getattr(generic, moment))
+    assert list(direct.__dict__.items()) == list(generic.__dict__.items())
+    assert EcsFormatter().format(direct) == EcsFormatter().format(generic)
+    assert ConsoleFormatter().format(direct) == ConsoleFormatter().format(generic)
+
+
+def test_the_access_record_takes_the_generic_path_under_another_record_factory() -> None:
+    ours = logging.getLogRecordFactory()
+    made: list[str] = []
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = ours(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(record.getMessage())
+        return record
+
+    logger = logging.getLogger("cmschat.test_access")
+    kept = _Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    logging.setLogRecordFactory(factory)
+    try:
+        log_access(logger, "%s %s %s", ("GET", "/x", 200), _access_fields())
+    finally:
+        logging.setLogRecordFactory(ours)
+        logger.removeHandler(kept)
+        logger.setLevel(logging.NOTSET)
+    assert made == ["GET /x 200"]
+    [record] = kept.records
+    assert (
+        record.funcName
+        == "test_the_access_record_takes_the_generic_path_under_another_record_factory"
+    )
+    assert getattr(record, "url.original") == "/api/v1/rooms/7"
+
+
+async def test_the_access_line_of_a_request_says_where_the_middleware_wrote_it(
+    client: httpx.AsyncClient, all_logs: pytest.LogCaptureFixture
+) -> None:
+    await client.get("/healthz")
+    [record] = access_records(all_logs)
+    assert (record.filename, record.funcName) == ("middleware.py", "__call__")
+    source = inspect.getsourcelines(RequestMiddleware.__call__)
+    line = source[0][record.lineno - source[1]]
+    assert "log_access(" in line
