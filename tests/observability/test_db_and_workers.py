@@ -111,3 +111,37 @@ def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path
     }
     assert totals["cmschat_http_requests_total"] == 3
     assert "cmschat_audit_head_id" not in scraped
+
+
+FORKING_WORKER = """
+import os
+from cmschat.observability.asgi_metrics import _request_series
+counted, timed = _request_series("GET", "/healthz", 200)
+counted.inc()
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        counted, timed = _request_series("GET", "/healthz", 200)
+        counted.inc()
+        timed.observe(0.01)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_request_series_kept_before_a_fork_count_in_each_worker_once(tmp_path: Path) -> None:
+    # The middleware keeps its labelled series; workers forked after the first request
+    # must still write to their own files, not add to (or reset) the parent's.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", FORKING_WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    scraped = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    totals = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.labels.get("route") == "/healthz"
+    }
+    assert totals["cmschat_http_requests_total"] == 3
+    assert totals["cmschat_http_request_duration_seconds_count"] == 2
