@@ -223,6 +223,10 @@ async def measure(
     """
     original_hook = app_module.instrument_engine
     original_processor = tracing.otlp_processor
+    original_jobs = app_module.start_jobs
+    # No background loops: the session check ticks every second, so under valgrind the
+    # instructions counted grew with the wall time the requests took (the machine's load).
+    app_module.start_jobs = lambda *_a, **_k: []  # type: ignore[assignment]
     if variant == "bare":
         app_module.instrument_engine = lambda *_a, **_k: None  # type: ignore[assignment]
         logging.getLogger().setLevel(logging.WARNING)
@@ -269,6 +273,7 @@ async def measure(
                 return await time_actions(http, url, headers, requests, probe, variant)
     finally:
         app_module.instrument_engine = original_hook
+        app_module.start_jobs = original_jobs
         tracing.otlp_processor = original_processor
         DropExporter.processors.clear()
         import os

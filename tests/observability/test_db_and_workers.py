@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmschat.db.session import create_engine
+from cmschat.observability import tracing
 from cmschat.observability.db_metrics import fingerprint, instrument_engine, operation_of
 from cmschat.observability.logging import install_log_context, route_var
 from tests.observability.metrics_support import value
@@ -56,6 +58,52 @@ async def test_a_slow_query_is_counted_and_logged_without_its_parameters(
     assert len(getattr(record, "db.fingerprint")) == 16
     assert "WITH RECURSIVE" in getattr(record, "db.statement")
     assert "secret-parameter-value" not in str(record.__dict__)
+
+
+async def test_statements_are_timed_without_engine_events_failures_spanned_with_their_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'timed.db'}")
+    instrument_engine(engine, slow_ms=60_000, span_ms=60_000)
+    # No engine listener: SQLAlchemy keeps its path without connection event dispatch.
+    assert not engine.sync_engine._has_events
+    spans: list[tuple[str, str, BaseException | None]] = []
+    monkeypatch.setattr(tracing, "enabled", lambda: True)
+    monkeypatch.setattr(
+        tracing,
+        "sql_span",
+        lambda operation, statement, _system, _seconds, error=None: spans.append(
+            (operation, statement, error)
+        ),
+    )
+    counted = {
+        op: value("cmschat_db_query_duration_seconds_count", operation=op)
+        for op in ("SELECT", "INSERT", "OTHER")
+    }
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (a INTEGER)")  # no parameters
+            await conn.execute(text("INSERT INTO t VALUES (:a)"), [{"a": 1}, {"a": 2}])  # many
+            await conn.execute(text("SELECT a FROM t WHERE a = :a"), {"a": 1})
+            with pytest.raises(OperationalError):
+                await conn.execute(text("SELECT a FROM missing WHERE a = :a"), {"a": 1})
+    finally:
+        await engine.dispose()
+    assert (
+        value("cmschat_db_query_duration_seconds_count", operation="OTHER") == counted["OTHER"] + 1
+    )
+    assert (
+        value("cmschat_db_query_duration_seconds_count", operation="INSERT")
+        == counted["INSERT"] + 1
+    )
+    # The failed SELECT is spanned with its error, not counted as a timed query.
+    assert (
+        value("cmschat_db_query_duration_seconds_count", operation="SELECT")
+        == counted["SELECT"] + 1
+    )
+    [(operation, statement, error)] = spans
+    assert (operation, statement) == ("SELECT", "SELECT a FROM missing WHERE a = ?")
+    assert "no such table" in str(error)
 
 
 async def test_a_checkout_that_waits_for_a_dry_pool_is_counted_and_timed(tmp_path: Path) -> None:
@@ -111,3 +159,37 @@ def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path
     }
     assert totals["cmschat_http_requests_total"] == 3
     assert "cmschat_audit_head_id" not in scraped
+
+
+FORKING_WORKER = """
+import os
+from cmschat.observability.asgi_metrics import _request_series
+counted, timed = _request_series("GET", "/healthz", 200)
+counted.inc()
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        counted, timed = _request_series("GET", "/healthz", 200)
+        counted.inc()
+        timed.observe(0.01)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_request_series_kept_before_a_fork_count_in_each_worker_once(tmp_path: Path) -> None:
+    # The middleware keeps its labelled series; workers forked after the first request
+    # must still write to their own files, not add to (or reset) the parent's.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", FORKING_WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    scraped = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    totals = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.labels.get("route") == "/healthz"
+    }
+    assert totals["cmschat_http_requests_total"] == 3
+    assert totals["cmschat_http_request_duration_seconds_count"] == 2

@@ -3,16 +3,27 @@ secret reaches the logs."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
+from types import MappingProxyType
 
 import ecs_logging
 import httpx
 import pytest
 
 from cmschat.observability.ecs_format import EcsFormatter
-from cmschat.observability.logging import ConsoleFormatter
+from cmschat.observability.logging import (
+    ConsoleFormatter,
+    client_request_id_var,
+    install_log_context,
+    log_access,
+    request_id_var,
+    route_var,
+    user_id_var,
+)
+from cmschat.observability.middleware import RequestMiddleware
 from tests.support import PASSWORD, NamedUser
 
 FORGED = '{"log.level":"critical","message":"forged"}'
@@ -159,7 +170,33 @@ def sample_records() -> list[logging.LogRecord]:
         "cmschat.sample", logging.WARNING, "s.py", 1, "here", (), None, sinfo="Stack (most recent)"
     )
     no_function = logging.LogRecord("cmschat.bare", logging.DEBUG, "b.py", 2, "bare", (), None)
-    return [plain, access, failed, stacked, no_function]
+    # Placed directly: under a fixed field, non-ASCII, a number; then through the
+    # library's merging: a mapping that is no dict, a dict beside a dotted name.
+    placed = logger.makeRecord(
+        "cmschat.db.slow",
+        logging.WARNING,
+        "d.py",
+        4,
+        "slow query: %s",
+        ("SELECT",),
+        None,
+        extra={"log.origin.extra": "x", "db.statement": "caf\u00e9 \u2615", "event.duration": 7},
+    )
+    proxied = logger.makeRecord(
+        "cmschat.sample",
+        logging.INFO,
+        "p.py",
+        5,
+        "proxied",
+        (),
+        None,
+        extra={"labels": MappingProxyType({"a": 1}), "labels.b": 2, "url.path": "/x"},
+    )
+    beside = logger.makeRecord(
+        "cmschat.sample", logging.INFO, "q.py", 6, "beside", (), None, extra={"labels.b": 2}
+    )
+    beside.__dict__["labels"] = {"a": {"c": 3}}
+    return [plain, access, failed, stacked, no_function, placed, proxied, beside]
 
 
 def test_json_lines_are_exactly_the_ecs_library_lines() -> None:
@@ -170,3 +207,118 @@ def test_json_lines_are_exactly_the_ecs_library_lines() -> None:
     assert access["labels"] == {"worker": 2, "nested": {"deeper": "yes"}}
     assert "process" not in access and "color_message" not in access
     assert json.loads(ours[2])["error"]["type"] == "ValueError"
+    assert json.loads(ours[6])["labels"] == {"a": 1, "b": 2}
+    assert json.loads(ours[7])["labels"] == {"a": {"c": 3}, "b": 2}
+
+
+def test_json_lines_are_the_library_lines_with_ascii_off_and_across_seconds() -> None:
+    records = sample_records()
+    ours_formatter = EcsFormatter()
+    ours_formatter.ensure_ascii = False
+    theirs = ecs_logging.StdlibFormatter(
+        exclude_fields=["process", "log.original", "color_message"], ensure_ascii=False
+    )
+    for shift in (0.0, 0.4, 1.0, 3600.2):
+        for record in records:
+            record.created += shift
+            record.msecs = (record.created - int(record.created)) * 1000
+        assert [ours_formatter.format(r) for r in records] == [theirs.format(r) for r in records]
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _access_fields() -> dict[str, object]:
+    return {
+        "http.request.method": "GET",
+        "url.path": "/api/v1/rooms/{room_id}",
+        "url.original": "/api/v1/rooms/7",
+        "http.response.status_code": 200,
+        "event.duration": 1234,
+        "client.ip": "203.0.113.7",
+    }
+
+
+def test_the_access_record_is_the_generic_paths_record_without_its_costs() -> None:
+    install_log_context()
+    logger = logging.getLogger("cmschat.test_access")
+    kept = _Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    tokens = [
+        (request_id_var, request_id_var.set("b" * 32)),
+        (user_id_var, user_id_var.set(42)),
+        (route_var, route_var.set("/api/v1/rooms/{room_id}")),
+        (client_request_id_var, client_request_id_var.set("theirs-1")),
+    ]
+    try:
+        args = ("GET", "/api/v1/rooms/7", 200)
+        logger.info("%s %s %s", *args, extra=_access_fields())
+        log_access(logger, "%s %s %s", args, _access_fields())
+        logger.setLevel(logging.WARNING)
+        log_access(logger, "%s %s %s", args, _access_fields())  # the level is honoured
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+        logger.removeHandler(kept)
+        logger.setLevel(logging.NOTSET)
+    generic, direct = kept.records
+    here = inspect.getsource(test_the_access_record_is_the_generic_paths_record_without_its_costs)
+    first_line = test_the_access_record_is_the_generic_paths_record_without_its_costs.__code__
+    calls = [n for n, text in enumerate(here.splitlines()) if "log_access(logger" in text]
+    assert direct.lineno == first_line.co_firstlineno + calls[0]
+    assert direct.funcName == generic.funcName
+    assert direct.pathname == generic.pathname
+    # The same record but for when and where it was made: the same attributes, in the same
+    # order (the console line lists them so), the same JSON line.
+    for moment in ("created", "msecs", "relativeCreated", "lineno"):
+        setattr(direct, moment, getattr(generic, moment))
+    assert list(direct.__dict__.items()) == list(generic.__dict__.items())
+    assert EcsFormatter().format(direct) == EcsFormatter().format(generic)
+    assert ConsoleFormatter().format(direct) == ConsoleFormatter().format(generic)
+
+
+def test_the_access_record_takes_the_generic_path_under_another_record_factory() -> None:
+    ours = logging.getLogRecordFactory()
+    made: list[str] = []
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = ours(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(record.getMessage())
+        return record
+
+    logger = logging.getLogger("cmschat.test_access")
+    kept = _Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    logging.setLogRecordFactory(factory)
+    try:
+        log_access(logger, "%s %s %s", ("GET", "/x", 200), _access_fields())
+    finally:
+        logging.setLogRecordFactory(ours)
+        logger.removeHandler(kept)
+        logger.setLevel(logging.NOTSET)
+    assert made == ["GET /x 200"]
+    [record] = kept.records
+    assert (
+        record.funcName
+        == "test_the_access_record_takes_the_generic_path_under_another_record_factory"
+    )
+    assert getattr(record, "url.original") == "/api/v1/rooms/7"
+
+
+async def test_the_access_line_of_a_request_says_where_the_middleware_wrote_it(
+    client: httpx.AsyncClient, all_logs: pytest.LogCaptureFixture
+) -> None:
+    await client.get("/healthz")
+    [record] = access_records(all_logs)
+    assert (record.filename, record.funcName) == ("middleware.py", "__call__")
+    source = inspect.getsourcelines(RequestMiddleware.__call__)
+    line = source[0][record.lineno - source[1]]
+    assert "log_access(" in line

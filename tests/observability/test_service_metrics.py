@@ -12,6 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from cmschat.observability import asgi_metrics
+from cmschat.observability import instruments as m
 from cmschat.observability.asgi_metrics import MetricsMiddleware
 from tests.observability.metrics_support import series, value
 from tests.support import NamedUser
@@ -173,3 +175,19 @@ def test_metric_names_follow_prometheus_conventions() -> None:
             assert name.endswith("_seconds"), name
         # Labels never name users, rooms or raw paths.
         assert not set(metric._labelnames) & {"user", "user_id", "room", "room_id", "path"}
+
+
+async def test_a_request_counts_on_the_metrics_own_series_also_when_none_are_kept(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = value("cmschat_http_requests_total", method="GET", route="/healthz", status="200")
+    await client.get("/healthz")
+    kept = asgi_metrics._series[("GET", "/healthz", 200)]
+    assert kept[0] is m.HTTP_REQUESTS.labels(method="GET", route="/healthz", status="200")
+    assert kept[1] is m.HTTP_DURATION.labels(method="GET", route="/healthz")
+    monkeypatch.setattr(asgi_metrics, "_series", {})
+    monkeypatch.setattr(asgi_metrics, "_SERIES_MAX", 0)  # the bound reached: not kept
+    await client.get("/healthz")
+    assert asgi_metrics._series == {}
+    after = value("cmschat_http_requests_total", method="GET", route="/healthz", status="200")
+    assert after == before + 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,6 +73,32 @@ def _count_special(route: str, method: str, status: int, error_body: bytes) -> N
             m.UPLOADS.labels(result="refused", reason=_error_code(error_body)).inc()
 
 
+_Series = tuple[Counter, Histogram]
+_series: dict[tuple[str, str, int], _Series] = {}
+_SERIES_MAX = 4096
+
+
+def _request_series(method: str, route: str, status: int) -> _Series:
+    """The request counter's and duration histogram's labelled series of one kind of answer.
+
+    Kept after the first lookup: ``labels()`` takes a lock, checks the label values and
+    builds a key every call, twice per request. The values are the same series objects
+    the metric holds (in multiprocess mode too: prometheus-client re-opens their files
+    itself after a fork). Bounded by methods x route templates x statuses; if that bound
+    is ever passed, lookups go to ``labels()`` again.
+    """
+    key = (method, route, status)
+    found = _series.get(key)
+    if found is None:
+        found = (
+            m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)),
+            m.HTTP_DURATION.labels(method=method, route=route),
+        )
+        if len(_series) < _SERIES_MAX:
+            _series[key] = found
+    return found
+
+
 class MetricsMiddleware:
     """Pure ASGI: times and counts every HTTP request and WebSocket connection."""
 
@@ -91,11 +118,12 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         error_body = b""
+        route: str | None = None
         route_var.set(None)
         scope_var.set(scope)
 
         async def counting_send(message: Message) -> None:
-            nonlocal status, error_body
+            nonlocal status, error_body, route
             if message["type"] == "http.response.start":
                 status = message["status"]
                 route = route_template(scope)
@@ -107,7 +135,7 @@ class MetricsMiddleware:
             await send(message)
 
         m.HTTP_IN_FLIGHT.inc()
-        untally = sql_tally.tally_request()
+        untally = sql_tally.tally_request() if tracing.enabled() else None
         try:
             await self.app(scope, receive, counting_send)
         except Exception as error:
@@ -117,14 +145,17 @@ class MetricsMiddleware:
                 m.HTTP_UNHANDLED.inc()
             raise
         finally:
-            untally()
+            if untally is not None:
+                untally()
             m.HTTP_IN_FLIGHT.dec()
-            route = route_template(scope)
-            route_var.set(route)
+            if route is None:  # no response started: routing may have matched since
+                route = route_template(scope)
+                route_var.set(route)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            counted, timed = _request_series(method, route, status)
+            counted.inc()
             elapsed = time.perf_counter() - started
-            m.HTTP_DURATION.labels(method=method, route=route).observe(elapsed)
+            timed.observe(elapsed)
             WINDOW.request(route, status, elapsed)
             _count_special(route, method, status, error_body)
             # route_var is left set: the access log line, written outside, reads it.

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -25,7 +26,6 @@ from cmschat.observability import sql_tally, tracing
 log = logging.getLogger("cmschat.db.slow")
 
 OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK"})
-_STARTED = "cmschat_query_started"
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 _LISTS = re.compile(r"\((?:\s*\?\s*,)+\s*\?\s*\)")
 _SPACE = re.compile(r"\s+")
@@ -83,6 +83,13 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
     tens of microseconds, and a send runs a dozen sub-millisecond statements: one span
     each was most of tracing's overhead (docs/performance.md) and tells a reader less
     than the count does. ``span_ms=0`` gives every statement its span.
+
+    Statements are timed around the dialect's own execute methods, wrapped on this
+    engine's dialect only, not through the engine's ``before``/``after_cursor_execute``
+    events: an engine listener switches SQLAlchemy to dispatching every connection event
+    (a dozen empty listener walks per statement; on MariaDB nothing else listens), and
+    the two listeners cost more than the timing itself. The wrapped methods are what those
+    events bracket, errors included.
     """
     sync_engine = engine.sync_engine
     slow_seconds = slow_ms / 1000
@@ -93,53 +100,59 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
     # call, and a send runs a dozen statements.
     query_time = {op: m.DB_QUERY.labels(operation=op) for op in (*OPERATIONS, "OTHER")}
 
-    def before(conn: Any, _cursor: Any, _stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        conn.info.setdefault(_STARTED, []).append(time.perf_counter())
-
-    def after(conn: Any, _cursor: Any, stmt: str, _params: Any, _ctx: Any, _many: bool) -> None:
-        started = conn.info.get(_STARTED)
-        if not started:
-            return
-        elapsed = time.perf_counter() - started.pop()
-        operation = operation_of(stmt)
+    def ended(statement: str, elapsed: float) -> None:
+        operation = operation_of(statement)
         query_time[operation].observe(elapsed)
         if tracing.enabled():
             # No span for BEGIN: two per request that say nothing a trace reader needs.
             if elapsed >= span_seconds and operation != "BEGIN":
-                tracing.sql_span(operation, fingerprint(stmt), system, elapsed)
+                tracing.sql_span(operation, fingerprint(statement), system, elapsed)
             else:
                 sql_tally.count_sql(elapsed)
         if elapsed >= slow_seconds:
             m.DB_SLOW.labels(operation=operation).inc()
-            _log_slow(stmt, operation, elapsed)
+            _log_slow(statement, operation, elapsed)
 
-    def failed(context: Any) -> None:
-        started = context.connection.info.get(_STARTED) if context.connection else None
-        if not started:
-            return
-        elapsed = time.perf_counter() - started.pop()
-        statement = context.statement or ""
+    def failed(statement: str, elapsed: float, error: BaseException) -> None:
         if tracing.enabled():
             tracing.sql_span(
-                operation_of(statement),
-                fingerprint(statement),
-                system,
-                elapsed,
-                error=context.original_exception,
+                operation_of(statement), fingerprint(statement), system, elapsed, error=error
             )
 
-    def checkout(*_args: Any) -> None:
-        m.DB_POOL_IN_USE.inc()
-
-    def checkin(*_args: Any) -> None:
-        m.DB_POOL_IN_USE.dec()
-
+    dialect = sync_engine.dialect
+    for name in ("do_execute", "do_execute_no_params", "do_executemany"):
+        setattr(dialect, name, _timed(getattr(dialect, name), ended, failed))
     _count_waiting(sync_engine.pool)
-    event.listen(sync_engine, "before_cursor_execute", before)
-    event.listen(sync_engine, "after_cursor_execute", after)
-    event.listen(sync_engine, "handle_error", failed)
-    event.listen(sync_engine.pool, "checkout", checkout)
-    event.listen(sync_engine.pool, "checkin", checkin)
+    event.listen(sync_engine.pool, "checkout", _checked_out)
+    event.listen(sync_engine.pool, "checkin", _checked_in)
+
+
+def _timed(
+    execute: Callable[..., None],
+    ended: Callable[[str, float], None],
+    failed: Callable[[str, float, BaseException], None],
+) -> Callable[..., None]:
+    """``execute`` (a dialect's ``do_execute*``, which take the cursor and the statement
+    first) timed: ``ended`` with the time taken, or ``failed`` with the error too."""
+
+    def timed(cursor: Any, statement: str, *rest: Any) -> None:
+        started = time.perf_counter()
+        try:
+            execute(cursor, statement, *rest)
+        except BaseException as error:
+            failed(statement or "", time.perf_counter() - started, error)
+            raise
+        ended(statement, time.perf_counter() - started)
+
+    return timed
+
+
+def _checked_out(*_args: Any) -> None:
+    m.DB_POOL_IN_USE.inc()
+
+
+def _checked_in(*_args: Any) -> None:
+    m.DB_POOL_IN_USE.dec()
 
 
 def _log_slow(statement: str, operation: str, elapsed: float) -> None:

@@ -69,29 +69,70 @@ def current_trace_id(request_id: str | None) -> str | None:
     return None
 
 
-def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
-    record = _base_factory(*args, **kwargs)
+def _stamp_context(fields: dict[str, Any]) -> None:
+    """Write this moment's request context into a record's attributes."""
     request_id = request_id_var.get()
     if request_id is not None:
-        setattr(record, "http.request.id", request_id)
+        fields["http.request.id"] = request_id
     client_request_id = client_request_id_var.get()
     if client_request_id is not None:
-        setattr(record, "labels.client_request_id", client_request_id)
+        fields["labels.client_request_id"] = client_request_id
     route = route_var.get()
     if route is None and (scope := scope_var.get()) is not None:
         route = routed_template(scope)
     if route is not None:
-        setattr(record, "http.route", route)
+        fields["http.route"] = route
     trace_id = current_trace_id(request_id)
     if trace_id is not None:
-        setattr(record, "trace.id", trace_id)
+        fields["trace.id"] = trace_id
     user_id = user_id_var.get()
     if user_id is not None:
-        setattr(record, "user.id", str(user_id))
+        fields["user.id"] = str(user_id)
     if _worker is not None:
-        setattr(record, "labels.worker", _worker)
-    setattr(record, "service.name", "cmschat")
+        fields["labels.worker"] = _worker
+    fields["service.name"] = "cmschat"
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    _stamp_context(record.__dict__)
     return record
+
+
+def log_access(
+    logger: logging.Logger, msg: str, args: tuple[Any, ...], fields: dict[str, Any]
+) -> None:
+    """``logger.info(msg, *args, extra=fields)`` for the one line every request writes,
+    the same record without the generic path's costs.
+
+    ``Logger._log`` looks for the caller by walking the stack and normalising each frame's
+    file name, then ``makeRecord`` copies ``extra`` key by key behind checks: a tenth of
+    what observation cost per request. Here the caller is the frame above, the record is
+    made by the same factory and the fields written at once; level, filters, handlers and
+    ``disabled`` are honoured as ``Logger.handle`` does. Another record factory than ours
+    gets the generic path.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if logging.getLogRecordFactory() is not _record_with_context:
+        logger.info(msg, *args, extra=fields, stacklevel=2)
+        return
+    caller = sys._getframe(1)
+    code = caller.f_code
+    record = _base_factory(
+        logger.name,
+        logging.INFO,
+        code.co_filename,
+        caller.f_lineno,
+        msg,
+        args,
+        None,
+        code.co_name,
+    )
+    attributes = record.__dict__
+    _stamp_context(attributes)
+    attributes.update(fields)
+    logger.handle(record)
 
 
 def install_log_context() -> None:

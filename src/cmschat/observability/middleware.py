@@ -14,6 +14,7 @@ from cmschat.observability.logging import (
     client_address_var,
     client_request_id_var,
     current_trace_id,
+    log_access,
     request_id_var,
     route_var,
     user_id_var,
@@ -139,12 +140,11 @@ class RequestMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            log.info(
+            log_access(
+                log,
                 "%s %s %s",
-                scope["method"],
-                path,
-                status,
-                extra={
+                (scope["method"], path, status),
+                {
                     "http.request.method": scope["method"],
                     "url.path": route_var.get() or "<unrouted>",
                     "url.original": path,
