@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import event, func, select
 
 from cmschat.accounts.models import User
-from cmschat.chat.messages import batch_writes
+from cmschat.chat import search_index
+from cmschat.chat.messages import batch_sql, batch_writes
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
@@ -124,8 +125,8 @@ async def test_a_batch_that_cannot_commit_stores_nothing_and_answers_everyone(
     async def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("the search index is gone")
 
-    monkeypatch.setattr(batch_writes.search_index, "index_new_messages", broken)
-    monkeypatch.setattr(batch_writes.search_index, "index_message", broken)
+    monkeypatch.setattr(batch_sql, "index_messages", broken)  # the batch's
+    monkeypatch.setattr(search_index, "index_message", broken)  # each send's on its own
     answers = await asyncio.gather(
         *(
             client.post(f"{ROOMS}/{room}/messages", headers=a, json={"content": f"m{n}"})

@@ -14,30 +14,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
-from cmschat.chat import hot_reads, search_index
+from cmschat.chat import hot_reads
 from cmschat.chat.caches import HotCaches, Shown
+from cmschat.chat.messages import batch_sql
 from cmschat.chat.messages.sending import SendRules, check_content, render_content
 from cmschat.chat.messages.views import message_event, message_views
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
+from cmschat.chat.models import EventType, Message
 from cmschat.chat.ratelimit import check_send_rate
 from cmschat.chat.schemas import MessageRead, UserBrief
+from cmschat.db.driver_sql import driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
 
-ROOMS = cast(Table, Room.__table__)
 MESSAGES = cast(Table, Message.__table__)
-EVENTS = cast(Table, RoomEvent.__table__)
-MENTIONS = cast(Table, Mention.__table__)
 
 
 class SendWithdrawn(Exception):
@@ -172,87 +171,63 @@ async def _store(
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
     authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
     counts = Counter(new.pending.room_id for new in accepted)
-    # Rooms in id order: two processes' batches lock the rows they share in the same order.
-    await session.execute(
-        update(ROOMS)
-        .where(ROOMS.c.id == bindparam("b_room"))
-        .values(last_seq=ROOMS.c.last_seq + bindparam("b_count")),
-        [{"b_room": room_id, "b_count": counts[room_id]} for room_id in sorted(counts)],
-    )
-    found = await session.execute(
-        select(ROOMS.c.id, ROOMS.c.last_seq).where(ROOMS.c.id.in_(counts))
-    )
-    next_seq = {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found}
+    driver = await driver_of(session)
+    next_seq = await batch_sql.number(driver, counts)
     seqs = []
     for new in accepted:
         seqs.append(next_seq[new.pending.room_id])
         next_seq[new.pending.room_id] += 1
-
-    def stamped(actor: str) -> dict[str, object]:
-        return {"created_at": now, "updated_at": now, "created_by": actor, "updated_by": actor}
-
-    await session.execute(
-        insert(MESSAGES),
+    stamped = {
+        actor: batch_sql.stamps(driver, now, actor)
+        for actor in {new.pending.origin.actor for new in accepted}
+    }
+    message_ids = await batch_sql.insert_messages(
+        driver,
         [
-            {
-                "room_id": new.pending.room_id,
-                "seq": seq,
-                "author_id": new.pending.user.id,
-                "client_id": new.pending.draft.client_id,
-                "reply_to_id": new.pending.draft.reply_to,
-                "content": new.pending.draft.content,
-                "content_html": new.html,
-                **stamped(new.pending.origin.actor),
-            }
+            (
+                new.pending.room_id,
+                seq,
+                new.pending.user.id,
+                new.pending.draft.client_id,
+                new.pending.draft.reply_to,
+                new.pending.draft.content,
+                new.html,
+                *stamped[new.pending.origin.actor],
+            )
             for new, seq in zip(accepted, seqs, strict=True)
         ],
     )
-    where = [(new.pending.room_id, seq) for new, seq in zip(accepted, seqs, strict=True)]
-    ids = {
-        (room_id, seq): message_id
-        for message_id, room_id, seq in await session.execute(
-            select(MESSAGES.c.id, MESSAGES.c.room_id, MESSAGES.c.seq).where(
-                tuple_(MESSAGES.c.room_id, MESSAGES.c.seq).in_(where)
-            )
-        )
-    }
-    message_ids = [ids[pair] for pair in where]
     rows = list(zip(accepted, seqs, message_ids, strict=True))
-    await session.execute(
-        insert(EVENTS),
+    await batch_sql.insert_events(
+        driver,
         [
-            {
-                "room_id": new.pending.room_id,
-                "seq": seq,
-                "type": EventType.message_created,
-                "message_id": message_id,
-                "user_id": None,
-                **stamped(new.pending.origin.actor),
-            }
+            (
+                new.pending.room_id,
+                seq,
+                batch_sql.CREATED,
+                message_id,
+                None,
+                *stamped[new.pending.origin.actor],
+            )
             for new, seq, message_id in rows
         ],
     )
-    mentions = [
-        {
-            "message_id": message_id,
-            "user_id": user_id,
-            "room_id": new.pending.room_id,
-            "seq": seq,
-            **stamped(new.pending.origin.actor),
-        }
-        for new, seq, message_id in rows
-        for user_id in new.mentioned
-    ]
-    if mentions:
-        await session.execute(insert(MENTIONS), mentions)
+    await batch_sql.insert_mentions(
+        driver,
+        [
+            (message_id, user_id, new.pending.room_id, seq, *stamped[new.pending.origin.actor])
+            for new, seq, message_id in rows
+            for user_id in new.mentioned
+        ],
+    )
     links = [
         (file.id, message_id, new.pending.origin.actor)
         for new, _seq, message_id in rows
         for file in new.files
     ]
     await attachments.link_many(session, links, now=now)
-    await search_index.index_new_messages(
-        session, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
+    await batch_sql.index_messages(
+        driver, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
     )
     views: dict[int, MessageRead] = {}
     events = []
