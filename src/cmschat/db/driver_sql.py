@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Column
+from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -39,18 +39,40 @@ class Statement:
     def __init__(self, build: Callable[[Dialect], ClauseElement], names: Sequence[str]) -> None:
         self._build = build
         self.names = tuple(names)
-        self._sql: dict[str, str] = {}
+        self._sql: dict[str, tuple[str, Row]] = {}
 
-    def sql(self, dialect: Dialect) -> str:
-        """The driver's SQL text (its paramstyle) for ``dialect``."""
-        text = self._sql.get(dialect.name)
-        if text is None:
-            compiled = self._build(dialect).compile(dialect=dialect)
-            order = tuple(cast(SQLCompiler, compiled).positiontup or ())
-            if order != self.names:
+    def sql(self, dialect: Dialect) -> tuple[str, Row]:
+        """The driver's SQL text (its paramstyle) for ``dialect``, and the values of the
+        parameters the dialect adds after the caller's (SQLite's ``OFFSET 0``)."""
+        found = self._sql.get(dialect.name)
+        if found is None:
+            compiled = cast(SQLCompiler, self._build(dialect).compile(dialect=dialect))
+            order = tuple(compiled.positiontup or ())
+            added = order[len(self.names) :]
+            if order[: len(self.names)] != self.names or any(
+                compiled.params[name] is None for name in added
+            ):
                 raise RuntimeError(f"parameters compile as {order}, not {self.names}")
-            text = self._sql[dialect.name] = compiled.string
-        return text
+            found = self._sql[dialect.name] = (
+                compiled.string,
+                tuple(compiled.params[name] for name in added),
+            )
+        return found
+
+
+class BySize:
+    """Statements whose shape depends on a size (rows, ``IN`` items): one per size, made
+    by ``make(size)`` on first use and kept."""
+
+    def __init__(self, make: Callable[[int], Statement]) -> None:
+        self._make = make
+        self._made: dict[int, Statement] = {}
+
+    def __call__(self, size: int) -> Statement:
+        statement = self._made.get(size)
+        if statement is None:
+            statement = self._made[size] = self._make(size)
+        return statement
 
 
 class Driver:
@@ -63,12 +85,16 @@ class Driver:
 
     async def rows(self, statement: Statement, parameters: Row) -> list[Row]:
         """Run a statement once; its rows (empty when it returns none)."""
-        return await self._run(statement.sql(self.dialect), parameters, many=False)
+        sql, added = statement.sql(self.dialect)
+        return await self._run(sql, parameters + added if added else parameters, many=False)
 
     async def many(self, statement: Statement, parameters: Sequence[Row]) -> None:
         """Run a write once per parameter tuple, in one call to the driver."""
         if parameters:
-            await self._run(statement.sql(self.dialect), parameters, many=True)
+            sql, added = statement.sql(self.dialect)
+            if added:
+                parameters = [row + added for row in parameters]
+            await self._run(sql, parameters, many=True)
 
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
         adapter = self._adapter
@@ -86,7 +112,7 @@ class Driver:
             finally:
                 await cursor.close()
 
-    def bound(self, column: Column[Any], value: Any) -> Any:
+    def bound(self, column: ColumnElement[Any], value: Any) -> Any:
         """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
         processor = column.type._cached_bind_processor(self.dialect)
         return value if processor is None else processor(value)

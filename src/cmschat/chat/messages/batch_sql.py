@@ -20,7 +20,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from cmschat.chat import search_index
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
-from cmschat.db.driver_sql import Driver, Statement
+from cmschat.db.driver_sql import BySize, Driver, Statement
 
 ROOMS = cast(Table, Room.__table__)
 MESSAGES = cast(Table, Message.__table__)
@@ -71,20 +71,6 @@ def _index(dialect: Dialect) -> ClauseElement:
 _INDEX = Statement(_index, ("message_id", "grams"))
 
 
-class _BySize:
-    """One statement per size, made on first use."""
-
-    def __init__(self, make: Any) -> None:
-        self._make = make
-        self._made: dict[int, Statement] = {}
-
-    def __call__(self, size: int) -> Statement:
-        statement = self._made.get(size)
-        if statement is None:
-            statement = self._made[size] = self._make(size)
-        return statement
-
-
 def _seqs_of(size: int) -> Statement:
     names = [f"r{n}" for n in range(size)]
     return Statement(
@@ -112,8 +98,8 @@ def _messages_of(size: int) -> Statement:
     )
 
 
-_SEQS = _BySize(_seqs_of)
-_MESSAGES = _BySize(_messages_of)
+_SEQS = BySize(_seqs_of)
+_MESSAGES = BySize(_messages_of)
 
 
 async def number(driver: Driver, counts: dict[int, int]) -> dict[int, int]:
