@@ -8,23 +8,25 @@ that fails them fails alone and writes nothing, so no savepoint is needed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
-from cmschat.chat import hot_reads
+from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
 from cmschat.chat.messages import batch_sql
-from cmschat.chat.messages.sending import SendRules, check_content, render_content
+from cmschat.chat.messages.batch_sql import MESSAGES
+from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
 from cmschat.chat.messages.views import message_event, message_views
 from cmschat.chat.models import EventType, Message
 from cmschat.chat.ratelimit import check_send_rate
@@ -35,8 +37,6 @@ from cmschat.events import queue_events
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
-
-MESSAGES = cast(Table, Message.__table__)
 
 
 class SendWithdrawn(Exception):
@@ -54,7 +54,8 @@ class _New:
     index: int
     pending: Pending
     html: str
-    mentioned: list[int]
+    mentioned: list[Any]
+    """The usernames it mentions, until ``_link_mentions`` makes them member ids."""
     files: list[Attachment]
 
 
@@ -109,7 +110,7 @@ async def write_batch(
             files = await attachments.linkable(
                 session, user=pending.user, room_id=room_id, attachment_ids=file_ids
             )
-            html, mentioned = await render_content(session, room_id, draft.content)
+            html, names = rendering.render_unlinked(draft.content)
             if pending.still_wanted is not None and not pending.still_wanted():
                 raise SendWithdrawn
         except (CmschatError, SendWithdrawn) as error:
@@ -118,7 +119,8 @@ async def write_batch(
         claimed.update(file_ids)
         if key is not None:
             firsts[key] = index
-        accepted.append(_New(index, pending, html, mentioned, files))
+        accepted.append(_New(index, pending, html, names, files))
+    accepted = await _link_mentions(session, accepted)
     for index, view in (await _store(session, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
@@ -149,6 +151,20 @@ async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[Clie
         (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): view
         for message, view in zip(found, views, strict=True)
     }
+
+
+async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_New]:
+    """Each send's mentions of its room's members linked (one query for the batch)."""
+    if not any(new.mentioned for new in accepted):
+        return accepted
+    linked = await link_mentions(
+        session,
+        [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted],
+    )
+    return [
+        dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
+        for new, (html, mentioned) in zip(accepted, linked, strict=True)
+    ]
 
 
 async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
