@@ -10,11 +10,11 @@ messages) are compiled once per size and kept: a process meets at most ``MAX_BAT
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -98,7 +98,29 @@ def _messages_of(size: int) -> Statement:
     )
 
 
+def _repeats_of(size: int) -> Statement:
+    keys = [(f"r{n}", f"a{n}", f"c{n}") for n in range(size)]
+    m = MESSAGES.c
+    return Statement(
+        lambda _dialect: select(m.id).where(
+            tuple_(m.room_id, m.author_id, m.client_id).in_(
+                [tuple(bindparam(name) for name in key) for key in keys]
+            )
+        ),
+        [name for key in keys for name in key],
+    )
+
+
 _SEQS = BySize(_seqs_of)
+_REPEATS = BySize(_repeats_of)
+
+
+async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> list[int]:
+    """The ids of the stored messages with these (room, author, client id) keys."""
+    found = await driver.rows(_REPEATS(len(keys)), tuple(value for key in keys for value in key))
+    return [message_id for (message_id,) in found]
+
+
 _MESSAGES = BySize(_messages_of)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
@@ -139,13 +139,11 @@ async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[Clie
     keys = {key for pending in batch if (key := _key_of(pending)) is not None}
     if not keys:
         return {}
-    found = (
-        await session.scalars(
-            select(Message).where(
-                tuple_(Message.room_id, Message.author_id, Message.client_id).in_(keys)
-            )
-        )
-    ).all()
+    # Almost always none: looked for with the driver, loaded as objects only when found.
+    ids = await batch_sql.repeated(await driver_of(session), keys)
+    if not ids:
+        return {}
+    found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
     views = await message_views(session, found)
     return {
         (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): view
