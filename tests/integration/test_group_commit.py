@@ -29,7 +29,11 @@ SENDERS = 64
 
 
 async def test_64_concurrent_senders_with_repeated_client_ids(
-    client: httpx.AsyncClient, alice: NamedUser, bob: NamedUser, context: AppContext
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, b = await alice.login(client), await bob.login(client)
     rooms = [await group(client, a, bob) for _ in range(3)]
@@ -74,6 +78,8 @@ async def test_64_concurrent_senders_with_repeated_client_ids(
     # Fewer transactions than messages: sends that arrived together were written together.
     # (Each request also commits its sign-in check, a transaction of its own.)
     assert context.sends.batches - batches < len(by_key) // 2, context.sends.batches
+    # Written as batches, not each send on its own after its batch failed.
+    assert "sends failed" not in caplog.text
 
 
 async def test_a_bad_send_fails_alone_in_its_batch(
