@@ -168,6 +168,13 @@ def _dicts(
         edited_at,
         deleted_at,
     ) in rows:
+        if when is not None:
+            # Most messages were never edited: one conversion for both stamps.
+            created = when(created_at)
+            if updated_at != created_at:
+                updated_at = when(updated_at)
+        else:
+            created = created_at
         views.append(
             {
                 "id": message_id,
@@ -182,8 +189,8 @@ def _dicts(
                 "content_html": content_html,
                 "reply_to": reply_to_id,
                 "mentions": sorted(mentions.get(message_id, ())),
-                "created_at": created_at if when is None else when(created_at),
-                "updated_at": updated_at if when is None else when(updated_at),
+                "created_at": created,
+                "updated_at": created if updated_at == created_at else updated_at,
                 "edited": edited_at is not None,
                 "deleted": deleted_at is not None,
                 "attachments": files.get(message_id, []),
