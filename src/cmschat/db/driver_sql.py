@@ -9,9 +9,9 @@ bound parameter, and their order) and the driver runs it, with tuples of driver-
 values in and tuples out. The caller converts the few typed values (UTC datetimes, enums)
 once per batch with ``bound``, and reads rows knowing the driver's types.
 
-What this skips: the engine's cursor events, so these statements are not in the SQL
-metrics, slow-query log or SQL spans (``observability.db_metrics``), and the SQLite write
-lock's read-only guard (callers run only the statements their unit of work may run). The
+The engine's cursor events still fire around each statement (SQL metrics, slow-query log,
+SQL spans, the SQLite read-only guard); ``handle_error`` does not: a failed statement is
+timed like any other, and its error reaches the caller as the driver's own exception. The
 transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write lock,
 ``BEGIN IMMEDIATE``) and the unit of work commits or rolls it back.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -78,10 +78,11 @@ class BySize:
 class Driver:
     """The driver connection of a session's transaction (``driver_of``)."""
 
-    def __init__(self, adapter: Any, dialect: Dialect) -> None:
+    def __init__(self, adapter: Any, dialect: Dialect, connection: Connection) -> None:
         self._adapter = adapter
         self.dialect = dialect
         self.sqlite = dialect.name == "sqlite"
+        self._connection = connection
 
     async def rows(self, statement: Statement, parameters: Row) -> list[Row]:
         """Run a statement once; its rows (empty when it returns none)."""
@@ -97,6 +98,17 @@ class Driver:
             await self._run(sql, parameters, many=True)
 
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
+        # The engine's cursor events, as SQLAlchemy fires them: the SQL metrics, slow-query
+        # log and spans (observability.db_metrics), the read-only guard (write_lock).
+        connection = self._connection
+        events = connection.dispatch
+        events.before_cursor_execute(connection, None, sql, parameters, None, many)
+        try:
+            return await self._driver(sql, parameters, many=many)
+        finally:
+            events.after_cursor_execute(connection, None, sql, parameters, None, many)
+
+    async def _driver(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
         adapter = self._adapter
         if self.sqlite:
             return await sqlite_driver.run(adapter, sql, parameters, many=many)
@@ -122,4 +134,7 @@ async def driver_of(session: AsyncSession) -> Driver:
     """The driver connection of ``session``'s transaction (begun now if it was not)."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return Driver(raw.dbapi_connection, connection.dialect)
+    sync = connection.sync_connection
+    if sync is None:
+        raise RuntimeError("the session's connection is closed")
+    return Driver(raw.dbapi_connection, connection.dialect, sync)
