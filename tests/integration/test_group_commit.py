@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import event, func, select
 
 from cmschat.accounts.models import User
-from cmschat.chat.messages import batch_writes
+from cmschat.chat import search_index
+from cmschat.chat.messages import batch_sql, batch_writes, sending
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
@@ -28,7 +29,11 @@ SENDERS = 64
 
 
 async def test_64_concurrent_senders_with_repeated_client_ids(
-    client: httpx.AsyncClient, alice: NamedUser, bob: NamedUser, context: AppContext
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, b = await alice.login(client), await bob.login(client)
     rooms = [await group(client, a, bob) for _ in range(3)]
@@ -73,6 +78,8 @@ async def test_64_concurrent_senders_with_repeated_client_ids(
     # Fewer transactions than messages: sends that arrived together were written together.
     # (Each request also commits its sign-in check, a transaction of its own.)
     assert context.sends.batches - batches < len(by_key) // 2, context.sends.batches
+    # Written as batches, not each send on its own after its batch failed.
+    assert "sends failed" not in caplog.text
 
 
 async def test_a_bad_send_fails_alone_in_its_batch(
@@ -124,8 +131,8 @@ async def test_a_batch_that_cannot_commit_stores_nothing_and_answers_everyone(
     async def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("the search index is gone")
 
-    monkeypatch.setattr(batch_writes.search_index, "index_new_messages", broken)
-    monkeypatch.setattr(batch_writes.search_index, "index_message", broken)
+    monkeypatch.setattr(batch_sql, "index_messages", broken)  # the batch's
+    monkeypatch.setattr(search_index, "index_message", broken)  # each send's on its own
     answers = await asyncio.gather(
         *(
             client.post(f"{ROOMS}/{room}/messages", headers=a, json={"content": f"m{n}"})
@@ -164,3 +171,50 @@ async def test_the_sender_is_answered_only_after_the_commit(
     assert response.status_code == 201
     assert answered_before_commit == [False]
     assert committed == ["commit"]
+
+
+async def test_mentions_in_a_batch_are_those_of_each_send_alone(
+    client: httpx.AsyncClient, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    a = await alice.login(client)
+    carol = await make_user(context, "carol")
+    with_bob, with_carol = await group(client, a, bob), await group(client, a, carol)
+    async with context.db.unit_of_work() as session:
+        sender = await session.get(User, alice.id)
+    assert sender is not None
+    plan = [
+        (with_bob, "hi @bob and @carol"),
+        (with_carol, "hi @bob and @carol"),
+        (with_bob, "no one here"),
+        (with_carol, "`@carol` in code, @Carol and @nobody outside"),
+        (with_carol, "@carol @carol twice"),
+    ]
+    async with context.db.unit_of_work() as session:
+        alone = [await sending.render_content(session, room, text) for room, text in plan]
+    batches = context.sends.batches
+    lookups: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "JOIN room_members" in statement and "username IN" in statement:
+            lookups.append(statement)
+
+    event.listen(context.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        answers = await asyncio.gather(
+            *(
+                context.sends.send(user=sender, room_id=room, draft=MessageCreate(content=text))
+                for room, text in plan
+            )
+        )
+    finally:
+        event.remove(context.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert context.sends.batches - batches == 1
+    assert len(lookups) == 1  # the mentioned members of the whole batch, in one query
+    assert [(view.content_html, view.mentions) for view, _new in answers] == alone
+    assert [view.mentions for view, _new in answers] == [
+        [bob.id],
+        [carol.id],
+        [],
+        [carol.id],
+        [carol.id],
+    ]

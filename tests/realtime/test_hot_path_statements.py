@@ -96,6 +96,10 @@ async def test_warm_caches_take_a_statement_off_every_hot_request(
     dialect = context.db.engine.dialect.name
     before = BEFORE_CACHES[dialect]
     expected = {kind: count - 1 for kind, count in before.items()}
+    # INSERT ... RETURNING: a send's batch no longer reads its messages' ids back.
+    expected["http send"] -= 1
+    expected["websocket send"] -= 1
+    assert not [s for s in found["websocket send"] if s.startswith("SELECT messages.id, ")]
     if dialect == "sqlite":
         # A GET signs in and reads its page in one read-only transaction (api.deps): one
         # BEGIN, not two, and neither IMMEDIATE.

@@ -147,3 +147,14 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
 def one_trip_dbapi() -> OneTripDbapi:
     """A fresh module object per engine, as SQLAlchemy's dialect makes one per import."""
     return OneTripDbapi(aiosqlite, sqlite3)
+
+
+async def run(
+    adapter: AsyncAdapt_aiosqlite_connection, operation: str, parameters: Any, *, many: bool
+) -> list[Any]:
+    """A statement straight through the adapter's connection, in one trip: its rows."""
+    async with adapter._execute_mutex:
+        outcome: _Outcome = await adapter._connection._execute(
+            _run, adapter._connection, operation, parameters, many
+        )
+    return outcome[3] or []

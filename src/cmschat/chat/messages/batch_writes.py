@@ -8,36 +8,35 @@ that fails them fails alone and writes nothing, so no savepoint is needed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
-from cmschat.chat import hot_reads, search_index
+from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
-from cmschat.chat.messages.sending import SendRules, check_content, render_content
+from cmschat.chat.messages import batch_sql
+from cmschat.chat.messages.batch_sql import MESSAGES
+from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
 from cmschat.chat.messages.views import message_event, message_views
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
+from cmschat.chat.models import EventType, Message
 from cmschat.chat.ratelimit import check_send_rate
 from cmschat.chat.schemas import MessageRead, UserBrief
+from cmschat.db.driver_sql import driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
-
-ROOMS = cast(Table, Room.__table__)
-MESSAGES = cast(Table, Message.__table__)
-EVENTS = cast(Table, RoomEvent.__table__)
-MENTIONS = cast(Table, Mention.__table__)
 
 
 class SendWithdrawn(Exception):
@@ -55,7 +54,8 @@ class _New:
     index: int
     pending: Pending
     html: str
-    mentioned: list[int]
+    mentioned: list[Any]
+    """The usernames it mentions, until ``_link_mentions`` makes them member ids."""
     files: list[Attachment]
 
 
@@ -110,7 +110,7 @@ async def write_batch(
             files = await attachments.linkable(
                 session, user=pending.user, room_id=room_id, attachment_ids=file_ids
             )
-            html, mentioned = await render_content(session, room_id, draft.content)
+            html, names = rendering.render_unlinked(draft.content)
             if pending.still_wanted is not None and not pending.still_wanted():
                 raise SendWithdrawn
         except (CmschatError, SendWithdrawn) as error:
@@ -119,7 +119,8 @@ async def write_batch(
         claimed.update(file_ids)
         if key is not None:
             firsts[key] = index
-        accepted.append(_New(index, pending, html, mentioned, files))
+        accepted.append(_New(index, pending, html, names, files))
+    accepted = await _link_mentions(session, accepted)
     for index, view in (await _store(session, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
@@ -138,18 +139,30 @@ async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[Clie
     keys = {key for pending in batch if (key := _key_of(pending)) is not None}
     if not keys:
         return {}
-    found = (
-        await session.scalars(
-            select(Message).where(
-                tuple_(Message.room_id, Message.author_id, Message.client_id).in_(keys)
-            )
-        )
-    ).all()
+    # Almost always none: looked for with the driver, loaded as objects only when found.
+    ids = await batch_sql.repeated(await driver_of(session), keys)
+    if not ids:
+        return {}
+    found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
     views = await message_views(session, found)
     return {
         (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): view
         for message, view in zip(found, views, strict=True)
     }
+
+
+async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_New]:
+    """Each send's mentions of its room's members linked (one query for the batch)."""
+    if not any(new.mentioned for new in accepted):
+        return accepted
+    linked = await link_mentions(
+        session,
+        [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted],
+    )
+    return [
+        dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
+        for new, (html, mentioned) in zip(accepted, linked, strict=True)
+    ]
 
 
 async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
@@ -172,87 +185,63 @@ async def _store(
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
     authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
     counts = Counter(new.pending.room_id for new in accepted)
-    # Rooms in id order: two processes' batches lock the rows they share in the same order.
-    await session.execute(
-        update(ROOMS)
-        .where(ROOMS.c.id == bindparam("b_room"))
-        .values(last_seq=ROOMS.c.last_seq + bindparam("b_count")),
-        [{"b_room": room_id, "b_count": counts[room_id]} for room_id in sorted(counts)],
-    )
-    found = await session.execute(
-        select(ROOMS.c.id, ROOMS.c.last_seq).where(ROOMS.c.id.in_(counts))
-    )
-    next_seq = {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found}
+    driver = await driver_of(session)
+    next_seq = await batch_sql.number(driver, counts)
     seqs = []
     for new in accepted:
         seqs.append(next_seq[new.pending.room_id])
         next_seq[new.pending.room_id] += 1
-
-    def stamped(actor: str) -> dict[str, object]:
-        return {"created_at": now, "updated_at": now, "created_by": actor, "updated_by": actor}
-
-    await session.execute(
-        insert(MESSAGES),
+    stamped = {
+        actor: batch_sql.stamps(driver, now, actor)
+        for actor in {new.pending.origin.actor for new in accepted}
+    }
+    message_ids = await batch_sql.insert_messages(
+        driver,
         [
-            {
-                "room_id": new.pending.room_id,
-                "seq": seq,
-                "author_id": new.pending.user.id,
-                "client_id": new.pending.draft.client_id,
-                "reply_to_id": new.pending.draft.reply_to,
-                "content": new.pending.draft.content,
-                "content_html": new.html,
-                **stamped(new.pending.origin.actor),
-            }
+            (
+                new.pending.room_id,
+                seq,
+                new.pending.user.id,
+                new.pending.draft.client_id,
+                new.pending.draft.reply_to,
+                new.pending.draft.content,
+                new.html,
+                *stamped[new.pending.origin.actor],
+            )
             for new, seq in zip(accepted, seqs, strict=True)
         ],
     )
-    where = [(new.pending.room_id, seq) for new, seq in zip(accepted, seqs, strict=True)]
-    ids = {
-        (room_id, seq): message_id
-        for message_id, room_id, seq in await session.execute(
-            select(MESSAGES.c.id, MESSAGES.c.room_id, MESSAGES.c.seq).where(
-                tuple_(MESSAGES.c.room_id, MESSAGES.c.seq).in_(where)
-            )
-        )
-    }
-    message_ids = [ids[pair] for pair in where]
     rows = list(zip(accepted, seqs, message_ids, strict=True))
-    await session.execute(
-        insert(EVENTS),
+    await batch_sql.insert_events(
+        driver,
         [
-            {
-                "room_id": new.pending.room_id,
-                "seq": seq,
-                "type": EventType.message_created,
-                "message_id": message_id,
-                "user_id": None,
-                **stamped(new.pending.origin.actor),
-            }
+            (
+                new.pending.room_id,
+                seq,
+                batch_sql.CREATED,
+                message_id,
+                None,
+                *stamped[new.pending.origin.actor],
+            )
             for new, seq, message_id in rows
         ],
     )
-    mentions = [
-        {
-            "message_id": message_id,
-            "user_id": user_id,
-            "room_id": new.pending.room_id,
-            "seq": seq,
-            **stamped(new.pending.origin.actor),
-        }
-        for new, seq, message_id in rows
-        for user_id in new.mentioned
-    ]
-    if mentions:
-        await session.execute(insert(MENTIONS), mentions)
+    await batch_sql.insert_mentions(
+        driver,
+        [
+            (message_id, user_id, new.pending.room_id, seq, *stamped[new.pending.origin.actor])
+            for new, seq, message_id in rows
+            for user_id in new.mentioned
+        ],
+    )
     links = [
         (file.id, message_id, new.pending.origin.actor)
         for new, _seq, message_id in rows
         for file in new.files
     ]
     await attachments.link_many(session, links, now=now)
-    await search_index.index_new_messages(
-        session, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
+    await batch_sql.index_messages(
+        driver, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
     )
     views: dict[int, MessageRead] = {}
     events = []

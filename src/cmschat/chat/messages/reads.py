@@ -14,6 +14,7 @@ from cmschat.chat import hot_reads, permissions
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
+from cmschat.db.driver_sql import Statement, driver_of
 from cmschat.errors import Invalid
 from cmschat.events import Published
 
@@ -39,9 +40,10 @@ def _page(*, newer: bool, cursor: bool) -> Select[Any]:
     return statement.limit(bindparam("limit"))
 
 
-_PAGE_AFTER = _page(newer=True, cursor=True)
-_PAGE_BEFORE = _page(newer=False, cursor=True)
-_PAGE_NEWEST = _page(newer=False, cursor=False)
+# Run with the driver (db.driver_sql): a page is the hottest read there is.
+_PAGE_AFTER = Statement(lambda _d: _page(newer=True, cursor=True), ("room_id", "cursor", "limit"))
+_PAGE_BEFORE = Statement(lambda _d: _page(newer=False, cursor=True), ("room_id", "cursor", "limit"))
+_PAGE_NEWEST = Statement(lambda _d: _page(newer=False, cursor=False), ("room_id", "limit"))
 
 
 async def history(
@@ -63,25 +65,21 @@ async def history(
         raise Invalid("give before or after, not both", field="after")
     await permissions.check_member(session, user=user, room_id=room_id, caches=caches)
     limit = max(1, min(limit, MAX_PAGE))
+    parameters: tuple[int, ...]
     if after is not None:
-        statement, cursor = _PAGE_AFTER, after
+        statement, parameters = _PAGE_AFTER, (room_id, after, limit + 1)
     elif before is not None:
-        statement, cursor = _PAGE_BEFORE, before
+        statement, parameters = _PAGE_BEFORE, (room_id, before, limit + 1)
     else:
-        statement, cursor = _PAGE_NEWEST, 0
-    found = list(
-        (
-            await session.execute(
-                statement, {"room_id": room_id, "cursor": cursor, "limit": limit + 1}
-            )
-        ).all()
-    )
+        statement, parameters = _PAGE_NEWEST, (room_id, limit + 1)
+    driver = await driver_of(session)
+    found = await driver.rows(statement, parameters)
     more = len(found) > limit
     found = found[:limit]
-    next_cursor = found[-1].seq if more else None
+    next_cursor = found[-1][2] if more else None
     if after is not None:
         found.reverse()
-    return await rows.message_dicts(session, found), next_cursor
+    return await rows.page_dicts(driver, found), next_cursor
 
 
 async def unread_counts(

@@ -8,7 +8,8 @@ its field order, so ``cmschat.jsonbytes`` writes the bytes the pydantic model wo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, bindparam, select
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts.models import User
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.chat.models import Mention, Message
+from cmschat.db.driver_sql import BySize, Driver, Statement
 
 MESSAGES = Message.__table__
 USERS = User.__table__
@@ -72,6 +74,32 @@ _FILES_OF = (
 """Built once: a page's queries differ only in their parameters."""
 
 
+def _ids(size: int) -> list[Any]:
+    return [bindparam(f"i{n}") for n in range(size)]
+
+
+# A page's ids as that many parameters, compiled once per page size (driver_sql): an
+# expanding IN list is rendered again by SQLAlchemy at every execution.
+_PAGE_MENTIONS = BySize(
+    lambda size: Statement(
+        lambda _dialect: select(MENTIONS.c.message_id, MENTIONS.c.user_id).where(
+            MENTIONS.c.message_id.in_(_ids(size))
+        ),
+        [f"i{n}" for n in range(size)],
+    )
+)
+_PAGE_FILES = BySize(
+    lambda size: Statement(
+        lambda _dialect: (
+            select(*(ATTACHMENTS.c[name] for name in ATTACHMENT_FIELDS))
+            .where(ATTACHMENTS.c.message_id.in_(_ids(size)), ATTACHMENTS.c.state == bindparam("s"))
+            .order_by(ATTACHMENTS.c.id)
+        ),
+        [*(f"i{n}" for n in range(size)), "s"],
+    )
+)
+
+
 async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     """``MessageRead``-shaped dicts of ``message_select`` rows: two more queries in all."""
     if not rows:
@@ -80,9 +108,48 @@ async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list
     mentions: dict[int, list[int]] = {}
     for message_id, user_id in await session.execute(_MENTIONS_OF, ids):
         mentions.setdefault(message_id, []).append(user_id)
+    files = _files_by_message(await session.execute(_FILES_OF, ids))
+    return _dicts(cast(Sequence[tuple[Any, ...]], rows), mentions, files, None)
+
+
+async def page_dicts(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """``MessageRead``-shaped dicts of ``message_select`` rows read with the driver (its
+    values: SQLite's datetimes as text, booleans as 0/1), with two more driver calls."""
+    if not rows:
+        return []
+    ids = tuple(row[0] for row in rows)
+    mentions: dict[int, list[int]] = {}
+    for message_id, user_id in await driver.rows(_PAGE_MENTIONS(len(ids)), ids):
+        mentions.setdefault(message_id, []).append(user_id)
+    ready = driver.bound(ATTACHMENTS.c.state, AttachmentState.ready)
+    files = _files_by_message(await driver.rows(_PAGE_FILES(len(ids)), (*ids, ready)))
+    return _dicts(rows, mentions, files, _sqlite_when if driver.sqlite else _when)
+
+
+def _sqlite_when(value: str) -> datetime:
+    # SQLAlchemy's SQLite DATETIME text, naive UTC (db.base.UTCDateTime).
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _when(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+def _files_by_message(found: Iterable[Sequence[Any]]) -> dict[int, list[dict[str, Any]]]:
     files: dict[int, list[dict[str, Any]]] = {}
-    for file in await session.execute(_FILES_OF, ids):
-        files.setdefault(file[2], []).append(dict(zip(ATTACHMENT_FIELDS, file, strict=True)))
+    for file in found:
+        shape = dict(zip(ATTACHMENT_FIELDS, file, strict=True))
+        shape["is_image"] = bool(shape["is_image"])
+        files.setdefault(file[2], []).append(shape)
+    return files
+
+
+def _dicts(
+    rows: Sequence[tuple[Any, ...]],
+    mentions: dict[int, list[int]],
+    files: dict[int, list[dict[str, Any]]],
+    when: Callable[[Any], datetime] | None,
+) -> list[dict[str, Any]]:
     views = []
     # Tuple unpacking: a page builds hundreds of these, and Row attribute lookups cost more
     # than everything else here together.
@@ -100,7 +167,14 @@ async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list
         updated_at,
         edited_at,
         deleted_at,
-    ) in cast(Sequence[tuple[Any, ...]], rows):
+    ) in rows:
+        if when is not None:
+            # Most messages were never edited: one conversion for both stamps.
+            created = when(created_at)
+            if updated_at != created_at:
+                updated_at = when(updated_at)
+        else:
+            created = created_at
         views.append(
             {
                 "id": message_id,
@@ -115,8 +189,8 @@ async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list
                 "content_html": content_html,
                 "reply_to": reply_to_id,
                 "mentions": sorted(mentions.get(message_id, ())),
-                "created_at": created_at,
-                "updated_at": updated_at,
+                "created_at": created,
+                "updated_at": created if updated_at == created_at else updated_at,
                 "edited": edited_at is not None,
                 "deleted": deleted_at is not None,
                 "attachments": files.get(message_id, []),

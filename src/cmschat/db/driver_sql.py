@@ -1,0 +1,140 @@
+"""The hottest statements run with the driver's cursor, in the unit of work's transaction.
+
+Through SQLAlchemy each execution of a Core statement pays for a compiled-cache lookup, an
+execution context and its events, a bind processor per parameter of every row, a result
+processor per value read and the result's wrapping, and the greenlet bridge to the async
+driver: more than the statement itself costs SQLite or MariaDB on a send batch or a history
+page. Here SQLAlchemy compiles a statement once per dialect (its SQL text, every value a
+bound parameter, and their order) and the driver runs it, with tuples of driver-native
+values in and tuples out. The caller converts the few typed values (UTC datetimes, enums)
+once per batch with ``bound``, and reads rows knowing the driver's types.
+
+The engine's cursor events still fire around each statement (SQL metrics, slow-query log,
+SQL spans, the SQLite read-only guard); ``handle_error`` does not: a failed statement is
+timed like any other, and its error reaches the caller as the driver's own exception. The
+transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write lock,
+``BEGIN IMMEDIATE``) and the unit of work commits or rolls it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from cmschat.db import sqlite_driver
+
+Row = tuple[Any, ...]
+
+
+class Statement:
+    """A Core statement (``build(dialect)``) compiled once per dialect, its parameters
+    given as tuples in ``names``' order (checked against the compiled order)."""
+
+    def __init__(self, build: Callable[[Dialect], ClauseElement], names: Sequence[str]) -> None:
+        self._build = build
+        self.names = tuple(names)
+        self._sql: dict[str, tuple[str, Row]] = {}
+
+    def sql(self, dialect: Dialect) -> tuple[str, Row]:
+        """The driver's SQL text (its paramstyle) for ``dialect``, and the values of the
+        parameters the dialect adds after the caller's (SQLite's ``OFFSET 0``)."""
+        found = self._sql.get(dialect.name)
+        if found is None:
+            compiled = cast(SQLCompiler, self._build(dialect).compile(dialect=dialect))
+            order = tuple(compiled.positiontup or ())
+            added = order[len(self.names) :]
+            if order[: len(self.names)] != self.names or any(
+                compiled.params[name] is None for name in added
+            ):
+                raise RuntimeError(f"parameters compile as {order}, not {self.names}")
+            found = self._sql[dialect.name] = (
+                compiled.string,
+                tuple(compiled.params[name] for name in added),
+            )
+        return found
+
+
+class BySize:
+    """Statements whose shape depends on a size (rows, ``IN`` items): one per size, made
+    by ``make(size)`` on first use and kept."""
+
+    def __init__(self, make: Callable[[int], Statement]) -> None:
+        self._make = make
+        self._made: dict[int, Statement] = {}
+
+    def __call__(self, size: int) -> Statement:
+        statement = self._made.get(size)
+        if statement is None:
+            statement = self._made[size] = self._make(size)
+        return statement
+
+
+class Driver:
+    """The driver connection of a session's transaction (``driver_of``)."""
+
+    def __init__(self, adapter: Any, dialect: Dialect, connection: Connection) -> None:
+        self._adapter = adapter
+        self.dialect = dialect
+        self.sqlite = dialect.name == "sqlite"
+        self._connection = connection
+
+    async def rows(self, statement: Statement, parameters: Row) -> list[Row]:
+        """Run a statement once; its rows (empty when it returns none)."""
+        sql, added = statement.sql(self.dialect)
+        return await self._run(sql, parameters + added if added else parameters, many=False)
+
+    async def many(self, statement: Statement, parameters: Sequence[Row]) -> None:
+        """Run a write once per parameter tuple, in one call to the driver."""
+        if parameters:
+            sql, added = statement.sql(self.dialect)
+            if added:
+                parameters = [row + added for row in parameters]
+            await self._run(sql, parameters, many=True)
+
+    async def _run(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
+        # The engine's cursor events, as SQLAlchemy fires them: the SQL metrics, slow-query
+        # log and spans (observability.db_metrics), the read-only guard (write_lock).
+        connection = self._connection
+        events = connection.dispatch
+        events.before_cursor_execute(connection, None, sql, parameters, None, many)
+        try:
+            return await self._driver(sql, parameters, many=many)
+        finally:
+            events.after_cursor_execute(connection, None, sql, parameters, None, many)
+
+    async def _driver(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
+        adapter = self._adapter
+        if self.sqlite:
+            return await sqlite_driver.run(adapter, sql, parameters, many=many)
+        # SQLAlchemy's asyncmy adapter: one statement at a time per connection, as it does.
+        async with adapter._execute_mutex:
+            cursor = adapter._connection.cursor()
+            try:
+                if many:
+                    await cursor.executemany(sql, parameters)
+                    return []
+                await cursor.execute(sql, parameters)
+                return list(await cursor.fetchall() or ())
+            finally:
+                await cursor.close()
+
+    def bound(self, column: ColumnElement[Any], value: Any) -> Any:
+        """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
+        processor = column.type._cached_bind_processor(self.dialect)
+        return value if processor is None else processor(value)
+
+
+async def driver_of(session: AsyncSession) -> Driver:
+    """The driver connection of ``session``'s transaction (begun now if it was not)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    sync = connection.sync_connection
+    if sync is None:
+        raise RuntimeError("the session's connection is closed")
+    return Driver(raw.dbapi_connection, connection.dialect, sync)
