@@ -9,20 +9,26 @@ bound parameter, and their order) and the driver runs it, with tuples of driver-
 values in and tuples out. The caller converts the few typed values (UTC datetimes, enums)
 once per batch with ``bound``, and reads rows knowing the driver's types.
 
-The engine's cursor events still fire around each statement (SQL metrics, slow-query log,
-SQL spans, the SQLite read-only guard); ``handle_error`` does not: a failed statement is
-timed like any other, and its error reaches the caller as the driver's own exception. The
-transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write lock,
-``BEGIN IMMEDIATE``) and the unit of work commits or rolls it back.
+The engine's cursor events still fire around each statement (the SQLite read-only guard),
+and the statement observer set on the dialect (``_OBSERVER``: the SQL metrics, slow-query
+log and spans, which time the dialect's own execute methods) sees each one. A
+driver error is raised as SQLAlchemy would raise it (``DBAPIError.instance``: an
+``OperationalError`` for a lost server, an ``IntegrityError`` for a duplicate), so the
+callers and the outage mapping see one kind of error whichever path ran the statement.
+The transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write
+lock, ``BEGIN IMMEDIATE``) and the unit of work commits or rolls it back, which also
+invalidates a connection the server dropped.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -30,6 +36,12 @@ from sqlalchemy.sql.expression import ClauseElement
 from cmschat.db import sqlite_driver
 
 Row = tuple[Any, ...]
+Ended = Callable[[str, float], None]
+Failed = Callable[[str, float, BaseException], None]
+_OBSERVER = "cmschat_statement_observer"
+"""The dialect's attribute holding ``(ended, failed)``, called for every statement run here:
+set by observability's SQL timing (observability/db_metrics.py), which this layer does not
+import."""
 
 
 class Statement:
@@ -102,11 +114,32 @@ class Driver:
         # log and spans (observability.db_metrics), the read-only guard (write_lock).
         connection = self._connection
         events = connection.dispatch
+        observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
         events.before_cursor_execute(connection, None, sql, parameters, None, many)
+        started = time.perf_counter()
         try:
-            return await self._driver(sql, parameters, many=many)
+            rows = await self._driver(sql, parameters, many=many)
+        except Exception as error:
+            if observer is not None:
+                observer[1](sql, time.perf_counter() - started, error)
+            dbapi = self.dialect.loaded_dbapi
+            if not isinstance(error, dbapi.Error):
+                raise
+            raise DBAPIError.instance(
+                sql,
+                None,
+                error,
+                dbapi.Error,
+                hide_parameters=True,  # message bodies, token digests
+                connection_invalidated=self.dialect.is_disconnect(error, None, None),
+                dialect=self.dialect,
+                ismulti=many,
+            ) from error
         finally:
             events.after_cursor_execute(connection, None, sql, parameters, None, many)
+        if observer is not None:
+            observer[0](sql, time.perf_counter() - started)
+        return rows
 
     async def _driver(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
         adapter = self._adapter
