@@ -144,10 +144,8 @@ print(render(include_sensitive=False).decode())
 """
 
 
-def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    for _ in range(3):
-        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+def healthz_totals(env: dict[str, str]) -> tuple[str, dict[str, float]]:
+    """A scrape of the multiprocess directory in ``env``, and its ``/healthz`` samples."""
     scraped = subprocess.run(  # noqa: S603
         [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
     ).stdout.decode()
@@ -157,6 +155,14 @@ def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path
         for sample in family.samples
         if sample.labels.get("route") == "/healthz"
     }
+    return scraped, totals
+
+
+def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    scraped, totals = healthz_totals(env)
     assert totals["cmschat_http_requests_total"] == 3
     assert "cmschat_audit_head_id" not in scraped
 
@@ -182,14 +188,6 @@ def test_request_series_kept_before_a_fork_count_in_each_worker_once(tmp_path: P
     # must still write to their own files, not add to (or reset) the parent's.
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", FORKING_WORKER], env=env, check=True, timeout=60)  # noqa: S603
-    scraped = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
-    ).stdout.decode()
-    totals = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-        if sample.labels.get("route") == "/healthz"
-    }
+    _, totals = healthz_totals(env)
     assert totals["cmschat_http_requests_total"] == 3
     assert totals["cmschat_http_request_duration_seconds_count"] == 2

@@ -42,6 +42,14 @@ def refusals() -> dict[tuple[str, str], float]:
     }
 
 
+def one_send_at_a_time(settings: Settings) -> Settings:
+    """The settings of a process that works on one send at a time, and says wait 2 s."""
+    settings = settings.model_copy(deep=True)
+    settings.chat.sends_in_flight = 1
+    settings.chat.busy_retry_after_seconds = 2
+    return settings
+
+
 def held_sends(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """Make every send wait at the service until released: (one is waiting, release)."""
     waiting, release = asyncio.Event(), asyncio.Event()
@@ -63,9 +71,7 @@ async def test_a_full_server_answers_busy_keeps_the_socket_and_delivers_what_it_
     bob: NamedUser,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = settings.model_copy(deep=True)
-    settings.chat.sends_in_flight = 1
-    settings.chat.busy_retry_after_seconds = 2
+    settings = one_send_at_a_time(settings)
     async with serve_app(settings, clock) as (live, http):
         a, b = await alice.login(http), await bob.login(http)
         room = await make_room(http, a, bob)

@@ -16,7 +16,7 @@ from cmschat.settings import Settings
 from cmschat.websocket import refusals as ws_refusals
 from cmschat.websocket.actions import FrameActions
 from tests.api.test_hot_routes import without_hot_route
-from tests.realtime.test_admission import held_sends, refusals
+from tests.realtime.test_admission import held_sends, one_send_at_a_time, refusals
 from tests.realtime.test_gateway import make_room
 from tests.realtime.wsclient import serve_app, token_of, ws_client
 from tests.support import NamedUser
@@ -101,9 +101,7 @@ async def test_a_full_process_refuses_posts_busy_before_signing_in(
     bob: NamedUser,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = settings.model_copy(deep=True)
-    settings.chat.sends_in_flight = 1
-    settings.chat.busy_retry_after_seconds = 2
+    settings = one_send_at_a_time(settings)
     async with serve_app(settings, clock) as (live, http):
         a = await alice.login(http)
         room = await make_room(http, a, bob)
