@@ -98,6 +98,25 @@ def latency_before_and_during(
     }
 
 
+REQUEST_ACTIONS = ("healthz", "history", "send")
+"""The requests the per-request CPU benches time (request_cpu.py, observability_overhead.py)."""
+
+
+async def request_action(
+    http: httpx.AsyncClient, action: str, url: str, headers: Any, n: int
+) -> None:
+    """One request of ``action``: ``/healthz``, the newest 50 messages of ``url``'s room, or
+    the ``n``th message sent to it; anything but a success stops the bench."""
+    if action == "healthz":
+        response = await http.get("/healthz")
+    elif action == "history":
+        response = await http.get(url, params={"limit": 50}, headers=headers)
+    else:
+        response = await http.post(url, json={"content": f"m{n}"}, headers=headers)
+    if response.status_code >= 300:
+        raise RuntimeError(response.text)
+
+
 def bench_parser(doc: str) -> argparse.ArgumentParser:
     """A tool's parser: its docstring's first paragraph says what it does, the rest how."""
     return argparse.ArgumentParser(

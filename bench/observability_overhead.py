@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common
 import httpx
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -67,7 +68,7 @@ from cmschat.settings import (
 )
 
 VARIANTS = ("bare", "observed", "traced", "traced_every_sql", "traced_sql_counted")
-ACTIONS = ("healthz", "history", "send")
+ACTIONS = common.REQUEST_ACTIONS
 """``healthz`` does almost nothing: its difference is the absolute cost per request."""
 SQL_SPAN_MS = {"traced_every_sql": 0.0, "traced_sql_counted": 1e9}
 """The SQL span threshold of the variants that do not use the shipped one (1 ms)."""
@@ -199,14 +200,7 @@ async def time_actions(
             probe.start()
         started = time.process_time()
         for n in range(requests):
-            if action == "healthz":
-                response = await http.get("/healthz")
-            elif action == "history":
-                response = await http.get(url, params={"limit": 50}, headers=headers)
-            else:
-                response = await http.post(url, json={"content": f"m{n}"}, headers=headers)
-            if response.status_code >= 300:
-                raise RuntimeError(response.text)
+            await common.request_action(http, action, url, headers, n)
         results[action] = (time.process_time() - started) / requests * 1e6
         if probe:
             probe.stop(f"{variant}.{action}")

@@ -38,7 +38,7 @@ from cmschat.app import create_app
 from cmschat.observability.logging import LogFormat, configure_logging
 from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
 
-ACTIONS = ("healthz", "history", "send")
+ACTIONS = common.REQUEST_ACTIONS
 
 
 class Sink:
@@ -88,14 +88,7 @@ async def one_round(
             if profiler is not None:
                 profiler.enable()
             for n in range(requests):
-                if action == "healthz":
-                    response = await http.get("/healthz")
-                elif action == "history":
-                    response = await http.get(url, params={"limit": 50}, headers=headers)
-                else:
-                    response = await http.post(url, json={"content": f"m{n}"}, headers=headers)
-                if response.status_code >= 300:
-                    raise RuntimeError(response.text)
+                await common.request_action(http, action, url, headers, n)
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(f"{profile}.{action}")
