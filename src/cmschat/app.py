@@ -315,7 +315,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             redis=redis,
             send_limiter=send_limiter_for(settings, redis, clock),
         )
-        cast(CmschatApp, app).busy = BusyRefusal(app.state.context.admission, settings)
+        door = BusyRefusal(app.state.context.admission, settings)
+        cast(CmschatApp, app).busy = door
         # Before the first request, in a thread: see DummyHash.prepare.
         await app.state.context.dummy_hash.prepare(settings.auth.bcrypt_rounds)
         try:
@@ -333,6 +334,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             yield
         finally:
             cast(CmschatApp, app).busy = None
+            door.log.flush()  # the last second's refusals
             app.state.context.draining = True
             stop_jobs.set()
             await asyncio.gather(*jobs)
