@@ -9,13 +9,15 @@ import json
 import re
 
 import h11
+import httpx
 import pytest
 
 from cmschat.api.busy import BusyRefusal
+from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.observability.middleware import SECURITY_HEADERS
 from cmschat.settings import Settings
-from tests.api.test_hardening import PROXY, client_of
+from tests.api.test_hardening import PROXY
 from tests.observability.metrics_support import value
 from tests.realtime.test_admission import refusals
 from tests.realtime.test_gateway import make_room
@@ -165,15 +167,18 @@ async def test_a_cross_origin_post_goes_through_the_stack_for_its_cors_headers(
 async def test_a_refusal_carries_hsts_as_the_stack_would(
     settings: Settings, clock: FakeClock
 ) -> None:
-    async with client_of(settings, clock, trusted_proxies=[PROXY]) as http:
-        admission = http._transport.app.state.context.admission  # type: ignore[attr-defined]
-        admission.in_flight = admission.limit
-        try:
-            url = "/api/v1/rooms/1/messages"
-            https = await http.post(url, headers={"X-Forwarded-Proto": "https"}, json={})
-            plain = await http.post(url, json={})
-        finally:
-            admission.in_flight = 0
+    app = create_app(settings.model_copy(update={"trusted_proxies": [PROXY]}), clock=clock)
+    async with app.router.lifespan_context(app):
+        admission = app.state.context.admission
+        transport = httpx.ASGITransport(app=app, client=(PROXY, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            admission.in_flight = admission.limit
+            try:
+                url = "/api/v1/rooms/1/messages"
+                https = await http.post(url, headers={"X-Forwarded-Proto": "https"}, json={})
+                plain = await http.post(url, json={})
+            finally:
+                admission.in_flight = 0
     assert https.status_code == plain.status_code == 503
     assert https.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
     assert "Strict-Transport-Security" not in plain.headers
