@@ -20,6 +20,7 @@ after the trusted proxies' headers are applied). Not traced: a refusal makes no 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ from typing import Any, cast
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from cmschat.admission import Admission
+from cmschat.admission import BUSY, Admission
 from cmschat.api.hsts import hsts_value
 from cmschat.observability import instruments as m
 from cmschat.observability.middleware import SECURITY_HEADERS
@@ -40,14 +41,13 @@ log = logging.getLogger("cmschat.http")
 ROUTE = "/api/v1/rooms/{room_id}/messages"
 _PATH = re.compile(r"/api/v1/rooms/[1-9][0-9]{0,17}/messages")
 """The hot route's: a valid room id (anything else goes through the stack, as before)."""
-MESSAGE = "the server is busy; send again in a moment"
 SUMMARY_SECONDS = 1.0
 """Refusals are logged as one line per this many seconds, with their count."""
 
 
 def busy_body() -> bytes:
     """The contract's error shape, as the domain error handler writes it."""
-    return b'{"error":{"code":"busy","message":"' + MESSAGE.encode() + b'"}}'
+    return json.dumps({"error": {"code": "busy", "message": BUSY}}, separators=(",", ":")).encode()
 
 
 class RefusalLog:
