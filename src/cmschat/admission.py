@@ -15,6 +15,8 @@ from types import TracebackType
 
 from cmschat.errors import Overloaded
 
+BUSY = "the server is busy; send again in a moment"
+"""What a refused sender is told (HTTP and WebSocket alike)."""
 Refused = Callable[[str], None]
 """Told the transport (``http``, ``websocket``) of each refused send: the metric's hook."""
 
@@ -62,9 +64,7 @@ class _Send:
         admission = self.admission
         if admission.in_flight >= admission.limit:
             admission.refuse(self.transport)
-            raise Overloaded(
-                "the server is busy; send again in a moment", retry_after=admission.retry_after
-            )
+            raise Overloaded(BUSY, retry_after=admission.retry_after)
         admission.in_flight += 1
 
     async def __aexit__(

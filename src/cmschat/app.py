@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import cast
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,6 +27,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cmschat import __version__
 from cmschat.accounts.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
+from cmschat.api.busy import BusyRefusal
 from cmschat.api.errors import install_error_handlers
 from cmschat.api.hsts import HstsMiddleware
 from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
@@ -212,9 +214,15 @@ class CmschatApp(FastAPI):
     """
 
     websocket_stack: ASGIApp | None = None
+    busy: BusyRefusal | None = None
+    """Set once started: a send posted while the process is full is refused here, first."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one connection."""
+        busy = self.busy
+        if scope["type"] == "http" and busy is not None and busy.takes(scope):
+            await busy.answer(scope, receive, send)
+            return
         if (
             scope["type"] == "websocket"
             and scope["path"] == gateway.PATH
@@ -307,6 +315,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             redis=redis,
             send_limiter=send_limiter_for(settings, redis, clock),
         )
+        door = BusyRefusal(app.state.context.admission, settings)
+        cast(CmschatApp, app).busy = door
         # Before the first request, in a thread: see DummyHash.prepare.
         await app.state.context.dummy_hash.prepare(settings.auth.bcrypt_rounds)
         try:
@@ -323,6 +333,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         try:
             yield
         finally:
+            cast(CmschatApp, app).busy = None
+            door.log.flush()  # the last second's refusals
             app.state.context.draining = True
             stop_jobs.set()
             await asyncio.gather(*jobs)
