@@ -195,6 +195,27 @@ async def test_foreign_origins_are_refused_at_the_handshake(
         assert ws.ready["type"] == "ready"
 
 
+async def test_a_draining_server_answers_the_upgrade_503_with_retry_after(
+    server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    """Not a 403 (forbidden): a proxy may try another instance, a client comes back."""
+    token = token_of(await alice.login(http))
+    context: AppContext = server.app.state.context
+    context.draining = True
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_client(server, token):
+                pass
+    finally:
+        context.draining = False
+    answer = refused.value.response
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert json.loads(answer.body)["error"]["code"] == "shutting_down"
+    async with ws_client(server, token) as ws:  # the same server once it is not draining
+        assert ws.ready["type"] == "ready"
+
+
 async def test_bad_frames_get_an_error_and_the_connection_lives_on(
     server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -24,6 +25,9 @@ from cmschat.websocket.endpoint import ClientSocket
 from cmschat.websocket.handshake import CLOSE_POLICY, authenticate, origin_allowed
 
 PATH = "/api/v1/ws"
+SHUTTING_DOWN = {
+    "error": {"code": "shutting_down", "message": "this server is shutting down; connect again"}
+}
 
 
 class Gateway:
@@ -37,6 +41,13 @@ class Gateway:
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """``GET /api/v1/ws``: the real-time protocol (see contract.md)."""
     context: AppContext = websocket.app.state.context
+    if context.draining and "websocket.http.response" in websocket.scope.get("extensions", {}):
+        # An HTTP 503 rather than the 403 a refused handshake gets: a proxy may try the
+        # upgrade on another instance (nginx: proxy_next_upstream http_503) and a client
+        # knows to come back, where a 403 says it is forbidden (docs/deploy.md).
+        refusal = JSONResponse(SHUTTING_DOWN, status_code=503, headers={"Retry-After": "1"})
+        await websocket.send_denial_response(refusal)
+        return
     if context.draining or not origin_allowed(websocket, context):
         await websocket.close(code=CLOSE_POLICY)
         return
