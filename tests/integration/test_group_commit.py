@@ -109,7 +109,7 @@ async def test_a_bad_send_fails_alone_in_its_batch(
         return_exceptions=True,
     )
     assert context.sends.batches - batches == 1
-    assert good[0].content == "fine" and good[1] is True
+    assert good[0].data["content"] == "fine" and good[1] is True
     assert isinstance(bad_reply, Invalid) and bad_reply.field == "reply_to"
     assert isinstance(too_long, Invalid) and too_long.code == "too_long"
     assert isinstance(stranger, NotFound)
@@ -210,8 +210,8 @@ async def test_mentions_in_a_batch_are_those_of_each_send_alone(
         event.remove(context.db.engine.sync_engine, "before_cursor_execute", seen)
     assert context.sends.batches - batches == 1
     assert len(lookups) == 1  # the mentioned members of the whole batch, in one query
-    assert [(view.content_html, view.mentions) for view, _new in answers] == alone
-    assert [view.mentions for view, _new in answers] == [
+    assert [(view.data["content_html"], view.data["mentions"]) for view, _new in answers] == alone
+    assert [view.data["mentions"] for view, _new in answers] == [
         [bob.id],
         [carol.id],
         [],

@@ -36,7 +36,7 @@ from cmschat.audit import service as audit
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import batch_writes, sending
 from cmschat.chat.messages.batch_writes import SendWithdrawn
-from cmschat.chat.schemas import MessageRead
+from cmschat.chat.messages.views import Sent
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
 from cmschat.observability import tracing
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 """Sends per transaction at most: bounds a transaction's length and its statement sizes."""
 
-Outcome = tuple[MessageRead, bool]
+Outcome = tuple[Sent, bool]
+"""A send's answer: the message (its JSON built once), and whether it is new."""
 
 __all__ = ["GroupCommit", "Outcome", "Pending", "SendWithdrawn"]
 
@@ -195,7 +196,7 @@ class GroupCommit:
                 rules = self.rules()
                 if pending.rate_taken:
                     rules = dataclasses.replace(rules, limiter=None)
-                outcome = await sending.send_message(
+                view, created = await sending.send_message(
                     session,
                     user=pending.user,
                     room_id=pending.room_id,
@@ -207,7 +208,7 @@ class GroupCommit:
         except Exception as error:
             pending.future.set_exception(error)
             return
-        pending.future.set_result(outcome)
+        pending.future.set_result((Sent.of_model(view), created))
 
 
 def _time_sends(batch: list[Pending], began: float, size: int) -> None:
