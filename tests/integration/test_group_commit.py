@@ -218,3 +218,50 @@ async def test_mentions_in_a_batch_are_those_of_each_send_alone(
         [carol.id],
         [carol.id],
     ]
+
+
+async def test_a_sender_that_goes_away_leaves_its_batch_whole(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a, bob)
+    async with context.db.unit_of_work() as session:
+        sender = await session.get(User, alice.id)
+    assert sender is not None
+    writing, release = asyncio.Event(), asyncio.Event()
+    real = batch_writes.write_batch
+
+    async def held(session: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await real(session, **kwargs)
+
+    monkeypatch.setattr(batch_writes, "write_batch", held)
+    gone, stays = (
+        asyncio.create_task(
+            context.sends.send(user=sender, room_id=room, draft=MessageCreate(content=text))
+        )
+        for text in ("gone", "stays")
+    )
+    await asyncio.wait_for(writing.wait(), timeout=10)
+    gone.cancel()
+    release.set()
+    sent, created = await asyncio.wait_for(stays, timeout=10)
+    assert created and sent.data["content"] == "stays"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    later, _ = await asyncio.wait_for(
+        context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="later")),
+        timeout=10,
+    )
+    history = (await client.get(f"{ROOMS}/{room}/messages", headers=a)).json()["items"]
+    assert [m["content"] for m in history] == ["later", "stays", "gone"]
+    assert [m["seq"] for m in history] == [
+        later.data["seq"],
+        sent.data["seq"],
+        sent.data["seq"] - 1,
+    ]

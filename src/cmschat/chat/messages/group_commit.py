@@ -117,8 +117,9 @@ class GroupCommit:
             self._writer = asyncio.create_task(
                 self._write_all(), name="cmschat-group-commit", context=contextvars.Context()
             )
-        # Shielded: a sender that goes away must not cancel the batch its send is in.
-        return await asyncio.shield(pending.future)
+        # A sender that goes away cancels only this future, never the batch: its send is
+        # written with the others and its answer dropped (no shield, one wake-up fewer).
+        return await pending.future
 
     async def close(self) -> None:
         """Finish what is queued (a shutdown drains, never drops, accepted sends)."""
@@ -159,6 +160,8 @@ class GroupCommit:
             return
         self.batches += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.future.done():
+                continue  # its sender went away
             if isinstance(outcome, BaseException):
                 pending.future.set_exception(outcome)
             else:
@@ -206,9 +209,11 @@ class GroupCommit:
                 if pending.still_wanted is not None and not pending.still_wanted():
                     raise SendWithdrawn
         except Exception as error:
-            pending.future.set_exception(error)
+            if not pending.future.done():
+                pending.future.set_exception(error)
             return
-        pending.future.set_result((Sent.of_model(view), created))
+        if not pending.future.done():
+            pending.future.set_result((Sent.of_model(view), created))
 
 
 def _time_sends(batch: list[Pending], began: float, size: int) -> None:
