@@ -161,6 +161,8 @@ async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_N
     )
     return [
         dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
+        if new.mentioned
+        else new
         for new, (html, mentioned) in zip(accepted, linked, strict=True)
     ]
 
