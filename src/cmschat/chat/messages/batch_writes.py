@@ -272,11 +272,10 @@ def _sent(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | No
     ``MessageRead`` would dump it, key for key (no model on the hot path)."""
     user, draft = new.pending.user, new.pending.draft
     shown = shown or Shown(username=user.username, display_name=user.display_name)
-    files = []
-    for file in new.files:
-        fields = {name: getattr(file, name) for name in ATTACHMENT_FIELDS}
-        fields["message_id"] = message_id
-        files.append(fields)
+    files = [
+        {**{name: getattr(file, name) for name in ATTACHMENT_FIELDS}, "message_id": message_id}
+        for file in new.files
+    ]
     return Sent.of(
         {
             "id": message_id,
