@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select
 from cmschat.accounts.models import User
 from cmschat.chat import search_index
 from cmschat.chat.messages import batch_sql, batch_writes, sending
+from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
@@ -265,3 +266,27 @@ async def test_a_sender_that_goes_away_leaves_its_batch_whole(
         sent.data["seq"],
         sent.data["seq"] - 1,
     ]
+
+
+async def test_a_send_written_alone_after_its_batch_failed_answers_the_same_bytes(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a, bob)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the batch could not be written")
+
+    monkeypatch.setattr(batch_writes, "write_batch", broken)
+    body = {"content": "alone, @bob", "client_id": "alone-1"}
+    answer = await client.post(f"{ROOMS}/{room}/messages", headers=a, json=body)
+    assert answer.status_code == 201, answer.text
+    async with context.db.unit_of_work() as session:
+        stored = (await session.scalars(select(Message).where(Message.room_id == room))).one()
+        (view,) = await message_views(session, [stored])
+    assert answer.content == view.model_dump_json().encode()
+    assert answer.json()["mentions"] == [bob.id]

@@ -208,12 +208,13 @@ class GroupCommit:
                 )
                 if pending.still_wanted is not None and not pending.still_wanted():
                     raise SendWithdrawn
+            outcome = (Sent.of_model(view), created)
         except Exception as error:
             if not pending.future.done():
                 pending.future.set_exception(error)
             return
         if not pending.future.done():
-            pending.future.set_result((Sent.of_model(view), created))
+            pending.future.set_result(outcome)
 
 
 def _time_sends(batch: list[Pending], began: float, size: int) -> None:
