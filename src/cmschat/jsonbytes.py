@@ -23,3 +23,8 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """``dumps`` as text (WebSocket text frames)."""
     return orjson.dumps(value, option=_OPTIONS).decode()
+
+
+def raw(json: bytes) -> orjson.Fragment:
+    """JSON already serialised (by ``dumps``), written as is inside a value ``dumps`` takes."""
+    return orjson.Fragment(json)

@@ -93,8 +93,8 @@ async def test_a_renamed_user_shows_by_the_new_name_in_the_next_message(
     by_http = await send(client, b, room_id, "by http")
     assert by_http["author"]["display_name"] == "Robert"
     view, _ = await context.sends.send(user=socket_user, room_id=room_id, draft=_Draft("by ws"))
-    assert socket_user.display_name == "Bob" and view.author is not None
-    assert view.author.display_name == "Robert"
+    assert socket_user.display_name == "Bob" and view.data["author"] is not None
+    assert view.data["author"]["display_name"] == "Robert"
     items = (await client.get(f"{ROOMS}/{room_id}/messages", headers=a)).json()["items"]
     assert {m["author"]["display_name"] for m in items if m["author"]["id"] == bob.id} == {"Robert"}
 

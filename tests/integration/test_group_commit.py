@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select
 from cmschat.accounts.models import User
 from cmschat.chat import search_index
 from cmschat.chat.messages import batch_sql, batch_writes, sending
+from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
@@ -109,7 +110,7 @@ async def test_a_bad_send_fails_alone_in_its_batch(
         return_exceptions=True,
     )
     assert context.sends.batches - batches == 1
-    assert good[0].content == "fine" and good[1] is True
+    assert good[0].data["content"] == "fine" and good[1] is True
     assert isinstance(bad_reply, Invalid) and bad_reply.field == "reply_to"
     assert isinstance(too_long, Invalid) and too_long.code == "too_long"
     assert isinstance(stranger, NotFound)
@@ -210,11 +211,82 @@ async def test_mentions_in_a_batch_are_those_of_each_send_alone(
         event.remove(context.db.engine.sync_engine, "before_cursor_execute", seen)
     assert context.sends.batches - batches == 1
     assert len(lookups) == 1  # the mentioned members of the whole batch, in one query
-    assert [(view.content_html, view.mentions) for view, _new in answers] == alone
-    assert [view.mentions for view, _new in answers] == [
+    assert [(view.data["content_html"], view.data["mentions"]) for view, _new in answers] == alone
+    assert [view.data["mentions"] for view, _new in answers] == [
         [bob.id],
         [carol.id],
         [],
         [carol.id],
         [carol.id],
     ]
+
+
+async def test_a_sender_that_goes_away_leaves_its_batch_whole(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a, bob)
+    async with context.db.unit_of_work() as session:
+        sender = await session.get(User, alice.id)
+    assert sender is not None
+    writing, release = asyncio.Event(), asyncio.Event()
+    real = batch_writes.write_batch
+
+    async def held(session: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await real(session, **kwargs)
+
+    monkeypatch.setattr(batch_writes, "write_batch", held)
+    gone, stays = (
+        asyncio.create_task(
+            context.sends.send(user=sender, room_id=room, draft=MessageCreate(content=text))
+        )
+        for text in ("gone", "stays")
+    )
+    await asyncio.wait_for(writing.wait(), timeout=10)
+    gone.cancel()
+    release.set()
+    sent, created = await asyncio.wait_for(stays, timeout=10)
+    assert created and sent.data["content"] == "stays"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    later, _ = await asyncio.wait_for(
+        context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="later")),
+        timeout=10,
+    )
+    history = (await client.get(f"{ROOMS}/{room}/messages", headers=a)).json()["items"]
+    assert [m["content"] for m in history] == ["later", "stays", "gone"]
+    assert [m["seq"] for m in history] == [
+        later.data["seq"],
+        sent.data["seq"],
+        sent.data["seq"] - 1,
+    ]
+
+
+async def test_a_send_written_alone_after_its_batch_failed_answers_the_same_bytes(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a, bob)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the batch could not be written")
+
+    monkeypatch.setattr(batch_writes, "write_batch", broken)
+    body = {"content": "alone, @bob", "client_id": "alone-1"}
+    answer = await client.post(f"{ROOMS}/{room}/messages", headers=a, json=body)
+    assert answer.status_code == 201, answer.text
+    async with context.db.unit_of_work() as session:
+        stored = (await session.scalars(select(Message).where(Message.room_id == room))).one()
+        (view,) = await message_views(session, [stored])
+    assert answer.content == view.model_dump_json().encode()
+    assert answer.json()["mentions"] == [bob.id]

@@ -49,7 +49,8 @@ class _Pending:
     action: str
     target_type: str
     target_id: str | None
-    changes: dict[str, Any]
+    changes: str
+    """Canonical JSON (``chain.canonical_json``), built once when the event is recorded."""
     request_id: str | None
     client_address: str | None
     target: Any = field(default=None)
@@ -91,6 +92,24 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):
         return sorted(value) if isinstance(value, set | frozenset) else list(value)
     raise TypeError(f"cannot put {type(value).__name__} in an audit event")
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+"""Types a JSON round trip gives back unchanged (exactly these: no subclasses, no floats)."""
+
+
+def _changes_json(details: dict[str, Any]) -> str:
+    """The canonical JSON of ``details`` as they read back from JSON (tuples, sets, enums,
+    dates and non-string keys normalised). A flat dict of strings, integers, booleans and
+    None (or lists of them), as most events carry, comes back from that round trip as it
+    was, so it is written once without it."""
+    for key, value in details.items():
+        kind = type(value)
+        if type(key) is not str or not (
+            kind in _SCALARS or (kind is list and all(type(item) in _SCALARS for item in value))
+        ):
+            return canonical_json(json.loads(json.dumps(details, default=_jsonable)))
+    return canonical_json(details)
 
 
 def text_digest(text: str) -> str:
@@ -139,7 +158,7 @@ def record(
             action=action,
             target_type=target_type,
             target_id=None if target_id is None else str(target_id),
-            changes=json.loads(json.dumps(details, default=_jsonable)),
+            changes=_changes_json(details),
             request_id=_clip(origin.request_id, 64),
             client_address=_clip(origin.client_address, 45),
             target=target,
@@ -227,7 +246,7 @@ def _append(session: Session) -> None:
             "target_id": target_id,
             "request_id": item.request_id,
             "client_address": item.client_address,
-            "changes": canonical_json(item.changes),
+            "changes": item.changes,
             "prev_hash": last_hash,
         }
         fields["hash"] = event_hash(fields)

@@ -228,15 +228,12 @@ async def send_message(
     _admitted: Admitted,
     user: CurrentUser,
     context: Context,
-    response: Response,
-) -> MessageRead:
+) -> Response:
     """Send; repeating a ``client_id`` returns the first message (200), never a duplicate."""
     # Through the group commit: stored with the other sends of its moment, in one
-    # transaction; answered once that transaction has committed.
+    # transaction; answered once that transaction has committed. Its JSON is the event's.
     view, created = await context.sends.send(user=user, room_id=room_id, draft=body)
-    if not created:
-        response.status_code = 200
-    return view
+    return JSONBytes(view.json, status_code=201 if created else 200)
 
 
 @router.patch(

@@ -122,7 +122,7 @@ async def send_message(
     place (nor does any request once answered, signed in or not)."""
     async with context.admission.sends("http"), signed_in(request, context) as (_, user):
         view, created = await context.sends.send(user=user, room_id=room_id, draft=draft)
-    return JSONBytes(view.model_dump_json().encode(), status_code=201 if created else 200)
+    return JSONBytes(view.json, status_code=201 if created else 200)
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

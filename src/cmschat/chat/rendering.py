@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import nh3
 
@@ -52,6 +52,12 @@ _BOLD = re.compile(r"\*\*(?=[^\s*])((?:[^*\n]|\*(?!\*))+?)(?<=[^\s*])\*\*")
 _ITALIC_STAR = re.compile(r"(?<!\*)\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?!\*)")
 # Underscores only at word edges, so snake_case_names stay as typed.
 _ITALIC_UNDERSCORE = re.compile(r"(?<!\w)_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?!\w)")
+# What can start markup (code and fences, links, emphasis, URLs) or needs the full pass
+# (NUL, CR, lone surrogates). A text with none of it is plain: its HTML is the text escaped
+# as nh3 writes text (&, <, >, no-break space), its line breaks and its mentions, so it skips
+# the renderer's passes and nh3's parse (tests/unit/test_rendering_plain.py proves it equal).
+_NOT_PLAIN = re.compile(r"[`*_\[\x00\r\ud800-\udfff]|://")
+_PLAIN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\u00a0": "&nbsp;"})
 
 
 def find_mentions(content: str) -> list[str]:
@@ -66,13 +72,28 @@ def render_unlinked(content: str) -> tuple[str, list[str]]:
     lower-cased usernames mentioned (as ``find_mentions``). When none of them is to be
     linked, that HTML is ``render``'s: a second pass is needed only for known mentions."""
     renderer = _Renderer(known_users={})
-    unsafe = renderer.render(content)
-    return _clean(unsafe), list(dict.fromkeys(renderer.mentions))
+    plain = _plain(renderer, content)
+    safe = _clean(renderer.render(content)) if plain is None else plain
+    return safe, list(dict.fromkeys(renderer.mentions))
 
 
 def render(content: str, *, known_users: Mapping[str, int] | None = None) -> str:
     """Render a message's content to safe HTML, linking mentions of ``known_users``."""
-    return _clean(_Renderer(known_users=known_users or {}).render(content))
+    renderer = _Renderer(known_users=known_users or {})
+    plain = _plain(renderer, content)
+    return _clean(renderer.render(content)) if plain is None else plain
+
+
+def _plain(renderer: _Renderer, content: str) -> str | None:
+    """A plain text's safe HTML, exactly as the full pass and nh3 write it; None if the
+    text is not plain (``_NOT_PLAIN``)."""
+    if _NOT_PLAIN.search(content):
+        return None
+    text = content.translate(_PLAIN_ESCAPES)
+    if "@" in text:
+        # Tags added here are final: nh3 writes a mention's span back as it is given.
+        text = _MENTION.sub(renderer.mention_html, text)
+    return text.replace("\n", "<br>")
 
 
 def _clean(unsafe: str) -> str:
@@ -188,6 +209,13 @@ class _Renderer:
         return self._hold(f'<a href="{url}">{url}</a>') + rest
 
     def _mention(self, match: re.Match[str]) -> str:
+        return self.mention_html(match, hold=self._hold)
+
+    def mention_html(
+        self, match: re.Match[str], hold: Callable[[str], str] = lambda html: html
+    ) -> str:
+        """A mention's HTML (a span if its user is known), noted in ``mentions``;
+        ``hold`` keeps it from the later passes."""
         typed = match.group(1).rstrip(".")  # "thanks @bob." ends a sentence
         rest = match.group(1)[len(typed) :]
         if not 3 <= len(typed) <= 32:
@@ -196,9 +224,9 @@ class _Renderer:
         self.mentions.append(name)
         user_id = self.known_users.get(name)
         if user_id is None:
-            return self._hold(f"@{typed}") + rest
+            return hold(f"@{typed}") + rest
         span = f'<span class="mention" data-user-id="{int(user_id)}">@{typed}</span>'
-        return self._hold(span) + rest
+        return hold(span) + rest
 
 
 def _emphasis(text: str) -> str:

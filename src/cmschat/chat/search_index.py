@@ -52,10 +52,11 @@ def _normalise(text: str) -> str:
 
 def grams(text: str) -> list[str]:
     """The index tokens of a text: ``x`` + each overlapping pair of a word's characters."""
-    tokens: list[str] = []
-    for run in _RUN.findall(_normalise(text).replace("_", " ")):
-        tokens.extend("x" + run[i : i + 2] for i in range(len(run) - 1))
-    return tokens
+    return [
+        "x" + run[i : i + 2]
+        for run in _RUN.findall(_normalise(text).replace("_", " "))
+        for i in range(len(run) - 1)
+    ]
 
 
 async def index_message(session: AsyncSession, *, message: Message, new: bool = False) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmschat import jsonbytes
 from cmschat.accounts import sessions
 from cmschat.accounts.models import User
 from cmschat.chat.messages import commands
@@ -99,13 +100,10 @@ class FrameActions:
                 # Revoked meanwhile: the message must not be stored.
                 still_wanted=lambda: not self.conn.ended,
             )
+        # The message's JSON as the room event carries it, not serialised again.
         self.reply(
             protocol.dumps(
-                {
-                    "type": "ack",
-                    "client_id": frame.client_id,
-                    "message": view.model_dump(mode="json"),
-                }
+                {"type": "ack", "client_id": frame.client_id, "message": jsonbytes.raw(view.json)}
             )
         )
 

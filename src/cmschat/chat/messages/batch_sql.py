@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
@@ -126,7 +127,7 @@ _REPEATS = BySize(_repeats_of)
 
 async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> list[int]:
     """The ids of the stored messages with these (room, author, client id) keys."""
-    found = await driver.rows(_REPEATS(len(keys)), tuple(value for key in keys for value in key))
+    found = await driver.rows(_REPEATS(len(keys)), tuple(chain.from_iterable(keys)))
     return [message_id for (message_id,) in found]
 
 
@@ -144,7 +145,7 @@ async def number(driver: Driver, counts: dict[int, int]) -> dict[int, int]:
 
 async def insert_messages(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> list[int]:
     """Insert messages (``MESSAGE_COLUMNS`` tuples); their ids, in the rows' order."""
-    flat = tuple(value for row in rows for value in row)
+    flat = tuple(chain.from_iterable(rows))
     ids = {
         (room_id, seq): message_id
         for message_id, room_id, seq in await driver.rows(_MESSAGES(len(rows)), flat)

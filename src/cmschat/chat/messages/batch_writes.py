@@ -20,17 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
-from cmschat.attachments.schemas import AttachmentRead
 from cmschat.audit import service as audit
 from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
 from cmschat.chat.messages import batch_sql
 from cmschat.chat.messages.batch_sql import MESSAGES
 from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
-from cmschat.chat.messages.views import message_event, message_views
+from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, message_views, sent_event
 from cmschat.chat.models import EventType, Message
 from cmschat.chat.ratelimit import check_send_rate
-from cmschat.chat.schemas import MessageRead, UserBrief
 from cmschat.db.driver_sql import driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
@@ -134,7 +132,7 @@ def _key_of(pending: Pending) -> ClientKey | None:
     return None if client_id is None else (pending.room_id, pending.user.id, client_id)
 
 
-async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, MessageRead]:
+async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, Sent]:
     """The stored messages whose client id a send repeats, as their views."""
     keys = {key for pending in batch if (key := _key_of(pending)) is not None}
     if not keys:
@@ -146,7 +144,9 @@ async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[Clie
     found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
     views = await message_views(session, found)
     return {
-        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): view
+        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): (
+            Sent.of_model(view)
+        )
         for message, view in zip(found, views, strict=True)
     }
 
@@ -161,6 +161,8 @@ async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_N
     )
     return [
         dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
+        if new.mentioned
+        else new
         for new, (html, mentioned) in zip(accepted, linked, strict=True)
     ]
 
@@ -178,7 +180,7 @@ async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int,
 
 async def _store(
     session: AsyncSession, accepted: Sequence[_New], now: datetime, caches: HotCaches | None
-) -> dict[int, MessageRead]:
+) -> dict[int, Sent]:
     """Number, insert, link, index, audit and queue the events of the accepted sends."""
     if not accepted:
         return {}
@@ -243,10 +245,10 @@ async def _store(
     await batch_sql.index_messages(
         driver, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
     )
-    views: dict[int, MessageRead] = {}
+    sents: dict[int, Sent] = {}
     events = []
     for new, seq, message_id in rows:
-        view = _view(new, seq, message_id, now, authors.get(new.pending.user.id))
+        sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
         audit.record(
             session,
             action="message.created",
@@ -259,31 +261,39 @@ async def _store(
             },
             origin=new.pending.origin,
         )
-        events.append(message_event(EventType.message_created, seq, view))
-        views[new.index] = view
+        events.append(sent_event(EventType.message_created, seq, sent))
+        sents[new.index] = sent
     queue_events(session, events)
-    return views
+    return sents
 
 
-def _view(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | None) -> MessageRead:
-    """The stored message's API shape, from what is at hand (nothing read back)."""
+def _sent(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | None) -> Sent:
+    """The stored message's API shape, from what is at hand (nothing read back), built as
+    ``MessageRead`` would dump it, key for key (no model on the hot path)."""
     user, draft = new.pending.user, new.pending.draft
     shown = shown or Shown(username=user.username, display_name=user.display_name)
-    return MessageRead(
-        id=message_id,
-        room_id=new.pending.room_id,
-        seq=seq,
-        author=UserBrief(id=user.id, username=shown.username, display_name=shown.display_name),
-        content=draft.content,
-        content_html=new.html,
-        reply_to=draft.reply_to,
-        mentions=sorted(new.mentioned),
-        created_at=now,
-        updated_at=now,
-        edited=False,
-        deleted=False,
-        attachments=[
-            AttachmentRead.model_validate(file).model_copy(update={"message_id": message_id})
-            for file in new.files
-        ],
+    files = [
+        {**{name: getattr(file, name) for name in ATTACHMENT_FIELDS}, "message_id": message_id}
+        for file in new.files
+    ]
+    return Sent.of(
+        {
+            "id": message_id,
+            "room_id": new.pending.room_id,
+            "seq": seq,
+            "author": {
+                "id": user.id,
+                "username": shown.username,
+                "display_name": shown.display_name,
+            },
+            "content": draft.content,
+            "content_html": new.html,
+            "reply_to": draft.reply_to,
+            "mentions": sorted(new.mentioned),
+            "created_at": now,
+            "updated_at": now,
+            "edited": False,
+            "deleted": False,
+            "attachments": files,
+        }
     )

@@ -36,7 +36,7 @@ from cmschat.audit import service as audit
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import batch_writes, sending
 from cmschat.chat.messages.batch_writes import SendWithdrawn
-from cmschat.chat.schemas import MessageRead
+from cmschat.chat.messages.views import Sent
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
 from cmschat.observability import tracing
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 """Sends per transaction at most: bounds a transaction's length and its statement sizes."""
 
-Outcome = tuple[MessageRead, bool]
+Outcome = tuple[Sent, bool]
+"""A send's answer: the message (its JSON built once), and whether it is new."""
 
 __all__ = ["GroupCommit", "Outcome", "Pending", "SendWithdrawn"]
 
@@ -116,8 +117,9 @@ class GroupCommit:
             self._writer = asyncio.create_task(
                 self._write_all(), name="cmschat-group-commit", context=contextvars.Context()
             )
-        # Shielded: a sender that goes away must not cancel the batch its send is in.
-        return await asyncio.shield(pending.future)
+        # A sender that goes away cancels only this future, never the batch: its send is
+        # written with the others and its answer dropped (no shield, one wake-up fewer).
+        return await pending.future
 
     async def close(self) -> None:
         """Finish what is queued (a shutdown drains, never drops, accepted sends)."""
@@ -158,6 +160,8 @@ class GroupCommit:
             return
         self.batches += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.future.done():
+                continue  # its sender went away
             if isinstance(outcome, BaseException):
                 pending.future.set_exception(outcome)
             else:
@@ -195,7 +199,7 @@ class GroupCommit:
                 rules = self.rules()
                 if pending.rate_taken:
                     rules = dataclasses.replace(rules, limiter=None)
-                outcome = await sending.send_message(
+                view, created = await sending.send_message(
                     session,
                     user=pending.user,
                     room_id=pending.room_id,
@@ -204,10 +208,13 @@ class GroupCommit:
                 )
                 if pending.still_wanted is not None and not pending.still_wanted():
                     raise SendWithdrawn
+            outcome = (Sent.of_model(view), created)
         except Exception as error:
-            pending.future.set_exception(error)
+            if not pending.future.done():
+                pending.future.set_exception(error)
             return
-        pending.future.set_result(outcome)
+        if not pending.future.done():
+            pending.future.set_result(outcome)
 
 
 def _time_sends(batch: list[Pending], began: float, size: int) -> None:

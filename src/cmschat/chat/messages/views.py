@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cmschat import jsonbytes
 from cmschat.accounts.models import User
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
@@ -14,6 +17,39 @@ from cmschat.attachments.schemas import AttachmentRead
 from cmschat.chat.models import EventType, Mention, Message
 from cmschat.chat.schemas import MessageRead, UserBrief
 from cmschat.events import Published
+
+ATTACHMENT_FIELDS = tuple(AttachmentRead.model_fields)
+"""``AttachmentRead``'s fields, in its order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A sent message as its sender is answered: its ``MessageRead`` fields (the model's
+    ``model_dump()``: datetimes as objects) and their JSON, serialised once for the HTTP
+    answer, the room event and the WebSocket ack (the bytes the model would write)."""
+
+    data: dict[str, Any]
+    json: bytes
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Sent:
+        """``data`` (``MessageRead``'s keys, in its order) and its JSON."""
+        return cls(data, jsonbytes.dumps(data))
+
+    @classmethod
+    def of_model(cls, view: MessageRead) -> Sent:
+        """A view built as a model (a repeated client id, a send retried alone)."""
+        return cls.of(view.model_dump())
+
+
+def sent_event(event_type: EventType, seq: int, sent: Sent) -> Published:
+    """``message_event`` for a sent message: its JSON goes into the frame as it is."""
+    return Published(
+        room_id=sent.data["room_id"],
+        seq=seq,
+        type=event_type.value,
+        payload={"message": jsonbytes.raw(sent.json)},
+    )
 
 
 async def message_view(session: AsyncSession, message: Message) -> MessageRead:
