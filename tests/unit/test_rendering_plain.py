@@ -6,6 +6,8 @@ plain fast path; each case asserts the fast path's answer equals it.
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from unittest import mock
 
 import pytest
@@ -106,3 +108,20 @@ def test_every_code_point_renders_as_the_full_pass_does() -> None:
                 assert rendering.render(alone, known_users=KNOWN) == full(alone, KNOWN)[0]
                 checked += 1
     assert checked > 1000
+
+
+def test_invisible_and_control_characters_first_render_as_the_full_pass_does() -> None:
+    """A parser may drop what starts its input (nh3 drops a leading U+FEFF): every control,
+    format, separator and noncharacter code point as a text's first character."""
+    kinds = {"Cc", "Cf", "Zs", "Zl", "Zp", "Cn"}
+    checked = 0
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF or unicodedata.category(chr(code)) not in kinds:
+            continue
+        if unicodedata.category(chr(code)) == "Cn" and (code & 0xFFFE) != 0xFFFE:
+            continue  # unassigned: only the noncharacters U+xFFFE / U+xFFFF
+        content = chr(code) + "hi @bob"
+        assert rendering.render(content, known_users=KNOWN) == full(content, KNOWN)[0], hex(code)
+        assert rendering.render_unlinked(content) == full(content, {}), hex(code)
+        checked += 1
+    assert checked > 250

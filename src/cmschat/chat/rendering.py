@@ -53,10 +53,11 @@ _ITALIC_STAR = re.compile(r"(?<!\*)\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?!\*)")
 # Underscores only at word edges, so snake_case_names stay as typed.
 _ITALIC_UNDERSCORE = re.compile(r"(?<!\w)_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?!\w)")
 # What can start markup (code and fences, links, emphasis, URLs) or needs the full pass
-# (NUL, CR, lone surrogates). A text with none of it is plain: its HTML is the text escaped
-# as nh3 writes text (&, <, >, no-break space), its line breaks and its mentions, so it skips
-# the renderer's passes and nh3's parse (tests/unit/test_rendering_plain.py proves it equal).
-_NOT_PLAIN = re.compile(r"[`*_\[\x00\r\ud800-\udfff]|://")
+# (NUL, CR, lone surrogates, a leading byte order mark, which nh3's parser drops). A text
+# with none of it is plain: its HTML is the text escaped as nh3 writes text (&, <, >,
+# no-break space), its line breaks and its mentions, so it skips the renderer's passes and
+# nh3's parse (tests/unit/test_rendering_plain.py proves it equal).
+_NOT_PLAIN = re.compile(r"[`*_\[\x00\r\ud800-\udfff]|://|^\ufeff")
 _PLAIN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\u00a0": "&nbsp;"})
 
 
