@@ -22,6 +22,7 @@ from sqlalchemy.pool import Pool
 
 from cmschat.observability import instruments as m
 from cmschat.observability import sql_tally, tracing
+from cmschat.observability.series import CountSeries, HistogramSeries
 
 log = logging.getLogger("cmschat.db.slow")
 
@@ -61,15 +62,16 @@ def _count_waiting(pool: Pool) -> None:
     own getter is wrapped, on this pool only.
     """
     get_connection = pool._do_get
+    waiting, wait = CountSeries(m.DB_POOL_WAITING), HistogramSeries(m.DB_POOL_WAIT)
 
     def counted() -> Any:
-        m.DB_POOL_WAITING.inc()
+        waiting.inc()
         began = time.perf_counter()
         try:
             return get_connection()
         finally:
-            m.DB_POOL_WAITING.dec()
-            m.DB_POOL_WAIT.observe(time.perf_counter() - began)
+            waiting.dec()
+            wait.observe(time.perf_counter() - began)
 
     pool._do_get = counted  # type: ignore[method-assign]
 
@@ -97,8 +99,10 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
 
     system = sync_engine.dialect.name
     # The labelled series, looked up once: ``labels()`` takes a lock and builds a key each
-    # call, and a send runs a dozen statements.
-    query_time = {op: m.DB_QUERY.labels(operation=op) for op in (*OPERATIONS, "OTHER")}
+    # call, and a send runs a dozen statements; written without the per-call checks.
+    query_time = {
+        op: HistogramSeries(m.DB_QUERY.labels(operation=op)) for op in (*OPERATIONS, "OTHER")
+    }
 
     def ended(statement: str, elapsed: float) -> None:
         operation = operation_of(statement)
@@ -126,8 +130,9 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
     # ``_OBSERVER`` names this attribute; the two layers do not import each other).
     dialect.cmschat_statement_observer = (ended, failed)  # type: ignore[attr-defined]
     _count_waiting(sync_engine.pool)
-    event.listen(sync_engine.pool, "checkout", _checked_out)
-    event.listen(sync_engine.pool, "checkin", _checked_in)
+    in_use = CountSeries(m.DB_POOL_IN_USE)
+    event.listen(sync_engine.pool, "checkout", lambda *_args: in_use.inc())
+    event.listen(sync_engine.pool, "checkin", lambda *_args: in_use.dec())
 
 
 def _timed(
@@ -148,14 +153,6 @@ def _timed(
         ended(statement, time.perf_counter() - started)
 
     return timed
-
-
-def _checked_out(*_args: Any) -> None:
-    m.DB_POOL_IN_USE.inc()
-
-
-def _checked_in(*_args: Any) -> None:
-    m.DB_POOL_IN_USE.dec()
 
 
 def _log_slow(statement: str, operation: str, elapsed: float) -> None:

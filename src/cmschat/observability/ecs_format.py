@@ -22,6 +22,8 @@ import ecs_logging
 from ecs_logging._meta import ECS_VERSION
 from ecs_logging._utils import _json_dumps_fallback, de_dot, flatten_dict, merge_dicts
 
+from cmschat.observability import ecs_shapes
+
 # Left out of every line: the process group (one process per container; the worker
 # index is ``labels.worker``), the unformatted message and uvicorn's coloured copy.
 EXCLUDED_FIELDS = ("process", "log.original", "color_message")
@@ -54,10 +56,65 @@ class EcsFormatter(ecs_logging.StdlibFormatter):
         self._encoders = {True: _encoder(ensure_ascii=True), False: _encoder(ensure_ascii=False)}
         self._second = -1
         self._second_text = ""
+        self._templates: dict[tuple[object, ...], str | None] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         """The JSON line: ``@timestamp``, ``log.level`` and ``message`` first, as the
         library writes them (``ecs_logging._utils.json_dumps``), the rest sorted."""
+        line = self._from_template(record)
+        return line if line is not None else self._format_placed(record)
+
+    def _from_template(self, record: logging.LogRecord) -> str | None:
+        """The line through its shape's template (ecs_shapes.py), if it has one: every
+        extra field a plain string or integer, no error or stack to write."""
+        if record.exc_info or record.stack_info:
+            return None
+        message = record.getMessage()
+        record.message = message  # as the library does: a formatter may read it later
+        encode = ecs_shapes.string_encoder(ensure_ascii=bool(self.ensure_ascii))
+        function = record.funcName
+        if function is not None and type(function) is not str:
+            return None
+        if type(record.name) is not str or type(record.lineno) is not int:
+            return None
+        values = [
+            f'"{self._record_timestamp(record)}"',
+            encode(record.levelname.lower()),
+            encode(message),
+            encode(record.name),
+            int.__repr__(record.lineno),
+            encode(record.filename),
+            encode(function) if type(function) is str else "",
+        ]
+        keys: list[object] = [bool(self.ensure_ascii), function is not None]
+        skip = self._LOGRECORD_DICT
+        for key, value in record.__dict__.items():
+            if key in skip or value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                values.append(encode(value))
+            elif kind is int:
+                values.append(int.__repr__(value))
+            else:  # bool, float, a mapping...: json.dumps decides how they read
+                return None
+            keys.append(key)
+        shape = tuple(keys)
+        try:
+            text = self._templates[shape]
+        except KeyError:
+            text = ecs_shapes.template(
+                shape[2:],  # type: ignore[arg-type]
+                self._path,
+                with_function=function is not None,
+                ensure_ascii=bool(self.ensure_ascii),
+            )
+            if len(self._templates) < 1024:  # shapes come from code, but bound them anyway
+                self._templates[shape] = text
+        return None if text is None else text.format(*values)
+
+    def _format_placed(self, record: logging.LogRecord) -> str:
+        """The line through nested dicts (what a template cannot write)."""
         result = self.format_to_ecs(record)
         encode = self._encoders[bool(self.ensure_ascii)].encode
         head = (
