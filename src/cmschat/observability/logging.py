@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 
 from cmschat.observability.ecs_format import EcsFormatter
+from cmschat.observability.records import made_at
 from cmschat.settings import LogFormat
 
 request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
@@ -127,7 +128,8 @@ def log_access(
     ``Logger._log`` looks for the caller by walking the stack and normalising each frame's
     file name, then ``makeRecord`` copies ``extra`` key by key behind checks: a tenth of
     what observation cost per request. Here the caller is the frame above, the record is
-    made by the same factory and the fields written at once; level, filters, handlers and
+    made by the same factory (from a copy of the call site's first, records.py) and the
+    fields written at once; level, filters, handlers and
     ``disabled`` are honoured as ``Logger.handle`` does. Another record factory than ours
     gets the generic path.
     """
@@ -138,15 +140,15 @@ def log_access(
         return
     caller = sys._getframe(1)
     code = caller.f_code
-    record = _base_factory(
+    record = made_at(
+        _base_factory,
         logger.name,
         logging.INFO,
         code.co_filename,
         _line_of(caller),
+        code.co_name,
         msg,
         args,
-        None,
-        code.co_name,
     )
     attributes = record.__dict__
     _stamp_context(attributes)
