@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from cmschat import app as app_module
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
+from cmschat.chat.caches import HotCaches
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.observability import tracing
 from cmschat.observability.asgi_metrics import MetricsMiddleware
@@ -75,14 +77,20 @@ SQL_SPAN_MS = {"traced_every_sql": 0.0, "traced_sql_counted": 1e9}
 PASSWORD = "Overhead-Measure-9876"  # noqa: S105 - a scratch account
 
 
+def _frozen_clock() -> float:
+    """The caches' clock while counting: never moves, so nothing expires by time."""
+    return 0.0
+
+
 class Callgrind:
     """Counts the instructions of chosen stretches of this process when it runs under
     ``valgrind --tool=callgrind --instr-atstart=no``: steady on a loaded machine, where CPU
     time is not (every thread of the process is counted: the driver's too).
     """
 
-    def __init__(self, dump_dir: Path) -> None:
+    def __init__(self, dump_dir: Path, *, keep: bool = False) -> None:
         self.dump_dir = dump_dir
+        self.keep = keep
         self.pid = str(os.getpid())
         self.counts: dict[str, int] = {}
         self.tool = shutil.which("callgrind_control") or "callgrind_control"
@@ -107,7 +115,10 @@ class Callgrind:
             line for line in newest.read_text().splitlines() if line.startswith("totals:")
         )
         self.counts[name] = int(totals.split()[1])
-        newest.unlink()
+        if self.keep:  # for callgrind_annotate --inclusive=yes
+            newest.rename(self.dump_dir / f"cg.{name}.out")
+        else:
+            newest.unlink()
 
 
 class DropExporter(SpanExporter):
@@ -218,9 +229,14 @@ async def measure(
     original_hook = app_module.instrument_engine
     original_processor = tracing.otlp_processor
     original_jobs = app_module.start_jobs
+    original_caches = app_module.HotCaches
     # No background loops: the session check ticks every second, so under valgrind the
     # instructions counted grew with the wall time the requests took (the machine's load).
     app_module.start_jobs = lambda *_a, **_k: []  # type: ignore[assignment]
+    # Nor time-based cache expiry: the hot caches' entries live 5 s, and under valgrind
+    # (≈50x slower) whether a request found them depended on how fast the machine ran,
+    # which moved the bare counts by ±3 points between runs. Invalidation by events stays.
+    app_module.HotCaches = functools.partial(HotCaches, now=_frozen_clock)  # type: ignore[misc]
     if variant == "bare":
         app_module.instrument_engine = lambda *_a, **_k: None  # type: ignore[assignment]
         logging.getLogger().setLevel(logging.WARNING)
@@ -268,6 +284,7 @@ async def measure(
     finally:
         app_module.instrument_engine = original_hook
         app_module.start_jobs = original_jobs
+        app_module.HotCaches = original_caches  # type: ignore[misc]
         tracing.otlp_processor = original_processor
         DropExporter.processors.clear()
         import os
@@ -302,9 +319,11 @@ def quiet_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-async def count_one_variant(variant: str, requests: int, dump_dir: Path) -> None:
+async def count_one_variant(
+    variant: str, requests: int, dump_dir: Path, *, keep: bool = False
+) -> None:
     """Under callgrind: one variant, warmed up uncounted, then each action counted."""
-    probe = Callgrind(dump_dir)
+    probe = Callgrind(dump_dir, keep=keep)
     if variant == "floor":
         await measure_floor(30)
         await measure_floor(requests, probe)
@@ -318,15 +337,30 @@ async def count_one_variant(variant: str, requests: int, dump_dir: Path) -> None
     print(json.dumps(probe.counts))
 
 
-def count_instructions(requests: int) -> dict[str, Any]:
-    """Each variant in its own process under callgrind; instructions per request."""
+def count_instructions(
+    requests: int,
+    variants: Sequence[str] = VARIANTS,
+    *,
+    profiles: Path | None = None,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Each variant in its own process under callgrind; instructions per request.
+
+    ``bare`` and ``floor`` are always counted (the others are read against them); with
+    ``profiles`` each action's callgrind output is kept there (``cg.<variant>.<action>.out``)
+    for ``callgrind_annotate --inclusive=yes``; ``jobs`` children run at once.
+    """
     valgrind = shutil.which("valgrind")
     if not valgrind:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    chosen = ["bare", *(v for v in variants if v != "bare"), "floor"]
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as dumps:
-        for variant in (*VARIANTS, "floor"):
-            child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
+    with tempfile.TemporaryDirectory() as scratch:
+        dumps = profiles or Path(scratch)
+        dumps.mkdir(parents=True, exist_ok=True)
+
+        def child(variant: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(  # noqa: S603 - our own script under a fixed tool
                 [
                     valgrind,
                     "--tool=callgrind",
@@ -339,15 +373,23 @@ def count_instructions(requests: int) -> dict[str, Any]:
                     "--requests",
                     str(requests),
                     "--dump-dir",
-                    dumps,
+                    str(dumps),
+                    *(["--keep-profiles"] if profiles else []),
                 ],
-                check=True,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
             )
-            counts.update(json.loads(child.stdout.strip().splitlines()[-1]))
+
+        for start in range(0, len(chosen), jobs):
+            running = [child(variant) for variant in chosen[start : start + jobs]]
+            for process in running:
+                out, err = process.communicate()
+                if process.returncode:
+                    raise SystemExit(f"a counted child failed:\n{err[-4000:]}")
+                counts.update(json.loads(out.strip().splitlines()[-1]))
     result: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in chosen[:-1]:
         result[variant] = {}
         for action in ACTIONS:
             value = counts[f"{variant}.{action}"] / requests
@@ -418,15 +460,37 @@ async def main(argv: list[str]) -> dict[str, Any]:
         action="store_true",
         help="count instructions under valgrind's callgrind instead of CPU time",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="with --instructions: the variants to count, comma-separated (bare always)",
+    )
+    parser.add_argument(
+        "--profiles",
+        type=Path,
+        help="with --instructions: keep each action's callgrind output in this directory",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="with --instructions: children run at once"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--count-variant", help=argparse.SUPPRESS)
     parser.add_argument("--dump-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-profiles", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.count_variant:
-        await count_one_variant(args.count_variant, args.requests, args.dump_dir)
+        await count_one_variant(
+            args.count_variant, args.requests, args.dump_dir, keep=args.keep_profiles
+        )
         return {}
     if args.instructions:
-        result = count_instructions(args.requests)
+        variants = [v for v in args.variants.split(",") if v]
+        unknown = set(variants) - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+        result = count_instructions(
+            args.requests, variants, profiles=args.profiles, jobs=max(1, args.jobs)
+        )
     else:
         result = await compare_cpu_time(args.requests, args.rounds)
     print(json.dumps(result, indent=2))

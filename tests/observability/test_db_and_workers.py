@@ -134,6 +134,30 @@ async def test_a_checkout_that_waits_for_a_dry_pool_is_counted_and_timed(tmp_pat
     assert value("cmschat_db_pool_wait_seconds_count") >= waits_before + 2
 
 
+async def test_connections_in_use_are_counted_without_pool_listeners(tmp_path: Path) -> None:
+    # A checkout listener would send every checkout through the pool's retry path.
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'use.db'}", pool_size=2, max_overflow=0
+    )
+    instrument_engine(engine, slow_ms=1000)
+    assert not engine.sync_engine.pool.dispatch.checkout
+    in_use = "cmschat_db_pool_connections_in_use"
+    before = value(in_use)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.execute(text("SELECT 1"))
+            await second.execute(text("SELECT 1"))
+            assert value(in_use) == before + 2
+        assert value(in_use) == before
+        await engine.dispose()  # a new pool in the old one's place: counted the same
+        async with engine.connect() as again:
+            await again.execute(text("SELECT 1"))
+            assert value(in_use) == before + 1
+        assert value(in_use) == before
+    finally:
+        await engine.dispose()
+
+
 WORKER = """
 from cmschat.observability import instruments as m
 m.HTTP_REQUESTS.labels(method="GET", route="/healthz", status="200").inc()

@@ -183,8 +183,10 @@ async def test_a_request_counts_on_the_metrics_own_series_also_when_none_are_kep
     before = value("cmschat_http_requests_total", method="GET", route="/healthz", status="200")
     await client.get("/healthz")
     kept = asgi_metrics._series[("GET", "/healthz", 200)]
-    assert kept[0] is m.HTTP_REQUESTS.labels(method="GET", route="/healthz", status="200")
-    assert kept[1] is m.HTTP_DURATION.labels(method="GET", route="/healthz")
+    # Written into the metric's own value objects (series.py), not copies.
+    counted = m.HTTP_REQUESTS.labels(method="GET", route="/healthz", status="200")
+    assert kept[0]._value is counted._value
+    assert kept[1]._sum is m.HTTP_DURATION.labels(method="GET", route="/healthz")._sum
     monkeypatch.setattr(asgi_metrics, "_series", {})
     monkeypatch.setattr(asgi_metrics, "_SERIES_MAX", 0)  # the bound reached: not kept
     await client.get("/healthz")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 
-from prometheus_client import Counter, Histogram
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +18,7 @@ from cmschat.observability import sql_tally, tracing
 from cmschat.observability.logging import route_var, routed_template, scope_var
 from cmschat.observability.minutes import WINDOW
 from cmschat.observability.outages import classify
+from cmschat.observability.series import CountSeries, HistogramSeries
 
 UNMATCHED = "<unmatched>"
 LOGIN_ROUTE = "/api/v1/auth/login"
@@ -73,7 +73,7 @@ def _count_special(route: str, method: str, status: int, error_body: bytes) -> N
             m.UPLOADS.labels(result="refused", reason=_error_code(error_body)).inc()
 
 
-_Series = tuple[Counter, Histogram]
+_Series = tuple[CountSeries, HistogramSeries]
 _series: dict[tuple[str, str, int], _Series] = {}
 _SERIES_MAX = 4096
 
@@ -82,17 +82,18 @@ def _request_series(method: str, route: str, status: int) -> _Series:
     """The request counter's and duration histogram's labelled series of one kind of answer.
 
     Kept after the first lookup: ``labels()`` takes a lock, checks the label values and
-    builds a key every call, twice per request. The values are the same series objects
-    the metric holds (in multiprocess mode too: prometheus-client re-opens their files
-    itself after a fork). Bounded by methods x route templates x statuses; if that bound
-    is ever passed, lookups go to ``labels()`` again.
+    builds a key every call, twice per request; and written without the per-call checks
+    (series.py). The values are the same series objects the metric holds (in multiprocess
+    mode too: prometheus-client re-opens their files itself after a fork). Bounded by
+    methods x route templates x statuses; if that bound is ever passed, lookups go to
+    ``labels()`` again.
     """
     key = (method, route, status)
     found = _series.get(key)
     if found is None:
         found = (
-            m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)),
-            m.HTTP_DURATION.labels(method=method, route=route),
+            CountSeries(m.HTTP_REQUESTS.labels(method=method, route=route, status=str(status))),
+            HistogramSeries(m.HTTP_DURATION.labels(method=method, route=route)),
         )
         if len(_series) < _SERIES_MAX:
             _series[key] = found
@@ -134,7 +135,7 @@ class MetricsMiddleware:
                 error_body += message.get("body", b"")
             await send(message)
 
-        m.HTTP_IN_FLIGHT.inc()
+        _IN_FLIGHT.inc()
         untally = sql_tally.tally_request() if tracing.enabled() else None
         try:
             await self.app(scope, receive, counting_send)
@@ -147,7 +148,7 @@ class MetricsMiddleware:
         finally:
             if untally is not None:
                 untally()
-            m.HTTP_IN_FLIGHT.dec()
+            _IN_FLIGHT.dec()
             if route is None:  # no response started: routing may have matched since
                 route = route_template(scope)
                 route_var.set(route)
@@ -186,4 +187,5 @@ class MetricsMiddleware:
                 WINDOW.websocket_closed()
 
 
+_IN_FLIGHT = CountSeries(m.HTTP_IN_FLIGHT)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
 from cmschat.observability import instruments as m
 from cmschat.observability import sql_tally, tracing
+from cmschat.observability.series import CountSeries, HistogramSeries
 
 log = logging.getLogger("cmschat.db.slow")
 
@@ -54,24 +54,49 @@ def fingerprint(statement: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def _count_waiting(pool: Pool) -> None:
-    """Count checkouts in progress and time them: waits show when the pool runs dry.
+def _count_checkouts(pool: Pool) -> None:
+    """Count connections in use, and checkouts in progress and their time: waits show
+    when the pool runs dry.
 
     SQLAlchemy has an event after a checkout but none before it may wait, so the pool's
-    own getter is wrapped, on this pool only.
+    own getter is wrapped, on this pool only (and on the pool ``dispose`` makes in its
+    place). The connections in use are counted there too, and where the pool takes one
+    back, rather than by ``checkout``/``checkin`` listeners: a ``checkout`` listener sends
+    every checkout through the pool's reconnect-and-retry path (a tenth of what the SQL
+    metrics cost per request on SQLite, issue 12 point 9), and a connection that failed
+    to open was ``checkin`` without a ``checkout``, taking the gauge below zero.
     """
     get_connection = pool._do_get
+    return_connection = pool._do_return_conn
+    recreate = pool.recreate
+    waiting, wait = CountSeries(m.DB_POOL_WAITING), HistogramSeries(m.DB_POOL_WAIT)
+    in_use = CountSeries(m.DB_POOL_IN_USE)
 
     def counted() -> Any:
-        m.DB_POOL_WAITING.inc()
+        waiting.inc()
         began = time.perf_counter()
         try:
-            return get_connection()
+            connection = get_connection()
         finally:
-            m.DB_POOL_WAITING.dec()
-            m.DB_POOL_WAIT.observe(time.perf_counter() - began)
+            waiting.dec()
+            wait.observe(time.perf_counter() - began)
+        in_use.inc()
+        return connection
+
+    def returned(record: Any) -> None:
+        try:
+            return_connection(record)
+        finally:
+            in_use.dec()
+
+    def recreated() -> Pool:
+        replacement = recreate()
+        _count_checkouts(replacement)
+        return replacement
 
     pool._do_get = counted  # type: ignore[method-assign]
+    pool._do_return_conn = returned  # type: ignore[method-assign]
+    pool.recreate = recreated  # type: ignore[method-assign]
 
 
 def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) -> None:
@@ -97,8 +122,10 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
 
     system = sync_engine.dialect.name
     # The labelled series, looked up once: ``labels()`` takes a lock and builds a key each
-    # call, and a send runs a dozen statements.
-    query_time = {op: m.DB_QUERY.labels(operation=op) for op in (*OPERATIONS, "OTHER")}
+    # call, and a send runs a dozen statements; written without the per-call checks.
+    query_time = {
+        op: HistogramSeries(m.DB_QUERY.labels(operation=op)) for op in (*OPERATIONS, "OTHER")
+    }
 
     def ended(statement: str, elapsed: float) -> None:
         operation = operation_of(statement)
@@ -125,9 +152,7 @@ def instrument_engine(engine: AsyncEngine, *, slow_ms: int, span_ms: float = 0) 
     # The hottest statements skip the dialect's methods (db/driver_sql.py, whose
     # ``_OBSERVER`` names this attribute; the two layers do not import each other).
     dialect.cmschat_statement_observer = (ended, failed)  # type: ignore[attr-defined]
-    _count_waiting(sync_engine.pool)
-    event.listen(sync_engine.pool, "checkout", _checked_out)
-    event.listen(sync_engine.pool, "checkin", _checked_in)
+    _count_checkouts(sync_engine.pool)
 
 
 def _timed(
@@ -148,14 +173,6 @@ def _timed(
         ended(statement, time.perf_counter() - started)
 
     return timed
-
-
-def _checked_out(*_args: Any) -> None:
-    m.DB_POOL_IN_USE.inc()
-
-
-def _checked_in(*_args: Any) -> None:
-    m.DB_POOL_IN_USE.dec()
 
 
 def _log_slow(statement: str, operation: str, elapsed: float) -> None:

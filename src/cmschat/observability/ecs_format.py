@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from itertools import islice
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
 import ecs_logging
 from ecs_logging._meta import ECS_VERSION
 from ecs_logging._utils import _json_dumps_fallback, de_dot, flatten_dict, merge_dicts
+
+from cmschat.observability import ecs_shapes
 
 # Left out of every line: the process group (one process per container; the worker
 # index is ``labels.worker``), the unformatted message and uvicorn's coloured copy.
@@ -36,6 +40,13 @@ def _encoder(*, ensure_ascii: bool) -> json.JSONEncoder:
         ensure_ascii=ensure_ascii,
     )
 
+
+_CONVERTER = ecs_logging.StdlibFormatter.converter
+_MILLIS = tuple(f'{n:03d}Z"' for n in range(1000))
+"""The end of every ``@timestamp``: its milliseconds, ``Z`` and the closing quote."""
+_FRESH = tuple(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+_STANDARD, _LAST = len(_FRESH), _FRESH[-1]
+"""How many attributes ``LogRecord.__init__`` sets (first, in every record it made), the last."""
 
 _LEAVES = (str, int, float)
 """The usual field values, told from mappings without the slower ABC check."""
@@ -54,10 +65,70 @@ class EcsFormatter(ecs_logging.StdlibFormatter):
         self._encoders = {True: _encoder(ensure_ascii=True), False: _encoder(ensure_ascii=False)}
         self._second = -1
         self._second_text = ""
+        self._second_quoted = ""
+        self._templates: dict[tuple[object, ...], ecs_shapes.Template | None] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         """The JSON line: ``@timestamp``, ``log.level`` and ``message`` first, as the
         library writes them (``ecs_logging._utils.json_dumps``), the rest sorted."""
+        line = self._from_template(record)
+        return line if line is not None else self._format_placed(record)
+
+    def _from_template(self, record: logging.LogRecord) -> str | None:
+        """The line through its shape's template (ecs_shapes.py), if it has one: every
+        extra field a plain string or integer, no error or stack to write."""
+        if record.exc_info or record.stack_info:
+            return None
+        message = record.getMessage()
+        record.message = message  # as the library does: a formatter may read it later
+        ascii_only = bool(self.ensure_ascii)
+        encode = encode_basestring_ascii if ascii_only else encode_basestring
+        values = [self._quoted_timestamp(record), encode(message)]
+        # Where the record was made is part of its shape: written into the template.
+        keys: list[object] = [
+            ascii_only,
+            record.name,
+            record.levelname,
+            record.lineno,
+            record.filename,
+            record.funcName,
+        ]
+        fields = record.__dict__
+        # LogRecord.__init__'s own attributes come first: not even looked at.
+        items = iter(fields.items())
+        if len(fields) > _STANDARD and next(islice(fields, _STANDARD - 1, None)) == _LAST:
+            items = islice(items, _STANDARD, None)
+        skip = self._LOGRECORD_DICT
+        for key, value in items:
+            if key in skip or value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                values.append(encode(value))
+            elif kind is int:
+                values.append(int.__repr__(value))
+            else:  # bool, float, a mapping...: json.dumps decides how they read
+                return None
+            keys.append(key)
+        shape = tuple(keys)
+        try:
+            found = self._templates[shape]
+        except KeyError:
+            found = ecs_shapes.template(shape, self._path)
+            if len(self._templates) < 1024:  # shapes come from code, but bound them anyway
+                self._templates[shape] = found
+        return None if found is None else found.line(values)
+
+    def _quoted_timestamp(self, record: logging.LogRecord) -> str:
+        """``@timestamp``'s JSON string, as ``_record_timestamp`` writes it."""
+        millis = int(record.msecs)
+        second = int(record.created)
+        if second == self._second and self.converter is _CONVERTER and 0 <= millis < 1000:
+            return self._second_quoted + _MILLIS[millis]
+        return f'"{self._record_timestamp(record)}"'
+
+    def _format_placed(self, record: logging.LogRecord) -> str:
+        """The line through nested dicts (what a template cannot write)."""
         result = self.format_to_ecs(record)
         encode = self._encoders[bool(self.ensure_ascii)].encode
         head = (
@@ -72,8 +143,9 @@ class EcsFormatter(ecs_logging.StdlibFormatter):
     def _record_timestamp(self, record: logging.LogRecord) -> str:
         # formatTime (a gmtime and a strftime) once per second, not once per line.
         second = int(record.created)
-        if second != self._second or self.converter is not ecs_logging.StdlibFormatter.converter:
+        if second != self._second or self.converter is not _CONVERTER:
             self._second_text = self.formatTime(record, datefmt="%Y-%m-%dT%H:%M:%S")
+            self._second_quoted = f'"{self._second_text}.'
             self._second = second
         return f"{self._second_text}.{int(record.msecs):03d}Z"
 

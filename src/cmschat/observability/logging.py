@@ -12,11 +12,13 @@ import re
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
+from types import CodeType, FrameType
 from typing import Any
 
 from opentelemetry import trace
 
 from cmschat.observability.ecs_format import EcsFormatter
+from cmschat.observability.records import made_at
 from cmschat.settings import LogFormat
 
 request_id_var: ContextVar[str | None] = ContextVar("cmschat_request_id", default=None)
@@ -99,6 +101,24 @@ def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
+_lines: dict[tuple[int, int], tuple[CodeType, int]] = {}
+
+
+def _line_of(frame: FrameType) -> int:
+    """``frame.f_lineno``, kept per code object and instruction: CPython finds it by
+    walking the code's line table from the start, some 15,000 instructions in a long
+    function such as the request middleware's (a twentieth of an access line's cost)."""
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
+    found = _lines.get(key)
+    if found is not None and found[0] is code:  # the code kept alive: its id is its own
+        return found[1]
+    line = frame.f_lineno
+    if len(_lines) < 4096:  # call sites of log_access: a handful
+        _lines[key] = (code, line)
+    return line
+
+
 def log_access(
     logger: logging.Logger, msg: str, args: tuple[Any, ...], fields: dict[str, Any]
 ) -> None:
@@ -108,7 +128,8 @@ def log_access(
     ``Logger._log`` looks for the caller by walking the stack and normalising each frame's
     file name, then ``makeRecord`` copies ``extra`` key by key behind checks: a tenth of
     what observation cost per request. Here the caller is the frame above, the record is
-    made by the same factory and the fields written at once; level, filters, handlers and
+    made by the same factory (from a copy of the call site's first, records.py) and the
+    fields written at once; level, filters, handlers and
     ``disabled`` are honoured as ``Logger.handle`` does. Another record factory than ours
     gets the generic path.
     """
@@ -119,15 +140,15 @@ def log_access(
         return
     caller = sys._getframe(1)
     code = caller.f_code
-    record = _base_factory(
+    record = made_at(
+        _base_factory,
         logger.name,
         logging.INFO,
         code.co_filename,
-        caller.f_lineno,
+        _line_of(caller),
+        code.co_name,
         msg,
         args,
-        None,
-        code.co_name,
     )
     attributes = record.__dict__
     _stamp_context(attributes)

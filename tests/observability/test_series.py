@@ -1,0 +1,103 @@
+"""The hot series written without prometheus-client's per-call checks read exactly as
+``observe``/``inc`` would have written them, in this process and across workers."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from cmschat.observability.instruments import QUERY_BUCKETS
+from cmschat.observability.series import CountSeries, HistogramSeries
+
+# On, between and beyond the bounds; zero, negative and infinite too.
+AMOUNTS = (0.0, 0.0005, 0.00050001, 0.0007, 0.001, 0.003, 0.25, 1, 4.9, 5, 7.5, -1.0, math.inf)
+
+
+def samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], float]:
+    """Every sample of the family ``name`` (suffix and ``le``), without its creation time."""
+    return {
+        (sample.name.removeprefix(name), sample.labels.get("le", "")): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if family.name == name and not sample.name.endswith("_created")
+    }
+
+
+def test_a_wrapped_histogram_holds_what_observe_would_have() -> None:
+    registry = CollectorRegistry()
+    by_observe = Histogram("a_seconds", "a", ["op"], buckets=QUERY_BUCKETS, registry=registry)
+    wrapped = Histogram("b_seconds", "b", ["op"], buckets=QUERY_BUCKETS, registry=registry)
+    series = HistogramSeries(wrapped.labels(op="SELECT"))
+    for amount in AMOUNTS:
+        by_observe.labels(op="SELECT").observe(amount)
+        series.observe(amount)
+    expected = samples(registry, "a_seconds")
+    assert expected[("_count", "")] == len(AMOUNTS)
+    assert samples(registry, "b_seconds") == expected
+
+
+def test_wrapped_counters_and_gauges_hold_what_inc_and_dec_would_have() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("c", "c", ["route"], registry=registry)
+    gauge = Gauge("g", "g", registry=registry)
+    counted, level = CountSeries(counter.labels(route="/x")), CountSeries(gauge)
+    for _ in range(3):
+        counted.inc()
+        level.inc()
+    level.dec()
+    assert registry.get_sample_value("c_total", {"route": "/x"}) == 3
+    assert registry.get_sample_value("g") == 2
+
+
+WORKER = """
+import asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from cmschat.observability.db_metrics import instrument_engine
+
+async def main() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    instrument_engine(engine, slow_ms=600_000)
+    async with engine.connect() as connection:
+        for n in range(7):
+            await connection.execute(text("SELECT :n"), {"n": n})
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+SCRAPE = """
+from cmschat.observability.metrics import render
+print(render(include_sensitive=False).decode())
+"""
+
+
+def test_every_statement_of_two_workers_is_in_one_scrape(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    scraped = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    selects = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.labels.get("operation") == "SELECT"
+        and sample.name.startswith("cmschat_db_query_duration_seconds")
+    }
+    assert selects[("cmschat_db_query_duration_seconds_count", None)] == 14
+    assert selects[("cmschat_db_query_duration_seconds_bucket", "+Inf")] == 14
+    assert selects[("cmschat_db_query_duration_seconds_sum", None)] > 0
+    waits = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name.startswith("cmschat_db_pool_wait_seconds")
+    }
+    assert waits["cmschat_db_pool_wait_seconds_count"] == 2  # one checkout per worker
