@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, User
@@ -141,7 +141,7 @@ class Caller:
         return user_actor(self.user_id)
 
 
-def _token_row() -> Any:
+def _token_row() -> Select[Any]:
     t, u = AuthToken.__table__.c, User.__table__.c
     return (
         select(
