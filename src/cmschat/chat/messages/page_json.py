@@ -47,6 +47,8 @@ def page_select(dialect: Dialect) -> Select[Any]:
         .where(MENTIONS.c.message_id == m.id)
         .scalar_subquery()
     )
+    # MariaDB cuts GROUP_CONCAT and JSON_ARRAYAGG at group_concat_max_len (1 MiB by
+    # default): a message has at most 10 files (schemas.AttachmentIds), a few KiB.
     values = func.json_array(*(a[name] for name in ATTACHMENT_FIELDS))
     aggregate = func.json_group_array if dialect.name == "sqlite" else func.json_arrayagg
     files = (
