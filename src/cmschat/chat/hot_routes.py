@@ -10,7 +10,7 @@ so every refusal is FastAPI's own answer. ``tests/api/test_hot_routes.py`` check
 answer alike.
 
 What FastAPI's dependencies do is done here by the same functions (``api/deps.py``): the
-unit of work (read-only for both), the sign-in, the password-change check. A history page
+unit of work (read-only), the sign-in, the password-change check. A history page
 needs no unit of work: it signs in and reads on a bare pooled connection with the driver
 (``deps.reading_signed_in``), no ORM session and no ``BEGIN``/``COMMIT``. Domain errors
 propagate to the app's exception handlers (``api/errors.py``) as a route's do; the
