@@ -2,9 +2,9 @@
 
 The service calls themselves, in one process as shipped (``create_app``'s context: its
 database, caches, group commit and broker): a batch is ``--batch`` sends queued at once
-into four rooms (one transaction), a page is ``reads.history`` (50 messages) in a
-read-only unit of work serialised as the route does. No HTTP, so the figure is the SQL
-and cmschat's own Python around it.
+into four rooms (one transaction), a page is ``reads.history_json`` (50 messages, its
+JSON bytes) on a pooled read-only connection, as the hot route reads it. No HTTP, so the
+figure is the SQL and cmschat's own Python around it.
 
 ``--instructions``: counted by valgrind's callgrind (every thread of the process, the
 driver's too), steady on a shared machine; else CPU time (``time.process_time``).
@@ -37,11 +37,11 @@ from observability_overhead import Callgrind
 from request_cpu import bench_room, scratch
 from sqlalchemy import select
 
-from cmschat import jsonbytes
 from cmschat.accounts.models import User
 from cmschat.app import create_app
 from cmschat.chat.messages import reads
 from cmschat.chat.schemas import MessageCreate
+from cmschat.db.driver_sql import reading
 
 ROOMS = 4
 
@@ -75,17 +75,16 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
                 await asyncio.gather(*sends)
 
             async def page() -> None:
-                async with context.db.unit_of_work(read_only=True) as session:
-                    items, cursor = await reads.history(
-                        session,
-                        user=user,
+                async with reading(context.db.reader) as driver:
+                    await reads.history_json(
+                        driver,
+                        user_id=user.id,
                         room_id=rooms[0],
                         before=None,
                         after=None,
                         limit=50,
                         caches=context.caches,
                     )
-                jsonbytes.dumps({"items": items, "next_cursor": cursor})
 
             for name, action, count in (
                 ("send", batch, args.batches),

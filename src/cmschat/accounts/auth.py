@@ -6,9 +6,10 @@ Signing in (throttling, device tokens) is in ``signin``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import AuthToken, User
@@ -24,6 +25,7 @@ from cmschat.accounts.tokens import MAX_TOKEN_LENGTH, new_token, token_digest
 from cmschat.audit import service as audit
 from cmschat.clock import Clock
 from cmschat.db.actors import user_actor
+from cmschat.db.driver_sql import Driver, Statement
 from cmschat.errors import Invalid, RateLimited, Unauthorized
 from cmschat.events import queue_events, session_ended
 from cmschat.settings import AuthSettings
@@ -77,6 +79,20 @@ _SIGN_IN = (
 """Built once (every request signs in): no statement to build nor cache key to compute."""
 
 
+def _ended(
+    policy: AuthSettings,
+    now: datetime,
+    *,
+    last_used_at: datetime,
+    expires_at: datetime,
+    revoked_at: datetime | None,
+    is_active: bool,
+) -> bool:
+    """Whether a token no longer signs anyone in: revoked, its user disabled, expired."""
+    idle_limit = last_used_at + timedelta(minutes=policy.token_idle_minutes)
+    return revoked_at is not None or not is_active or now >= expires_at or now >= idle_limit
+
+
 async def authenticate(
     session: AsyncSession, *, token: str, policy: AuthSettings, token_key: bytes, clock: Clock
 ) -> SignedIn:
@@ -93,12 +109,13 @@ async def authenticate(
     if found is None:
         raise Unauthorized("invalid or expired token", code="invalid_token")
     row, user = found
-    idle_limit = row.last_used_at + timedelta(minutes=policy.token_idle_minutes)
-    if (
-        row.revoked_at is not None
-        or not user.is_active
-        or now >= row.expires_at
-        or now >= idle_limit
+    if _ended(
+        policy,
+        now,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        is_active=user.is_active,
     ):
         raise Unauthorized("invalid or expired token", code="invalid_token")
     # Not on every request (a write each), but often enough that a token in use never idles out.
@@ -107,11 +124,81 @@ async def authenticate(
     return SignedIn(user=user, token=row)
 
 
-async def touch(session: AsyncSession, *, token: AuthToken) -> None:
-    """Store the ``last_used_at`` that ``authenticate`` refreshed on a token no longer in
-    its session (a read-only request's), as one UPDATE of this write session."""
+@dataclass(frozen=True)
+class Caller:
+    """Who a token signs in, read as one row with the driver (``check_token``)."""
+
+    user_id: int
+    username: str
+    token_id: int
+    must_change_password: bool
+    refreshed: datetime | None
+    """The token's new ``last_used_at`` when a refresh is due (``touch`` stores it)."""
+
+    @property
+    def actor(self) -> str:
+        """The actor label their units of work stamp rows and audit events with."""
+        return user_actor(self.user_id)
+
+
+def _token_row() -> Select[Any]:
+    t, u = AuthToken.__table__.c, User.__table__.c
+    return (
+        select(
+            t.id,
+            t.user_id,
+            t.last_used_at,
+            t.expires_at,
+            t.revoked_at,
+            u.username,
+            u.is_active,
+            u.must_change_password,
+        )
+        .join_from(AuthToken.__table__, User.__table__, u.id == t.user_id)
+        .where(t.token_hash == bindparam("digest"))
+    )
+
+
+_TOKEN_ROW = Statement(lambda _dialect: _token_row(), ["digest"])
+
+
+async def check_token(
+    driver: Driver, *, token: str, policy: AuthSettings, token_key: bytes, clock: Clock
+) -> Caller:
+    """``authenticate``'s answer for a read-only request, read with the driver: the same
+    checks on the token's and its user's row, no ORM objects loaded (the hot GET's)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    found = await driver.rows(_TOKEN_ROW, (token_digest(token, key=token_key),))
+    now = clock.now()
+    if not found:
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    token_id, user_id, used, expires, revoked, username, active, must_change = found[0]
+    last_used_at = driver.utc(used)
+    if _ended(
+        policy,
+        now,
+        last_used_at=last_used_at,
+        expires_at=driver.utc(expires),
+        revoked_at=None if revoked is None else driver.utc(revoked),
+        is_active=bool(active),
+    ):
+        raise Unauthorized("invalid or expired token", code="invalid_token")
+    due = now - last_used_at >= refresh_interval(policy)
+    return Caller(
+        user_id=user_id,
+        username=username,
+        token_id=token_id,
+        must_change_password=bool(must_change),
+        refreshed=now if due else None,
+    )
+
+
+async def touch(session: AsyncSession, *, token_id: int, last_used_at: datetime) -> None:
+    """Store a token's refreshed ``last_used_at`` (one a read-only request found due: it is
+    not in that request's session) as one UPDATE of this write session."""
     await session.execute(
-        update(AuthToken).where(AuthToken.id == token.id).values(last_used_at=token.last_used_at)
+        update(AuthToken).where(AuthToken.id == token_id).values(last_used_at=last_used_at)
     )
 
 

@@ -12,6 +12,8 @@ checks out. The clock comes from the database the unit of work belongs to.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
@@ -21,6 +23,7 @@ from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, set_actor
+from cmschat.db.driver_sql import Driver, reading
 from cmschat.db.session import is_read_only
 from cmschat.errors import Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
@@ -139,10 +142,58 @@ async def get_signed_in(request: Request, session: SessionDep, context: Context)
 
 async def _refresh_last_used(context: AppContext, signed_in: auth.SignedIn) -> None:
     """Store the token's new last_used_at in a short write unit of work of its own."""
-    async with context.db.unit_of_work(
-        signed_in.actor, actor_name=signed_in.user.username
-    ) as writer:
-        await auth.touch(writer, token=signed_in.token)
+    token = signed_in.token
+    await _store_last_used(
+        context, signed_in.actor, signed_in.user.username, token.id, token.last_used_at
+    )
+
+
+async def _store_last_used(
+    context: AppContext, actor: str, username: str, token_id: int, last_used_at: datetime
+) -> None:
+    async with context.db.unit_of_work(actor, actor_name=username) as writer:
+        await auth.touch(writer, token_id=token_id, last_used_at=last_used_at)
+
+
+@asynccontextmanager
+async def reading_signed_in(
+    request: Request, context: AppContext
+) -> AsyncIterator[tuple[Driver, auth.Caller]]:
+    """A read-only request's connection and caller, checked as ``CurrentUser`` is, with no
+    ORM session and no transaction through the engine (the hot GET's, ``chat.hot_routes``).
+
+    A due ``last_used_at`` refresh is written as ``get_signed_in`` writes it: its own short
+    write unit of work, with the reading connection given back first.
+    """
+    token = bearer_token(request)
+    settings = context.settings.auth
+    async with reading(context.db.reader) as driver:
+        caller = await auth.check_token(
+            driver, token=token, policy=settings, token_key=context.token_key, clock=context.clock
+        )
+        if caller.refreshed is None:
+            _signed_in_as(caller)
+            yield driver, caller
+            return
+    await _store_last_used(
+        context, caller.actor, caller.username, caller.token_id, caller.refreshed
+    )
+    _signed_in_as(caller)
+    async with reading(context.db.reader) as driver:
+        yield driver, caller
+
+
+def _signed_in_as(caller: auth.Caller) -> None:
+    """Name the caller in the logs; Forbidden until a forced password change is done."""
+    user_id_var.set(caller.user_id)
+    if caller.must_change_password:
+        raise _password_change_required()
+
+
+def _password_change_required() -> Forbidden:
+    return Forbidden(
+        "change your password first (POST /api/v1/me/password)", code="password_change_required"
+    )
 
 
 SignedIn = Annotated[auth.SignedIn, Depends(get_signed_in)]
@@ -151,9 +202,7 @@ SignedIn = Annotated[auth.SignedIn, Depends(get_signed_in)]
 async def get_current_user(signed_in: SignedIn) -> User:
     """The caller, once any forced password change is done."""
     if signed_in.user.must_change_password:
-        raise Forbidden(
-            "change your password first (POST /api/v1/me/password)", code="password_change_required"
-        )
+        raise _password_change_required()
     return signed_in.user
 
 

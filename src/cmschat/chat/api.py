@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cmschat import jsonbytes
 from cmschat.accounts.models import User
 from cmschat.api.deps import Context, CurrentUser, ResourceId, SessionDep, reads_only
 from cmschat.api.errors import (
@@ -42,6 +41,7 @@ from cmschat.chat.schemas import (
     UserBrief,
 )
 from cmschat.context import AppContext
+from cmschat.db.driver_sql import driver_of
 
 router = APIRouter(tags=["chat"])
 Seq = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
@@ -185,20 +185,21 @@ async def history_page(
     room_id: int,
     page: tuple[int | None, int | None, int],
 ) -> Response:
-    """One page of ``(before, after, limit)``, as this route and the hot route answer it."""
+    """One page of ``(before, after, limit)`` in the request's unit of work: the bytes the
+    hot route writes (``chat/hot_routes.py`` reads them on a bare pooled connection)."""
     before, after, limit = page
-    items, next_cursor = await reads.history(
-        session,
-        user=user,
+    # Already in MessagePage's shape (response_model documents it): written once, without
+    # validating every row again.
+    body = await reads.history_json(
+        await driver_of(session),
+        user_id=user.id,
         room_id=room_id,
         before=before,
         after=after,
         limit=limit,
         caches=context.caches,
     )
-    # Already in MessagePage's shape (response_model documents it): serialised once here,
-    # without validating every row again.
-    return JSONBytes(jsonbytes.dumps({"items": items, "next_cursor": next_cursor}))
+    return JSONBytes(body)
 
 
 async def admitted_send(context: Context) -> AsyncIterator[None]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable
 from typing import TypeVar, cast
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.chat.caches import HotCaches, Membership, Shown
 from cmschat.chat.models import MemberRole, Room, RoomKind, RoomMember
+from cmschat.db.driver_sql import Driver, Statement
 
 ROOMS = cast(Table, Room.__table__)
 MEMBERS = cast(Table, RoomMember.__table__)
@@ -82,3 +83,32 @@ async def shown(
         if caches is not None:
             caches.keep_shown(epoch, user_id, user)
     return found
+
+
+_MEMBERSHIP = Statement(
+    lambda _dialect: (
+        select(MEMBERS.c.role, ROOMS.c.archived, ROOMS.c.kind)
+        .join_from(MEMBERS, ROOMS, ROOMS.c.id == MEMBERS.c.room_id)
+        .where(MEMBERS.c.room_id == bindparam("room_id"), MEMBERS.c.user_id == bindparam("user_id"))
+    ),
+    ["room_id", "user_id"],
+)
+
+
+async def membership(
+    driver: Driver, caches: HotCaches | None, *, room_id: int, user_id: int
+) -> Membership | None:
+    """``memberships`` of one pair, read with the driver when the caches do not hold it."""
+    if caches is not None:
+        held = caches.membership(room_id, user_id)
+        if held is not None:
+            return held
+    epoch = caches.epoch if caches is not None else 0
+    found = await driver.rows(_MEMBERSHIP, (room_id, user_id))
+    if not found:
+        return None
+    role, archived, kind = found[0]
+    member = Membership(role=MemberRole(role), archived=bool(archived), kind=RoomKind(kind))
+    if caches is not None:
+        caches.keep_membership(epoch, room_id, user_id, member)
+    return member

@@ -10,7 +10,9 @@ so every refusal is FastAPI's own answer. ``tests/api/test_hot_routes.py`` check
 answer alike.
 
 What FastAPI's dependencies do is done here by the same functions (``api/deps.py``): the
-unit of work (read-only for both), the sign-in, the password-change check. Domain errors
+unit of work (read-only), the sign-in, the password-change check. A history page
+needs no unit of work: it signs in and reads on a bare pooled connection with the driver
+(``deps.reading_signed_in``), no ORM session and no ``BEGIN``/``COMMIT``. Domain errors
 propagate to the app's exception handlers (``api/errors.py``) as a route's do; the
 middleware (request id, security headers, metrics by route template, tracing, access log,
 body limit) wraps this route as it wraps the others.
@@ -33,7 +35,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cmschat.accounts.models import User
-from cmschat.api.deps import get_current_user, get_signed_in, reads_only_unit
+from cmschat.api.deps import get_current_user, get_signed_in, reading_signed_in, reads_only_unit
 from cmschat.api.responses import JSONBytes
 from cmschat.chat import api as chat_api
 from cmschat.chat.messages import reads
@@ -107,9 +109,21 @@ async def signed_in(
 
 
 async def history(request: Request, context: AppContext, room_id: int, page: Page) -> Response:
-    """``chat_api.history``'s work."""
-    async with signed_in(request, context) as (session, user):
-        return await chat_api.history_page(session, user, context, room_id, page)
+    """``chat_api.history``'s work on a pooled connection, without an ORM session or a
+    transaction through the engine: the token's row and the page (with the membership
+    when it is not cached), each one statement with the driver."""
+    before, after, limit = page
+    async with reading_signed_in(request, context) as (driver, caller):
+        body = await reads.history_json(
+            driver,
+            user_id=caller.user_id,
+            room_id=room_id,
+            before=before,
+            after=after,
+            limit=limit,
+            caches=context.caches,
+        )
+    return JSONBytes(body)
 
 
 async def send_message(

@@ -19,6 +19,7 @@ from cmschat.accounts.models import Role, User
 from cmschat.chat import hot_reads
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.models import MemberRole, Message, Room, RoomKind, RoomMember
+from cmschat.db.driver_sql import Driver
 from cmschat.errors import Conflict, Forbidden, NotFound
 
 MANAGERS = (MemberRole.owner, MemberRole.moderator)
@@ -36,6 +37,14 @@ async def check_member(
     """NotFound unless the caller belongs to the room: from the process's caches, else one
     indexed lookup, no objects loaded (the read paths need only the answer)."""
     if (room_id, user.id) not in await hot_reads.memberships(session, caches, [(room_id, user.id)]):
+        raise NotFound("no such room")
+
+
+async def check_member_row(
+    driver: Driver, *, user_id: int, room_id: int, caches: HotCaches | None
+) -> None:
+    """``check_member`` read with the driver (the hot GET's, which has no ORM session)."""
+    if await hot_reads.membership(driver, caches, room_id=room_id, user_id=user_id) is None:
         raise NotFound("no such room")
 
 

@@ -23,13 +23,15 @@ invalidates a connection the server dropped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -157,6 +159,13 @@ class Driver:
             finally:
                 await cursor.close()
 
+    def utc(self, value: Any) -> datetime:
+        """A UTC datetime column's value as read with the driver (SQLite's text, MariaDB's
+        naive datetime) as the aware datetime SQLAlchemy would give (``db.base.UTCDateTime``)."""
+        if self.sqlite:
+            value = datetime.fromisoformat(value)
+        return cast(datetime, value).replace(tzinfo=UTC)
+
     def bound(self, column: ColumnElement[Any], value: Any) -> Any:
         """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
         processor = column.type._cached_bind_processor(self.dialect)
@@ -171,3 +180,28 @@ async def driver_of(session: AsyncSession) -> Driver:
     if sync is None:
         raise RuntimeError("the session's connection is closed")
     return Driver(raw.dbapi_connection, connection.dialect, sync)
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[Driver]:
+    """A pooled connection of ``engine`` (the read-only one) for statements that each read
+    on their own, with no transaction around them: no ORM session, no ``BEGIN`` or
+    ``COMMIT`` through the engine.
+
+    On SQLite each statement is then its own transaction (a snapshot of its own, as a
+    single statement's is inside one); on MariaDB, where ``READ COMMITTED`` gives every
+    statement its own snapshot anyway, the driver's implicit transaction ends when the pool
+    takes the connection back (its reset-on-return rollback). The engine's cursor events
+    still fire (the read-only guard refuses a write), and a connection the server dropped
+    is invalidated, not pooled again.
+    """
+    async with engine.connect() as connection:
+        sync = connection.sync_connection
+        if sync is None:  # pragma: no cover - connect() returned an open connection
+            raise RuntimeError("the connection is closed")
+        try:
+            yield Driver(sync.connection.dbapi_connection, connection.dialect, sync)
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                await connection.invalidate()
+            raise

@@ -148,7 +148,8 @@ class Database:
             sync_session_class=self.session_class,
         )
         # Same pool; on SQLite its transactions begin DEFERRED and skip the write lock.
-        self._reader = engine.execution_options(**{write_lock.READ_ONLY_OPTION: True})
+        self.reader = engine.execution_options(**{write_lock.READ_ONLY_OPTION: True})
+        """The engine of read-only work: the same pool, its statements checked to only read."""
 
     def session(
         self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
@@ -158,7 +159,7 @@ class Database:
         ``actor_name``: the user's username, which audit events snapshot. ``read_only``: its
         transactions must not write; on SQLite they then never wait for a writer.
         """
-        session = self._sessions(bind=self._reader) if read_only else self._sessions()
+        session = self._sessions(bind=self.reader) if read_only else self._sessions()
         session.info[READ_ONLY_KEY] = read_only
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []

@@ -6,28 +6,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Dialect, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
+from cmschat.attachments.models import AttachmentState
 from cmschat.chat import hot_reads, permissions
 from cmschat.chat.caches import HotCaches
-from cmschat.chat.messages import rows
+from cmschat.chat.messages import page_json, rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
-from cmschat.db.driver_sql import Statement, driver_of
+from cmschat.db.driver_sql import Driver, Statement
 from cmschat.errors import Invalid
 from cmschat.events import Published
 
 MAX_PAGE = 100
 
 
-def _page(*, newer: bool, cursor: bool) -> Select[Any]:
+def _page(dialect: Dialect, *, newer: bool, cursor: bool) -> Select[Any]:
     """A history page's statement, built once: only its parameters change per request."""
     m = rows.MESSAGES.c
     # MariaDB would walk a big room's index from its newest message down to the cursor
     # ("ref" on room_id); the hint makes it seek straight to the cursor ("range").
     statement = (
-        rows.message_select()
+        page_json.page_select(dialect)
         .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
         .where(m.room_id == bindparam("room_id"))
     )
@@ -40,46 +41,54 @@ def _page(*, newer: bool, cursor: bool) -> Select[Any]:
     return statement.limit(bindparam("limit"))
 
 
-# Run with the driver (db.driver_sql): a page is the hottest read there is.
-_PAGE_AFTER = Statement(lambda _d: _page(newer=True, cursor=True), ("room_id", "cursor", "limit"))
-_PAGE_BEFORE = Statement(lambda _d: _page(newer=False, cursor=True), ("room_id", "cursor", "limit"))
-_PAGE_NEWEST = Statement(lambda _d: _page(newer=False, cursor=False), ("room_id", "limit"))
+# Run with the driver (db.driver_sql): a page is the hottest read there is. One statement
+# brings the messages, their authors, mentions and files (``page_json``).
+_PAGE_AFTER = Statement(
+    lambda d: _page(d, newer=True, cursor=True), ("ready", "room_id", "cursor", "limit")
+)
+_PAGE_BEFORE = Statement(
+    lambda d: _page(d, newer=False, cursor=True), ("ready", "room_id", "cursor", "limit")
+)
+_PAGE_NEWEST = Statement(
+    lambda d: _page(d, newer=False, cursor=False), ("ready", "room_id", "limit")
+)
 
 
-async def history(
-    session: AsyncSession,
+async def history_json(
+    driver: Driver,
     *,
-    user: User,
+    user_id: int,
     room_id: int,
     before: int | None,
     after: int | None,
     limit: int,
     caches: HotCaches | None = None,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of messages, newest first; ``before``/``after`` are message seqs.
+) -> bytes:
+    """A page of messages, newest first, as ``MessagePage`` JSON; ``before``/``after`` are
+    message seqs. ``caches``: the process's membership cache (``chat.caches``).
 
-    The messages come as ``MessageRead``-shaped dicts (``rows``), ready to serialise.
-    ``caches``: the process's membership cache (``chat.caches``).
+    Two statements at most, the membership (unless cached) and the page, each reading on
+    its own: the page is one statement, so it is one snapshot on either backend.
     """
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await permissions.check_member(session, user=user, room_id=room_id, caches=caches)
+    await permissions.check_member_row(driver, user_id=user_id, room_id=room_id, caches=caches)
     limit = max(1, min(limit, MAX_PAGE))
-    parameters: tuple[int, ...]
+    ready = driver.bound(rows.ATTACHMENTS.c.state, AttachmentState.ready)
+    parameters: tuple[Any, ...]
     if after is not None:
-        statement, parameters = _PAGE_AFTER, (room_id, after, limit + 1)
+        statement, parameters = _PAGE_AFTER, (ready, room_id, after, limit + 1)
     elif before is not None:
-        statement, parameters = _PAGE_BEFORE, (room_id, before, limit + 1)
+        statement, parameters = _PAGE_BEFORE, (ready, room_id, before, limit + 1)
     else:
-        statement, parameters = _PAGE_NEWEST, (room_id, limit + 1)
-    driver = await driver_of(session)
+        statement, parameters = _PAGE_NEWEST, (ready, room_id, limit + 1)
     found = await driver.rows(statement, parameters)
     more = len(found) > limit
     found = found[:limit]
     next_cursor = found[-1][2] if more else None
     if after is not None:
         found.reverse()
-    return await rows.page_dicts(driver, found), next_cursor
+    return page_json.page_bytes(found, next_cursor, sqlite=driver.sqlite)
 
 
 async def unread_counts(

@@ -8,8 +8,7 @@ its field order, so ``cmschat.jsonbytes`` writes the bytes the pydantic model wo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, bindparam, select
@@ -19,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts.models import User
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.chat.models import Mention, Message
-from cmschat.db.driver_sql import BySize, Driver, Statement
 
 MESSAGES = Message.__table__
 USERS = User.__table__
@@ -74,32 +72,6 @@ _FILES_OF = (
 """Built once: a page's queries differ only in their parameters."""
 
 
-def _ids(size: int) -> list[Any]:
-    return [bindparam(f"i{n}") for n in range(size)]
-
-
-# A page's ids as that many parameters, compiled once per page size (driver_sql): an
-# expanding IN list is rendered again by SQLAlchemy at every execution.
-_PAGE_MENTIONS = BySize(
-    lambda size: Statement(
-        lambda _dialect: select(MENTIONS.c.message_id, MENTIONS.c.user_id).where(
-            MENTIONS.c.message_id.in_(_ids(size))
-        ),
-        [f"i{n}" for n in range(size)],
-    )
-)
-_PAGE_FILES = BySize(
-    lambda size: Statement(
-        lambda _dialect: (
-            select(*(ATTACHMENTS.c[name] for name in ATTACHMENT_FIELDS))
-            .where(ATTACHMENTS.c.message_id.in_(_ids(size)), ATTACHMENTS.c.state == bindparam("s"))
-            .order_by(ATTACHMENTS.c.id)
-        ),
-        [*(f"i{n}" for n in range(size)), "s"],
-    )
-)
-
-
 async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     """``MessageRead``-shaped dicts of ``message_select`` rows: two more queries in all."""
     if not rows:
@@ -109,30 +81,7 @@ async def message_dicts(session: AsyncSession, rows: Sequence[Row[Any]]) -> list
     for message_id, user_id in await session.execute(_MENTIONS_OF, ids):
         mentions.setdefault(message_id, []).append(user_id)
     files = _files_by_message(await session.execute(_FILES_OF, ids))
-    return _dicts(cast(Sequence[tuple[Any, ...]], rows), mentions, files, None)
-
-
-async def page_dicts(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """``MessageRead``-shaped dicts of ``message_select`` rows read with the driver (its
-    values: SQLite's datetimes as text, booleans as 0/1), with two more driver calls."""
-    if not rows:
-        return []
-    ids = tuple(row[0] for row in rows)
-    mentions: dict[int, list[int]] = {}
-    for message_id, user_id in await driver.rows(_PAGE_MENTIONS(len(ids)), ids):
-        mentions.setdefault(message_id, []).append(user_id)
-    ready = driver.bound(ATTACHMENTS.c.state, AttachmentState.ready)
-    files = _files_by_message(await driver.rows(_PAGE_FILES(len(ids)), (*ids, ready)))
-    return _dicts(rows, mentions, files, _sqlite_when if driver.sqlite else _when)
-
-
-def _sqlite_when(value: str) -> datetime:
-    # SQLAlchemy's SQLite DATETIME text, naive UTC (db.base.UTCDateTime).
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def _when(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC)
+    return _dicts(cast(Sequence[tuple[Any, ...]], rows), mentions, files)
 
 
 def _files_by_message(found: Iterable[Sequence[Any]]) -> dict[int, list[dict[str, Any]]]:
@@ -148,7 +97,6 @@ def _dicts(
     rows: Sequence[tuple[Any, ...]],
     mentions: dict[int, list[int]],
     files: dict[int, list[dict[str, Any]]],
-    when: Callable[[Any], datetime] | None,
 ) -> list[dict[str, Any]]:
     views = []
     # Tuple unpacking: a page builds hundreds of these, and Row attribute lookups cost more
@@ -168,13 +116,6 @@ def _dicts(
         edited_at,
         deleted_at,
     ) in rows:
-        if when is not None:
-            # Most messages were never edited: one conversion for both stamps.
-            created = when(created_at)
-            if updated_at != created_at:
-                updated_at = when(updated_at)
-        else:
-            created = created_at
         views.append(
             {
                 "id": message_id,
@@ -189,8 +130,8 @@ def _dicts(
                 "content_html": content_html,
                 "reply_to": reply_to_id,
                 "mentions": sorted(mentions.get(message_id, ())),
-                "created_at": created,
-                "updated_at": created if updated_at == created_at else updated_at,
+                "created_at": created_at,
+                "updated_at": updated_at,
                 "edited": edited_at is not None,
                 "deleted": deleted_at is not None,
                 "attachments": files.get(message_id, []),

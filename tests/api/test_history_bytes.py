@@ -1,0 +1,175 @@
+"""History pages read on a bare pooled connection and written straight to bytes
+(``chat/messages/page_json.py``, ``api.deps.reading_signed_in``): byte for byte what the
+``MessageRead`` dicts serialised with ``jsonbytes`` were, and refused as before (no token,
+a revoked, expired or disabled one, not a member, a password to change).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text, update
+
+from cmschat import jsonbytes
+from cmschat.accounts.models import AuthToken, User
+from cmschat.app import create_app
+from cmschat.chat.messages import rows
+from cmschat.clock import FakeClock
+from cmschat.context import AppContext
+from cmschat.db.driver_sql import Statement, reading
+from cmschat.db.write_lock import ReadOnlyWrite
+from tests.api.test_attachments import upload
+from tests.api.test_messages import ROOMS, carol, delete, edit, group, make_user, send
+from tests.faults.test_outage_answers import settings_for
+from tests.processes import free_port
+from tests.support import NamedUser
+
+__all__ = ["carol"]  # a fixture
+
+TRICKY = '한국어 😀 "quotes" \\ back\u2028slash\t<b>bold</b> \x7f\x01 @bob'
+
+
+async def old_page_bytes(context: AppContext, body: dict[str, Any]) -> bytes:
+    """The page the response names, as the dicts read through SQLAlchemy and written with
+    ``jsonbytes`` would be (what history pages were before ``page_json``)."""
+    ids = [item["id"] for item in body["items"]]
+    async with context.db.unit_of_work(read_only=True) as session:
+        by_id = {view["id"]: view for view in await rows.messages_by_id(session, ids)}
+    return jsonbytes.dumps({"items": [by_id[i] for i in ids], "next_cursor": body["next_cursor"]})
+
+
+async def test_a_page_is_the_old_serialisation_byte_for_byte(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    carol: NamedUser,
+    context: AppContext,
+    clock: FakeClock,
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a, bob, carol)
+    first = await send(client, a, room, TRICKY)  # on a whole second: no microseconds
+    clock.advance(seconds=1.25)
+    await send(client, a, room, "to @carol and @bob, not @nobody")  # two mentions, in id order
+    await send(client, a, room, "a reply", reply_to=first["id"])
+    for name in ("notes 노트.txt", "b.txt"):
+        stored = await upload(client, a, room, name, b"plain text\n")
+        assert stored.status_code == 201, stored.text
+        await send(client, a, room, f"file {name}", attachment_ids=[stored.json()["id"]])
+    edited = await send(client, a, room, "typo")
+    gone = await send(client, a, room, "oops @bob")
+    clock.advance(minutes=1, microseconds=7)
+    assert (await edit(client, a, edited["id"], "fixed")).status_code == 200
+    assert (await delete(client, a, gone["id"])).status_code in (200, 204)
+    await send(client, await bob.login(client), room, "from bob")
+
+    url = f"{ROOMS}/{room}/messages"
+    newest = await client.get(url, headers=a, params={"limit": 4})
+    older = await client.get(url, headers=a, params={"before": newest.json()["next_cursor"]})
+    after = await client.get(url, headers=a, params={"after": first["seq"], "limit": 3})
+    for response in (newest, older, after):
+        assert response.status_code == 200, response.text
+        assert response.content == await old_page_bytes(context, response.json())
+    shown = newest.json()["items"] + older.json()["items"]
+    assert newest.json()["next_cursor"] is not None and older.json()["next_cursor"] is None
+    assert [m["seq"] for m in after.json()["items"]] == [first["seq"] + n for n in (3, 2, 1)]
+    kinds = {m["content"]: m for m in shown}
+    assert kinds[TRICKY]["created_at"].endswith(":00Z")  # no ".000000"
+    assert kinds["to @carol and @bob, not @nobody"]["mentions"] == sorted([bob.id, carol.id])
+    assert kinds["to @carol and @bob, not @nobody"]["created_at"].endswith(".250000Z")
+    assert kinds["file b.txt"]["attachments"][0]["filename"] == "b.txt"
+    assert kinds["fixed"]["edited"] and kinds["fixed"]["updated_at"] != kinds["fixed"]["created_at"]
+    assert any(m["deleted"] and m["mentions"] == [] for m in shown)
+    assert kinds["from bob"]["author"]["username"] == "bob"
+
+
+async def test_every_refusal_of_a_page_is_at_once(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    carol: NamedUser,
+    context: AppContext,
+    clock: FakeClock,
+) -> None:
+    a, b = await alice.login(client), await bob.login(client)
+    room = await group(client, a, bob)
+    await send(client, a, room, "private")
+    url = f"{ROOMS}/{room}/messages"
+    assert (await client.get(url, headers=b)).status_code == 200
+
+    def code(response: httpx.Response) -> tuple[int, str]:
+        return response.status_code, response.json()["error"]["code"]
+
+    # Not a member: 404, the room's existence not confirmed; nothing of it shown.
+    outsider = await client.get(url, headers=await carol.login(client))
+    assert code(outsider) == (404, "not_found") and "private" not in outsider.text
+    changing = await make_user(context, "changing", must_change=True)
+    forced = await client.get(url, headers=await changing.login(client))
+    assert code(forced) == (403, "password_change_required")
+    assert code(await client.get(url)) == (401, "not_authenticated")
+
+    # Logged out: the very next page is refused, the other session still reads.
+    other = await bob.login(client)
+    assert (await client.post("/api/v1/auth/logout", headers=b)).status_code == 204
+    assert code(await client.get(url, headers=b)) == (401, "invalid_token")
+    assert (await client.get(url, headers=other)).status_code == 200
+    # Disabled without its tokens revoked (a row changed behind the server's back).
+    async with context.db.unit_of_work("system:test") as session:
+        await session.execute(update(User).where(User.id == bob.id).values(is_active=False))
+    assert code(await client.get(url, headers=other)) == (401, "invalid_token")
+    # Idle past the limit.
+    clock.advance(days=30)
+    assert code(await client.get(url, headers=a)) == (401, "invalid_token")
+
+
+async def test_a_page_past_the_refresh_interval_stores_the_tokens_last_use(
+    client: httpx.AsyncClient, alice: NamedUser, clock: FakeClock, context: AppContext
+) -> None:
+    a = await alice.login(client)
+    room = await group(client, a)
+    await send(client, a, room, "hi")
+    clock.advance(minutes=5)
+    response = await client.get(f"{ROOMS}/{room}/messages", headers=a)
+    assert response.status_code == 200
+    assert [m["content"] for m in response.json()["items"]] == ["hi"]
+    async with context.db.unit_of_work("system:test", read_only=True) as session:
+        used = await session.scalar(
+            select(AuthToken.last_used_at).where(AuthToken.user_id == alice.id)
+        )
+    assert used == clock.now()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_pooled_reading_connection_refuses_a_write(context: AppContext) -> None:
+    rename = Statement(lambda _dialect: text("UPDATE rooms SET name = 'x'"), [])
+    with pytest.raises(ReadOnlyWrite, match="read-only"):
+        async with reading(context.db.reader) as driver:
+            await driver.rows(rename, ())
+
+
+@pytest.fixture
+async def unreachable(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose MariaDB does not answer (nothing listens on its port)."""
+    url = f"mysql+asyncmy://root@127.0.0.1:{free_port()}/cmschat"
+    application = create_app(settings_for(url, tmp_path / "var"), clock=FakeClock())
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+async def test_a_page_without_its_database_is_a_503(
+    unreachable: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await unreachable.get(
+        f"{ROOMS}/1/messages", headers={"Authorization": "Bearer some-token"}
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"
