@@ -124,24 +124,89 @@ class Driver:
         except Exception as error:
             if observer is not None:
                 observer[1](sql, time.perf_counter() - started, error)
-            dbapi = self.dialect.loaded_dbapi
-            if not isinstance(error, dbapi.Error):
+            translated = self._translated(sql, error, many=many)
+            if translated is error:
                 raise
-            raise DBAPIError.instance(
-                sql,
-                None,
-                error,
-                dbapi.Error,
-                hide_parameters=True,  # message bodies, token digests
-                connection_invalidated=self.dialect.is_disconnect(error, None, None),
-                dialect=self.dialect,
-                ismulti=many,
-            ) from error
+            raise translated from error
         finally:
             events.after_cursor_execute(connection, None, sql, parameters, None, many)
         if observer is not None:
             observer[0](sql, time.perf_counter() - started)
         return rows
+
+    async def steps(self, steps: Sequence[tuple[Statement, Any, bool]]) -> list[list[Row]]:
+        """Run statements in order, ``(statement, parameters, many)`` each (an empty
+        ``many`` is skipped), in one trip to SQLite's driver thread; each one's rows.
+
+        Only the trip is shared: each statement is seen by the cursor events and the
+        observer (with its own duration, taken in the driver's thread), and the first
+        that fails is raised as SQLAlchemy's error, the statements after it never run.
+        """
+        planned: list[tuple[str, Any, bool]] = []
+        for statement, parameters, many in steps:
+            if many and not parameters:
+                continue
+            sql, added = statement.sql(self.dialect)
+            if added:
+                parameters = [r + added for r in parameters] if many else parameters + added
+            planned.append((sql, parameters, many))
+        connection = self._connection
+        events = connection.dispatch
+        for sql, parameters, many in planned:
+            events.before_cursor_execute(connection, None, sql, parameters, None, many)
+        try:
+            if self.sqlite:
+                rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
+            else:
+                rows, took, error = await self._each(planned)
+        finally:
+            for sql, parameters, many in planned:
+                events.after_cursor_execute(connection, None, sql, parameters, None, many)
+        observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
+        if observer is not None:
+            for n, seconds in enumerate(took):
+                if error is not None and n == len(rows):
+                    observer[1](planned[n][0], seconds, error)
+                else:
+                    observer[0](planned[n][0], seconds)
+        if error is not None:
+            sql, _parameters, many = planned[len(rows)]
+            translated = self._translated(sql, error, many=many)
+            if translated is error:
+                raise error
+            raise translated from error
+        return rows
+
+    async def _each(self, planned: Sequence[tuple[str, Any, bool]]) -> sqlite_driver.Ran:
+        """MariaDB: the statements one by one (a trip each), as ``run_steps`` runs them."""
+        rows: list[list[Row]] = []
+        took: list[float] = []
+        for sql, parameters, many in planned:
+            started = time.perf_counter()
+            try:
+                found = await self._driver(sql, parameters, many=many)
+            except Exception as error:
+                took.append(time.perf_counter() - started)
+                return rows, took, error
+            took.append(time.perf_counter() - started)
+            rows.append(found)
+        return rows, took, None
+
+    def _translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
+        """A driver's error as SQLAlchemy raises it; any other error as it is."""
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(error, dbapi.Error):
+            return error
+        return DBAPIError.instance(
+            sql,
+            None,
+            cast(Exception, error),
+            dbapi.Error,
+            hide_parameters=True,  # message bodies, token digests
+            connection_invalidated=self.dialect.is_disconnect(error, None, None),
+            dialect=self.dialect,
+            ismulti=many,
+        )
 
     async def _driver(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
         adapter = self._adapter

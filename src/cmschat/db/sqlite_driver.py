@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -48,6 +50,29 @@ def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many
         return cursor.description, cursor.rowcount, cursor.lastrowid, rows
     finally:
         cursor.close()
+
+
+Step = tuple[str, Any, bool]
+"""One statement of a trip that runs several: its SQL, its parameters, and whether many."""
+Ran = tuple[list[list[Any]], list[float], BaseException | None]
+"""What such a trip brings back: each statement's rows (None as []), the seconds each took,
+and the error of the statement that failed (the last one timed; none run after it)."""
+
+
+def _run_steps(connection: aiosqlite.Connection, steps: Sequence[Step]) -> Ran:
+    """In the driver's thread: the statements one after the other, up to the first error."""
+    rows: list[list[Any]] = []
+    took: list[float] = []
+    for operation, parameters, many in steps:
+        started = time.perf_counter()
+        try:
+            outcome = _run(connection, operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(outcome[3] or [])
+    return rows, took, None
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -158,3 +183,10 @@ async def run(
             _run, adapter._connection, operation, parameters, many
         )
     return outcome[3] or []
+
+
+async def run_steps(adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[Step]) -> Ran:
+    """Several statements in one trip, in order, stopping at the first that fails."""
+    async with adapter._execute_mutex:
+        ran: Ran = await adapter._connection._execute(_run_steps, adapter._connection, steps)
+    return ran

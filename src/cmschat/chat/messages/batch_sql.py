@@ -138,8 +138,12 @@ async def number(driver: Driver, counts: dict[int, int]) -> dict[int, int]:
     """Take ``counts[room]`` seqs in each room; per room, the first one taken."""
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     rooms = sorted(counts)
-    await driver.many(_BUMP, [(counts[room_id], room_id) for room_id in rooms])
-    found = await driver.rows(_SEQS(len(rooms)), tuple(rooms))
+    _bumped, found = await driver.steps(
+        [
+            (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
+            (_SEQS(len(rooms)), tuple(rooms), False),
+        ]
+    )
     return {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found}
 
 
@@ -159,21 +163,21 @@ def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, st
     return (at, actor, at, actor)
 
 
-async def insert_events(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert room events (``EVENT_COLUMNS`` tuples)."""
-    await driver.many(_EVENTS, rows)
-
-
-async def insert_mentions(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert mentions (``MENTION_COLUMNS`` tuples)."""
-    await driver.many(_MENTIONS, rows)
-
-
-async def index_messages(driver: Driver, messages: Sequence[tuple[int, str]]) -> None:
-    """Index new messages, ``(id, content)`` each (``search_index.grams``)."""
-    rows = [
+async def insert_rows(
+    driver: Driver,
+    *,
+    events: Sequence[tuple[Any, ...]],
+    mentions: Sequence[tuple[Any, ...]],
+    indexed: Sequence[tuple[int, str]],
+) -> None:
+    """Insert the rows that follow the messages, in one trip: room events
+    (``EVENT_COLUMNS`` tuples), mentions (``MENTION_COLUMNS``) and the search index of
+    ``(id, content)`` each (``search_index.grams``)."""
+    index = [
         (message_id, " ".join(dict.fromkeys(tokens)))
-        for message_id, content in messages
+        for message_id, content in indexed
         if (tokens := search_index.grams(content))
     ]
-    await driver.many(_INDEX, rows)
+    await driver.steps(
+        [(_EVENTS, events, True), (_MENTIONS, mentions, True), (_INDEX, index, True)]
+    )

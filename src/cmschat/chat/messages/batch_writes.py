@@ -214,9 +214,9 @@ async def _store(
         ],
     )
     rows = list(zip(accepted, seqs, message_ids, strict=True))
-    await batch_sql.insert_events(
+    await batch_sql.insert_rows(
         driver,
-        [
+        events=[
             (
                 new.pending.room_id,
                 seq,
@@ -227,14 +227,12 @@ async def _store(
             )
             for new, seq, message_id in rows
         ],
-    )
-    await batch_sql.insert_mentions(
-        driver,
-        [
+        mentions=[
             (message_id, user_id, new.pending.room_id, seq, *stamped[new.pending.origin.actor])
             for new, seq, message_id in rows
             for user_id in new.mentioned
         ],
+        indexed=[(message_id, new.pending.draft.content) for new, _seq, message_id in rows],
     )
     links = [
         (file.id, message_id, new.pending.origin.actor)
@@ -242,9 +240,6 @@ async def _store(
         for file in new.files
     ]
     await attachments.link_many(session, links, now=now)
-    await batch_sql.index_messages(
-        driver, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
-    )
     sents: dict[int, Sent] = {}
     events = []
     for new, seq, message_id in rows:
