@@ -23,6 +23,12 @@ USERNAME = Statement(
     lambda _dialect: text("SELECT username FROM users WHERE id = :id").bindparams(bindparam("id")),
     ["id"],
 )
+TOUCH = Statement(
+    lambda _dialect: text("UPDATE users SET username = username WHERE id = :id").bindparams(
+        bindparam("id")
+    ),
+    ["id"],
+)
 
 
 def counted(operation: str) -> float:
@@ -58,3 +64,34 @@ async def test_a_duplicate_through_the_driver_fails_as_sqlalchemys_integrity_err
     assert counted("INSERT") == before  # a failure is not a timed statement
     async with context.db.unit_of_work("system:test") as session:
         assert await (await driver_of(session)).rows(USERNAME, (alice.id,)) == [("alice",)]
+
+
+async def test_statements_sharing_a_trip_are_each_timed_and_stop_at_the_first_failure(
+    context: AppContext, alice: NamedUser
+) -> None:
+    selects, inserts, updates = counted("SELECT"), counted("INSERT"), counted("UPDATE")
+    async with context.db.unit_of_work("system:test") as session:
+        driver = await driver_of(session)
+        found = await driver.steps(
+            [
+                (USERNAME, (alice.id,), False),
+                (TOUCH, [], True),  # nothing to run: skipped
+                (TOUCH, [(alice.id,), (alice.id,)], True),
+            ]
+        )
+        assert found == [[("alice",)], []]
+        assert (counted("SELECT"), counted("UPDATE")) == (selects + 1, updates + 1)
+    with pytest.raises(IntegrityError) as raised:
+        async with context.db.unit_of_work("system:test") as session:
+            driver = await driver_of(session)
+            await driver.steps(
+                [
+                    (USERNAME, (alice.id,), False),
+                    (COPY_USER, (alice.id,), False),  # a duplicate: fails
+                    (USERNAME, (alice.id,), False),  # never runs
+                ]
+            )
+    assert "INSERT INTO users" in str(raised.value)
+    assert "[parameters" not in str(raised.value)
+    assert counted("SELECT") == selects + 2  # the statement after the failure never ran
+    assert counted("INSERT") == inserts
