@@ -79,7 +79,7 @@ async def test_statements_sharing_a_trip_are_each_timed_and_stop_at_the_first_fa
                 (TOUCH, [(alice.id,), (alice.id,)], True),
             ]
         )
-        assert found == [[("alice",)], []]
+        assert found == [[("alice",)], [], []]
         assert (counted("SELECT"), counted("UPDATE")) == (selects + 1, updates + 1)
     with pytest.raises(IntegrityError) as raised:
         async with context.db.unit_of_work("system:test") as session:

@@ -135,25 +135,27 @@ class Driver:
         return rows
 
     async def steps(self, steps: Sequence[tuple[Statement, Any, bool]]) -> list[list[Row]]:
-        """Run statements in order, ``(statement, parameters, many)`` each (an empty
-        ``many`` is skipped), in one trip to SQLite's driver thread; each one's rows.
+        """Run statements in order, ``(statement, parameters, many)`` each, in one trip to
+        SQLite's driver thread; each one's rows. ``parameters`` may be a function of the
+        rows of the statements before it (a list per statement), called in that thread;
+        a ``many`` with no parameters is skipped.
 
-        Only the trip is shared: each statement is seen by the cursor events and the
-        observer (with its own duration, taken in the driver's thread), and the first
-        that fails is raised as SQLAlchemy's error, the statements after it never run.
+        Only the trip is shared: each statement is seen by the cursor events (a function's
+        parameters as None) and the observer (with its own duration, taken in the driver's
+        thread), and the first that fails is raised as SQLAlchemy's error, the statements
+        after it never run.
         """
         planned: list[tuple[str, Any, bool]] = []
         for statement, parameters, many in steps:
-            if many and not parameters:
-                continue
             sql, added = statement.sql(self.dialect)
             if added:
-                parameters = [r + added for r in parameters] if many else parameters + added
+                parameters = _adding(parameters, added, many=many)
             planned.append((sql, parameters, many))
         connection = self._connection
         events = connection.dispatch
         for sql, parameters, many in planned:
-            events.before_cursor_execute(connection, None, sql, parameters, None, many)
+            shown = None if callable(parameters) else parameters
+            events.before_cursor_execute(connection, None, sql, shown, None, many)
         try:
             if self.sqlite:
                 rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
@@ -161,13 +163,14 @@ class Driver:
                 rows, took, error = await self._each(planned)
         finally:
             for sql, parameters, many in planned:
-                events.after_cursor_execute(connection, None, sql, parameters, None, many)
+                shown = None if callable(parameters) else parameters
+                events.after_cursor_execute(connection, None, sql, shown, None, many)
         observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
         if observer is not None:
             for n, seconds in enumerate(took):
                 if error is not None and n == len(rows):
-                    observer[1](planned[n][0], seconds, error)
-                else:
+                    observer[1](planned[n][0], seconds or 0.0, error)
+                elif seconds is not None:  # None: a ``many`` with nothing to run
                     observer[0](planned[n][0], seconds)
         if error is not None:
             sql, _parameters, many = planned[len(rows)]
@@ -179,18 +182,10 @@ class Driver:
 
     async def _each(self, planned: Sequence[tuple[str, Any, bool]]) -> sqlite_driver.Ran:
         """MariaDB: the statements one by one (a trip each), as ``run_steps`` runs them."""
-        rows: list[list[Row]] = []
-        took: list[float] = []
-        for sql, parameters, many in planned:
-            started = time.perf_counter()
-            try:
-                found = await self._driver(sql, parameters, many=many)
-            except Exception as error:
-                took.append(time.perf_counter() - started)
-                return rows, took, error
-            took.append(time.perf_counter() - started)
-            rows.append(found)
-        return rows, took, None
+        return await sqlite_driver.each_step(planned, self._driver_step)
+
+    async def _driver_step(self, sql: str, parameters: Any, many: bool) -> list[Row]:
+        return await self._driver(sql, parameters, many=many)
 
     def _translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
         """A driver's error as SQLAlchemy raises it; any other error as it is."""
@@ -235,6 +230,14 @@ class Driver:
         """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
         processor = column.type._cached_bind_processor(self.dialect)
         return value if processor is None else processor(value)
+
+
+def _adding(parameters: Any, added: Row, *, many: bool) -> Any:
+    """``parameters`` with the dialect's own values after each tuple (a function's too)."""
+    if callable(parameters):
+        made = parameters
+        return lambda found: _adding(made(found), added, many=many)
+    return [row + added for row in parameters] if many else parameters + added
 
 
 async def driver_of(session: AsyncSession) -> Driver:

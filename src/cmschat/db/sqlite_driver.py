@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -53,26 +53,63 @@ def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many
 
 
 Step = tuple[str, Any, bool]
-"""One statement of a trip that runs several: its SQL, its parameters, and whether many."""
-Ran = tuple[list[list[Any]], list[float], BaseException | None]
-"""What such a trip brings back: each statement's rows (None as []), the seconds each took,
-and the error of the statement that failed (the last one timed; none run after it)."""
+"""One statement of a trip that runs several: its SQL, its parameters (or a function of the
+rows of the statements before it), and whether many."""
+Ran = tuple[list[list[Any]], list[float | None], BaseException | None]
+"""What such a trip brings back: each statement's rows (None as []), the seconds each took
+(None: a ``many`` with nothing to run), and the error of the statement that failed (the
+last one timed; none run after it)."""
 
 
-def _run_steps(connection: aiosqlite.Connection, steps: Sequence[Step]) -> Ran:
-    """In the driver's thread: the statements one after the other, up to the first error."""
+def _steps(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
+    """The statements one after the other with ``run``, up to the first error."""
     rows: list[list[Any]] = []
-    took: list[float] = []
-    for operation, parameters, many in steps:
+    took: list[float | None] = []
+    for operation, given, many in steps:
         started = time.perf_counter()
         try:
-            outcome = _run(connection, operation, parameters, many)
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = run(operation, parameters, many)
         except Exception as error:
             took.append(time.perf_counter() - started)
             return rows, took, error
         took.append(time.perf_counter() - started)
-        rows.append(outcome[3] or [])
+        rows.append(found)
     return rows, took, None
+
+
+async def each_step(
+    steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
+) -> Ran:
+    """``_steps`` with a trip per statement (``run`` awaited): for drivers without a thread."""
+    rows: list[list[Any]] = []
+    took: list[float | None] = []
+    for operation, given, many in steps:
+        started = time.perf_counter()
+        try:
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = await run(operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(found)
+    return rows, took, None
+
+
+def _run_steps(connection: aiosqlite.Connection, steps: Sequence[Step]) -> Ran:
+    """In the driver's thread: the statements one after the other, up to the first error."""
+    return _steps(
+        steps, lambda sql, parameters, many: _run(connection, sql, parameters, many)[3] or []
+    )
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
