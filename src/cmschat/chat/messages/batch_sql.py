@@ -187,21 +187,22 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
             for user_id in draft[7]
         ]
 
-    def index(_found: list[list[Row]]) -> list[Row]:
-        return [
-            (message_id, " ".join(dict.fromkeys(tokens)))
-            for draft, message_id in zip(drafts, ids, strict=True)
-            if (tokens := search_index.grams(draft[4]))
-        ]
+    grams = [" ".join(dict.fromkeys(search_index.grams(draft[4]))) for draft in drafts]
 
-    await driver.steps(
-        [
-            (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
-            (_SEQS(len(rooms)), tuple(rooms), False),
-            (_MESSAGES(len(drafts)), messages, False),
-            (_EVENTS, events, True),
-            (_MENTIONS, mentions, True),
-            (_INDEX, index, True),
-        ]
-    )
+    def index(_found: list[list[Row]]) -> list[Row]:
+        return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]
+
+    steps: list[tuple[Statement, Any, bool]] = [
+        (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
+        (_SEQS(len(rooms)), tuple(rooms), False),
+        (_MESSAGES(len(drafts)), messages, False),
+        (_EVENTS, events, True),
+    ]
+    # Statements with no rows to write are left out here, where that is known, so that
+    # none is announced to the cursor events (or counted) without running.
+    if any(draft[7] for draft in drafts):
+        steps.append((_MENTIONS, mentions, True))
+    if any(grams):
+        steps.append((_INDEX, index, True))
+    await driver.steps(steps)
     return list(zip(seqs, ids, strict=True))
