@@ -1,4 +1,5 @@
-"""SQLite through aiosqlite, with one trip to the driver's thread per statement.
+"""SQLite through aiosqlite, with one trip to the driver's thread per statement (or one
+for several: ``run_steps``, for ``driver_sql.Driver.steps``).
 
 aiosqlite runs the sqlite3 connection in a thread of its own; every call is a trip: a
 queue put, a thread wake-up, and the event loop woken through its self-pipe with the
