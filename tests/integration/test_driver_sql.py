@@ -4,9 +4,11 @@ mapping see them whichever path ran them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, event, text
 from sqlalchemy.exc import IntegrityError
 
 from cmschat.context import AppContext
@@ -70,16 +72,27 @@ async def test_statements_sharing_a_trip_are_each_timed_and_stop_at_the_first_fa
     context: AppContext, alice: NamedUser
 ) -> None:
     selects, inserts, updates = counted("SELECT"), counted("INSERT"), counted("UPDATE")
+    announced: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        announced.append(sql.split(None, 1)[0])
+
+    engine = context.db.engine.sync_engine
     async with context.db.unit_of_work("system:test") as session:
         driver = await driver_of(session)
-        found = await driver.steps(
-            [
-                (USERNAME, (alice.id,), False),
-                (TOUCH, [], True),  # nothing to run: skipped
-                (TOUCH, [(alice.id,), (alice.id,)], True),
-            ]
-        )
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            found = await driver.steps(
+                [
+                    (USERNAME, (alice.id,), False),
+                    (TOUCH, [], True),  # nothing to run: skipped, not announced
+                    (TOUCH, lambda rows: [(alice.id,)] * (len(rows[0]) + 1), True),  # 2, from rows
+                ]
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
         assert found == [[("alice",)], [], []]
+        assert announced == ["SELECT", "UPDATE"]
         assert (counted("SELECT"), counted("UPDATE")) == (selects + 1, updates + 1)
     with pytest.raises(IntegrityError) as raised:
         async with context.db.unit_of_work("system:test") as session:

@@ -153,8 +153,13 @@ class Driver:
             planned.append((sql, parameters, many))
         connection = self._connection
         events = connection.dispatch
-        for sql, parameters, many in planned:
-            shown = None if callable(parameters) else parameters
+        # A function's parameters are not known yet (None); a ``many`` with none is skipped.
+        announced = [
+            (sql, None if callable(parameters) else parameters, many)
+            for sql, parameters, many in planned
+            if callable(parameters) or parameters or not many
+        ]
+        for sql, shown, many in announced:
             events.before_cursor_execute(connection, None, sql, shown, None, many)
         try:
             if self.sqlite:
@@ -162,8 +167,7 @@ class Driver:
             else:
                 rows, took, error = await self._each(planned)
         finally:
-            for sql, parameters, many in planned:
-                shown = None if callable(parameters) else parameters
+            for sql, shown, many in announced:
                 events.after_cursor_execute(connection, None, sql, shown, None, many)
         observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
         if observer is not None:
