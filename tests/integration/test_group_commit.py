@@ -132,7 +132,7 @@ async def test_a_batch_that_cannot_commit_stores_nothing_and_answers_everyone(
     async def broken(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("the search index is gone")
 
-    monkeypatch.setattr(batch_sql, "index_messages", broken)  # the batch's
+    monkeypatch.setattr(batch_sql, "store", broken)  # the batch's
     monkeypatch.setattr(search_index, "index_message", broken)  # each send's on its own
     answers = await asyncio.gather(
         *(

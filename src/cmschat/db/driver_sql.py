@@ -124,24 +124,88 @@ class Driver:
         except Exception as error:
             if observer is not None:
                 observer[1](sql, time.perf_counter() - started, error)
-            dbapi = self.dialect.loaded_dbapi
-            if not isinstance(error, dbapi.Error):
+            translated = self._translated(sql, error, many=many)
+            if translated is error:
                 raise
-            raise DBAPIError.instance(
-                sql,
-                None,
-                error,
-                dbapi.Error,
-                hide_parameters=True,  # message bodies, token digests
-                connection_invalidated=self.dialect.is_disconnect(error, None, None),
-                dialect=self.dialect,
-                ismulti=many,
-            ) from error
+            raise translated from error
         finally:
             events.after_cursor_execute(connection, None, sql, parameters, None, many)
         if observer is not None:
             observer[0](sql, time.perf_counter() - started)
         return rows
+
+    async def steps(self, steps: Sequence[tuple[Statement, Any, bool]]) -> list[list[Row]]:
+        """Run statements in order, ``(statement, parameters, many)`` each, in one trip to
+        SQLite's driver thread; each one's rows. ``parameters`` may be a function of the
+        rows of the statements before it (a list per statement), called in that thread;
+        a ``many`` with no parameters is skipped.
+
+        Only the trip is shared: each statement is seen by the cursor events (a function's
+        parameters as None) and the observer (with its own duration, taken in the driver's
+        thread), and the first that fails is raised as SQLAlchemy's error, the statements
+        after it never run.
+        """
+        planned: list[tuple[str, Any, bool]] = []
+        for statement, parameters, many in steps:
+            sql, added = statement.sql(self.dialect)
+            if added:
+                parameters = _adding(parameters, added, many=many)
+            planned.append((sql, parameters, many))
+        connection = self._connection
+        events = connection.dispatch
+        # A function's parameters are not known yet (None); a ``many`` with none is skipped.
+        announced = [
+            (sql, None if callable(parameters) else parameters, many)
+            for sql, parameters, many in planned
+            if callable(parameters) or parameters or not many
+        ]
+        for sql, shown, many in announced:
+            events.before_cursor_execute(connection, None, sql, shown, None, many)
+        try:
+            if self.sqlite:
+                rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
+            else:
+                rows, took, error = await self._each(planned)
+        finally:
+            for sql, shown, many in announced:
+                events.after_cursor_execute(connection, None, sql, shown, None, many)
+        observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
+        if observer is not None:
+            for n, seconds in enumerate(took):
+                if error is not None and n == len(rows):
+                    observer[1](planned[n][0], seconds or 0.0, error)
+                elif seconds is not None:  # None: a ``many`` with nothing to run
+                    observer[0](planned[n][0], seconds)
+        if error is not None:
+            sql, _parameters, many = planned[len(rows)]
+            translated = self._translated(sql, error, many=many)
+            if translated is error:
+                raise error
+            raise translated from error
+        return rows
+
+    async def _each(self, planned: Sequence[tuple[str, Any, bool]]) -> sqlite_driver.Ran:
+        """MariaDB: the statements one by one (a trip each), as ``run_steps`` runs them."""
+        return await sqlite_driver.each_step(planned, self._driver_step)
+
+    async def _driver_step(self, sql: str, parameters: Any, many: bool) -> list[Row]:
+        return await self._driver(sql, parameters, many=many)
+
+    def _translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
+        """A driver's error as SQLAlchemy raises it; any other error as it is."""
+        dbapi = self.dialect.loaded_dbapi
+        if not isinstance(error, dbapi.Error):
+            return error
+        return DBAPIError.instance(
+            sql,
+            None,
+            cast(Exception, error),
+            dbapi.Error,
+            hide_parameters=True,  # message bodies, token digests
+            connection_invalidated=self.dialect.is_disconnect(error, None, None),
+            dialect=self.dialect,
+            ismulti=many,
+        )
 
     async def _driver(self, sql: str, parameters: Any, *, many: bool) -> list[Row]:
         adapter = self._adapter
@@ -170,6 +234,14 @@ class Driver:
         """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
         processor = column.type._cached_bind_processor(self.dialect)
         return value if processor is None else processor(value)
+
+
+def _adding(parameters: Any, added: Row, *, many: bool) -> Any:
+    """``parameters`` with the dialect's own values after each tuple (a function's too)."""
+    if callable(parameters):
+        made = parameters
+        return lambda found: _adding(made(found), added, many=many)
+    return [row + added for row in parameters] if many else parameters + added
 
 
 async def driver_of(session: AsyncSession) -> Driver:

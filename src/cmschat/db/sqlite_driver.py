@@ -1,4 +1,5 @@
-"""SQLite through aiosqlite, with one trip to the driver's thread per statement.
+"""SQLite through aiosqlite, with one trip to the driver's thread per statement (or one
+for several: ``run_steps``, for ``driver_sql.Driver.steps``).
 
 aiosqlite runs the sqlite3 connection in a thread of its own; every call is a trip: a
 queue put, a thread wake-up, and the event loop woken through its self-pipe with the
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -48,6 +51,66 @@ def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many
         return cursor.description, cursor.rowcount, cursor.lastrowid, rows
     finally:
         cursor.close()
+
+
+Step = tuple[str, Any, bool]
+"""One statement of a trip that runs several: its SQL, its parameters (or a function of the
+rows of the statements before it), and whether many."""
+Ran = tuple[list[list[Any]], list[float | None], BaseException | None]
+"""What such a trip brings back: each statement's rows (None as []), the seconds each took
+(None: a ``many`` with nothing to run), and the error of the statement that failed (the
+last one timed; none run after it)."""
+
+
+def _steps(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
+    """The statements one after the other with ``run``, up to the first error."""
+    rows: list[list[Any]] = []
+    took: list[float | None] = []
+    for operation, given, many in steps:
+        started = time.perf_counter()
+        try:
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = run(operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(found)
+    return rows, took, None
+
+
+async def each_step(
+    steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
+) -> Ran:
+    """``_steps`` with a trip per statement (``run`` awaited): for drivers without a thread."""
+    rows: list[list[Any]] = []
+    took: list[float | None] = []
+    for operation, given, many in steps:
+        started = time.perf_counter()
+        try:
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = await run(operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(found)
+    return rows, took, None
+
+
+def _run_steps(connection: aiosqlite.Connection, steps: Sequence[Step]) -> Ran:
+    """In the driver's thread: the statements one after the other, up to the first error."""
+    return _steps(
+        steps, lambda sql, parameters, many: _run(connection, sql, parameters, many)[3] or []
+    )
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -158,3 +221,10 @@ async def run(
             _run, adapter._connection, operation, parameters, many
         )
     return outcome[3] or []
+
+
+async def run_steps(adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[Step]) -> Ran:
+    """Several statements in one trip, in order, stopping at the first that fails."""
+    async with adapter._execute_mutex:
+        ran: Ran = await adapter._connection._execute(_run_steps, adapter._connection, steps)
+    return ran

@@ -1,15 +1,18 @@
 """The writes of a group commit as driver calls (``db.driver_sql``): fixed SQL, bound
-values, one call to the driver per statement, rows as tuples.
+values, rows as tuples.
 
 A batch numbers its sends (one UPDATE per room, then the rooms' new ``last_seq``), inserts
 its messages in one multi-row ``INSERT … RETURNING`` (SQLite ≥ 3.35, MariaDB ≥ 10.5: no
 second statement to read the ids back), then their events, mentions and search index rows
-with ``executemany``. Statements whose shape depends on the batch (how many rooms, how many
-messages) are compiled once per size and kept: a process meets at most ``MAX_BATCH`` of each.
+with ``executemany``: all six statements in one trip to SQLite's driver thread, each one's
+parameters built there from the rows of those before it (``store``). Statements whose
+shape depends on the batch (how many rooms, how many messages) are compiled once per size
+and kept: a process meets at most ``MAX_BATCH`` of each.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from itertools import chain
@@ -21,7 +24,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from cmschat.chat import search_index
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
-from cmschat.db.driver_sql import BySize, Driver, Statement
+from cmschat.db.driver_sql import BySize, Driver, Row, Statement
 
 ROOMS = cast(Table, Room.__table__)
 MESSAGES = cast(Table, Message.__table__)
@@ -134,46 +137,72 @@ async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> li
 _MESSAGES = BySize(_messages_of)
 
 
-async def number(driver: Driver, counts: dict[int, int]) -> dict[int, int]:
-    """Take ``counts[room]`` seqs in each room; per room, the first one taken."""
-    # Rooms in id order: two processes' batches lock the rows they share in the same order.
-    rooms = sorted(counts)
-    await driver.many(_BUMP, [(counts[room_id], room_id) for room_id in rooms])
-    found = await driver.rows(_SEQS(len(rooms)), tuple(rooms))
-    return {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found}
-
-
-async def insert_messages(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> list[int]:
-    """Insert messages (``MESSAGE_COLUMNS`` tuples); their ids, in the rows' order."""
-    flat = tuple(chain.from_iterable(rows))
-    ids = {
-        (room_id, seq): message_id
-        for message_id, room_id, seq in await driver.rows(_MESSAGES(len(rows)), flat)
-    }
-    return [ids[(row[0], row[1])] for row in rows]
-
-
 def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, str]:
     """The audit columns' values (``STAMPS``) as the driver takes them."""
     at = driver.bound(MESSAGES.c.created_at, now)
     return (at, actor, at, actor)
 
 
-async def insert_events(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert room events (``EVENT_COLUMNS`` tuples)."""
-    await driver.many(_EVENTS, rows)
+Draft = tuple[int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int]]
+"""A message to store: room, author, client id, reply-to, content, its HTML, its ``STAMPS``
+values (``stamps``) and the ids of the members it mentions."""
 
 
-async def insert_mentions(driver: Driver, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert mentions (``MENTION_COLUMNS`` tuples)."""
-    await driver.many(_MENTIONS, rows)
+async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]]:
+    """Number and insert messages, with their events, mentions and search rows, in one
+    trip to SQLite's driver thread (``Driver.steps``); each one's (seq, message id)."""
+    counts = Counter(draft[0] for draft in drafts)
+    # Rooms in id order: two processes' batches lock the rows they share in the same order.
+    rooms = sorted(counts)
+    # Filled in the driver's thread, each step's rows from those of the steps before it.
+    seqs: list[int] = []
+    ids: list[int] = []
 
+    def messages(found: list[list[Row]]) -> Row:
+        next_seq = {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found[1]}
+        for draft in drafts:
+            seqs.append(next_seq[draft[0]])
+            next_seq[draft[0]] += 1
+        return tuple(
+            chain.from_iterable(
+                (room_id, seq, author, client_id, reply_to, content, html, *stamped)
+                for (room_id, author, client_id, reply_to, content, html, stamped, _), seq in zip(
+                    drafts, seqs, strict=True
+                )
+            )
+        )
 
-async def index_messages(driver: Driver, messages: Sequence[tuple[int, str]]) -> None:
-    """Index new messages, ``(id, content)`` each (``search_index.grams``)."""
-    rows = [
-        (message_id, " ".join(dict.fromkeys(tokens)))
-        for message_id, content in messages
-        if (tokens := search_index.grams(content))
+    def events(found: list[list[Row]]) -> list[Row]:
+        by_key = {(room_id, seq): message_id for message_id, room_id, seq in found[2]}
+        ids.extend(by_key[(draft[0], seq)] for draft, seq in zip(drafts, seqs, strict=True))
+        return [
+            (draft[0], seq, CREATED, message_id, None, *draft[6])
+            for draft, seq, message_id in zip(drafts, seqs, ids, strict=True)
+        ]
+
+    def mentions(_found: list[list[Row]]) -> list[Row]:
+        return [
+            (message_id, user_id, draft[0], seq, *draft[6])
+            for draft, seq, message_id in zip(drafts, seqs, ids, strict=True)
+            for user_id in draft[7]
+        ]
+
+    grams = [" ".join(dict.fromkeys(search_index.grams(draft[4]))) for draft in drafts]
+
+    def index(_found: list[list[Row]]) -> list[Row]:
+        return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]
+
+    steps: list[tuple[Statement, Any, bool]] = [
+        (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
+        (_SEQS(len(rooms)), tuple(rooms), False),
+        (_MESSAGES(len(drafts)), messages, False),
+        (_EVENTS, events, True),
     ]
-    await driver.many(_INDEX, rows)
+    # Statements with no rows to write are left out here, where that is known, so that
+    # none is announced to the cursor events (or counted) without running.
+    if any(draft[7] for draft in drafts):
+        steps.append((_MENTIONS, mentions, True))
+    if any(grams):
+        steps.append((_INDEX, index, True))
+    await driver.steps(steps)
+    return list(zip(seqs, ids, strict=True))

@@ -9,7 +9,6 @@ that fails them fails alone and writes nothing, so no savepoint is needed.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -186,65 +185,34 @@ async def _store(
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
     authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
-    counts = Counter(new.pending.room_id for new in accepted)
     driver = await driver_of(session)
-    next_seq = await batch_sql.number(driver, counts)
-    seqs = []
-    for new in accepted:
-        seqs.append(next_seq[new.pending.room_id])
-        next_seq[new.pending.room_id] += 1
     stamped = {
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
-    message_ids = await batch_sql.insert_messages(
+    stored = await batch_sql.store(
         driver,
         [
             (
                 new.pending.room_id,
-                seq,
                 new.pending.user.id,
                 new.pending.draft.client_id,
                 new.pending.draft.reply_to,
                 new.pending.draft.content,
                 new.html,
-                *stamped[new.pending.origin.actor],
+                stamped[new.pending.origin.actor],
+                new.mentioned,
             )
-            for new, seq in zip(accepted, seqs, strict=True)
+            for new in accepted
         ],
     )
-    rows = list(zip(accepted, seqs, message_ids, strict=True))
-    await batch_sql.insert_events(
-        driver,
-        [
-            (
-                new.pending.room_id,
-                seq,
-                batch_sql.CREATED,
-                message_id,
-                None,
-                *stamped[new.pending.origin.actor],
-            )
-            for new, seq, message_id in rows
-        ],
-    )
-    await batch_sql.insert_mentions(
-        driver,
-        [
-            (message_id, user_id, new.pending.room_id, seq, *stamped[new.pending.origin.actor])
-            for new, seq, message_id in rows
-            for user_id in new.mentioned
-        ],
-    )
+    rows = [(new, seq, message_id) for new, (seq, message_id) in zip(accepted, stored, strict=True)]
     links = [
         (file.id, message_id, new.pending.origin.actor)
         for new, _seq, message_id in rows
         for file in new.files
     ]
     await attachments.link_many(session, links, now=now)
-    await batch_sql.index_messages(
-        driver, [(message_id, new.pending.draft.content) for new, _seq, message_id in rows]
-    )
     sents: dict[int, Sent] = {}
     events = []
     for new, seq, message_id in rows:

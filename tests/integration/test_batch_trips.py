@@ -1,0 +1,147 @@
+"""A send batch's fixed cost: the trips to the driver of a one-send batch.
+
+On SQLite every call into aiosqlite is a trip to its thread (a queue put, a thread wake-up,
+a round through the event loop); a batch's seq numbering, message insert and the rows that
+follow (events, mentions, search rows) share one (``Driver.steps``). On MariaDB each
+statement and the ``COMMIT`` is a round trip to the server, and stays one.
+
+Sharing a trip keeps the batch whole: a statement failing inside a shared trip rolls back
+what ran before it, nothing after it runs, and each send is then retried on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import event, func, select, text
+
+from cmschat.accounts.models import User
+from cmschat.chat import search_index
+from cmschat.chat.messages import batch_sql
+from cmschat.chat.models import EventType, Mention, Message, RoomEvent
+from cmschat.chat.schemas import MessageCreate
+from cmschat.context import AppContext
+from cmschat.db.driver_sql import Statement
+from tests.api.test_messages import group
+from tests.support import NamedUser
+
+TRIPS = {"sqlite": 8, "mysql": 12}
+"""Trips of a warm one-send batch with a client id and a mention: SQLite's calls into
+aiosqlite (BEGIN IMMEDIATE, the repeat check, the mention lookup, then seq numbering,
+message insert, event, mention and search row in one, the audit head, insert and head
+update, COMMIT); MariaDB's statements and its COMMIT (no BEGIN statement there)."""
+TRIPS_BEFORE = {"sqlite": 13, "mysql": 12}
+"""The same before ``Driver.steps``: SQLite's numbering took two trips, the message
+insert one, the rows after the messages three."""
+
+
+@contextmanager
+def trips_of(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """What each trip to the driver inside the block was (a name, or the SQL)."""
+    seen: list[str] = []
+    if context.db.engine.dialect.name == "sqlite":
+        real = aiosqlite.Connection._execute
+
+        async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(getattr(fn, "__name__", repr(fn)))
+            return await real(self, fn, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(aiosqlite.Connection, "_execute", counted)
+            yield seen
+        return
+    engine = context.db.engine.sync_engine
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(sql.split(None, 1)[0])
+
+    def commit(_conn: Any) -> None:
+        seen.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+
+
+async def sender_of(context: AppContext, user: NamedUser) -> User:
+    async with context.db.unit_of_work() as session:
+        found = await session.get(User, user.id)
+    assert found is not None
+    return found
+
+
+async def test_a_one_send_batch_takes_fewer_trips_to_the_driver(
+    client: Any,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    for n in range(2):  # the second is warm (caches, compiled statements)
+        with trips_of(context, monkeypatch) as trips:
+            view, created = await context.sends.send(
+                user=sender,
+                room_id=room,
+                draft=MessageCreate(content=f"hi @bob {n}", client_id=f"c{n}"),
+            )
+        assert created and view.data["mentions"] == [bob.id]
+    dialect = context.db.engine.dialect.name
+    print(f"\n{len(trips)} trips:", trips)
+    assert len(trips) == TRIPS[dialect], trips
+    if dialect == "sqlite":
+        assert len(trips) == TRIPS_BEFORE[dialect] - 5
+        assert trips.count("_run_steps") == 1
+    async with context.db.unit_of_work() as session:
+        seqs = (await session.scalars(select(Message.seq).where(Message.room_id == room))).all()
+        assert max(seqs) - min(seqs) == 1 and len(seqs) == 2  # gap-free
+        assert await session.scalar(select(func.count()).select_from(Mention)) == 2
+
+
+async def test_a_statement_failing_inside_a_shared_trip_rolls_back_the_batch(
+    client: Any,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    # The mentions' insert, between the events' and the search rows' in the same trip,
+    # fails in the database; each send on its own (``send_message``) does not use it.
+    broken = Statement(lambda _dialect: text("INSERT INTO no_such_table VALUES (1)"), [])
+    monkeypatch.setattr(batch_sql, "_MENTIONS", broken)
+    ran: list[str] = []
+    engine = context.db.engine.sync_engine
+
+    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        ran.append(sql)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    batches = context.sends.batches
+    try:
+        view, created = await context.sends.send(
+            user=sender, room_id=room, draft=MessageCreate(content="hi @bob", client_id="x")
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert created and view.data["mentions"] == [bob.id]
+    assert context.sends.batches == batches  # the batch failed, the send went alone
+    assert any("no_such_table" in sql for sql in ran)
+    async with context.db.unit_of_work() as session:
+        # One message, one event, one search row: what the failed batch wrote before the
+        # failing statement was rolled back with it.
+        assert (await session.scalars(select(Message.id))).all() == [view.data["id"]]
+        events = select(RoomEvent.message_id).where(RoomEvent.type == EventType.message_created)
+        assert (await session.scalars(events)).all() == [view.data["id"]]
+        indexed = select(func.count()).select_from(search_index.index_table(session))
+        assert await session.scalar(indexed) == 1
