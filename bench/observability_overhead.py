@@ -43,9 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import common
 import httpx
@@ -119,6 +119,39 @@ class Callgrind:
             newest.rename(self.dump_dir / f"cg.{name}.out")
         else:
             newest.unlink()
+
+
+def figures_of(
+    script: str,
+    argv: list[str],
+    dump_dir: str | None,
+    count: Callable[[Callgrind | None], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """``--instructions`` in a bench: ``script`` run again under callgrind (``--dump-dir``
+    added) and the figures it prints last; in that child (``dump_dir`` set), ``count`` with
+    a probe; otherwise ``count`` without one."""
+    if dump_dir is not None:
+        return asyncio.run(count(Callgrind(Path(dump_dir))))
+    if "--instructions" not in argv:
+        return asyncio.run(count(None))
+    with tempfile.TemporaryDirectory() as dumps:
+        child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
+            [
+                shutil.which("valgrind") or "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={dumps}/cg.%p.out",
+                sys.executable,
+                script,
+                *argv,
+                "--dump-dir",
+                dumps,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return cast(dict[str, Any], json.loads(child.stdout.strip().splitlines()[-1]))
 
 
 class DropExporter(SpanExporter):

@@ -21,21 +21,17 @@ Run::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import json
 import os
 import pstats
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import split
-from observability_overhead import Callgrind
+from observability_overhead import Callgrind, figures_of
 from request_cpu import bench_room, scratch
 from starlette.requests import Request
 
@@ -105,28 +101,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--instructions", action="store_true")
     parser.add_argument("--dump-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.instructions and args.dump_dir is None:
-        with tempfile.TemporaryDirectory() as dumps:
-            child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
-                [
-                    shutil.which("valgrind") or "valgrind",
-                    "--tool=callgrind",
-                    "--instr-atstart=no",
-                    f"--callgrind-out-file={dumps}/cg.%p.out",
-                    sys.executable,
-                    __file__,
-                    *argv,
-                    "--dump-dir",
-                    dumps,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-        figures = json.loads(child.stdout.strip().splitlines()[-1])
-    else:
-        probe = Callgrind(Path(args.dump_dir)) if args.dump_dir else None
-        figures = asyncio.run(run(args, probe))
+    figures = figures_of(__file__, argv, args.dump_dir, partial(run, args))
     result = {"db": args.db, "pages": args.pages, "load_average": os.getloadavg(), **figures}
     print(json.dumps(result))
     if args.profile:
