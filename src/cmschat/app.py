@@ -156,9 +156,7 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
             run_first=True,
         )
     )
-    loops.append(
-        every(SAMPLE_SECONDS, monitoring_sampler(context).tick, stop, name="monitoring sample")
-    )
+    loops.append(sampling(monitoring_sampler(context), stop))
     if settings.backup.schedule:
         from cmschat.backup.schedule import BackupSchedule
 
@@ -190,6 +188,15 @@ def redis_client(url: str) -> Redis:
             socket_keepalive=True,
         )
     )
+
+
+async def sampling(sampler: Sampler, stop: asyncio.Event) -> None:
+    """A sample every minute, and a last one when the instance stops gracefully."""
+    await every(SAMPLE_SECONDS, sampler.tick, stop, name="monitoring sample")
+    try:
+        await sampler.stopped()
+    except Exception:  # the database may be gone by now: the instance shows as silent
+        log.warning("could not record the stop in the monitoring samples", exc_info=True)
 
 
 def monitoring_sampler(context: AppContext, *, window: Window = WINDOW) -> Sampler:

@@ -75,11 +75,18 @@ def uvicorn_config(application: Any, settings: Settings, *, host: str, port: int
 
 
 def serve_process(
-    settings: Settings, *, host: str, port: int, listener: socket.socket | None = None
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    listener: socket.socket | None = None,
+    worker: int | None = None,
 ) -> None:
     """Serve until SIGTERM in this process; on ``listener`` when a supervisor bound it."""
     from cmschat.app import create_app
+    from cmschat.monitoring.sampler import name_this_instance
 
+    name_this_instance(port=port, worker=worker)
     application = create_app(settings)
     config = uvicorn_config(application, settings, host=host, port=port)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal, which would

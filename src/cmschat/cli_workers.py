@@ -157,7 +157,7 @@ def worker_main(index: int, host: str, port: int, listener: socket.socket, paren
     # SIGINT from a terminal reaches the whole process group; the supervisor turns it into
     # one SIGTERM per worker, so a worker ignores it rather than stop twice.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve_process(settings, host=host, port=port, listener=listener)
+    serve_process(settings, host=host, port=port, listener=listener, worker=index)
 
 
 class Supervisor:

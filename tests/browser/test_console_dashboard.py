@@ -13,7 +13,7 @@ from playwright.async_api import ConsoleMessage, Page, expect
 
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from cmschat.monitoring.sampler import Instance, record_sample
+from cmschat.monitoring.sampler import STOPPED, Instance, record_sample
 from cmschat.observability.minutes import Taken
 from tests.browser.conftest import Web
 from tests.monitoring.alertmanager import alertmanager, fire
@@ -106,6 +106,20 @@ async def seed(
                 checks={"database": "ok", "storage": "ok"},
             )
         sampling.advance(minutes=1)
+    # A third instance served the first half hour and was stopped by a release.
+    retired = Instance(id="web-3:43", host="web-3", version="0.0.9", started_at=now)
+    earlier = FakeClock(now - timedelta(minutes=SAMPLE_MINUTES))
+    for minute in range(30):
+        taken = Taken(requests=60, errors=0, p95_ms=30.0, messages=1, websockets=20)
+        last = minute == 29
+        await record_sample(
+            context.db,
+            instance=retired,
+            clock=earlier,
+            taken=taken,
+            checks=STOPPED if last else {"database": "ok", "storage": "ok"},
+        )
+        earlier.advance(minutes=1)
 
 
 async def open_console(web: Web, admin: NamedUser, *, width: int, korean: bool = False) -> Page:
@@ -160,7 +174,10 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
 
     page = await open_console(web, admin, width=1280)
     await assert_charts_drawn(page, CHARTS)
+    # The instance a release stopped is not counted against the ready ones.
     await expect(page.locator("[data-tile=instances] strong")).to_have_text("2 / 2")
+    await expect(page.locator("[data-tile=instances] strong")).to_have_class("status-ok")
+    await expect(page.locator("[data-tile=instances]")).to_contain_text("1 stopped")
     await expect(page.locator("[data-tile=alerts]")).to_contain_text("not configured")
     await expect(page.locator("[data-tile=backups]")).to_contain_text("restore drill OK")
     await expect(page.locator("figure[data-chart=messages] figcaption")).to_have_text(
@@ -179,7 +196,10 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     await no_horizontal_overflow(page)
     await page.set_viewport_size({"width": 1280, "height": 900})
     await page.goto(web.url + "/console.html#monitoring")
-    await expect(page.locator("table.instances tbody tr")).to_have_count(2)
+    await expect(page.locator("table.instances tbody tr")).to_have_count(3)
+    stopped = page.locator("table.instances tbody tr", has_text="web-3:43").locator("strong")
+    await expect(stopped).to_have_text("stopped")
+    await expect(stopped).to_have_class("muted")
     await assert_charts_drawn(page, ["requests", "latency", "websockets"])
     await page.select_option("select[aria-label=Period]", "1")
     await expect(page.locator("h2", has_text="Last hour")).to_be_visible()
@@ -191,6 +211,7 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
         "시간당 메시지"
     )
     await expect(phone.locator("[data-tile=alerts]")).to_contain_text("미설정")
+    await expect(phone.locator("[data-tile=instances]")).to_contain_text("종료 1")
     await no_horizontal_overflow(phone)
     await phone.screenshot(path=str(web.shots / "console-dashboard-ko-390.png"), full_page=True)
     for opened in (page, phone):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+import socket
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,10 +17,12 @@ from sqlalchemy import func, select
 from cmschat.app import monitoring_sampler
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
+from cmschat.monitoring import sampler as sampler_module
 from cmschat.monitoring.models import InstanceSample
-from cmschat.monitoring.sampler import Instance, prune_samples, record_sample
+from cmschat.monitoring.sampler import Instance, name_this_instance, prune_samples, record_sample
 from cmschat.observability.minutes import WINDOW, Taken, Window
 from cmschat.settings import MonitoringSettings
+from tests.processes import clean_env, free_port, running_server
 from tests.support import NamedUser, error_of
 
 V1 = "/api/v1"
@@ -259,3 +265,56 @@ def test_the_alertmanager_url_must_be_http() -> None:
     with pytest.raises(ValidationError, match="alertmanager_url"):
         MonitoringSettings(alertmanager_url="file:///etc/passwd")
     assert MonitoringSettings(alertmanager_url="http://127.0.0.1:9093").alertmanager_url
+
+
+async def test_a_restart_is_the_same_instance_and_a_graceful_stop_is_not_a_fault(
+    client: httpx.AsyncClient,
+    context: AppContext,
+    clock: FakeClock,
+    admin: NamedUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Named by host and port (and worker), not process id: after a release the console
+    shows the instance once, with its new start, not a stale row per old process."""
+    monkeypatch.setattr(sampler_module, "_port", None)
+    monkeypatch.setattr(sampler_module, "_worker", None)
+    name_this_instance(port=8000, worker=2)
+    headers = await admin.login(client)
+
+    old = monitoring_sampler(context, window=Window())
+    assert old.instance.id == f"{socket.gethostname()}:8000/w2"
+    await old.tick()
+    await old.stopped()
+    clock.advance(minutes=10)
+    (shown,) = (await monitoring(client, headers, hours=1))["instances"]
+    assert (shown["instance"], shown["state"]) == (old.instance.id, "stopped")
+
+    clock.advance(seconds=5)
+    new = monitoring_sampler(context, window=Window())
+    assert new.instance.id == old.instance.id
+    await new.tick()
+    (shown,) = (await monitoring(client, headers, hours=1))["instances"]
+    assert shown["state"] == "ready"
+    assert datetime.fromisoformat(shown["started_at"]) == new.instance.started_at
+
+    # Stopped and started again within one minute: the row is the new process's.
+    await new.stopped()
+    clock.advance(seconds=5)
+    newer = monitoring_sampler(context, window=Window())
+    await newer.tick()
+    (shown,) = (await monitoring(client, headers, hours=1))["instances"]
+    assert shown["state"] == "ready"
+    assert datetime.fromisoformat(shown["started_at"]) == newer.instance.started_at
+
+
+def test_a_served_instance_records_its_stop_under_its_port(tmp_path: Path) -> None:
+    """``cmschat serve`` names the samples by its port, and SIGTERM leaves a last sample
+    that says the instance stopped (what the console shows after a release)."""
+    env = clean_env(CMSCHAT_ENVIRONMENT="test", CMSCHAT_AUTH__BCRYPT_ROUNDS="4")
+    port = free_port()
+    with running_server(tmp_path, env, "sampled", port=port) as server:
+        assert server.stop() == 0
+    database = sqlite3.connect(f"file:{tmp_path / 'var' / 'cmschat.db'}?mode=ro", uri=True)
+    with contextlib.closing(database):
+        rows = database.execute("SELECT instance, ready, checks FROM instance_samples").fetchall()
+    assert rows == [(f"{socket.gethostname()}:{port}", 0, "process=stopped")]

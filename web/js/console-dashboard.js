@@ -32,7 +32,8 @@ extendMessages({
     instances: "Instances", noInstances: "No instance has written a sample in this period.",
     colInstance: "instance", colState: "state", colChecks: "checks", colVersion: "version",
     colStarted: "started", colLastSeen: "last sample",
-    stateReady: "ready", stateNotReady: "not ready", stateSilent: "silent",
+    stateReady: "ready", stateNotReady: "not ready", stateSilent: "silent", stateStopped: "stopped",
+    instancesStopped: "{n} stopped",
     alerts: "Alerts", colAlert: "alert", colSeverity: "severity", colSince: "since", colSummary: "summary",
     chartTime: "Time", period: "Period", hoursOption: "{n} h", details: "Instances, alerts and longer periods: Monitoring",
   },
@@ -59,7 +60,8 @@ extendMessages({
     instances: "인스턴스", noInstances: "이 기간에 표본을 기록한 인스턴스가 없습니다.",
     colInstance: "인스턴스", colState: "상태", colChecks: "점검", colVersion: "버전",
     colStarted: "시작", colLastSeen: "마지막 표본",
-    stateReady: "준비됨", stateNotReady: "준비 안 됨", stateSilent: "응답 없음",
+    stateReady: "준비됨", stateNotReady: "준비 안 됨", stateSilent: "응답 없음", stateStopped: "정상 종료",
+    instancesStopped: "종료 {n}",
     alerts: "알림", colAlert: "알림", colSeverity: "심각도", colSince: "시작", colSummary: "요약",
     chartTime: "시각", period: "기간", hoursOption: "{n}시간", details: "인스턴스, 알림, 더 긴 기간: 모니터링",
   },
@@ -172,7 +174,10 @@ async function buildDashboard() {
   const [d, data, backups] = await Promise.all([
     api("GET", "/admin/dashboard"), load(6), Promise.allSettled([api("GET", "/admin/backups")]),
   ]);
-  const ready = data.instances.filter((i) => i.state === "ready").length;
+  // A gracefully stopped instance (a release, a scale-down) is neither up nor a fault.
+  const running = data.instances.filter((i) => i.state !== "stopped");
+  const ready = running.filter((i) => i.state === "ready").length;
+  const stopped = data.instances.length - running.length;
   return [
     h("div", { class: "tiles" },
       tile(t("tileUsers"), `${d.users_active} / ${d.users_total}`, { name: "users" }),
@@ -185,8 +190,9 @@ async function buildDashboard() {
       tile(t("tileLastPurge"), d.retention_last_completed_at ? formatTime(d.retention_last_completed_at, lang) : t("never"), { name: "purge", words: true }),
       backupsTile(backups[0]),
       alertsTile(data.alerts),
-      tile(t("tileInstances"), `${ready} / ${data.instances.length}`,
-        { status: data.instances.length && ready === data.instances.length ? "ok" : "bad", name: "instances" })),
+      tile(t("tileInstances"), `${ready} / ${running.length}`,
+        { status: running.length && ready === running.length ? "ok" : "bad", name: "instances",
+          detail: stopped ? t("instancesStopped", { n: stopped }) : undefined })),
     h("h2", {}, t("activity")), activityCharts(data),
     h("h2", {}, periodTitle(data.hours)), trafficCharts(data),
     h("p", {}, h("a", { href: "#monitoring" }, t("details")))];
@@ -194,13 +200,14 @@ async function buildDashboard() {
 
 function instancesTable(instances) {
   if (!instances.length) return h("p", { class: "muted" }, t("noInstances"));
-  const label = { ready: "stateReady", not_ready: "stateNotReady", silent: "stateSilent" };
+  const label = { ready: "stateReady", not_ready: "stateNotReady", silent: "stateSilent", stopped: "stateStopped" };
+  const look = { ready: "status-ok", stopped: "muted" };
   return h("div", { class: "table-scroll" }, h("table", { class: "instances" },
     h("thead", {}, h("tr", {}, ["colInstance", "colState", "colChecks", "colVersion", "colStarted", "colLastSeen"]
       .map((key) => h("th", {}, t(key))))),
     h("tbody", {}, instances.map((i) => h("tr", {},
       h("td", {}, h("code", {}, i.instance)),
-      h("td", {}, h("strong", { class: i.state === "ready" ? "status-ok" : "status-bad" }, t(label[i.state]))),
+      h("td", {}, h("strong", { class: look[i.state] || "status-bad" }, t(label[i.state]))),
       h("td", {}, Object.entries(i.checks).map(([name, state]) =>
         h("span", { class: state === "ok" ? "check status-ok" : "check status-bad" }, `${name}: ${state}`))),
       h("td", {}, i.version), h("td", {}, formatTime(i.started_at, lang)), h("td", {}, ago(i.last_seen)))))));

@@ -2,6 +2,12 @@
 
 No leader is needed: an instance only ever writes its own rows (keyed by instance and
 minute), and pruning by age is idempotent, so any instance may do it, twice or at once.
+
+An instance is named by where it serves (``host:port``, and ``/wN`` for worker N of
+``serve --workers``), not by its process id: a restart or a release on the same port is
+the same instance with a new start time, not a new row that would stay ``silent`` for
+the console's whole period after every deploy. A process that stops gracefully says so
+in a last sample, so the console tells a stopped instance from one that went quiet.
 """
 
 from __future__ import annotations
@@ -23,6 +29,18 @@ from cmschat.observability.minutes import WINDOW, Taken, Window
 
 PRUNE_BATCH = 1000
 CHECKS_LENGTH = 255
+STOPPED = {"process": "stopped"}
+"""The checks of a graceful stop's last sample."""
+
+_port: int | None = None
+"""The port this process serves on, when ``cmschat serve`` started it."""
+_worker: int | None = None
+
+
+def name_this_instance(*, port: int, worker: int | None = None) -> None:
+    """Name this process's samples by the port it serves (called by ``cmschat serve``)."""
+    global _port, _worker
+    _port, _worker = port, worker
 
 
 @dataclass(frozen=True)
@@ -36,11 +54,13 @@ class Instance:
 
 
 def this_instance(clock: Clock) -> Instance:
-    """This process, as its samples name it."""
+    """This process, as its samples name it: host and port when ``cmschat serve`` runs it
+    (and the worker's number), else host and process id."""
     host = socket.gethostname()[:100]
-    return Instance(
-        id=f"{host}:{os.getpid()}", host=host, version=__version__, started_at=clock.now()
-    )
+    name = f"{host}:{os.getpid() if _port is None else _port}"
+    if _port is not None and _worker is not None:
+        name += f"/w{_worker}"
+    return Instance(id=name[:128], host=host, version=__version__, started_at=clock.now())
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -83,6 +103,8 @@ async def record_sample(
                 )
             )
             return
+        # A restart within the minute: the same instance, now the new process.
+        row.host, row.version, row.started_at = instance.host, instance.version, instance.started_at
         row.ready, row.checks = ready, format_checks(checks)
         row.requests += taken.requests
         row.errors += taken.errors
@@ -147,3 +169,14 @@ class Sampler:
             checks=await self.checks(),
         )
         await prune_samples(self.db, clock=self.clock, keep=self.keep)
+
+    async def stopped(self) -> None:
+        """The last sample of a graceful stop: its traffic since the last tick, and
+        ``process=stopped`` so the console shows it stopped rather than silent."""
+        await record_sample(
+            self.db,
+            instance=self.instance,
+            clock=self.clock,
+            taken=self.window.take(),
+            checks=STOPPED,
+        )

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+InstanceState = Literal["ready", "not_ready", "silent", "stopped"]
+
 
 class InstanceRead(BaseModel):
     """An instance's newest sample."""
@@ -16,8 +18,9 @@ class InstanceRead(BaseModel):
     version: str
     started_at: datetime
     last_seen: datetime
-    state: Literal["ready", "not_ready", "silent"]
-    """``silent``: no sample for a few minutes (stopped, crashed or cut off)."""
+    state: InstanceState
+    """``silent``: no sample for a few minutes (crashed, killed or cut off); ``stopped``:
+    its last sample said it stopped gracefully (a release, a scale-down)."""
     checks: dict[str, str]
     """Its readiness checks at the last sample, e.g. ``{"database": "ok"}``."""
 

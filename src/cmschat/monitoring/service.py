@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.chat.models import Message
 from cmschat.monitoring.models import InstanceSample
-from cmschat.monitoring.schemas import DayRead, HourRead, InstanceRead, MinuteRead
+from cmschat.monitoring.sampler import STOPPED
+from cmschat.monitoring.schemas import DayRead, HourRead, InstanceRead, InstanceState, MinuteRead
 
 MAX_HOURS = 48
 ACTIVITY_DAYS = 7
@@ -48,8 +49,11 @@ async def instances(session: AsyncSession, *, since: datetime, now: datetime) ->
     )
     result = []
     for row in rows:
-        state = "ready" if row.ready else "not_ready"
-        if row.minute < now - SILENT_AFTER:
+        checks = _parse_checks(row.checks)
+        state: InstanceState = "ready" if row.ready else "not_ready"
+        if checks == STOPPED:
+            state = "stopped"
+        elif row.minute < now - SILENT_AFTER:
             state = "silent"
         result.append(
             InstanceRead(
@@ -59,7 +63,7 @@ async def instances(session: AsyncSession, *, since: datetime, now: datetime) ->
                 started_at=row.started_at,
                 last_seen=row.minute,
                 state=state,
-                checks=_parse_checks(row.checks),
+                checks=checks,
             )
         )
     return result
