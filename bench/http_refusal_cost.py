@@ -5,7 +5,9 @@ In one process, no server and no socket: the app is called as uvicorn calls it, 
 admission held full, ``--requests`` posts per round, rounds alternating between the two
 paths (paired, so both see the same machine). The figure is this process's CPU time
 (``time.process_time``) per refused request, median of the rounds; with ``--log-info``
-the access log is on (to /dev/null), as in production.
+the access log is on (to /dev/null), as in production; with ``--origin`` the posts carry
+that ``Origin`` and ``CMSCHAT_CORS_ORIGINS`` allows it (a browser on another site: both
+paths add the CORS headers).
 
     .venv/bin/python bench/http_refusal_cost.py --rounds 7 --requests 5000
 """
@@ -27,6 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+ORIGIN: list[tuple[bytes, bytes]] = []
+"""The ``Origin`` header of every post, if ``--origin`` is given."""
+
+
 def scope() -> dict[str, Any]:
     """A post as uvicorn's h11 protocol hands it to the app."""
     return {
@@ -46,6 +52,7 @@ def scope() -> dict[str, Any]:
             (b"authorization", b"Bearer x"),
             (b"content-type", b"application/json"),
             (b"content-length", b"17"),
+            *ORIGIN,
         ],
         "state": {},
     }
@@ -84,6 +91,9 @@ def prepare(args: argparse.Namespace) -> Any:
         migrate, env={**env, "CMSCHAT_DATABASE_URL": url}, check=True, cwd=directory
     )
     settings = Settings(database_url=url, data_dir=Path(directory))
+    if args.origin:
+        settings.cors_origins = [args.origin]
+        ORIGIN.append((b"origin", args.origin.encode()))
     if args.log_info:
         handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
         logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -115,7 +125,8 @@ async def main(args: argparse.Namespace, settings: Any) -> None:
     stack_us = statistics.median(results["stack"]) * 1e6
     print(
         f"refused post, CPU per request (median of {args.rounds} rounds of {args.requests}, "
-        f"access log {'on' if args.log_info else 'off'}): through the stack {stack_us:.1f} us, "
+        f"access log {'on' if args.log_info else 'off'}, origin {args.origin}): "
+        f"through the stack {stack_us:.1f} us, "
         f"at the door {door_us:.1f} us, ratio {stack_us / door_us:.1f}; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
@@ -126,6 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--log-info", action="store_true", help="access log on, to /dev/null")
+    parser.add_argument("--origin", help="an allowed origin every post carries")
     sys.path.insert(0, str(ROOT / "src"))
     arguments = parser.parse_args()
     asyncio.run(main(arguments, prepare(arguments)))

@@ -28,6 +28,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from cmschat import __version__
 from cmschat.accounts.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
 from cmschat.api.busy import BusyRefusal
+from cmschat.api.cors import cors_options
 from cmschat.api.errors import install_error_handlers
 from cmschat.api.hsts import HstsMiddleware
 from cmschat.api.limits import BodyLimitMiddleware, document_body_limit
@@ -376,14 +377,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     document_body_limit(app)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-            max_age=600,
-        )
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
     if settings.hsts_max_age:
         app.add_middleware(
             HstsMiddleware,

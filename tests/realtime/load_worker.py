@@ -3,7 +3,7 @@
 A Python event loop that must read every ack, ``busy`` and delivery of a hundred members
 at five times a server's capacity cannot do it beside the server on two cores (the
 generator fell behind, stopped answering uvicorn's pings, and uvicorn closed its sockets).
-So the test (``overload_scenario.py``) splits its members over a few of these processes, pinned
+So the test (``test_overload.py``) splits its members over a few of these processes, pinned
 to the cores the server does not use. Each worker owns a share of the members and one HTTP
 sender; the test drives them phase by phase with one JSON line each on stdin, and each
 answers one JSON line on stdout. ``time.perf_counter`` is the system's monotonic clock, so

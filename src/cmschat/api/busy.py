@@ -12,9 +12,15 @@ What the full stack would have done is done here cheaply: the refusal is counted
 ``cmschat_sends_refused_total`` (by the admission), in the HTTP request counter and
 duration histogram under the route's template; instead of one access line per refusal, a
 summary line per interval says how many were refused. Taken only when the answer is the
-stack's own: a cross-origin request while CORS is configured still goes through the stack
-(its headers depend on the origin); HSTS is added as its middleware would (HTTPS only,
-after the trusted proxies' headers are applied). Not traced: a refusal makes no span.
+stack's own. Browsers send ``Origin`` with every post, same-origin ones included, so the
+door takes them too and adds CORS headers through the app's own policy (``api/cors.py``),
+as the stack would for that origin; HSTS is added as its middleware would (HTTPS only,
+after the trusted proxies' headers are applied). A body declared over
+``CMSCHAT_MAX_BODY_BYTES`` goes through the stack for its 413: retrying it after a
+``busy`` could never succeed. Not traced: a refusal makes no span.
+
+An unread body is not buffered: once the answer is complete, uvicorn (h11) discards the
+body's bytes as they arrive and serves the next request on the connection.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import re
 import time
 from typing import Any, cast
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cmschat.admission import BUSY, Admission
+from cmschat.api.cors import cors_options
 from cmschat.api.hsts import hsts_value
 from cmschat.observability import instruments as m
 from cmschat.observability.middleware import SECURITY_HEADERS
@@ -92,7 +100,7 @@ class BusyRefusal:
 
     def __init__(self, admission: Admission, settings: Settings) -> None:
         self.admission = admission
-        self.cors = bool(settings.cors_origins)
+        self.max_body = settings.max_body_bytes
         self.log = RefusalLog()
         body = busy_body()
         self.body = {"type": "http.response.body", "body": body}
@@ -111,9 +119,11 @@ class BusyRefusal:
         self.counted = m.HTTP_REQUESTS.labels(method="POST", route=ROUTE, status="503")
         self.timed = m.HTTP_DURATION.labels(method="POST", route=ROUTE)
         self.answer: ASGIApp = self._answer
+        if settings.cors_origins:  # the origin's headers, as the stack would add them
+            self.answer = CORSMiddleware(self.answer, **cors_options(settings.cors_origins))
         if settings.trusted_proxies:  # the scheme (for HSTS) and client as the stack sees them
             proxied = ProxyHeadersMiddleware(
-                cast(Any, self._answer), trusted_hosts=settings.trusted_proxies
+                cast(Any, self.answer), trusted_hosts=settings.trusted_proxies
             )
             self.answer = cast(ASGIApp, proxied)
 
@@ -123,7 +133,10 @@ class BusyRefusal:
             return False
         if _PATH.fullmatch(scope["path"]) is None:
             return False
-        return not (self.cors and any(name == b"origin" for name, _ in scope["headers"]))
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return not value.isdigit() or int(value) <= self.max_body
+        return True
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

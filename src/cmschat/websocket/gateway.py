@@ -17,9 +17,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cmschat.accounts.schemas import UserRead
+from cmschat.api.hsts import hsts_value
 from cmschat.context import AppContext
 from cmschat.observability.logging import client_address_var, request_id_var
+from cmschat.observability.middleware import SECURITY_HEADERS, request_ids
 from cmschat.realtime.connections import Connection
+from cmschat.settings import Settings
 from cmschat.websocket.caller import Caller
 from cmschat.websocket.endpoint import ClientSocket
 from cmschat.websocket.handshake import CLOSE_POLICY, authenticate, origin_allowed
@@ -45,8 +48,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # An HTTP 503 rather than the 403 a refused handshake gets: a proxy may try the
         # upgrade on another instance (nginx: proxy_next_upstream http_503) and a client
         # knows to come back, where a 403 says it is forbidden (docs/deploy.md).
-        refusal = JSONResponse(SHUTTING_DOWN, status_code=503, headers={"Retry-After": "1"})
-        await websocket.send_denial_response(refusal)
+        await websocket.send_denial_response(shutting_down(websocket.scope, context.settings))
         return
     if context.draining or not origin_allowed(websocket, context):
         await websocket.close(code=CLOSE_POLICY)
@@ -62,6 +64,23 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             WebSocketDisconnect
         ):  # gone before ``ready`` (a shutdown, a client)
             await client.run()
+
+
+def shutting_down(scope: Scope, settings: Settings) -> JSONResponse:
+    """The 503 a draining server answers an upgrade with, with the headers every HTTP
+    answer of the stack carries (request id, security headers, no-store, HSTS over TLS):
+    the upgrade passes none of the HTTP middleware that adds them."""
+    refusal = JSONResponse(SHUTTING_DOWN, status_code=503, headers={"Retry-After": "1"})
+    request_id, _ = request_ids(scope)
+    headers = [("X-Request-ID", request_id), ("Cache-Control", "no-store")]
+    headers += SECURITY_HEADERS.items()
+    if settings.hsts_max_age and scope.get("scheme") == "wss":
+        value = hsts_value(
+            settings.hsts_max_age, include_subdomains=settings.hsts_include_subdomains
+        )
+        headers.append(("Strict-Transport-Security", value))
+    refusal.raw_headers += [(name.encode(), value.encode()) for name, value in headers]
+    return refusal
 
 
 async def _sign_in(websocket: WebSocket, context: AppContext) -> ClientSocket | None:
