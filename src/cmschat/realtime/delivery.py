@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 """Stored events read at a time when catching a room up."""
+GATHER_BYTES = 64 * 1024
+"""Frames gathered for one write are written once they hold this much text: a large
+catch-up or a long queue still leaves in pieces the socket's buffer can take."""
 
 
 class StoredEvents(Protocol):
@@ -62,13 +65,27 @@ class Delivery:
         self.write_now: wire.WriteFrame | None = websocket.scope.get(wire.SCOPE_KEY)
         """The server protocol's direct write of a pre-built frame (``realtime/transport.py``);
         None under another server."""
+        self._gathered: list[Envelope] = []
+        """Frames taken from the queue for the next direct write, in order."""
+        self._gathered_bytes = 0
 
     async def drain(self) -> None:
         """Send what the connection's queue holds, in order, until it is empty or the
-        connection ends (the endpoint runs this again when something more is queued)."""
+        connection ends (the endpoint runs this again when something more is queued).
+
+        Frames that can go straight to the transport are gathered while the queue holds
+        more and leave in one write (one system call for several events and acks: under
+        load a connection's queue holds a batch's worth at once); they are written before
+        anything that waits (a stored-events read, the ASGI path), so order is kept.
+        """
         try:
-            while not self.conn.close_requested and (envelope := self.conn.take()) is not None:
-                if envelope.type == CATCH_UP:
+            while not self.conn.close_requested:
+                envelope = self.conn.take()
+                if envelope is None:
+                    if not self._gathered:
+                        return
+                    await self._flush()  # then look again: more may be queued meanwhile
+                elif envelope.type == CATCH_UP:
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
                     await self.write(envelope.frame, envelope)
@@ -76,23 +93,51 @@ class Delivery:
                     await self._send_sequenced(envelope)
         except ConnectionOver:
             return
+        finally:
+            self._gathered = []
+            self._gathered_bytes = 0
 
     async def write(self, frame: str, envelope: Envelope | None = None) -> None:
         """The only way out to the socket: nothing passes once the session has ended, and
         a client that takes nothing for ``write_timeout`` seconds is cut off (1013).
 
         An envelope's frame goes straight to the transport, as the bytes built once for
-        every recipient, when the socket takes it at once; only a socket that would make
-        the write wait (or another server) takes the ASGI path with its timer.
-
-        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
-        cancellation that ends this connection's tasks, leaving the close waiting forever.
+        every recipient, gathered with the frames after it into one write (``_flush``);
+        only a socket that would make the write wait (or another server) takes the ASGI
+        path with its timer.
         """
         if self.conn.ended:
             raise ConnectionOver
-        if envelope is not None and self.write_now is not None and self.write_now(envelope.wire):
-            instruments.frame_written(frame)
+        if envelope is not None and self.write_now is not None:
+            self._gathered.append(envelope)
+            self._gathered_bytes += len(envelope.frame)
+            if self._gathered_bytes >= GATHER_BYTES:
+                await self._flush()
             return
+        await self._flush()
+        await self._send_asgi(frame)
+
+    async def _flush(self) -> None:
+        """Write the gathered frames: at once in one piece when the socket takes it, else
+        one by one the ASGI way (which waits, under the write time-out)."""
+        gathered = self._gathered
+        if not gathered:
+            return
+        self._gathered = []
+        self._gathered_bytes = 0
+        assert self.write_now is not None  # noqa: S101 - gathered only with a direct write
+        data = gathered[0].wire if len(gathered) == 1 else b"".join(e.wire for e in gathered)
+        if self.write_now(data):
+            instruments.frames_written([envelope.frame for envelope in gathered])
+            return
+        for envelope in gathered:
+            if self.conn.ended:
+                raise ConnectionOver
+            await self._send_asgi(envelope.frame)
+
+    async def _send_asgi(self, frame: str) -> None:
+        """``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
+        cancellation that ends this connection's tasks, leaving the close waiting forever."""
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self.ws.send_text(frame)
@@ -126,6 +171,7 @@ class Delivery:
         while room_id in self.conn.delivered:
             # Shielded: a connection closing mid-read must not cut a pooled connection off
             # in the middle of a query.
+            await self._flush()  # what is gathered goes before this room's stored events
             batch, resync_at = await asyncio.shield(
                 self.stored.after(
                     room_id, after=self.conn.delivered[room_id], until=until, limit=BATCH
