@@ -22,6 +22,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from cmschat.context import AppContext
+from cmschat.jsonshape import shape_problem
 from cmschat.observability import instruments
 from cmschat.realtime import protocol, signals, wire
 from cmschat.realtime.broker import Envelope
@@ -232,7 +233,8 @@ class ClientSocket:
             if text is None:
                 self.reply(protocol.error_frame("bad_frame", "send JSON text frames"))
                 continue
-            if len(text.encode()) > self.settings.max_frame_bytes:
+            raw = text.encode()
+            if len(raw) > self.settings.max_frame_bytes:
                 self.reply(
                     protocol.error_frame(
                         "frame_too_large",
@@ -243,7 +245,7 @@ class ClientSocket:
             if frames.is_ping(text):
                 self.answer(PONG)  # answered at once, however busy the worker is
                 continue
-            if protocol.too_deep(text):
+            if shape_problem(raw, max_depth=protocol.MAX_NESTING) is not None:  # too deep
                 # Refused before any parser recurses into it (json and validation would).
                 log_too_deep()
                 self.reply(
