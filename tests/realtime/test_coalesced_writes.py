@@ -102,6 +102,12 @@ def _names(texts: list[str]) -> list[str]:
     return names
 
 
+async def _send_all(delivery: Delivery) -> None:
+    """As the endpoint does: at once when nothing waits, else in the sender's task."""
+    if not delivery.drain_now():
+        await delivery.drain()
+
+
 def _delivery(socket: FakeSocket, *, timeout: float = 5.0) -> tuple[Delivery, Connection]:
     conn = Connection(user_id=1, queue_size=100)
     conn.delivered[ROOM] = 0
@@ -117,7 +123,8 @@ async def test_frames_queued_together_leave_in_one_write_counted_each() -> None:
     timed_before = value("cmschat_delivery_latency_seconds_count")
     for envelope in envelopes:
         conn.offer(envelope)
-    await delivery.drain()
+    assert delivery.drain_now(), "nothing in it waits: written without a task"
+    assert conn.queue is None
     assert socket.writes == [[e.frame for e in envelopes]]
     assert value("cmschat_websocket_frames_sent_total") == frames_before + 5
     assert value("cmschat_delivery_latency_seconds_count") == timed_before + 3
@@ -128,6 +135,8 @@ async def test_a_gap_repaired_from_the_stored_events_keeps_the_order() -> None:
     delivery, conn = _delivery(socket)
     for envelope in [_ack(1), _envelope(1), _envelope(2), _ack(2), _envelope(5), _envelope(6)]:
         conn.offer(envelope)
+    assert not delivery.drain_now(), "a gap is filled from the stored events, which waits"
+    assert socket.writes == []
     await delivery.drain()
     assert _names(socket.order) == ["c1", "e1", "e2", "c2", "e3", "e4", "e5", "e6"]
     # What was gathered went out before the stored events were read, the rest after.
@@ -143,7 +152,7 @@ async def test_a_socket_that_stops_taking_writes_gets_the_rest_in_order_the_asgi
     delivery, conn = _delivery(socket)
     for envelope in [_ack(1), _envelope(1), _envelope(4), _ack(2), _envelope(5)]:
         conn.offer(envelope)
-    await delivery.drain()
+    await _send_all(delivery)
     assert _names(socket.order) == ["c1", "e1", "e2", "e3", "e4", "c2", "e5"]
     assert _names(socket.asgi) == ["e2", "e3", "e4", "c2", "e5"]
 
@@ -154,9 +163,22 @@ async def test_a_catch_up_larger_than_a_write_leaves_in_pieces_in_order() -> Non
     big = "x" * 20_000
     for n in range(1, 9):
         conn.offer(protocol.direct(json.dumps({"type": "ack", "client_id": f"c{n}", "pad": big})))
-    await delivery.drain()
+    await _send_all(delivery)
     assert _names(socket.order) == [f"c{n}" for n in range(1, 9)]
     assert 1 < len(socket.writes) < 8
+
+
+async def test_events_already_sent_or_of_other_rooms_are_skipped_without_waiting() -> None:
+    socket = FakeSocket()
+    delivery, conn = _delivery(socket)
+    conn.delivered[ROOM] = 2
+    other = protocol.envelope_of(
+        Published(room_id=ROOM + 1, seq=1, type="message.created", payload={})
+    )
+    for envelope in [_envelope(1), other, _envelope(2), _envelope(3), _ack(1)]:
+        conn.offer(envelope)
+    assert delivery.drain_now()
+    assert [_names(w) for w in socket.writes] == [["e3", "c1"]]
 
 
 async def test_a_client_that_takes_nothing_is_closed_as_slow() -> None:
@@ -164,7 +186,7 @@ async def test_a_client_that_takes_nothing_is_closed_as_slow() -> None:
     delivery, conn = _delivery(socket, timeout=0.05)
     conn.offer(_envelope(1))
     conn.offer(_ack(1))
-    await asyncio.wait_for(delivery.drain(), timeout=5)
+    await asyncio.wait_for(_send_all(delivery), timeout=5)
     assert conn.close_requested
     assert conn.close_code == CLOSE_SLOW
     assert socket.order == []

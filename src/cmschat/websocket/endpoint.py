@@ -72,6 +72,10 @@ class ClientSocket:
             context, conn, FrameActions(context, user, self.conn, self.reply), self.answer
         )
         self.sender: asyncio.Task[None] | None = None
+        """The sender's task, while what is queued needs waiting on (``_write_queued``)."""
+        self.sending = False
+        """A write of what is queued is scheduled or under way: answers queue behind it."""
+        self._loop = asyncio.get_running_loop()
         self.reader: asyncio.Task[Any] | None = None
         """This connection's own task, while it waits for a frame (cancelled to close)."""
         self.live = False
@@ -181,7 +185,21 @@ class ClientSocket:
                         await self.ws.close(code=code, reason=reason)
 
     def _start_sender(self) -> None:
-        if self.live and (self.sender is None or self.sender.done()) and self.conn.queue:
+        """Something was queued: send it soon, without a task when nothing waits.
+
+        Not at once: two turns of the event loop later, so that what the same commit
+        brings (its events, then the acks of the sends it holds, made as their senders'
+        tasks wake up) leaves in one write. Writing what is queued needs no task unless
+        something in it waits (``Delivery.drain_now``), and a task per write was a tenth
+        of the fan-out's CPU."""
+        if self.live and not self.sending and self.conn.queue:
+            self.sending = True
+            self._loop.call_soon(self._loop.call_soon, self._write_queued)
+
+    def _write_queued(self) -> None:
+        if not self.live or self.delivery.drain_now():
+            self.sending = False
+        else:
             self.sender = asyncio.create_task(self._send())
 
     async def _send(self) -> None:
@@ -192,6 +210,8 @@ class ClientSocket:
         except Exception:
             log.debug("a WebSocket failed while sending", exc_info=True)
             self.conn.close(CLOSE_GOING_AWAY)
+        finally:
+            self.sending = False
 
     def _stop_reading(self) -> None:
         """The connection is to close: wake the task waiting for the client's next frame."""
@@ -259,10 +279,10 @@ class ClientSocket:
     def answer(self, frame: str) -> None:
         """An answer (``busy``, ``pong``) written now as deliveries are, when nothing queued
         for the socket is to go before it (else queued behind it)."""
-        conn, sender, write = self.conn, self.sender, self.delivery.write_now
+        conn, write = self.conn, self.delivery.write_now
         if (
             conn.queue is None
-            and (sender is None or sender.done())
+            and not self.sending
             and write is not None
             and not conn.close_requested
             and write(wire.text_frame(frame))
