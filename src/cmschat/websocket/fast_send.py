@@ -46,7 +46,9 @@ def _is_client_id(value: object) -> TypeGuard[str]:
 
 
 def _are_ids(value: object) -> TypeGuard[list[int]]:
-    return type(value) is list and len(value) <= _MAX_ATTACHMENTS and all(map(_is_id, value))
+    if type(value) is not list:
+        return False
+    return not value or (len(value) <= _MAX_ATTACHMENTS and all(map(_is_id, value)))
 
 
 def parse_send(text: str) -> SendDraft | None:
