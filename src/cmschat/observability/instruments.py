@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -163,6 +164,16 @@ def frame_written(frame: str) -> None:
     started = _COMMITTED.get(frame)
     if started is not None:
         DELIVERY.observe(time.perf_counter() - started)
+
+
+def frames_written(frames: Sequence[str]) -> None:
+    """Frames that went out on a WebSocket together, in one write."""
+    WS_FRAMES_SENT.inc(len(frames))
+    now = time.perf_counter()
+    for frame in frames:
+        started = _COMMITTED.get(frame)
+        if started is not None:
+            DELIVERY.observe(now - started)
 
 
 def process_full(transport: str) -> None:

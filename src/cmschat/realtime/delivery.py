@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 """Stored events read at a time when catching a room up."""
+GATHER_BYTES = 64 * 1024
+"""Frames gathered for one write are written once they hold this much text: a large
+catch-up or a long queue still leaves in pieces the socket's buffer can take."""
 
 
 class StoredEvents(Protocol):
@@ -62,13 +65,56 @@ class Delivery:
         self.write_now: wire.WriteFrame | None = websocket.scope.get(wire.SCOPE_KEY)
         """The server protocol's direct write of a pre-built frame (``realtime/transport.py``);
         None under another server."""
+        self._gathered: list[Envelope] = []
+        """Frames taken from the queue for the next direct write, in order."""
+        self._gathered_bytes = 0
+
+    def drain_now(self) -> bool:
+        """Send what the queue holds now, without waiting, when nothing in it needs to (the
+        usual case: a room's events in order and acks, to a socket that takes them): True
+        once the queue is empty, False when the rest is for ``drain``, in a task (a gap to
+        fill from the stored events, a catch-up, a socket that would make the write wait).
+        What was gathered and not yet written is then the first thing ``drain`` writes."""
+        conn = self.conn
+        if self.write_now is None:
+            return False
+        while not conn.close_requested and conn.queue:
+            envelope = conn.queue[0]
+            if conn.ended or envelope.type == CATCH_UP:
+                return False
+            if envelope.seq is None:
+                conn.take()
+                self._gather(envelope)
+            else:
+                last = self._place(envelope)
+                if last is not None and envelope.seq > last + 1:
+                    return False  # a gap: filled from the stored events, which waits
+                conn.take()
+                if last is not None:
+                    self._gather(envelope)
+                    self._delivered(envelope)
+            if self._gathered_bytes >= GATHER_BYTES and not self._write_gathered():
+                return False
+        return self._write_gathered()
 
     async def drain(self) -> None:
         """Send what the connection's queue holds, in order, until it is empty or the
-        connection ends (the endpoint runs this again when something more is queued)."""
+        connection ends (the endpoint runs this again when something more is queued).
+
+        Frames that can go straight to the transport are gathered while the queue holds
+        more and leave in one write (one system call for several events and acks: under
+        load a connection's queue holds a batch's worth at once); they are written before
+        anything that waits (a stored-events read, the ASGI path), so order is kept.
+        """
         try:
-            while not self.conn.close_requested and (envelope := self.conn.take()) is not None:
-                if envelope.type == CATCH_UP:
+            await self._flush()  # what ``drain_now`` gathered and could not write
+            while not self.conn.close_requested:
+                envelope = self.conn.take()
+                if envelope is None:
+                    if not self._gathered:
+                        return
+                    await self._flush()  # then look again: more may be queued meanwhile
+                elif envelope.type == CATCH_UP:
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
                     await self.write(envelope.frame, envelope)
@@ -76,23 +122,62 @@ class Delivery:
                     await self._send_sequenced(envelope)
         except ConnectionOver:
             return
+        finally:
+            self._gathered = []
+            self._gathered_bytes = 0
 
     async def write(self, frame: str, envelope: Envelope | None = None) -> None:
         """The only way out to the socket: nothing passes once the session has ended, and
         a client that takes nothing for ``write_timeout`` seconds is cut off (1013).
 
         An envelope's frame goes straight to the transport, as the bytes built once for
-        every recipient, when the socket takes it at once; only a socket that would make
-        the write wait (or another server) takes the ASGI path with its timer.
-
-        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
-        cancellation that ends this connection's tasks, leaving the close waiting forever.
+        every recipient, gathered with the frames after it into one write (``_flush``);
+        only a socket that would make the write wait (or another server) takes the ASGI
+        path with its timer.
         """
         if self.conn.ended:
             raise ConnectionOver
-        if envelope is not None and self.write_now is not None and self.write_now(envelope.wire):
-            instruments.frame_written(frame)
+        if envelope is not None and self.write_now is not None:
+            self._gather(envelope)
+            if self._gathered_bytes >= GATHER_BYTES:
+                await self._flush()
             return
+        await self._flush()
+        await self._send_asgi(frame)
+
+    def _gather(self, envelope: Envelope) -> None:
+        self._gathered.append(envelope)
+        self._gathered_bytes += len(envelope.frame)
+
+    def _write_gathered(self) -> bool:
+        """Write the gathered frames in one piece if the socket takes it now (True), else
+        keep them (False)."""
+        gathered = self._gathered
+        if not gathered:
+            return True
+        assert self.write_now is not None  # noqa: S101 - gathered only with a direct write
+        data = gathered[0].wire if len(gathered) == 1 else b"".join(e.wire for e in gathered)
+        if not self.write_now(data):
+            return False
+        self._gathered = []
+        self._gathered_bytes = 0
+        instruments.frames_written([envelope.frame for envelope in gathered])
+        return True
+
+    async def _flush(self) -> None:
+        """Write the gathered frames: at once in one piece when the socket takes it, else
+        one by one the ASGI way (which waits, under the write time-out)."""
+        if self._write_gathered():
+            return
+        gathered, self._gathered, self._gathered_bytes = self._gathered, [], 0
+        for envelope in gathered:
+            if self.conn.ended:
+                raise ConnectionOver
+            await self._send_asgi(envelope.frame)
+
+    async def _send_asgi(self, frame: str) -> None:
+        """``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow the
+        cancellation that ends this connection's tasks, leaving the close waiting forever."""
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self.ws.send_text(frame)
@@ -100,23 +185,35 @@ class Delivery:
             self.conn.close(CLOSE_SLOW)
             raise ConnectionOver from None
 
-    async def _send_sequenced(self, envelope: Envelope) -> None:
+    def _place(self, envelope: Envelope) -> int | None:
+        """The seq this connection had of a room event's room before it; None when the
+        event is not for it (a room it does not follow, or one it already has)."""
         room_id, seq = envelope.room_id, envelope.seq
-        assert seq is not None  # noqa: S101 - sequenced by the caller's check
+        assert seq is not None  # noqa: S101 - a room event
         last = self.conn.delivered.get(room_id)
         if last is None:
             if envelope.type != "member.joined" or envelope.user_id != self.conn.user_id:
-                return  # a room this connection does not (yet) follow
+                return None  # a room this connection does not (yet) follow
             last = self.conn.delivered[room_id] = seq - 1
         if seq <= last:
-            return  # already sent, from the backlog or a repair
-        if seq > last + 1:
-            await self._catch_up(room_id, until=seq - 1)
+            return None  # already sent, from the backlog or a repair
+        return last
+
+    async def _send_sequenced(self, envelope: Envelope) -> None:
+        last = self._place(envelope)
+        if last is None:
+            return
+        assert envelope.seq is not None  # noqa: S101 - a room event
+        if envelope.seq > last + 1:
+            await self._catch_up(envelope.room_id, until=envelope.seq - 1)
         await self._deliver(envelope)
 
     async def _deliver(self, envelope: Envelope) -> None:
         await self.write(envelope.frame, envelope)
-        assert envelope.seq is not None  # noqa: S101
+        self._delivered(envelope)
+
+    def _delivered(self, envelope: Envelope) -> None:
+        assert envelope.seq is not None  # noqa: S101 - a room event
         self.conn.delivered[envelope.room_id] = envelope.seq
         if envelope.type == "member.left" and envelope.user_id == self.conn.user_id:
             del self.conn.delivered[envelope.room_id]
@@ -126,6 +223,7 @@ class Delivery:
         while room_id in self.conn.delivered:
             # Shielded: a connection closing mid-read must not cut a pooled connection off
             # in the middle of a query.
+            await self._flush()  # what is gathered goes before this room's stored events
             batch, resync_at = await asyncio.shield(
                 self.stored.after(
                     room_id, after=self.conn.delivered[room_id], until=until, limit=BATCH

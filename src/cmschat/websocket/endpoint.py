@@ -3,12 +3,12 @@
 (``gateway.py`` accepts the socket and reads the auth frame.)
 
 The connection's own task reads frames as they come (so keep-alive pings are answered
-whatever the load) and never waits on a transaction. Two more tasks exist only while they
-have work: the sender (``cmschat.realtime.delivery``, the writer to the socket) while the
-connection's queue holds events, and the worker (``inbox.py``) while frames wait to be
-acted on, in order. Answers that need no work (``pong``, ``busy``) are written at once
-when nothing is queued before them. An idle connection thus holds one task, not four
-(memory: see docs/performance.md, section 1).
+whatever the load) and never waits on a transaction. What is queued for the socket is
+written by ``outgoing.py`` (with ``cmschat.realtime.delivery``), in a task of its own only
+while something in it must be waited on; the worker (``inbox.py``) exists while frames
+wait to be acted on, in order. Answers that need no work (``pong``, ``busy``) are written
+at once when nothing is queued before them. An idle connection thus holds one task, not
+four (memory: see docs/performance.md, section 1).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from cmschat.context import AppContext
-from cmschat.observability import instruments
-from cmschat.realtime import protocol, signals, wire
+from cmschat.jsonshape import shape_problem
+from cmschat.realtime import protocol, signals
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
 from cmschat.realtime.delivery import Delivery, log_slow_client
@@ -33,10 +33,10 @@ from cmschat.websocket.backlog import RoomBacklog
 from cmschat.websocket.caller import Caller
 from cmschat.websocket.handshake import log_too_deep, read_opening
 from cmschat.websocket.inbox import Inbox
+from cmschat.websocket.outgoing import CLOSE_GOING_AWAY, Outgoing
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
 CLOSE_WITHIN_SECONDS = 2.0
 """How long the close frame may wait for a socket that takes nothing."""
 
@@ -59,25 +59,30 @@ class ClientSocket:
         self.user = user
         self.settings = context.settings.realtime
         self.conn = conn
-        self.delivery = Delivery(
-            websocket,
-            self.conn,
-            RoomBacklog(context, user),
-            write_timeout=self.settings.write_timeout_seconds,
+        self.out = Outgoing(
+            Delivery(
+                websocket,
+                self.conn,
+                RoomBacklog(context, user),
+                write_timeout=self.settings.write_timeout_seconds,
+            ),
+            conn,
         )
+        self.answer, self.reply = self.out.answer, self.out.reply
         # Frames are read as they come (so the socket's own pings are never stuck behind a
         # slow send) and acted on in order by the inbox's worker.
         self.inbox = Inbox(
             context, conn, FrameActions(context, user, self.conn, self.reply), self.answer
         )
-        self.sender: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._reading_task: asyncio.Task[Any] | None = None
+        self._heard_at = 0.0
+        """When the reading task last began waiting for a frame (the loop's clock)."""
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.reader: asyncio.Task[Any] | None = None
         """This connection's own task, while it waits for a frame (cancelled to close)."""
-        self.live = False
-        """Set once ``ready`` is sent: events queued before then wait for it."""
         self.opening: tuple[dict[str, int], dict[str, Any]] | None = (resume, greeting)
         """The auth frame's ``resume`` and the ``ready`` frame's ``user``, until used."""
-        self.conn.on_queued = self._start_sender
         self.conn.on_close = self._stop_reading
 
     async def run(self) -> None:
@@ -158,16 +163,12 @@ class ClientSocket:
         )
 
     async def _relay(self) -> None:
-        self.live = True
-        self._start_sender()
+        self.out.live = True
+        self.out.start()
         try:
             await self._receive_loop()
         finally:
-            self.live = False  # events queued from now on are not sent (the socket is closing)
-            if self.sender is not None:
-                self.sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self.sender
+            await self.out.stop()  # events queued from now on are not sent
             await self.inbox.stop()
             if self.conn.close_code == CLOSE_SLOW:
                 log_slow_client(self.conn)
@@ -179,19 +180,6 @@ class ClientSocket:
                         code, reason = self.conn.close_code, self.conn.close_reason
                         await self.ws.close(code=code, reason=reason)
 
-    def _start_sender(self) -> None:
-        if self.live and (self.sender is None or self.sender.done()) and self.conn.queue:
-            self.sender = asyncio.create_task(self._send())
-
-    async def _send(self) -> None:
-        """Run the sender; a socket that fails under it (the client went away) ends the
-        connection, as its reading task then learns too."""
-        try:
-            await self.delivery.drain()
-        except Exception:
-            log.debug("a WebSocket failed while sending", exc_info=True)
-            self.conn.close(CLOSE_GOING_AWAY)
-
     def _stop_reading(self) -> None:
         """The connection is to close: wake the task waiting for the client's next frame."""
         if self.reader is not None:
@@ -199,22 +187,19 @@ class ClientSocket:
             self.reader = None
 
     async def _next_message(self) -> MutableMapping[str, Any] | None:
-        """The client's next message; None once the connection is to close.
+        """The client's next message; None once the connection is to close (closed by
+        ``_idle_check`` after ``idle_timeout_seconds`` without one).
 
-        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` wraps every
-        receive in a task of its own.
-        """
-        task = asyncio.current_task()
+        One timer per connection, moved on lazily, not ``asyncio.timeout`` around each
+        receive: that scheduled and cancelled a timer per frame."""
+        task = self.reader = self._reading_task
+        self._heard_at = self._loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self._loop.call_at(
+                self._heard_at + self.settings.idle_timeout_seconds, self._idle_check
+            )
         try:
-            async with asyncio.timeout(self.settings.idle_timeout_seconds):
-                self.reader = task
-                try:
-                    return await self.ws.receive()
-                finally:
-                    self.reader = None
-        except TimeoutError:
-            self.conn.close(CLOSE_GOING_AWAY)
-            return None
+            return await self.ws.receive()
         except asyncio.CancelledError:
             # Cancelled by ``_stop_reading`` only: anything else (the server stopping)
             # is passed on.
@@ -222,8 +207,31 @@ class ClientSocket:
             if not self.conn.close_requested or task.uncancel() > 0:
                 raise
             return None
+        finally:
+            self.reader = None
+
+    def _idle_check(self) -> None:
+        """Close a connection that sent nothing for ``idle_timeout_seconds`` (1001); else
+        look again when that time would be up."""
+        due = self._heard_at + self.settings.idle_timeout_seconds
+        if self.reader is not None and self._loop.time() >= due:
+            self._idle_timer = None
+            self.conn.close(CLOSE_GOING_AWAY)
+        else:
+            self._idle_timer = self._loop.call_at(
+                max(due, self._loop.time() + 0.001), self._idle_check
+            )
 
     async def _receive_loop(self) -> None:
+        self._reading_task = asyncio.current_task()
+        try:
+            await self._read_frames()
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+
+    async def _read_frames(self) -> None:
         while not self.conn.close_requested:
             message = await self._next_message()
             if message is None or message["type"] == "websocket.disconnect" or self.conn.ended:
@@ -232,7 +240,8 @@ class ClientSocket:
             if text is None:
                 self.reply(protocol.error_frame("bad_frame", "send JSON text frames"))
                 continue
-            if len(text.encode()) > self.settings.max_frame_bytes:
+            raw = text.encode()
+            if len(raw) > self.settings.max_frame_bytes:
                 self.reply(
                     protocol.error_frame(
                         "frame_too_large",
@@ -243,7 +252,7 @@ class ClientSocket:
             if frames.is_ping(text):
                 self.answer(PONG)  # answered at once, however busy the worker is
                 continue
-            if protocol.too_deep(text):
+            if shape_problem(raw, max_depth=protocol.MAX_NESTING) is not None:  # too deep
                 # Refused before any parser recurses into it (json and validation would).
                 log_too_deep()
                 self.reply(
@@ -253,22 +262,3 @@ class ClientSocket:
                 )
                 continue
             self.inbox.take(text)
-
-    def answer(self, frame: str) -> None:
-        """An answer (``busy``, ``pong``) written now as deliveries are, when nothing queued
-        for the socket is to go before it (else queued behind it)."""
-        conn, sender, write = self.conn, self.sender, self.delivery.write_now
-        if (
-            conn.queue is None
-            and (sender is None or sender.done())
-            and write is not None
-            and not conn.close_requested
-            and write(wire.text_frame(frame))
-        ):
-            instruments.frame_written(frame)
-            return
-        self.reply(frame)
-
-    def reply(self, frame: str) -> None:
-        """Queue a frame for this connection only (acks, errors, pongs)."""
-        self.conn.offer(protocol.direct(frame))

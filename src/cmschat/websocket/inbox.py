@@ -34,6 +34,7 @@ class Inbox:
         "handling",
         "limit",
         "retry_after",
+        "stopping",
         "worker",
     )
 
@@ -56,6 +57,8 @@ class Inbox:
         self.limit = context.settings.realtime.frames_in_flight
         self.retry_after = context.settings.chat.busy_retry_after_seconds
         self.worker: asyncio.Task[None] | None = None
+        self.stopping = False
+        """Set by ``stop``: the worker takes no further frame."""
 
     def take(self, text: str) -> None:
         """Queue a frame for the worker, or answer ``busy`` at once past the connection's
@@ -84,7 +87,7 @@ class Inbox:
 
     async def _work(self) -> None:
         """Act on the frames one at a time, in the order they came, then stop."""
-        while self.frames and not self.conn.close_requested:
+        while self.frames and not self.conn.close_requested and not self.stopping:
             text = self.frames.popleft()
             if not self.frames:
                 self.frames = None
@@ -94,15 +97,28 @@ class Inbox:
                 continue
             self.handling = 1
             try:
-                # Shielded: a frame being handled (a message being stored) finishes even if
-                # the socket drops meanwhile; the client's retry with its client_id finds it.
-                await asyncio.shield(tracing.traced("websocket.frame", self.actions.handle(text)))
+                if tracing.enabled():
+                    await tracing.traced("websocket.frame", self.actions.handle(text))
+                else:
+                    await self.actions.handle(text)
             finally:
                 self.handling = 0
 
     async def stop(self) -> None:
-        """Stop the worker (the connection is closing)."""
-        if self.worker is not None:
-            self.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.worker
+        """Stop the worker (the connection is closing).
+
+        A frame being acted on is finished, not cancelled: a message being stored is
+        stored even if the socket dropped meanwhile, and the client's retry with its
+        client_id finds it. (Not ``asyncio.shield`` around each frame: that is a task,
+        and a wake-up, per frame.) The worker only ever waits inside a frame's action,
+        or has not started yet; then there is nothing to finish and it is cancelled.
+        """
+        worker = self.worker
+        if worker is None or worker.done():
+            return
+        self.stopping = True
+        if self.handling:
+            return  # it stops after this frame
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker

@@ -1,0 +1,206 @@
+"""Server instructions per WebSocket send, counted by callgrind: steady on a loaded machine.
+
+``cmschat serve`` runs under ``valgrind --tool=callgrind --instr-atstart=no``. C
+connections (one user each, rooms of C/M) sign in and send a few warm-up messages; then
+counting is switched on and every connection sends ``--sends`` messages, ``--in-flight``
+outstanding at a time, exactly as ``ws_sends.py`` does; counting stops once every ack and
+every member's delivery of every message has arrived. The figure is the server process's
+instructions (all its threads) over that stretch, per send (its 1 ack and its room-size
+deliveries included), and per frame written.
+
+Timing still shapes the work (how many sends share a group commit, how many frames a
+socket's write carries), so runs differ by a few per cent; background ticks (the session
+check, once a second) are counted too, a few per cent under valgrind's slowness.
+
+Run::
+
+    .venv/bin/python bench/ws_instructions.py --db sqlite
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+
+class Counting:
+    """callgrind_control on the server's process."""
+
+    def __init__(self, pid: int, dump_dir: Path) -> None:
+        self.pid = str(pid)
+        self.dump_dir = dump_dir
+        self.tool = shutil.which("callgrind_control") or "callgrind_control"
+
+    def _control(self, *args: str) -> None:
+        subprocess.run([self.tool, *args, self.pid], check=True, capture_output=True)  # noqa: S603
+
+    def start(self) -> None:
+        self._control("--zero")
+        self._control("--instr=on")
+        self._control("--zero")
+
+    def stop(self) -> int:
+        self._control("--instr=off")
+        self._control("--dump")
+        newest = max(self.dump_dir.glob("cg.*.out*"), key=lambda f: f.stat().st_mtime_ns)
+        lines = newest.read_text().splitlines()
+        totals = next(line for line in lines if line.startswith("totals:"))
+        return int(totals.split()[1])
+
+
+async def _client(member: tuple[int, str, int], url: str) -> Any:
+    """A signed-in connection, once ``ready`` has come."""
+    from websockets.asyncio.client import connect
+
+    _index, token, _room = member
+    ws = await connect(
+        url, compression=None, ping_interval=None, max_size=1 << 22, open_timeout=600
+    )
+    await ws.send(json.dumps({"type": "auth", "token": token, "resume": {}}))
+    while json.loads(await asyncio.wait_for(ws.recv(), timeout=600))["type"] != "ready":
+        pass
+    return ws
+
+
+async def _round(
+    clients: list[Any], members: list[tuple[int, str, int]], sends: int, in_flight: int, tag: str
+) -> tuple[int, int]:
+    """Every client sends ``sends`` messages; returns (acks, deliveries) once all are in."""
+    room_size = len(clients) // len({m[2] for m in members})
+    counts = {"acks": 0, "deliveries": 0, "errors": 0}
+
+    async def one(ws: Any, member: tuple[int, str, int]) -> None:
+        index, _token, room_id = member
+        slots = asyncio.Semaphore(in_flight)
+        expected_deliveries = sends * room_size
+        acks = deliveries = 0
+
+        async def read() -> None:
+            nonlocal acks, deliveries
+            while acks < sends or deliveries < expected_deliveries:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=600))
+                if frame["type"] == "ack":
+                    acks += 1
+                    slots.release()
+                elif frame["type"] == "message.created":
+                    deliveries += 1
+                elif frame["type"] == "error":
+                    raise RuntimeError(f"refused: {frame}")
+
+        reader = asyncio.create_task(read())
+        for n in range(sends):
+            await slots.acquire()
+            text = json.dumps(
+                {
+                    "type": "message.send",
+                    "room_id": room_id,
+                    "content": f"ws send {index} {n} " + "x" * 56,
+                    "client_id": f"{tag}{index}-{n}",
+                }
+            )
+            await ws.send(text)
+        await reader
+        counts["acks"] += acks
+        counts["deliveries"] += deliveries
+
+    await asyncio.gather(*(one(ws, m) for ws, m in zip(clients, members, strict=True)))
+    return counts["acks"], counts["deliveries"]
+
+
+async def run(args: Any) -> dict[str, Any]:
+    if args.senders % args.rooms:
+        raise SystemExit("--senders must be a multiple of --rooms")
+    per_room = args.senders // args.rooms
+    valgrind = shutil.which("valgrind")
+    if not valgrind:
+        raise SystemExit("needs valgrind (Debian package valgrind)")
+    common.raise_nofile_limit()
+    # Under valgrind the server takes a minute or more to answer /healthz.
+    common.ServerProcess.start = functools.partialmethod(  # type: ignore[method-assign]
+        common.ServerProcess.start, wait_seconds=900
+    )
+    with tempfile.TemporaryDirectory() as dumps:
+        # --src: another checkout's code under this venv (a before/after comparison).
+        source = ["/usr/bin/env", f"PYTHONPATH={args.src}"] if args.src else []
+        wrapper = [
+            *source,
+            valgrind,
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={dumps}/cg.%p.out",
+            str(common.CMSCHAT),
+        ]
+        async with common.environment(args.db, wrapper=wrapper, keep=args.keep) as (
+            _backend,
+            servers,
+            api,
+        ):
+            server = servers[0]
+            api.client.timeout = 600  # type: ignore[assignment]
+            users = await api.create_users(args.senders, concurrency=4)
+            room_ids = [
+                await api.create_room(
+                    users[r * per_room], users[r * per_room : (r + 1) * per_room], f"room {r}"
+                )
+                for r in range(args.rooms)
+            ]
+            members = [(i, users[i].token, room_ids[i // per_room]) for i in range(args.senders)]
+            clients = [await _client(m, server.ws) for m in members]
+            await _round(clients, members, args.warm, args.in_flight, "warm")
+            counting = Counting(server.pid, Path(dumps))
+            counting.start()
+            started = time.monotonic()
+            acks, deliveries = await _round(clients, members, args.sends, args.in_flight, "m")
+            instructions = counting.stop()
+            took = time.monotonic() - started
+            for ws in clients:
+                await ws.close()
+    sends = args.senders * args.sends
+    result = {
+        "tool": "ws_instructions",
+        "db": args.db,
+        "senders": args.senders,
+        "room_size": per_room,
+        "in_flight": args.in_flight,
+        "sends": sends,
+        "acks": acks,
+        "deliveries": deliveries,
+        "seconds_under_valgrind": round(took, 1),
+        "instructions": instructions,
+        "instructions_per_send": round(instructions / sends),
+        "instructions_per_frame": round(instructions / (acks + deliveries)),
+        "source": args.src or common.source_state(),
+    }
+    common.print_table(result.items())
+    return result
+
+
+def main() -> None:
+    parser = common.bench_parser(__doc__)
+    parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument("--senders", type=int, default=40, help="connections (one user each)")
+    parser.add_argument("--rooms", type=int, default=4, help="rooms; senders/rooms members each")
+    parser.add_argument("--in-flight", type=int, default=8, help="sends outstanding per connection")
+    parser.add_argument("--sends", type=int, default=25, help="counted sends per connection")
+    parser.add_argument("--warm", type=int, default=3, help="uncounted sends per connection first")
+    parser.add_argument("--src", help="run the server from this src/ directory instead")
+    common.add_output_options(parser)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
