@@ -140,9 +140,9 @@ async def _client(
                         stats["errors"] += 1
                         if len(stats["error_samples"]) < 5:
                             stats["error_samples"].append(str(raw)[:300])
+                    # Reading goes on after this member's last ack: other members' last
+                    # sends are still on their way to it (the drain below waits for them).
                     slots.release()
-                    if done.is_set() and not pending:
-                        return
         except ConnectionClosed:
             stats["closed_early"] += 1
 
