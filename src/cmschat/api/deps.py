@@ -23,9 +23,9 @@ from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, set_actor
-from cmschat.db.driver_sql import Driver, Row, Statement, reading
+from cmschat.db.driver_sql import Driver, Row, Statement
 from cmschat.db.session import is_read_only
-from cmschat.errors import Forbidden, Unauthorized
+from cmschat.errors import CmschatError, Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
 
 # Ids are BIGINT; anything outside is simply not found, not a database error.
@@ -179,20 +179,23 @@ async def reading_signed_in(
     write unit of work, with the reading connection given back first.
     """
     token, parameters = auth.token_read(bearer_token(request), token_key=context.token_key)
-    settings = context.settings.auth
-    async with reading(context.db.reader) as driver:
+
+    async def signing_in(driver: Driver) -> tuple[list[Row], list[Row]]:
         if along is None:
-            found, read = await driver.rows(token, parameters), []
-        else:
-            statement, wanted, refused = along(driver)
+            return await driver.rows(token, parameters), []
+        statement, wanted, refused = along(driver)
 
-            def page_parameters(ran: list[list[Row]]) -> Row:
-                return wanted if auth.may_sign_in(ran[0]) else refused
+        def page_parameters(ran: list[list[Row]]) -> Row:
+            return wanted if auth.may_sign_in(ran[0]) else refused
 
-            found, read = await driver.steps(
-                [(token, parameters, False), (statement, page_parameters, False)]
-            )
-        caller = auth.caller_of(driver, found, policy=settings, clock=context.clock)
+        found, read = await driver.steps(
+            [(token, parameters, False), (statement, page_parameters, False)]
+        )
+        return found, read
+
+    readers = context.db.readers
+    async with readers.reading(signing_in, harmless=CmschatError) as (driver, (found, read)):
+        caller = auth.caller_of(driver, found, policy=context.settings.auth, clock=context.clock)
         if caller.refreshed is None:
             _signed_in_as(caller)
             yield driver, caller, read
@@ -201,8 +204,12 @@ async def reading_signed_in(
         context, caller.actor, caller.username, caller.token_id, caller.refreshed
     )
     _signed_in_as(caller)
-    async with reading(context.db.reader) as driver:
+    async with readers.reading(_nothing, harmless=CmschatError) as (driver, _):
         yield driver, caller, read
+
+
+async def _nothing(_driver: Driver) -> None:
+    """No first read (``Readers.reading``)."""
 
 
 def _signed_in_as(caller: auth.Caller) -> None:
