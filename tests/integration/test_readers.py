@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmschat.context import AppContext
 from cmschat.db.driver_sql import Driver, Statement
+from cmschat.db.readers import Readers
 from cmschat.db.write_lock import ReadOnlyWrite
 from tests.api.test_messages import ROOMS, group, send
 from tests.support import NamedUser
@@ -139,3 +142,25 @@ async def test_a_kept_reader_holds_no_lock_a_migration_would_wait_for(
         # Waits for every open transaction that read ``messages`` (its metadata lock).
         await connection.execute(text("ALTER TABLE messages COMMENT = 'kept readers'"))
     assert await page(client, url, a) == ["hello"]
+
+
+async def _nothing(_driver: Driver) -> None:
+    return None
+
+
+async def test_a_reader_is_not_kept_while_the_pool_is_past_its_size(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/x.db", pool_size=1)
+    pool = engine.sync_engine.pool
+    readers = Readers(engine)
+    try:
+        async with engine.connect() as held:
+            await held.execute(text("SELECT 1"))
+            async with readers.reading(_nothing):
+                assert pool.checkedout() == 2  # type: ignore[attr-defined]
+            assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        async with readers.reading(_nothing):
+            pass
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    finally:
+        await readers.close()
+        await engine.dispose()

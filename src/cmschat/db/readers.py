@@ -42,9 +42,11 @@ from cmschat.db.driver_sql import Driver
 T = TypeVar("T")
 Errors = type[BaseException] | tuple[type[BaseException], ...]
 
-KEEP = 8
-"""Connections kept per worker: the hot GETs in flight at once on a busy worker, well
-under the pool's size (10 by default) so the writers' units of work still find theirs."""
+KEEP = 4
+"""Connections kept per worker at most. Kept connections count against the pool's limit
+(its size and overflow: 5 + 10 on SQLite, 10 + 20 on MariaDB), so few enough that the
+units of work still find theirs; and one is kept only while the pool has no more out than
+its size (``_crowded``)."""
 
 
 class _Kept:
@@ -140,10 +142,18 @@ class Readers:
         await kept.connection.close()
 
     async def _give_back(self, kept: _Kept) -> None:
-        if len(self._free) < self._keep and not self._closed:
+        if len(self._free) < self._keep and not self._closed and not self._crowded():
             self._free.append(kept)
         else:
             await kept.connection.close()
+
+    def _crowded(self) -> bool:
+        """Whether the pool has more connections out than its size (a burst of other work):
+        then a reader goes back to the pool's idle ones rather than being kept aside."""
+        pool = self._engine.sync_engine.pool
+        size = getattr(pool, "size", None)
+        out = getattr(pool, "checkedout", None)
+        return size is not None and out is not None and bool(out() > size())
 
     async def close(self) -> None:
         """Give every kept connection back to the pool (before it is disposed); any in use
