@@ -103,13 +103,20 @@ async def test_edits_and_a_delete_at_one_instant_each_show_on_the_next_page(
     assert gone["deleted"] is True and gone["content"] == "" and gone["content_html"] == ""
 
 
-def test_the_memo_keeps_to_its_budget_least_recently_used_first_out() -> None:
-    memo = ItemMemo(budget=3 * (ENTRY_OVERHEAD + 10))
+def test_the_memo_keeps_to_its_budget_and_keeps_what_is_used() -> None:
+    entry = ENTRY_OVERHEAD + 10
+    memo = ItemMemo(budget=2 * 3 * entry)  # three entries per generation
     for n in range(3):
-        memo.put(n, b"h", b"t" * 9, 0)
-    assert memo.get(0) == (b"h", b"t" * 9)  # 0 is now the most recently used
-    memo.put(3, b"h", b"t" * 9, 0)
-    assert memo.get(1) is None and memo.get(0) is not None and memo.get(3) is not None
-    assert len(memo) == 3 and memo.used == 3 * (ENTRY_OVERHEAD + 10)
-    memo.put(4, b"h", b"t" * 10_000, 0)  # larger than the whole budget: not kept
-    assert memo.get(4) is None and len(memo) == 3
+        memo.keep(n, (n, "text"), b"t" * 10, 0)
+    assert memo.tail(0, (0, "text")) == b"t" * 10
+    assert memo.tail(0, (0, "other text")) is None  # another version of the row
+    memo.keep(3, (3, "text"), b"t" * 10, 0)  # past half the budget: 0-3 are the old ones
+    memo.keep(0, (0, "text"), b"t" * 10, 0)  # used again: young
+    for n in (4, 5, 6):
+        memo.keep(n, (n, "text"), b"t" * 10, 0)  # past half again: 1-3 dropped
+    assert [n for n in range(7) if memo.tail(n, (n, "text"))] == [0, 4, 5, 6]
+    assert memo.used <= 2 * 3 * entry
+    memo.keep(5, (5, "edited"), b"t" * 10, 0)  # the new version replaces the old
+    assert memo.tail(5, (5, "text")) is None and memo.tail(5, (5, "edited")) is not None
+    memo.keep(7, (7, "text"), b"t" * 10_000, 0)  # larger than a generation: not kept
+    assert memo.tail(7, (7, "text")) is None

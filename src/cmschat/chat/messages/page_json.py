@@ -32,12 +32,12 @@ from cmschat.chat.messages.rows import (
 )
 
 _STAMP_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-_HEAD = b'{"id":%d,"room_id":%d,"seq":%d,"author":'
+_ITEM = b'{"id":%d,"room_id":%d,"seq":%d,"author":%b%b'
 _TAIL = (
     b',"content":%b,"content_html":%b,"reply_to":%b,"mentions":%b,"created_at":%b,'
     b'"updated_at":%b,"edited":%b,"deleted":%b,"attachments":%b}'
 )
-"""``MessageRead``'s fields in its order, before and after its author."""
+"""``MessageRead``'s fields in its order: those after the author are ``_TAIL``."""
 _MEMOS = {True: ItemMemo(), False: ItemMemo()}
 """The process's written messages, SQLite's apart from MariaDB's (their values differ in
 type: text timestamps, ``datetime``s)."""
@@ -101,6 +101,7 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
     stamp: Callable[[Any], bytes] = _sqlite_stamp if sqlite else _stamp
     dumps = orjson.dumps
     memo = _MEMOS[sqlite]
+    young, old = memo.young, memo.old
     authors: dict[int, bytes] = {}
     items = []
     for row in rows:
@@ -129,11 +130,19 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
                 shown = {"id": author_id, "username": username, "display_name": display_name}
                 author = authors[author_id] = dumps(shown)
         # Every value the bytes are written from but the author's (``page_memo``).
-        key = row[:3] + row[6:]
-        kept = memo.get(key)
-        if kept is None:
+        values = row[:3] + row[6:]
+        found = young.get(message_id)
+        if found is None or found[0] != values:
+            found = old.get(message_id)
+            if found is None or found[0] != values:
+                found = None
+            else:  # used again: back into the young generation
+                memo.keep(message_id, values, found[1], len(content) + len(content_html))
+                young, old = memo.young, memo.old
+        if found is not None:
+            tail = found[1]
+        else:
             created = stamp(created_at)
-            head = _HEAD % (message_id, room_id, seq)
             tail = _TAIL % (
                 dumps(content),
                 dumps(content_html),
@@ -145,9 +154,8 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
                 _BOOL[deleted_at is not None],
                 b"[]" if files is None or files == "[]" else _files(files),
             )
-            memo.put(key, head, tail, len(content) + len(content_html))
-        else:
-            head, tail = kept
-        items.append(head + author + tail)
+            memo.keep(message_id, values, tail, len(content) + len(content_html))
+            young, old = memo.young, memo.old
+        items.append(_ITEM % (message_id, room_id, seq, author, tail))
     cursor = b"null" if next_cursor is None else b"%d" % next_cursor
     return b'{"items":[%b],"next_cursor":%b}' % (b",".join(items), cursor)
