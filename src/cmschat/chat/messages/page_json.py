@@ -4,9 +4,7 @@ The page's statement brings each message with its author, its mentions (``group_
 of the user ids) and its ready files (a JSON array of arrays, ``json_group_array`` on
 SQLite, ``JSON_ARRAYAGG`` on MariaDB) as correlated subqueries: one trip for the whole
 page instead of three. Its rows are written with a fixed key template, one bytes format
-per message, no dict per row and no datetime object for SQLite's text timestamps; a
-message some page of this process wrote already from the same values is not written again
-(``page_memo``).
+per message, no dict per row and no datetime object for SQLite's text timestamps.
 
 The bytes are those ``jsonbytes.dumps`` writes for the ``MessageRead``-shaped dicts of
 ``rows.message_dicts`` (same keys in the same order, UTC as ``Z``, microseconds only when
@@ -22,7 +20,6 @@ from typing import Any
 import orjson
 from sqlalchemy import Dialect, Select, bindparam, func, select
 
-from cmschat.chat.messages.page_memo import ItemMemo
 from cmschat.chat.messages.rows import (
     ATTACHMENT_FIELDS,
     ATTACHMENTS,
@@ -32,15 +29,12 @@ from cmschat.chat.messages.rows import (
 )
 
 _STAMP_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-_ITEM = b'{"id":%d,"room_id":%d,"seq":%d,"author":%b%b'
-_TAIL = (
-    b',"content":%b,"content_html":%b,"reply_to":%b,"mentions":%b,"created_at":%b,'
-    b'"updated_at":%b,"edited":%b,"deleted":%b,"attachments":%b}'
+_ITEM = (
+    b'{"id":%d,"room_id":%d,"seq":%d,"author":%b,"content":%b,"content_html":%b,'
+    b'"reply_to":%b,"mentions":%b,"created_at":%b,"updated_at":%b,"edited":%b,'
+    b'"deleted":%b,"attachments":%b}'
 )
-"""``MessageRead``'s fields in its order: those after the author are ``_TAIL``."""
-_MEMOS = {True: ItemMemo(), False: ItemMemo()}
-"""The process's written messages, SQLite's apart from MariaDB's (their values differ in
-type: text timestamps, ``datetime``s)."""
+"""``MessageRead``'s fields in its order."""
 _BOOL = (b"false", b"true")
 
 
@@ -100,28 +94,25 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
     """``{"items": [...], "next_cursor": ...}`` of ``page_select`` rows read with the driver."""
     stamp: Callable[[Any], bytes] = _sqlite_stamp if sqlite else _stamp
     dumps = orjson.dumps
-    memo = _MEMOS[sqlite]
-    young, old = memo.young, memo.old
     authors: dict[int, bytes] = {}
     items = []
-    for row in rows:
-        (
-            message_id,
-            room_id,
-            seq,
-            author_id,
-            username,
-            display_name,
-            content,
-            content_html,
-            reply_to_id,
-            created_at,
-            updated_at,
-            edited_at,
-            deleted_at,
-            mentioned,
-            files,
-        ) = row
+    for (
+        message_id,
+        room_id,
+        seq,
+        author_id,
+        username,
+        display_name,
+        content,
+        content_html,
+        reply_to_id,
+        created_at,
+        updated_at,
+        edited_at,
+        deleted_at,
+        mentioned,
+        files,
+    ) in rows:
         if username is None:
             author = b"null"
         else:
@@ -129,21 +120,14 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
             if author is None:
                 shown = {"id": author_id, "username": username, "display_name": display_name}
                 author = authors[author_id] = dumps(shown)
-        # Every value the bytes are written from but the author's (``page_memo``).
-        values = row[:3] + row[6:]
-        found = young.get(message_id)
-        if found is None or found[0] != values:
-            found = old.get(message_id)
-            if found is None or found[0] != values:
-                found = None
-            else:  # used again: back into the young generation
-                memo.keep(message_id, values, found[1], len(content) + len(content_html))
-                young, old = memo.young, memo.old
-        if found is not None:
-            tail = found[1]
-        else:
-            created = stamp(created_at)
-            tail = _TAIL % (
+        created = stamp(created_at)
+        items.append(
+            _ITEM
+            % (
+                message_id,
+                room_id,
+                seq,
+                author,
                 dumps(content),
                 dumps(content_html),
                 b"null" if reply_to_id is None else b"%d" % reply_to_id,
@@ -154,8 +138,6 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
                 _BOOL[deleted_at is not None],
                 b"[]" if files is None or files == "[]" else _files(files),
             )
-            memo.keep(message_id, values, tail, len(content) + len(content_html))
-            young, old = memo.young, memo.old
-        items.append(_ITEM % (message_id, room_id, seq, author, tail))
+        )
     cursor = b"null" if next_cursor is None else b"%d" % next_cursor
     return b'{"items":[%b],"next_cursor":%b}' % (b",".join(items), cursor)
