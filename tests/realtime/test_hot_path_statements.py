@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event
 
 from cmschat.accounts.models import User
 from cmschat.context import AppContext
 from cmschat.websocket.backlog import RoomBacklog
+from tests.integration.test_batch_trips import trips_of
 from tests.realtime.test_gateway import make_room, post
 from tests.realtime.wsclient import LiveServer, token_of, ws_client
 from tests.support import NamedUser
@@ -112,3 +114,32 @@ async def test_warm_caches_take_a_statement_off_every_hot_request(
     assert not [s for s in found["websocket replay"] if s.startswith("SELECT users.id")]
     # The replay only reads: on SQLite it no longer queues for the write lock.
     assert "BEGIN IMMEDIATE" not in found["websocket replay"]
+
+
+PAGE_TRIPS = {"sqlite": 1, "mysql": 2}
+"""Trips to the driver of a warm history page: SQLite's calls into aiosqlite, MariaDB's
+statements (``test_batch_trips.trips_of``; the pool's pre-ping and reset are not counted)."""
+PAGE_TRIPS_BEFORE = {"sqlite": 2, "mysql": 2}
+"""The same before the token's row and the page shared a trip to SQLite's driver thread."""
+
+
+async def test_a_history_page_reads_its_token_and_page_in_one_trip(
+    server: LiveServer,
+    http: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context: AppContext = server.app.state.context
+    a = await alice.login(http)
+    room = await make_room(http, a, bob)
+    await post(http, a, room, "hello")
+    for _ in range(2):
+        with trips_of(context, monkeypatch) as trips:
+            response = await http.get(f"/api/v1/rooms/{room}/messages", headers=a)
+        assert response.status_code == 200
+        assert [m["content"] for m in response.json()["items"]][:1] == ["hello"]
+    print("\nhistory page trips:", trips)
+    dialect = context.db.engine.dialect.name
+    assert len(trips) == PAGE_TRIPS[dialect]
+    assert PAGE_TRIPS[dialect] <= PAGE_TRIPS_BEFORE[dialect]

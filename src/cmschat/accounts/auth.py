@@ -5,6 +5,7 @@ Signing in (throttling, device tokens) is in ``signin``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -126,7 +127,7 @@ async def authenticate(
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a token signs in, read as one row with the driver (``check_token``)."""
+    """Who a token signs in, read as one row with the driver (``caller_of``)."""
 
     user_id: int
     username: str
@@ -160,16 +161,30 @@ def _token_row() -> Select[Any]:
 
 
 _TOKEN_ROW = Statement(lambda _dialect: _token_row(), ["digest"])
+_REVOKED, _ACTIVE = 4, 6
+"""Where ``_token_row``'s ``revoked_at`` and ``is_active`` are."""
 
 
-async def check_token(
-    driver: Driver, *, token: str, policy: AuthSettings, token_key: bytes, clock: Clock
-) -> Caller:
-    """``authenticate``'s answer for a read-only request, read with the driver: the same
-    checks on the token's and its user's row, no ORM objects loaded (the hot GET's)."""
+def token_read(token: str, *, token_key: bytes) -> tuple[Statement, tuple[Any, ...]]:
+    """The statement and parameters reading ``token``'s row for ``caller_of``; Unauthorized
+    at once for a token no row can match (empty, or longer than any token)."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("invalid or expired token", code="invalid_token")
-    found = await driver.rows(_TOKEN_ROW, (token_digest(token, key=token_key),))
+    return _TOKEN_ROW, (token_digest(token, key=token_key),)
+
+
+def may_sign_in(found: Sequence[tuple[Any, ...]]) -> bool:
+    """False for a token row read by ``token_read`` that ``caller_of`` will surely refuse
+    (none, revoked, disabled user): a statement sharing its trip can skip its work. True
+    says nothing: only ``caller_of`` signs in (expiry needs the clock)."""
+    return bool(found) and found[0][_REVOKED] is None and bool(found[0][_ACTIVE])
+
+
+def caller_of(
+    driver: Driver, found: Sequence[tuple[Any, ...]], *, policy: AuthSettings, clock: Clock
+) -> Caller:
+    """``authenticate``'s answer from the rows ``token_read`` read: the same checks on the
+    token's and its user's row, no ORM objects loaded (the hot GET's)."""
     now = clock.now()
     if not found:
         raise Unauthorized("invalid or expired token", code="invalid_token")

@@ -23,9 +23,9 @@ from cmschat.accounts import auth
 from cmschat.accounts.models import Role, User
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS, set_actor
-from cmschat.db.driver_sql import Driver, reading
+from cmschat.db.driver_sql import Driver, Row, Statement
 from cmschat.db.session import is_read_only
-from cmschat.errors import Forbidden, Unauthorized
+from cmschat.errors import CmschatError, Forbidden, Unauthorized
 from cmschat.observability.logging import user_id_var
 
 # Ids are BIGINT; anything outside is simply not found, not a database error.
@@ -155,32 +155,61 @@ async def _store_last_used(
         await auth.touch(writer, token_id=token_id, last_used_at=last_used_at)
 
 
+Along = Callable[[Driver], tuple[Statement, Row, Row]]
+"""A read to share the token's trip (``reading_signed_in``): its statement, its parameters,
+and those it runs with when the token's row will surely be refused (to read nothing)."""
+
+
 @asynccontextmanager
 async def reading_signed_in(
-    request: Request, context: AppContext
-) -> AsyncIterator[tuple[Driver, auth.Caller]]:
-    """A read-only request's connection and caller, checked as ``CurrentUser`` is, with no
-    ORM session and no transaction through the engine (the hot GET's, ``chat.hot_routes``).
+    request: Request, context: AppContext, *, along: Along | None = None
+) -> AsyncIterator[tuple[Driver, auth.Caller, list[Row]]]:
+    """A read-only request's connection, caller and ``along``'s rows (none without it),
+    checked as ``CurrentUser`` is, with no ORM session and no transaction through the
+    engine (the hot GET's, ``chat.hot_routes``).
+
+    ``along`` runs right after the token's row in the same trip to the driver (one trip to
+    SQLite's thread, not two; on MariaDB still a round trip each). Its rows are read before
+    the caller is checked, so only use them once this has yielded: a revoked or expired
+    token raises here, on the very request after its revocation, as it always did. For a
+    token with no row, a revoked one or a disabled user it reads with its refused
+    parameters, so a bad token costs no page.
 
     A due ``last_used_at`` refresh is written as ``get_signed_in`` writes it: its own short
     write unit of work, with the reading connection given back first.
     """
-    token = bearer_token(request)
-    settings = context.settings.auth
-    async with reading(context.db.reader) as driver:
-        caller = await auth.check_token(
-            driver, token=token, policy=settings, token_key=context.token_key, clock=context.clock
+    token, parameters = auth.token_read(bearer_token(request), token_key=context.token_key)
+
+    async def signing_in(driver: Driver) -> tuple[list[Row], list[Row]]:
+        if along is None:
+            return await driver.rows(token, parameters), []
+        statement, wanted, refused = along(driver)
+
+        def page_parameters(ran: list[list[Row]]) -> Row:
+            return wanted if auth.may_sign_in(ran[0]) else refused
+
+        found, read = await driver.steps(
+            [(token, parameters, False), (statement, page_parameters, False)]
         )
+        return found, read
+
+    readers = context.db.readers
+    async with readers.reading(signing_in, harmless=CmschatError) as (driver, (found, read)):
+        caller = auth.caller_of(driver, found, policy=context.settings.auth, clock=context.clock)
         if caller.refreshed is None:
             _signed_in_as(caller)
-            yield driver, caller
+            yield driver, caller, read
             return
     await _store_last_used(
         context, caller.actor, caller.username, caller.token_id, caller.refreshed
     )
     _signed_in_as(caller)
-    async with reading(context.db.reader) as driver:
-        yield driver, caller
+    async with readers.reading(_nothing, harmless=CmschatError) as (driver, _):
+        yield driver, caller, read
+
+
+async def _nothing(_driver: Driver) -> None:
+    """No first read (``Readers.reading``)."""
 
 
 def _signed_in_as(caller: auth.Caller) -> None:

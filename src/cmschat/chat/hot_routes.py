@@ -12,7 +12,8 @@ answer alike.
 What FastAPI's dependencies do is done here by the same functions (``api/deps.py``): the
 unit of work (read-only), the sign-in, the password-change check. A history page
 needs no unit of work: it signs in and reads on a bare pooled connection with the driver
-(``deps.reading_signed_in``), no ORM session and no ``BEGIN``/``COMMIT``. Domain errors
+(``deps.reading_signed_in``), no ORM session and no ``BEGIN``/``COMMIT``, the token's row
+and the page in one trip. Domain errors
 propagate to the app's exception handlers (``api/errors.py``) as a route's do; the
 middleware (request id, security headers, metrics by route template, tracing, access log,
 body limit) wraps this route as it wraps the others.
@@ -42,6 +43,7 @@ from cmschat.chat.messages import reads
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS
+from cmschat.db.driver_sql import Driver, Row, Statement
 
 TEMPLATE = "/api/v1/rooms/{room_id}/messages"
 _PATH = re.compile(r"/api/v1/rooms/([1-9][0-9]{0,17})/messages")
@@ -110,12 +112,21 @@ async def signed_in(
 
 async def history(request: Request, context: AppContext, room_id: int, page: Page) -> Response:
     """``chat_api.history``'s work on a pooled connection, without an ORM session or a
-    transaction through the engine: the token's row and the page (with the membership
-    when it is not cached), each one statement with the driver."""
+    transaction through the engine: the token's row and the page in one trip to the
+    driver (``reading_signed_in``'s ``along``), the membership when it is not cached,
+    then the page's rows written as JSON."""
     before, after, limit = page
-    async with reading_signed_in(request, context) as (driver, caller):
-        body = await reads.history_json(
+
+    def page_read(driver: Driver) -> tuple[Statement, Row, Row]:
+        statement, parameters = reads.page_read(
+            driver, room_id=room_id, before=before, after=after, limit=limit
+        )
+        return statement, parameters, reads.without_rows(parameters)
+
+    async with reading_signed_in(request, context, along=page_read) as (driver, caller, found):
+        body = await reads.history_json_of(
             driver,
+            found,
             user_id=caller.user_id,
             room_id=room_id,
             before=before,

@@ -27,6 +27,7 @@ from cmschat import events
 from cmschat.clock import Clock
 from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
+from cmschat.db.readers import Readers
 from cmschat.db.sqlite_driver import one_trip_dbapi
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
@@ -150,6 +151,8 @@ class Database:
         # Same pool; on SQLite its transactions begin DEFERRED and skip the write lock.
         self.reader = engine.execution_options(**{write_lock.READ_ONLY_OPTION: True})
         """The engine of read-only work: the same pool, its statements checked to only read."""
+        self.readers = Readers(self.reader)
+        """Read-only connections kept checked out between the hot GETs (``db.readers``)."""
 
     def session(
         self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
@@ -190,6 +193,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        await self.readers.close()
         await self.engine.dispose()
 
 

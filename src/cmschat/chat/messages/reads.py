@@ -15,7 +15,7 @@ from cmschat.chat import hot_reads, permissions
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import page_json, rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
-from cmschat.db.driver_sql import Driver, Statement
+from cmschat.db.driver_sql import Driver, Row, Statement
 from cmschat.errors import Invalid
 from cmschat.events import Published
 
@@ -70,25 +70,72 @@ async def history_json(
     Two statements at most, the membership (unless cached) and the page, each reading on
     its own: the page is one statement, so it is one snapshot on either backend.
     """
+    _check_cursors(before, after)
+    await permissions.check_member_row(driver, user_id=user_id, room_id=room_id, caches=caches)
+    statement, parameters = page_read(
+        driver, room_id=room_id, before=before, after=after, limit=limit
+    )
+    found = await driver.rows(statement, parameters)
+    return _page_of(found, after=after, limit=limit, sqlite=driver.sqlite)
+
+
+async def history_json_of(
+    driver: Driver,
+    found: list[Row],
+    *,
+    user_id: int,
+    room_id: int,
+    before: int | None,
+    after: int | None,
+    limit: int,
+    caches: HotCaches | None = None,
+) -> bytes:
+    """``history_json`` of the rows ``page_read`` read already, in the trip that read the
+    caller's token (``api.deps.reading_signed_in``): they are written only once the
+    cursors and the membership are checked, as ``history_json`` checks them."""
+    _check_cursors(before, after)
+    await permissions.check_member_row(driver, user_id=user_id, room_id=room_id, caches=caches)
+    return _page_of(found, after=after, limit=limit, sqlite=driver.sqlite)
+
+
+def _check_cursors(before: int | None, after: int | None) -> None:
     if before is not None and after is not None:
         raise Invalid("give before or after, not both", field="after")
-    await permissions.check_member_row(driver, user_id=user_id, room_id=room_id, caches=caches)
-    limit = max(1, min(limit, MAX_PAGE))
+
+
+def page_read(
+    driver: Driver, *, room_id: int, before: int | None, after: int | None, limit: int
+) -> tuple[Statement, Row]:
+    """The page's statement and parameters (one row more than ``limit``, to tell whether
+    there is a next page); ``after`` wins over ``before``, which ``_check_cursors`` refuses
+    together. The page's size is its last parameter (``without_rows`` sets it to 0)."""
+    limit = _clamped(limit)
     ready = driver.bound(rows.ATTACHMENTS.c.state, AttachmentState.ready)
-    parameters: tuple[Any, ...]
     if after is not None:
-        statement, parameters = _PAGE_AFTER, (ready, room_id, after, limit + 1)
-    elif before is not None:
-        statement, parameters = _PAGE_BEFORE, (ready, room_id, before, limit + 1)
-    else:
-        statement, parameters = _PAGE_NEWEST, (ready, room_id, limit + 1)
-    found = await driver.rows(statement, parameters)
+        return _PAGE_AFTER, (ready, room_id, after, limit + 1)
+    if before is not None:
+        return _PAGE_BEFORE, (ready, room_id, before, limit + 1)
+    return _PAGE_NEWEST, (ready, room_id, limit + 1)
+
+
+def without_rows(parameters: Row) -> Row:
+    """``page_read``'s parameters for no rows at all (``LIMIT 0``): a page read in the
+    token's trip for a token that will be refused reads nothing."""
+    return (*parameters[:-1], 0)
+
+
+def _clamped(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE))
+
+
+def _page_of(found: list[Row], *, after: int | None, limit: int, sqlite: bool) -> bytes:
+    limit = _clamped(limit)
     more = len(found) > limit
     found = found[:limit]
     next_cursor = found[-1][2] if more else None
     if after is not None:
         found.reverse()
-    return page_json.page_bytes(found, next_cursor, sqlite=driver.sqlite)
+    return page_json.page_bytes(found, next_cursor, sqlite=sqlite)
 
 
 async def unread_counts(
