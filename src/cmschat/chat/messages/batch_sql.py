@@ -22,14 +22,17 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
+from cmschat.accounts.models import User
 from cmschat.chat import search_index
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
 from cmschat.db.driver_sql import BySize, Driver, Row, Statement
 
 ROOMS = cast(Table, Room.__table__)
 MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
+MEMBERS = cast(Table, RoomMember.__table__)
+USERS = cast(Table, User.__table__)
 
 STAMPS = ("created_at", "created_by", "updated_at", "updated_by")
 """The audit columns, in the tables' order (the compiled statements' parameter order)."""
@@ -135,6 +138,38 @@ async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> li
 
 
 _MESSAGES = BySize(_messages_of)
+
+
+def _named_of(rooms: int, names: int) -> Statement:
+    room_names = [f"r{n}" for n in range(rooms)]
+    user_names = [f"n{n}" for n in range(names)]
+    return Statement(
+        lambda _dialect: (
+            select(MEMBERS.c.room_id, USERS.c.username, USERS.c.id)
+            .join_from(USERS, MEMBERS, MEMBERS.c.user_id == USERS.c.id)
+            .where(
+                MEMBERS.c.room_id.in_([bindparam(name) for name in room_names]),
+                USERS.c.username.in_([bindparam(name) for name in user_names]),
+            )
+        ),
+        [*room_names, *user_names],
+    )
+
+
+_NAMED: dict[tuple[int, int], Statement] = {}
+"""``_named_of`` per (rooms, names) sizes: a batch holds at most ``MAX_BATCH`` of each."""
+
+
+async def members_named(
+    driver: Driver, rooms: Collection[int], names: Collection[str]
+) -> list[tuple[int, str, int]]:
+    """(room id, username, user id) of the members of ``rooms`` with one of ``names``."""
+    size = (len(rooms), len(names))
+    statement = _NAMED.get(size)
+    if statement is None:
+        statement = _NAMED[size] = _named_of(*size)
+    found = await driver.rows(statement, (*rooms, *names))
+    return [(room_id, username, user_id) for room_id, username, user_id in found]
 
 
 def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, str]:

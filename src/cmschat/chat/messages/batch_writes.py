@@ -28,7 +28,7 @@ from cmschat.chat.messages.sending import SendRules, check_content, link_mention
 from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, message_views, sent_event
 from cmschat.chat.models import EventType, Message
 from cmschat.chat.ratelimit import check_send_rate
-from cmschat.db.driver_sql import driver_of
+from cmschat.db.driver_sql import Driver, driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
 
@@ -71,7 +71,8 @@ async def write_batch(
     members = await hot_reads.memberships(
         session, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    repeats = await _repeats(session, batch)
+    driver = _Driver(session)
+    repeats = await _repeats(session, driver, batch)
     parents = await _parents(session, batch)
     accepted: list[_New] = []
     firsts: dict[ClientKey, int] = {}
@@ -117,8 +118,8 @@ async def write_batch(
         if key is not None:
             firsts[key] = index
         accepted.append(_New(index, pending, html, names, files))
-    accepted = await _link_mentions(session, accepted)
-    for index, view in (await _store(session, accepted, now, caches)).items():
+    accepted = await _link_mentions(driver, accepted)
+    for index, view in (await _store(session, driver, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
         outcome = outcomes[first]
@@ -131,13 +132,29 @@ def _key_of(pending: Pending) -> ClientKey | None:
     return None if client_id is None else (pending.room_id, pending.user.id, client_id)
 
 
-async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, Sent]:
+class _Driver:
+    """The batch's driver (``driver_of``), asked of the session once: each ask is a trip
+    through SQLAlchemy's async bridge, and the first begins the transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._driver: Driver | None = None
+
+    async def __call__(self) -> Driver:
+        if self._driver is None:
+            self._driver = await driver_of(self._session)
+        return self._driver
+
+
+async def _repeats(
+    session: AsyncSession, driver: _Driver, batch: Sequence[Pending]
+) -> dict[ClientKey, Sent]:
     """The stored messages whose client id a send repeats, as their views."""
     keys = {key for pending in batch if (key := _key_of(pending)) is not None}
     if not keys:
         return {}
     # Almost always none: looked for with the driver, loaded as objects only when found.
-    ids = await batch_sql.repeated(await driver_of(session), keys)
+    ids = await batch_sql.repeated(await driver(), keys)
     if not ids:
         return {}
     found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
@@ -150,12 +167,12 @@ async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[Clie
     }
 
 
-async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_New]:
+async def _link_mentions(driver: _Driver, accepted: list[_New]) -> list[_New]:
     """Each send's mentions of its room's members linked (one query for the batch)."""
     if not any(new.mentioned for new in accepted):
         return accepted
     linked = await link_mentions(
-        session,
+        await driver(),
         [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted],
     )
     return [
@@ -178,14 +195,18 @@ async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int,
 
 
 async def _store(
-    session: AsyncSession, accepted: Sequence[_New], now: datetime, caches: HotCaches | None
+    session: AsyncSession,
+    driver_of_batch: _Driver,
+    accepted: Sequence[_New],
+    now: datetime,
+    caches: HotCaches | None,
 ) -> dict[int, Sent]:
     """Number, insert, link, index, audit and queue the events of the accepted sends."""
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
     authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
-    driver = await driver_of(session)
+    driver = await driver_of_batch()
     stamped = {
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,10 +17,12 @@ from cmschat.attachments.models import Attachment
 from cmschat.audit import service as audit
 from cmschat.chat import permissions, rendering, search_index
 from cmschat.chat.events import append_event, next_seq
+from cmschat.chat.messages import batch_sql
 from cmschat.chat.messages.views import message_event, message_view, view_of
 from cmschat.chat.models import EventType, Mention, Message, RoomMember
 from cmschat.chat.ratelimit import SendLimiter, check_send_rate
 from cmschat.chat.schemas import MessageRead
+from cmschat.db.driver_sql import Driver
 from cmschat.errors import Conflict, Invalid
 from cmschat.events import queue_events
 
@@ -73,18 +75,8 @@ async def render_content(
     return rendering.render(content, known_users=known), sorted(set(known.values()))
 
 
-_MEMBERS_NAMED = (
-    select(RoomMember.room_id, User.username, User.id)
-    .join(RoomMember, RoomMember.user_id == User.id)
-    .where(
-        RoomMember.room_id.in_(bindparam("rooms", expanding=True)),
-        User.username.in_(bindparam("names", expanding=True)),
-    )
-)
-
-
 async def link_mentions(
-    session: AsyncSession, sends: Sequence[tuple[int, str, Sequence[str]]]
+    driver: Driver, sends: Sequence[tuple[int, str, Sequence[str]]]
 ) -> list[tuple[str | None, list[int]]]:
     """``render_content``'s answer for many sends with one query: per ``(room id, content,
     mentioned names from render_unlinked)``, the HTML with mentions linked (None: the
@@ -93,8 +85,7 @@ async def link_mentions(
     known: dict[tuple[int, str], int] = {}
     if wanted:
         rooms, named = {room for room, _ in wanted}, {name for _, name in wanted}
-        found = await session.execute(_MEMBERS_NAMED, {"rooms": list(rooms), "names": list(named)})
-        for room_id, username, user_id in found:
+        for room_id, username, user_id in await batch_sql.members_named(driver, rooms, named):
             known[(room_id, username)] = user_id
     linked: list[tuple[str | None, list[int]]] = []
     for room_id, content, names in sends:
