@@ -11,6 +11,7 @@ what ran before it, nothing after it runs, and each send is then retried on its 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,6 +108,34 @@ async def test_a_one_send_batch_takes_fewer_trips_to_the_driver(
         seqs = (await session.scalars(select(Message.seq).where(Message.room_id == room))).all()
         assert max(seqs) - min(seqs) == 1 and len(seqs) == 2  # gap-free
         assert await session.scalar(select(func.count()).select_from(Mention)) == 2
+
+
+async def test_a_one_send_batch_starts_no_task_but_its_writer(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """The writer's unit of work commits and closes in the writer's task: closing through
+    ``AsyncSession``'s exit took a task of its own (and two turns of the event loop)."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    started: list[str] = []
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        started.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    for n in range(2):  # the second is warm
+        started.clear()
+        loop.set_task_factory(counting)
+        try:
+            _view, created = await context.sends.send(
+                user=sender, room_id=room, draft=MessageCreate(content=f"hi {n}", client_id=f"t{n}")
+            )
+        finally:
+            loop.set_task_factory(factory)
+        assert created
+    assert started == ["GroupCommit._write_all"]
 
 
 async def test_a_statement_failing_inside_a_shared_trip_rolls_back_the_batch(
