@@ -11,7 +11,7 @@ read ``FOR UPDATE``, so concurrent appends still take turns on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
@@ -58,25 +58,49 @@ def driver_of(connection: Connection) -> Driver:
     return Driver(connection.connection.dbapi_connection, connection.dialect, connection)
 
 
-async def append(driver: Driver, events: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
-    """Chain ``events`` (each with ``FIELDS``) after the head, in one trip; the new head."""
-    head: list[tuple[int, str]] = []
+class Chained:
+    """The steps that chain events after the head, to run in a trip with others
+    (``Driver.steps``), and the new head once they ran. ``events`` is called in the driver's
+    thread, once the statements before these steps ran (the ids of the rows they inserted
+    may be in the events)."""
 
-    def rows(found: list[list[Row]]) -> list[Row]:
-        ((last_id, last_hash),) = found[0]
+    def __init__(self, driver: Driver, events: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
+        self._driver = driver
+        self._events = events
+        self.head: tuple[int, str] | None = None
+        """The chain's new head (id, hash), once the steps ran."""
+
+    def steps(self) -> list[tuple[Statement, Any, bool]]:
+        """Head read (``FOR UPDATE`` on MariaDB), events' insert, head move."""
+        return [
+            (_HEAD, (HEAD_ID,), False),
+            (_INSERT, self._rows, True),
+            (_MOVE, self._moved, False),
+        ]
+
+    def _rows(self, found: list[list[Row]]) -> list[Row]:
+        ((last_id, last_hash),) = found[-1]  # the head, read just before
         last_id, last_hash = int(last_id), str(last_hash)
         made: list[Row] = []
-        for event in events:
+        for event in self._events():
             fields = {**event, "id": last_id + 1, "prev_hash": last_hash}
             fields["hash"] = event_hash(fields)
-            fields["occurred_at"] = driver.bound(EVENTS.c.occurred_at, event["occurred_at"])
+            fields["occurred_at"] = self._driver.bound(EVENTS.c.occurred_at, event["occurred_at"])
             made.append(tuple(fields[name] for name in COLUMNS))
             last_id, last_hash = fields["id"], fields["hash"]
-        head.append((last_id, last_hash))
+        self.head = (last_id, last_hash)
         return made
 
-    def moved(_found: list[list[Row]]) -> Row:
-        return (*head[0], HEAD_ID)
+    def _moved(self, _found: list[list[Row]]) -> Row:
+        if self.head is None:  # pragma: no cover - the insert's step sets it
+            raise RuntimeError("the head moved before the events were chained")
+        return (*self.head, HEAD_ID)
 
-    await driver.steps([(_HEAD, (HEAD_ID,), False), (_INSERT, rows, True), (_MOVE, moved, False)])
-    return head[0]
+
+async def append(driver: Driver, events: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """Chain ``events`` (each with ``FIELDS``) after the head, in one trip; the new head."""
+    chained = Chained(driver, lambda: events)
+    await driver.steps(chained.steps())
+    if chained.head is None:  # pragma: no cover - steps ran, or raised
+        raise RuntimeError("the audit events were not chained")
+    return chained.head

@@ -13,7 +13,7 @@ and kept: a process meets at most ``MAX_BATCH`` of each.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any, cast
@@ -23,6 +23,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
 from cmschat.accounts.models import User
+from cmschat.attachments.models import Attachment
+from cmschat.audit.append import Chained
 from cmschat.chat import search_index
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
 from cmschat.db.driver_sql import BySize, Driver, Row, Statement
@@ -33,6 +35,7 @@ EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
 MEMBERS = cast(Table, RoomMember.__table__)
 USERS = cast(Table, User.__table__)
+ATTACHMENTS = cast(Table, Attachment.__table__)
 
 STAMPS = ("created_at", "created_by", "updated_at", "updated_by")
 """The audit columns, in the tables' order (the compiled statements' parameter order)."""
@@ -65,6 +68,18 @@ _BUMP = Statement(
         .values(last_seq=ROOMS.c.last_seq + bindparam("b_count"))
     ),
     ("b_count", "b_room"),
+)
+_LINK = Statement(
+    lambda _dialect: (
+        update(ATTACHMENTS)
+        .where(ATTACHMENTS.c.id == bindparam("b_id"))
+        .values(
+            message_id=bindparam("b_message"),
+            updated_at=bindparam("b_at"),
+            updated_by=bindparam("b_by"),
+        )
+    ),
+    ("b_message", "b_at", "b_by", "b_id"),
 )
 _EVENTS = _insert(EVENTS, EVENT_COLUMNS)
 _MENTIONS = _insert(MENTIONS, MENTION_COLUMNS)
@@ -178,14 +193,24 @@ def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, st
     return (at, actor, at, actor)
 
 
-Draft = tuple[int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int]]
+Draft = tuple[
+    int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int], Sequence[int]
+]
 """A message to store: room, author, client id, reply-to, content, its HTML, its ``STAMPS``
-values (``stamps``) and the ids of the members it mentions."""
+values (``stamps``), the ids of the members it mentions and of the uploads it carries."""
 
 
-async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]]:
-    """Number and insert messages, with their events, mentions and search rows, in one
-    trip to SQLite's driver thread (``Driver.steps``); each one's (seq, message id)."""
+async def store(
+    driver: Driver,
+    drafts: Sequence[Draft],
+    *,
+    audit: Callable[[Sequence[int]], Chained] | None = None,
+) -> list[tuple[int, int]]:
+    """Number and insert messages, with their events, mentions, search rows and uploads'
+    links, in one trip to SQLite's driver thread (``Driver.steps``); each one's (seq,
+    message id). ``audit``: given the list the message ids will be in (filled in that
+    thread), the steps that chain the batch's audit events, run last in the same trip (the
+    audit head is the last row a batch locks, as at any other commit)."""
     counts = Counter(draft[0] for draft in drafts)
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     rooms = sorted(counts)
@@ -201,7 +226,7 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
         return tuple(
             chain.from_iterable(
                 (room_id, seq, author, client_id, reply_to, content, html, *stamped)
-                for (room_id, author, client_id, reply_to, content, html, stamped, _), seq in zip(
+                for (room_id, author, client_id, reply_to, content, html, stamped, *_), seq in zip(
                     drafts, seqs, strict=True
                 )
             )
@@ -227,6 +252,13 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
     def index(_found: list[list[Row]]) -> list[Row]:
         return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]
 
+    def links(_found: list[list[Row]]) -> list[Row]:
+        return [
+            (message_id, draft[6][2], draft[6][3], file_id)
+            for draft, message_id in zip(drafts, ids, strict=True)
+            for file_id in draft[8]
+        ]
+
     steps: list[tuple[Statement, Any, bool]] = [
         (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
         (_SEQS(len(rooms)), tuple(rooms), False),
@@ -239,5 +271,9 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
         steps.append((_MENTIONS, mentions, True))
     if any(grams):
         steps.append((_INDEX, index, True))
+    if any(draft[8] for draft in drafts):
+        steps.append((_LINK, links, True))
+    if audit is not None:
+        steps.extend(audit(ids).steps())
     await driver.steps(steps)
     return list(zip(seqs, ids, strict=True))

@@ -19,10 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
-from cmschat.audit import service as audit
 from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
-from cmschat.chat.messages import batch_sql
+from cmschat.chat.messages import batch_audit, batch_sql
 from cmschat.chat.messages.batch_sql import MESSAGES
 from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
 from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, message_views, sent_event
@@ -201,7 +200,8 @@ async def _store(
     now: datetime,
     caches: HotCaches | None,
 ) -> dict[int, Sent]:
-    """Number, insert, link, index, audit and queue the events of the accepted sends."""
+    """Number, insert, link, index and audit the accepted sends in one trip, and queue
+    their events."""
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
@@ -211,6 +211,20 @@ async def _store(
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
+    created = batch_audit.CreatedEvents(
+        session,
+        driver,
+        [
+            (
+                new.pending.room_id,
+                new.pending.draft.content,
+                [file.id for file in new.files],
+                new.pending.origin,
+            )
+            for new in accepted
+        ],
+        now,
+    )
     stored = await batch_sql.store(
         driver,
         [
@@ -223,33 +237,17 @@ async def _store(
                 new.html,
                 stamped[new.pending.origin.actor],
                 new.mentioned,
+                [file.id for file in new.files],
             )
             for new in accepted
         ],
+        audit=created.steps,
     )
-    rows = [(new, seq, message_id) for new, (seq, message_id) in zip(accepted, stored, strict=True)]
-    links = [
-        (file.id, message_id, new.pending.origin.actor)
-        for new, _seq, message_id in rows
-        for file in new.files
-    ]
-    await attachments.link_many(session, links, now=now)
+    created.stored()
     sents: dict[int, Sent] = {}
     events = []
-    for new, seq, message_id in rows:
+    for new, (seq, message_id) in zip(accepted, stored, strict=True):
         sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
-        audit.record(
-            session,
-            action="message.created",
-            target_type="message",
-            target_id=message_id,
-            changes={
-                "room_id": new.pending.room_id,
-                "content": audit.text_digest(new.pending.draft.content),
-                "attachment_ids": [file.id for file in new.files],
-            },
-            origin=new.pending.origin,
-        )
         events.append(sent_event(EventType.message_created, seq, sent))
         sents[new.index] = sent
     queue_events(session, events)
