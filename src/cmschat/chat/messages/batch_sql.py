@@ -146,12 +146,6 @@ _SEQS = BySize(_seqs_of)
 _REPEATS = BySize(_repeats_of)
 
 
-async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> list[int]:
-    """The ids of the stored messages with these (room, author, client id) keys."""
-    found = await driver.rows(_REPEATS(len(keys)), tuple(chain.from_iterable(keys)))
-    return [message_id for (message_id,) in found]
-
-
 _MESSAGES = BySize(_messages_of)
 
 
@@ -175,16 +169,30 @@ _NAMED: dict[tuple[int, int], Statement] = {}
 """``_named_of`` per (rooms, names) sizes: a batch holds at most ``MAX_BATCH`` of each."""
 
 
-async def members_named(
-    driver: Driver, rooms: Collection[int], names: Collection[str]
-) -> list[tuple[int, str, int]]:
-    """(room id, username, user id) of the members of ``rooms`` with one of ``names``."""
-    size = (len(rooms), len(names))
-    statement = _NAMED.get(size)
-    if statement is None:
-        statement = _NAMED[size] = _named_of(*size)
-    found = await driver.rows(statement, (*rooms, *names))
-    return [(room_id, username, user_id) for room_id, username, user_id in found]
+async def checked(
+    driver: Driver,
+    keys: Collection[tuple[int, int, str]],
+    rooms: Collection[int],
+    names: Collection[str],
+) -> tuple[list[int], list[tuple[int, str, int]]]:
+    """What a batch's checks read, in one trip: the ids of the stored messages with these
+    (room, author, client id) keys (repeats), and (room id, username, user id) of the members
+    of ``rooms`` named in ``names`` (mentions). Either is left out when not asked."""
+    steps: list[tuple[Statement, Any, bool]] = []
+    if keys:
+        steps.append((_REPEATS(len(keys)), tuple(chain.from_iterable(keys)), False))
+    if rooms and names:
+        size = (len(rooms), len(names))
+        named = _NAMED.get(size)
+        if named is None:
+            named = _NAMED[size] = _named_of(*size)
+        steps.append((named, (*rooms, *names), False))
+    if not steps:
+        return [], []
+    found = await driver.steps(steps)
+    repeats = [message_id for (message_id,) in found[0]] if keys else []
+    members = [(room, name, user) for room, name, user in found[-1]] if rooms and names else []
+    return repeats, members
 
 
 def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, str]:

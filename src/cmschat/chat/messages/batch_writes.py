@@ -9,25 +9,23 @@ that fails them fails alone and writes nothing, so no savepoint is needed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
-from cmschat.chat.messages import batch_audit, batch_sql
-from cmschat.chat.messages.batch_sql import MESSAGES
+from cmschat.chat.messages import batch_audit, batch_reads, batch_sql
+from cmschat.chat.messages.batch_reads import ClientKey
 from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
-from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, message_views, sent_event
-from cmschat.chat.models import EventType, Message
+from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, sent_event
+from cmschat.chat.models import EventType
 from cmschat.chat.ratelimit import check_send_rate
-from cmschat.db.driver_sql import Driver, driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
 
@@ -37,10 +35,6 @@ if TYPE_CHECKING:
 
 class SendWithdrawn(Exception):
     """The sender no longer wants the send (its session ended): nothing was stored."""
-
-
-ClientKey = tuple[int, int, str]
-"""A send's idempotency key: room, author, client id."""
 
 
 @dataclass(frozen=True)
@@ -70,16 +64,17 @@ async def write_batch(
     members = await hot_reads.memberships(
         session, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    driver = _Driver(session)
-    repeats = await _repeats(session, driver, batch)
-    parents = await _parents(session, batch)
+    driver = batch_reads.BatchDriver(session)
+    rendered = batch_reads.rendered_of(batch, members, rules)
+    repeats, known = await batch_reads.reads(session, driver, batch, rendered)
+    parents = await batch_reads.parents(session, batch)
     accepted: list[_New] = []
     firsts: dict[ClientKey, int] = {}
     duplicates: list[tuple[int, int]] = []
     claimed: set[int] = set()
     for index, pending in enumerate(batch):
         draft, room_id = pending.draft, pending.room_id
-        key = _key_of(pending)
+        key = batch_reads.key_of(pending)
         try:
             member = members.get((room_id, pending.user.id))
             if member is None:
@@ -107,7 +102,7 @@ async def write_batch(
             files = await attachments.linkable(
                 session, user=pending.user, room_id=room_id, attachment_ids=file_ids
             )
-            html, names = rendering.render_unlinked(draft.content)
+            html, names = rendered.get(index) or rendering.render_unlinked(draft.content)
             if pending.still_wanted is not None and not pending.still_wanted():
                 raise SendWithdrawn
         except (CmschatError, SendWithdrawn) as error:
@@ -117,7 +112,7 @@ async def write_batch(
         if key is not None:
             firsts[key] = index
         accepted.append(_New(index, pending, html, names, files))
-    accepted = await _link_mentions(driver, accepted)
+    accepted = _link_mentions(known, accepted)
     for index, view in (await _store(session, driver, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
@@ -126,53 +121,12 @@ async def write_batch(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _key_of(pending: Pending) -> ClientKey | None:
-    client_id = pending.draft.client_id
-    return None if client_id is None else (pending.room_id, pending.user.id, client_id)
-
-
-class _Driver:
-    """The batch's driver (``driver_of``), asked of the session once: each ask is a trip
-    through SQLAlchemy's async bridge, and the first begins the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self._driver: Driver | None = None
-
-    async def __call__(self) -> Driver:
-        if self._driver is None:
-            self._driver = await driver_of(self._session)
-        return self._driver
-
-
-async def _repeats(
-    session: AsyncSession, driver: _Driver, batch: Sequence[Pending]
-) -> dict[ClientKey, Sent]:
-    """The stored messages whose client id a send repeats, as their views."""
-    keys = {key for pending in batch if (key := _key_of(pending)) is not None}
-    if not keys:
-        return {}
-    # Almost always none: looked for with the driver, loaded as objects only when found.
-    ids = await batch_sql.repeated(await driver(), keys)
-    if not ids:
-        return {}
-    found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
-    views = await message_views(session, found)
-    return {
-        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): (
-            Sent.of_model(view)
-        )
-        for message, view in zip(found, views, strict=True)
-    }
-
-
-async def _link_mentions(driver: _Driver, accepted: list[_New]) -> list[_New]:
-    """Each send's mentions of its room's members linked (one query for the batch)."""
+def _link_mentions(known: Mapping[tuple[int, str], int], accepted: list[_New]) -> list[_New]:
+    """Each send's mentions of its room's members linked."""
     if not any(new.mentioned for new in accepted):
         return accepted
-    linked = await link_mentions(
-        await driver(),
-        [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted],
+    linked = link_mentions(
+        known, [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted]
     )
     return [
         dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
@@ -182,20 +136,9 @@ async def _link_mentions(driver: _Driver, accepted: list[_New]) -> list[_New]:
     ]
 
 
-async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
-    """The room of each message a send replies to."""
-    ids = {pending.draft.reply_to for pending in batch if pending.draft.reply_to is not None}
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(MESSAGES.c.id, MESSAGES.c.room_id).where(MESSAGES.c.id.in_(ids))
-    )
-    return {message_id: room_id for message_id, room_id in rows}
-
-
 async def _store(
     session: AsyncSession,
-    driver_of_batch: _Driver,
+    driver_of_batch: batch_reads.BatchDriver,
     accepted: Sequence[_New],
     now: datetime,
     caches: HotCaches | None,

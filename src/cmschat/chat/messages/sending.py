@@ -3,7 +3,7 @@ WebSocket's ``message.send``, so both get the same checks, idempotency and rate 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,12 +17,10 @@ from cmschat.attachments.models import Attachment
 from cmschat.audit import service as audit
 from cmschat.chat import permissions, rendering, search_index
 from cmschat.chat.events import append_event, next_seq
-from cmschat.chat.messages import batch_sql
 from cmschat.chat.messages.views import message_event, message_view, view_of
 from cmschat.chat.models import EventType, Mention, Message, RoomMember
 from cmschat.chat.ratelimit import SendLimiter, check_send_rate
 from cmschat.chat.schemas import MessageRead
-from cmschat.db.driver_sql import Driver
 from cmschat.errors import Conflict, Invalid
 from cmschat.events import queue_events
 
@@ -75,18 +73,13 @@ async def render_content(
     return rendering.render(content, known_users=known), sorted(set(known.values()))
 
 
-async def link_mentions(
-    driver: Driver, sends: Sequence[tuple[int, str, Sequence[str]]]
+def link_mentions(
+    known: Mapping[tuple[int, str], int], sends: Sequence[tuple[int, str, Sequence[str]]]
 ) -> list[tuple[str | None, list[int]]]:
-    """``render_content``'s answer for many sends with one query: per ``(room id, content,
-    mentioned names from render_unlinked)``, the HTML with mentions linked (None: the
-    unlinked HTML stands) and the ids of the room members mentioned."""
-    wanted = {(room_id, name) for room_id, _content, names in sends for name in names}
-    known: dict[tuple[int, str], int] = {}
-    if wanted:
-        rooms, named = {room for room, _ in wanted}, {name for _, name in wanted}
-        for room_id, username, user_id in await batch_sql.members_named(driver, rooms, named):
-            known[(room_id, username)] = user_id
+    """``render_content``'s answer for many sends, given the room members they may mention
+    (``known``: (room id, username) to user id, ``batch_sql.checked``): per ``(room id,
+    content, mentioned names from render_unlinked)``, the HTML with mentions linked (None:
+    the unlinked HTML stands) and the ids of the room members mentioned."""
     linked: list[tuple[str | None, list[int]]] = []
     for room_id, content, names in sends:
         mine = {name: known[room_id, name] for name in names if (room_id, name) in known}
