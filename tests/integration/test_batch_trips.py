@@ -12,6 +12,7 @@ what ran before it, nothing after it runs, and each send is then retried on its 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,6 +145,36 @@ async def test_a_one_send_batch_starts_no_task_but_its_writer(
             loop.set_task_factory(factory)
         assert created
     assert started == ["GroupCommit._write_all"]
+
+
+async def test_a_batch_leaves_no_garbage_for_the_cycle_collector(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """What a batch made is freed when it ends: a reference cycle per batch (a closure over
+    the object holding it) kept its rows alive until a collection, whose traversals then
+    cost a 64-send batch ~0.3 M instructions per send (callgrind)."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+
+    async def batch(tag: str) -> None:
+        sends = [
+            context.sends.send(
+                user=sender,
+                room_id=room,
+                draft=MessageCreate(content=f"hi @bob {n}", client_id=f"{tag}{n}"),
+            )
+            for n in range(8)
+        ]
+        assert all(created for _view, created in await asyncio.gather(*sends))
+
+    await batch("warm")
+    gc.collect()
+    gc.disable()
+    try:
+        await batch("g")
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 async def test_a_statement_failing_inside_a_shared_trip_rolls_back_the_batch(

@@ -52,10 +52,12 @@ class CreatedEvents:
     def steps(self, ids: Sequence[int]) -> Chained:
         """The chaining steps; ``ids``: the messages' ids, in order, once inserted."""
 
+        described = self._described  # not ``self``: a cycle through it would wait for the GC
+
         def events() -> list[dict[str, Any]]:
             return [
                 {**fields, "target_id": str(message_id)}
-                for fields, message_id in zip(self._described, ids, strict=True)
+                for fields, message_id in zip(described, ids, strict=True)
             ]
 
         self._chain = audit.chain_steps(self._session, self._driver, events)
