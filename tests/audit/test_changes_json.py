@@ -56,7 +56,7 @@ async def test_plain_changes_skip_the_round_trip_and_the_chain_verifies(
     context: AppContext,
 ) -> None:
     loads = mock.Mock(wraps=json.loads)
-    with mock.patch.object(fields.json, "loads", loads):
+    with mock.patch.object(json, "loads", loads):
         async with context.db.unit_of_work(SYSTEM_CLI) as session:
             for n, details in enumerate(PLAIN):
                 audit.record(

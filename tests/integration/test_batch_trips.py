@@ -114,8 +114,8 @@ async def test_a_one_send_batch_takes_fewer_trips_to_the_driver(
         seqs = (await session.scalars(select(Message.seq).where(Message.room_id == room))).all()
         assert max(seqs) - min(seqs) == 1 and len(seqs) == 2  # gap-free
         assert await session.scalar(select(func.count()).select_from(Mention)) == 2
-        created = select(AuditEvent.target_id).where(AuditEvent.action == "message.created")
-        assert len((await session.scalars(created)).all()) == 2
+        chained = select(AuditEvent.target_id).where(AuditEvent.action == "message.created")
+        assert len((await session.scalars(chained)).all()) == 2
         assert (await chain.verify(session)).ok
 
 
@@ -216,6 +216,6 @@ async def test_a_statement_failing_inside_a_shared_trip_rolls_back_the_batch(
         indexed = select(func.count()).select_from(search_index.index_table(session))
         assert await session.scalar(indexed) == 1
         # Its audit event too: the failed batch's, chained in the same trip, never ran.
-        created = select(AuditEvent.target_id).where(AuditEvent.action == "message.created")
-        assert (await session.scalars(created)).all() == [str(view.data["id"])]
+        chained = select(AuditEvent.target_id).where(AuditEvent.action == "message.created")
+        assert (await session.scalars(chained)).all() == [str(view.data["id"])]
         assert (await chain.verify(session)).ok

@@ -36,7 +36,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of every function sent to a driver thread, in order."""
     sent: list[str] = []
-    original = aiosqlite.Connection._execute
+    original: Any = aiosqlite.Connection._execute
 
     async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(getattr(fn, "__name__", repr(fn)))
