@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from cmschat.audit import chain
+from cmschat.audit import chain, fields
 from cmschat.audit import service as audit
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_CLI
@@ -44,19 +44,19 @@ OTHER: list[dict[str, Any]] = [
 
 def round_trip(details: dict[str, Any]) -> str:
     """What the trail wrote before: the changes through JSON and back, then canonical."""
-    return chain.canonical_json(json.loads(json.dumps(details, default=audit._jsonable)))
+    return chain.canonical_json(json.loads(json.dumps(details, default=fields._jsonable)))
 
 
 @pytest.mark.parametrize("details", PLAIN + OTHER)
 def test_changes_are_written_as_the_round_trip_wrote_them(details: dict[str, Any]) -> None:
-    assert audit._changes_json(details) == round_trip(details)
+    assert fields._changes_json(details) == round_trip(details)
 
 
 async def test_plain_changes_skip_the_round_trip_and_the_chain_verifies(
     context: AppContext,
 ) -> None:
     loads = mock.Mock(wraps=json.loads)
-    with mock.patch.object(audit.json, "loads", loads):
+    with mock.patch.object(json, "loads", loads):
         async with context.db.unit_of_work(SYSTEM_CLI) as session:
             for n, details in enumerate(PLAIN):
                 audit.record(

@@ -10,22 +10,19 @@ The head stays locked only from the append to the commit, the end of the transac
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.util import await_only
 
-from cmschat.audit import head
-from cmschat.audit.chain import canonical_json, event_hash
-from cmschat.audit.models import AuditEvent, AuditHead
+from cmschat.audit import append, head
+from cmschat.audit.fields import Origin, _changes_json, changed, origin_of, text_digest
 from cmschat.db.actors import ACTOR_NAME_KEY, current_actor, session_clock
 from cmschat.observability.logging import (
     client_address_var,
@@ -34,6 +31,7 @@ from cmschat.observability.logging import (
 )
 
 if TYPE_CHECKING:
+    from cmschat.db.driver_sql import Driver
     from cmschat.db.session import Database
 
 PENDING_KEY = "cmschat.audit.pending"
@@ -42,6 +40,18 @@ INSTALLED_FLAG = "_cmschat_audit_trail"
 """Set on a Database's session class once its commits keep the audit trail."""
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Origin",
+    "audited",
+    "chain_steps",
+    "chained",
+    "changed",
+    "origin_of",
+    "record",
+    "record_read",
+    "text_digest",
+]
 
 
 @dataclass
@@ -59,69 +69,6 @@ class _Pending:
     """The savepoint it was recorded in: rolling that back drops the event too."""
     actor: tuple[str, str | None] | None = None
     """Who acted (actor, name), when not the session's: a batch written for many users."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who asked for a change, and from which request: captured in the request's task,
-    for a change written later by another (the group commit of sends)."""
-
-    actor: str
-    actor_name: str | None
-    request_id: str | None
-    client_address: str | None
-    client_request_id: str | None
-
-
-def origin_of(actor: str, actor_name: str | None) -> Origin:
-    """The caller's actor and this task's request context, captured now."""
-    return Origin(
-        actor=actor,
-        actor_name=actor_name,
-        request_id=request_id_var.get(),
-        client_address=client_address_var.get(),
-        client_request_id=client_request_id_var.get(),
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return sorted(value) if isinstance(value, set | frozenset) else list(value)
-    raise TypeError(f"cannot put {type(value).__name__} in an audit event")
-
-
-_SCALARS = frozenset({str, int, bool, type(None)})
-"""Types a JSON round trip gives back unchanged (exactly these: no subclasses, no floats)."""
-
-
-def _changes_json(details: dict[str, Any]) -> str:
-    """The canonical JSON of ``details`` as they read back from JSON (tuples, sets, enums,
-    dates and non-string keys normalised). A flat dict of strings, integers, booleans and
-    None (or lists of them), as most events carry, comes back from that round trip as it
-    was, so it is written once without it."""
-    for key, value in details.items():
-        kind = type(value)
-        if type(key) is not str or not (
-            kind in _SCALARS or (kind is list and all(type(item) in _SCALARS for item in value))
-        ):
-            return canonical_json(json.loads(json.dumps(details, default=_jsonable)))
-    return canonical_json(details)
-
-
-def text_digest(text: str) -> str:
-    """How a message body appears in the trail: its SHA-256, never the text."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """``{field: [before, after]}`` for the fields whose value differs."""
-    return {
-        key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
-    }
 
 
 def record(
@@ -204,6 +151,52 @@ def _actor_identity(session: Session, actor: str, name: object = None) -> tuple[
     return user_id, name
 
 
+def event_fields(
+    session: AsyncSession,
+    *,
+    action: str,
+    target_type: str,
+    changes: Mapping[str, Any],
+    origin: Origin,
+    now: datetime,
+) -> dict[str, Any]:
+    """An event as ``record`` and the commit would write it (``append.FIELDS``, its target
+    id None), for a writer that chains its events in a trip of its own (``chain_steps``)."""
+    details = dict(changes)
+    if origin.client_request_id is not None:
+        details.setdefault("client_request_id", origin.client_request_id)
+    actor_id, actor_name = _actor_identity(session.sync_session, origin.actor, origin.actor_name)
+    return {
+        "occurred_at": now,
+        "actor": origin.actor,
+        "actor_id": actor_id,
+        "actor_name": actor_name,
+        "action": action,
+        "target_type": target_type,
+        "target_id": None,
+        "request_id": _clip(origin.request_id, 64),
+        "client_address": _clip(origin.client_address, 45),
+        "changes": _changes_json(details),
+    }
+
+
+def chain_steps(
+    session: AsyncSession, driver: Driver, events: Callable[[], Sequence[Mapping[str, Any]]]
+) -> append.Chained:
+    """Steps that chain ``events`` (``event_fields``) in the caller's trip to the driver,
+    in the session's transaction: written with it or rolled back with it. Once they ran,
+    ``chained`` hands the new head to the session's commit, which exports it."""
+    if not getattr(type(session.sync_session), INSTALLED_FLAG, False):
+        raise RuntimeError("this database has no audit trail: call audit.service.audited(db)")
+    return append.Chained(driver, events)
+
+
+def chained(session: AsyncSession, steps: append.Chained) -> None:
+    """The events of ``steps`` are in the transaction: export the head once it commits."""
+    if steps.head is not None:
+        session.info[APPENDED_KEY] = steps.head
+
+
 def _append(session: Session) -> None:
     """Chain the session's pending events (runs inside the committing transaction)."""
     if session.in_nested_transaction():
@@ -217,15 +210,6 @@ def _append(session: Session) -> None:
     session_actor = current_actor(session)
     session_identity = _actor_identity(session, session_actor)
     now = session_clock(session).now()
-    # Core statements on the tables: this runs in every audited commit, so it skips the
-    # ORM's unit-of-work machinery (measured: docs/performance.md).
-    head_table = cast(Table, AuditHead.__table__)
-    row = session.execute(
-        select(head_table.c.last_id, head_table.c.last_hash)
-        .where(head_table.c.id == 1)
-        .with_for_update()
-    ).one()
-    last_id, last_hash = int(row.last_id), str(row.last_hash)
     values = []
     for item in pending:
         target_id = item.target_id
@@ -235,27 +219,25 @@ def _append(session: Session) -> None:
         if item.actor is not None:
             actor = item.actor[0]
             actor_id, actor_name = _actor_identity(session, actor, item.actor[1])
-        fields: dict[str, Any] = {
-            "id": last_id + 1,
-            "occurred_at": now,
-            "actor": actor,
-            "actor_id": actor_id,
-            "actor_name": actor_name,
-            "action": item.action,
-            "target_type": item.target_type,
-            "target_id": target_id,
-            "request_id": item.request_id,
-            "client_address": item.client_address,
-            "changes": item.changes,
-            "prev_hash": last_hash,
-        }
-        fields["hash"] = event_hash(fields)
-        values.append(fields)
-        last_id, last_hash = fields["id"], fields["hash"]
-    session.execute(cast(Table, AuditEvent.__table__).insert(), values)
-    session.execute(
-        head_table.update().where(head_table.c.id == 1).values(last_id=last_id, last_hash=last_hash)
-    )
+        values.append(
+            {
+                "occurred_at": now,
+                "actor": actor,
+                "actor_id": actor_id,
+                "actor_name": actor_name,
+                "action": item.action,
+                "target_type": item.target_type,
+                "target_id": target_id,
+                "request_id": item.request_id,
+                "client_address": item.client_address,
+                "changes": item.changes,
+            }
+        )
+    # Straight to the driver, the three statements in one trip (audit/append.py): this
+    # runs in every audited commit. ``before_commit`` runs inside SQLAlchemy's async
+    # bridge, so the driver's coroutine is awaited from here with ``await_only``.
+    driver = append.driver_of(session.connection())
+    last_id, last_hash = await_only(append.append(driver, values))
     session.info[APPENDED_KEY] = (last_id, last_hash)
 
 

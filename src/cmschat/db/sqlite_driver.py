@@ -22,8 +22,8 @@ from __future__ import annotations
 import collections
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -31,14 +31,39 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util import EMPTY_DICT, await_only
 
-_Outcome = tuple[Any, int, int | None, list[Any] | None]
-"""What one trip brings back: description, rowcount, lastrowid, rows (None: no result set)."""
+from cmschat.db.steps import Ran, Step, each_step, run_each
+
+__all__ = ["Ran", "Step", "each_step", "one_trip_dbapi", "run", "run_steps"]
+
+_Outcome = tuple[Any, int, int | None, list[Any] | None, float | None]
+"""What one trip brings back: description, rowcount, lastrowid, rows (None: no result set),
+and the seconds a deferred ``BEGIN`` took before the statement (None: none ran)."""
+
+Begun = Callable[[str, float], None]
+"""Told of a deferred ``BEGIN`` once it ran: its SQL and the seconds it took."""
 
 
-def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
-    """In the driver's thread: a cursor, the statement, its rows, the cursor closed."""
+def _begin(connection: aiosqlite.Connection, begin: str | None) -> float | None:
+    """In the driver's thread: the deferred ``BEGIN``, if any, and the seconds it took."""
+    if begin is None:
+        return None
+    started = time.perf_counter()
+    connection._conn.execute(begin)
+    return time.perf_counter() - started
+
+
+def _run(
+    connection: aiosqlite.Connection,
+    operation: str,
+    parameters: Any,
+    many: bool,
+    begin: str | None = None,
+) -> _Outcome:
+    """In the driver's thread: the deferred ``BEGIN``, a cursor, the statement, its rows,
+    the cursor closed."""
+    began = _begin(connection, begin)
     cursor: sqlite3.Cursor = connection._conn.cursor()
     try:
         if many:
@@ -48,69 +73,25 @@ def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many
         else:
             cursor.execute(operation, parameters)
         rows = cursor.fetchall() if cursor.description else None
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, began
     finally:
         cursor.close()
 
 
-Step = tuple[str, Any, bool]
-"""One statement of a trip that runs several: its SQL, its parameters (or a function of the
-rows of the statements before it), and whether many."""
-Ran = tuple[list[list[Any]], list[float | None], BaseException | None]
-"""What such a trip brings back: each statement's rows (None as []), the seconds each took
-(None: a ``many`` with nothing to run), and the error of the statement that failed (the
-last one timed; none run after it)."""
-
-
-def _steps(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
-    """The statements one after the other with ``run``, up to the first error."""
-    rows: list[list[Any]] = []
-    took: list[float | None] = []
-    for operation, given, many in steps:
-        started = time.perf_counter()
-        try:
-            parameters = given(rows) if callable(given) else given
-            if many and not parameters:
-                rows.append([])
-                took.append(None)
-                continue
-            found = run(operation, parameters, many)
-        except Exception as error:
-            took.append(time.perf_counter() - started)
-            return rows, took, error
-        took.append(time.perf_counter() - started)
-        rows.append(found)
-    return rows, took, None
-
-
-async def each_step(
-    steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
-) -> Ran:
-    """``_steps`` with a trip per statement (``run`` awaited): for drivers without a thread."""
-    rows: list[list[Any]] = []
-    took: list[float | None] = []
-    for operation, given, many in steps:
-        started = time.perf_counter()
-        try:
-            parameters = given(rows) if callable(given) else given
-            if many and not parameters:
-                rows.append([])
-                took.append(None)
-                continue
-            found = await run(operation, parameters, many)
-        except Exception as error:
-            took.append(time.perf_counter() - started)
-            return rows, took, error
-        took.append(time.perf_counter() - started)
-        rows.append(found)
-    return rows, took, None
-
-
-def _run_steps(connection: aiosqlite.Connection, steps: Sequence[Step]) -> Ran:
-    """In the driver's thread: the statements one after the other, up to the first error."""
-    return _steps(
+def _run_steps(
+    connection: aiosqlite.Connection, steps: Sequence[Step], begin: str | None = None
+) -> tuple[Ran, float | None]:
+    """In the driver's thread: the deferred ``BEGIN``, then the statements one after the
+    other, up to the first error."""
+    started = time.perf_counter()
+    try:
+        began = _begin(connection, begin)
+    except Exception as error:  # the first statement's error: none of them ran
+        return ([], [time.perf_counter() - started], error), None
+    ran = run_each(
         steps, lambda sql, parameters, many: _run(connection, sql, parameters, many)[3] or []
     )
+    return ran, began
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -166,19 +147,50 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         return self
 
     async def _trip(self, operation: str, parameters: Any, *, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        adapter = cast(OneTripConnection, self._adapt_connection)
+        async with adapter._execute_mutex:
+            begin, begun = adapter.take_begin()
             outcome: _Outcome = await self._connection._execute(
-                _run, self._connection, operation, parameters, many
+                _run, self._connection, operation, parameters, many, begin
             )
-        self._description, self._rowcount, self._lastrowid, rows = outcome
+        self._description, self._rowcount, self._lastrowid, rows, began = outcome
+        _tell(begin, begun, began)
         self._rows = collections.deque(rows) if rows is not None else collections.deque()
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection adapter, handing out ``OneTripCursor``s."""
+    """SQLAlchemy's aiosqlite connection adapter, handing out ``OneTripCursor``s.
 
-    __slots__ = ()
+    A transaction's ``BEGIN`` may be deferred (``defer_begin``): it then runs in the trip
+    of the transaction's first statement, in the driver's thread just before it, instead
+    of a trip (and a statement execution through SQLAlchemy) of its own. A transaction
+    that ends before any statement never sends it: there is nothing to commit.
+    """
+
+    __slots__ = ("_begin",)
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: tuple[str, Begun | None] | None = None
+
+    def defer_begin(self, begin: str, begun: Begun | None) -> None:
+        """Send ``begin`` with the next statement; ``begun`` is told when it has run."""
+        self._begin = (begin, begun)
+
+    def take_begin(self) -> tuple[str | None, Begun | None]:
+        """The deferred ``BEGIN`` to send now with a statement (None: none), forgotten here."""
+        deferred, self._begin = self._begin, None
+        return (None, None) if deferred is None else deferred
+
+    def cursor(self, server_side: bool = False) -> Any:
+        """A cursor; a server-side one (SQLAlchemy's own, streaming) runs the deferred
+        ``BEGIN`` first, in a trip of its own."""
+        if server_side and self._begin is not None:
+            begin, begun = self.take_begin()
+            began = await_only(self._connection._execute(_begin, self._connection, begin))
+            _tell(begin, begun, began)
+        return super().cursor(server_side)
 
     def _in_transaction(self) -> bool:
         # sqlite3 reads this flag (sqlite3_get_autocommit) from any thread; the adapter is
@@ -187,15 +199,23 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         return connection is not None and connection.in_transaction
 
     def commit(self) -> None:
-        """Commit; no trip when no transaction is open (sqlite3 would do nothing)."""
+        """Commit; no trip when no transaction is open (sqlite3 would do nothing), nor when
+        its ``BEGIN`` is still deferred (no statement ran in it)."""
+        self._begin = None
         if self._in_transaction():
             super().commit()
 
     def rollback(self) -> None:
         """Roll back; no trip when no transaction is open, as after every commit when the
         pool resets a returned connection."""
+        self._begin = None
         if self._in_transaction():
             super().rollback()
+
+    def close(self) -> None:
+        """Close the connection (a deferred ``BEGIN`` with it)."""
+        self._begin = None
+        super().close()
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
@@ -216,15 +236,29 @@ async def run(
     adapter: AsyncAdapt_aiosqlite_connection, operation: str, parameters: Any, *, many: bool
 ) -> list[Any]:
     """A statement straight through the adapter's connection, in one trip: its rows."""
+    connection = cast(OneTripConnection, adapter)
     async with adapter._execute_mutex:
+        begin, begun = connection.take_begin()
         outcome: _Outcome = await adapter._connection._execute(
-            _run, adapter._connection, operation, parameters, many
+            _run, adapter._connection, operation, parameters, many, begin
         )
+    _tell(begin, begun, outcome[4])
     return outcome[3] or []
 
 
 async def run_steps(adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[Step]) -> Ran:
     """Several statements in one trip, in order, stopping at the first that fails."""
+    connection = cast(OneTripConnection, adapter)
     async with adapter._execute_mutex:
-        ran: Ran = await adapter._connection._execute(_run_steps, adapter._connection, steps)
-    return ran
+        begin, begun = connection.take_begin()
+        ran, began = await adapter._connection._execute(
+            _run_steps, adapter._connection, steps, begin
+        )
+    _tell(begin, begun, began)
+    return cast(Ran, ran)
+
+
+def _tell(begin: str | None, begun: Begun | None, seconds: float | None) -> None:
+    """Tell whoever deferred a ``BEGIN`` that it ran, and how long it took."""
+    if begin is not None and begun is not None and seconds is not None:
+        begun(begin, seconds)

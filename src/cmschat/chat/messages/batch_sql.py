@@ -13,7 +13,7 @@ and kept: a process meets at most ``MAX_BATCH`` of each.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any, cast
@@ -22,14 +22,20 @@ from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
+from cmschat.accounts.models import User
+from cmschat.attachments.models import Attachment
+from cmschat.audit.append import Chained
 from cmschat.chat import search_index
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent
+from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
 from cmschat.db.driver_sql import BySize, Driver, Row, Statement
 
 ROOMS = cast(Table, Room.__table__)
 MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
+MEMBERS = cast(Table, RoomMember.__table__)
+USERS = cast(Table, User.__table__)
+ATTACHMENTS = cast(Table, Attachment.__table__)
 
 STAMPS = ("created_at", "created_by", "updated_at", "updated_by")
 """The audit columns, in the tables' order (the compiled statements' parameter order)."""
@@ -62,6 +68,18 @@ _BUMP = Statement(
         .values(last_seq=ROOMS.c.last_seq + bindparam("b_count"))
     ),
     ("b_count", "b_room"),
+)
+_LINK = Statement(
+    lambda _dialect: (
+        update(ATTACHMENTS)
+        .where(ATTACHMENTS.c.id == bindparam("b_id"))
+        .values(
+            message_id=bindparam("b_message"),
+            updated_at=bindparam("b_at"),
+            updated_by=bindparam("b_by"),
+        )
+    ),
+    ("b_message", "b_at", "b_by", "b_id"),
 )
 _EVENTS = _insert(EVENTS, EVENT_COLUMNS)
 _MENTIONS = _insert(MENTIONS, MENTION_COLUMNS)
@@ -128,13 +146,53 @@ _SEQS = BySize(_seqs_of)
 _REPEATS = BySize(_repeats_of)
 
 
-async def repeated(driver: Driver, keys: Collection[tuple[int, int, str]]) -> list[int]:
-    """The ids of the stored messages with these (room, author, client id) keys."""
-    found = await driver.rows(_REPEATS(len(keys)), tuple(chain.from_iterable(keys)))
-    return [message_id for (message_id,) in found]
-
-
 _MESSAGES = BySize(_messages_of)
+
+
+def _named_of(rooms: int, names: int) -> Statement:
+    room_names = [f"r{n}" for n in range(rooms)]
+    user_names = [f"n{n}" for n in range(names)]
+    return Statement(
+        lambda _dialect: (
+            select(MEMBERS.c.room_id, USERS.c.username, USERS.c.id)
+            .join_from(USERS, MEMBERS, MEMBERS.c.user_id == USERS.c.id)
+            .where(
+                MEMBERS.c.room_id.in_([bindparam(name) for name in room_names]),
+                USERS.c.username.in_([bindparam(name) for name in user_names]),
+            )
+        ),
+        [*room_names, *user_names],
+    )
+
+
+_NAMED: dict[tuple[int, int], Statement] = {}
+"""``_named_of`` per (rooms, names) sizes: a batch holds at most ``MAX_BATCH`` of each."""
+
+
+async def checked(
+    driver: Driver,
+    keys: Collection[tuple[int, int, str]],
+    rooms: Collection[int],
+    names: Collection[str],
+) -> tuple[list[int], list[tuple[int, str, int]]]:
+    """What a batch's checks read, in one trip: the ids of the stored messages with these
+    (room, author, client id) keys (repeats), and (room id, username, user id) of the members
+    of ``rooms`` named in ``names`` (mentions). Either is left out when not asked."""
+    steps: list[tuple[Statement, Any, bool]] = []
+    if keys:
+        steps.append((_REPEATS(len(keys)), tuple(chain.from_iterable(keys)), False))
+    if rooms and names:
+        size = (len(rooms), len(names))
+        named = _NAMED.get(size)
+        if named is None:
+            named = _NAMED[size] = _named_of(*size)
+        steps.append((named, (*rooms, *names), False))
+    if not steps:
+        return [], []
+    found = await driver.steps(steps)
+    repeats = [message_id for (message_id,) in found[0]] if keys else []
+    members = [(room, name, user) for room, name, user in found[-1]] if rooms and names else []
+    return repeats, members
 
 
 def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, str]:
@@ -143,14 +201,24 @@ def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, st
     return (at, actor, at, actor)
 
 
-Draft = tuple[int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int]]
+Draft = tuple[
+    int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int], Sequence[int]
+]
 """A message to store: room, author, client id, reply-to, content, its HTML, its ``STAMPS``
-values (``stamps``) and the ids of the members it mentions."""
+values (``stamps``), the ids of the members it mentions and of the uploads it carries."""
 
 
-async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]]:
-    """Number and insert messages, with their events, mentions and search rows, in one
-    trip to SQLite's driver thread (``Driver.steps``); each one's (seq, message id)."""
+async def store(
+    driver: Driver,
+    drafts: Sequence[Draft],
+    *,
+    audit: Callable[[Sequence[int]], Chained] | None = None,
+) -> list[tuple[int, int]]:
+    """Number and insert messages, with their events, mentions, search rows and uploads'
+    links, in one trip to SQLite's driver thread (``Driver.steps``); each one's (seq,
+    message id). ``audit``: given the list the message ids will be in (filled in that
+    thread), the steps that chain the batch's audit events, run last in the same trip (the
+    audit head is the last row a batch locks, as at any other commit)."""
     counts = Counter(draft[0] for draft in drafts)
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     rooms = sorted(counts)
@@ -166,7 +234,7 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
         return tuple(
             chain.from_iterable(
                 (room_id, seq, author, client_id, reply_to, content, html, *stamped)
-                for (room_id, author, client_id, reply_to, content, html, stamped, _), seq in zip(
+                for (room_id, author, client_id, reply_to, content, html, stamped, *_), seq in zip(
                     drafts, seqs, strict=True
                 )
             )
@@ -192,6 +260,13 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
     def index(_found: list[list[Row]]) -> list[Row]:
         return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]
 
+    def links(_found: list[list[Row]]) -> list[Row]:
+        return [
+            (message_id, draft[6][2], draft[6][3], file_id)
+            for draft, message_id in zip(drafts, ids, strict=True)
+            for file_id in draft[8]
+        ]
+
     steps: list[tuple[Statement, Any, bool]] = [
         (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
         (_SEQS(len(rooms)), tuple(rooms), False),
@@ -204,5 +279,9 @@ async def store(driver: Driver, drafts: Sequence[Draft]) -> list[tuple[int, int]
         steps.append((_MENTIONS, mentions, True))
     if any(grams):
         steps.append((_INDEX, index, True))
+    if any(draft[8] for draft in drafts):
+        steps.append((_LINK, links, True))
+    if audit is not None:
+        steps.extend(audit(ids).steps())
     await driver.steps(steps)
     return list(zip(seqs, ids, strict=True))

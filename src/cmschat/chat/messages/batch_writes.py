@@ -9,26 +9,23 @@ that fails them fails alone and writes nothing, so no savepoint is needed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
-from cmschat.audit import service as audit
 from cmschat.chat import hot_reads, rendering
 from cmschat.chat.caches import HotCaches, Shown
-from cmschat.chat.messages import batch_sql
-from cmschat.chat.messages.batch_sql import MESSAGES
+from cmschat.chat.messages import batch_audit, batch_reads, batch_sql
+from cmschat.chat.messages.batch_reads import ClientKey
 from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
-from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, message_views, sent_event
-from cmschat.chat.models import EventType, Message
+from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, sent_event
+from cmschat.chat.models import EventType
 from cmschat.chat.ratelimit import check_send_rate
-from cmschat.db.driver_sql import driver_of
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 from cmschat.events import queue_events
 
@@ -38,10 +35,6 @@ if TYPE_CHECKING:
 
 class SendWithdrawn(Exception):
     """The sender no longer wants the send (its session ended): nothing was stored."""
-
-
-ClientKey = tuple[int, int, str]
-"""A send's idempotency key: room, author, client id."""
 
 
 @dataclass(frozen=True)
@@ -71,15 +64,17 @@ async def write_batch(
     members = await hot_reads.memberships(
         session, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    repeats = await _repeats(session, batch)
-    parents = await _parents(session, batch)
+    driver = batch_reads.BatchDriver(session)
+    rendered = batch_reads.rendered_of(batch, members, rules)
+    repeats, known = await batch_reads.reads(session, driver, batch, rendered)
+    parents = await batch_reads.parents(session, batch)
     accepted: list[_New] = []
     firsts: dict[ClientKey, int] = {}
     duplicates: list[tuple[int, int]] = []
     claimed: set[int] = set()
     for index, pending in enumerate(batch):
         draft, room_id = pending.draft, pending.room_id
-        key = _key_of(pending)
+        key = batch_reads.key_of(pending)
         try:
             member = members.get((room_id, pending.user.id))
             if member is None:
@@ -107,7 +102,7 @@ async def write_batch(
             files = await attachments.linkable(
                 session, user=pending.user, room_id=room_id, attachment_ids=file_ids
             )
-            html, names = rendering.render_unlinked(draft.content)
+            html, names = rendered.get(index) or rendering.render_unlinked(draft.content)
             if pending.still_wanted is not None and not pending.still_wanted():
                 raise SendWithdrawn
         except (CmschatError, SendWithdrawn) as error:
@@ -117,8 +112,8 @@ async def write_batch(
         if key is not None:
             firsts[key] = index
         accepted.append(_New(index, pending, html, names, files))
-    accepted = await _link_mentions(session, accepted)
-    for index, view in (await _store(session, accepted, now, caches)).items():
+    accepted = _link_mentions(known, accepted)
+    for index, view in (await _store(session, driver, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
         outcome = outcomes[first]
@@ -126,37 +121,12 @@ async def write_batch(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _key_of(pending: Pending) -> ClientKey | None:
-    client_id = pending.draft.client_id
-    return None if client_id is None else (pending.room_id, pending.user.id, client_id)
-
-
-async def _repeats(session: AsyncSession, batch: Sequence[Pending]) -> dict[ClientKey, Sent]:
-    """The stored messages whose client id a send repeats, as their views."""
-    keys = {key for pending in batch if (key := _key_of(pending)) is not None}
-    if not keys:
-        return {}
-    # Almost always none: looked for with the driver, loaded as objects only when found.
-    ids = await batch_sql.repeated(await driver_of(session), keys)
-    if not ids:
-        return {}
-    found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
-    views = await message_views(session, found)
-    return {
-        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): (
-            Sent.of_model(view)
-        )
-        for message, view in zip(found, views, strict=True)
-    }
-
-
-async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_New]:
-    """Each send's mentions of its room's members linked (one query for the batch)."""
+def _link_mentions(known: Mapping[tuple[int, str], int], accepted: list[_New]) -> list[_New]:
+    """Each send's mentions of its room's members linked."""
     if not any(new.mentioned for new in accepted):
         return accepted
-    linked = await link_mentions(
-        session,
-        [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted],
+    linked = link_mentions(
+        known, [(new.pending.room_id, new.pending.draft.content, new.mentioned) for new in accepted]
     )
     return [
         dataclasses.replace(new, html=html or new.html, mentioned=mentioned)
@@ -166,30 +136,38 @@ async def _link_mentions(session: AsyncSession, accepted: list[_New]) -> list[_N
     ]
 
 
-async def _parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
-    """The room of each message a send replies to."""
-    ids = {pending.draft.reply_to for pending in batch if pending.draft.reply_to is not None}
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(MESSAGES.c.id, MESSAGES.c.room_id).where(MESSAGES.c.id.in_(ids))
-    )
-    return {message_id: room_id for message_id, room_id in rows}
-
-
 async def _store(
-    session: AsyncSession, accepted: Sequence[_New], now: datetime, caches: HotCaches | None
+    session: AsyncSession,
+    driver_of_batch: batch_reads.BatchDriver,
+    accepted: Sequence[_New],
+    now: datetime,
+    caches: HotCaches | None,
 ) -> dict[int, Sent]:
-    """Number, insert, link, index, audit and queue the events of the accepted sends."""
+    """Number, insert, link, index and audit the accepted sends in one trip, and queue
+    their events."""
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
     authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
-    driver = await driver_of(session)
+    driver = await driver_of_batch()
     stamped = {
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
+    created = batch_audit.CreatedEvents(
+        session,
+        driver,
+        [
+            (
+                new.pending.room_id,
+                new.pending.draft.content,
+                [file.id for file in new.files],
+                new.pending.origin,
+            )
+            for new in accepted
+        ],
+        now,
+    )
     stored = await batch_sql.store(
         driver,
         [
@@ -202,33 +180,17 @@ async def _store(
                 new.html,
                 stamped[new.pending.origin.actor],
                 new.mentioned,
+                [file.id for file in new.files],
             )
             for new in accepted
         ],
+        audit=created.steps,
     )
-    rows = [(new, seq, message_id) for new, (seq, message_id) in zip(accepted, stored, strict=True)]
-    links = [
-        (file.id, message_id, new.pending.origin.actor)
-        for new, _seq, message_id in rows
-        for file in new.files
-    ]
-    await attachments.link_many(session, links, now=now)
+    created.stored()
     sents: dict[int, Sent] = {}
     events = []
-    for new, seq, message_id in rows:
+    for new, (seq, message_id) in zip(accepted, stored, strict=True):
         sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
-        audit.record(
-            session,
-            action="message.created",
-            target_type="message",
-            target_id=message_id,
-            changes={
-                "room_id": new.pending.room_id,
-                "content": audit.text_digest(new.pending.draft.content),
-                "attachment_ids": [file.id for file in new.files],
-            },
-            origin=new.pending.origin,
-        )
         events.append(sent_event(EventType.message_created, seq, sent))
         sents[new.index] = sent
     queue_events(session, events)

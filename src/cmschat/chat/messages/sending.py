@@ -3,11 +3,11 @@ WebSocket's ``message.send``, so both get the same checks, idempotency and rate 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,29 +73,13 @@ async def render_content(
     return rendering.render(content, known_users=known), sorted(set(known.values()))
 
 
-_MEMBERS_NAMED = (
-    select(RoomMember.room_id, User.username, User.id)
-    .join(RoomMember, RoomMember.user_id == User.id)
-    .where(
-        RoomMember.room_id.in_(bindparam("rooms", expanding=True)),
-        User.username.in_(bindparam("names", expanding=True)),
-    )
-)
-
-
-async def link_mentions(
-    session: AsyncSession, sends: Sequence[tuple[int, str, Sequence[str]]]
+def link_mentions(
+    known: Mapping[tuple[int, str], int], sends: Sequence[tuple[int, str, Sequence[str]]]
 ) -> list[tuple[str | None, list[int]]]:
-    """``render_content``'s answer for many sends with one query: per ``(room id, content,
-    mentioned names from render_unlinked)``, the HTML with mentions linked (None: the
-    unlinked HTML stands) and the ids of the room members mentioned."""
-    wanted = {(room_id, name) for room_id, _content, names in sends for name in names}
-    known: dict[tuple[int, str], int] = {}
-    if wanted:
-        rooms, named = {room for room, _ in wanted}, {name for _, name in wanted}
-        found = await session.execute(_MEMBERS_NAMED, {"rooms": list(rooms), "names": list(named)})
-        for room_id, username, user_id in found:
-            known[(room_id, username)] = user_id
+    """``render_content``'s answer for many sends, given the room members they may mention
+    (``known``: (room id, username) to user id, ``batch_sql.checked``): per ``(room id,
+    content, mentioned names from render_unlinked)``, the HTML with mentions linked (None:
+    the unlinked HTML stands) and the ids of the room members mentioned."""
     linked: list[tuple[str | None, list[int]]] = []
     for room_id, content, names in sends:
         mine = {name: known[room_id, name] for name in names if (room_id, name) in known}

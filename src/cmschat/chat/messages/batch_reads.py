@@ -1,0 +1,117 @@
+"""What the checks of a send batch read: memberships come from the caches (``hot_reads``);
+the repeats of stored client ids and the members the sends mention in one trip
+(``batch_sql.checked``); the rooms of the messages replied to.
+
+A send is rendered before the repeat lookup (if it would pass the checks up to its
+content), so that the names it mentions are known for that trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cmschat.chat import rendering
+from cmschat.chat.caches import Membership
+from cmschat.chat.messages import batch_sql
+from cmschat.chat.messages.batch_sql import MESSAGES
+from cmschat.chat.messages.sending import SendRules, check_content
+from cmschat.chat.messages.views import Sent, message_views
+from cmschat.chat.models import Message
+from cmschat.db.driver_sql import Driver, driver_of
+from cmschat.errors import Invalid
+
+if TYPE_CHECKING:
+    from cmschat.chat.messages.group_commit import Pending
+
+ClientKey = tuple[int, int, str]
+"""A send's idempotency key: room, author, client id."""
+
+
+def rendered_of(
+    batch: Sequence[Pending], members: Mapping[tuple[int, int], Membership], rules: SendRules
+) -> dict[int, tuple[str, list[str]]]:
+    """``render_unlinked`` of each send (by index) that passes the checks up to its content."""
+    return {
+        index: rendering.render_unlinked(pending.draft.content)
+        for index, pending in enumerate(batch)
+        if _may_pass(pending, members.get((pending.room_id, pending.user.id)), rules)
+    }
+
+
+def key_of(pending: Pending) -> ClientKey | None:
+    """A send's idempotency key (None: it has no client id)."""
+    client_id = pending.draft.client_id
+    return None if client_id is None else (pending.room_id, pending.user.id, client_id)
+
+
+class BatchDriver:
+    """The batch's driver (``driver_of``), asked of the session once: each ask is a trip
+    through SQLAlchemy's async bridge, and the first begins the transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._driver: Driver | None = None
+
+    async def __call__(self) -> Driver:
+        """The driver of the batch's transaction (begun on the first call)."""
+        if self._driver is None:
+            self._driver = await driver_of(self._session)
+        return self._driver
+
+
+def _may_pass(pending: Pending, member: Membership | None, rules: SendRules) -> bool:
+    """Whether a send passes the checks up to its content (so it is worth rendering)."""
+    if member is None or member.archived:
+        return False
+    draft = pending.draft
+    try:
+        check_content(draft.content, limit=rules.max_length, has_files=bool(draft.attachment_ids))
+    except Invalid:
+        return False
+    return True
+
+
+async def reads(
+    session: AsyncSession,
+    driver: BatchDriver,
+    batch: Sequence[Pending],
+    rendered: Mapping[int, tuple[str, list[str]]],
+) -> tuple[dict[ClientKey, Sent], dict[tuple[int, str], int]]:
+    """In one trip: the stored messages whose client id a send repeats (as their views),
+    and the members the rendered sends mention ((room id, username) to user id)."""
+    keys = {key for pending in batch if (key := key_of(pending)) is not None}
+    wanted = {
+        (batch[index].room_id, name) for index, (_, names) in rendered.items() for name in names
+    }
+    if not keys and not wanted:
+        return {}, {}
+    ids, members = await batch_sql.checked(
+        await driver(), keys, {room for room, _ in wanted}, {name for _, name in wanted}
+    )
+    known = {(room_id, username): user_id for room_id, username, user_id in members}
+    if not ids:  # almost always: loaded as objects only when found
+        return {}, known
+    found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
+    views = await message_views(session, found)
+    repeats = {
+        (message.room_id, cast(int, message.author_id), cast(str, message.client_id)): (
+            Sent.of_model(view)
+        )
+        for message, view in zip(found, views, strict=True)
+    }
+    return repeats, known
+
+
+async def parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
+    """The room of each message a send replies to."""
+    ids = {pending.draft.reply_to for pending in batch if pending.draft.reply_to is not None}
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(MESSAGES.c.id, MESSAGES.c.room_id).where(MESSAGES.c.id.in_(ids))
+    )
+    return {message_id: room_id for message_id, room_id in rows}

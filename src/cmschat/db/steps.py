@@ -1,0 +1,61 @@
+"""Running several statements as one unit, in order, up to the first that fails: in one
+trip to SQLite's driver thread (``sqlite_driver.run_steps``) or one trip each
+(``each_step``, for drivers without a thread), for ``driver_sql.Driver.steps``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+Step = tuple[str, Any, bool]
+"""One statement of a trip that runs several: its SQL, its parameters (or a function of the
+rows of the statements before it), and whether many."""
+Ran = tuple[list[list[Any]], list[float | None], BaseException | None]
+"""What such a trip brings back: each statement's rows (None as []), the seconds each took
+(None: a ``many`` with nothing to run), and the error of the statement that failed (the
+last one timed; none run after it)."""
+
+
+def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
+    """The statements one after the other with ``run``, up to the first error."""
+    rows: list[list[Any]] = []
+    took: list[float | None] = []
+    for operation, given, many in steps:
+        started = time.perf_counter()
+        try:
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = run(operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(found)
+    return rows, took, None
+
+
+async def each_step(
+    steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
+) -> Ran:
+    """``_steps`` with a trip per statement (``run`` awaited): for drivers without a thread."""
+    rows: list[list[Any]] = []
+    took: list[float | None] = []
+    for operation, given, many in steps:
+        started = time.perf_counter()
+        try:
+            parameters = given(rows) if callable(given) else given
+            if many and not parameters:
+                rows.append([])
+                took.append(None)
+                continue
+            found = await run(operation, parameters, many)
+        except Exception as error:
+            took.append(time.perf_counter() - started)
+            return rows, took, error
+        took.append(time.perf_counter() - started)
+        rows.append(found)
+    return rows, took, None
