@@ -8,7 +8,9 @@ metrics. A transaction that runs nothing sends nothing.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,53 @@ async def test_a_begin_that_cannot_start_fails_its_statement_and_frees_the_lock(
         other.close()
     async with db.unit_of_work(read_only=True) as session:
         assert (await session.scalars(text("SELECT who FROM t"))).all() == ["d"]
+
+
+async def test_a_trip_cancelled_before_its_begin_ran_leaves_no_transaction_behind(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's task is cancelled (client gone, shutdown) while its first statement
+    waits in the driver's queue: the thread still runs that trip, BEGIN included, after the
+    unit of work has rolled back. The rollback must follow it there, or the pooled
+    connection keeps an open write transaction: SQLite locked for every other writer, and
+    a kept reader serving the row that was never committed."""
+    gate = threading.Event()
+    queued = asyncio.Event()
+    original: Any = aiosqlite.Connection._execute
+
+    async def held(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__name__", "") == "_run_steps" and not queued.is_set():
+            # The thread is busy with something else until the test opens the gate.
+            self._tx.put_nowait((asyncio.get_running_loop().create_future(), gate.wait))
+            queued.set()
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", held)
+    insert = driver_sql.Statement(lambda _dialect: text("INSERT INTO t (who) VALUES ('gone')"), ())
+
+    async def request() -> None:
+        async with db.unit_of_work("user:1") as session:
+            driver = await driver_sql.driver_of(session)
+            await driver.steps([(insert, (), False)])
+
+    task = asyncio.create_task(request())
+    await asyncio.wait_for(queued.wait(), timeout=10)
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+
+    async def everything(driver: driver_sql.Driver) -> list[Any]:
+        return await driver.rows(driver_sql.Statement(lambda _d: text("SELECT who FROM t"), ()), ())
+
+    async with db.readers.reading(everything) as (_driver, seen):
+        assert seen == []
+    async with db.unit_of_work("user:2") as session:
+        await session.execute(text("INSERT INTO t (who) VALUES ('next')"))
+    other = _other_writer(tmp_path / "begin.db")
+    try:
+        other.execute("BEGIN IMMEDIATE")  # nothing holds SQLite's lock
+        other.execute("ROLLBACK")
+        assert other.execute("SELECT who FROM t").fetchall() == [("next",)]
+    finally:
+        other.close()

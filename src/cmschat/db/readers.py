@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cmschat.db.driver_sql import Driver
+from cmschat.db.sqlite_driver import OneTripConnection
 
 T = TypeVar("T")
 Errors = type[BaseException] | tuple[type[BaseException], ...]
@@ -58,6 +59,14 @@ class _Kept:
         self.connection = connection
         self.driver = driver
         self.since = time.monotonic()
+
+
+def _in_transaction(kept: _Kept) -> bool:
+    """Whether a transaction is open on ``kept`` (SQLite): the pool's reset rolls it back,
+    where a kept reader would go on reading in it, unseen writes and lock included."""
+    raw = kept.connection.sync_connection
+    adapter = None if raw is None else raw.connection.dbapi_connection
+    return isinstance(adapter, OneTripConnection) and adapter.in_transaction_now()
 
 
 class Readers:
@@ -142,7 +151,12 @@ class Readers:
         await kept.connection.close()
 
     async def _give_back(self, kept: _Kept) -> None:
-        if len(self._free) < self._keep and not self._closed and not self._crowded():
+        if (
+            len(self._free) < self._keep
+            and not self._closed
+            and not self._crowded()
+            and not _in_transaction(kept)
+        ):
             self._free.append(kept)
         else:
             await kept.connection.close()

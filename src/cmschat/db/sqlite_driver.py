@@ -19,11 +19,12 @@ fails if they change.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -34,6 +35,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT, await_only
 
 from cmschat.db.steps import Ran, Step, each_step, run_each
+
+T = TypeVar("T")
 
 __all__ = ["Ran", "Step", "each_step", "one_trip_dbapi", "run", "run_steps"]
 
@@ -150,7 +153,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         adapter = cast(OneTripConnection, self._adapt_connection)
         async with adapter._execute_mutex:
             begin, begun = adapter.take_begin()
-            outcome: _Outcome = await self._connection._execute(
+            outcome: _Outcome = await adapter.trip(
                 _run, self._connection, operation, parameters, many, begin
             )
         self._description, self._rowcount, self._lastrowid, rows, began = outcome
@@ -167,12 +170,16 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     that ends before any statement never sends it: there is nothing to commit.
     """
 
-    __slots__ = ("_begin",)
+    __slots__ = ("_begin", "_unsettled")
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin: tuple[str, Begun | None] | None = None
+        self._unsettled = False
+        """A trip carrying a deferred ``BEGIN`` was left without its answer (the task
+        awaiting it was cancelled): the driver's thread may still begin the transaction
+        after ``in_transaction`` was read, so the next rollback is sent whatever it says."""
 
     def defer_begin(self, begin: str, begun: Begun | None) -> None:
         """Send ``begin`` with the next statement; ``begun`` is told when it has run."""
@@ -183,14 +190,28 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         deferred, self._begin = self._begin, None
         return (None, None) if deferred is None else deferred
 
+    async def trip(self, function: Callable[..., T], *args: Any) -> T:
+        """``function`` in the driver's thread; if it carries a deferred ``BEGIN`` and the
+        awaiting task is cancelled, the connection is marked unsettled (see ``rollback``)."""
+        try:
+            result: T = await self._connection._execute(function, *args)
+        except asyncio.CancelledError:
+            self._unsettled = True
+            raise
+        return result
+
     def cursor(self, server_side: bool = False) -> Any:
         """A cursor; a server-side one (SQLAlchemy's own, streaming) runs the deferred
         ``BEGIN`` first, in a trip of its own."""
         if server_side and self._begin is not None:
             begin, begun = self.take_begin()
-            began = await_only(self._connection._execute(_begin, self._connection, begin))
+            began = await_only(self.trip(_begin, self._connection, begin))
             _tell(begin, begun, began)
         return super().cursor(server_side)
+
+    def in_transaction_now(self) -> bool:
+        """Whether a transaction is open on this connection now."""
+        return self._in_transaction()
 
     def _in_transaction(self) -> bool:
         # sqlite3 reads this flag (sqlite3_get_autocommit) from any thread; the adapter is
@@ -207,9 +228,12 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def rollback(self) -> None:
         """Roll back; no trip when no transaction is open, as after every commit when the
-        pool resets a returned connection."""
+        pool resets a returned connection. After a cancelled trip the rollback is sent
+        anyway: it queues behind that trip in the driver's thread, so a transaction the
+        trip began after the cancellation is rolled back, not left open in the pool."""
         self._begin = None
-        if self._in_transaction():
+        if self._unsettled or self._in_transaction():
+            self._unsettled = False
             super().rollback()
 
     def close(self) -> None:
@@ -239,7 +263,7 @@ async def run(
     connection = cast(OneTripConnection, adapter)
     async with adapter._execute_mutex:
         begin, begun = connection.take_begin()
-        outcome: _Outcome = await adapter._connection._execute(
+        outcome: _Outcome = await connection.trip(
             _run, adapter._connection, operation, parameters, many, begin
         )
     _tell(begin, begun, outcome[4])
@@ -251,11 +275,9 @@ async def run_steps(adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[St
     connection = cast(OneTripConnection, adapter)
     async with adapter._execute_mutex:
         begin, begun = connection.take_begin()
-        ran, began = await adapter._connection._execute(
-            _run_steps, adapter._connection, steps, begin
-        )
+        ran, began = await connection.trip(_run_steps, adapter._connection, steps, begin)
     _tell(begin, begun, began)
-    return cast(Ran, ran)
+    return ran
 
 
 def _tell(begin: str | None, begun: Begun | None, seconds: float | None) -> None:
