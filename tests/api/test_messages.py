@@ -602,3 +602,21 @@ async def test_chat_needs_a_token_and_a_changed_password(
         assert blocked.status_code == 403, (method, url, blocked.text)
         assert error_of(blocked)["code"] == "password_change_required"
     assert await history(client, a, room_id) == [message]
+
+
+async def test_many_distinct_mentions_keep_few_statements_and_still_link(
+    client: httpx.AsyncClient, alice: NamedUser, bob: NamedUser
+) -> None:
+    """The mention lookup's statement is kept per size of its name list: sizes rounded to
+    powers of two, so a member sending 1, 2, 3 … 40 distinct ``@names`` cannot make every
+    worker compile and keep a statement per count (memory without a bound)."""
+    from cmschat.chat.messages import batch_sql
+
+    a = await alice.login(client)
+    room_id = await group(client, a, bob)
+    batch_sql._NAMED.clear()
+    for count in range(1, 41):
+        names = " ".join(f"@nobody{n}" for n in range(count - 1))
+        sent = await send(client, a, room_id, f"{names} @bob")
+        assert sent["mentions"] == [bob.id], count
+    assert sorted(batch_sql._NAMED) == [(1, 1), (1, 2), (1, 4), (1, 8), (1, 16), (1, 32), (1, 64)]

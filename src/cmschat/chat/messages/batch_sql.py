@@ -166,7 +166,17 @@ def _named_of(rooms: int, names: int) -> Statement:
 
 
 _NAMED: dict[tuple[int, int], Statement] = {}
-"""``_named_of`` per (rooms, names) sizes: a batch holds at most ``MAX_BATCH`` of each."""
+"""``_named_of`` per (rooms, names) sizes, each a power of two: the names of a batch have
+no bound but the messages' length, and a statement kept per exact count would let one
+member grow every worker's memory (1, 2, 3 … thousands of distinct ``@names``)."""
+
+
+def _padded(values: Collection[Any]) -> list[Any]:
+    """``values`` (not empty) with its last repeated up to the next power of two: the
+    same rows in an ``IN`` list, from one of few statements."""
+    padded = list(values)
+    padded.extend(padded[-1:] * ((1 << (len(padded) - 1).bit_length()) - len(padded)))
+    return padded
 
 
 async def checked(
@@ -182,11 +192,12 @@ async def checked(
     if keys:
         steps.append((_REPEATS(len(keys)), tuple(chain.from_iterable(keys)), False))
     if rooms and names:
-        size = (len(rooms), len(names))
+        room_ids, usernames = _padded(rooms), _padded(names)
+        size = (len(room_ids), len(usernames))
         named = _NAMED.get(size)
         if named is None:
             named = _NAMED[size] = _named_of(*size)
-        steps.append((named, (*rooms, *names), False))
+        steps.append((named, (*room_ids, *usernames), False))
     if not steps:
         return [], []
     found = await driver.steps(steps)
