@@ -190,3 +190,27 @@ async def test_a_client_that_takes_nothing_is_closed_as_slow() -> None:
     assert conn.close_requested
     assert conn.close_code == CLOSE_SLOW
     assert socket.order == []
+
+
+class BrokenSocket(FakeSocket):
+    """A transport that fails under the direct write (torn down under the sender)."""
+
+    def write_frame(self, data: bytes) -> bool:
+        raise RuntimeError("the transport is gone")
+
+
+async def test_a_write_that_fails_outside_any_task_closes_the_connection() -> None:
+    """The write of what is queued runs as a loop callback when nothing waits: an error
+    there must end the connection (1001), as it did in the sender's task, not leave the
+    connection marked as sending, with nothing written again and the client never told."""
+    from cmschat.websocket.outgoing import CLOSE_GOING_AWAY, Outgoing
+
+    delivery, conn = _delivery(BrokenSocket())
+    closed = asyncio.Event()
+    conn.on_close = closed.set
+    outgoing = Outgoing(delivery, conn)
+    outgoing.live = True
+    conn.offer(_envelope(1))
+    await asyncio.wait_for(closed.wait(), timeout=5)
+    assert conn.close_code == CLOSE_GOING_AWAY
+    assert not outgoing.sending

@@ -50,7 +50,16 @@ class Outgoing:
             self._loop.call_soon(self._loop.call_soon, self._write_queued)
 
     def _write_queued(self) -> None:
-        if not self.live or self.delivery.drain_now():
+        try:
+            written = not self.live or self.delivery.drain_now()
+        except Exception:
+            # A loop callback's error would only be logged by the loop, with ``sending``
+            # left set: nothing queued would be written again and the client never told.
+            self.sending = False
+            log.debug("a WebSocket failed while sending", exc_info=True)
+            self.conn.close(CLOSE_GOING_AWAY)
+            return
+        if written:
             self.sending = False
         else:
             self.sender = asyncio.create_task(self._send())
