@@ -19,7 +19,7 @@ import functools
 import itertools
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -120,8 +120,10 @@ class CountSeries:
 
 
 def _count_of(counter: itertools.count[int]) -> int:
-    """How far ``counter`` has counted (the next number it would give), without taking it."""
-    return cast(int, counter.__reduce__()[1][0])
+    """How far ``counter`` (from 0, by 1) has counted, without taking a number: read from
+    its ``repr``, ``count(N)`` (``__reduce__`` would do, but itertools' pickling support
+    is deprecated since Python 3.12 and goes in 3.14)."""
+    return int(repr(counter)[6:-1])
 
 
 class Level:
