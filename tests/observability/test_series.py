@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmschat.observability.instruments import QUERY_BUCKETS
-from cmschat.observability.series import CountSeries, HistogramSeries
+from cmschat.observability.series import CountSeries, HistogramSeries, Level
 
 # On, between and beyond the bounds; zero, negative and infinite too.
 AMOUNTS = (0.0, 0.0005, 0.00050001, 0.0007, 0.001, 0.003, 0.25, 1, 4.9, 5, 7.5, -1.0, math.inf)
@@ -42,6 +44,29 @@ def test_a_wrapped_histogram_holds_what_observe_would_have() -> None:
     assert samples(registry, "b_seconds") == expected
 
 
+def test_a_wrapped_histograms_bucket_is_a_c_step_and_the_librarys_observe_still_counts() -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram("d_seconds", "d", buckets=QUERY_BUCKETS, registry=registry)
+    series = HistogramSeries(histogram)
+    python_calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        if event == "call":
+            python_calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        series.observe(0.003)
+    finally:
+        sys.setprofile(None)
+    assert python_calls == ["observe", "inc"]  # the sum's; the bucket's step is a C call
+    histogram.observe(0.003)  # the library's own path on the same series
+    histogram.observe(2.5)
+    assert registry.get_sample_value("d_seconds_count") == 3
+    assert registry.get_sample_value("d_seconds_bucket", {"le": "0.005"}) == 2
+    assert registry.get_sample_value("d_seconds_sum") == pytest.approx(2.506)
+
+
 def test_wrapped_counters_and_gauges_hold_what_inc_and_dec_would_have() -> None:
     registry = CollectorRegistry()
     counter = Counter("c", "c", ["route"], registry=registry)
@@ -53,6 +78,76 @@ def test_wrapped_counters_and_gauges_hold_what_inc_and_dec_would_have() -> None:
     level.dec()
     assert registry.get_sample_value("c_total", {"route": "/x"}) == 3
     assert registry.get_sample_value("g") == 2
+
+
+def test_a_level_reads_ups_less_downs_and_its_steps_run_no_python_code() -> None:
+    registry = CollectorRegistry()
+    level = Level(Gauge("in_flight", "i", registry=registry))
+    python_calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        if event == "call":
+            python_calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(3):
+            level.up()
+        level.down()
+    finally:
+        sys.setprofile(None)
+    # C calls only: no Python frame and no lock per request (the library's inc is both).
+    assert python_calls == []
+    assert registry.get_sample_value("in_flight") == 2
+
+
+LEVELS = """
+from prometheus_client import Gauge
+from cmschat.observability.series import Level
+level = Level(Gauge("cmschat_test_level", "t", multiprocess_mode="livesum"))
+level.up()
+level.up()
+level.down()
+from cmschat.observability.metrics import render
+print(render(include_sensitive=False).decode())
+"""
+
+
+def test_a_level_in_multiprocess_mode_is_written_for_the_other_workers(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    scraped = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", LEVELS], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    [level] = [
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "cmschat_test_level"
+    ]
+    assert level == 1
+
+
+def test_a_wrapped_counter_steps_in_c_and_keeps_the_librarys_own_writes() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("e", "e", registry=registry)
+    series = CountSeries(counter)
+    python_calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        if event == "call":
+            python_calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        series.inc()
+    finally:
+        sys.setprofile(None)
+    assert python_calls == []
+    counter.inc(2.5)  # the library's own path on the same series
+    assert registry.get_sample_value("e_total") == 3.5
+    counter.reset()
+    series.inc()
+    assert registry.get_sample_value("e_total") == 1
 
 
 WORKER = """

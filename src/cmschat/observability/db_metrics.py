@@ -21,9 +21,10 @@ from sqlalchemy.pool import Pool
 
 from cmschat.observability import instruments as m
 from cmschat.observability import sql_tally, tracing
-from cmschat.observability.series import CountSeries, HistogramSeries
+from cmschat.observability.series import HistogramSeries, Level
 
 log = logging.getLogger("cmschat.db.slow")
+_IN_USE, _WAITING = Level(m.DB_POOL_IN_USE), Level(m.DB_POOL_WAITING)
 
 OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT", "ROLLBACK"})
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
@@ -64,30 +65,32 @@ def _count_checkouts(pool: Pool) -> None:
     back, rather than by ``checkout``/``checkin`` listeners: a ``checkout`` listener sends
     every checkout through the pool's reconnect-and-retry path (a tenth of what the SQL
     metrics cost per request on SQLite, issue 12 point 9), and a connection that failed
-    to open was ``checkin`` without a ``checkout``, taking the gauge below zero.
+    to open was ``checkin`` without a ``checkout``, taking the gauge below zero. Both
+    gauges are ``Level``s: without a lock in one process (series.py).
     """
     get_connection = pool._do_get
     return_connection = pool._do_return_conn
     recreate = pool.recreate
-    waiting, wait = CountSeries(m.DB_POOL_WAITING), HistogramSeries(m.DB_POOL_WAIT)
-    in_use = CountSeries(m.DB_POOL_IN_USE)
+    wait = HistogramSeries(m.DB_POOL_WAIT)
+    waiting_up, waiting_down = _WAITING.up, _WAITING.down
+    in_use_up, in_use_down = _IN_USE.up, _IN_USE.down
 
     def counted() -> Any:
-        waiting.inc()
+        waiting_up()
         began = time.perf_counter()
         try:
             connection = get_connection()
         finally:
-            waiting.dec()
+            waiting_down()
             wait.observe(time.perf_counter() - began)
-        in_use.inc()
+        in_use_up()
         return connection
 
     def returned(record: Any) -> None:
         try:
             return_connection(record)
         finally:
-            in_use.dec()
+            in_use_down()
 
     def recreated() -> Pool:
         replacement = recreate()

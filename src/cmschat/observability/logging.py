@@ -71,8 +71,9 @@ def current_trace_id(request_id: str | None) -> str | None:
     return None
 
 
-def _stamp_context(fields: dict[str, Any]) -> None:
-    """Write this moment's request context into a record's attributes."""
+def _stamp_context(fields: dict[str, Any], trace_id: str | None = None) -> None:
+    """Write this moment's request context into a record's attributes (``trace_id``:
+    this moment's, if the caller knows it)."""
     request_id = request_id_var.get()
     if request_id is not None:
         fields["http.request.id"] = request_id
@@ -84,7 +85,8 @@ def _stamp_context(fields: dict[str, Any]) -> None:
         route = routed_template(scope)
     if route is not None:
         fields["http.route"] = route
-    trace_id = current_trace_id(request_id)
+    if trace_id is None:
+        trace_id = current_trace_id(request_id)
     if trace_id is not None:
         fields["trace.id"] = trace_id
     user_id = user_id_var.get()
@@ -120,7 +122,12 @@ def _line_of(frame: FrameType) -> int:
 
 
 def log_access(
-    logger: logging.Logger, msg: str, args: tuple[Any, ...], fields: dict[str, Any]
+    logger: logging.Logger,
+    msg: str,
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+    *,
+    trace_id: str | None = None,
 ) -> None:
     """``logger.info(msg, *args, extra=fields)`` for the one line every request writes,
     the same record without the generic path's costs.
@@ -131,7 +138,9 @@ def log_access(
     made by the same factory (from a copy of the call site's first, records.py) and the
     fields written at once; level, filters, handlers and
     ``disabled`` are honoured as ``Logger.handle`` does. Another record factory than ours
-    gets the generic path.
+    gets the generic path. ``trace_id``: this moment's trace id if the caller knows it
+    (the request middleware does: its request id), saving ``current_trace_id``'s look
+    through OpenTelemetry's context, some 5,000 instructions a line.
     """
     if not logger.isEnabledFor(logging.INFO):
         return
@@ -151,7 +160,7 @@ def log_access(
         args,
     )
     attributes = record.__dict__
-    _stamp_context(attributes)
+    _stamp_context(attributes, trace_id)
     attributes.update(fields)
     logger.handle(record)
 

@@ -153,6 +153,8 @@ class RequestMiddleware:
                     "event.duration": int((time.perf_counter() - started) * 1e9),
                     "client.ip": (scope.get("client") or (None,))[0],
                 },
+                # Made the trace id when tracing (request_ids), and still current here.
+                trace_id=request_id,
             )
             client_address_var.reset(address_token)
             user_id_var.reset(user_token)
