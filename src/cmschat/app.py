@@ -192,8 +192,12 @@ def redis_client(url: str) -> Redis:
 
 
 async def sampling(sampler: Sampler, stop: asyncio.Event) -> None:
-    """A sample every minute, and a last one when the instance stops gracefully."""
-    await every(SAMPLE_SECONDS, sampler.tick, stop, name="monitoring sample")
+    """A sample every minute, and a last one when the instance stops gracefully. Under
+    ``cmschat serve`` the first is taken at start: a restarted instance then shows ready
+    at once, not as its predecessor's "stopped" for a minute."""
+    await every(
+        SAMPLE_SECONDS, sampler.tick, stop, name="monitoring sample", run_first=sampler.served
+    )
     try:
         await sampler.stopped()
     except Exception:  # the database may be gone by now: the instance shows as silent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sqlite3
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -312,9 +313,23 @@ def test_a_served_instance_records_its_stop_under_its_port(tmp_path: Path) -> No
     that says the instance stopped (what the console shows after a release)."""
     env = clean_env(CMSCHAT_ENVIRONMENT="test", CMSCHAT_AUTH__BCRYPT_ROUNDS="4")
     port = free_port()
+    name = f"{socket.gethostname()}:{port}"
+    path = tmp_path / "var" / "cmschat.db"
+
+    def newest() -> tuple[str, int, str] | None:
+        database = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        with contextlib.closing(database):
+            row: tuple[str, int, str] | None = database.execute(
+                "SELECT instance, ready, checks FROM instance_samples ORDER BY minute DESC"
+            ).fetchone()
+            return row
+
     with running_server(tmp_path, env, "sampled", port=port) as server:
+        # The first sample is taken at start, not a minute later.
+        deadline = time.monotonic() + 30
+        while newest() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = newest()
+        assert first is not None and first[:2] == (name, 1)
         assert server.stop() == 0
-    database = sqlite3.connect(f"file:{tmp_path / 'var' / 'cmschat.db'}?mode=ro", uri=True)
-    with contextlib.closing(database):
-        rows = database.execute("SELECT instance, ready, checks FROM instance_samples").fetchall()
-    assert rows == [(f"{socket.gethostname()}:{port}", 0, "process=stopped")]
+    assert newest() == (name, 0, "process=stopped")

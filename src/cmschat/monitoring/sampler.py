@@ -158,6 +158,8 @@ class Sampler:
         self.keep = keep
         self.window = window
         self.instance = this_instance(clock)
+        self.served = _port is not None
+        """Run by ``cmschat serve`` (named by its port), not embedded in another process."""
 
     async def tick(self) -> None:
         """Write this minute's sample and prune what is past the bound."""
