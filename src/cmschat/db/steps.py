@@ -5,8 +5,8 @@ trip to SQLite's driver thread (``sqlite_driver.run_steps``) or one trip each
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, cast
 
 Step = tuple[str, Any, bool]
 """One statement of a trip that runs several: its SQL, its parameters (or a function of the
@@ -17,8 +17,10 @@ Ran = tuple[list[list[Any]], list[float | None], BaseException | None]
 last one timed; none run after it)."""
 
 
-def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
-    """The statements one after the other with ``run``, up to the first error."""
+def _plan(steps: Sequence[Step]) -> Generator[tuple[str, Any, bool], list[Any], Ran]:
+    """The bookkeeping of running ``steps``: yields each statement to run (with its
+    parameters worked out), is sent its rows or thrown its error, and returns what ran.
+    One plan for both ways of running them (``run_each``, ``each_step``)."""
     rows: list[list[Any]] = []
     took: list[float | None] = []
     for operation, given, many in steps:
@@ -29,33 +31,44 @@ def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) 
                 rows.append([])
                 took.append(None)
                 continue
-            found = run(operation, parameters, many)
+            found = yield operation, parameters, many
         except Exception as error:
             took.append(time.perf_counter() - started)
             return rows, took, error
         took.append(time.perf_counter() - started)
         rows.append(found)
     return rows, took, None
+
+
+def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) -> Ran:
+    """The statements one after the other with ``run``, up to the first error."""
+    plan = _plan(steps)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                found = run(*step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(found)
+    except StopIteration as ended:
+        return cast(Ran, ended.value)
 
 
 async def each_step(
     steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
 ) -> Ran:
-    """``_steps`` with a trip per statement (``run`` awaited): for drivers without a thread."""
-    rows: list[list[Any]] = []
-    took: list[float | None] = []
-    for operation, given, many in steps:
-        started = time.perf_counter()
-        try:
-            parameters = given(rows) if callable(given) else given
-            if many and not parameters:
-                rows.append([])
-                took.append(None)
-                continue
-            found = await run(operation, parameters, many)
-        except Exception as error:
-            took.append(time.perf_counter() - started)
-            return rows, took, error
-        took.append(time.perf_counter() - started)
-        rows.append(found)
-    return rows, took, None
+    """``run_each`` with a trip per statement (``run`` awaited): for drivers without a thread."""
+    plan = _plan(steps)
+    try:
+        step = next(plan)
+        while True:
+            try:
+                found = await run(*step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(found)
+    except StopIteration as ended:
+        return cast(Ran, ended.value)
