@@ -9,6 +9,7 @@ and disposing of the database gives every kept connection back.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,3 +165,26 @@ async def test_a_reader_is_not_kept_while_the_pool_is_past_its_size(tmp_path: Pa
     finally:
         await readers.close()
         await engine.dispose()
+
+
+async def test_forty_pages_at_once_with_a_revoked_token_among_them(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext
+) -> None:
+    """Forty pages at once: each valid one answered whole, the revoked token's refused on
+    its very first page, and no more connections kept than ``Readers`` keeps."""
+    from cmschat.db.readers import KEEP
+
+    url, a = await a_room(client, alice)
+    revoked = await alice.login(client)
+    assert (await client.post("/api/v1/auth/logout", headers=revoked)).status_code == 204
+
+    responses = await asyncio.gather(
+        *(client.get(url, headers=revoked if n % 10 == 0 else a) for n in range(40))
+    )
+    statuses = [response.status_code for response in responses]
+    assert statuses.count(401) == 4 and statuses.count(200) == 36, statuses
+    assert {r.text for r in responses if r.status_code == 200} == {responses[1].text}
+    pool = context.db.engine.sync_engine.pool
+    assert pool.checkedout() <= KEEP  # type: ignore[attr-defined]
+    await context.db.readers.close()
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
