@@ -34,7 +34,6 @@ from cmschat.chat.messages.rows import (
     MENTIONS,
     MESSAGES,
     USERS,
-    message_select,
 )
 
 _STAMP_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
@@ -49,9 +48,10 @@ _BOOL = (b"false", b"true")
 
 def page_select(dialect: Dialect) -> Select[Any]:
     """The page's columns: on SQLite each message's seq and JSON text (``_sqlite_item``);
-    elsewhere ``rows.message_select`` and, after its columns, each message's mentions and
-    ready files. Its one parameter is ``ready`` (the ready state): the caller's come after
-    it. ``cursor_of`` reads a row's seq."""
+    elsewhere ``rows.message_select``'s (the update time NULL when it is the creation's,
+    edited and deleted as 0 or 1) and each message's mentions and ready files. Its one
+    parameter is ``ready`` (the ready state): the caller's come after it. ``cursor_of``
+    reads a row's seq."""
     if dialect.name == "sqlite":
         return select(MESSAGES.c.seq, _sqlite_item()).select_from(
             MESSAGES.outerjoin(USERS, USERS.c.id == MESSAGES.c.author_id)
@@ -70,7 +70,26 @@ def page_select(dialect: Dialect) -> Select[Any]:
         .where(a.message_id == m.id, a.state == bindparam("ready"))
         .scalar_subquery()
     )
-    return message_select().add_columns(mentioned, files)
+    # The driver makes a datetime per DATETIME value: an update time equal to the
+    # creation's (most messages) comes as NULL, edited and deleted as 0 or 1.
+    u = USERS.c
+    return select(
+        m.id,
+        m.room_id,
+        m.seq,
+        m.author_id,
+        u.username,
+        u.display_name,
+        m.content,
+        m.content_html,
+        m.reply_to_id,
+        m.created_at,
+        func.nullif(m.updated_at, m.created_at),
+        m.edited_at.is_not(None),
+        m.deleted_at.is_not(None),
+        mentioned,
+        files,
+    ).select_from(MESSAGES.outerjoin(USERS, u.id == m.author_id))
 
 
 def cursor_of(row: tuple[Any, ...], *, sqlite: bool) -> int:
@@ -187,7 +206,6 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
     if sqlite:
         texts = ",".join([row[1] for row in rows]).encode()
         return b'{"items":[%b],"next_cursor":%b}' % (texts, cursor)
-    stamp = _stamp
     dumps = orjson.dumps
     authors: dict[int, bytes] = {}
     items: list[bytes] = []
@@ -203,8 +221,8 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
         reply_to_id,
         created_at,
         updated_at,
-        edited_at,
-        deleted_at,
+        edited,
+        deleted,
         mentioned,
         files,
     ) in rows:
@@ -215,7 +233,7 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
             if author is None:
                 shown = {"id": author_id, "username": username, "display_name": display_name}
                 author = authors[author_id] = dumps(shown)
-        created = stamp(created_at)
+        created = _stamp(created_at)
         items.append(
             _ITEM
             % (
@@ -228,9 +246,9 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
                 b"null" if reply_to_id is None else b"%d" % reply_to_id,
                 b"[]" if mentioned is None else _mentions(mentioned),
                 created,
-                created if updated_at == created_at else stamp(updated_at),
-                _BOOL[edited_at is not None],
-                _BOOL[deleted_at is not None],
+                created if updated_at is None else _stamp(updated_at),
+                _BOOL[edited],
+                _BOOL[deleted],
                 b"[]" if files is None or files == "[]" else _files(files),
             )
         )
