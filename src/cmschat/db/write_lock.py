@@ -187,7 +187,9 @@ def install(engine: AsyncEngine, *, timeout: float) -> WriteLock:
             connection.exec_driver_sql("BEGIN")
             return
         dbapi_connection = _raw(connection.connection)
-        if not lock.try_acquire(dbapi_connection):
+        # Already held for this connection: the writer (db/writer.py) waits for the lock
+        # before it begins, outside SQLAlchemy's async bridge.
+        if lock.holder is not dbapi_connection and not lock.try_acquire(dbapi_connection):
             await_only(lock.acquire(dbapi_connection))
         if isinstance(dbapi_connection, OneTripConnection):
             _defer_begin(connection, dbapi_connection)

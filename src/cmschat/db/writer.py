@@ -1,0 +1,220 @@
+"""The group commit's writer: its transactions on a connection it keeps, without an ORM session.
+
+A batch of sends is a few driver trips (``driver_sql.Driver``); around them an ORM unit of
+work cost most of a lone send's batch: the ``AsyncSession`` and its transaction, the pool's
+checkout and checkin (on MariaDB a pre-ping and a reset-on-return rollback, each a round
+trip) and the passes through SQLAlchemy's async bridge to begin, commit and close. Here the
+writer keeps one connection checked out between batches, as ``db.readers`` keeps readers,
+and each transaction on it does:
+
+- **begin** without the bridge: the SQLite write lock taken here (awaited in line when
+  another writer holds it), then SQLAlchemy's ``Connection.begin()``, which then does no
+  I/O (the lock's ``begin`` listener finds it held and defers ``BEGIN IMMEDIATE`` into the
+  first statement's trip; MariaDB's transaction begins with its first statement). Only
+  when the batch first asks for its driver: a batch whose sends all fail their checks
+  neither locks nor begins.
+- **commit**: on SQLite the ``COMMIT`` sent in one trip to the driver's thread, then
+  SQLAlchemy's bookkeeping, which finds nothing left to commit (no trip) and frees the
+  lock; on MariaDB one pass through the bridge.
+- **after the commit**: the hooks of what committed (the audit head's export), the events
+  handed to the publisher, the after-commit hooks: nothing leaves before the commit.
+- **on any error**: rolled back (the events dropped, the lock freed), and the connection
+  given back to the pool, invalidated first if the server dropped it; the next batch
+  checks out a fresh one. A kept connection older than the pool's ``recycle`` is given
+  back too.
+
+Whatever a batch still needs of the ORM (the rare reads: a repeated client id's stored
+message, uploads) comes from a session joined to this transaction (``orm``), made only
+then; reads of Core statements go through the connection (``execute``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Result
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.util import greenlet_spawn
+
+from cmschat import events
+from cmschat.db import write_lock
+from cmschat.db.driver_sql import Driver
+from cmschat.db.sqlite_driver import OneTripConnection
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+class WriterTransaction:
+    """One transaction of the writer: its driver, reads, queued events and hooks."""
+
+    def __init__(self, writer: Writer, info: dict[str, Any]) -> None:
+        self._writer = writer
+        self.info = info
+        """The actor and clock, as a unit of work's session carries them."""
+        self.session_class = writer.session_class
+        """The database's session class, whose hooks say what its commits keep (audit)."""
+        self._connection: AsyncConnection | None = None
+        self._driver: Driver | None = None
+        self._orm: AsyncSession | None = None
+        self._events: list[events.Published] = []
+        self._committed: list[Callable[[], None]] = []
+        self._after: list[AfterCommit] = []
+
+    async def driver(self) -> Driver:
+        """The driver of the transaction (begun on the first ask)."""
+        if self._driver is None:
+            self._driver = await self._begin()
+        return self._driver
+
+    async def execute(self, statement: Executable) -> Result[*tuple[Any, ...]]:
+        """A Core statement through SQLAlchemy, in the transaction (for rare reads)."""
+        await self.driver()
+        return await _open(self._connection).execute(statement)
+
+    async def orm(self) -> AsyncSession:
+        """An ORM session in the transaction, made on the first ask (rare reads only: it
+        never commits, nor ends the transaction when closed)."""
+        if self._orm is None:
+            await self.driver()
+            self._orm = AsyncSession(bind=self._connection, expire_on_commit=False, autoflush=False)
+        return self._orm
+
+    def queue_events(self, queued: Iterable[events.Published]) -> None:
+        """Events to publish once the transaction has committed."""
+        self._events.extend(queued)
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """``hook`` run right after the commit, before the events are published."""
+        self._committed.append(hook)
+
+    def after_commit(self, hook: AfterCommit) -> None:
+        """``hook`` awaited once the transaction has committed and its events are out."""
+        self._after.append(hook)
+
+    async def _begin(self) -> Driver:
+        connection = self._connection = await self._writer.connection()
+        sync = _sync(connection)
+        adapter = sync.connection.dbapi_connection
+        lock = write_lock.lock_of(self._writer.engine)
+        if lock is not None and not lock.try_acquire(adapter):
+            await lock.acquire(adapter)
+        try:
+            sync.begin()  # no I/O now: see the module's docstring
+        except BaseException:
+            if lock is not None:
+                lock.release(adapter)
+            raise
+        return Driver(adapter, connection.dialect, sync)
+
+    async def _commit(self) -> None:
+        if self._orm is not None:
+            await self._orm.close()
+        if self._connection is None:
+            return  # nothing begun, nothing to commit
+        sync = _sync(self._connection)
+        adapter = sync.connection.dbapi_connection
+        if isinstance(adapter, OneTripConnection):
+            if adapter.in_transaction_now():
+                await adapter._connection.commit()  # aiosqlite's: one trip
+            sync.commit()  # nothing left to commit: SQLAlchemy's state, the lock freed
+        else:
+            await greenlet_spawn(sync.commit)
+
+    async def _rollback(self, error: BaseException) -> None:
+        """Roll back and give the connection back to the pool (invalidated if dropped)."""
+        self._events.clear()
+        self._committed.clear()
+        self._after.clear()
+        try:
+            if self._orm is not None:
+                await self._orm.close()
+        finally:
+            if self._connection is not None:
+                await self._writer.drop(self._connection, error)
+
+    async def _finish(self, publisher: events.Publisher | None) -> None:
+        for hook in self._committed:
+            hook()
+        if self._events and publisher is not None:
+            await publisher(self._events)
+        for after in self._after:
+            await after()
+
+
+def _open(connection: AsyncConnection | None) -> AsyncConnection:
+    if connection is None:  # pragma: no cover - begun before any use
+        raise RuntimeError("the writer's transaction has not begun")
+    return connection
+
+
+def _sync(connection: AsyncConnection) -> Connection:
+    sync = connection.sync_connection
+    if sync is None:  # pragma: no cover - a kept connection is open
+        raise RuntimeError("the writer's connection is closed")
+    return sync
+
+
+class Writer:
+    """A process's writer connection, kept checked out between its transactions."""
+
+    def __init__(self, engine: AsyncEngine, session_class: type[Session]) -> None:
+        self.engine = engine
+        self.session_class = session_class
+        self._kept: AsyncConnection | None = None
+        self._since = 0.0
+        recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
+        self._recycle = recycle if recycle > 0 else None
+
+    @asynccontextmanager
+    async def transaction(
+        self, info: dict[str, Any], publisher: events.Publisher | None
+    ) -> AsyncIterator[WriterTransaction]:
+        """One transaction: committed if the block ends normally, else rolled back; its
+        events published and hooks run only after the commit."""
+        transaction = WriterTransaction(self, info)
+        try:
+            yield transaction
+            await transaction._commit()
+        except BaseException as error:
+            await transaction._rollback(error)
+            raise
+        await transaction._finish(publisher)
+
+    async def connection(self) -> AsyncConnection:
+        """The kept connection (checked out of the pool when none is kept, or too old)."""
+        kept = self._kept
+        if kept is not None and (
+            self._recycle is None or time.monotonic() - self._since < self._recycle
+        ):
+            return kept
+        self._kept = None
+        if kept is not None:
+            await kept.close()
+        kept = await self.engine.connect()
+        self._kept, self._since = kept, time.monotonic()
+        return kept
+
+    async def drop(self, connection: AsyncConnection, error: BaseException) -> None:
+        """After a failed transaction: roll back, and give ``connection`` back to the pool
+        (the lock freed by its rollback or, failing that, by the checkin)."""
+        if self._kept is connection:
+            self._kept = None
+        try:
+            if isinstance(error, DBAPIError) and error.connection_invalidated:
+                await connection.invalidate()
+            else:
+                await connection.rollback()
+        finally:
+            await connection.close()
+
+    async def close(self) -> None:
+        """Give the kept connection back to the pool (before the engine is disposed)."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await kept.close()
