@@ -189,14 +189,11 @@ class Database:
                 raise
             await finish(session, None)
 
-    @asynccontextmanager
-    async def writer_unit_of_work(self, actor: str) -> AsyncIterator[WriterTransaction]:
-        """A transaction of this process's writer (the group commit's): on the connection
-        it keeps, without an ORM session (``db.writer``); committed, then its events
-        published and hooks run, or rolled back on any error."""
-        info = {CLOCK_KEY: self.clock, ACTOR_KEY: actor}
-        async with self.writer.transaction(info, self.publisher) as transaction:
-            yield transaction
+    def writer_unit_of_work(self, actor: str) -> WriterTransaction:
+        """A transaction of this process's writer (the group commit's), for ``async with``:
+        on the connection it keeps, without an ORM session (``db.writer``); committed,
+        then its events published and hooks run, or rolled back on any error."""
+        return self.writer.transaction({CLOCK_KEY: self.clock, ACTOR_KEY: actor}, self.publisher)
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""

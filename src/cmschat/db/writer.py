@@ -31,8 +31,7 @@ then; reads of Core statements go through the connection (``execute``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Result
@@ -40,7 +39,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
-from sqlalchemy.util import greenlet_spawn
 
 from cmschat import events
 from cmschat.db import write_lock
@@ -53,8 +51,11 @@ AfterCommit = Callable[[], Awaitable[None]]
 class WriterTransaction:
     """One transaction of the writer: its driver, reads, queued events and hooks."""
 
-    def __init__(self, writer: Writer, info: dict[str, Any]) -> None:
+    def __init__(
+        self, writer: Writer, info: dict[str, Any], publisher: events.Publisher | None
+    ) -> None:
         self._writer = writer
+        self._publisher = publisher
         self.info = info
         """The actor and clock, as a unit of work's session carries them."""
         self.session_class = writer.session_class
@@ -66,6 +67,21 @@ class WriterTransaction:
         self._committed: list[Callable[[], None]] = []
         self._after: list[AfterCommit] = []
 
+    # A class of its own rather than ``asynccontextmanager``: no generator per transaction.
+    async def __aenter__(self) -> WriterTransaction:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, _tb: Any) -> None:
+        if error is not None:
+            await self._rollback(error)
+            return
+        try:
+            await self._commit()
+        except BaseException as failed:
+            await self._rollback(failed)
+            raise
+        await self._finish(self._publisher)
+
     async def driver(self) -> Driver:
         """The driver of the transaction (begun on the first ask)."""
         if self._driver is None:
@@ -74,15 +90,15 @@ class WriterTransaction:
 
     async def execute(self, statement: Executable) -> Result[*tuple[Any, ...]]:
         """A Core statement through SQLAlchemy, in the transaction (for rare reads)."""
-        await self.driver()
-        return await _open(self._connection).execute(statement)
+        return await (await self._joined()).execute(statement)
 
     async def orm(self) -> AsyncSession:
         """An ORM session in the transaction, made on the first ask (rare reads only: it
         never commits, nor ends the transaction when closed)."""
         if self._orm is None:
-            await self.driver()
-            self._orm = AsyncSession(bind=self._connection, expire_on_commit=False, autoflush=False)
+            self._orm = AsyncSession(
+                bind=await self._joined(), expire_on_commit=False, autoflush=False
+            )
         return self._orm
 
     def queue_events(self, queued: Iterable[events.Published]) -> None:
@@ -101,30 +117,43 @@ class WriterTransaction:
         connection = self._connection = await self._writer.connection()
         sync = _sync(connection)
         adapter = sync.connection.dbapi_connection
-        lock = write_lock.lock_of(self._writer.engine)
-        if lock is not None and not lock.try_acquire(adapter):
-            await lock.acquire(adapter)
-        try:
-            sync.begin()  # no I/O now: see the module's docstring
-        except BaseException:
-            if lock is not None:
-                lock.release(adapter)
-            raise
+        lock = self._writer.lock
+        if isinstance(adapter, OneTripConnection) and lock is not None:
+            if not lock.try_acquire(adapter):
+                await lock.acquire(adapter)
+            write_lock.defer_begin(sync, adapter)
         return Driver(adapter, connection.dialect, sync)
+
+    async def _joined(self) -> AsyncConnection:
+        """The connection, its SQLAlchemy ``Connection`` told of the transaction (begun on
+        the driver): its ``begin`` then does no I/O, the lock's listener finding it held."""
+        await self.driver()
+        connection = _open(self._connection)
+        if not connection.in_transaction():
+            _sync(connection).begin()
+        return connection
 
     async def _commit(self) -> None:
         if self._orm is not None:
             await self._orm.close()
-        if self._connection is None:
+        connection = self._connection
+        if connection is None:
             return  # nothing begun, nothing to commit
-        sync = _sync(self._connection)
-        adapter = sync.connection.dbapi_connection
+        if connection.in_transaction():  # joined by a rare read: SQLAlchemy's commit
+            await connection.commit()
+            return
+        sync = _sync(connection)
+        adapter: Any = sync.connection.dbapi_connection
+        # The engine's ``commit`` event, as SQLAlchemy fires it (before the COMMIT).
+        sync.dispatch.commit(sync)
         if isinstance(adapter, OneTripConnection):
-            if adapter.in_transaction_now():
+            deferred, _ = adapter.take_begin()  # still deferred: no statement ran
+            if deferred is None and adapter.in_transaction_now():
                 await adapter._connection.commit()  # aiosqlite's: one trip
-            sync.commit()  # nothing left to commit: SQLAlchemy's state, the lock freed
+            if self._writer.lock is not None:
+                self._writer.lock.release(adapter)
         else:
-            await greenlet_spawn(sync.commit)
+            await adapter._connection.commit()  # the driver's own: no pass through the bridge
 
     async def _rollback(self, error: BaseException) -> None:
         """Roll back and give the connection back to the pool (invalidated if dropped)."""
@@ -166,25 +195,19 @@ class Writer:
     def __init__(self, engine: AsyncEngine, session_class: type[Session]) -> None:
         self.engine = engine
         self.session_class = session_class
+        self.lock = write_lock.lock_of(engine)
+        """SQLite's write lock (None: MariaDB)."""
         self._kept: AsyncConnection | None = None
         self._since = 0.0
         recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
         self._recycle = recycle if recycle > 0 else None
 
-    @asynccontextmanager
-    async def transaction(
+    def transaction(
         self, info: dict[str, Any], publisher: events.Publisher | None
-    ) -> AsyncIterator[WriterTransaction]:
-        """One transaction: committed if the block ends normally, else rolled back; its
-        events published and hooks run only after the commit."""
-        transaction = WriterTransaction(self, info)
-        try:
-            yield transaction
-            await transaction._commit()
-        except BaseException as error:
-            await transaction._rollback(error)
-            raise
-        await transaction._finish(publisher)
+    ) -> WriterTransaction:
+        """One transaction, as ``async with``: committed if the block ends normally, else
+        rolled back; its events published and hooks run only after the commit."""
+        return WriterTransaction(self, info, publisher)
 
     async def connection(self) -> AsyncConnection:
         """The kept connection (checked out of the pool when none is kept, or too old)."""
@@ -201,14 +224,15 @@ class Writer:
         return kept
 
     async def drop(self, connection: AsyncConnection, error: BaseException) -> None:
-        """After a failed transaction: roll back, and give ``connection`` back to the pool
-        (the lock freed by its rollback or, failing that, by the checkin)."""
+        """After a failed transaction: give ``connection`` back to the pool, whose reset
+        rolls it back (the SQLite lock freed then, at the latest by the checkin), or
+        invalidated first if the server dropped it."""
         if self._kept is connection:
             self._kept = None
         try:
             if isinstance(error, DBAPIError) and error.connection_invalidated:
                 await connection.invalidate()
-            else:
+            elif connection.in_transaction():
                 await connection.rollback()
         finally:
             await connection.close()
