@@ -135,3 +135,37 @@ async def test_a_writer_connection_the_server_dropped_is_given_back(
     async with context.db.unit_of_work() as session:
         contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
     assert contents == ["before", "after the kill", "next"]
+
+
+async def test_a_batch_with_rare_reads_joins_them_to_its_transaction(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """A repeated client id (its stored message read as ORM objects), a reply (its parent's
+    room read with a Core statement) and a membership not cached yet, in one batch: read in
+    the batch's transaction, which then commits through SQLAlchemy, the lock freed."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    first, _ = await context.sends.send(
+        user=sender, room_id=room, draft=MessageCreate(content="first", client_id="r1")
+    )
+    if context.caches is not None:
+        context.caches.flush()  # the membership and name read again
+    batches = context.sends.batches
+    (again, created_again), (reply, created_reply) = await asyncio.gather(
+        context.sends.send(
+            user=sender, room_id=room, draft=MessageCreate(content="first", client_id="r1")
+        ),
+        context.sends.send(
+            user=sender,
+            room_id=room,
+            draft=MessageCreate(content="a reply", reply_to=first.data["id"]),
+        ),
+    )
+    assert context.sends.batches - batches == 1
+    assert not created_again and again.data["id"] == first.data["id"]
+    assert created_reply and reply.data["reply_to"] == first.data["id"]
+    assert reply.data["seq"] == first.data["seq"] + 1
+    lock = write_lock.lock_of(context.db.engine)
+    assert lock is None or lock.holder is None
+    async with context.db.unit_of_work() as session:
+        assert (await chain.verify(session)).ok

@@ -7,15 +7,15 @@ trip) and the passes through SQLAlchemy's async bridge to begin, commit and clos
 writer keeps one connection checked out between batches, as ``db.readers`` keeps readers,
 and each transaction on it does:
 
-- **begin** without the bridge: the SQLite write lock taken here (awaited in line when
-  another writer holds it), then SQLAlchemy's ``Connection.begin()``, which then does no
-  I/O (the lock's ``begin`` listener finds it held and defers ``BEGIN IMMEDIATE`` into the
-  first statement's trip; MariaDB's transaction begins with its first statement). Only
-  when the batch first asks for its driver: a batch whose sends all fail their checks
-  neither locks nor begins.
-- **commit**: on SQLite the ``COMMIT`` sent in one trip to the driver's thread, then
-  SQLAlchemy's bookkeeping, which finds nothing left to commit (no trip) and frees the
-  lock; on MariaDB one pass through the bridge.
+- **begin**, when the batch first asks for its driver (a batch whose sends all fail their
+  checks neither locks nor begins), without SQLAlchemy's transaction or its bridge: on
+  SQLite the write lock taken here (awaited in line when another writer holds it) and
+  ``BEGIN IMMEDIATE`` deferred into the first statement's trip, announced to the cursor
+  events as before (``write_lock.defer_begin``); on MariaDB nothing (the transaction
+  begins with the first statement).
+- **commit**: the engine's ``commit`` event, then the driver's own ``COMMIT`` (SQLite: one
+  trip to its thread, none if no statement ran; MariaDB: one round trip, no pass through
+  the bridge); SQLite's lock freed.
 - **after the commit**: the hooks of what committed (the audit head's export), the events
   handed to the publisher, the after-commit hooks: nothing leaves before the commit.
 - **on any error**: rolled back (the events dropped, the lock freed), and the connection
@@ -23,9 +23,12 @@ and each transaction on it does:
   checks out a fresh one. A kept connection older than the pool's ``recycle`` is given
   back too.
 
-Whatever a batch still needs of the ORM (the rare reads: a repeated client id's stored
-message, uploads) comes from a session joined to this transaction (``orm``), made only
-then; reads of Core statements go through the connection (``execute``).
+Whatever a batch still needs of SQLAlchemy (the rare reads: a membership or name not
+cached, a replied-to message's room, a repeated client id's stored message, uploads) runs
+on this connection once SQLAlchemy's ``Connection`` is told of the transaction
+(``_joined``: its ``begin`` does no I/O, the lock's listener finding the lock held), Core
+statements with ``execute``, ORM reads in a session joined to the transaction (``orm``),
+made only then; such a transaction commits through SQLAlchemy.
 """
 
 from __future__ import annotations
