@@ -3,9 +3,11 @@
 In one process as shipped (``create_app``'s context), each counted ``--count`` times:
 ``empty`` a writing unit of work that runs nothing; ``begin`` one that begins its
 transaction (the driver asked for) and commits around no statement; ``audit`` the same
-with one audit event recorded (chained at its commit); ``send`` a whole one-send batch of
-the group commit (a client id and a mention, as ``batch_sql.py`` sends). Every thread of
-the process is counted (callgrind), so a figure includes the driver thread's SQLite work.
+with one audit event recorded (chained at its commit); ``writer`` the group commit
+writer's transaction (``db.writer``, no ORM session) begun and committed around no
+statement, where the src has one; ``send`` a whole one-send batch of the group commit (a
+client id and a mention, as ``batch_sql.py`` sends). Every thread of the process is
+counted (callgrind), so a figure includes the driver thread's SQLite work.
 
 Run::
 
@@ -59,6 +61,10 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
                     await driver_of(session)
                     audit.record(session, action="bench.part", target_type="bench", target_id=1)
 
+            async def writer() -> None:
+                async with db.writer_unit_of_work(SYSTEM_SENDER) as transaction:
+                    await transaction.driver()
+
             async def send() -> None:
                 draft = MessageCreate(content="hello @admin", client_id=f"c{next(serial)}")
                 await context.sends.send(user=user, room_id=room, draft=draft)
@@ -67,8 +73,11 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
                 "empty": empty,
                 "begin": begin,
                 "audit": audited,
+                "writer": writer,
                 "send": send,
             }
+            if not hasattr(db, "writer"):  # a src from before the writer's own transactions
+                del parts["writer"]
             for name, action in parts.items():
                 for _ in range(5):
                     await action()

@@ -84,6 +84,7 @@ async def test_disposing_of_the_database_gives_the_kept_readers_back(
     client: httpx.AsyncClient, alice: NamedUser, context: AppContext
 ) -> None:
     url, a = await a_room(client, alice)
+    await context.db.writer.close()  # the group commit's kept connection: not a reader
     await page(client, url, a)
     pool = context.db.engine.sync_engine.pool
     assert pool.checkedout() == 1  # type: ignore[attr-defined]
@@ -137,7 +138,8 @@ async def test_a_kept_reader_holds_no_lock_a_migration_would_wait_for(
 ) -> None:
     url, a = await a_room(client, alice)
     await page(client, url, a)
-    assert context.db.engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    # A reader and the group commit's writer (db/writer.py), each kept: neither holds a lock.
+    assert context.db.engine.sync_engine.pool.checkedout() == 2  # type: ignore[attr-defined]
     async with context.db.engine.connect() as connection:
         await connection.execute(text("SET SESSION lock_wait_timeout = 2"))
         # Waits for every open transaction that read ``messages`` (its metadata lock).
@@ -175,6 +177,7 @@ async def test_forty_pages_at_once_with_a_revoked_token_among_them(
     from cmschat.db.readers import KEEP
 
     url, a = await a_room(client, alice)
+    await context.db.writer.close()  # the group commit's kept connection: not a reader
     revoked = await alice.login(client)
     assert (await client.post("/api/v1/auth/logout", headers=revoked)).status_code == 204
 

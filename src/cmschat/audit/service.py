@@ -45,8 +45,8 @@ __all__ = [
     "Origin",
     "audited",
     "chain_steps",
-    "chained",
     "changed",
+    "exported",
     "origin_of",
     "record",
     "record_read",
@@ -135,13 +135,15 @@ def _clip(value: str | None, length: int) -> str | None:
     return None if value is None else value[:length]
 
 
-def _actor_identity(session: Session, actor: str, name: object = None) -> tuple[int | None, str]:
+def _actor_identity(
+    info: Mapping[str, Any], actor: str, name: object = None
+) -> tuple[int | None, str]:
     kind, _, ident = actor.partition(":")
     if kind != "user":
         return None, ident or actor
     user_id = int(ident)
     if name is None:
-        name = session.info.get(ACTOR_NAME_KEY)
+        name = info.get(ACTOR_NAME_KEY)
     if not isinstance(name, str):
         # Whoever names a user actor knows the user (``set_actor``, ``unit_of_work``):
         # audit does not reach into accounts for it. A slip is logged, never fatal to
@@ -152,7 +154,7 @@ def _actor_identity(session: Session, actor: str, name: object = None) -> tuple[
 
 
 def event_fields(
-    session: AsyncSession,
+    info: Mapping[str, Any],
     *,
     action: str,
     target_type: str,
@@ -164,13 +166,14 @@ def event_fields(
     """An event as ``record`` and the commit would write it (``append.FIELDS``, its target
     id None), for a writer that chains its events in a trip of its own (``chain_steps``).
     ``changes_json``: the canonical JSON of ``changes`` when the caller wrote it, used
-    unless the origin adds its client request id to them."""
+    unless the origin adds its client request id to them. ``info``: its transaction's (the
+    actor's name, when ``origin`` has none)."""
     if changes_json is None or origin.client_request_id is not None:
         details = dict(changes)
         if origin.client_request_id is not None:
             details.setdefault("client_request_id", origin.client_request_id)
         changes_json = _changes_json(details)
-    actor_id, actor_name = _actor_identity(session.sync_session, origin.actor, origin.actor_name)
+    actor_id, actor_name = _actor_identity(info, origin.actor, origin.actor_name)
     return {
         "occurred_at": now,
         "actor": origin.actor,
@@ -186,20 +189,28 @@ def event_fields(
 
 
 def chain_steps(
-    session: AsyncSession, driver: Driver, events: Callable[[], Sequence[Mapping[str, Any]]]
+    session_class: type[Session],
+    driver: Driver,
+    events: Callable[[], Sequence[Mapping[str, Any]]],
 ) -> append.Chained:
     """Steps that chain ``events`` (``event_fields``) in the caller's trip to the driver,
-    in the session's transaction: written with it or rolled back with it. Once they ran,
-    ``chained`` hands the new head to the session's commit, which exports it."""
-    if not getattr(type(session.sync_session), INSTALLED_FLAG, False):
+    in its transaction: written with it or rolled back with it. Once they ran,
+    ``exported`` is what exports the new head, to run once that transaction committed.
+    ``session_class``: the database's (``audited`` marks it)."""
+    if not getattr(session_class, INSTALLED_FLAG, False):
         raise RuntimeError("this database has no audit trail: call audit.service.audited(db)")
     return append.Chained(driver, events)
 
 
-def chained(session: AsyncSession, steps: append.Chained) -> None:
-    """The events of ``steps`` are in the transaction: export the head once it commits."""
-    if steps.head is not None:
-        session.info[APPENDED_KEY] = steps.head
+def exported(steps: append.Chained) -> Callable[[], None]:
+    """Exports the head ``steps`` moved the chain to: run it only after their commit."""
+    moved = steps.head
+
+    def export() -> None:
+        if moved is not None:
+            head.advanced(*moved)
+
+    return export
 
 
 def _append(session: Session) -> None:
@@ -213,7 +224,7 @@ def _append(session: Session) -> None:
         return
     session.flush()  # ids of new targets
     session_actor = current_actor(session)
-    session_identity = _actor_identity(session, session_actor)
+    session_identity = _actor_identity(session.info, session_actor)
     now = session_clock(session).now()
     values = []
     for item in pending:
@@ -223,7 +234,7 @@ def _append(session: Session) -> None:
         actor, (actor_id, actor_name) = session_actor, session_identity
         if item.actor is not None:
             actor = item.actor[0]
-            actor_id, actor_name = _actor_identity(session, actor, item.actor[1])
+            actor_id, actor_name = _actor_identity(session.info, actor, item.actor[1])
         values.append(
             {
                 "occurred_at": now,

@@ -13,6 +13,7 @@ from cmschat.accounts.models import User
 from cmschat.chat.caches import HotCaches, Membership, Shown
 from cmschat.chat.models import MemberRole, Room, RoomKind, RoomMember
 from cmschat.db.driver_sql import Driver, Statement
+from cmschat.db.writer import WriterTransaction
 
 ROOMS = cast(Table, Room.__table__)
 MEMBERS = cast(Table, RoomMember.__table__)
@@ -39,7 +40,9 @@ def _cached(
 
 
 async def memberships(
-    session: AsyncSession, caches: HotCaches | None, pairs: Collection[tuple[int, int]]
+    session: AsyncSession | WriterTransaction,
+    caches: HotCaches | None,
+    pairs: Collection[tuple[int, int]],
 ) -> dict[tuple[int, int], Membership]:
     """Per (room, user) pair that is a membership: the member's role and room's facts.
 
@@ -69,7 +72,7 @@ async def memberships(
 
 
 async def shown(
-    session: AsyncSession, caches: HotCaches | None, user_ids: Collection[int]
+    session: AsyncSession | WriterTransaction, caches: HotCaches | None, user_ids: Collection[int]
 ) -> dict[int, Shown]:
     """How each of these users is shown (users that do not exist are left out)."""
     found, missing = _cached(user_ids, None if caches is None else caches.shown)

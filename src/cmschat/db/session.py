@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.util import greenlet_spawn
 
 from cmschat import events
 from cmschat.clock import Clock
@@ -30,6 +29,7 @@ from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 from cmschat.db.readers import Readers
 from cmschat.db.sqlite_driver import one_trip_dbapi
+from cmschat.db.writer import Writer, WriterTransaction
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 PUBLISHER_KEY = "cmschat.publisher"
@@ -154,6 +154,8 @@ class Database:
         """The engine of read-only work: the same pool, its statements checked to only read."""
         self.readers = Readers(self.reader)
         """Read-only connections kept checked out between the hot GETs (``db.readers``)."""
+        self.writer = Writer(engine, self.session_class)
+        """The group commit's connection, kept between its transactions (``db.writer``)."""
 
     def session(
         self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
@@ -187,26 +189,11 @@ class Database:
                 raise
             await finish(session, None)
 
-    @asynccontextmanager
-    async def writer_unit_of_work(self, actor: str) -> AsyncIterator[AsyncSession]:
-        """``unit_of_work`` for a task nobody cancels half-way (the group commit's writer,
-        which answers every sender whatever happens): the commit and the close in one pass
-        through SQLAlchemy's async bridge, in this task. ``unit_of_work`` closes in a task
-        of its own (AsyncSession's exit shields the close from a cancelled request), a
-        task and two turns of the event loop per transaction that this one does without.
-        """
-        session = self.session(actor)
-        try:
-            yield session
-        except BaseException as exc:
-            try:
-                await finish(session, exc)
-            finally:
-                await session.close()
-            raise
-        await greenlet_spawn(_commit_and_close, session.sync_session)
-        await _publish_events(session)
-        await run_after_commit(session)
+    def writer_unit_of_work(self, actor: str) -> WriterTransaction:
+        """A transaction of this process's writer (the group commit's), for ``async with``:
+        on the connection it keeps, without an ORM session (``db.writer``); committed,
+        then its events published and hooks run, or rolled back on any error."""
+        return self.writer.transaction({CLOCK_KEY: self.clock, ACTOR_KEY: actor}, self.publisher)
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -216,6 +203,7 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.readers.close()
+        await self.writer.close()
         await self.engine.dispose()
 
 
@@ -234,14 +222,6 @@ async def finish(session: AsyncSession, error: BaseException | None) -> None:
     await session.commit()
     await _publish_events(session)
     await run_after_commit(session)
-
-
-def _commit_and_close(session: Session) -> None:
-    """Commit (a failed commit is rolled back by the close), then close: one pass."""
-    try:
-        session.commit()
-    finally:
-        session.close()
 
 
 async def _publish_events(session: AsyncSession) -> None:

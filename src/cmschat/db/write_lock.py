@@ -139,7 +139,7 @@ class WriteLock:
                 return
 
 
-def _defer_begin(connection: Connection, adapter: OneTripConnection) -> None:
+def defer_begin(connection: Connection, adapter: OneTripConnection) -> None:
     """``BEGIN IMMEDIATE`` sent in the trip of the transaction's first statement (one trip
     and one statement execution fewer per write transaction). It is still announced to the
     cursor events now, and timed for the statement observer when it runs; another process's
@@ -187,10 +187,14 @@ def install(engine: AsyncEngine, *, timeout: float) -> WriteLock:
             connection.exec_driver_sql("BEGIN")
             return
         dbapi_connection = _raw(connection.connection)
+        if lock.holder is dbapi_connection:
+            # The writer (db/writer.py) began this transaction itself, outside SQLAlchemy's
+            # async bridge: the lock held, its BEGIN deferred (or sent already).
+            return
         if not lock.try_acquire(dbapi_connection):
             await_only(lock.acquire(dbapi_connection))
         if isinstance(dbapi_connection, OneTripConnection):
-            _defer_begin(connection, dbapi_connection)
+            defer_begin(connection, dbapi_connection)
             return
         try:
             # IMMEDIATE: another process's writer is waited for here (busy_timeout), never

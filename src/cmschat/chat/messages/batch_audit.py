@@ -4,7 +4,8 @@ An event's target is its message's id, known only once the message is inserted; 
 events are described before the trip and finished in the driver's thread, right after
 the insert, then chained after the audit head in the same trip (``batch_sql.store``).
 They are in the batch's transaction as any recorded event is: committed with the
-messages or rolled back with them, the head exported only after the commit.
+messages or rolled back with them, the head exported only after the commit
+(``WriterTransaction.on_commit``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from cmschat.audit import service as audit
 from cmschat.audit.append import Chained
 from cmschat.db.driver_sql import Driver
+from cmschat.db.writer import WriterTransaction
 
 _ENCODE_STRING = json.encoder.encode_basestring
 
@@ -47,9 +47,13 @@ class CreatedEvents:
     then ``stored`` once the trip ran."""
 
     def __init__(
-        self, session: AsyncSession, driver: Driver, sends: Sequence[Created], now: datetime
+        self,
+        transaction: WriterTransaction,
+        driver: Driver,
+        sends: Sequence[Created],
+        now: datetime,
     ) -> None:
-        self._session = session
+        self._transaction = transaction
         self._driver = driver
         described = []
         for room_id, content, file_ids, origin in sends:
@@ -60,7 +64,7 @@ class CreatedEvents:
             }
             described.append(
                 audit.event_fields(
-                    session,
+                    transaction.info,
                     action="message.created",
                     target_type="message",
                     changes=changes,
@@ -85,10 +89,10 @@ class CreatedEvents:
                 for fields, message_id in zip(described, ids, strict=True)
             ]
 
-        self._chain = audit.chain_steps(self._session, self._driver, events)
+        self._chain = audit.chain_steps(self._transaction.session_class, self._driver, events)
         return self._chain
 
     def stored(self) -> None:
-        """The trip ran: the session's commit exports the new head."""
+        """The trip ran: the new head is exported once the transaction commits."""
         if self._chain is not None:
-            audit.chained(self._session, self._chain)
+            self._transaction.on_commit(audit.exported(self._chain))

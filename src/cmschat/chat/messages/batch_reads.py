@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.chat import rendering
 from cmschat.chat.caches import Membership
@@ -21,7 +20,7 @@ from cmschat.chat.messages.batch_sql import MESSAGES
 from cmschat.chat.messages.sending import SendRules, check_content
 from cmschat.chat.messages.views import Sent, message_views
 from cmschat.chat.models import Message
-from cmschat.db.driver_sql import Driver, driver_of
+from cmschat.db.writer import WriterTransaction
 from cmschat.errors import Invalid
 
 if TYPE_CHECKING:
@@ -48,21 +47,6 @@ def key_of(pending: Pending) -> ClientKey | None:
     return None if client_id is None else (pending.room_id, pending.user.id, client_id)
 
 
-class BatchDriver:
-    """The batch's driver (``driver_of``), asked of the session once: each ask is a trip
-    through SQLAlchemy's async bridge, and the first begins the transaction."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self._driver: Driver | None = None
-
-    async def __call__(self) -> Driver:
-        """The driver of the batch's transaction (begun on the first call)."""
-        if self._driver is None:
-            self._driver = await driver_of(self._session)
-        return self._driver
-
-
 def _may_pass(pending: Pending, member: Membership | None, rules: SendRules) -> bool:
     """Whether a send passes the checks up to its content (so it is worth rendering)."""
     if member is None or member.archived:
@@ -76,8 +60,7 @@ def _may_pass(pending: Pending, member: Membership | None, rules: SendRules) -> 
 
 
 async def reads(
-    session: AsyncSession,
-    driver: BatchDriver,
+    transaction: WriterTransaction,
     batch: Sequence[Pending],
     rendered: Mapping[int, tuple[str, list[str]]],
 ) -> tuple[dict[ClientKey, Sent], dict[tuple[int, str], int]]:
@@ -90,11 +73,12 @@ async def reads(
     if not keys and not wanted:
         return {}, {}
     ids, members = await batch_sql.checked(
-        await driver(), keys, {room for room, _ in wanted}, {name for _, name in wanted}
+        await transaction.driver(), keys, {room for room, _ in wanted}, {name for _, name in wanted}
     )
     known = {(room_id, username): user_id for room_id, username, user_id in members}
-    if not ids:  # almost always: loaded as objects only when found
+    if not ids:  # almost always: loaded as objects (an ORM session) only when found
         return {}, known
+    session = await transaction.orm()
     found = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
     views = await message_views(session, found)
     repeats = {
@@ -106,12 +90,12 @@ async def reads(
     return repeats, known
 
 
-async def parents(session: AsyncSession, batch: Sequence[Pending]) -> dict[int, int]:
+async def parents(transaction: WriterTransaction, batch: Sequence[Pending]) -> dict[int, int]:
     """The room of each message a send replies to."""
     ids = {pending.draft.reply_to for pending in batch if pending.draft.reply_to is not None}
     if not ids:
         return {}
-    rows = await session.execute(
+    rows = await transaction.execute(
         select(MESSAGES.c.id, MESSAGES.c.room_id).where(MESSAGES.c.id.in_(ids))
     )
     return {message_id: room_id for message_id, room_id in rows}

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.chat import hot_reads, rendering
@@ -25,8 +23,8 @@ from cmschat.chat.messages.sending import SendRules, check_content, link_mention
 from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, sent_event
 from cmschat.chat.models import EventType
 from cmschat.chat.ratelimit import check_send_rate
+from cmschat.db.writer import WriterTransaction
 from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
-from cmschat.events import queue_events
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
@@ -49,7 +47,7 @@ class _New:
 
 
 async def write_batch(
-    session: AsyncSession,
+    transaction: WriterTransaction,
     *,
     batch: Sequence[Pending],
     rules: SendRules,
@@ -61,12 +59,11 @@ async def write_batch(
     ``caches``: the process's memberships and user names (``chat.caches``)."""
     outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
     members = await hot_reads.memberships(
-        session, caches, {(pending.room_id, pending.user.id) for pending in batch}
+        transaction, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    driver = batch_reads.BatchDriver(session)
     rendered = batch_reads.rendered_of(batch, members, rules)
-    repeats, known = await batch_reads.reads(session, driver, batch, rendered)
-    parents = await batch_reads.parents(session, batch)
+    repeats, known = await batch_reads.reads(transaction, batch, rendered)
+    parents = await batch_reads.parents(transaction, batch)
     accepted: list[_New] = []
     firsts: dict[ClientKey, int] = {}
     duplicates: list[tuple[int, int]] = []
@@ -103,7 +100,10 @@ async def write_batch(
                 raise attachments.not_linkable(min(taken))
             files = (
                 await attachments.linkable(
-                    session, user=pending.user, room_id=room_id, attachment_ids=file_ids
+                    await transaction.orm(),
+                    user=pending.user,
+                    room_id=room_id,
+                    attachment_ids=file_ids,
                 )
                 if file_ids
                 else []
@@ -119,7 +119,7 @@ async def write_batch(
             firsts[key] = index
         accepted.append(_New(index, pending, html, names, files))
     _link_mentions(known, accepted)
-    for index, view in (await _store(session, driver, accepted, now, caches)).items():
+    for index, view in (await _store(transaction, accepted, now, caches)).items():
         outcomes[index] = (view, True)
     for index, first in duplicates:
         outcome = outcomes[first]
@@ -143,8 +143,7 @@ def _link_mentions(known: Mapping[tuple[int, str], int], accepted: list[_New]) -
 
 
 async def _store(
-    session: AsyncSession,
-    driver_of_batch: batch_reads.BatchDriver,
+    transaction: WriterTransaction,
     accepted: Sequence[_New],
     now: datetime,
     caches: HotCaches | None,
@@ -154,14 +153,14 @@ async def _store(
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
-    authors = await hot_reads.shown(session, caches, {new.pending.user.id for new in accepted})
-    driver = await driver_of_batch()
+    authors = await hot_reads.shown(transaction, caches, {new.pending.user.id for new in accepted})
+    driver = await transaction.driver()
     stamped = {
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
     created = batch_audit.CreatedEvents(
-        session,
+        transaction,
         driver,
         [
             (
@@ -199,7 +198,7 @@ async def _store(
         sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
         events.append(sent_event(EventType.message_created, seq, sent))
         sents[new.index] = sent
-    queue_events(session, events)
+    transaction.queue_events(events)
     return sents
 
 

@@ -170,9 +170,9 @@ class GroupCommit:
     async def _commit(self, batch: list[Pending]) -> list[Outcome | BaseException] | None:
         """Write and commit the batch; None if it failed and each send went on its own."""
         try:
-            async with self.db.writer_unit_of_work(SYSTEM_SENDER) as session:
+            async with self.db.writer_unit_of_work(SYSTEM_SENDER) as transaction:
                 return await batch_writes.write_batch(
-                    session,
+                    transaction,
                     batch=batch,
                     rules=self.rules(),
                     now=self.db.clock.now(),

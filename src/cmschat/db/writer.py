@@ -1,0 +1,247 @@
+"""The group commit's writer: its transactions on a connection it keeps, without an ORM session.
+
+A batch of sends is a few driver trips (``driver_sql.Driver``); around them an ORM unit of
+work cost most of a lone send's batch: the ``AsyncSession`` and its transaction, the pool's
+checkout and checkin (on MariaDB a pre-ping and a reset-on-return rollback, each a round
+trip) and the passes through SQLAlchemy's async bridge to begin, commit and close. Here the
+writer keeps one connection checked out between batches, as ``db.readers`` keeps readers,
+and each transaction on it does:
+
+- **begin**, when the batch first asks for its driver (a batch whose sends all fail their
+  checks neither locks nor begins), without SQLAlchemy's transaction or its bridge: on
+  SQLite the write lock taken here (awaited in line when another writer holds it) and
+  ``BEGIN IMMEDIATE`` deferred into the first statement's trip, announced to the cursor
+  events as before (``write_lock.defer_begin``); on MariaDB nothing (the transaction
+  begins with the first statement).
+- **commit**: the engine's ``commit`` event, then the driver's own ``COMMIT`` (SQLite: one
+  trip to its thread, none if no statement ran; MariaDB: one round trip, no pass through
+  the bridge); SQLite's lock freed.
+- **after the commit**: the hooks of what committed (the audit head's export), the events
+  handed to the publisher, the after-commit hooks: nothing leaves before the commit.
+- **on any error**: rolled back (the events dropped, the lock freed), and the connection
+  given back to the pool, invalidated first if the server dropped it; the next batch
+  checks out a fresh one. A kept connection older than the pool's ``recycle`` is given
+  back too.
+
+Whatever a batch still needs of SQLAlchemy (the rare reads: a membership or name not
+cached, a replied-to message's room, a repeated client id's stored message, uploads) runs
+on this connection once SQLAlchemy's ``Connection`` is told of the transaction
+(``_joined``: its ``begin`` does no I/O, the lock's listener finding the lock held), Core
+statements with ``execute``, ORM reads in a session joined to the transaction (``orm``),
+made only then; such a transaction commits through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Result
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
+
+from cmschat import events
+from cmschat.db import write_lock
+from cmschat.db.driver_sql import Driver
+from cmschat.db.sqlite_driver import OneTripConnection
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+class WriterTransaction:
+    """One transaction of the writer: its driver, reads, queued events and hooks."""
+
+    def __init__(
+        self, writer: Writer, info: dict[str, Any], publisher: events.Publisher | None
+    ) -> None:
+        self._writer = writer
+        self._publisher = publisher
+        self.info = info
+        """The actor and clock, as a unit of work's session carries them."""
+        self.session_class = writer.session_class
+        """The database's session class, whose hooks say what its commits keep (audit)."""
+        self._connection: AsyncConnection | None = None
+        self._driver: Driver | None = None
+        self._orm: AsyncSession | None = None
+        self._events: list[events.Published] = []
+        self._committed: list[Callable[[], None]] = []
+        self._after: list[AfterCommit] = []
+
+    # A class of its own rather than ``asynccontextmanager``: no generator per transaction.
+    async def __aenter__(self) -> WriterTransaction:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, _tb: Any) -> None:
+        if error is not None:
+            await self._rollback(error)
+            return
+        try:
+            await self._commit()
+        except BaseException as failed:
+            await self._rollback(failed)
+            raise
+        await self._finish(self._publisher)
+
+    async def driver(self) -> Driver:
+        """The driver of the transaction (begun on the first ask)."""
+        if self._driver is None:
+            self._driver = await self._begin()
+        return self._driver
+
+    async def execute(self, statement: Executable) -> Result[*tuple[Any, ...]]:
+        """A Core statement through SQLAlchemy, in the transaction (for rare reads)."""
+        return await (await self._joined()).execute(statement)
+
+    async def orm(self) -> AsyncSession:
+        """An ORM session in the transaction, made on the first ask (rare reads only: it
+        never commits, nor ends the transaction when closed)."""
+        if self._orm is None:
+            self._orm = AsyncSession(
+                bind=await self._joined(), expire_on_commit=False, autoflush=False
+            )
+        return self._orm
+
+    def queue_events(self, queued: Iterable[events.Published]) -> None:
+        """Events to publish once the transaction has committed."""
+        self._events.extend(queued)
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """``hook`` run right after the commit, before the events are published."""
+        self._committed.append(hook)
+
+    def after_commit(self, hook: AfterCommit) -> None:
+        """``hook`` awaited once the transaction has committed and its events are out."""
+        self._after.append(hook)
+
+    async def _begin(self) -> Driver:
+        connection = self._connection = await self._writer.connection()
+        sync = _sync(connection)
+        adapter = sync.connection.dbapi_connection
+        lock = self._writer.lock
+        if isinstance(adapter, OneTripConnection) and lock is not None:
+            if not lock.try_acquire(adapter):
+                await lock.acquire(adapter)
+            write_lock.defer_begin(sync, adapter)
+        return Driver(adapter, connection.dialect, sync)
+
+    async def _joined(self) -> AsyncConnection:
+        """The connection, its SQLAlchemy ``Connection`` told of the transaction (begun on
+        the driver): its ``begin`` then does no I/O, the lock's listener finding it held."""
+        await self.driver()
+        connection = _open(self._connection)
+        if not connection.in_transaction():
+            _sync(connection).begin()
+        return connection
+
+    async def _commit(self) -> None:
+        if self._orm is not None:
+            await self._orm.close()
+        connection = self._connection
+        if connection is None:
+            return  # nothing begun, nothing to commit
+        if connection.in_transaction():  # joined by a rare read: SQLAlchemy's commit
+            await connection.commit()
+            return
+        sync = _sync(connection)
+        adapter: Any = sync.connection.dbapi_connection
+        # The engine's ``commit`` event, as SQLAlchemy fires it (before the COMMIT).
+        sync.dispatch.commit(sync)
+        if isinstance(adapter, OneTripConnection):
+            deferred, _ = adapter.take_begin()  # still deferred: no statement ran
+            if deferred is None and adapter.in_transaction_now():
+                await adapter._connection.commit()  # aiosqlite's: one trip
+            if self._writer.lock is not None:
+                self._writer.lock.release(adapter)
+        else:
+            await adapter._connection.commit()  # the driver's own: no pass through the bridge
+
+    async def _rollback(self, error: BaseException) -> None:
+        """Roll back and give the connection back to the pool (invalidated if dropped)."""
+        self._events.clear()
+        self._committed.clear()
+        self._after.clear()
+        try:
+            if self._orm is not None:
+                await self._orm.close()
+        finally:
+            if self._connection is not None:
+                await self._writer.drop(self._connection, error)
+
+    async def _finish(self, publisher: events.Publisher | None) -> None:
+        for hook in self._committed:
+            hook()
+        if self._events and publisher is not None:
+            await publisher(self._events)
+        for after in self._after:
+            await after()
+
+
+def _open(connection: AsyncConnection | None) -> AsyncConnection:
+    if connection is None:  # pragma: no cover - begun before any use
+        raise RuntimeError("the writer's transaction has not begun")
+    return connection
+
+
+def _sync(connection: AsyncConnection) -> Connection:
+    sync = connection.sync_connection
+    if sync is None:  # pragma: no cover - a kept connection is open
+        raise RuntimeError("the writer's connection is closed")
+    return sync
+
+
+class Writer:
+    """A process's writer connection, kept checked out between its transactions."""
+
+    def __init__(self, engine: AsyncEngine, session_class: type[Session]) -> None:
+        self.engine = engine
+        self.session_class = session_class
+        self.lock = write_lock.lock_of(engine)
+        """SQLite's write lock (None: MariaDB)."""
+        self._kept: AsyncConnection | None = None
+        self._since = 0.0
+        recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
+        self._recycle = recycle if recycle > 0 else None
+
+    def transaction(
+        self, info: dict[str, Any], publisher: events.Publisher | None
+    ) -> WriterTransaction:
+        """One transaction, as ``async with``: committed if the block ends normally, else
+        rolled back; its events published and hooks run only after the commit."""
+        return WriterTransaction(self, info, publisher)
+
+    async def connection(self) -> AsyncConnection:
+        """The kept connection (checked out of the pool when none is kept, or too old)."""
+        kept = self._kept
+        if kept is not None and (
+            self._recycle is None or time.monotonic() - self._since < self._recycle
+        ):
+            return kept
+        self._kept = None
+        if kept is not None:
+            await kept.close()
+        kept = await self.engine.connect()
+        self._kept, self._since = kept, time.monotonic()
+        return kept
+
+    async def drop(self, connection: AsyncConnection, error: BaseException) -> None:
+        """After a failed transaction: give ``connection`` back to the pool, whose reset
+        rolls it back (the SQLite lock freed then, at the latest by the checkin), or
+        invalidated first if the server dropped it."""
+        if self._kept is connection:
+            self._kept = None
+        try:
+            if isinstance(error, DBAPIError) and error.connection_invalidated:
+                await connection.invalidate()
+            elif connection.in_transaction():
+                await connection.rollback()
+        finally:
+            await connection.close()
+
+    async def close(self) -> None:
+        """Give the kept connection back to the pool (before the engine is disposed)."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await kept.close()

@@ -1,0 +1,171 @@
+"""The group commit's writer: its transactions on a kept connection, without an ORM session.
+
+A lone send's batch paid for an ``AsyncSession``, a pooled connection's checkout and checkin
+and SQLAlchemy's session transaction (``db/writer.py``). A warm batch now uses none of them;
+what it still guarantees is tested in test_group_commit.py and test_batch_trips.py, and here:
+the SQLite write lock waited for in line, a connection the server dropped given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session
+
+from cmschat.audit import chain
+from cmschat.chat.models import Message
+from cmschat.chat.schemas import MessageCreate
+from cmschat.context import AppContext
+from cmschat.db import write_lock
+from cmschat.db.actors import SYSTEM_SENDER
+from tests.api.test_messages import group
+from tests.integration.test_batch_trips import sender_of
+from tests.support import NamedUser
+
+
+@contextmanager
+def counted(context: AppContext) -> Iterator[dict[str, int]]:
+    """ORM session transactions begun and pooled connections checked out in the block."""
+    seen = {"sessions": 0, "checkouts": 0}
+
+    def session(*_args: Any) -> None:
+        seen["sessions"] += 1
+
+    def checkout(*_args: Any) -> None:
+        seen["checkouts"] += 1
+
+    pool = context.db.engine.sync_engine.pool
+    event.listen(Session, "after_transaction_create", session)
+    event.listen(pool, "checkout", checkout)
+    try:
+        yield seen
+    finally:
+        event.remove(Session, "after_transaction_create", session)
+        event.remove(pool, "checkout", checkout)
+
+
+async def test_a_warm_batch_opens_no_orm_session_and_checks_out_no_connection(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    for n in range(3):  # the first checks the writer's connection out; then it is kept
+        with counted(context) as seen:
+            _view, created = await context.sends.send(
+                user=sender,
+                room_id=room,
+                draft=MessageCreate(content=f"hi @bob {n}", client_id=f"w{n}"),
+            )
+        assert created
+    assert seen == {"sessions": 0, "checkouts": 0}
+    async with context.db.unit_of_work() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 3
+        assert (await chain.verify(session)).ok
+
+
+async def test_the_writer_waits_in_line_for_the_sqlite_write_lock(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    lock = write_lock.lock_of(context.db.engine)
+    if lock is None:
+        pytest.skip("SQLite's write lock")
+    # Warm: the writer's connection kept, the membership cached (no trip before the lock).
+    await context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="warm"))
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def other_writer() -> None:
+        async with context.db.unit_of_work(SYSTEM_SENDER) as session:
+            await session.execute(text("UPDATE rooms SET last_seq = last_seq WHERE id = 0"))
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(other_writer())
+    await holding.wait()
+    send = asyncio.create_task(
+        context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="queued"))
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)  # turns of the loop, not time: the send cannot get further
+    assert not send.done() and lock.waiting == 1
+    release.set()
+    await holder
+    view, created = await send
+    assert created and view.data["content"] == "queued"
+    assert lock.holder is None  # freed at the commit, the connection kept
+    # Another writer takes it again at once.
+    async with context.db.unit_of_work(SYSTEM_SENDER) as session:
+        await session.execute(text("UPDATE rooms SET last_seq = last_seq WHERE id = 0"))
+
+
+async def test_a_writer_connection_the_server_dropped_is_given_back(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    if context.db.engine.dialect.name == "sqlite":
+        pytest.skip("a server that drops connections")
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+
+    async def send(content: str) -> None:
+        _view, created = await context.sends.send(
+            user=sender, room_id=room, draft=MessageCreate(content=content)
+        )
+        assert created
+
+    async def writer_id() -> int:
+        connection = await context.db.writer.connection()
+        found = int((await connection.execute(text("SELECT CONNECTION_ID()"))).scalar_one())
+        await connection.rollback()
+        return found
+
+    await send("before")
+    killed = await writer_id()
+    async with context.db.engine.connect() as other:
+        await other.execute(text(f"KILL CONNECTION {killed}"))
+    await send("after the kill")  # its batch fails on the dead connection; sent on its own
+    await send("next")  # a batch of its own again, on a connection checked out anew
+    assert await writer_id() != killed
+    async with context.db.unit_of_work() as session:
+        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
+    assert contents == ["before", "after the kill", "next"]
+
+
+async def test_a_batch_with_rare_reads_joins_them_to_its_transaction(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """A repeated client id (its stored message read as ORM objects), a reply (its parent's
+    room read with a Core statement) and a membership not cached yet, in one batch: read in
+    the batch's transaction, which then commits through SQLAlchemy, the lock freed."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    first, _ = await context.sends.send(
+        user=sender, room_id=room, draft=MessageCreate(content="first", client_id="r1")
+    )
+    if context.caches is not None:
+        context.caches.flush()  # the membership and name read again
+    batches = context.sends.batches
+    (again, created_again), (reply, created_reply) = await asyncio.gather(
+        context.sends.send(
+            user=sender, room_id=room, draft=MessageCreate(content="first", client_id="r1")
+        ),
+        context.sends.send(
+            user=sender,
+            room_id=room,
+            draft=MessageCreate(content="a reply", reply_to=first.data["id"]),
+        ),
+    )
+    assert context.sends.batches - batches == 1
+    assert not created_again and again.data["id"] == first.data["id"]
+    assert created_reply and reply.data["reply_to"] == first.data["id"]
+    assert reply.data["seq"] == first.data["seq"] + 1
+    lock = write_lock.lock_of(context.db.engine)
+    assert lock is None or lock.holder is None
+    async with context.db.unit_of_work() as session:
+        assert (await chain.verify(session)).ok
