@@ -68,14 +68,14 @@ async def test_a_warm_batch_opens_no_orm_session_and_checks_out_no_connection(
         assert (await chain.verify(session)).ok
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_writer_waits_in_line_for_the_sqlite_write_lock(
     client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
 ) -> None:
     room = await group(client, await alice.login(client), bob)
     sender = await sender_of(context, alice)
     lock = write_lock.lock_of(context.db.engine)
-    if lock is None:
-        pytest.skip("SQLite's write lock")
+    assert lock is not None
     # Warm: the writer's connection kept, the membership cached (no trip before the lock).
     await context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="warm"))
     holding = asyncio.Event()
@@ -105,11 +105,10 @@ async def test_the_writer_waits_in_line_for_the_sqlite_write_lock(
         await session.execute(text("UPDATE rooms SET last_seq = last_seq WHERE id = 0"))
 
 
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
 async def test_a_writer_connection_the_server_dropped_is_given_back(
     client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
 ) -> None:
-    if context.db.engine.dialect.name == "sqlite":
-        pytest.skip("a server that drops connections")
     room = await group(client, await alice.login(client), bob)
     sender = await sender_of(context, alice)
 
