@@ -102,6 +102,12 @@ async def test_warm_caches_take_a_statement_off_every_hot_request(
     expected["http send"] -= 1
     expected["websocket send"] -= 1
     assert not [s for s in found["websocket send"] if s.startswith("SELECT messages.id, ")]
+    if dialect == "mysql":
+        # The message insert numbers the seqs itself (message_insert.numbered): the rooms'
+        # last_seq is no longer read between the update and it (a round trip of its own).
+        expected["http send"] -= 1
+        expected["websocket send"] -= 1
+        assert not [s for s in found["websocket send"] if s.startswith("SELECT rooms.id, ")]
     # A history page is two statements on either backend: the token's row and the page
     # with its mentions and files folded in (chat/messages/page_json.py), on a pooled
     # connection with no BEGIN or COMMIT (api.deps.reading_signed_in).
