@@ -21,7 +21,9 @@ MariaDB stops a multi-statement at the first statement that fails: its error is 
 result, the statements after it are never executed, and those before it stay done inside
 the transaction (only the failing statement is rolled back, as when they are sent one by
 one), so the unit of work's rollback undoes the lot as before. asyncmy always connects with
-``CLIENT_MULTI_STATEMENTS`` (docs/security.md says why that is safe here).
+``CLIENT_MULTI_STATEMENTS`` (docs/security.md says why that is safe here). One thing is
+lost: asyncmy logs a statement's warnings (``SHOW WARNINGS``) only for the last statement
+of a query, so those of the statements before it go unlogged.
 """
 
 from __future__ import annotations
