@@ -124,7 +124,7 @@ async def test_warm_caches_take_a_statement_off_every_hot_request(
 
 PAGE_TRIPS = {"sqlite": 1, "mysql": 2}
 """Trips to the driver of a warm history page: SQLite's calls into aiosqlite, MariaDB's
-statements (``test_batch_trips.trips_of``; the pool's pre-ping and reset are not counted)."""
+round trips (``test_batch_trips.trips_of``; a kept reader is neither pinged nor reset)."""
 PAGE_TRIPS_BEFORE = {"sqlite": 2, "mysql": 2}
 """The same before the token's row and the page shared a trip to SQLite's driver thread."""
 
