@@ -367,6 +367,10 @@ class Backend:
         }
         if self.redis_url:
             env["CMSCHAT_REDIS_URL"] = self.redis_url
+        # The virtualenv's editable install points at one checkout's src/: a worktree's
+        # (or a "before" copy's) src/ on PYTHONPATH must reach the servers too.
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.extra_env)
         return env
 

@@ -6,11 +6,16 @@ sets ``rooms.last_seq``, using the table objects of ``cmschat.chat.models``. (Th
 index ``message_search`` is derived data and is not filled: history does not read it.)
 Then C concurrent clients GET ``/api/v1/rooms/{id}/messages?limit=50`` (the newest page,
 or with a random ``before`` cursor for ``--before-share`` of the requests) for D seconds.
-Reports requests/s and latency p50/p99, and the server's CPU use.
+Reports requests/s and latency p50/p99, the server's CPU use and the load generator's own.
+
+The load is ``raw_http``'s: keep-alive HTTP/1.1 written and read as bytes, its connections
+spread over ``--procs`` processes, each reporting its CPU over the measured window (httpx
+in this process cost more CPU per request than the server, and was the limit).
 
 Run::
 
     .venv/bin/python bench/history.py --messages 1000000 --concurrency 32 --duration 30
+    .venv/bin/python bench/history.py --db mariadb --workers 2 --procs 2 --duration 30
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
+import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import common
-import httpx
+import raw_http
 from sqlalchemy import func, insert, select, update
 
 ROOM_MEMBERS = 8
@@ -152,8 +159,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "server": args.server or "cmschat serve",
         "workers": args.workers,
         "redis": args.redis,
+        "procs": args.procs,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-    rng = random.Random(3)
     async with common.environment(
         args.db, keep=args.keep, server=args.server, **common.workers_setup(args)
     ) as (
@@ -181,53 +189,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ).json()
         last_seq = int(room["last_seq"])
         first_seq = last_seq - args.messages + 1
-        limits = httpx.Limits(
-            max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        server_url = urlsplit(api.base)
+        plan = raw_http.Plan(
+            host=server_url.hostname or "127.0.0.1",
+            port=server_url.port or 80,
+            path=f"{server_url.path}/rooms/{room_id}/messages",
+            limit=50,
+            tokens=[user.token for user in users],
+            first_seq=first_seq,
+            last_seq=last_seq,
+            before_share=args.before_share,
+            start=0.0,
+            end=0.0,
         )
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-            url = f"{api.base}/rooms/{room_id}/messages"
+        # A first request shows the cold cost (nothing cached yet).
+        t = time.perf_counter()
+        first = await api.client.get(
+            f"{api.base}/rooms/{room_id}/messages?limit=50", headers=users[0].headers
+        )
+        result["first_request_ms"] = (time.perf_counter() - t) * 1000
+        first.raise_for_status()
+        # The generator's processes take a second or two to start: the window opens after.
+        start = time.monotonic() + 2 + args.warmup
+        plan = replace(plan, start=start, end=start + args.duration)
+        profiler = None
+        profile_task = None
+        if args.profile:
+            out = Path(args.profile_dir) / f"history-{args.db}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
 
-            async def page(worker: int) -> tuple[int, str | None]:
-                params: dict[str, int] = {"limit": 50}
-                if rng.random() < args.before_share:
-                    params["before"] = rng.randint(first_seq + 50, last_seq + 1)
-                response = await client.get(
-                    url, params=params, headers=users[worker % ROOM_MEMBERS].headers
-                )
-                if response.status_code != 200:
-                    return response.status_code, f"{response.status_code} {response.text[:120]}"
-                if len(response.json()["items"]) != 50:
-                    return 200, "short page"
-                return 200, None
+            async def start_profile() -> common.Profiler:
+                await asyncio.sleep(max(0.0, start - time.monotonic() + 1))
+                return common.Profiler(server.pid, min(args.profile, int(args.duration) - 1), out)
 
-            # A first request shows the cold cost (nothing cached yet).
-            t = time.perf_counter()
-            await page(0)
-            result["first_request_ms"] = (time.perf_counter() - t) * 1000
-            cpu = common.CpuWindow(server.pid)
-            profiler = None
-            if args.profile:
-                out = Path(args.profile_dir) / f"history-{args.db}.txt"
-                out.parent.mkdir(parents=True, exist_ok=True)
+            profile_task = asyncio.create_task(start_profile())
 
-                async def start_profile() -> common.Profiler:
-                    await asyncio.sleep(args.warmup + 1)
-                    return common.Profiler(
-                        server.pid, min(args.profile, int(args.duration) - 1), out
-                    )
+        async def window() -> common.CpuWindow:
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            opened = common.CpuWindow(server.pid)
+            await asyncio.sleep(max(0.0, plan.end - time.monotonic()))
+            opened.close(args.duration)
+            return opened
 
-                profile_task = asyncio.create_task(start_profile())
-            t_start = time.perf_counter()
-            load = await common.timed_load(
-                args.concurrency, page, warmup=args.warmup, duration=args.duration
-            )
-            elapsed = time.perf_counter() - t_start
-            cpu.close(elapsed)
-            if args.profile:
-                profiler = await profile_task
-                profiler.wait()
+        cpu_task = asyncio.create_task(window())
+        load, per_process = await raw_http.load(
+            plan, concurrency=args.concurrency, procs=args.procs
+        )
+        cpu = await cpu_task
+        if profile_task is not None:
+            profiler = await profile_task
+            profiler.wait()
         rss = server.rss_kib()
     lat = load.latencies
+    fields = raw_http.summary(load, per_process, args.duration)
     result.update(
         {
             "ok_requests": load.ok,
@@ -238,7 +252,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "statuses": load.statuses,
             "errors": load.errors,
             "server_rss_end_mib": rss / 1024,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             **cpu.fields,
+            **fields,
+            "server_cpu_us_per_request": (
+                1e6 * cpu.fields["server_cpu_s"] / load.ok if load.ok else None
+            ),
+            # The parent only waits; the generator's CPU is its processes' own.
+            "rest_of_machine_cpu_pct_of_run": (
+                cpu.fields["rest_of_machine_cpu_pct_of_run"] - fields["load_cpu_pct_of_run"]
+            ),
         }
     )
     return common.report(result, profiler)
@@ -254,6 +277,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30, help="measured seconds (max 240)")
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument(
+        "--procs", type=int, default=2, help="load generator processes (raw HTTP/1.1 each)"
+    )
+    parser.add_argument(
         "--before-share",
         type=float,
         default=0.5,
@@ -263,6 +289,12 @@ def main() -> None:
     common.add_profile_options(parser, what="the server for SECONDS of the measured window")
     common.add_output_options(parser)
     args = parser.parse_args()
+    if args.workers > 1 and args.db == "mariadb":
+        args.redis = True  # workers of one server share events through Redis
+    if args.workers > 1 and args.db == "sqlite":
+        parser.error("--workers 2 needs --db mariadb (and Redis), as ws_sends.py")
+    if not 1 <= args.procs <= args.concurrency:
+        parser.error("--procs in 1..--concurrency")
     if not 0 < args.duration <= 240 or not 0 < args.messages <= 5_000_000:
         parser.error("--duration in (0, 240], --messages in 1..5,000,000")
     common.use_uvloop()

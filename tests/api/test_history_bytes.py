@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select, text, update
 
 from cmschat import jsonbytes
 from cmschat.accounts.models import AuthToken, User
 from cmschat.app import create_app
-from cmschat.chat.messages import rows
+from cmschat.attachments.models import Attachment, AttachmentState
+from cmschat.chat.messages import reads, rows
+from cmschat.chat.models import Mention, Message
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.driver_sql import Statement, reading
@@ -86,6 +90,88 @@ async def test_a_page_is_the_old_serialisation_byte_for_byte(
     assert kinds["fixed"]["edited"] and kinds["fixed"]["updated_at"] != kinds["fixed"]["created_at"]
     assert any(m["deleted"] and m["mentions"] == [] for m in shown)
     assert kinds["from bob"]["author"]["username"] == "bob"
+
+
+EVERY_CONTROL = "".join(map(chr, range(32))) + '\x7f\u2028 \\ " / é'
+
+
+async def test_rows_the_api_never_writes_are_the_old_serialisation_too(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    carol: NamedUser,
+    context: AppContext,
+) -> None:
+    """Every control character (NUL too), an author gone, mentions stored out of id order,
+    two ready files (an image) beside one still uploading, microseconds with trailing zeros."""
+    a = await alice.login(client)
+    room = await group(client, a, bob, carol)
+    plain = await send(client, a, room, "plain")
+    files = await send(client, a, room, "files")
+    ids = []
+    for name in ("z.txt", "a.txt", "pending.txt"):
+        stored = await upload(client, a, room, name, b"bytes\n")
+        assert stored.status_code == 201, stored.text
+        ids.append(stored.json()["id"])
+    at = datetime(2026, 5, 4, 3, 2, 1, 120000, tzinfo=UTC)
+    async with context.db.unit_of_work("system:test") as session:
+        await session.execute(
+            update(Message)
+            .where(Message.id == plain["id"])
+            .values(
+                content=EVERY_CONTROL,
+                content_html=EVERY_CONTROL,
+                author_id=None,
+                created_at=at,
+                updated_at=at + timedelta(microseconds=1),
+            )
+        )
+        for user in (carol, bob):  # the higher id first
+            session.add(
+                Mention(message_id=plain["id"], user_id=user.id, room_id=room, seq=plain["seq"])
+            )
+        await session.execute(
+            update(Attachment)
+            .where(Attachment.id.in_(ids[:2]))
+            .values(message_id=files["id"], state=AttachmentState.ready)
+        )
+        await session.execute(
+            update(Attachment).where(Attachment.id == ids[0]).values(is_image=True)
+        )
+        await session.execute(
+            update(Attachment)
+            .where(Attachment.id == ids[2])
+            .values(message_id=files["id"], state=AttachmentState.uploading)
+        )
+    response = await client.get(f"{ROOMS}/{room}/messages", headers=a)
+    assert response.status_code == 200, response.text
+    assert response.content == await old_page_bytes(context, response.json())
+    shown = {m["id"]: m for m in response.json()["items"]}
+    assert shown[plain["id"]]["content"] == EVERY_CONTROL
+    assert shown[plain["id"]]["author"] is None
+    assert shown[plain["id"]]["mentions"] == sorted([bob.id, carol.id])
+    assert shown[plain["id"]]["created_at"] == "2026-05-04T03:02:01.120000Z"
+    assert [f["id"] for f in shown[files["id"]]["attachments"]] == sorted(ids[:2])
+    assert [f["is_image"] for f in shown[files["id"]]["attachments"]] == [True, False]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_writes_each_message_of_a_page_itself(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext
+) -> None:
+    """On SQLite a page's row is its seq and the message's JSON text: the driver makes two
+    objects per row and no Python code writes it."""
+    a = await alice.login(client)
+    room = await group(client, a)
+    sent = await send(client, a, room, "hi")
+    async with reading(context.db.reader) as driver:
+        statement, parameters = reads.page_read(
+            driver, room_id=room, before=None, after=None, limit=50
+        )
+        found = await driver.rows(statement, parameters)
+    assert [tuple(row) for row in found] == [
+        (sent["seq"], orjson.dumps(sent).decode()),
+    ]
 
 
 async def test_every_refusal_of_a_page_is_at_once(

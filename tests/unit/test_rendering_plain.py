@@ -11,6 +11,8 @@ import unicodedata
 from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cmschat.chat import rendering
 
@@ -125,3 +127,45 @@ def test_invisible_and_control_characters_first_render_as_the_full_pass_does() -
         assert rendering.render_unlinked(content) == full(content, {}), hex(code)
         checked += 1
     assert checked > 250
+
+
+PIECES = [
+    *"abz09 .,;!?'\"/%#$^(){}|~-+=\n\t",
+    *"&<>\u00a0",
+    "&amp;",
+    "&nbsp;",
+    "<b>",
+    "</script>",
+    "@",
+    "@admin",
+    "@bob.",
+    "@Jo-Ann",
+    "@r.lee",
+    "@nobody",
+    "bob@example.com",
+    "한국어",
+    "회의를",
+    "中文",
+    "😀",
+    "👨‍👩‍👧",
+    "\u200d",
+    "\ufeff",
+    "\u202e",
+    "`",
+    "*",
+    "_",
+    "[x](https://example.com)",
+    "https://example.com/a?b=1&c=2",
+    "://",
+    "\r\n",
+    "\x00",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30).map("".join))
+def test_any_mix_renders_as_the_full_pass_does(content: str) -> None:
+    """Escapes, mentions, Korean, emoji, markup and URLs in any order and number: the
+    fast path (where the text is plain) writes what the full pass and nh3 write."""
+    assert rendering.render_unlinked(content) == full(content, {})
+    assert rendering.render(content, known_users=KNOWN) == full(content, KNOWN)[0]

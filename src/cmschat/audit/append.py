@@ -82,11 +82,17 @@ class Chained:
         ((last_id, last_hash),) = found[-1]  # the head, read just before
         last_id, last_hash = int(last_id), str(last_hash)
         made: list[Row] = []
+        # The events of a commit share their time: bound once, not once per event.
+        at: Any = None
+        bound: Any = None
         for event in self._events():
             fields = {**event, "id": last_id + 1, "prev_hash": last_hash}
             fields["hash"] = event_hash(fields)
-            fields["occurred_at"] = self._driver.bound(EVENTS.c.occurred_at, event["occurred_at"])
-            made.append(tuple(fields[name] for name in COLUMNS))
+            if event["occurred_at"] is not at:
+                at = event["occurred_at"]
+                bound = self._driver.bound(EVENTS.c.occurred_at, at)
+            fields["occurred_at"] = bound
+            made.append(tuple([fields[name] for name in COLUMNS]))
             last_id, last_hash = fields["id"], fields["hash"]
         self.head = (last_id, last_hash)
         return made

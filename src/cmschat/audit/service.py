@@ -159,12 +159,17 @@ def event_fields(
     changes: Mapping[str, Any],
     origin: Origin,
     now: datetime,
+    changes_json: str | None = None,
 ) -> dict[str, Any]:
     """An event as ``record`` and the commit would write it (``append.FIELDS``, its target
-    id None), for a writer that chains its events in a trip of its own (``chain_steps``)."""
-    details = dict(changes)
-    if origin.client_request_id is not None:
-        details.setdefault("client_request_id", origin.client_request_id)
+    id None), for a writer that chains its events in a trip of its own (``chain_steps``).
+    ``changes_json``: the canonical JSON of ``changes`` when the caller wrote it, used
+    unless the origin adds its client request id to them."""
+    if changes_json is None or origin.client_request_id is not None:
+        details = dict(changes)
+        if origin.client_request_id is not None:
+            details.setdefault("client_request_id", origin.client_request_id)
+        changes_json = _changes_json(details)
     actor_id, actor_name = _actor_identity(session.sync_session, origin.actor, origin.actor_name)
     return {
         "occurred_at": now,
@@ -176,7 +181,7 @@ def event_fields(
         "target_id": None,
         "request_id": _clip(origin.request_id, 64),
         "client_address": _clip(origin.client_address, 45),
-        "changes": _changes_json(details),
+        "changes": changes_json,
     }
 
 

@@ -58,7 +58,6 @@ _ITALIC_UNDERSCORE = re.compile(r"(?<!\w)_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?!\w)
 # no-break space), its line breaks and its mentions, so it skips the renderer's passes and
 # nh3's parse (tests/unit/test_rendering_plain.py proves it equal).
 _NOT_PLAIN = re.compile(r"[`*_\[\x00\r\ud800-\udfff]|://|^\ufeff")
-_PLAIN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\u00a0": "&nbsp;"})
 
 
 def find_mentions(content: str) -> list[str]:
@@ -90,7 +89,14 @@ def _plain(renderer: _Renderer, content: str) -> str | None:
     text is not plain (``_NOT_PLAIN``)."""
     if _NOT_PLAIN.search(content):
         return None
-    text = content.translate(_PLAIN_ESCAPES)
+    # Four replaces ("&" first) write what one ``str.translate`` with a dict would, at a
+    # tenth of its cost: that translate looks each character up in the dict.
+    text = (
+        content.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\u00a0", "&nbsp;")
+    )
     if "@" in text:
         # Tags added here are final: nh3 writes a mention's span back as it is given.
         text = _MENTION.sub(renderer.mention_html, text)

@@ -44,6 +44,9 @@ def index_table(session: AsyncSession) -> Table:
 
 
 _RUN = re.compile(r"\w+", re.UNICODE)
+# Every two adjacent word characters, overlapping: the pairs of each run of ``_RUN`` (two
+# adjacent word characters are always in the same run), found in one scan.
+_PAIR = re.compile(r"(?=(\w\w))", re.UNICODE)
 
 
 def _normalise(text: str) -> str:
@@ -59,24 +62,29 @@ def grams(text: str) -> list[str]:
     ]
 
 
+def gram_text(text: str) -> str:
+    """An index row's text: the distinct ``grams`` of a text, in order, space-separated
+    ("" if none), built without a token string per pair first."""
+    pairs = _PAIR.findall(_normalise(text).replace("_", " "))
+    return "x" + " x".join(dict.fromkeys(pairs)) if pairs else ""
+
+
 async def index_message(session: AsyncSession, *, message: Message, new: bool = False) -> None:
     """(Re)index a message's current content (``new``: it has no entry yet)."""
     index = index_table(session)
     if not new:
         await session.execute(delete(index).where(index.c.message_id == message.id))
-    tokens = grams(message.content)
-    if tokens:
-        await session.execute(
-            insert(index).values(message_id=message.id, grams=" ".join(dict.fromkeys(tokens)))
-        )
+    text = gram_text(message.content)
+    if text:
+        await session.execute(insert(index).values(message_id=message.id, grams=text))
 
 
 async def index_new_messages(session: AsyncSession, messages: Sequence[tuple[int, str]]) -> None:
     """Index new messages, ``(id, content)`` each, in one statement."""
     rows = [
-        {"message_id": message_id, "grams": " ".join(dict.fromkeys(tokens))}
+        {"message_id": message_id, "grams": text}
         for message_id, content in messages
-        if (tokens := grams(content))
+        if (text := gram_text(content))
     ]
     if rows:
         await session.execute(insert(index_table(session)), rows)

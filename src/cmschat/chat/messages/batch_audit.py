@@ -9,6 +9,7 @@ messages or rolled back with them, the head exported only after the commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,8 +20,26 @@ from cmschat.audit import service as audit
 from cmschat.audit.append import Chained
 from cmschat.db.driver_sql import Driver
 
+_ENCODE_STRING = json.encoder.encode_basestring
+
 Created = tuple[int, str, Sequence[int], audit.Origin]
 """A stored send as its event describes it: room, content, uploads' ids, who asked."""
+
+
+_CHANGES = '{"attachment_ids":[%s],"content":%s,"room_id":%s}'
+"""A send's changes as canonical JSON (keys sorted, no spaces), its values to fill in."""
+
+
+def changes_json(changes: dict[str, Any]) -> str | None:
+    """The canonical JSON of a send's changes, written into ``_CHANGES`` (what
+    ``canonical_json`` writes, for a fifth of its cost); None if a value is not of the types
+    a send's are (exact ints, a str), for the encoder to decide."""
+    room_id, digest, file_ids = changes["room_id"], changes["content"], changes["attachment_ids"]
+    if type(room_id) is not int or type(digest) is not str:
+        return None
+    if any(type(file_id) is not int for file_id in file_ids):
+        return None
+    return _CHANGES % (",".join(map(str, file_ids)), _ENCODE_STRING(digest), room_id)
 
 
 class CreatedEvents:
@@ -32,21 +51,27 @@ class CreatedEvents:
     ) -> None:
         self._session = session
         self._driver = driver
-        self._described = [
-            audit.event_fields(
-                session,
-                action="message.created",
-                target_type="message",
-                changes={
-                    "room_id": room_id,
-                    "content": audit.text_digest(content),
-                    "attachment_ids": list(file_ids),
-                },
-                origin=origin,
-                now=now,
+        described = []
+        for room_id, content, file_ids, origin in sends:
+            changes = {
+                "room_id": room_id,
+                "content": audit.text_digest(content),
+                "attachment_ids": list(file_ids),
+            }
+            described.append(
+                audit.event_fields(
+                    session,
+                    action="message.created",
+                    target_type="message",
+                    changes=changes,
+                    origin=origin,
+                    now=now,
+                    changes_json=(
+                        None if origin.client_request_id is not None else changes_json(changes)
+                    ),
+                )
             )
-            for room_id, content, file_ids, origin in sends
-        ]
+        self._described = described
         self._chain: Chained | None = None
 
     def steps(self, ids: Sequence[int]) -> Chained:

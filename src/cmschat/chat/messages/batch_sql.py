@@ -246,7 +246,7 @@ async def store(
             for user_id in draft[7]
         ]
 
-    grams = [" ".join(dict.fromkeys(search_index.grams(draft[4]))) for draft in drafts]
+    grams = [search_index.gram_text(draft[4]) for draft in drafts]
 
     def index(_found: list[list[Row]]) -> list[Row]:
         return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]

@@ -132,7 +132,7 @@ def _page_of(found: list[Row], *, after: int | None, limit: int, sqlite: bool) -
     limit = _clamped(limit)
     more = len(found) > limit
     found = found[:limit]
-    next_cursor = found[-1][2] if more else None
+    next_cursor = page_json.cursor_of(found[-1], sqlite=sqlite) if more else None
     if after is not None:
         found.reverse()
     return page_json.page_bytes(found, next_cursor, sqlite=sqlite)
