@@ -2,8 +2,9 @@
 
 On SQLite every call into aiosqlite is a trip to its thread (a queue put, a thread wake-up,
 a round through the event loop); a batch's seq numbering, message insert and the rows that
-follow (events, mentions, search rows) share one (``Driver.steps``). On MariaDB each
-statement and the ``COMMIT`` is a round trip to the server, and stays one.
+follow (events, mentions, search rows) share one (``Driver.steps``). On MariaDB every
+command written to the server is a round trip; the statements of a ``Driver.steps`` whose
+parameters are known share one multi-statement query (``db/mariadb_trips.py``).
 
 Sharing a trip keeps the batch whole: a statement failing inside a shared trip rolls back
 what ran before it, nothing after it runs, and each send is then retried on its own.
@@ -18,7 +19,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import aiosqlite
+import asyncmy.connection
 import pytest
+from asyncmy.constants.COMMAND import COM_QUERY
 from sqlalchemy import event, func, select, text
 
 from cmschat.accounts.models import User
@@ -33,24 +36,39 @@ from cmschat.db.driver_sql import Statement
 from tests.api.test_messages import group
 from tests.support import NamedUser
 
-TRIPS = {"sqlite": 3, "mysql": 12}
+TRIPS = {"sqlite": 3, "mysql": 7}
 """Trips of a warm one-send batch with a client id and a mention: SQLite's calls into
 aiosqlite (BEGIN IMMEDIATE, the repeat check and the mention lookup in one; then seq
 numbering, message insert, event, mention and search row, the audit head, the audit event
-and the head's move in one; COMMIT); MariaDB's statements and its COMMIT (no BEGIN statement
-there)."""
-TRIPS_BEFORE = {"sqlite": (13, 8, 6, 5, 4), "mysql": (12, 12, 12, 12, 12)}
+and the head's move in one; COMMIT); MariaDB's round trips to the server (the pool's
+pre-ping; the repeat check and the mention lookup in one; numbering and the message insert
+in one; event, mention, search row and the audit head in one; the audit event and the
+head's move in one; COMMIT; the pool's reset)."""
+TRIPS_BEFORE = {"sqlite": (13, 8, 6, 5, 4), "mysql": (14, 8)}
 """The same before ``Driver.steps`` (SQLite's numbering took two trips, the message insert
 one, the rows after the messages three), then before the audit append took one trip
 (``audit/append.py``; it took three: head, insert, head update), then before the BEGIN went
 with the first statement (``write_lock``; it took a trip of its own), then before the batch's
 audit events went in its store trip (``batch_audit``; they took one of their own), then
-before the mention lookup went with the repeat check (``batch_reads``)."""
+before the mention lookup went with the repeat check (``batch_reads``). On MariaDB, before
+the statements of a ``Driver.steps`` shared round trips (``db/mariadb_trips.py``): one each;
+then before the message insert numbered the seqs itself (``message_insert.numbered``: the
+rooms' ``last_seq`` read between the update and the insert took a round trip)."""
+MARIADB_TRIPS = [
+    "command 14",  # COM_PING: the pool's pre-ping
+    "SELECT;SELECT",
+    "UPDATE;INSERT",
+    "INSERT;INSERT;INSERT;SELECT",
+    "INSERT;UPDATE",
+    "COMMIT",
+    "ROLLBACK",  # the pool's reset of the connection it takes back
+]
 
 
 @contextmanager
 def trips_of(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """What each trip to the driver inside the block was (a name, or the SQL)."""
+    """What each trip to the driver inside the block was: on SQLite the function sent to
+    aiosqlite's thread, on MariaDB the first word of each statement of a command sent."""
     seen: list[str] = []
     if context.db.engine.dialect.name == "sqlite":
         real = aiosqlite.Connection._execute
@@ -63,21 +81,21 @@ def trips_of(context: AppContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
             patch.setattr(aiosqlite.Connection, "_execute", counted)
             yield seen
         return
-    engine = context.db.engine.sync_engine
+    sent = asyncmy.connection.Connection._execute_command
 
-    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        seen.append(sql.split(None, 1)[0])
+    async def command(self: Any, kind: int, sql: Any) -> Any:
+        # Every command written to the server is a round trip: a query (one statement or
+        # several), COMMIT and ROLLBACK among them, or the pool's pre-ping.
+        if kind == COM_QUERY:
+            text = sql.decode() if isinstance(sql, bytes) else sql
+            seen.append(";".join(part.split(None, 1)[0] for part in text.split(";")))
+        else:
+            seen.append(f"command {kind}")
+        return await sent(self, kind, sql)
 
-    def commit(_conn: Any) -> None:
-        seen.append("COMMIT")
-
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "commit", commit)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncmy.connection.Connection, "_execute_command", command)
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "commit", commit)
 
 
 async def sender_of(context: AppContext, user: NamedUser) -> User:
@@ -110,6 +128,8 @@ async def test_a_one_send_batch_takes_fewer_trips_to_the_driver(
     if dialect == "sqlite":
         assert len(trips) == TRIPS_BEFORE[dialect][1] - 5
         assert trips == ["_run_steps", "_run_steps", "commit"]
+    else:
+        assert trips == MARIADB_TRIPS
     async with context.db.unit_of_work() as session:
         seqs = (await session.scalars(select(Message.seq).where(Message.room_id == room))).all()
         assert max(seqs) - min(seqs) == 1 and len(seqs) == 2  # gap-free
@@ -219,3 +239,39 @@ async def test_a_statement_failing_inside_a_shared_trip_rolls_back_the_batch(
         chained = select(AuditEvent.target_id).where(AuditEvent.action == "message.created")
         assert (await session.scalars(chained)).all() == [str(view.data["id"])]
         assert (await chain.verify(session)).ok
+
+
+async def test_a_full_batch_over_several_rooms_takes_as_many_round_trips_as_one_send(
+    client: Any,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On MariaDB the rooms' seq updates (one statement per room) and the rows of 64 sends
+    share the round trips of a one-send batch."""
+    token = await alice.login(client)
+    rooms = [await group(client, token, bob) for _ in range(4)]
+    sender = await sender_of(context, alice)
+
+    async def batch(tag: str) -> tuple[int, list[str]]:
+        batches = context.sends.batches
+        with trips_of(context, monkeypatch) as trips:
+            sends = [
+                context.sends.send(
+                    user=sender,
+                    room_id=rooms[n % len(rooms)],
+                    draft=MessageCreate(content=f"hi @bob {n}", client_id=f"{tag}{n}"),
+                )
+                for n in range(64)
+            ]
+            assert all(created for _view, created in await asyncio.gather(*sends))
+        return context.sends.batches - batches, trips
+
+    await batch("warm")
+    batches, trips = await batch("full")
+    print(f"\n{batches} batches, {len(trips)} trips:", trips)
+    if context.db.engine.dialect.name == "mysql":
+        assert batches == 1
+        assert len(trips) == len(MARIADB_TRIPS) == TRIPS["mysql"]  # was 17: 14 and 3 rooms more
+        assert trips[2] == "UPDATE;" * len(rooms) + "INSERT"

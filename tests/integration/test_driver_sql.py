@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncmy.connection
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import bindparam, event, text
 from sqlalchemy.exc import IntegrityError
 
 from cmschat.context import AppContext
+from cmschat.db import mariadb_trips
 from cmschat.db.driver_sql import Statement, driver_of
 from tests.support import NamedUser
 
@@ -108,3 +110,99 @@ async def test_statements_sharing_a_trip_are_each_timed_and_stop_at_the_first_fa
     assert "[parameters" not in str(raised.value)
     assert counted("SELECT") == selects + 2  # the statement after the failure never ran
     assert counted("INSERT") == inserts
+
+
+NOTE = Statement(
+    lambda _dialect: text("INSERT INTO notes (body, n) VALUES (:body, :n)").bindparams(
+        bindparam("body"), bindparam("n")
+    ),
+    ["body", "n"],
+)
+NOTES_TABLE = Statement(
+    lambda _dialect: text("CREATE TEMPORARY TABLE notes (body VARCHAR(50), n INT)"), []
+)
+NOTES = Statement(lambda _dialect: text("SELECT body, n FROM notes ORDER BY n"), [])
+AFTER = Statement(lambda _dialect: text("SET @cmschat_after = 1"), [])
+AFTER_READ = Statement(lambda _dialect: text("SELECT @cmschat_after"), [])
+RENAME = Statement(
+    lambda _dialect: text("UPDATE users SET display_name = :name WHERE id = :id").bindparams(
+        bindparam("name"), bindparam("id")
+    ),
+    ["name", "id"],
+)
+DISPLAY_NAME = Statement(
+    lambda _dialect: text("SELECT display_name FROM users WHERE id = :id").bindparams(
+        bindparam("id")
+    ),
+    ["id"],
+)
+
+
+def queries_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text of every query asyncmy sends from now on (one round trip each)."""
+    sent: list[str] = []
+    real = asyncmy.connection.Connection.query
+
+    async def query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
+        sent.append(sql.decode() if isinstance(sql, bytes) else sql)
+        return await real(self, sql, unbuffered)
+
+    monkeypatch.setattr(asyncmy.connection.Connection, "query", query)
+    return sent
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_a_round_trip_of_several_statements_stops_where_one_fails(
+    context: AppContext, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB executes a multi-statement query up to its first failing statement: those
+    before it stay done in the transaction (until the unit of work rolls back), none after
+    it runs, and the connection goes on, as when they were sent one by one."""
+    sent = queries_sent(monkeypatch)
+    with pytest.raises(IntegrityError):
+        async with context.db.unit_of_work("system:test") as session:
+            driver = await driver_of(session)
+            with pytest.raises(IntegrityError) as raised:
+                await driver.steps(
+                    [
+                        (RENAME, [("Al; 'Ice'", alice.id)], True),
+                        (COPY_USER, (alice.id,), False),  # a duplicate: fails
+                        (AFTER, (), False),  # never runs
+                    ]
+                )
+            assert "INSERT INTO users" in str(raised.value)
+            assert len(sent) == 1 and sent[0].count(";") == 3  # one round trip (one ; quoted)
+            assert await driver.rows(DISPLAY_NAME, (alice.id,)) == [("Al; 'Ice'",)]
+            assert await driver.rows(AFTER_READ, ()) == [(None,)]
+            raise raised.value
+    async with context.db.unit_of_work("system:test") as session:
+        assert await (await driver_of(session)).rows(DISPLAY_NAME, (alice.id,)) == [("Alice",)]
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_statements_past_a_round_trips_size_go_in_the_next(
+    context: AppContext, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round trip carries at most ``TRIP_CHARACTERS`` of SQL (the server refuses a packet
+    over ``max_allowed_packet``); a multi-row ``INSERT`` is cut in parts as asyncmy cuts it."""
+    monkeypatch.setattr(mariadb_trips, "TRIP_CHARACTERS", 60)
+    async with context.db.unit_of_work("system:test") as session:
+        driver = await driver_of(session)
+        await driver.rows(NOTES_TABLE, ())
+        sent = queries_sent(monkeypatch)
+        found = await driver.steps(
+            [
+                (RENAME, [(f"name {n}", alice.id) for n in range(4)], True),
+                (DISPLAY_NAME, (alice.id,), False),
+                (NOTE, lambda rows: [(rows[1][0][0], n) for n in range(6)], True),
+                (NOTES, (), False),
+            ]
+        )
+        assert found[:2] == [[], [("name 3",)]]
+        assert found[3] == [("name 3", n) for n in range(6)]
+        # The renames (each ~60 characters) in one trip, the read in the next; the notes
+        # made from its row in a third, as two INSERTs of three rows; their read, past the
+        # size, in a fourth.
+        assert [query.count(";") + 1 for query in sent] == [4, 1, 2, 1]
+        assert sent[2].count("INSERT INTO notes") == 2
+        await driver.rows(Statement(lambda _dialect: text("DROP TEMPORARY TABLE notes"), []), ())

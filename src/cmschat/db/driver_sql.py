@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-from cmschat.db import sqlite_driver
+from cmschat.db import mariadb_trips, sqlite_driver
 
 Row = tuple[Any, ...]
 Ended = Callable[[str, float], None]
@@ -54,6 +54,15 @@ class Statement:
         self._build = build
         self.names = tuple(names)
         self._sql: dict[str, tuple[str, Row]] = {}
+        self._reads: dict[str, bool] = {}
+
+    def reads(self, dialect: Dialect) -> bool:
+        """Whether the statement returns rows on ``dialect`` (a query, a write with
+        ``RETURNING``, or a text statement, whose kind is not known): a statement whose
+        parameters are made from rows cannot share a MariaDB round trip with it."""
+        if dialect.name not in self._reads:
+            self.sql(dialect)
+        return self._reads[dialect.name]
 
     def sql(self, dialect: Dialect) -> tuple[str, Row]:
         """The driver's SQL text (its paramstyle) for ``dialect``, and the values of the
@@ -71,6 +80,8 @@ class Statement:
                 compiled.string,
                 tuple(compiled.params[name] for name in added),
             )
+            writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
+            self._reads[dialect.name] = not writes or bool(compiled.effective_returning)
         return found
 
 
@@ -136,21 +147,24 @@ class Driver:
 
     async def steps(self, steps: Sequence[tuple[Statement, Any, bool]]) -> list[list[Row]]:
         """Run statements in order, ``(statement, parameters, many)`` each, in one trip to
-        SQLite's driver thread; each one's rows. ``parameters`` may be a function of the
-        rows of the statements before it (a list per statement), called in that thread;
-        a ``many`` with no parameters is skipped.
+        SQLite's driver thread, or in as few MariaDB round trips as they allow
+        (``mariadb_trips``); each one's rows. ``parameters`` may be a function of the rows
+        of the statements before it (a list per statement), called in SQLite's thread or
+        before the round trip that sends it; a ``many`` with no parameters is skipped.
 
         Only the trip is shared: each statement is seen by the cursor events (a function's
         parameters as None) and the observer (with its own duration, taken in the driver's
-        thread), and the first that fails is raised as SQLAlchemy's error, the statements
-        after it never run.
+        thread; on MariaDB its share of the round trip), and the first that fails is raised
+        as SQLAlchemy's error, the statements after it never run.
         """
         planned: list[tuple[str, Any, bool]] = []
+        reads: list[bool] = []
         for statement, parameters, many in steps:
             sql, added = statement.sql(self.dialect)
             if added:
                 parameters = _adding(parameters, added, many=many)
             planned.append((sql, parameters, many))
+            reads.append(statement.reads(self.dialect))
         connection = self._connection
         events = connection.dispatch
         # A function's parameters are not known yet (None); a ``many`` with none is skipped.
@@ -165,7 +179,7 @@ class Driver:
             if self.sqlite:
                 rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
             else:
-                rows, took, error = await self._each(planned)
+                rows, took, error = await mariadb_trips.run_steps(self._adapter, planned, reads)
         finally:
             for sql, shown, many in announced:
                 events.after_cursor_execute(connection, None, sql, shown, None, many)
@@ -183,13 +197,6 @@ class Driver:
                 raise error
             raise translated from error
         return rows
-
-    async def _each(self, planned: Sequence[tuple[str, Any, bool]]) -> sqlite_driver.Ran:
-        """MariaDB: the statements one by one (a trip each), as ``run_steps`` runs them."""
-        return await sqlite_driver.each_step(planned, self._driver_step)
-
-    async def _driver_step(self, sql: str, parameters: Any, many: bool) -> list[Row]:
-        return await self._driver(sql, parameters, many=many)
 
     def _translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
         """A driver's error as SQLAlchemy raises it; any other error as it is."""

@@ -34,11 +34,11 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT, await_only
 
-from cmschat.db.steps import Ran, Step, each_step, run_each
+from cmschat.db.steps import Ran, Step, run_each
 
 T = TypeVar("T")
 
-__all__ = ["Ran", "Step", "each_step", "one_trip_dbapi", "run", "run_steps"]
+__all__ = ["Ran", "Step", "one_trip_dbapi", "run", "run_steps"]
 
 _Outcome = tuple[Any, int, int | None, list[Any] | None, float | None]
 """What one trip brings back: description, rowcount, lastrowid, rows (None: no result set),

@@ -1,11 +1,12 @@
-"""Running several statements as one unit, in order, up to the first that fails: in one
-trip to SQLite's driver thread (``sqlite_driver.run_steps``) or one trip each
-(``each_step``, for drivers without a thread), for ``driver_sql.Driver.steps``."""
+"""Running several statements as one unit, in order, up to the first that fails, in one
+trip to SQLite's driver thread (``sqlite_driver.run_steps``), for
+``driver_sql.Driver.steps``; MariaDB's round trips (``mariadb_trips``) bring back the same
+``Ran``."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, cast
 
 Step = tuple[str, Any, bool]
@@ -19,8 +20,7 @@ last one timed; none run after it)."""
 
 def _plan(steps: Sequence[Step]) -> Generator[tuple[str, Any, bool], list[Any], Ran]:
     """The bookkeeping of running ``steps``: yields each statement to run (with its
-    parameters worked out), is sent its rows or thrown its error, and returns what ran.
-    One plan for both ways of running them (``run_each``, ``each_step``)."""
+    parameters worked out), is sent its rows or thrown its error, and returns what ran."""
     rows: list[list[Any]] = []
     took: list[float | None] = []
     for operation, given, many in steps:
@@ -48,24 +48,6 @@ def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) 
         while True:
             try:
                 found = run(*step)
-            except Exception as error:
-                step = plan.throw(error)
-            else:
-                step = plan.send(found)
-    except StopIteration as ended:
-        return cast(Ran, ended.value)
-
-
-async def each_step(
-    steps: Sequence[Step], run: Callable[[str, Any, bool], Awaitable[list[Any]]]
-) -> Ran:
-    """``run_each`` with a trip per statement (``run`` awaited): for drivers without a thread."""
-    plan = _plan(steps)
-    try:
-        step = next(plan)
-        while True:
-            try:
-                found = await run(*step)
             except Exception as error:
                 step = plan.throw(error)
             else:

@@ -1,14 +1,17 @@
 """The writes of a group commit as driver calls (``db.driver_sql``): fixed SQL, bound
 values, rows as tuples.
 
-A batch numbers its sends (one UPDATE per room, then the rooms' new ``last_seq``), inserts
-its messages in one multi-row ``INSERT … RETURNING`` (SQLite ≥ 3.35, MariaDB ≥ 10.5: no
-second statement to read the ids back), then their events, mentions and search index rows
-with ``executemany``: all six statements in one trip to SQLite's driver thread, each one's
-parameters built there from the rows of those before it (``store``). Statements whose
-shape depends on the batch (how many rooms, how many messages) are compiled once per size
-and kept: a process meets at most ``MAX_BATCH`` of each.
-"""
+A batch numbers its sends (one UPDATE per room), inserts its messages in one multi-row
+``INSERT … RETURNING`` (SQLite ≥ 3.35, MariaDB ≥ 10.5: no second statement to read the ids
+back), then their events, mentions and search index rows with ``executemany``, in one
+``Driver.steps`` (``store``), each statement's parameters built from the rows of those
+before it. On SQLite, in one trip to the driver's thread, the rooms' new ``last_seq`` is
+read between the update and the insert, and the seqs given to it; on MariaDB the insert
+numbers the seqs itself from the updated rooms (``message_insert.numbered``), so the
+update and the insert share a round trip, then the rows made from their ids share the next
+(``db/mariadb_trips.py``). Statements whose shape depends on the batch (how many rooms, how
+many messages) are compiled once per size and kept: a process meets at most ``MAX_BATCH``
+of each."""
 
 from __future__ import annotations
 
@@ -26,29 +29,18 @@ from cmschat.accounts.models import User
 from cmschat.attachments.models import Attachment
 from cmschat.audit.append import Chained
 from cmschat.chat import search_index
-from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
+from cmschat.chat.messages import message_insert
+from cmschat.chat.messages.message_insert import MESSAGES as MESSAGES
+from cmschat.chat.messages.message_insert import ROOMS, STAMPS
+from cmschat.chat.models import EventType, Mention, RoomEvent, RoomMember
 from cmschat.db.driver_sql import BySize, Driver, Row, Statement
 
-ROOMS = cast(Table, Room.__table__)
-MESSAGES = cast(Table, Message.__table__)
 EVENTS = cast(Table, RoomEvent.__table__)
 MENTIONS = cast(Table, Mention.__table__)
 MEMBERS = cast(Table, RoomMember.__table__)
 USERS = cast(Table, User.__table__)
 ATTACHMENTS = cast(Table, Attachment.__table__)
 
-STAMPS = ("created_at", "created_by", "updated_at", "updated_by")
-"""The audit columns, in the tables' order (the compiled statements' parameter order)."""
-MESSAGE_COLUMNS = (
-    "room_id",
-    "seq",
-    "author_id",
-    "client_id",
-    "reply_to_id",
-    "content",
-    "content_html",
-    *STAMPS,
-)
 EVENT_COLUMNS = ("room_id", "seq", "type", "message_id", "user_id", *STAMPS)
 MENTION_COLUMNS = ("message_id", "user_id", "room_id", "seq", *STAMPS)
 CREATED = EventType.message_created.value
@@ -103,23 +95,6 @@ def _seqs_of(size: int) -> Statement:
     )
 
 
-def _messages_of(size: int) -> Statement:
-    names = [f"{column}_{n}" for n in range(size) for column in MESSAGE_COLUMNS]
-    return Statement(
-        lambda _dialect: (
-            insert(MESSAGES)
-            .values(
-                [
-                    {column: bindparam(f"{column}_{n}") for column in MESSAGE_COLUMNS}
-                    for n in range(size)
-                ]
-            )
-            .returning(MESSAGES.c.id, MESSAGES.c.room_id, MESSAGES.c.seq)
-        ),
-        names,
-    )
-
-
 def _repeats_of(size: int) -> Statement:
     keys = [(f"r{n}", f"a{n}", f"c{n}") for n in range(size)]
     m = MESSAGES.c
@@ -144,9 +119,6 @@ def _repeats_of(size: int) -> Statement:
 
 _SEQS = BySize(_seqs_of)
 _REPEATS = BySize(_repeats_of)
-
-
-_MESSAGES = BySize(_messages_of)
 
 
 def _named_of(rooms: int, names: int) -> Statement:
@@ -226,10 +198,11 @@ async def store(
     audit: Callable[[Sequence[int]], Chained] | None = None,
 ) -> list[tuple[int, int]]:
     """Number and insert messages, with their events, mentions, search rows and uploads'
-    links, in one trip to SQLite's driver thread (``Driver.steps``); each one's (seq,
-    message id). ``audit``: given the list the message ids will be in (filled in that
-    thread), the steps that chain the batch's audit events, run last in the same trip (the
-    audit head is the last row a batch locks, as at any other commit)."""
+    links, in one trip to SQLite's driver thread or few MariaDB round trips
+    (``Driver.steps``); each one's (seq, message id). ``audit``: given the list the message
+    ids will be in (filled as the steps run), the steps that chain the batch's audit
+    events, run last (the audit head is the last row a batch locks, as at any other
+    commit)."""
     counts = Counter(draft[0] for draft in drafts)
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     rooms = sorted(counts)
@@ -237,22 +210,29 @@ async def store(
     seqs: list[int] = []
     ids: list[int] = []
 
+    # Per send, how many sends of its room come after it in the batch: its seq is the
+    # room's raised ``last_seq`` less that.
+    behind: list[int] = []
+    for room_id in (draft[0] for draft in drafts):
+        counts[room_id] -= 1
+        behind.append(counts[room_id])
+    counts.update(draft[0] for draft in drafts)
+
     def messages(found: list[list[Row]]) -> Row:
-        next_seq = {room_id: last_seq - counts[room_id] + 1 for room_id, last_seq in found[1]}
-        for draft in drafts:
-            seqs.append(next_seq[draft[0]])
-            next_seq[draft[0]] += 1
+        last: dict[int, int] = dict(found[1])
+        seqs.extend(last[draft[0]] - k for draft, k in zip(drafts, behind, strict=True))
         return tuple(
             chain.from_iterable(
-                (room_id, seq, author, client_id, reply_to, content, html, *stamped)
-                for (room_id, author, client_id, reply_to, content, html, stamped, *_), seq in zip(
-                    drafts, seqs, strict=True
-                )
+                (draft[0], seq, *draft[1:6], *draft[6])
+                for draft, seq in zip(drafts, seqs, strict=True)
             )
         )
 
     def events(found: list[list[Row]]) -> list[Row]:
-        by_key = {(room_id, seq): message_id for message_id, room_id, seq in found[2]}
+        if not seqs:  # numbered by the insert (MariaDB): the room's highest is its last_seq
+            last = {room_id: seq for _id, room_id, seq in sorted(found[-1], key=lambda r: r[2])}
+            seqs.extend(last[draft[0]] - k for draft, k in zip(drafts, behind, strict=True))
+        by_key = {(room_id, seq): message_id for message_id, room_id, seq in found[-1]}
         ids.extend(by_key[(draft[0], seq)] for draft, seq in zip(drafts, seqs, strict=True))
         return [
             (draft[0], seq, CREATED, message_id, None, *draft[6])
@@ -279,11 +259,18 @@ async def store(
         ]
 
     steps: list[tuple[Statement, Any, bool]] = [
-        (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True),
-        (_SEQS(len(rooms)), tuple(rooms), False),
-        (_MESSAGES(len(drafts)), messages, False),
-        (_EVENTS, events, True),
+        (_BUMP, [(counts[room_id], room_id) for room_id in rooms], True)
     ]
+    if driver.sqlite:
+        steps.append((_SEQS(len(rooms)), tuple(rooms), False))
+        steps.append((message_insert.given(len(drafts)), messages, False))
+    else:  # no read between the update and the insert: one round trip (mariadb_trips)
+        numbered = chain.from_iterable(
+            (draft[0], draft[0], k, *draft[1:6], *draft[6])
+            for draft, k in zip(drafts, behind, strict=True)
+        )
+        steps.append((message_insert.numbered(len(drafts)), tuple(numbered), False))
+    steps.append((_EVENTS, events, True))
     # Statements with no rows to write are left out here, where that is known, so that
     # none is announced to the cursor events (or counted) without running.
     if any(draft[7] for draft in drafts):
