@@ -9,6 +9,8 @@ lower-cases every one of those names.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,3 +132,44 @@ def test_serve_runs_the_case_keeping_httptools_protocol() -> None:
     config.load()
     assert config.http_protocol_class is CaseKeepingHttpToolsProtocol
     assert issubclass(config.http_protocol_class, HttpToolsProtocol)
+
+
+async def ws_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accept a WebSocket and hold it until the client goes."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    await receive()
+
+
+async def test_an_upgraded_connection_lets_go_of_the_http_protocol() -> None:
+    # Idle WebSockets live for hours: what the handshake left must go by reference counting,
+    # not wait for the cycle collector (off for this test).
+    config = uvicorn.Config(ws_app, log_config=None, lifespan="off", ws="wsproto")
+    config.load()
+    state = ServerState()
+    made: list[weakref.ref[CaseKeepingHttpToolsProtocol]] = []
+
+    def protocol() -> CaseKeepingHttpToolsProtocol:
+        made.append(weakref.ref(instance := CaseKeepingHttpToolsProtocol(config, state, {})))
+        return instance
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    gc.disable()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        assert len(made) == 1
+        assert made[0]() is None
+    finally:
+        writer.close()
+        gc.enable()
+        for connection in list(state.connections):
+            connection.shutdown()
+        server.close()
+        await server.wait_closed()

@@ -107,3 +107,14 @@ class CaseKeepingHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not previous:
             self.cycle.__class__ = CaseKeepingCycle
+
+    def handle_websocket_upgrade(self) -> None:
+        """Hand the connection to the WebSocket protocol, then let go of the parser.
+
+        The parser holds this protocol's callbacks and this protocol holds the parser: after
+        the upgrade nothing else refers to either, but the pair (and the request's scope)
+        would wait for the cycle collector, ~1 KiB per idle WebSocket meanwhile (measured,
+        docs/performance.md). h11's protocol has no such loop.
+        """
+        super().handle_websocket_upgrade()
+        self.parser = None  # type: ignore[assignment]
