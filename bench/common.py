@@ -43,7 +43,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 PROFILE_DIR = str(Path(tempfile.gettempdir()) / "cmschat-bench-profiles")
 SERVE_WITH = ROOT / "bench" / "serve_with.py"
-# The server under the app (bench/serve_with.py): "uvicorn-h11" is what `cmschat serve` runs.
+# The server under the app (bench/serve_with.py); no --server: what `cmschat serve` runs
+# (uvicorn's httptools keeping header names, cmschat.api.transport).
 SERVERS = ("uvicorn-h11", "uvicorn-httptools", "granian")
 
 T = TypeVar("T")

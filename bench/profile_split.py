@@ -19,7 +19,10 @@ from collections import Counter
 
 GROUPS = (
     ("kernel (socket write)", ("write_frame",)),
-    ("server (uvicorn, wsproto, h11, starlette)", ("uvicorn/", "wsproto/", "h11/", "starlette/")),
+    (
+        "server (uvicorn, wsproto, h11, httptools, starlette)",
+        ("uvicorn/", "wsproto/", "h11/", "httptools", "cmschat/api/transport.py", "starlette/"),
+    ),
     ("driver (aiosqlite, asyncmy, redis)", ("aiosqlite/", "asyncmy/", "redis/", "sqlite3")),
     ("SQLAlchemy", ("sqlalchemy/", "greenlet")),
     ("logging/metrics/tracing", ("prometheus_client/", "logging/", "opentelemetry/", "ecs_")),

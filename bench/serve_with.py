@@ -3,7 +3,9 @@
 Not run by hand: every tool's ``--server`` option starts the server through it.
 
 * ``uvicorn-h11`` / ``uvicorn-httptools``: ``cmschat serve`` itself (uvloop, the shipped
-  wsproto protocol), with uvicorn's HTTP/1.1 implementation set to h11 or httptools.
+  wsproto protocol), with uvicorn's HTTP/1.1 implementation set to h11 or to uvicorn's stock
+  httptools protocol (header names lower-cased). Without ``--server`` the tools run what
+  ``serve`` ships: httptools with the app's header names (``cmschat.api.transport``).
 * ``granian``: the same app under granian (Rust HTTP and WebSocket, ASGI interface, one
   worker process, uvloop). granian has no settings for the WebSocket frame limit, the
   keep-alive ping, nor a graceful-shutdown time limit; those behaviours are missing here.

@@ -1,18 +1,18 @@
 """A served history page counted and split: ``cmschat serve`` under callgrind, client apart.
 
-The server is ``cmschat serve`` itself (uvicorn with h11 and uvloop, one process, the
+The server is ``cmschat serve`` itself (uvicorn with httptools and uvloop, one process, the
 app with its middleware and JSON access lines to its log, as shipped), on SQLite or
 MariaDB, started under valgrind's callgrind with counting off; this process is the
 client (``http.client`` on one kept connection, not counted) and turns counting on only
 around the measured pages (``callgrind_control``). So the figure is the whole served
-page: h11's parsing and writing, the event loop, the app, the driver's thread, SQLite's
+page: the HTTP parsing and writing, the event loop, the app, the driver's thread, SQLite's
 C code (MariaDB's server is another process and not in it).
 
 The split: callgrind's self instructions by the shared object they ran in (the Python
 interpreter, uvloop/libuv, SQLite, the MariaDB driver, orjson, libc, ...), and, with
 ``--profile``, the same server run without valgrind under a cProfile of its main thread
 (CPU time, ``time.thread_time``) grouped by layer (``split.py``): what of the
-interpreter's part is h11, the event loop, cmschat's route, observability, SQLAlchemy.
+interpreter's part is the HTTP protocol, the event loop, cmschat's route, observability, SQLAlchemy.
 
 Run::
 
@@ -52,6 +52,7 @@ OBJECTS = (
     ("MariaDB driver (asyncmy, C parts)", ("asyncmy",)),
     ("event loop (uvloop, libuv)", ("uvloop",)),
     ("orjson", ("orjson",)),
+    ("HTTP parser (httptools, llhttp)", ("httptools",)),
     ("greenlet", ("greenlet",)),
     ("SQLAlchemy C extensions", ("sqlalchemy",)),
     ("libc / loader (malloc, memcpy, syscalls' wrappers)", ("libc.so", "libc-", "ld-linux")),

@@ -20,6 +20,8 @@ from typing import Any
 
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cmschat observability (middleware, metrics, logs)", ("cmschat/observability/",)),
+    # serve's HTTP protocol (uvicorn's, its response head rewritten) is the server's part.
+    ("server (uvicorn, h11, httptools)", ("cmschat/api/transport.py",)),
     ("cmschat", ("/cmschat/", "cmschat/")),
     ("server (uvicorn, h11, httptools)", ("uvicorn/", "h11/", "httptools", "anyio/")),
     ("client (httpx, in process)", ("httpx/", "httpcore/")),

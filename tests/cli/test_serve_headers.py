@@ -2,14 +2,15 @@
 
 HTTP header names are case-insensitive, but some clients look them up case-sensitively:
 the contract smoke (``dict(response.headers)["X-Content-Type-Options"]`` in urllib) is one.
-uvicorn's httptools implementation and granian lower-case every name on the wire; h11
-keeps the app's spelling, which is why ``serve`` stays on h11 (docs/performance.md, "The
-server under the app").
+uvicorn's stock httptools protocol and granian lower-case every name on the wire; ``serve``
+runs httptools with a head writer that keeps the app's spelling, as h11 did
+(``api/transport.py``; docs/performance.md, "The server under the app").
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +30,16 @@ def test_served_header_names_keep_the_apps_spelling(tmp_path: Path) -> None:
             names = [name for name, _ in response.getheaders()]
         finally:
             connection.close()
+        with socket.create_connection((address.hostname or "", address.port or 0), 10) as raw:
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
         assert server.stop() == 0
     # The exact spelling a case-sensitive client looks up.
     assert "X-Content-Type-Options" in names, names
     assert "Content-Security-Policy" in names, names
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head, head
+    assert head.endswith(b"\r\nConnection: close"), head

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from cmschat.api.transport import CaseKeepingHttpToolsProtocol
 from cmschat.app import create_app
 from cmschat.clock import Clock
 from cmschat.realtime.transport import AbortingWSProtocol
@@ -50,7 +51,8 @@ async def serve(app: FastAPI, port: int = 0) -> AsyncIterator[LiveServer]:
         port=port,
         log_config=None,
         lifespan="on",
-        http="h11",
+        # The HTTP protocol `cmschat serve` runs (cli_server.HTTP_IMPLEMENTATION).
+        http=CaseKeepingHttpToolsProtocol,
         ws=AbortingWSProtocol,
         ws_max_size=1 << 20,
         ws_per_message_deflate=False,

@@ -19,7 +19,7 @@ after the trusted proxies' headers are applied). A body declared over
 ``CMSCHAT_MAX_BODY_BYTES`` goes through the stack for its 413: retrying it after a
 ``busy`` could never succeed. Not traced: a refusal makes no span.
 
-An unread body is not buffered: once the answer is complete, uvicorn (h11) discards the
+An unread body is not buffered: once the answer is complete, uvicorn (httptools) discards the
 body's bytes as they arrive and serves the next request on the connection.
 """
 
