@@ -166,8 +166,11 @@ async def run(args: Any) -> dict[str, Any]:
         common.ServerProcess.start, wait_seconds=900
     )
     with tempfile.TemporaryDirectory() as dumps:
-        # --src: another checkout's code under this venv (a before/after comparison).
-        source = ["/usr/bin/env", f"PYTHONPATH={args.src}"] if args.src else []
+        # --src: another checkout's code under this venv (a before/after comparison); by
+        # default this checkout's (the server's clean environment has no PYTHONPATH, and
+        # the shared venv would import /work/main's).
+        src = args.src or str(common.ROOT / "src")
+        source = ["/usr/bin/env", f"PYTHONPATH={src}"]
         profile = Path(args.profile) if args.profile else None
         if profile is not None:
             # No valgrind: cProfile over the counted stretch, for where the time goes.
@@ -238,7 +241,7 @@ async def run(args: Any) -> dict[str, Any]:
         "instructions_per_frame": round(instructions / (acks + deliveries)),
         "idle_instructions_per_s": round(idle_rate),
         "less_idle_per_send": round((instructions - idle_rate * took) / sends),
-        "source": args.src or common.source_state(),
+        "source": args.src or f"{src} ({common.source_state()})",
     }
     common.print_table(result.items())
     return result
