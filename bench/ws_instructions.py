@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,13 +51,36 @@ class Counting:
         self._control("--instr=on")
         self._control("--zero")
 
-    def stop(self) -> int:
+    def stop(self, keep: str | None = None) -> int:
         self._control("--instr=off")
         self._control("--dump")
         newest = max(self.dump_dir.glob("cg.*.out*"), key=lambda f: f.stat().st_mtime_ns)
+        if keep:
+            # For callgrind_annotate: where the counted instructions went, by C function.
+            shutil.copyfile(newest, keep)
         lines = newest.read_text().splitlines()
         totals = next(line for line in lines if line.startswith("totals:"))
         return int(totals.split()[1])
+
+
+class Profiling:
+    """cProfile of the server's event loop over the same stretch (``bench/profiled_serve.py``)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+
+    def start(self) -> None:
+        os.kill(self.pid, signal.SIGUSR1)
+
+    def stop(self, keep: str | None = None) -> int:
+        os.kill(self.pid, signal.SIGUSR2)
+        for _ in range(600):
+            if self.out.exists() and self.out.stat().st_size:
+                break
+            time.sleep(0.1)
+        time.sleep(1)  # let the dump finish
+        return 0
 
 
 async def _client(member: tuple[int, str, int], url: str) -> Any:
@@ -73,15 +98,26 @@ async def _client(member: tuple[int, str, int], url: str) -> Any:
 
 
 async def _round(
-    clients: list[Any], members: list[tuple[int, str, int]], sends: int, in_flight: int, tag: str
+    clients: list[Any],
+    members: list[tuple[int, str, int]],
+    sends: int,
+    in_flight: int,
+    tag: str,
+    *,
+    lone: bool = False,
 ) -> tuple[int, int]:
-    """Every client sends ``sends`` messages; returns (acks, deliveries) once all are in."""
+    """Every client sends ``sends`` messages; returns (acks, deliveries) once all are in.
+
+    ``lone``: ``in_flight`` is for the whole server, not per connection (with 1, every
+    send is a batch of its own and each delivery a write of its own, as under
+    ``ws_load.py``'s one message a second per client)."""
     room_size = len(clients) // len({m[2] for m in members})
     counts = {"acks": 0, "deliveries": 0, "errors": 0}
+    shared = asyncio.Semaphore(in_flight)
 
     async def one(ws: Any, member: tuple[int, str, int]) -> None:
         index, _token, room_id = member
-        slots = asyncio.Semaphore(in_flight)
+        slots = shared if lone else asyncio.Semaphore(in_flight)
         expected_deliveries = sends * room_size
         acks = deliveries = 0
 
@@ -122,7 +158,7 @@ async def run(args: Any) -> dict[str, Any]:
         raise SystemExit("--senders must be a multiple of --rooms")
     per_room = args.senders // args.rooms
     valgrind = shutil.which("valgrind")
-    if not valgrind:
+    if not valgrind and not args.profile:
         raise SystemExit("needs valgrind (Debian package valgrind)")
     common.raise_nofile_limit()
     # Under valgrind the server takes a minute or more to answer /healthz.
@@ -130,8 +166,15 @@ async def run(args: Any) -> dict[str, Any]:
         common.ServerProcess.start, wait_seconds=900
     )
     with tempfile.TemporaryDirectory() as dumps:
-        # --src: another checkout's code under this venv (a before/after comparison).
-        source = ["/usr/bin/env", f"PYTHONPATH={args.src}"] if args.src else []
+        # --src: another checkout's code under this venv (a before/after comparison); by
+        # default this checkout's (the server's clean environment has no PYTHONPATH, and
+        # the shared venv would import /work/main's).
+        src = args.src or str(common.ROOT / "src")
+        source = ["/usr/bin/env", f"PYTHONPATH={src}"]
+        profile = Path(args.profile) if args.profile else None
+        if profile is not None:
+            # No valgrind: cProfile over the counted stretch, for where the time goes.
+            source = ["/usr/bin/env", *source[1:], f"BENCH_PROFILE_OUT={profile}"]
         wrapper = [
             *source,
             valgrind,
@@ -140,6 +183,8 @@ async def run(args: Any) -> dict[str, Any]:
             f"--callgrind-out-file={dumps}/cg.%p.out",
             str(common.CMSCHAT),
         ]
+        if profile is not None:
+            wrapper = [*source, sys.executable, str(Path(__file__).parent / "profiled_serve.py")]
         async with common.environment(args.db, wrapper=wrapper, keep=args.keep) as (
             _backend,
             servers,
@@ -156,12 +201,26 @@ async def run(args: Any) -> dict[str, Any]:
             ]
             members = [(i, users[i].token, room_ids[i // per_room]) for i in range(args.senders)]
             clients = [await _client(m, server.ws) for m in members]
-            await _round(clients, members, args.warm, args.in_flight, "warm")
-            counting = Counting(server.pid, Path(dumps))
+            await _round(clients, members, args.warm, args.in_flight, "warm", lone=args.lone)
+            counting: Counting | Profiling = (
+                Counting(server.pid, Path(dumps))
+                if profile is None
+                else Profiling(server.pid, profile)
+            )
+            idle_rate = 0.0
+            if args.idle and profile is None:
+                # What the server spends doing nothing (timers, driver threads polling)
+                # grows with the time valgrind takes, which the machine's load stretches:
+                # counted alone first, so it can be taken off the round's figure.
+                counting.start()
+                await asyncio.sleep(args.idle)
+                idle_rate = counting.stop() / args.idle
             counting.start()
             started = time.monotonic()
-            acks, deliveries = await _round(clients, members, args.sends, args.in_flight, "m")
-            instructions = counting.stop()
+            acks, deliveries = await _round(
+                clients, members, args.sends, args.in_flight, "m", lone=args.lone
+            )
+            instructions = counting.stop(args.dump)
             took = time.monotonic() - started
             for ws in clients:
                 await ws.close()
@@ -172,6 +231,7 @@ async def run(args: Any) -> dict[str, Any]:
         "senders": args.senders,
         "room_size": per_room,
         "in_flight": args.in_flight,
+        "lone": args.lone,
         "sends": sends,
         "acks": acks,
         "deliveries": deliveries,
@@ -179,7 +239,9 @@ async def run(args: Any) -> dict[str, Any]:
         "instructions": instructions,
         "instructions_per_send": round(instructions / sends),
         "instructions_per_frame": round(instructions / (acks + deliveries)),
-        "source": args.src or common.source_state(),
+        "idle_instructions_per_s": round(idle_rate),
+        "less_idle_per_send": round((instructions - idle_rate * took) / sends),
+        "source": args.src or f"{src} ({common.source_state()})",
     }
     common.print_table(result.items())
     return result
@@ -191,11 +253,24 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=40, help="connections (one user each)")
     parser.add_argument("--rooms", type=int, default=4, help="rooms; senders/rooms members each")
     parser.add_argument("--in-flight", type=int, default=8, help="sends outstanding per connection")
+    parser.add_argument(
+        "--lone", action="store_true", help="--in-flight is for all connections together"
+    )
     parser.add_argument("--sends", type=int, default=25, help="counted sends per connection")
     parser.add_argument("--warm", type=int, default=3, help="uncounted sends per connection first")
+    parser.add_argument(
+        "--idle", type=float, default=0, help="count this many idle seconds first (see code)"
+    )
     parser.add_argument("--src", help="run the server from this src/ directory instead")
+    parser.add_argument(
+        "--profile", help="no valgrind: write a cProfile of the counted stretch to this path"
+    )
+    parser.add_argument("--dump", help="keep the counted stretch's callgrind dump at this path")
     common.add_output_options(parser)
     args = parser.parse_args()
+    if args.profile:
+        args.profile = str(Path(args.profile).resolve())
+        Path(args.profile).unlink(missing_ok=True)
     result = asyncio.run(run(args))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

@@ -232,8 +232,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "source": common.source_state(),
         "server": args.server or "cmschat serve",
     }
+    if args.src:
+        result["source"] = args.src
+    # --src: that src/ directory's code under this venv (which imports /work/main's
+    # otherwise: the server's environment is a clean one, without PYTHONPATH).
+    wrapper = ["/usr/bin/env", f"PYTHONPATH={args.src}", str(common.CMSCHAT)] if args.src else None
     async with common.environment(
-        args.db, servers=args.servers, redis_url=redis_url, keep=args.keep, server=args.server
+        args.db,
+        servers=args.servers,
+        redis_url=redis_url,
+        keep=args.keep,
+        server=args.server,
+        wrapper=wrapper,
     ) as (_backend, servers, api):
         users = await api.create_users(args.clients)
         room_ids: list[int] = []
@@ -400,6 +410,7 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --servers 2")
     common.add_server_option(parser)
+    parser.add_argument("--src", help="run the server from this src/ directory")
     parser.add_argument("--connect-concurrency", type=int, default=100)
     common.add_profile_options(parser, what="each server for SECONDS of the measured window")
     common.add_output_options(parser)

@@ -44,6 +44,24 @@ def test_a_wrapped_histogram_holds_what_observe_would_have() -> None:
     assert samples(registry, "b_seconds") == expected
 
 
+def test_many_observations_of_one_amount_hold_what_as_many_observes_would_have() -> None:
+    """One event's frame written to several sockets in one pass is observed once, with
+    the number of sockets (realtime/fanout.py)."""
+    registry = CollectorRegistry()
+    by_observe = Histogram("m_seconds", "m", buckets=QUERY_BUCKETS, registry=registry)
+    wrapped = Histogram("n_seconds", "n", buckets=QUERY_BUCKETS, registry=registry)
+    series = HistogramSeries(wrapped)
+    for count, amount in enumerate((0.0005, 0.003, 0.003, 0.25, 7.5), start=1):
+        for _ in range(count):
+            by_observe.observe(amount)
+        series.observe_many(amount, count)
+    expected = samples(registry, "m_seconds")
+    assert expected[("_count", "")] == 15
+    got = samples(registry, "n_seconds")
+    assert got.pop(("_sum", "")) == pytest.approx(expected.pop(("_sum", "")))
+    assert got == expected
+
+
 def test_a_wrapped_histograms_bucket_is_a_c_step_and_the_librarys_observe_still_counts() -> None:
     registry = CollectorRegistry()
     histogram = Histogram("d_seconds", "d", buckets=QUERY_BUCKETS, registry=registry)

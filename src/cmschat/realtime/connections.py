@@ -22,6 +22,7 @@ from datetime import datetime
 
 from cmschat.events import ACCOUNT_CHANGED, EVERYONE, SESSION_ENDED, SESSION_EVENTS
 from cmschat.realtime.broker import Envelope
+from cmschat.realtime.fanout import WritePass
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class Hub:
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self.sessions_stale = asyncio.Event()
         """Set when every session should be re-checked soon (see websocket/watch.py)."""
+        self.writes = WritePass()
+        """Writes, in one callback, what the connections have queued (fanout.py)."""
 
     def add(self, connection: Connection, room_ids: set[int]) -> None:
         """Start routing events of ``room_ids`` to a connection."""

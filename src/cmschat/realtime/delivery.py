@@ -69,15 +69,22 @@ class Delivery:
         """Frames taken from the queue for the next direct write, in order."""
         self._gathered_bytes = 0
 
-    def drain_now(self) -> bool:
+    def drain_now(self, written: list[str] | None = None) -> bool:
         """Send what the queue holds now, without waiting, when nothing in it needs to (the
         usual case: a room's events in order and acks, to a socket that takes them): True
         once the queue is empty, False when the rest is for ``drain``, in a task (a gap to
         fill from the stored events, a catch-up, a socket that would make the write wait).
-        What was gathered and not yet written is then the first thing ``drain`` writes."""
+        What was gathered and not yet written is then the first thing ``drain`` writes.
+        ``written``: the frames written are added to it, for the caller to count (a
+        ``fanout.WritePass`` counts a whole pass at once); None: counted here."""
         conn = self.conn
         if self.write_now is None:
             return False
+        queue = conn.queue
+        if queue is not None and len(queue) == 1 and not self._gathered:
+            written_alone = self._write_alone(queue[0], written)
+            if written_alone is not None:
+                return written_alone
         while not conn.close_requested and conn.queue:
             envelope = conn.queue[0]
             if conn.ended or envelope.type == CATCH_UP:
@@ -93,9 +100,33 @@ class Delivery:
                 if last is not None:
                     self._gather(envelope)
                     self._delivered(envelope)
-            if self._gathered_bytes >= GATHER_BYTES and not self._write_gathered():
+            if self._gathered_bytes >= GATHER_BYTES and not self._write_gathered(written):
                 return False
-        return self._write_gathered()
+        return self._write_gathered(written)
+
+    def _write_alone(self, envelope: Envelope, written: list[str] | None) -> bool | None:
+        """The usual queue of a lone send's fan-out: one frame, a direct one or the room's
+        next event, written as the loop below would, without gathering it first (a few
+        calls per delivered frame fewer). None: anything else, left to the loop."""
+        conn = self.conn
+        if conn.close_requested or conn.ended or envelope.type == "member.left":
+            return None
+        seq = envelope.seq
+        if seq is not None and conn.delivered.get(envelope.room_id) != seq - 1:
+            return None  # not the next one: skipped, a gap or a room not followed
+        if envelope.type == CATCH_UP:
+            return None
+        assert self.write_now is not None  # noqa: S101 - checked by the caller
+        if not self.write_now(envelope.wire):
+            return None  # the loop gathers it and hands it to ``drain``
+        conn.queue = None
+        if seq is not None:
+            conn.delivered[envelope.room_id] = seq
+        if written is None:
+            instruments.frames_written([envelope.frame])
+        else:
+            written.append(envelope.frame)
+        return True
 
     async def drain(self) -> None:
         """Send what the connection's queue holds, in order, until it is empty or the
@@ -149,9 +180,9 @@ class Delivery:
         self._gathered.append(envelope)
         self._gathered_bytes += len(envelope.frame)
 
-    def _write_gathered(self) -> bool:
+    def _write_gathered(self, written: list[str] | None = None) -> bool:
         """Write the gathered frames in one piece if the socket takes it now (True), else
-        keep them (False)."""
+        keep them (False); count them, or add them to ``written`` for the caller to."""
         gathered = self._gathered
         if not gathered:
             return True
@@ -161,7 +192,10 @@ class Delivery:
             return False
         self._gathered = []
         self._gathered_bytes = 0
-        instruments.frames_written([envelope.frame for envelope in gathered])
+        if written is None:
+            instruments.frames_written([envelope.frame for envelope in gathered])
+        else:
+            written.extend([envelope.frame for envelope in gathered])
         return True
 
     async def _flush(self) -> None:

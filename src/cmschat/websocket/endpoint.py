@@ -67,6 +67,7 @@ class ClientSocket:
                 write_timeout=self.settings.write_timeout_seconds,
             ),
             conn,
+            context.hub.writes,
         )
         self.answer, self.reply = self.out.answer, self.out.reply
         # Frames are read as they come (so the socket's own pings are never stuck behind a

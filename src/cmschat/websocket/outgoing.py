@@ -17,6 +17,7 @@ from cmschat.observability import instruments
 from cmschat.realtime import protocol, wire
 from cmschat.realtime.connections import Connection
 from cmschat.realtime.delivery import Delivery
+from cmschat.realtime.fanout import WritePass
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ class Outgoing:
     """One connection's sender: scheduled when something is queued, a task only while it
     waits."""
 
-    def __init__(self, delivery: Delivery, conn: Connection) -> None:
+    def __init__(
+        self, delivery: Delivery, conn: Connection, writes: WritePass | None = None
+    ) -> None:
         self.delivery = delivery
         self.conn = conn
         self.live = False
@@ -36,22 +39,25 @@ class Outgoing:
         """A write of what is queued is scheduled or under way: answers queue behind it."""
         self.sender: asyncio.Task[None] | None = None
         """The sender's task, while what is queued needs waiting on."""
-        self._loop = asyncio.get_running_loop()
+        self._writes = writes if writes is not None else WritePass()
+        """The pass that writes this connection's queue with those of the others that have
+        something queued (the hub's: a room's fan-out in one callback)."""
+        self._write = self._write_queued
         conn.on_queued = self.start
 
     def start(self) -> None:
-        """Something was queued: write it soon.
+        """Something was queued: write it in the next write pass.
 
         Not at once: two turns of the event loop later, so that what the same commit
         brings (its events, then the acks of the sends it holds, made as their senders'
         tasks wake up) leaves in one write."""
         if self.live and not self.sending and self.conn.queue:
             self.sending = True
-            self._loop.call_soon(self._loop.call_soon, self._write_queued)
+            self._writes.add(self._write)
 
-    def _write_queued(self) -> None:
+    def _write_queued(self, frames: list[str]) -> None:
         try:
-            written = not self.live or self.delivery.drain_now()
+            written = not self.live or self.delivery.drain_now(frames)
         except Exception:
             # A loop callback's error would only be logged by the loop, with ``sending``
             # left set: nothing queued would be written again and the client never told.

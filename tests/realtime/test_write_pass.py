@@ -1,0 +1,121 @@
+"""A room's fan-out is written in one pass over its sockets, and counted once for all.
+
+Every connection with frames queued is written in the same loop callback (the hub's
+``WritePass``), in order per socket; the frames are counted and the event's delivery
+latency observed for each socket, with one clock read for the pass rather than one per
+write (realtime/fanout.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from cmschat.events import Published
+from cmschat.observability import instruments
+from cmschat.realtime import protocol
+from cmschat.realtime.connections import Connection, Hub
+from cmschat.realtime.delivery import Delivery
+from cmschat.websocket.outgoing import Outgoing
+from tests.observability.metrics_support import value
+from tests.realtime.test_coalesced_writes import ROOM, FakeSocket, Stored
+
+
+def _room(hub: Hub, size: int) -> list[tuple[FakeSocket, Outgoing]]:
+    members = []
+    for user_id in range(1, size + 1):
+        socket = FakeSocket()
+        conn = Connection(user_id=user_id, queue_size=100)
+        conn.delivered[ROOM] = 0
+        delivery = Delivery(socket, conn, Stored(), write_timeout=5)  # type: ignore[arg-type]
+        out = Outgoing(delivery, conn, hub.writes)
+        out.live = True
+        hub.add(conn, {ROOM})
+        members.append((socket, out))
+    return members
+
+
+def _event(seq: int) -> Published:
+    return Published(room_id=ROOM, seq=seq, type="message.created", payload={"n": seq})
+
+
+async def _turns(n: int = 4) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_rooms_fan_out_is_one_pass_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub()
+    members = _room(hub, 6)
+    envelopes = [protocol.envelope_of(_event(1)), protocol.envelope_of(_event(2))]
+    instruments.committed([(e.type, e.frame) for e in envelopes])
+    frames_before = value("cmschat_websocket_frames_sent_total")
+    timed_before = value("cmschat_delivery_latency_seconds_count")
+    reads = []
+    monkeypatch.setattr(
+        instruments,
+        "time",
+        SimpleNamespace(perf_counter=lambda: reads.append(1) or time.perf_counter()),
+    )
+    for envelope in envelopes:
+        hub.deliver(envelope)
+    members[0][1].reply('{"type":"ack","client_id":"c1"}')  # the sender's, a turn later
+    await _turns()
+    for n, (socket, out) in enumerate(members):
+        expected = [e.frame for e in envelopes] + (
+            ['{"type":"ack","client_id":"c1"}'] if n == 0 else []
+        )
+        assert socket.writes == [expected], "each socket's frames in one write, in order"
+        assert not out.sending
+    assert value("cmschat_websocket_frames_sent_total") == frames_before + 13
+    assert value("cmschat_delivery_latency_seconds_count") == timed_before + 12
+    assert len(reads) == 1, "one clock read for the whole pass"
+
+
+async def test_frames_queued_during_a_pass_go_in_the_next_one() -> None:
+    hub = Hub()
+    (socket, out), (other, _) = _room(hub, 2)
+    hub.deliver(protocol.envelope_of(_event(1)))
+    await _turns()
+    hub.deliver(protocol.envelope_of(_event(2)))
+    await _turns()
+    assert [len(w) for w in socket.writes] == [1, 1]
+    assert [len(w) for w in other.writes] == [1, 1]
+    assert not out.sending
+
+
+async def test_a_lone_frame_is_written_alone_only_when_it_is_next() -> None:
+    """The one-frame queue of a lone send's fan-out is written at once when it is the
+    room's next event (or a direct frame); anything else goes the general way."""
+    from tests.realtime.test_coalesced_writes import _delivery, _envelope
+
+    socket = FakeSocket()
+    delivery, conn = _delivery(socket)
+    conn.offer(_envelope(1))
+    written: list[str] = []
+    assert delivery.drain_now(written)
+    assert written == [_envelope(1).frame] == [t for w in socket.writes for t in w]
+    assert conn.delivered[ROOM] == 1 and conn.queue is None
+    conn.offer(_envelope(1))  # already sent: dropped, not written
+    assert delivery.drain_now(written)
+    assert len(socket.writes) == 1 and conn.queue is None
+    conn.offer(_envelope(4))  # a gap: filled from the stored events first
+    assert not delivery.drain_now(written)
+    await delivery.drain()
+    assert [t for w in socket.writes for t in w][1:] == [_envelope(n).frame for n in (2, 3, 4)]
+    assert conn.delivered[ROOM] == 4
+
+
+async def test_a_lone_frame_to_a_full_socket_goes_the_asgi_way() -> None:
+    from tests.realtime.test_coalesced_writes import _delivery, _envelope
+
+    socket = FakeSocket(takes=0)
+    delivery, conn = _delivery(socket)
+    conn.offer(_envelope(1))
+    assert not delivery.drain_now([])
+    await delivery.drain()
+    assert socket.asgi == [_envelope(1).frame]
+    assert conn.delivered[ROOM] == 1
