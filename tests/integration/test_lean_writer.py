@@ -9,10 +9,14 @@ the SQLite write lock waited for in line, a connection the server dropped given 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import aiosqlite
+import asyncmy.connection
+import asyncmy.errors
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
@@ -23,6 +27,7 @@ from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
 from cmschat.db import write_lock
 from cmschat.db.actors import SYSTEM_SENDER
+from cmschat.observability import outages
 from tests.api.test_messages import group
 from tests.integration.test_batch_trips import sender_of
 from tests.support import NamedUser
@@ -168,3 +173,104 @@ async def test_a_batch_with_rare_reads_joins_them_to_its_transaction(
     assert lock is None or lock.holder is None
     async with context.db.unit_of_work() as session:
         assert (await chain.verify(session)).ok
+
+
+@contextmanager
+def commit_lost_on_the_way(context: AppContext) -> Iterator[list[int]]:
+    """The next driver COMMIT reaches the server and commits, then its answer is lost: the
+    driver raises as it does when the connection breaks at that moment."""
+    raised: list[int] = []
+    if context.db.engine.dialect.name == "sqlite":
+        owner: Any = aiosqlite.Connection
+        failure: Exception = sqlite3.OperationalError("disk I/O error")
+    else:
+        owner = asyncmy.connection.Connection
+        failure = asyncmy.errors.OperationalError(2013, "Lost connection to server during query")
+    real = owner.commit
+
+    async def commit(self: Any) -> None:
+        await real(self)
+        if not raised:
+            raised.append(1)
+            raise failure
+
+    owner.commit = commit
+    try:
+        yield raised
+    finally:
+        owner.commit = real
+
+
+async def test_a_batch_whose_commit_failed_on_the_way_is_not_sent_again(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """The COMMIT was sent and no answer came: the batch may be stored, so sending each
+    message again on its own could store it twice (no client id to find it by). Each sender
+    is told the database failed, as an outage (503 or 507, never a 500), and nothing is
+    stored twice; the next send works on a fresh connection."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    await context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="warm"))
+    with commit_lost_on_the_way(context) as raised:
+        answers = await asyncio.gather(
+            *(
+                context.sends.send(
+                    user=sender, room_id=room, draft=MessageCreate(content=f"lost {n}")
+                )
+                for n in range(3)
+            ),
+            return_exceptions=True,
+        )
+    assert raised == [1]
+    for answer in answers:
+        assert isinstance(answer, Exception), answer
+        assert outages.classify(answer) is not None, repr(answer)
+    _view, created = await context.sends.send(
+        user=sender, room_id=room, draft=MessageCreate(content="next")
+    )
+    assert created
+    async with context.db.unit_of_work() as session:
+        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
+        assert sorted(contents) == ["lost 0", "lost 1", "lost 2", "next", "warm"]
+        assert (await chain.verify(session)).ok
+
+
+async def test_a_failure_after_the_commit_answers_the_senders_and_sends_nothing_again(
+    client: Any,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever fails once the batch has committed (here the publisher itself) is logged:
+    the senders are answered with their stored messages, none is written a second time."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    await context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="warm"))
+
+    async def broken_publisher(_events: Any) -> None:
+        raise RuntimeError("publisher broke")
+
+    monkeypatch.setattr(context.db, "publisher", broken_publisher)
+    answers = await asyncio.gather(
+        *(
+            context.sends.send(user=sender, room_id=room, draft=MessageCreate(content=f"m{n}"))
+            for n in range(2)
+        )
+    )
+    assert all(created for _view, created in answers)
+    async with context.db.unit_of_work() as session:
+        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
+    assert sorted(contents) == ["m0", "m1", "warm"]
+
+
+async def test_the_writer_runs_one_transaction_at_a_time(context: AppContext) -> None:
+    async with context.db.writer_unit_of_work(SYSTEM_SENDER) as first:
+        await first.driver()
+        second = context.db.writer_unit_of_work(SYSTEM_SENDER)
+        with pytest.raises(RuntimeError, match="one transaction at a time"):
+            async with second:
+                await second.driver()
+    # The first ended well and freed the writer for the next.
+    async with context.db.writer_unit_of_work(SYSTEM_SENDER) as third:
+        await third.driver()

@@ -135,7 +135,7 @@ class Driver:
         except Exception as error:
             if observer is not None:
                 observer[1](sql, time.perf_counter() - started, error)
-            translated = self._translated(sql, error, many=many)
+            translated = self.translated(sql, error, many=many)
             if translated is error:
                 raise
             raise translated from error
@@ -192,13 +192,13 @@ class Driver:
                     observer[0](planned[n][0], seconds)
         if error is not None:
             sql, _parameters, many = planned[len(rows)]
-            translated = self._translated(sql, error, many=many)
+            translated = self.translated(sql, error, many=many)
             if translated is error:
                 raise error
             raise translated from error
         return rows
 
-    def _translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
+    def translated(self, sql: str, error: BaseException, *, many: bool) -> BaseException:
         """A driver's error as SQLAlchemy raises it; any other error as it is."""
         dbapi = self.dialect.loaded_dbapi
         if not isinstance(error, dbapi.Error):

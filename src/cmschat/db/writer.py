@@ -33,6 +33,7 @@ made only then; such a transaction commits through SQLAlchemy.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -47,6 +48,8 @@ from cmschat import events
 from cmschat.db import write_lock
 from cmschat.db.driver_sql import Driver
 from cmschat.db.sqlite_driver import OneTripConnection
+
+log = logging.getLogger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
 
@@ -69,21 +72,33 @@ class WriterTransaction:
         self._events: list[events.Published] = []
         self._committed: list[Callable[[], None]] = []
         self._after: list[AfterCommit] = []
+        self.outcome_unknown = False
+        """True when the COMMIT was sent and failed: the server may have committed or not
+        (a connection lost in between), so the work must not simply be done again."""
 
     # A class of its own rather than ``asynccontextmanager``: no generator per transaction.
     async def __aenter__(self) -> WriterTransaction:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: Any, _tb: Any) -> None:
-        if error is not None:
-            await self._rollback(error)
-            return
         try:
-            await self._commit()
-        except BaseException as failed:
-            await self._rollback(failed)
-            raise
-        await self._finish(self._publisher)
+            if error is not None:
+                await self._rollback(error)
+                return
+            try:
+                await self._commit()
+            except BaseException as failed:
+                await self._rollback(failed)
+                raise
+        finally:
+            if self._writer.in_use is self:
+                self._writer.in_use = None
+        try:
+            await self._finish(self._publisher)
+        except Exception:
+            # Committed: the senders must hear so, and nothing may send the batch again.
+            # Events not published reach clients by gap repair or catch-up.
+            log.exception("after a committed writer transaction")
 
     async def driver(self) -> Driver:
         """The driver of the transaction (begun on the first ask)."""
@@ -117,6 +132,10 @@ class WriterTransaction:
         self._after.append(hook)
 
     async def _begin(self) -> Driver:
+        if self._writer.in_use is not None:
+            # Two would share the kept connection and so one transaction.
+            raise RuntimeError("the writer runs one transaction at a time")
+        self._writer.in_use = self
         connection = self._connection = await self._writer.connection()
         sync = _sync(connection)
         adapter = sync.connection.dbapi_connection
@@ -143,20 +162,33 @@ class WriterTransaction:
         if connection is None:
             return  # nothing begun, nothing to commit
         if connection.in_transaction():  # joined by a rare read: SQLAlchemy's commit
+            self.outcome_unknown = True
             await connection.commit()
+            self.outcome_unknown = False
             return
         sync = _sync(connection)
         adapter: Any = sync.connection.dbapi_connection
         # The engine's ``commit`` event, as SQLAlchemy fires it (before the COMMIT).
         sync.dispatch.commit(sync)
-        if isinstance(adapter, OneTripConnection):
-            deferred, _ = adapter.take_begin()  # still deferred: no statement ran
-            if deferred is None and adapter.in_transaction_now():
-                await adapter._connection.commit()  # aiosqlite's: one trip
-            if self._writer.lock is not None:
-                self._writer.lock.release(adapter)
-        else:
-            await adapter._connection.commit()  # the driver's own: no pass through the bridge
+        try:
+            if isinstance(adapter, OneTripConnection):
+                deferred, _ = adapter.take_begin()  # still deferred: no statement ran
+                if deferred is None and adapter.in_transaction_now():
+                    self.outcome_unknown = True
+                    await adapter._connection.commit()  # aiosqlite's: one trip
+                if self._writer.lock is not None:
+                    self._writer.lock.release(adapter)
+            else:
+                self.outcome_unknown = True
+                await adapter._connection.commit()  # the driver's own: not through the bridge
+        except Exception as error:
+            # As SQLAlchemy raises it: a lost server marked invalidated, so ``drop``
+            # invalidates the connection and the transports answer 503, not 500.
+            failed = _open_driver(self._driver).translated("COMMIT", error, many=False)
+            if failed is error:
+                raise
+            raise failed from error
+        self.outcome_unknown = False
 
     async def _rollback(self, error: BaseException) -> None:
         """Roll back and give the connection back to the pool (invalidated if dropped)."""
@@ -185,6 +217,12 @@ def _open(connection: AsyncConnection | None) -> AsyncConnection:
     return connection
 
 
+def _open_driver(driver: Driver | None) -> Driver:
+    if driver is None:  # pragma: no cover - a COMMIT is sent only after a begin
+        raise RuntimeError("the writer's transaction has not begun")
+    return driver
+
+
 def _sync(connection: AsyncConnection) -> Connection:
     sync = connection.sync_connection
     if sync is None:  # pragma: no cover - a kept connection is open
@@ -201,6 +239,8 @@ class Writer:
         self.lock = write_lock.lock_of(engine)
         """SQLite's write lock (None: MariaDB)."""
         self._kept: AsyncConnection | None = None
+        self.in_use: WriterTransaction | None = None
+        """The transaction begun and not yet ended: one at a time."""
         self._since = 0.0
         recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
         self._recycle = recycle if recycle > 0 else None

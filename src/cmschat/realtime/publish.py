@@ -22,14 +22,14 @@ async def publish_committed(broker: Broker, events: Sequence[Published]) -> None
     """Publish events whose transaction has committed; a failure is logged, not raised."""
     if not events:
         return
-    envelopes = [envelope_of(event) for event in events]
     try:
+        envelopes = [envelope_of(event) for event in events]
         instruments.committed([(envelope.type, envelope.frame) for envelope in envelopes])
         await tracing.traced("broker.publish", broker.publish(envelopes))
     except Exception:
         # The events are committed: clients get them by gap repair or catch-up, late
         # but not lost. The request itself succeeded and must say so.
-        log.warning("could not publish %d committed events", len(envelopes), exc_info=True)
+        log.warning("could not publish %d committed events", len(events), exc_info=True)
 
 
 def publisher_for(broker: Callable[[], Broker]) -> Publisher:

@@ -168,9 +168,11 @@ class GroupCommit:
                 pending.future.set_result(outcome)
 
     async def _commit(self, batch: list[Pending]) -> list[Outcome | BaseException] | None:
-        """Write and commit the batch; None if it failed and each send went on its own."""
+        """Write and commit the batch; None if it failed and each send went on its own (or,
+        when its commit failed on the way, each sender was given the error)."""
+        transaction = self.db.writer_unit_of_work(SYSTEM_SENDER)
         try:
-            async with self.db.writer_unit_of_work(SYSTEM_SENDER) as transaction:
+            async with transaction:
                 return await batch_writes.write_batch(
                     transaction,
                     batch=batch,
@@ -178,7 +180,16 @@ class GroupCommit:
                     now=self.db.clock.now(),
                     caches=self.caches,
                 )
-        except Exception:
+        except Exception as error:
+            if transaction.outcome_unknown:
+                # The COMMIT failed on its way: the batch may be stored. Sent again, every
+                # send without a client id could be stored twice; each sender is told the
+                # database failed (503), and one with a client id may safely send again.
+                log.error("a batch of %d sends failed in its commit", len(batch), exc_info=True)
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                return None
             log.warning(
                 "a batch of %d sends failed; sending each on its own", len(batch), exc_info=True
             )
