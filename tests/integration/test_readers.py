@@ -191,3 +191,34 @@ async def test_forty_pages_at_once_with_a_revoked_token_among_them(
     assert pool.checkedout() <= KEEP  # type: ignore[attr-defined]
     await context.db.readers.close()
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_pages_at_once_wait_for_a_kept_reader_rather_than_take_more(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext
+) -> None:
+    """Thirty pages at once on SQLite: never more connections out than ``Readers`` keeps
+    (each SQLite connection is a thread contending for the interpreter); all answered."""
+    from cmschat.db.readers import KEEP
+
+    url, a = await a_room(client, alice)
+    await context.db.writer.close()  # the group commit's kept connection: not a reader
+    engine = context.db.engine.sync_engine
+    out = {"now": engine.pool.checkedout(), "most": 0}  # type: ignore[attr-defined]
+
+    def checkout(*_args: Any) -> None:
+        out["now"] += 1
+        out["most"] = max(out["most"], out["now"])
+
+    def checkin(*_args: Any) -> None:
+        out["now"] -= 1
+
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+    try:
+        responses = await asyncio.gather(*(client.get(url, headers=a) for _ in range(30)))
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "checkin", checkin)
+    assert [response.status_code for response in responses] == [200] * 30
+    assert 1 <= out["most"] <= KEEP, out

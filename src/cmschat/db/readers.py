@@ -23,12 +23,21 @@ What the pool did for a connection, done here:
   after any other error it is given back to the pool (reset there), invalidated first
   when the server dropped it.
 
+- **On SQLite, no more reads at once than connections kept.** Each SQLite connection has a
+  thread of its own (aiosqlite's), and every page needs the interpreter in both threads:
+  32 pages at once on 32 connections spent 2.3 ms of CPU per page handing the interpreter
+  lock between threads, 4 at once 1.3 ms, for more pages per second (docs/performance.md).
+  So a read waits its turn for a kept connection (first come, first served) rather than
+  taking one more from the pool. MariaDB's driver has no thread: there every read goes at
+  once, and the server works on them in parallel.
+
 The engine's cursor events still fire on a kept connection (the read-only guard refuses a
 write) and the statement observer sees every statement: they are ``Driver``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -77,6 +86,8 @@ class Readers:
         self._keep = keep
         self._free: list[_Kept] = []
         self._closed = False
+        self._turns = asyncio.Semaphore(keep) if engine.dialect.name == "sqlite" else None
+        """SQLite: reads at once at most (one per kept connection); None: unbounded."""
         recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
         self._recycle = recycle if recycle > 0 else None
 
@@ -89,6 +100,17 @@ class Readers:
         connection from the pool when a kept one turns out dropped by the server: it must
         only read. ``harmless``: errors the caller raises between statements (its domain
         errors), after which the connection is kept as after a request that succeeded."""
+        if self._turns is None:
+            async with self._read(first, harmless) as read:
+                yield read
+            return
+        async with self._turns, self._read(first, harmless) as read:
+            yield read
+
+    @asynccontextmanager
+    async def _read(
+        self, first: Callable[[Driver], Awaitable[T]], harmless: Errors
+    ) -> AsyncIterator[tuple[Driver, T]]:
         kept, reused = await self._take()
         try:
             found = await first(kept.driver)
