@@ -29,6 +29,7 @@ import time
 from functools import partial
 from typing import Any
 
+import common
 import split
 from observability_overhead import Callgrind, figures_of
 from request_cpu import bench_room, scratch
@@ -64,7 +65,7 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
                         user=user,
                         room_id=rooms[n % ROOMS],
                         draft=MessageCreate(
-                            content=f"hello @admin {n}", client_id=f"c{next(serial)}"
+                            content=f"hello @{common.ADMIN} {n}", client_id=f"c{next(serial)}"
                         ),
                     )
                     for n in range(args.batch)

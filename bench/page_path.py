@@ -30,6 +30,7 @@ import time
 from functools import partial
 from typing import Any
 
+import common
 import split
 from observability_overhead import Callgrind, figures_of
 from request_cpu import bench_room, scratch
@@ -46,7 +47,7 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
         app = create_app(settings)
         async with app.router.lifespan_context(app), bench_room(app, password) as (http, h, url):
             for n in range(60):
-                await http.post(url, json={"content": f"hello @admin {n}"}, headers=h)
+                await http.post(url, json={"content": f"hello @{common.ADMIN} {n}"}, headers=h)
             context = app.state.context
             room_id = int(url.split("/")[-2])
             scope = {

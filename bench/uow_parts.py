@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import common
 from observability_overhead import Callgrind, figures_of
 from request_cpu import bench_room, scratch
 from sqlalchemy import select
@@ -66,7 +67,9 @@ async def run(args: argparse.Namespace, probe: Callgrind | None) -> dict[str, An
                     await transaction.driver()
 
             async def send() -> None:
-                draft = MessageCreate(content="hello @admin", client_id=f"c{next(serial)}")
+                draft = MessageCreate(
+                    content=f"hello @{common.ADMIN}", client_id=f"c{next(serial)}"
+                )
                 await context.sends.send(user=user, room_id=room, draft=draft)
 
             parts: dict[str, Callable[[], Awaitable[None]]] = {
