@@ -168,7 +168,7 @@ async def run(args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as dumps:
         # --src: another checkout's code under this venv (a before/after comparison); by
         # default this checkout's (the server's clean environment has no PYTHONPATH, and
-        # the shared venv would import /work/main's).
+        # the shared venv would import the checkout that made it).
         src = args.src or str(common.ROOT / "src")
         source = ["/usr/bin/env", f"PYTHONPATH={src}"]
         profile = Path(args.profile) if args.profile else None

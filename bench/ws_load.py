@@ -234,7 +234,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.src:
         result["source"] = args.src
-    # --src: that src/ directory's code under this venv (which imports /work/main's
+    # --src: that src/ directory's code under this venv (which imports the checkout that made it
     # otherwise: the server's environment is a clean one, without PYTHONPATH).
     wrapper = ["/usr/bin/env", f"PYTHONPATH={args.src}", str(common.CMSCHAT)] if args.src else None
     async with common.environment(
