@@ -1,8 +1,9 @@
 """A cheap HTTP/1.1 load generator: raw keep-alive GETs over asyncio streams, in processes.
 
 httpx in the bench's one process took a whole core for 288 pages/s (~3.4 ms of CPU per
-request: its models, headers, pool and h11), so the server's figure was the client's. Here a request is a prebuilt bytes line written on a kept connection and a
-response is its status line, ``Content-Length`` and body read back, nothing else; and
+request: its models, headers, pool and h11), so the server's figure was the client's.
+Here a request is a prebuilt bytes line written on a kept connection and a response is
+its status line, ``Content-Length`` and body read back, nothing else; and
 the connections are spread over ``procs`` processes (each with its own event loop), so
 the generator is not one process pinned at 100 %. Each process reports its own CPU over
 the measured window, so a run can say what share of the machine the generator took.
