@@ -162,28 +162,31 @@ class WriterTransaction:
         if connection is None:
             return  # nothing begun, nothing to commit
         if connection.in_transaction():  # joined by a rare read: SQLAlchemy's commit
-            self.outcome_unknown = True
-            await connection.commit()
-            self.outcome_unknown = False
+            await self._sending_commit(connection.commit())
             return
         sync = _sync(connection)
         adapter: Any = sync.connection.dbapi_connection
         # The engine's ``commit`` event, as SQLAlchemy fires it (before the COMMIT).
         sync.dispatch.commit(sync)
+        if isinstance(adapter, OneTripConnection):
+            deferred, _ = adapter.take_begin()  # still deferred: no statement ran
+            if deferred is None and adapter.in_transaction_now():
+                await self._sending_commit(adapter._connection.commit())  # aiosqlite's: one trip
+            if self._writer.lock is not None:
+                self._writer.lock.release(adapter)
+        else:
+            # The driver's own: no pass through the bridge.
+            await self._sending_commit(adapter._connection.commit())
+
+    async def _sending_commit(self, commit: Awaitable[None]) -> None:
+        """Await a COMMIT on its way to the server: while it is, a failure leaves the outcome
+        unknown (``outcome_unknown``). A driver's error is raised as SQLAlchemy raises it: a
+        lost server marked invalidated, so ``drop`` invalidates the connection and the
+        transports answer 503, not 500."""
+        self.outcome_unknown = True
         try:
-            if isinstance(adapter, OneTripConnection):
-                deferred, _ = adapter.take_begin()  # still deferred: no statement ran
-                if deferred is None and adapter.in_transaction_now():
-                    self.outcome_unknown = True
-                    await adapter._connection.commit()  # aiosqlite's: one trip
-                if self._writer.lock is not None:
-                    self._writer.lock.release(adapter)
-            else:
-                self.outcome_unknown = True
-                await adapter._connection.commit()  # the driver's own: not through the bridge
+            await commit
         except Exception as error:
-            # As SQLAlchemy raises it: a lost server marked invalidated, so ``drop``
-            # invalidates the connection and the transports answer 503, not 500.
             failed = _open_driver(self._driver).translated("COMMIT", error, many=False)
             if failed is error:
                 raise
