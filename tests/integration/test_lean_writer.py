@@ -54,6 +54,12 @@ def counted(context: AppContext) -> Iterator[dict[str, int]]:
         event.remove(pool, "checkout", checkout)
 
 
+async def stored(context: AppContext) -> list[str]:
+    """Every stored message's content, in seq order."""
+    async with context.db.unit_of_work() as session:
+        return list(await session.scalars(select(Message.content).order_by(Message.seq)))
+
+
 async def test_a_warm_batch_opens_no_orm_session_and_checks_out_no_connection(
     client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
 ) -> None:
@@ -136,9 +142,7 @@ async def test_a_writer_connection_the_server_dropped_is_given_back(
     await send("after the kill")  # its batch fails on the dead connection; sent on its own
     await send("next")  # a batch of its own again, on a connection checked out anew
     assert await writer_id() != killed
-    async with context.db.unit_of_work() as session:
-        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
-    assert contents == ["before", "after the kill", "next"]
+    assert await stored(context) == ["before", "after the kill", "next"]
 
 
 async def test_a_batch_with_rare_reads_joins_them_to_its_transaction(
@@ -229,9 +233,8 @@ async def test_a_batch_whose_commit_failed_on_the_way_is_not_sent_again(
         user=sender, room_id=room, draft=MessageCreate(content="next")
     )
     assert created
+    assert sorted(await stored(context)) == ["lost 0", "lost 1", "lost 2", "next", "warm"]
     async with context.db.unit_of_work() as session:
-        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
-        assert sorted(contents) == ["lost 0", "lost 1", "lost 2", "next", "warm"]
         assert (await chain.verify(session)).ok
 
 
@@ -259,9 +262,7 @@ async def test_a_failure_after_the_commit_answers_the_senders_and_sends_nothing_
         )
     )
     assert all(created for _view, created in answers)
-    async with context.db.unit_of_work() as session:
-        contents = (await session.scalars(select(Message.content).order_by(Message.seq))).all()
-    assert sorted(contents) == ["m0", "m1", "warm"]
+    assert sorted(await stored(context)) == ["m0", "m1", "warm"]
 
 
 async def test_the_writer_runs_one_transaction_at_a_time(context: AppContext) -> None:
