@@ -234,6 +234,14 @@ async def test_bad_frames_get_an_error_and_the_connection_lives_on(
             ({"type": "message.send", "room_id": room, "content": "   "}, "invalid"),
             ({"type": "typing", "room_id": 424242}, "not_found"),
             ("x" * 70_000, "frame_too_large"),
+            # Escaped lone surrogates: valid JSON, not valid text; the client id is not
+            # echoed (it cannot be written back as UTF-8), but the frame is answered.
+            (f'{{"type": "message.send", "room_id": {room}, "content": "a\\ud800b"}}', "invalid"),
+            (
+                f'{{"type": "message.send", "room_id": {room}, "content": "x", '
+                f'"client_id": "\\udc00"}}',
+                "invalid",
+            ),
         ]:
             await ws.send(frame)
             error = await ws.recv()

@@ -74,7 +74,13 @@ def echo(text: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
-    return {"client_id": client_id} if isinstance(client_id, str) else {}
+    if not isinstance(client_id, str):
+        return {}
+    try:  # an escaped lone surrogate is valid JSON but cannot be written back as UTF-8
+        client_id.encode()
+    except UnicodeEncodeError:
+        return {}
+    return {"client_id": client_id}
 
 
 PING_FRAME = '{"type":"ping"}'
