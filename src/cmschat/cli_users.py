@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role, User
 from cmschat.accounts.schemas import UserRead
-from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
+from cmschat.cli_support import (
+    fail,
+    is_text,
+    open_database,
+    operator_errors,
+    require_database,
+    run,
+)
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database
 from cmschat.realtime.broker import RedisBroker
@@ -29,9 +36,15 @@ Name = Annotated[str, typer.Argument(help="sign-in name")]
 
 def _read_password() -> str:
     """The first line of stdin, without its line ending; refuse an empty one."""
-    password = sys.stdin.readline().rstrip("\r\n")
+    not_text = "the password on stdin is not valid UTF-8 text"
+    try:
+        password = sys.stdin.readline().rstrip("\r\n")
+    except UnicodeDecodeError:  # stdin decoded strictly (a UTF-8 locale without UTF-8 mode)
+        raise fail(not_text) from None
     if not password:
         raise fail("no password on stdin")
+    if not is_text(password):
+        raise fail(not_text)
     return password
 
 

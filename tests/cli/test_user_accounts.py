@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,13 @@ import pytest
 from cmschat.realtime.connections import CLOSE_SESSION_ENDED
 from tests import support
 from tests.cli.test_cli import FAST, assert_no_traceback, assert_one_line_error, one_time_password
-from tests.processes import clean_env, cmschat, random_password, running_server
+from tests.processes import (
+    COMMAND_TIMEOUT,
+    clean_env,
+    cmschat,
+    random_password,
+    running_server,
+)
 from tests.realtime.test_multi_instance import live
 from tests.realtime.test_revocation import closed_with
 from tests.realtime.wsclient import ws_client
@@ -212,3 +220,34 @@ def test_reset_password_refusals_are_one_line(tmp_path: Path) -> None:
     # Nothing was changed by the refused resets.
     [bob] = listed(tmp_path, env)
     assert bob["must_change_password"] is False
+
+
+def test_arguments_and_passwords_that_are_not_utf8_are_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    env = clean_env(**FAST)
+    assert cmschat(tmp_path, "migrate", env=env).returncode == 0
+    # Invalid UTF-8 in argv reaches Python as lone surrogates; subprocess writes them back
+    # as the same bytes (here: 0xff).
+    named = cmschat(
+        tmp_path, "user", "create", "bob", "--display-name", "B\udcffb", "--password-stdin",
+        env=env, stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert_one_line_error(named, "argument is not valid UTF-8", status=2)
+    typed = subprocess.run(
+        [sys.executable, "-m", "cmschat", "user", "create", "bob", "--password-stdin"],
+        cwd=tmp_path,
+        env=env,
+        input=b"Correct-Horse\xff-Battery-9\n",
+        capture_output=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert_one_line_error(
+        subprocess.CompletedProcess(
+            typed.args, typed.returncode, typed.stdout.decode(), typed.stderr.decode()
+        ),
+        "password on stdin is not valid UTF-8",
+        status=1,
+    )
+    assert listed(tmp_path, env) == []  # nothing half made
