@@ -215,11 +215,21 @@ def rss_kib(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (utime + stime of /proc/PID/stat)."""
+    return sum(user_system_seconds(pid))
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system (kernel) CPU time a process has used (/proc/PID/stat)."""
     with open(f"/proc/{pid}/stat") as stat:
         text = stat.read()
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def tree_system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of a process and its descendants."""
+    return sum(user_system_seconds(one)[1] for one in process_tree(pid))
 
 
 def open_fds(pid: int) -> int:
@@ -259,6 +269,7 @@ class CpuWindow:
         self.server_pid = server_pid
         self.others = find_pids()
         self.server0 = tree_cpu_seconds(server_pid)
+        self.server_system0 = tree_system_seconds(server_pid)
         self.others0 = cpu_of(self.others)
         self.machine0, self.bench0 = machine_cpu_seconds(), self_cpu_seconds()
         self.fields: dict[str, Any] = {}
@@ -266,11 +277,15 @@ class CpuWindow:
     def close(self, elapsed: float) -> None:
         """End the window (call right after the measured load)."""
         server = tree_cpu_seconds(self.server_pid) - self.server0
+        system = tree_system_seconds(self.server_pid) - self.server_system0
         bench = self_cpu_seconds() - self.bench0
         machine = machine_cpu_seconds() - self.machine0
         others1 = cpu_of(self.others)
         self.fields = {
             "server_cpu_s": server,
+            # The kernel's part (socket reads and writes, SQLite's file reads, wake-ups).
+            "server_system_cpu_s": system,
+            "server_system_cpu_pct_of_server": 100 * system / server if server else None,
             "server_cpu_pct_of_run": 100 * server / elapsed,
             "bench_cpu_pct_of_run": 100 * bench / elapsed,
             "rest_of_machine_cpu_pct_of_run": 100 * (machine - server - bench) / elapsed,
