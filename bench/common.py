@@ -220,11 +220,30 @@ def cpu_seconds(pid: int) -> float:
 
 def user_system_seconds(pid: int) -> tuple[float, float]:
     """User and system (kernel) CPU time a process has used (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
+    return _user_system(f"/proc/{pid}/stat")
+
+
+def _user_system(stat_path: str) -> tuple[float, float]:
+    with open(stat_path) as stat:
         text = stat.read()
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def threads_user_system(pid: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """User and system CPU seconds of a process's main thread, and of its other threads
+    together (/proc/PID/task/TID/stat)."""
+    main, others = [0.0, 0.0], [0.0, 0.0]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            user, system = _user_system(f"/proc/{pid}/task/{tid}/stat")
+        except FileNotFoundError:
+            continue  # a thread gone meanwhile
+        into = main if int(tid) == pid else others
+        into[0] += user
+        into[1] += system
+    return (main[0], main[1]), (others[0], others[1])
 
 
 def tree_system_seconds(pid: int) -> float:

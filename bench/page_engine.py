@@ -26,8 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 import sys
+import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
@@ -154,6 +159,38 @@ def count(
         }
     connection.close()
     return figures
+
+
+def measured(
+    database: str, room_id: int, pages: int, cursors: list[int], *, env: dict[str, str]
+) -> dict[str, Any]:
+    """Fill ``page_json`` here, then count each variant in this script under callgrind."""
+    with closing(sqlite3.connect(database)) as connection:
+        filled = fill_stored(connection, room_id)
+    with tempfile.TemporaryDirectory() as dumps:
+        child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
+            [
+                shutil.which("valgrind") or "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={dumps}/cg.%p.out",
+                sys.executable,
+                __file__,
+                database,
+                str(room_id),
+                str(pages),
+                *map(str, cursors),
+                "--dump-dir",
+                dumps,
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
+    if child.returncode != 0:
+        raise RuntimeError(f"page_engine.py failed: {child.stderr[-3000:]}")
+    return {"stored_rows_filled": filled, **json.loads(child.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:

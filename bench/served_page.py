@@ -41,12 +41,10 @@ import os
 import pstats
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -157,29 +155,13 @@ def counted(pid: int, pages: Pages, count: int, dumps: Path, keep: str | None) -
     return result
 
 
-def thread_cpu(pid: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """User and system CPU seconds of the main thread, and of the other threads together."""
-    main, others = [0.0, 0.0], [0.0, 0.0]
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                text = stat.read()
-        except FileNotFoundError:
-            continue  # a thread gone meanwhile
-        fields = text[text.rindex(")") + 2 :].split()
-        into = main if int(tid) == pid else others
-        into[0] += int(fields[11]) / common.CLK_TCK
-        into[1] += int(fields[12]) / common.CLK_TCK
-    return (main[0], main[1]), (others[0], others[1])
-
-
 def cpu_by_thread(pid: int, pages: Pages, count: int) -> dict[str, Any]:
     """User and kernel CPU per page, main thread and the others, no profiler on."""
-    before = thread_cpu(pid)
+    before = common.threads_user_system(pid)
     started = time.monotonic()
     pages.get(count)
     seconds = time.monotonic() - started
-    after = thread_cpu(pid)
+    after = common.threads_user_system(pid)
     names = ("main_thread", "other_threads")
     result: dict[str, Any] = {"pages_per_s_unprofiled": round(count / seconds, 1)}
     for name, (user0, system0), (user1, system1) in zip(names, before, after, strict=True):
@@ -203,37 +185,6 @@ def profiled(pid: int, pages: Pages, count: int, out: Path) -> dict[str, Any]:
         "pages_per_s_profiled": rate,
         "main_thread_layers_pct": {k: round(v, 1) for k, v in layers},
     }
-
-
-def engine_variants(backend: common.Backend, room: Room, count: int) -> dict[str, Any]:
-    """``page_engine.py`` on the scratch database, under callgrind (the server gone)."""
-    database = backend.database_url.partition(":///")[2]
-    with closing(sqlite3.connect(database)) as connection:
-        filled = page_engine.fill_stored(connection, room.room_id)
-    with tempfile.TemporaryDirectory() as dumps:
-        child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
-            [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={dumps}/cg.%p.out",
-                sys.executable,
-                str(Path(__file__).with_name("page_engine.py")),
-                database,
-                str(room.room_id),
-                str(count),
-                *map(str, room.cursors),
-                "--dump-dir",
-                dumps,
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **backend.env()},
-        )
-    if child.returncode != 0:
-        raise RuntimeError(f"page_engine.py failed: {child.stderr[-3000:]}")
-    return {"stored_rows_filled": filled, **json.loads(child.stdout.strip().splitlines()[-1])}
 
 
 def callgrind_wrapper(dumps: Path, *, threads: bool) -> list[str]:
@@ -287,7 +238,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 server.stop(timeout=300)
         if args.split and args.db == "sqlite" and room is not None:
-            result["engine_variants"] = engine_variants(backend, room, args.pages)
+            database = backend.database_url.partition(":///")[2]
+            result["engine_variants"] = page_engine.measured(
+                database, room.room_id, args.pages, room.cursors, env=backend.env()
+            )
     finally:
         await backend.drop()
         shutil.rmtree(dumps, ignore_errors=True)
