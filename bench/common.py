@@ -215,11 +215,40 @@ def rss_kib(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (utime + stime of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
+    return sum(user_system_seconds(pid))
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system (kernel) CPU time a process has used (/proc/PID/stat)."""
+    return _user_system(f"/proc/{pid}/stat")
+
+
+def _user_system(stat_path: str) -> tuple[float, float]:
+    with open(stat_path) as stat:
         text = stat.read()
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def threads_user_system(pid: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """User and system CPU seconds of a process's main thread, and of its other threads
+    together (/proc/PID/task/TID/stat)."""
+    main, others = [0.0, 0.0], [0.0, 0.0]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            user, system = _user_system(f"/proc/{pid}/task/{tid}/stat")
+        except FileNotFoundError:
+            continue  # a thread gone meanwhile
+        into = main if int(tid) == pid else others
+        into[0] += user
+        into[1] += system
+    return (main[0], main[1]), (others[0], others[1])
+
+
+def tree_system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of a process and its descendants."""
+    return sum(user_system_seconds(one)[1] for one in process_tree(pid))
 
 
 def open_fds(pid: int) -> int:
@@ -259,6 +288,7 @@ class CpuWindow:
         self.server_pid = server_pid
         self.others = find_pids()
         self.server0 = tree_cpu_seconds(server_pid)
+        self.server_system0 = tree_system_seconds(server_pid)
         self.others0 = cpu_of(self.others)
         self.machine0, self.bench0 = machine_cpu_seconds(), self_cpu_seconds()
         self.fields: dict[str, Any] = {}
@@ -266,11 +296,15 @@ class CpuWindow:
     def close(self, elapsed: float) -> None:
         """End the window (call right after the measured load)."""
         server = tree_cpu_seconds(self.server_pid) - self.server0
+        system = tree_system_seconds(self.server_pid) - self.server_system0
         bench = self_cpu_seconds() - self.bench0
         machine = machine_cpu_seconds() - self.machine0
         others1 = cpu_of(self.others)
         self.fields = {
             "server_cpu_s": server,
+            # The kernel's part (socket reads and writes, SQLite's file reads, wake-ups).
+            "server_system_cpu_s": system,
+            "server_system_cpu_pct_of_server": 100 * system / server if server else None,
             "server_cpu_pct_of_run": 100 * server / elapsed,
             "bench_cpu_pct_of_run": 100 * bench / elapsed,
             "rest_of_machine_cpu_pct_of_run": 100 * (machine - server - bench) / elapsed,

@@ -14,10 +14,20 @@ interpreter, uvloop/libuv, SQLite, the MariaDB driver, orjson, libc, ...), and, 
 (CPU time, ``time.thread_time``) grouped by layer (``split.py``): what of the
 interpreter's part is the HTTP protocol, the event loop, cmschat's route, observability, SQLAlchemy.
 
+``--split`` does all of it in one run and prints the table (``split.served_table``): the
+instructions by object and thread (main thread, driver's thread), the main thread's by
+layer (its instructions times the layers' shares of its CPU in the profiled run: an
+estimate), user and kernel CPU per page and per thread (``/proc``, the profiler off), and
+on SQLite the engine's part by what the statement asks of it (``page_engine.py``: rows
+and joins, writing the JSON, and the JSON stored as an experiment). ``--messages N``
+seeds the room with N more messages first (``history.seed``); ``--deep`` asks pages
+below cursors spread over them instead of the newest page.
+
 Run::
 
     .venv/bin/python bench/served_page.py --db sqlite --pages 100
     .venv/bin/python bench/served_page.py --db mariadb --pages 100 --profile /tmp/served
+    .venv/bin/python bench/served_page.py --db sqlite --split --messages 1000000 [--deep]
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import http.client
 import json
 import os
 import pstats
-import re
 import shutil
 import signal
 import subprocess
@@ -39,77 +48,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import callgrind_objects
 import common
+import history
 import httpx
+import page_engine
 import split
-
-HANDOFF = "threads' handoff (GIL take/drop, pthread mutexes and conditions)"
-_HANDOFF_FUNCTIONS = ("take_gil", "drop_gil", "pthread_mutex", "pthread_cond", "futex")
-OBJECTS = (
-    ("SQLite engine (libsqlite3)", ("libsqlite3",)),
-    ("sqlite3 module (_sqlite3: statements, rows to Python objects)", ("_sqlite3",)),
-    ("json module's C part (_json: the access line)", ("_json",)),
-    ("MariaDB driver (asyncmy, C parts)", ("asyncmy",)),
-    ("event loop (uvloop, libuv)", ("uvloop",)),
-    ("orjson", ("orjson",)),
-    ("HTTP parser (httptools, llhttp)", ("httptools",)),
-    ("greenlet", ("greenlet",)),
-    ("SQLAlchemy C extensions", ("sqlalchemy",)),
-    ("libc / loader (malloc, memcpy, syscalls' wrappers)", ("libc.so", "libc-", "ld-linux")),
-    ("Python interpreter (all Python code, builtins)", ("libpython", "bin/python")),
-)
-_NAMED = re.compile(r"\((\d+)\)\s*(.*)")
-
-
-def object_of(path: str) -> str:
-    """The group of a shared object's path."""
-    for name, markers in OBJECTS:
-        if any(marker in path for marker in markers):
-            return name
-    return f"other ({Path(path).name})"
-
-
-def by_object(dump: Path) -> dict[str, int]:
-    """Self instructions of a callgrind dump by shared object (read from the dump itself:
-    ``ob=`` sets the object, a cost line after ``calls=`` is a call's inclusive cost)."""
-    names: dict[str, str] = {}
-    functions: dict[str, str] = {}
-    groups: dict[str, int] = {}
-    current = "?"
-    handoff = False
-    after_call = False
-    with dump.open() as lines:
-        for line in lines:
-            if line.startswith(("ob=", "cob=")):
-                found = _NAMED.match(line.partition("=")[2])
-                if found is None:
-                    continue
-                key, name = found[1], found[2].strip()
-                if name:
-                    names[key] = name
-                if line.startswith("ob="):
-                    current = object_of(names.get(key, name))
-            elif line.startswith(("fn=", "cfn=")):
-                found = _NAMED.match(line.partition("=")[2])
-                if found is None:
-                    continue
-                key, name = found[1], found[2].strip()
-                if name:
-                    functions[key] = name
-                if line.startswith("fn="):
-                    function = functions.get(key, name)
-                    handoff = any(part in function for part in _HANDOFF_FUNCTIONS)
-            elif line.startswith("calls="):
-                after_call = True
-            elif line[:1].isdigit() or line[:1] in "+-*":
-                if after_call:
-                    after_call = False
-                    continue
-                parts = line.split()
-                if len(parts) >= 2:
-                    group = HANDOFF if handoff else current
-                    groups[group] = groups.get(group, 0) + int(parts[1])
-    return groups
 
 
 def control(pid: int, *args: str) -> None:
@@ -119,29 +63,43 @@ def control(pid: int, *args: str) -> None:
 
 
 class Pages:
-    """A kept connection to the server and a signed-in page request."""
+    """A kept connection to the server and signed-in page requests (in turn, if several)."""
 
-    def __init__(self, port: int, path: str, token: str) -> None:
+    def __init__(self, port: int, paths: list[str], token: str) -> None:
         self.connection = http.client.HTTPConnection(common.HOST, port, timeout=600)
-        self.path = path
+        self.paths = paths
+        self.asked = 0
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def get(self, count: int) -> None:
         """``count`` pages of 50, each checked whole."""
         for _ in range(count):
-            self.connection.request("GET", self.path, headers=self.headers)
+            path = self.paths[self.asked % len(self.paths)]
+            self.asked += 1
+            self.connection.request("GET", path, headers=self.headers)
             response = self.connection.getresponse()
             body = response.read()
             if response.status != 200 or body.count(b'"seq":') != 50:
                 raise RuntimeError(f"{response.status} {body[:200]!r}")
 
 
-async def prepared_room(server: common.ServerProcess, password: str) -> tuple[str, str]:
-    """The bench admin's token and a room of 120 messages, every other one mentioning them."""
+class Room:
+    """The bench admin's token, the room and the pages asked of it."""
+
+    def __init__(self, token: str, room_id: int, paths: list[str], cursors: list[int]) -> None:
+        self.token, self.room_id, self.paths, self.cursors = token, room_id, paths, cursors
+
+
+async def prepared_room(
+    server: common.ServerProcess, backend: common.Backend, password: str, args: argparse.Namespace
+) -> Room:
+    """A room of ``--messages`` seeded ones, then 120 sent (every other one mentioning the
+    admin): the newest page, or (``--deep``) 16 pages below cursors across the seeded ones."""
     async with httpx.AsyncClient(base_url=server.http, timeout=600) as client:
         login = {"username": common.ADMIN, "password": password}
         token = (await client.post("/api/v1/auth/login", json=login)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
+        me = (await client.get("/api/v1/me", headers=headers)).json()["id"]
         room = (
             await client.post(
                 "/api/v1/rooms",
@@ -149,32 +107,67 @@ async def prepared_room(server: common.ServerProcess, password: str) -> tuple[st
                 headers=headers,
             )
         ).json()["id"]
+        if args.messages:
+            await history.seed(
+                backend.database_url, room_id=room, author_id=me, count=args.messages, batch=5000
+            )
         url = f"/api/v1/rooms/{room}/messages"
         for n in range(120):
             text = f"hello @{common.ADMIN} {n}" if n % 2 else f"seed {n}"
             response = await client.post(url, json={"content": text}, headers=headers)
             response.raise_for_status()
-    return token, f"{url}?limit=50"
+    cursors = []
+    if args.deep:
+        span = max(args.messages, 120) - 60
+        cursors = [60 + (n * span) // 16 for n in range(1, 17)]
+    paths = [f"{url}?limit=50&before={c}" for c in cursors] or [f"{url}?limit=50"]
+    return Room(token, room, paths, cursors)
 
 
 def counted(pid: int, pages: Pages, count: int, dumps: Path, keep: str | None) -> dict[str, Any]:
-    """Instructions per page of the server under callgrind, in all and by object."""
+    """Instructions per page of the server under callgrind, in all, by object and (with
+    ``--separate-threads=yes``) by thread."""
     control(pid, "--zero")
     control(pid, "--instr=on")
     control(pid, "--zero")
     pages.get(count)
     control(pid, "--instr=off")
     control(pid, "--dump")
-    dump = max(dumps.glob(f"cg.{pid}.out.*"), key=lambda f: f.stat().st_mtime_ns)
-    groups = by_object(dump)
+    files = callgrind_objects.newest_dump(dumps, pid)
+    main, others = callgrind_objects.by_thread(files)
+    groups = {k: main.get(k, 0) + others.get(k, 0) for k in main.keys() | others.keys()}
     if keep:
-        shutil.copy(dump, keep)
-    return {
+        for file in files:
+            shutil.copy(
+                file, keep if len(files) == 1 else f"{keep}{file.name.rpartition('.out')[2]}"
+            )
+
+    def per_page(counts: dict[str, int]) -> dict[str, int]:
+        return {k: round(v / count) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+    result = {
         "instructions_per_page": round(sum(groups.values()) / count),
-        "by_object_per_page": {
-            k: round(v / count) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])
-        },
+        "by_object_per_page": per_page(groups),
     }
+    if len(files) > 1:
+        result["main_thread_by_object_per_page"] = per_page(main)
+        result["other_threads_by_object_per_page"] = per_page(others)
+    return result
+
+
+def cpu_by_thread(pid: int, pages: Pages, count: int) -> dict[str, Any]:
+    """User and kernel CPU per page, main thread and the others, no profiler on."""
+    before = common.threads_user_system(pid)
+    started = time.monotonic()
+    pages.get(count)
+    seconds = time.monotonic() - started
+    after = common.threads_user_system(pid)
+    names = ("main_thread", "other_threads")
+    result: dict[str, Any] = {"pages_per_s_unprofiled": round(count / seconds, 1)}
+    for name, (user0, system0), (user1, system1) in zip(names, before, after, strict=True):
+        result[f"{name}_user_us_per_page"] = round(1e6 * (user1 - user0) / count, 1)
+        result[f"{name}_system_us_per_page"] = round(1e6 * (system1 - system0) / count, 1)
+    return result
 
 
 def profiled(pid: int, pages: Pages, count: int, out: Path) -> dict[str, Any]:
@@ -194,40 +187,62 @@ def profiled(pid: int, pages: Pages, count: int, out: Path) -> dict[str, Any]:
     }
 
 
+def callgrind_wrapper(dumps: Path, *, threads: bool) -> list[str]:
+    """``cmschat serve`` under callgrind, counting off until asked."""
+    return [
+        shutil.which("valgrind") or "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--separate-threads={'yes' if threads else 'no'}",
+        f"--callgrind-out-file={dumps}/cg.%p.out",
+        sys.executable,
+        "-m",
+        "cmschat",
+    ]
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Start the server (under callgrind, or profiled), count or profile the pages."""
+    """Start the server (under callgrind, or profiled; ``--split``: one then the other),
+    count or profile the pages."""
     backend = common.Backend(db=args.db)
     await backend.create()
     dumps = Path(tempfile.mkdtemp(prefix="served-page-"))
-    profile_out = Path(f"{args.profile}.served") if args.profile else None
-    if profile_out is None:
-        wrapper = [
-            shutil.which("valgrind") or "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={dumps}/cg.%p.out",
-            sys.executable,
-            "-m",
-            "cmschat",
-        ]
-    else:
-        wrapper = [sys.executable, __file__, "--profiled-serve", str(profile_out), "--"]
-    server = common.ServerProcess(backend, name="served", wrapper=wrapper)
-    result: dict[str, Any] = {"db": args.db, "pages": args.pages}
+    profile_out = Path(f"{args.profile or dumps / 'profile'}.served")
+    runs = ["callgrind", "profile"] if args.split else ["profile" if args.profile else "callgrind"]
+    result: dict[str, Any] = {"db": args.db, "pages": args.pages, "messages": args.messages}
+    result["deep"] = args.deep
+    room: Room | None = None
     try:
         password = common.bench_password()
         backend.create_admin(password)
-        await server.start(wait_seconds=900)
-        token, path = await prepared_room(server, password)
-        pages = Pages(server.port, path, token)
-        pages.get(30)  # warm: imports, caches, kept readers
-        if profile_out is None:
-            result.update(counted(server.pid, pages, args.pages, dumps, args.keep_dump))
-        else:
-            result.update(profiled(server.pid, pages, args.pages, profile_out))
-        pages.connection.close()
+        for run in runs:
+            if run == "callgrind":
+                wrapper = callgrind_wrapper(dumps, threads=args.split)
+            else:
+                wrapper = [sys.executable, __file__, "--profiled-serve", str(profile_out), "--"]
+            server = common.ServerProcess(backend, name=f"served-{run}", wrapper=wrapper)
+            try:
+                await server.start(wait_seconds=900)
+                if room is None:
+                    room = await prepared_room(server, backend, password, args)
+                pages = Pages(server.port, room.paths, room.token)
+                pages.get(30)  # warm: imports, caches, kept readers
+                if run == "callgrind":
+                    result.update(counted(server.pid, pages, args.pages, dumps, args.keep_dump))
+                elif args.split:
+                    result.update(cpu_by_thread(server.pid, pages, args.cpu_pages))
+                    result.update(profiled(server.pid, pages, args.cpu_pages, profile_out))
+                else:
+                    result.update(profiled(server.pid, pages, args.pages, profile_out))
+                pages.connection.close()
+            finally:
+                server.stop(timeout=300)
+        if args.split and args.db == "sqlite" and room is not None:
+            database = backend.database_url.partition(":///")[2]
+            result["engine_variants"] = page_engine.measured(
+                database, room.room_id, args.pages, room.cursors, env=backend.env()
+            )
     finally:
-        server.stop(timeout=300)
         await backend.drop()
         shutil.rmtree(dumps, ignore_errors=True)
     return result
@@ -263,10 +278,19 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=100)
     parser.add_argument("--profile", metavar="PATH", help="cProfile the server instead")
     parser.add_argument("--keep-dump", metavar="PATH", help="keep the callgrind dump here")
+    parser.add_argument("--split", action="store_true", help="count, profile, print the table")
+    parser.add_argument("--cpu-pages", type=int, default=2000, help="--split's CPU pages")
+    parser.add_argument("--messages", type=int, default=0, help="seed this many more first")
+    parser.add_argument("--deep", action="store_true", help="pages below spread cursors")
     args = parser.parse_args()
+    if args.deep and args.messages < 1000:
+        parser.error("--deep needs --messages 1000 or more")
     result = asyncio.run(measure(args))
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
+    if args.split:
+        print()
+        print(split.served_table(result))
 
 
 if __name__ == "__main__":

@@ -154,6 +154,83 @@ def pyspy_layers(lines: Iterable[str]) -> tuple[list[tuple[str, float]], int, in
     return ranked(counts), working, waiting
 
 
+def _rows(counts: dict[str, int], total: int, indent: str) -> list[str]:
+    return [f"| {indent}{k} | {v:,} | {100 * v / total:.1f} % |" for k, v in counts.items() if v]
+
+
+def served_table(figures: dict[str, Any]) -> str:
+    """``served_page.py --split``'s figures as one table: a page's instructions by thread
+    and object, the main thread's by layer (its instructions times each layer's share of
+    its CPU under cProfile: an estimate), SQLite's by what the statement asks of it, and
+    the user and kernel CPU per page."""
+    total = figures["instructions_per_page"]
+    main = figures["main_thread_by_object_per_page"]
+    others = figures["other_threads_by_object_per_page"]
+    main_total, others_total = sum(main.values()), sum(others.values())
+    lines = ["| where a served page's instructions go | per page | of the page |", "|---|---|---|"]
+    lines.append(f"| **whole page (callgrind, all threads)** | **{total:,}** | 100 % |")
+    lines.append(
+        f"| main thread (event loop, HTTP, app) | {main_total:,} | "
+        f"{100 * main_total / total:.1f} % |"
+    )
+    lines += _rows(main, total, "&nbsp;&nbsp;")
+    lines.append(
+        f"| main thread by layer (times cProfile's shares) | {main_total:,} | "
+        f"{100 * main_total / total:.1f} % |"
+    )
+    for layer, pct in figures["main_thread_layers_pct"].items():
+        share = round(main_total * pct / 100)
+        lines.append(
+            f"| &nbsp;&nbsp;{layer} ({pct:.1f} % of its CPU) | ~{share:,} | "
+            f"{100 * share / total:.1f} % |"
+        )
+    lines.append(
+        f"| other threads (the driver's: SQLite runs here) | {others_total:,} | "
+        f"{100 * others_total / total:.1f} % |"
+    )
+    lines += _rows(others, total, "&nbsp;&nbsp;")
+    variants = figures.get("engine_variants")
+    if variants:
+        shipped, raw, stored = (variants[v]["engine"] for v in ("shipped", "raw", "stored"))
+        lines.append(
+            f"| SQLite engine, the statement alone (`page_engine.py`) | {shipped:,} | "
+            f"{100 * shipped / total:.1f} % |"
+        )
+        lines.append(
+            f"| &nbsp;&nbsp;rows, joins, subqueries (B-tree, VDBE: `raw`) | {raw:,} | "
+            f"{100 * raw / total:.1f} % |"
+        )
+        lines.append(
+            f"| &nbsp;&nbsp;writing the JSON (cmschat's SQL: `shipped` less `raw`) | "
+            f"{shipped - raw:,} | {100 * (shipped - raw) / total:.1f} % |"
+        )
+        lines.append(
+            f"| experiment: the JSON stored in a column (`stored`) | {stored:,} | "
+            f"{100 * stored / total:.1f} % |"
+        )
+        whole = {v: variants[v]["all"] for v in ("shipped", "raw", "stored")}
+        lines.append(
+            f"| &nbsp;&nbsp;the statement with libc and `_sqlite3`: shipped / raw / "
+            f"stored | {whole['shipped']:,} / {whole['raw']:,} / {whole['stored']:,} | |"
+        )
+    cpu = [
+        (t, figures[f"{t}_user_us_per_page"], figures[f"{t}_system_us_per_page"])
+        for t in ("main_thread", "other_threads")
+    ]
+    user = sum(u for _t, u, _s in cpu)
+    system = sum(s for _t, _u, s in cpu)
+    lines.append("")
+    lines.append("| CPU per page (`/proc`, profiler off) | user | kernel |")
+    lines.append("|---|---|---|")
+    for name, u, s in cpu:
+        lines.append(f"| {name.replace('_', ' ')} | {u:.0f} µs | {s:.0f} µs |")
+    lines.append(
+        f"| all ({figures['pages_per_s_unprofiled']:,.0f} pages/s on one connection) | "
+        f"{user:.0f} µs | {system:.0f} µs ({100 * system / (user + system):.0f} %) |"
+    )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     for name in sys.argv[1:]:
         print(f"{name}:")

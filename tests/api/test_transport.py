@@ -22,6 +22,12 @@ from uvicorn.server import ServerState
 from cmschat.api.transport import CaseKeepingHttpToolsProtocol
 
 STATUS = {204: [(b"X-Request-Id", b"r1")], 304: [(b"ETag", b'"v1"')]}
+# Each refused by the head's checks wherever it stands, after headers that pass.
+BAD = {
+    "/bad-name": [(b"content-length", b"0"), (b"X-Ok", b"1"), (b"Bad Name", b"v")],
+    "/bad-value": [(b"content-length", b"0"), (b"X-Ok", b"1"), (b"X-Bad", b"a\nb")],
+    "/bad-control": [(b"X-Ok", b"1"), (b"X-Bad\x7f", b"1"), (b"content-length", b"0")],
+}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -36,6 +42,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ab", "more_body": True})
         await send({"type": "http.response.body", "body": b"cd"})
+    elif path in BAD:
+        await send({"type": "http.response.start", "status": 200, "headers": BAD[path]})
+        await send({"type": "http.response.body"})
     elif path == "/closing":
         headers = [(b"content-length", b"0"), (b"Connection", b"close")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -108,6 +117,19 @@ async def test_the_head_is_written_as_h11_wrote_it(
         assert await reader.readexactly(len(expected)) == expected
         if b"Connection: close" in expected:
             assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", sorted(BAD))
+async def test_a_head_with_a_bad_header_anywhere_is_never_written(
+    address: tuple[str, int], path: str
+) -> None:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # uvicorn closes a connection whose app failed after starting its response.
+        assert await asyncio.wait_for(reader.read(), 10) == b""
     finally:
         writer.close()
 

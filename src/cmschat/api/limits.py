@@ -99,8 +99,13 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            # A request with neither header has no body (RFC 9112, 6.3): nothing to limit
+            # or check, so a GET is not read ahead of its route.
+            await self.app(scope, receive, send)
+            return
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _refuse(send, 413, "too_large", self.too_large)
             return
         if _is_json(headers.get(b"content-type", b"").decode("latin-1")):

@@ -44,13 +44,26 @@ SECURITY_HEADERS = {
 }
 
 
+# Written on every response: encoded once (name, its lower case, value).
+_SECURITY_BYTES = tuple(
+    (name.encode(), name.lower().encode(), value.encode())
+    for name, value in SECURITY_HEADERS.items()
+)
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
+_OURS_NAMES = {
+    False: frozenset({_REQUEST_ID_NAME}),
+    True: frozenset({_REQUEST_ID_NAME, b"cache-control"}),
+}
+_NO_STORE = (b"Cache-Control", b"no-store")
+
+
 def request_ids(scope: Scope) -> tuple[str, str | None]:
     """Our own id for the request, and the caller's ``X-Request-ID`` if short and safe.
 
     The caller's id is a correlation hint kept beside ours: it never becomes the request
     id, so nobody can forge or collide ids in the logs and the audit trail.
     """
-    given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+    given = dict(scope["headers"]).get(_REQUEST_ID_NAME, b"").decode("latin-1")
     # The trace id when tracing; else 32 hex digits as uuid4().hex wrote, at a sixth of its cost.
     ours = current_trace_id(None) or os.urandom(16).hex()
     return ours, given if _VALID_REQUEST_ID.fullmatch(given) else None
@@ -65,18 +78,13 @@ def _with_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The response headers plus ours: request id and caching replace the route's,
     security headers the route set itself (a stricter CSP, say) are kept."""
-    ours = {"X-Request-ID": request_id}
-    if no_store:
-        ours["Cache-Control"] = "no-store"
-    replaced = {name.lower().encode() for name in ours}
+    replaced = _OURS_NAMES[no_store]
     headers = [(name, value) for name, value in raw if name.lower() not in replaced]
     present = {name.lower() for name, _ in headers}
-    headers += [(name.encode(), value.encode()) for name, value in ours.items()]
-    headers += [
-        (name.encode(), value.encode())
-        for name, value in SECURITY_HEADERS.items()
-        if name.lower().encode() not in present
-    ]
+    headers.append((b"X-Request-ID", request_id.encode()))
+    if no_store:
+        headers.append(_NO_STORE)
+    headers += [(name, value) for name, lower, value in _SECURITY_BYTES if lower not in present]
     return headers
 
 
