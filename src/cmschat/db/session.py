@@ -29,7 +29,8 @@ from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 from cmschat.db.readers import Readers
 from cmschat.db.sqlite_driver import one_trip_dbapi
-from cmschat.db.writer import Writer, WriterTransaction
+from cmschat.db.writer import WriterTransaction
+from cmschat.db.writer_connection import Writer
 
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 PUBLISHER_KEY = "cmschat.publisher"

@@ -15,7 +15,9 @@ and each transaction on it does:
   begins with the first statement).
 - **commit**: the engine's ``commit`` event, then the driver's own ``COMMIT`` (SQLite: one
   trip to its thread, none if no statement ran; MariaDB: one round trip, no pass through
-  the bridge); SQLite's lock freed.
+  the bridge); SQLite's lock freed. Once the COMMIT is on its way, and before its answer
+  is awaited, the work the batch left for then (``while_committing``: its answers' JSON)
+  runs in the loop, while SQLite's thread writes and syncs, or MariaDB commits.
 - **after the commit**: the hooks of what committed (the audit head's export), the events
   handed to the publisher, the after-commit hooks: nothing leaves before the commit.
 - **on any error**: rolled back (the events dropped, the lock freed), and the connection
@@ -34,20 +36,21 @@ made only then; such a transaction commits through SQLAlchemy.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Result
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from cmschat import events
 from cmschat.db import write_lock
 from cmschat.db.driver_sql import Driver
 from cmschat.db.sqlite_driver import OneTripConnection
+from cmschat.db.started import Started
+
+if TYPE_CHECKING:
+    from cmschat.db.writer_connection import Writer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class WriterTransaction:
         self._events: list[events.Published] = []
         self._committed: list[Callable[[], None]] = []
         self._after: list[AfterCommit] = []
+        self._meanwhile: list[Callable[[], None]] = []
         self.outcome_unknown = False
         """True when the COMMIT was sent and failed: the server may have committed or not
         (a connection lost in between), so the work must not simply be done again."""
@@ -127,6 +131,12 @@ class WriterTransaction:
         """``hook`` run right after the commit, before the events are published."""
         self._committed.append(hook)
 
+    def while_committing(self, work: Callable[[], None]) -> None:
+        """``work`` run while the COMMIT is on its way (before its answer; never if the block
+        fails before): it must not touch the database, and what it queues leaves only after
+        the commit. If it raises, the commit is still awaited and its outcome unknown."""
+        self._meanwhile.append(work)
+
     def after_commit(self, hook: AfterCommit) -> None:
         """``hook`` awaited once the transaction has committed and its events are out."""
         self._after.append(hook)
@@ -159,8 +169,9 @@ class WriterTransaction:
         if self._orm is not None:
             await self._orm.close()
         connection = self._connection
-        if connection is None:
-            return  # nothing begun, nothing to commit
+        if connection is None:  # nothing begun, nothing to commit
+            self._work_meanwhile()
+            return
         if connection.in_transaction():  # joined by a rare read: SQLAlchemy's commit
             await self._sending_commit(connection.commit())
             return
@@ -172,20 +183,26 @@ class WriterTransaction:
             deferred, _ = adapter.take_begin()  # still deferred: no statement ran
             if deferred is None and adapter.in_transaction_now():
                 await self._sending_commit(adapter._connection.commit())  # aiosqlite's: one trip
+            else:
+                self._work_meanwhile()
             if self._writer.lock is not None:
                 self._writer.lock.release(adapter)
         else:
             # The driver's own: no pass through the bridge.
             await self._sending_commit(adapter._connection.commit())
 
-    async def _sending_commit(self, commit: Awaitable[None]) -> None:
-        """Await a COMMIT on its way to the server: while it is, a failure leaves the outcome
-        unknown (``outcome_unknown``). A driver's error is raised as SQLAlchemy raises it: a
-        lost server marked invalidated, so ``drop`` invalidates the connection and the
-        transports answer 503, not 500."""
+    async def _sending_commit(self, commit: Coroutine[Any, Any, None]) -> None:
+        """Send a COMMIT, do the work left for then, await the COMMIT: meanwhile a failure
+        leaves the outcome unknown (``outcome_unknown``). A driver's error is raised as
+        SQLAlchemy raises it: a lost server marked invalidated, so ``drop`` invalidates the
+        connection and the transports answer 503, not 500."""
         self.outcome_unknown = True
         try:
-            await commit
+            sent = Started(commit)  # on its way now (SQLite: queued on the driver's thread)
+            try:
+                self._work_meanwhile()
+            finally:
+                await sent
         except Exception as error:
             failed = _open_driver(self._driver).translated("COMMIT", error, many=False)
             if failed is error:
@@ -198,12 +215,18 @@ class WriterTransaction:
         self._events.clear()
         self._committed.clear()
         self._after.clear()
+        self._meanwhile.clear()
         try:
             if self._orm is not None:
                 await self._orm.close()
         finally:
             if self._connection is not None:
                 await self._writer.drop(self._connection, error)
+
+    def _work_meanwhile(self) -> None:
+        work, self._meanwhile = self._meanwhile, []
+        for each in work:
+            each()
 
     async def _finish(self, publisher: events.Publisher | None) -> None:
         for hook in self._committed:
@@ -231,60 +254,3 @@ def _sync(connection: AsyncConnection) -> Connection:
     if sync is None:  # pragma: no cover - a kept connection is open
         raise RuntimeError("the writer's connection is closed")
     return sync
-
-
-class Writer:
-    """A process's writer connection, kept checked out between its transactions."""
-
-    def __init__(self, engine: AsyncEngine, session_class: type[Session]) -> None:
-        self.engine = engine
-        self.session_class = session_class
-        self.lock = write_lock.lock_of(engine)
-        """SQLite's write lock (None: MariaDB)."""
-        self._kept: AsyncConnection | None = None
-        self.in_use: WriterTransaction | None = None
-        """The transaction begun and not yet ended: one at a time."""
-        self._since = 0.0
-        recycle: float = getattr(engine.sync_engine.pool, "_recycle", -1)
-        self._recycle = recycle if recycle > 0 else None
-
-    def transaction(
-        self, info: dict[str, Any], publisher: events.Publisher | None
-    ) -> WriterTransaction:
-        """One transaction, as ``async with``: committed if the block ends normally, else
-        rolled back; its events published and hooks run only after the commit."""
-        return WriterTransaction(self, info, publisher)
-
-    async def connection(self) -> AsyncConnection:
-        """The kept connection (checked out of the pool when none is kept, or too old)."""
-        kept = self._kept
-        if kept is not None and (
-            self._recycle is None or time.monotonic() - self._since < self._recycle
-        ):
-            return kept
-        self._kept = None
-        if kept is not None:
-            await kept.close()
-        kept = await self.engine.connect()
-        self._kept, self._since = kept, time.monotonic()
-        return kept
-
-    async def drop(self, connection: AsyncConnection, error: BaseException) -> None:
-        """After a failed transaction: give ``connection`` back to the pool, whose reset
-        rolls it back (the SQLite lock freed then, at the latest by the checkin), or
-        invalidated first if the server dropped it."""
-        if self._kept is connection:
-            self._kept = None
-        try:
-            if isinstance(error, DBAPIError) and error.connection_invalidated:
-                await connection.invalidate()
-            elif connection.in_transaction():
-                await connection.rollback()
-        finally:
-            await connection.close()
-
-    async def close(self) -> None:
-        """Give the kept connection back to the pool (before the engine is disposed)."""
-        kept, self._kept = self._kept, None
-        if kept is not None:
-            await kept.close()

@@ -23,7 +23,8 @@ from cmschat.db.writer import WriterTransaction
 _ENCODE_STRING = json.encoder.encode_basestring
 
 Created = tuple[int, str, Sequence[int], audit.Origin]
-"""A stored send as its event describes it: room, content, uploads' ids, who asked."""
+"""A stored send as its event describes it: room, content's digest (``audit.text_digest``),
+uploads' ids, who asked."""
 
 
 _CHANGES = '{"attachment_ids":[%s],"content":%s,"room_id":%s}'
@@ -56,10 +57,10 @@ class CreatedEvents:
         self._transaction = transaction
         self._driver = driver
         described = []
-        for room_id, content, file_ids, origin in sends:
+        for room_id, digest, file_ids, origin in sends:
             changes = {
                 "room_id": room_id,
-                "content": audit.text_digest(content),
+                "content": digest,
                 "attachment_ids": list(file_ids),
             }
             described.append(

@@ -2,8 +2,8 @@
 the repeats of stored client ids and the members the sends mention in one trip
 (``batch_sql.checked``); the rooms of the messages replied to.
 
-A send is rendered before the repeat lookup (if it would pass the checks up to its
-content), so that the names it mentions are known for that trip.
+A send is rendered in its sender's task (``prepared``); the names of those that would pass
+the checks up to their content are looked up in the repeats' trip.
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import select
 
-from cmschat.chat import rendering
 from cmschat.chat.caches import Membership
 from cmschat.chat.messages import batch_sql
 from cmschat.chat.messages.batch_sql import MESSAGES
-from cmschat.chat.messages.sending import SendRules, check_content
 from cmschat.chat.messages.views import Sent, message_views
 from cmschat.chat.models import Message
 from cmschat.db.writer import WriterTransaction
-from cmschat.errors import Invalid
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Pending
@@ -31,13 +28,14 @@ ClientKey = tuple[int, int, str]
 
 
 def rendered_of(
-    batch: Sequence[Pending], members: Mapping[tuple[int, int], Membership], rules: SendRules
+    batch: Sequence[Pending], members: Mapping[tuple[int, int], Membership]
 ) -> dict[int, tuple[str, list[str]]]:
-    """``render_unlinked`` of each send (by index) that passes the checks up to its content."""
+    """The unlinked HTML and mentioned names of each send (by index) that passes the checks
+    up to its content."""
     return {
-        index: rendering.render_unlinked(pending.draft.content)
+        index: (pending.prepared.html, pending.prepared.mentioned)
         for index, pending in enumerate(batch)
-        if _may_pass(pending, members.get((pending.room_id, pending.user.id)), rules)
+        if _may_pass(pending, members.get((pending.room_id, pending.user.id)))
     }
 
 
@@ -47,16 +45,9 @@ def key_of(pending: Pending) -> ClientKey | None:
     return None if client_id is None else (pending.room_id, pending.user.id, client_id)
 
 
-def _may_pass(pending: Pending, member: Membership | None, rules: SendRules) -> bool:
-    """Whether a send passes the checks up to its content (so it is worth rendering)."""
-    if member is None or member.archived:
-        return False
-    draft = pending.draft
-    try:
-        check_content(draft.content, limit=rules.max_length, has_files=bool(draft.attachment_ids))
-    except Invalid:
-        return False
-    return True
+def _may_pass(pending: Pending, member: Membership | None) -> bool:
+    """Whether a send passes the checks up to its content (so its mentions are looked up)."""
+    return member is not None and not member.archived and pending.prepared.refused is None
 
 
 async def reads(

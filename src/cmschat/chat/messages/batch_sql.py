@@ -185,10 +185,11 @@ def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, st
 
 
 Draft = tuple[
-    int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int], Sequence[int]
+    int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int], Sequence[int], str
 ]
 """A message to store: room, author, client id, reply-to, content, its HTML, its ``STAMPS``
-values (``stamps``), the ids of the members it mentions and of the uploads it carries."""
+values (``stamps``), the ids of the members it mentions and of the uploads it carries, and
+its search row's text (``search_index.gram_text``; "": none)."""
 
 
 async def store(
@@ -246,7 +247,7 @@ async def store(
             for user_id in draft[7]
         ]
 
-    grams = [search_index.gram_text(draft[4]) for draft in drafts]
+    grams = [draft[9] for draft in drafts]
 
     def index(_found: list[list[Row]]) -> list[Row]:
         return [(message_id, text) for text, message_id in zip(grams, ids, strict=True) if text]

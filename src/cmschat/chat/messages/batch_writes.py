@@ -2,24 +2,29 @@
 all of them stored with a few Core statements.
 
 Checks run in ``send_message``'s order (membership, repeat, archived room, content, reply,
-rate, files), so a send gets the same answer in a batch as alone. Checks only read; a send
-that fails them fails alone and writes nothing, so no savepoint is needed.
+rate, files), so a send gets the same answer in a batch as alone (the content was checked
+in the sender's task, ``prepared``: its verdict is raised in its place). Checks only read; a
+send that fails them fails alone and writes nothing, so no savepoint is needed.
+
+The stored messages' JSON and events are built while the COMMIT is on its way
+(``WriterTransaction.while_committing``): nothing in them waits for it, and the loop is
+otherwise idle while SQLite's thread writes and syncs the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
-from cmschat.chat import hot_reads, rendering
+from cmschat.chat import hot_reads
 from cmschat.chat.caches import HotCaches, Shown
 from cmschat.chat.messages import batch_audit, batch_reads, batch_sql
 from cmschat.chat.messages.batch_reads import ClientKey
-from cmschat.chat.messages.sending import SendRules, check_content, link_mentions
+from cmschat.chat.messages.sending import SendRules, link_mentions
 from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, sent_event
 from cmschat.chat.models import EventType
 from cmschat.chat.ratelimit import check_send_rate
@@ -28,6 +33,10 @@ from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
+
+
+Answers = Callable[[], "list[Outcome | BaseException]"]
+"""Per send, its answer or the error it gets: to ask once the batch's transaction ended."""
 
 
 class SendWithdrawn(Exception):
@@ -53,15 +62,16 @@ async def write_batch(
     rules: SendRules,
     now: datetime,
     caches: HotCaches | None = None,
-) -> list[Outcome | BaseException]:
-    """Check and store a batch of sends; per send, its answer or the error it gets.
+) -> Answers:
+    """Check and store a batch of sends; its answers, to ask for once ``transaction`` has
+    committed.
 
     ``caches``: the process's memberships and user names (``chat.caches``)."""
     outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
     members = await hot_reads.memberships(
         transaction, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    rendered = batch_reads.rendered_of(batch, members, rules)
+    rendered = batch_reads.rendered_of(batch, members)
     repeats, known = await batch_reads.reads(transaction, batch, rendered)
     parents = await batch_reads.parents(transaction, batch)
     accepted: list[_New] = []
@@ -83,9 +93,9 @@ async def write_batch(
                 continue
             if member.archived:
                 raise Conflict("the room is archived", code="room_archived")
-            check_content(
-                draft.content, limit=rules.max_length, has_files=bool(draft.attachment_ids)
-            )
+            prepared = pending.prepared
+            if prepared.refused is not None:  # checked in the sender's task, raised here
+                raise prepared.refused
             if draft.reply_to is not None and parents.get(draft.reply_to) != room_id:
                 raise Invalid("reply_to must be a message of this room", field="reply_to")
             # Neither await below is entered when it has nothing to do: a coroutine per
@@ -108,7 +118,6 @@ async def write_batch(
                 if file_ids
                 else []
             )
-            html, names = rendered.get(index) or rendering.render_unlinked(draft.content)
             if pending.still_wanted is not None and not pending.still_wanted():
                 raise SendWithdrawn
         except (CmschatError, SendWithdrawn) as error:
@@ -117,14 +126,19 @@ async def write_batch(
         claimed.update(file_ids)
         if key is not None:
             firsts[key] = index
-        accepted.append(_New(index, pending, html, names, files))
+        accepted.append(_New(index, pending, prepared.html, prepared.mentioned, files))
     _link_mentions(known, accepted)
-    for index, view in (await _store(transaction, accepted, now, caches)).items():
-        outcomes[index] = (view, True)
-    for index, first in duplicates:
-        outcome = outcomes[first]
-        outcomes[index] = (outcome[0], False) if isinstance(outcome, tuple) else outcome
-    return [outcome for outcome in outcomes if outcome is not None]
+    sents = await _store(transaction, accepted, now, caches)
+
+    def answers() -> list[Outcome | BaseException]:
+        for index, view in sents.items():
+            outcomes[index] = (view, True)
+        for index, first in duplicates:
+            outcome = outcomes[first]
+            outcomes[index] = (outcome[0], False) if isinstance(outcome, tuple) else outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    return answers
 
 
 def _link_mentions(known: Mapping[tuple[int, str], int], accepted: list[_New]) -> None:
@@ -148,8 +162,8 @@ async def _store(
     now: datetime,
     caches: HotCaches | None,
 ) -> dict[int, Sent]:
-    """Number, insert, link, index and audit the accepted sends in one trip, and queue
-    their events."""
+    """Number, insert, link, index and audit the accepted sends in one trip; their messages
+    (by index), built and their events queued while the COMMIT is on its way."""
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
@@ -165,7 +179,7 @@ async def _store(
         [
             (
                 new.pending.room_id,
-                new.pending.draft.content,
+                new.pending.prepared.digest,
                 [file.id for file in new.files],
                 new.pending.origin,
             )
@@ -186,6 +200,7 @@ async def _store(
                 stamped[new.pending.origin.actor],
                 new.mentioned,
                 [file.id for file in new.files],
+                new.pending.prepared.grams,
             )
             for new in accepted
         ],
@@ -193,12 +208,16 @@ async def _store(
     )
     created.stored()
     sents: dict[int, Sent] = {}
-    events = []
-    for new, (seq, message_id) in zip(accepted, stored, strict=True):
-        sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
-        events.append(sent_event(EventType.message_created, seq, sent))
-        sents[new.index] = sent
-    transaction.queue_events(events)
+
+    def build() -> None:
+        events = []
+        for new, (seq, message_id) in zip(accepted, stored, strict=True):
+            sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
+            events.append(sent_event(EventType.message_created, seq, sent))
+            sents[new.index] = sent
+        transaction.queue_events(events)
+
+    transaction.while_committing(build)
     return sents
 
 

@@ -36,6 +36,7 @@ from cmschat.audit import service as audit
 from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import batch_writes, sending
 from cmschat.chat.messages.batch_writes import SendWithdrawn
+from cmschat.chat.messages.prepared import Prepared, prepare
 from cmschat.chat.messages.views import Sent
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
@@ -61,6 +62,8 @@ class Pending:
     draft: sending.Draft
     origin: audit.Origin
     still_wanted: Callable[[], bool] | None
+    prepared: Prepared
+    """Its work that needs no database, done in the sender's task (``prepared``)."""
     rate_taken: bool = False
     """The send's token of the rate limit is spent: a retry on its own must not take two."""
     future: asyncio.Future[Outcome] = field(
@@ -111,6 +114,7 @@ class GroupCommit:
             draft=draft,
             origin=audit.origin_of(user_actor(user.id), user.username),
             still_wanted=still_wanted,
+            prepared=prepare(draft, max_length=self.rules().max_length),
         )
         self._queue.append(pending)
         if self._writer is None or self._writer.done():
@@ -173,7 +177,7 @@ class GroupCommit:
         transaction = self.db.writer_unit_of_work(SYSTEM_SENDER)
         try:
             async with transaction:
-                return await batch_writes.write_batch(
+                answers = await batch_writes.write_batch(
                     transaction,
                     batch=batch,
                     rules=self.rules(),
@@ -200,6 +204,8 @@ class GroupCommit:
                 )
             )
             return None
+        # Outside the ``try``: the batch has committed, whatever happens now.
+        return answers()
 
     async def _alone(self, pending: Pending) -> None:
         """The batch failed: this send on its own, in its own unit of work."""
