@@ -25,11 +25,13 @@ HTTP_IMPLEMENTATION: type[asyncio.Protocol] | str = CaseKeepingHttpToolsProtocol
 # The garbage collector's thresholds once serving: young and middle collections as Python
 # has them (700, 10), a full one at most every 1,000 middle ones (default 10). Each
 # connection keeps ~120 tracked objects, so with 1,000 connected a full collection walks
-# ~120,000 of them (60-120 ms in which nothing is sent), and under 1,000 sends a second each
-# middle collection moved the objects of the sends then in flight (thousands) to the oldest
-# generation: Python's defaults ran a full collection every ~4 s, and p99 send -> deliver
-# depended on whether one fell in the window (docs/performance.md, "The server's full
-# collections"). Those promoted objects die by reference counting, not by collection.
+# ~120,000 of them (57-123 ms of CPU in which nothing is sent), and under 1,000 sends a
+# second each middle collection moved the objects of the sends then in flight (thousands)
+# to the oldest generation: Python's defaults ran a full collection every ~4 s, and p99
+# send -> deliver depended on whether one fell in the window (docs/performance.md, "The
+# server's full collections"). Those promoted objects die by reference counting, not by
+# collection; the full collections closed connections do need are paced by
+# realtime/gc_pacing.py.
 GC_THRESHOLDS = (700, 10, 1000)
 
 
