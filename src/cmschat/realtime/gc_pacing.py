@@ -1,0 +1,38 @@
+"""Full garbage collections paced by the open connections, not by Python's own count.
+
+Once serving, Python's full collections are spaced out (``cli_server.GC_THRESHOLDS``): under
+load its count of objects promoted to the oldest generation is mostly sends that were in
+flight and died soon after, and each full collection walked every connection's objects.
+What does need one is a closed connection: its objects form cycles that only a full
+collection frees (3,000 idle connections closed left ~170,000 objects). So one runs whenever the
+number of open connections has moved by a quarter since the last: a ramp or a wave of
+closes pays for its own collections (each walking at most a quarter more than the last),
+and a steady number of connections none (docs/performance.md, "The server's full
+collections").
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+
+MINIMUM_CHANGE = 100
+"""Fewer connections than this coming or going never calls for a collection."""
+
+
+class FullCollections:
+    """Collects the oldest generation when the connection count has moved by a quarter."""
+
+    def __init__(
+        self, *, minimum: int = MINIMUM_CHANGE, collect: Callable[[], object] = gc.collect
+    ) -> None:
+        self.minimum = minimum
+        self.collect = collect
+        self.counted_at = 0
+        """The number of connections at the last collection."""
+
+    def counted(self, connections: int) -> None:
+        """Note the number of open connections; collect if it moved far enough."""
+        if abs(connections - self.counted_at) >= max(self.minimum, self.counted_at // 4):
+            self.counted_at = connections
+            self.collect()
