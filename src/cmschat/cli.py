@@ -14,7 +14,7 @@ from cmschat.accounts import service as accounts
 from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_server import serve_process
-from cmschat.cli_support import is_text, open_database, operator_errors, run
+from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
 from cmschat.cli_workers import resolve_workers, serve_workers, warn_if_over_budget
 from cmschat.db.actors import SYSTEM_SETUP
@@ -127,9 +127,6 @@ def migrate() -> None:
 
 def main() -> None:
     """Entry point of the ``cmschat`` console script."""
-    if not all(is_text(argument) for argument in sys.argv[1:]):
-        typer.echo("cmschat: error: an argument is not valid UTF-8 text", err=True)
-        sys.exit(2)
     try:
         status = app(standalone_mode=False)
     except (typer.TyperException, click.ClickException) as exc:

@@ -53,6 +53,10 @@ def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise fail(f"database: {str(exc.orig).strip() or type(exc.orig).__name__}") from None
         except OSError as exc:
             raise fail(str(exc)) from None
+        except UnicodeEncodeError:
+            # Invalid UTF-8 in an argument arrives as lone surrogates: fine in a file's
+            # path, refused by the database and by JSON (a name, say), never half stored.
+            raise fail("an argument is not valid UTF-8 text") from None
 
     return wrapper
 

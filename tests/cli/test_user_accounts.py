@@ -233,7 +233,7 @@ def test_arguments_and_passwords_that_are_not_utf8_are_refused_in_one_line(
         tmp_path, "user", "create", "bob", "--display-name", "B\udcffb", "--password-stdin",
         env=env, stdin=PASSWORD + "\n",
     )  # fmt: skip
-    assert_one_line_error(named, "argument is not valid UTF-8", status=2)
+    assert_one_line_error(named, "argument is not valid UTF-8", status=1)
     typed = subprocess.run(
         [sys.executable, "-m", "cmschat", "user", "create", "bob", "--password-stdin"],
         cwd=tmp_path,

@@ -1,5 +1,5 @@
-"""Full collections paced by the open connections (realtime/gc_pacing.py): a ramp or a
-wave of closes pays for its own, a steady number of connections none."""
+"""Full collections paced by the open connections (realtime/gc_pacing.py): a ramp, a
+wave of closes or clients reconnecting pays for its own, a steady set of connections none."""
 
 from __future__ import annotations
 
@@ -23,13 +23,22 @@ def test_a_ramp_collects_each_time_it_has_grown_by_a_quarter() -> None:
     assert runs == [100, 200, 300, 400, 500, 625, 781, 976]
 
 
-def test_a_steady_number_of_connections_never_collects() -> None:
+def test_a_steady_set_of_connections_never_collects() -> None:
     pacer, runs = pacing()
     pacer.counted(1000)
-    for _ in range(10_000):  # clients coming and going around the same number
-        pacer.counted(999)
+    for _ in range(10_000):  # connections moving rooms, nothing opened or closed
         pacer.counted(1000)
     assert runs == [1000]
+
+
+def test_clients_reconnecting_around_a_steady_number_collect_once_a_quarter_closed() -> None:
+    """Each close leaves cycles only a full collection frees, whatever the count does."""
+    pacer, runs = pacing()
+    pacer.counted(1000)
+    for _ in range(1000):  # one client drops and comes back, a thousand times
+        pacer.counted(999)
+        pacer.counted(1000)
+    assert runs == [1000, 999, 999, 999, 999]  # at every 250th close
 
 
 def test_closing_a_quarter_of_them_collects() -> None:

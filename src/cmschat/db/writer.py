@@ -134,7 +134,9 @@ class WriterTransaction:
     def while_committing(self, work: Callable[[], None]) -> None:
         """``work`` run while the COMMIT is on its way (before its answer; never if the block
         fails before): it must not touch the database, and what it queues leaves only after
-        the commit. If it raises, the commit is still awaited and its outcome unknown."""
+        the commit. It should not raise: if it does, the error is logged and the transaction
+        goes on as committed or failed by its COMMIT alone (the COMMIT cannot be called
+        back, and a batch reported failed when stored could be sent again)."""
         self._meanwhile.append(work)
 
     def after_commit(self, hook: AfterCommit) -> None:
@@ -199,10 +201,8 @@ class WriterTransaction:
         self.outcome_unknown = True
         try:
             sent = Started(commit)  # on its way now (SQLite: queued on the driver's thread)
-            try:
-                self._work_meanwhile()
-            finally:
-                await sent
+            self._work_meanwhile()
+            await sent
         except Exception as error:
             failed = _open_driver(self._driver).translated("COMMIT", error, many=False)
             if failed is error:
@@ -226,7 +226,10 @@ class WriterTransaction:
     def _work_meanwhile(self) -> None:
         work, self._meanwhile = self._meanwhile, []
         for each in work:
-            each()
+            try:
+                each()
+            except Exception:
+                log.exception("work done while committing failed; the commit goes on")
 
     async def _finish(self, publisher: events.Publisher | None) -> None:
         for hook in self._committed:

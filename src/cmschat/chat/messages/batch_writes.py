@@ -13,6 +13,7 @@ otherwise idle while SQLite's thread writes and syncs the batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ from cmschat.errors import CmschatError, Conflict, Invalid, NotFound
 
 if TYPE_CHECKING:
     from cmschat.chat.messages.group_commit import Outcome, Pending
+
+log = logging.getLogger(__name__)
 
 
 Answers = Callable[[], "list[Outcome | BaseException]"]
@@ -132,7 +135,7 @@ async def write_batch(
 
     def answers() -> list[Outcome | BaseException]:
         for index, view in sents.items():
-            outcomes[index] = (view, True)
+            outcomes[index] = view if isinstance(view, Exception) else (view, True)
         for index, first in duplicates:
             outcome = outcomes[first]
             outcomes[index] = (outcome[0], False) if isinstance(outcome, tuple) else outcome
@@ -161,9 +164,12 @@ async def _store(
     accepted: Sequence[_New],
     now: datetime,
     caches: HotCaches | None,
-) -> dict[int, Sent]:
+) -> dict[int, Sent | Exception]:
     """Number, insert, link, index and audit the accepted sends in one trip; their messages
-    (by index), built and their events queued while the COMMIT is on its way."""
+    (by index), built and their events queued while the COMMIT is on its way.
+
+    A message whose answer cannot be built (a bug) is stored all the same: its sender gets
+    the error, logged, and the others their answers; nothing is written again."""
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
@@ -207,13 +213,19 @@ async def _store(
         audit=created.steps,
     )
     created.stored()
-    sents: dict[int, Sent] = {}
+    sents: dict[int, Sent | Exception] = {}
 
     def build() -> None:
         events = []
         for new, (seq, message_id) in zip(accepted, stored, strict=True):
-            sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
-            events.append(sent_event(EventType.message_created, seq, sent))
+            try:
+                sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
+                event = sent_event(EventType.message_created, seq, sent)
+            except Exception as error:  # stored, committing: only this answer is lost
+                log.error("message %d stored, its answer not built", message_id, exc_info=True)
+                sents[new.index] = error
+                continue
+            events.append(event)
             sents[new.index] = sent
         transaction.queue_events(events)
 
