@@ -27,6 +27,8 @@ BAD = {
     "/bad-name": [(b"content-length", b"0"), (b"X-Ok", b"1"), (b"Bad Name", b"v")],
     "/bad-value": [(b"content-length", b"0"), (b"X-Ok", b"1"), (b"X-Bad", b"a\nb")],
     "/bad-control": [(b"X-Ok", b"1"), (b"X-Bad\x7f", b"1"), (b"content-length", b"0")],
+    "/bad-cr": [(b"X-Ok", b"1"), (b"X-Bad", b"a\rInjected: 1"), (b"content-length", b"0")],
+    "/bad-nul": [(b"content-length", b"0"), (b"X-Bad", b"a\x00b")],
 }
 
 
