@@ -363,6 +363,20 @@ def self_cpu_seconds() -> float:
 # -- database and environment ----------------------------------------------------------
 
 
+def under_callgrind(dumps: str | Path, *command: str, threads: bool = False) -> list[str]:
+    """``command`` under ``valgrind --tool=callgrind``, counting nothing until the counted
+    stretch asks (``--instr-atstart=no``), one dump per process in ``dumps``; ``threads``:
+    one per thread too."""
+    return [
+        shutil.which("valgrind") or "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        *(["--separate-threads=yes"] if threads else []),
+        f"--callgrind-out-file={dumps}/cg.%p.out",
+        *command,
+    ]
+
+
 @dataclass
 class Backend:
     """A scratch database and the environment every cmschat process of the run shares."""

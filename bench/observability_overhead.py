@@ -136,17 +136,7 @@ def figures_of(
         return asyncio.run(count(None))
     with tempfile.TemporaryDirectory() as dumps:
         child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
-            [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={dumps}/cg.%p.out",
-                sys.executable,
-                script,
-                *argv,
-                "--dump-dir",
-                dumps,
-            ],
+            common.under_callgrind(dumps, sys.executable, script, *argv, "--dump-dir", dumps),
             check=True,
             capture_output=True,
             text=True,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
+import common
 from callgrind_objects import ENGINE, by_object
 from observability_overhead import Callgrind
 from sqlalchemy import bindparam, func, select
@@ -169,11 +169,8 @@ def measured(
         filled = fill_stored(connection, room_id)
     with tempfile.TemporaryDirectory() as dumps:
         child = subprocess.run(  # noqa: S603 - our own script under a fixed tool
-            [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={dumps}/cg.%p.out",
+            common.under_callgrind(
+                dumps,
                 sys.executable,
                 __file__,
                 database,
@@ -182,7 +179,7 @@ def measured(
                 *map(str, cursors),
                 "--dump-dir",
                 dumps,
-            ],
+            ),
             check=False,
             capture_output=True,
             text=True,

@@ -153,12 +153,7 @@ def measure(variant: str, requests: int) -> dict[str, int]:
         port = free_port()
         process = subprocess.Popen(  # noqa: S603 - our own script under a fixed tool
             [
-                shutil.which("valgrind") or "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={dumps}/cg.%p.out",
-                sys.executable,
-                __file__,
+                *common.under_callgrind(dumps, sys.executable, __file__),
                 "--serve",
                 variant,
                 "--data",

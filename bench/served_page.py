@@ -187,20 +187,6 @@ def profiled(pid: int, pages: Pages, count: int, out: Path) -> dict[str, Any]:
     }
 
 
-def callgrind_wrapper(dumps: Path, *, threads: bool) -> list[str]:
-    """``cmschat serve`` under callgrind, counting off until asked."""
-    return [
-        shutil.which("valgrind") or "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--separate-threads={'yes' if threads else 'no'}",
-        f"--callgrind-out-file={dumps}/cg.%p.out",
-        sys.executable,
-        "-m",
-        "cmschat",
-    ]
-
-
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Start the server (under callgrind, or profiled; ``--split``: one then the other),
     count or profile the pages."""
@@ -217,7 +203,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         backend.create_admin(password)
         for run in runs:
             if run == "callgrind":
-                wrapper = callgrind_wrapper(dumps, threads=args.split)
+                wrapper = common.under_callgrind(
+                    dumps, sys.executable, "-m", "cmschat", threads=args.split
+                )
             else:
                 wrapper = [sys.executable, __file__, "--profiled-serve", str(profile_out), "--"]
             server = common.ServerProcess(backend, name=f"served-{run}", wrapper=wrapper)
