@@ -57,7 +57,6 @@ from cmschat.observability.middleware import RequestMiddleware
 from cmschat.observability.minutes import WINDOW, Window
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
-from cmschat.realtime.gc_pacing import FullCollections
 from cmschat.realtime.publish import counting_deliveries, publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
@@ -301,7 +300,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             if redis is not None
             else MemoryFailureCounter(clock)
         )
-        hub = Hub(counted=FullCollections().counted)
+        hub = Hub()
         broker: Broker = (
             RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
             if redis is not None

@@ -22,18 +22,6 @@ from cmschat.settings import Settings
 # (in this process: run it with --workers 1).
 HTTP_IMPLEMENTATION: type[asyncio.Protocol] | str = CaseKeepingHttpToolsProtocol
 
-# The garbage collector's thresholds once serving: young and middle collections as Python
-# has them (700, 10), a full one at most every 1,000 middle ones (default 10). Each
-# connection keeps ~120 tracked objects, so with 1,000 connected a full collection walks
-# ~120,000 of them (57-123 ms of CPU in which nothing is sent), and under 1,000 sends a
-# second each middle collection moved the objects of the sends then in flight (thousands)
-# to the oldest generation: Python's defaults ran a full collection every ~4 s, and p99
-# send -> deliver depended on whether one fell in the window (docs/performance.md, "The
-# server's full collections"). Those promoted objects die by reference counting, not by
-# collection; the full collections closed connections do need are paced by
-# realtime/gc_pacing.py.
-GC_THRESHOLDS = (700, 10, 1000)
-
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(0)
@@ -51,12 +39,10 @@ class DrainingServer(uvicorn.Server):
         sight: a full collection walked those ~190,000 objects (modules, the app, the
         engine) in ~115 ms of CPU, a pause every send in flight then waited out (p99
         send -> deliver at normal load, docs/performance.md). They live as long as the
-        process, so they never were garbage; what is made later is still collected, full
-        collections of it spaced out by ``GC_THRESHOLDS``."""
+        process, so they never were garbage; what is made later is still collected."""
         await super().startup(sockets=sockets)
         gc.collect()
         gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Mark the app as draining, then let uvicorn stop gracefully."""
