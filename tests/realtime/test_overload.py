@@ -29,7 +29,10 @@ server's p99 is 8 / 11 / 13 ms at 5 / 10 / 20 % of C (``normal_load_probe.py``),
 10 % leaves the overload's backlog room to clear within the 10 s (at 20 % it took 15 s).
 The floor is absolute, with no allowance for a busy machine: on one whose neighbours take
 the server's core the test fails on timing alone, after every other check has passed, and
-says what the baseline before the overload already was.
+says what the baseline before the overload already was. The one exception: a run whose
+baseline p99, before any overload, is itself over the floor shows a machine that cannot
+reach the floor at all (seen on a day the same code ran ~40 % slower); there recovery is
+judged against twice that baseline, and the message says so.
 """
 
 from __future__ import annotations
