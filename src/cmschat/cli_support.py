@@ -30,16 +30,6 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def is_text(value: str) -> bool:
-    """Whether a string read from the command line or stdin was valid UTF-8: Python keeps
-    the bytes of invalid UTF-8 as lone surrogates, which no database or JSON can store."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def operator_errors(command: Callable[..., None]) -> Callable[..., None]:
     """Turn the mistakes an operator can make into one line on stderr and exit status 1."""
 

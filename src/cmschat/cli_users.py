@@ -15,16 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role, User
 from cmschat.accounts.schemas import UserRead
-from cmschat.cli_support import (
-    fail,
-    is_text,
-    open_database,
-    operator_errors,
-    require_database,
-    run,
-)
+from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database
+from cmschat.jsonbytes import is_text
 from cmschat.realtime.broker import RedisBroker
 from cmschat.realtime.publish import publisher_for
 from cmschat.settings import Settings, load_settings

@@ -25,6 +25,17 @@ def dumps_text(value: Any) -> str:
     return orjson.dumps(value, option=_OPTIONS).decode()
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (and so by ``dumps``): a lone surrogate, from
+    an escaped one in JSON read by the standard parser or from invalid UTF-8 in a command's
+    arguments or stdin, cannot."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def raw(json: bytes) -> orjson.Fragment:
     """JSON already serialised (by ``dumps``), written as is inside a value ``dumps`` takes."""
     return orjson.Fragment(json)

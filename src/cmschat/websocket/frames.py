@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from cmschat.chat.schemas import AttachmentIds, ClientId
+from cmschat.jsonbytes import is_text
 
 RoomId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
@@ -74,13 +75,8 @@ def echo(text: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
-    if not isinstance(client_id, str):
-        return {}
-    try:  # an escaped lone surrogate is valid JSON but cannot be written back as UTF-8
-        client_id.encode()
-    except UnicodeEncodeError:
-        return {}
-    return {"client_id": client_id}
+    # An escaped lone surrogate is valid JSON but cannot be written back.
+    return {"client_id": client_id} if isinstance(client_id, str) and is_text(client_id) else {}
 
 
 PING_FRAME = '{"type":"ping"}'

@@ -27,18 +27,6 @@ ClientKey = tuple[int, int, str]
 """A send's idempotency key: room, author, client id."""
 
 
-def rendered_of(
-    batch: Sequence[Pending], members: Mapping[tuple[int, int], Membership]
-) -> dict[int, tuple[str, list[str]]]:
-    """The unlinked HTML and mentioned names of each send (by index) that passes the checks
-    up to its content."""
-    return {
-        index: (pending.prepared.html, pending.prepared.mentioned)
-        for index, pending in enumerate(batch)
-        if _may_pass(pending, members.get((pending.room_id, pending.user.id)))
-    }
-
-
 def key_of(pending: Pending) -> ClientKey | None:
     """A send's idempotency key (None: it has no client id)."""
     client_id = pending.draft.client_id
@@ -53,13 +41,17 @@ def _may_pass(pending: Pending, member: Membership | None) -> bool:
 async def reads(
     transaction: WriterTransaction,
     batch: Sequence[Pending],
-    rendered: Mapping[int, tuple[str, list[str]]],
+    memberships: Mapping[tuple[int, int], Membership],
 ) -> tuple[dict[ClientKey, Sent], dict[tuple[int, str], int]]:
     """In one trip: the stored messages whose client id a send repeats (as their views),
-    and the members the rendered sends mention ((room id, username) to user id)."""
+    and the members mentioned by the sends that pass the checks up to their content
+    ((room id, username) to user id)."""
     keys = {key for pending in batch if (key := key_of(pending)) is not None}
     wanted = {
-        (batch[index].room_id, name) for index, (_, names) in rendered.items() for name in names
+        (pending.room_id, name)
+        for pending in batch
+        if _may_pass(pending, memberships.get((pending.room_id, pending.user.id)))
+        for name in pending.prepared.mentioned
     }
     if not keys and not wanted:
         return {}, {}

@@ -74,8 +74,7 @@ async def write_batch(
     members = await hot_reads.memberships(
         transaction, caches, {(pending.room_id, pending.user.id) for pending in batch}
     )
-    rendered = batch_reads.rendered_of(batch, members)
-    repeats, known = await batch_reads.reads(transaction, batch, rendered)
+    repeats, known = await batch_reads.reads(transaction, batch, members)
     parents = await batch_reads.parents(transaction, batch)
     accepted: list[_New] = []
     firsts: dict[ClientKey, int] = {}
