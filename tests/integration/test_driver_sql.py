@@ -183,9 +183,9 @@ async def test_a_round_trip_of_several_statements_stops_where_one_fails(
 async def test_statements_past_a_round_trips_size_go_in_the_next(
     context: AppContext, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A round trip carries at most ``TRIP_CHARACTERS`` of SQL (the server refuses a packet
+    """A round trip carries at most ``TRIP_BYTES`` of SQL (the server refuses a packet
     over ``max_allowed_packet``); a multi-row ``INSERT`` is cut in parts as asyncmy cuts it."""
-    monkeypatch.setattr(mariadb_trips, "TRIP_CHARACTERS", 60)
+    monkeypatch.setattr(mariadb_trips, "TRIP_BYTES", 60)
     async with context.db.unit_of_work("system:test") as session:
         driver = await driver_of(session)
         await driver.rows(NOTES_TABLE, ())
@@ -206,3 +206,24 @@ async def test_statements_past_a_round_trips_size_go_in_the_next(
         assert [query.count(";") + 1 for query in sent] == [4, 1, 2, 1]
         assert sent[2].count("INSERT INTO notes") == 2
         await driver.rows(Statement(lambda _dialect: text("DROP TEMPORARY TABLE notes"), []), ())
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_a_round_trips_size_counts_bytes_not_characters(
+    context: AppContext, alice: NamedUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_allowed_packet`` counts bytes: text of four-byte characters fills a trip four
+    times as fast as ASCII, and statements past the cap go in the next trip."""
+    monkeypatch.setattr(mariadb_trips, "TRIP_BYTES", 200)
+    name = "\N{GRINNING FACE}" * 10  # 10 characters, 40 bytes
+    async with context.db.unit_of_work("system:test") as session:
+        driver = await driver_of(session)
+        sent = queries_sent(monkeypatch)
+        found = await driver.steps(
+            [(RENAME, [(name + str(n), alice.id)], True) for n in range(4)]
+            + [(DISPLAY_NAME, (alice.id,), False)]
+        )
+        assert found[-1] == [(name + "3",)]
+    # Each rename is ~60 characters but ~90 bytes: two to a trip, not all four.
+    assert all(len(query.encode()) <= 200 for query in sent)
+    assert [query.count(";") + 1 for query in sent][:2] == [2, 2]

@@ -36,10 +36,10 @@ from typing import Any
 
 from cmschat.db.steps import Ran, Step
 
-TRIP_CHARACTERS = 1_000_000
-"""Most SQL text one round trip carries (further statements start another): asyncmy's own
-cap on one ``executemany`` statement, far below the server's ``max_allowed_packet``
-(16 MiB by default)."""
+TRIP_BYTES = 1_000_000
+"""Most SQL one round trip carries, in UTF-8 bytes as the server's ``max_allowed_packet``
+counts them (further statements start another): asyncmy's own cap on one ``executemany``
+statement, below ``max_allowed_packet`` even where it is set to 1 MiB (16 MiB by default)."""
 
 _Waiting = tuple[bool, list[str]]
 """A step of the trip being gathered: whether it is a ``many``, and its bound statements
@@ -56,9 +56,14 @@ def _insert_values() -> re.Pattern[str]:
     return pattern
 
 
+def _size(statement: str) -> int:
+    """``statement``'s length in UTF-8 bytes (encoded only when it is not ASCII)."""
+    return len(statement) if statement.isascii() else len(statement.encode())
+
+
 def _bound(cursor: Any, sql: str, parameters: Any, many: bool) -> list[str]:
     """A step's statements with their parameters bound by the driver (``mogrify``): one, or
-    for a ``many`` a multi-row ``INSERT`` (in parts of at most ``TRIP_CHARACTERS``) or one
+    for a ``many`` a multi-row ``INSERT`` (in parts of at most ``TRIP_BYTES``) or one
     per row."""
     if not many:
         return [cursor.mogrify(sql, parameters)]
@@ -73,11 +78,12 @@ def _bound(cursor: Any, sql: str, parameters: Any, many: bool) -> list[str]:
     size = 0
     for row in parameters:
         bound = cursor.mogrify(values, row)
-        if rows and size + len(bound) > TRIP_CHARACTERS:
+        length = _size(bound)
+        if rows and size + length > TRIP_BYTES:
             statements.append(prefix + ",".join(rows) + postfix)
             rows, size = [], 0
         rows.append(bound)
-        size += len(bound) + 1
+        size += length + 1
     statements.append(prefix + ",".join(rows) + postfix)
     return statements
 
@@ -122,8 +128,8 @@ async def _run(cursor: Any, steps: Sequence[Step], reads: Sequence[bool]) -> Ran
                 return rows, took, failed
             took.append(time.perf_counter() - started)
             return rows, took, raised
-        length = sum(map(len, bound))
-        if waiting and size + length > TRIP_CHARACTERS:
+        length = sum(map(_size, bound))
+        if waiting and size + length > TRIP_BYTES:
             failed = await _send(cursor, waiting, rows, took)
             if failed is not None:
                 return rows, took, failed
