@@ -6,7 +6,10 @@ client records every ``message.created`` it receives. All clients live in this o
 process, so send and receive stamps share one clock. Reports sent, delivered/s, expected
 deliveries (each message to every member of its room, sender included), lost, duplicated,
 reordered (per room, by seq), send-to-deliver latency p50/p99/p99.9 and the servers' RSS
-and CPU seconds (from /proc).
+and CPU seconds (from /proc). A send the server refused as ``busy`` was never stored: it
+and the deliveries it would have made are reported apart (``refused_busy``), not as lost;
+"lost" is a delivery missing after the drain of a message the server acknowledged (or
+delivered to some member).
 
 The bench makes its own database (SQLite in a temp dir, or a MariaDB database
 ``cmschat_bench_<random>`` that it drops), users (admin API) and rooms, and stops by itself.
@@ -51,6 +54,7 @@ class Stats:
     # message key -> (room index, measured?) for every message sent
     messages: dict[int, tuple[int, bool]] = field(default_factory=dict)
     acked_keys: set[int] = field(default_factory=set)
+    refused_keys: set[int] = field(default_factory=set)  # answered ``busy``: never stored
     receivers: dict[int, int] = field(default_factory=dict)  # key -> distinct receivers
     delivered: int = 0
     delivered_in_window: int = 0
@@ -67,6 +71,40 @@ class Stats:
 
 def key_of(sender: int, counter: int) -> int:
     return sender * 10_000_000 + counter
+
+
+def key_of_client_id(client_id: str) -> int:
+    """The message key of a send's ``client_id`` (``b<sender>-<counter>``)."""
+    sender, _, counter = client_id[1:].partition("-")
+    return key_of(int(sender), int(counter))
+
+
+def on_answer(stats: Stats, frame: dict[str, Any], raw: str) -> None:
+    """Count a send's answer: an ``ack`` (stored), a ``busy`` refusal or another error."""
+    client_id = frame.get("client_id")
+    if frame["type"] == "ack":
+        stats.acked += 1
+        stats.acked_keys.add(key_of_client_id(client_id or ""))
+        return
+    stats.send_errors += 1
+    if frame.get("code") == "busy" and client_id:
+        stats.refused_keys.add(key_of_client_id(client_id))
+    elif len(stats.error_samples) < 5:
+        stats.error_samples.append(raw[:300])
+
+
+def outcome(stats: Stats, per_room: int) -> dict[str, int]:
+    """Deliveries expected, missing and refused. Only a stored message (acknowledged, or
+    delivered to some member) can lose a delivery; a refused one was never stored."""
+    stored = stats.acked_keys | {key for key, count in stats.receivers.items() if count}
+    accepted = [key for key in stats.messages if key not in stats.refused_keys]
+    return {
+        "expected_deliveries_total": len(accepted) * per_room,
+        "lost": sum(per_room - stats.receivers.get(key, 0) for key in stored),
+        "refused_busy": len(stats.refused_keys),
+        "refused_would_be_deliveries": len(stats.refused_keys) * per_room,
+        "unacked": len(set(accepted) - stored),
+    }
 
 
 class Client:
@@ -122,15 +160,8 @@ class Client:
                 kind = frame.get("type")
                 if kind == "message.created":
                     self.on_message(frame, now)
-                elif kind == "ack":
-                    stats.acked += 1
-                    client_id = frame.get("client_id") or ""
-                    sender, _, counter = client_id[1:].partition("-")
-                    stats.acked_keys.add(key_of(int(sender), int(counter)))
-                elif kind == "error":
-                    stats.send_errors += 1
-                    if len(stats.error_samples) < 5:
-                        stats.error_samples.append(str(raw)[:300])
+                elif kind in ("ack", "error"):
+                    on_answer(stats, frame, str(raw))
         except ConnectionClosed as exc:
             code = str(exc.rcvd.code if exc.rcvd else "none")
             stats.close_codes[code] = stats.close_codes.get(code, 0) + 1
@@ -318,10 +349,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         others_end = common.cpu_of(others)
         machine1 = common.machine_cpu_seconds()
         bench_cpu2 = common.self_cpu_seconds()
-        # Drain: wait until every expected delivery has arrived (or give up).
-        expected_total = sum(per_room for _ in stats.messages)
+        # Drain: wait until every expected delivery has arrived (or give up); a refused
+        # send's deliveries never come.
         drain_until = time.monotonic() + args.drain
         while time.monotonic() < drain_until:
+            expected_total = (len(stats.messages) - len(stats.refused_keys)) * per_room
             if stats.delivered >= expected_total and stats.acked + stats.send_errors >= stats.sent:
                 break
             await asyncio.sleep(0.2)
@@ -334,10 +366,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # -- results -------------------------------------------------------------------------
     measured = [k for k, (_room, m) in stats.messages.items() if m]
-    expected_measured = len(measured) * per_room
+    refused_measured = sum(k in stats.refused_keys for k in measured)
+    expected_measured = (len(measured) - refused_measured) * per_room
     received_measured = sum(stats.receivers.get(k, 0) for k in measured)
-    lost_all = sum(per_room - stats.receivers.get(k, 0) for k in stats.messages)
-    unacked = len(set(stats.messages) - stats.acked_keys)
+    tally = outcome(stats, per_room)
     lat = sorted(stats.latencies_ns)
     ms = 1e6
     result.update(
@@ -346,14 +378,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sent_measured": stats.sent_measured,
             "send_rate_measured": stats.sent_measured / args.duration,
             "acked": stats.acked,
-            "unacked": unacked,
+            "unacked": tally["unacked"],
             "send_errors": stats.send_errors,
+            "refused_busy": tally["refused_busy"],
+            "refused_busy_measured": refused_measured,
+            "refused_would_be_deliveries": tally["refused_would_be_deliveries"],
             "expected_deliveries_measured": expected_measured,
             "delivered_measured": received_measured,
             "delivered_per_s": received_measured / args.duration,
-            "expected_deliveries_total": len(stats.messages) * per_room,
+            "expected_deliveries_total": tally["expected_deliveries_total"],
             "delivered_total": stats.delivered,
-            "lost": lost_all,
+            "lost": tally["lost"],
             "duplicated": stats.duplicated,
             "reordered": stats.reordered,
             "seq_gaps_seen": stats.seq_gaps,

@@ -57,7 +57,8 @@ def test_ws_load_delivers_every_message_once_in_order(tmp_path: Path) -> None:
         tmp_path, "ws_load", "--clients", "20", "--rooms", "4", "--rate", "40", *SHORT,
         "--drain", "10",
     )  # fmt: skip
-    assert got["sent_total"] > 0 and got["acked"] == got["sent_total"]
+    # A send refused as busy (a loaded machine) was never stored: neither lost nor expected.
+    assert got["sent_total"] > 0 and got["acked"] + got["refused_busy"] == got["sent_total"]
     assert got["delivered_total"] == got["expected_deliveries_total"]
     assert got["lost"] == got["duplicated"] == got["reordered"] == got["seq_gaps_seen"] == 0
     assert got["connections_closed_by_server"] == 0
