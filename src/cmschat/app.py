@@ -361,6 +361,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                 traces.stop()
 
     app = CmschatApp(
+        # cmschat traces itself (observability/tracing.py); FastAPI's own OpenTelemetry
+        # would otherwise ask on every request whether global providers are set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="cmschat",
         version=__version__,
         lifespan=lifespan,

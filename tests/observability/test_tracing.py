@@ -370,3 +370,26 @@ async def test_a_websocket_send_is_traced_in_its_frame_span(
     [publish] = [s for s in spans if s.name == "broker.publish"]
     assert publish.parent is not None and publish.parent.span_id == span_id(frame)
     assert any(s.name.startswith("INSERT") for s in in_trace(spans, trace_of(frame)))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_fastapis_own_telemetry_is_off(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cmschat traces itself: FastAPI's own OpenTelemetry would ask, on every request,
+    whether global providers are set (each lookup reads the environment), and with
+    ``opentelemetry-instrument`` would add its spans and metrics to cmschat's."""
+    from opentelemetry import _logs, metrics, trace
+
+    looked_up: list[str] = []
+    for module, name in (
+        (trace, "get_tracer_provider"),
+        (metrics, "get_meter_provider"),
+        (_logs, "get_logger_provider"),
+    ):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda real=real, name=name: looked_up.append(name) or real()
+        )
+    assert (await client.get("/healthz")).status_code == 200
+    assert looked_up == []
