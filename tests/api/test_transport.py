@@ -197,3 +197,33 @@ async def test_an_upgraded_connection_lets_go_of_the_http_protocol() -> None:
             connection.shutdown()
         server.close()
         await server.wait_closed()
+
+
+# RFC 9112: an HTTP/1.0 client knows no chunked coding; a body without a length ends with
+# the connection (uvicorn keeps no 1.0 connection open, so every answer says close).
+CASES_1_0 = [
+    (
+        "GET /chunks",
+        DATE + b"Content-Security-Policy: default-src 'none'\r\nConnection: close\r\n\r\nabcd",
+    ),
+    (
+        "HEAD /chunks",
+        DATE + b"Content-Security-Policy: default-src 'none'\r\nConnection: close\r\n\r\n",
+    ),
+    (
+        "GET /length",
+        DATE + b"Content-Type: text/plain\r\ncontent-length: 2\r\nConnection: close\r\n\r\nok",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_line", "expected"), CASES_1_0)
+async def test_an_http_1_0_client_gets_no_chunks(
+    address: tuple[str, int], request_line: str, expected: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(request_line.encode() + b" HTTP/1.0\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 10) == expected
+    finally:
+        writer.close()

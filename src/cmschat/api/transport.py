@@ -33,12 +33,20 @@ _NO_BODY = frozenset({204, 304})
 
 
 class CaseKeepingCycle(RequestResponseCycle):
-    """uvicorn's request/response cycle whose response head keeps the app's header names."""
+    """uvicorn's request/response cycle whose response head keeps the app's header names,
+    and which answers an HTTP/1.0 request's streamed response unchunked."""
+
+    close_delimited = False
+    """The body has no length and the client speaks HTTP/1.0, which knows no chunks (RFC
+    9112, 7.1): its end is the connection's (uvicorn never keeps a 1.0 connection open)."""
 
     async def send(self, message: ASGISendEvent) -> None:
-        """Write the head here; the body and everything after it are uvicorn's."""
+        """Write the head here, and a close-delimited body; any other body is uvicorn's."""
         if self.response_started:
-            await super().send(message)
+            if self.close_delimited and not self.response_complete:
+                await self._send_until_close(message)
+            else:
+                await super().send(message)
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()
@@ -85,15 +93,36 @@ class CaseKeepingCycle(RequestResponseCycle):
                     has_connection_close = True
             content += (name, b": ", value, b"\r\n")
         if self.chunked_encoding is None and status_code not in _NO_BODY:
-            # h11 framed a HEAD answer as the GET's (chunked, with no body sent); uvicorn's
-            # body writing skips HEAD before it looks at chunking, so only the head differs.
-            if scope["method"] != "HEAD":
-                self.chunked_encoding = True
-            content.append(_CHUNKED)
+            if scope["http_version"] == "1.0":
+                self.close_delimited = scope["method"] != "HEAD"
+            else:
+                # h11 framed a HEAD answer as the GET's (chunked, with no body sent);
+                # uvicorn's body writing skips HEAD before it looks at chunking, so only
+                # the head differs.
+                if scope["method"] != "HEAD":
+                    self.chunked_encoding = True
+                content.append(_CHUNKED)
         if not self.keep_alive and not has_connection_close:
             content.append(_CLOSE)
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
+
+    async def _send_until_close(self, message: ASGISendEvent) -> None:
+        """The body as it comes; the connection's close ends it."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if message["type"] != "http.response.body":
+            raise RuntimeError(
+                f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
+            )
+        self.transport.write(message.get("body", b""))
+        if not message.get("more_body", False):
+            self.response_complete = True
+            self.message_event.set()
+            self.transport.close()
+            self.on_response()
 
 
 class CaseKeepingHttpToolsProtocol(HttpToolsProtocol):
