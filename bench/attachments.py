@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import children
 import common
 import httpx
 
@@ -221,6 +222,7 @@ class MotoServer:
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=children.with_parent(),
         )
         assert self.process.stdout is not None  # noqa: S101
         if self.process.stdout.readline().strip() != "ready":

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import children
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,6 +334,7 @@ def source_state() -> str:
             text=True,
             check=False,
             timeout=10,
+            preexec_fn=children.with_parent(),
         ).stdout.strip()
         dirty = subprocess.run(  # noqa: S603
             ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],  # noqa: S607
@@ -340,6 +342,7 @@ def source_state() -> str:
             text=True,
             check=False,
             timeout=10,
+            preexec_fn=children.with_parent(),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -461,6 +464,7 @@ class Backend:
             cwd=self.workdir,
             timeout=timeout,
             check=False,
+            preexec_fn=children.with_parent(),
         )
         if done.returncode != 0:
             raise RuntimeError(f"cmschat {' '.join(args)} failed: {done.stderr.strip()}")
@@ -522,6 +526,7 @@ class ServerProcess:
                 env=self.backend.env(),
                 cwd=self.backend.workdir,
                 start_new_session=True,
+                preexec_fn=children.with_parent(),
             )
 
     async def start(self, wait_seconds: float = 60) -> None:
@@ -824,6 +829,7 @@ class Profiler:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=children.with_parent(),
         )
 
     def wait(self) -> None:

@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import children
+
 ROOM = 7
 
 
@@ -107,6 +109,7 @@ def _count(sends: int, args: argparse.Namespace, out_dir: str) -> int:
         check=True,
         env=env,
         capture_output=True,
+        preexec_fn=children.with_parent(),
     )
     totals = next(line for line in Path(out).read_text().splitlines() if line.startswith("totals:"))
     return int(totals.split()[1])

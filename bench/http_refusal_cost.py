@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import children
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,7 +90,11 @@ def prepare(args: argparse.Namespace) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CMSCHAT_")}
     migrate = [str(ROOT / ".venv" / "bin" / "cmschat"), "migrate"]
     subprocess.run(  # noqa: S603 - our own entry point
-        migrate, env={**env, "CMSCHAT_DATABASE_URL": url}, check=True, cwd=directory
+        migrate,
+        env={**env, "CMSCHAT_DATABASE_URL": url},
+        check=True,
+        cwd=directory,
+        preexec_fn=children.with_parent(),
     )
     settings = Settings(database_url=url, data_dir=Path(directory))
     if args.origin:

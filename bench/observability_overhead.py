@@ -47,6 +47,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import children
 import common
 import httpx
 from opentelemetry.sdk.trace import ReadableSpan
@@ -97,7 +98,10 @@ class Callgrind:
 
     def _control(self, *args: str) -> None:
         subprocess.run(  # noqa: S603 - a fixed tool, our own pid
-            [self.tool, *args, self.pid], check=True, capture_output=True
+            [self.tool, *args, self.pid],
+            check=True,
+            capture_output=True,
+            preexec_fn=children.with_parent(),
         )
 
     def start(self) -> None:
@@ -140,6 +144,7 @@ def figures_of(
             check=True,
             capture_output=True,
             text=True,
+            preexec_fn=children.with_parent(),
         )
     return cast(dict[str, Any], json.loads(child.stdout.strip().splitlines()[-1]))
 
@@ -402,6 +407,7 @@ def count_instructions(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                preexec_fn=children.with_parent(),
             )
 
         for start in range(0, len(chosen), jobs):

@@ -35,6 +35,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
+import children
 import common
 from callgrind_objects import ENGINE, by_object
 from observability_overhead import Callgrind
@@ -184,6 +185,7 @@ def measured(
             capture_output=True,
             text=True,
             env={**os.environ, **env},
+            preexec_fn=children.with_parent(),
         )
     if child.returncode != 0:
         raise RuntimeError(f"page_engine.py failed: {child.stderr[-3000:]}")

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 import random
 import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import children
 
 Check = Callable[[int, bytes], "str | None"]
 
@@ -165,7 +168,12 @@ async def load(plan: Plan, *, concurrency: int, procs: int) -> tuple[Outcome, li
         Plan(**{**plan.__dict__, "index": i, "connections": n}) for i, n in enumerate(spread) if n
     ]
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(len(plans), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        len(plans),
+        mp_context=context,
+        initializer=children.die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         outcomes = await asyncio.gather(
             *(asyncio.wrap_future(pool.submit(run_process, one)) for one in plans)
         )

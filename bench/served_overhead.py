@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import children
 import common
 import httpx
 import observability_overhead as bench
@@ -102,7 +103,9 @@ def serve(variant: str, data: Path, port: int) -> None:
 def control(pid: int, *args: str) -> None:
     """``callgrind_control`` on the server."""
     tool = shutil.which("callgrind_control") or "callgrind_control"
-    subprocess.run([tool, *args, str(pid)], check=True, capture_output=True)  # noqa: S603
+    subprocess.run(  # noqa: S603
+        [tool, *args, str(pid)], check=True, capture_output=True, preexec_fn=children.with_parent()
+    )
 
 
 def counted(pid: int, dumps: Path) -> int:
@@ -163,6 +166,7 @@ def measure(variant: str, requests: int) -> dict[str, int]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=children.with_parent(),
         )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import callgrind_objects
+import children
 import common
 import history
 import httpx
@@ -59,7 +60,9 @@ import split
 def control(pid: int, *args: str) -> None:
     """``callgrind_control`` on the server."""
     tool = shutil.which("callgrind_control") or "callgrind_control"
-    subprocess.run([tool, *args, str(pid)], check=True, capture_output=True)  # noqa: S603
+    subprocess.run(  # noqa: S603
+        [tool, *args, str(pid)], check=True, capture_output=True, preexec_fn=children.with_parent()
+    )
 
 
 class Pages:

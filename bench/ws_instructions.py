@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import children
 import common
 
 
@@ -44,7 +45,12 @@ class Counting:
         self.tool = shutil.which("callgrind_control") or "callgrind_control"
 
     def _control(self, *args: str) -> None:
-        subprocess.run([self.tool, *args, self.pid], check=True, capture_output=True)  # noqa: S603
+        subprocess.run(  # noqa: S603
+            [self.tool, *args, self.pid],
+            check=True,
+            capture_output=True,
+            preexec_fn=children.with_parent(),
+        )
 
     def start(self) -> None:
         self._control("--zero")

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import children
 import common
 
 Member = tuple[int, str, int]
@@ -205,8 +206,14 @@ async def _load(members: list[Member], url: str, args: dict[str, Any], start: fl
 
 
 def _child(
-    members: list[Member], url: str, args: dict[str, Any], start_epoch: float, out: Any
+    members: list[Member],
+    url: str,
+    args: dict[str, Any],
+    start_epoch: float,
+    out: Any,
+    parent: int,
 ) -> None:
+    children.die_with_parent(parent)
     common.use_uvloop()
     # perf_counter differs between processes: the start is passed as wall time.
     start = time.perf_counter() + (start_epoch - time.time())
@@ -304,14 +311,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch = time.time() + 3 + args.senders / 200
         context = multiprocessing.get_context("spawn")
         out = context.Queue()
-        children = [
+        generators = [
             context.Process(
                 target=_child,
-                args=(members[p :: args.procs], server.ws, settings, start_epoch, out),
+                args=(members[p :: args.procs], server.ws, settings, start_epoch, out, os.getpid()),
             )
             for p in range(args.procs)
         ]
-        for child in children:
+        for child in generators:
             child.start()
         await asyncio.sleep(max(0.0, start_epoch + args.warmup - time.time()))
         server0, others = server.cpu_seconds(), common.find_pids()
@@ -328,8 +335,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         others1, machine_cpu = common.cpu_of(others), common.machine_cpu_seconds() - machine0
         redis1 = await _redis_counters(redis_url)
         loop = asyncio.get_running_loop()
-        parts = [await loop.run_in_executor(None, out.get) for _ in children]
-        for child in children:
+        parts = [await loop.run_in_executor(None, out.get) for _ in generators]
+        for child in generators:
             child.join(timeout=30)
         if profiler is not None:
             profiler.wait()

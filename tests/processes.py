@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import children
+
 COMMAND_TIMEOUT = 60.0
 READY_DEADLINE = 60.0  # a loaded CI machine can take long to import and migrate
 STOP_DEADLINE = 15.0
@@ -42,6 +44,7 @@ def cmschat(
         text=True,
         timeout=COMMAND_TIMEOUT,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 
@@ -126,6 +129,7 @@ def running_server(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            preexec_fn=children.with_parent(),
         )
     server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
     try:

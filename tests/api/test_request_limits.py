@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import children
 from cmschat.api.limits import MAX_JSON_DEPTH, MAX_JSON_MEMBERS, json_shape_problem
 from cmschat.context import AppContext
 from tests.processes import clean_env, cmschat, running_server
@@ -159,6 +160,7 @@ def test_a_huge_login_body_does_not_stall_other_requests_on_a_real_server(
                 [sys.executable, str(SENDER), server.base_url],
                 stdout=subprocess.PIPE,
                 text=True,
+                preexec_fn=children.with_parent(),
             )
             assert sender.stdout is not None
             assert sender.stdout.readline() == "ready\n"  # the body is built: measure now

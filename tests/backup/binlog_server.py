@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from bench import children
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import create_engine
 from tests.processes import free_port
@@ -26,6 +27,7 @@ def _ping(port: int) -> bool:
         ["mariadb-admin", "--protocol=tcp", "-h127.0.0.1", f"-P{port}", "-uroot", "ping"],  # noqa: S607
         capture_output=True,
         check=False,
+        preexec_fn=children.with_parent(),
     )
     return result.returncode == 0
 
@@ -49,6 +51,7 @@ def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         capture_output=True,
         check=True,
+        preexec_fn=children.with_parent(),
     )
     port = free_port()
     server = subprocess.Popen(  # noqa: S603
@@ -68,6 +71,7 @@ def binlog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=children.with_parent(),
     )
     try:
         deadline = time.monotonic() + 60

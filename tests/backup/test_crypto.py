@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import children
+
 SEAL_BIG = """
 import io, resource, sys
 from cmschat.backup.crypto import seal, open_sealed
@@ -47,6 +49,7 @@ def test_memory_stays_bounded_whatever_the_size(tmp_path: Path) -> None:
             text=True,
             check=True,
             timeout=300,
+            preexec_fn=children.with_parent(),
         )
         return int(result.stdout.strip())
 
@@ -76,11 +79,13 @@ def test_age_and_zstd_open_an_artifact_by_hand(tmp_path: Path) -> None:
         ["age", "-d", "-i", str(key), str(sealed_path)],  # noqa: S607
         capture_output=True,
         check=True,
+        preexec_fn=children.with_parent(),
     )
     unpacked = subprocess.run(
         ["zstd", "-d", "-c"],  # noqa: S607
         input=age.stdout,
         capture_output=True,
         check=True,
+        preexec_fn=children.with_parent(),
     )
     assert unpacked.stdout == plain

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench import children
 from tests import support
 
 pytestmark = pytest.mark.slow
@@ -35,6 +36,7 @@ def run_bench(tmp_path: Path, tool: str, *args: str) -> dict[str, Any]:
         text=True,
         timeout=SECONDS,
         check=False,
+        preexec_fn=children.with_parent(),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results: dict[str, Any] = json.loads(out.read_text())

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench import children
 from tests.processes import (
     COMMAND_TIMEOUT,
     Server,
@@ -308,6 +309,7 @@ def contract_smoke_output(tmp_path_factory: pytest.TempPathFactory) -> str:
             text=True,
             timeout=COMMAND_TIMEOUT,
             check=False,
+            preexec_fn=children.with_parent(),
         )
         assert server.stop() == 0
     print(smoke.stdout, smoke.stderr, sep="\n")  # shown with -s, or when a check fails

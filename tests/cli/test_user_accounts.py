@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import children
 from cmschat.realtime.connections import CLOSE_SESSION_ENDED
 from tests import support
 from tests.cli.test_cli import FAST, assert_no_traceback, assert_one_line_error, one_time_password
@@ -242,6 +243,7 @@ def test_arguments_and_passwords_that_are_not_utf8_are_refused_in_one_line(
         capture_output=True,
         timeout=COMMAND_TIMEOUT,
         check=False,
+        preexec_fn=children.with_parent(),
     )
     assert_one_line_error(
         subprocess.CompletedProcess(

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 
+from bench import children as child_processes
 from cmschat.cli_support import open_database
 from cmschat.cli_workers import (
     CONNECTION_MARGIN,
@@ -76,6 +77,7 @@ def busiest_worker(supervisor: int, port: int) -> tuple[int, int]:
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=child_processes.with_parent(),
     ).stdout
     held = Counter(int(pid) for pid in re.findall(r"pid=(\d+)", listed) if int(pid) in workers)
     return held.most_common(1)[0] if held else (min(workers), 0)

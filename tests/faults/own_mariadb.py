@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import children
 from tests.processes import free_port
 from tests.support import service_missing
 
@@ -41,6 +42,7 @@ class OwnMariaDB:
             ],
             capture_output=True,
             check=True,
+            preexec_fn=children.with_parent(),
         )
 
     def url(self, database: str) -> str:
@@ -60,11 +62,17 @@ class OwnMariaDB:
             ],
             capture_output=True,
             check=False,
+            preexec_fn=children.with_parent(),
         )
         return result.returncode == 0
 
     def start(self) -> None:
         """Start and wait until it answers."""
+        self.launch()
+        self.wait_answering()
+
+    def launch(self) -> None:
+        """Start, from the thread that outlives it (it dies with that thread)."""
         self.process = subprocess.Popen(  # noqa: S603
             [
                 shutil.which("mariadbd") or "/usr/sbin/mariadbd",
@@ -80,7 +88,12 @@ class OwnMariaDB:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=children.with_parent(),
         )
+
+    def wait_answering(self) -> None:
+        """Wait until the started server answers (fail with its log if it never does)."""
+        assert self.process is not None
         deadline = time.monotonic() + START_DEADLINE
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -107,6 +120,7 @@ class OwnMariaDB:
                 f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
             ],
             check=True,
+            preexec_fn=children.with_parent(),
         )
 
     def stop(self) -> None:

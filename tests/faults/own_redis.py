@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import children
 from tests.processes import free_port
 from tests.support import service_missing
 
@@ -61,6 +62,7 @@ class OwnRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=children.with_parent(),
         )
         deadline = time.monotonic() + START_DEADLINE
         while not _answers(self.port):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from bench import children
 from cmschat.accounts import service as accounts
 from cmschat.accounts.models import Role
 from cmschat.app import create_app
@@ -97,11 +98,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(  # noqa: S603
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],  # noqa: S607
         check=True,
+        preexec_fn=children.with_parent(),
     )
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)  # noqa: S603, S607
+        subprocess.run(  # noqa: S603
+            ["umount", "-l", str(mount_point)],  # noqa: S607
+            check=False,
+            preexec_fn=children.with_parent(),
+        )
 
 
 def fill(directory: Path) -> Path:

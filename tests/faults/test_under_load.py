@@ -169,7 +169,8 @@ async def redis_freeze(cluster: Cluster, redis: OwnRedis, _db: OwnMariaDB) -> No
 async def mariadb_kill(cluster: Cluster, _redis: OwnRedis, db: OwnMariaDB) -> None:
     db.kill()
     await asyncio.sleep(5)  # the outage's length
-    await asyncio.to_thread(db.start)
+    db.launch()  # here: a child started in a worker thread would die with that thread
+    await asyncio.to_thread(db.wait_answering)
 
 
 async def instance_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:

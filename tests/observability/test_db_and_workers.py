@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import children
 from cmschat.db.session import create_engine
 from cmschat.observability import tracing
 from cmschat.observability.db_metrics import fingerprint, instrument_engine, operation_of
@@ -171,7 +172,12 @@ print(render(include_sensitive=False).decode())
 def healthz_totals(env: dict[str, str]) -> tuple[str, dict[str, float]]:
     """A scrape of the multiprocess directory in ``env``, and its ``/healthz`` samples."""
     scraped = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+        [sys.executable, "-c", SCRAPE],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        preexec_fn=children.with_parent(),
     ).stdout.decode()
     totals = {
         sample.name: sample.value
@@ -185,7 +191,13 @@ def healthz_totals(env: dict[str, str]) -> tuple[str, dict[str, float]]:
 def test_several_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for _ in range(3):
-        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+        subprocess.run(  # noqa: S603
+            [sys.executable, "-c", WORKER],
+            env=env,
+            check=True,
+            timeout=60,
+            preexec_fn=children.with_parent(),
+        )
     scraped, totals = healthz_totals(env)
     assert totals["cmschat_http_requests_total"] == 3
     assert "cmschat_audit_head_id" not in scraped
@@ -211,7 +223,13 @@ def test_request_series_kept_before_a_fork_count_in_each_worker_once(tmp_path: P
     # The middleware keeps its labelled series; workers forked after the first request
     # must still write to their own files, not add to (or reset) the parent's.
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", FORKING_WORKER], env=env, check=True, timeout=60)  # noqa: S603
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-c", FORKING_WORKER],
+        env=env,
+        check=True,
+        timeout=60,
+        preexec_fn=children.with_parent(),
+    )
     _, totals = healthz_totals(env)
     assert totals["cmschat_http_requests_total"] == 3
     assert totals["cmschat_http_request_duration_seconds_count"] == 2

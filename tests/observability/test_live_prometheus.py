@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from bench import children
 from tests.observability.tools import MONITORING, tool
 from tests.processes import clean_env, free_port, running_server
 
@@ -62,7 +63,11 @@ def background(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A process with its output in ``log``, ended afterwards."""
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - Debian's tools, fixed arguments
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=children.with_parent(),
         )
     try:
         yield process

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import children
 from cmschat.observability.instruments import QUERY_BUCKETS
 from cmschat.observability.series import CountSeries, HistogramSeries, Level
 
@@ -134,7 +135,12 @@ print(render(include_sensitive=False).decode())
 def test_a_level_in_multiprocess_mode_is_written_for_the_other_workers(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     scraped = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", LEVELS], env=env, check=True, timeout=60, capture_output=True
+        [sys.executable, "-c", LEVELS],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        preexec_fn=children.with_parent(),
     ).stdout.decode()
     [level] = [
         sample.value
@@ -193,9 +199,20 @@ print(render(include_sensitive=False).decode())
 def test_every_statement_of_two_workers_is_in_one_scrape(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for _ in range(2):
-        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)  # noqa: S603
+        subprocess.run(  # noqa: S603
+            [sys.executable, "-c", WORKER],
+            env=env,
+            check=True,
+            timeout=60,
+            preexec_fn=children.with_parent(),
+        )
     scraped = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60, capture_output=True
+        [sys.executable, "-c", SCRAPE],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        preexec_fn=children.with_parent(),
     ).stdout.decode()
     selects = {
         (sample.name, sample.labels.get("le")): sample.value

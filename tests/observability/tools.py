@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from bench import children
 from tests import support
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,5 +31,11 @@ def tool(name: str) -> str:
 def run_tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion and return its result (output captured)."""
     return subprocess.run(  # noqa: S603 - Debian's tools, fixed arguments
-        [tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        [tool(name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=children.with_parent(),
     )

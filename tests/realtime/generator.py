@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from bench import children
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER_WITHIN = 120.0
 """A worker answers each command within this (the longest phase plus its answers)."""
@@ -113,7 +115,7 @@ async def generator(count: int, cores: set[int], logs: Path) -> AsyncIterator[Ge
                         # A session, so a scheduling group (autogroup), of its own: in
                         # the server's, a generator that has work on its core takes the
                         # group's CPU weight off the server's core.
-                        start_new_session=True,
+                        start_new_session=True, preexec_fn=children.with_parent(),
                     )
                 )  # fmt: skip
         yield Generator(workers)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bench import children
 from cmschat.accounts.models import AuthToken, User
 from cmschat.context import AppContext
 from tests.realtime.wsclient import LiveServer, WsClient, token_of, ws_client
@@ -107,6 +108,7 @@ async def test_an_idle_connection_holds_few_python_objects(
         str(COUNT),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        preexec_fn=children.with_parent(),
     )
     try:
         assert clients.stdout is not None

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, time
 from pathlib import Path
 
+from bench import children
 from cmschat.audit.service import audited
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
@@ -68,6 +69,7 @@ def holder(url: str) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=children.with_parent(),
     )
 
 
