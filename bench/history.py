@@ -47,7 +47,7 @@ def _tail_maker() -> Any:
 
     def tail(content: str, at: datetime) -> str:
         text = jsonbytes.dumps(content)
-        return page_tail.tail(text, text, None, (), page_tail.stamp(at)).decode()
+        return page_tail.tail(text, text, None, (), page_tail.ending(at)).decode()
 
     return tail
 

@@ -179,7 +179,7 @@ async def _store(
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
-    at = page_tail.stamp(now)
+    last = page_tail.ending(now)
     created = batch_audit.CreatedEvents(
         transaction,
         driver,
@@ -208,7 +208,7 @@ async def _store(
                 new.mentioned,
                 [file.id for file in new.files],
                 new.pending.prepared.grams,
-                None if new.files else _tail(new, at, sqlite=driver.sqlite),
+                None if new.files else _tail(new, last, sqlite=driver.sqlite),
             )
             for new in accepted
         ],
@@ -235,12 +235,12 @@ async def _store(
     return sents
 
 
-def _tail(new: _New, at: bytes, *, sqlite: bool) -> str:
+def _tail(new: _New, last: bytes, *, sqlite: bool) -> str:
     """The stored history tail of a send without files, as the insert binds it."""
     prepared = new.pending.prepared
     html = prepared.html_json if new.html is prepared.html else jsonbytes.dumps(new.html)
     made = page_tail.tail(
-        prepared.content_json, html, new.pending.draft.reply_to, new.mentioned, at
+        prepared.content_json, html, new.pending.draft.reply_to, new.mentioned, last
     )
     return page_tail.bound(made, sqlite=sqlite)
 

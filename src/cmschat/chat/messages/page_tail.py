@@ -16,30 +16,35 @@ from datetime import UTC, datetime
 
 import orjson
 
-_TAIL = (
-    b'"content":%b,"content_html":%b,"reply_to":%b,"mentions":[%b],"created_at":%b,'
-    b'"updated_at":%b,"edited":false,"deleted":false,"attachments":[]}'
-)
-"""``page_json._ITEM`` from ``"content"`` on, for a message as its send stores it."""
 
-
-def stamp(now: datetime) -> bytes:
-    """The JSON of a send's creation and update time, as the page writes the stored value."""
-    return orjson.dumps(now.astimezone(UTC), option=orjson.OPT_UTC_Z)
+def ending(now: datetime) -> bytes:
+    """The tail's last part for a message sent at ``now`` (the same for a whole batch): its
+    stamps as the page writes the stored value, and a new message's flags and files."""
+    stamp = orjson.dumps(now.astimezone(UTC), option=orjson.OPT_UTC_Z)
+    return b'"created_at":%b,"updated_at":%b,"edited":false,"deleted":false,"attachments":[]}' % (
+        stamp,
+        stamp,
+    )
 
 
 def tail(
-    content: bytes, html: bytes, reply_to: int | None, mentions: Iterable[int], stamped: bytes
+    content: bytes, html: bytes, reply_to: int | None, mentions: Iterable[int], last: bytes
 ) -> bytes:
     """The tail of a new message: ``content`` and ``html`` as JSON, the mentioned member ids,
-    ``stamped`` from ``stamp``."""
-    return _TAIL % (
-        content,
-        html,
-        b"null" if reply_to is None else b"%d" % reply_to,
-        b",".join([b"%d" % user_id for user_id in sorted(mentions)]),
-        stamped,
-        stamped,
+    ``last`` from ``ending``. Joined, not %-formatted: about half the instructions."""
+    return b"".join(
+        (
+            b'"content":',
+            content,
+            b',"content_html":',
+            html,
+            b',"reply_to":',
+            b"null" if reply_to is None else b"%d" % reply_to,
+            b',"mentions":',
+            orjson.dumps(sorted(mentions)),
+            b",",
+            last,
+        )
     )
 
 
