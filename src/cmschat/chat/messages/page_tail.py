@@ -2,7 +2,7 @@
 
 The page writes each item's head (id, room, seq, author, from the row and the ``users``
 join) and splices the tail a send without files stored in its own ``INSERT``
-(``messages.page_tail``), so SQLite writes no JSON for that row and a rename changes
+(``messages.page_tail``), so SQLite writes only the head of that row and a rename changes
 nothing stored. The bytes are those ``page_json`` writes for the same row
 (``tests/api/test_history_bytes.py``, ``tests/api/test_history_stored.py``): a new message
 is not edited, not deleted and has no ready file yet; its stamps are the insert's own.
