@@ -39,6 +39,19 @@ from sqlalchemy import func, insert, select, update
 ROOM_MEMBERS = 8
 
 
+def _tail_maker() -> Any:
+    """``(content, at) -> tail`` of a plain-text message with no mention, reply or file, as
+    its send stores it (``chat.messages.page_tail``; code that has the column)."""
+    from cmschat import jsonbytes
+    from cmschat.chat.messages import page_tail
+
+    def tail(content: str, at: datetime) -> str:
+        text = jsonbytes.dumps(content)
+        return page_tail.tail(text, text, None, (), page_tail.ending(at)).decode()
+
+    return tail
+
+
 async def seed(
     database_url: str,
     *,
@@ -73,6 +86,7 @@ async def seed(
         if render(sample) != sample:
             raise RuntimeError("rendering of plain text changed; adapt the seeder")
         t0 = start or datetime.now(UTC) - timedelta(milliseconds=count)
+        tail = _tail_maker() if "page_tail" in messages.c else None
         done = 0
         while done < count:
             n = min(batch, count - done)
@@ -99,6 +113,8 @@ async def seed(
                         "updated_by": actor,
                     }
                 )
+                if tail is not None:  # as the message's send would have stored it
+                    message_rows[-1]["page_tail"] = tail(content, at)
                 event_rows.append(
                     {
                         "room_id": room_id,

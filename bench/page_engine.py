@@ -102,6 +102,9 @@ def _parameters(variant: str, room_id: int, cursor: int | None) -> tuple[Any, ..
 
 def fill_stored(connection: sqlite3.Connection, room_id: int) -> int:
     """Add ``messages.page_json`` and fill it with the shipped statement's texts."""
+    # The fill's UPDATE would clear every stored tail (migration 0010's trigger) and turn
+    # ``shipped`` into the statement built as before: off on this scratch copy.
+    connection.execute("DROP TRIGGER IF EXISTS messages_page_tail_clear")
     connection.execute("ALTER TABLE messages ADD COLUMN page_json TEXT")
     sql, added = _shipped(cursor=True)
     ready = AttachmentState.ready.value

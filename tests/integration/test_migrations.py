@@ -107,3 +107,30 @@ async def test_mariadb_tables_are_innodb_utf8mb4(empty_engine: AsyncEngine) -> N
         ).all()
     assert {row[0] for row in rows} == set(metadata.tables) | set(DERIVED_TABLE_PREFIXES)
     assert {(row[1], row[2]) for row in rows} == {("InnoDB", "utf8mb4_unicode_ci")}
+
+
+def _page_tail_parts(connection: Connection) -> tuple[bool, set[str]]:
+    """Whether messages has page_tail, and the names of the triggers that clear it."""
+    columns = {column["name"] for column in inspect(connection).get_columns("messages")}
+    if connection.dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        query = "SELECT trigger_name FROM information_schema.triggers"
+        query += " WHERE trigger_schema = DATABASE()"
+    triggers = {name for (name,) in connection.execute(text(query)) if "page_tail" in name}
+    return "page_tail" in columns, triggers
+
+
+async def test_0010_down_and_up_removes_and_restores_the_tail(empty_engine: AsyncEngine) -> None:
+    await run_migrations(empty_engine)
+    async with empty_engine.connect() as connection:
+        has_column, triggers = await connection.run_sync(_page_tail_parts)
+    expected = 6 if empty_engine.dialect.name == "sqlite" else 7  # MariaDB: users' delete
+    assert has_column and len(triggers) == expected
+    await run_migrations(empty_engine, action="downgrade", revision="0009")
+    async with empty_engine.connect() as connection:
+        assert await connection.run_sync(_page_tail_parts) == (False, set())
+    await run_migrations(empty_engine)
+    async with empty_engine.connect() as connection:
+        assert await connection.run_sync(_page_tail_parts) == (True, triggers)
+        assert await connection.run_sync(_differences) == []

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cmschat.db.base import MARIADB_TABLE_OPTIONS, Base, IdType, UTCDateTime
@@ -138,6 +139,12 @@ class Message(Base):
     """Rendered, sanitised HTML of ``content``."""
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    page_tail: Mapped[str | None] = mapped_column(
+        Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb"), nullable=True, deferred=True
+    )
+    """Its history item from ``"content"`` on (``messages.page_tail``), stored by a send
+    without files; NULL: built by the page. Cleared by triggers (migration 0010) on any
+    change it would show; deferred: no ORM load reads it."""
 
 
 class Mention(Base):

@@ -185,11 +185,22 @@ def stamps(driver: Driver, now: datetime, actor: str) -> tuple[Any, str, Any, st
 
 
 Draft = tuple[
-    int, int, str | None, int | None, str, str, tuple[Any, ...], Sequence[int], Sequence[int], str
+    int,
+    int,
+    str | None,
+    int | None,
+    str,
+    str,
+    tuple[Any, ...],
+    Sequence[int],
+    Sequence[int],
+    str,
+    str | None,
 ]
 """A message to store: room, author, client id, reply-to, content, its HTML, its ``STAMPS``
-values (``stamps``), the ids of the members it mentions and of the uploads it carries, and
-its search row's text (``search_index.gram_text``; "": none)."""
+values (``stamps``), the ids of the members it mentions and of the uploads it carries, its
+search row's text (``search_index.gram_text``; "": none) and its history tail as the
+insert binds it (``page_tail.bound``; None: none)."""
 
 
 async def store(
@@ -224,7 +235,7 @@ async def store(
         seqs.extend(last[draft[0]] - k for draft, k in zip(drafts, behind, strict=True))
         return tuple(
             chain.from_iterable(
-                (draft[0], seq, *draft[1:6], *draft[6])
+                (draft[0], seq, *draft[1:6], draft[10], *draft[6])
                 for draft, seq in zip(drafts, seqs, strict=True)
             )
         )
@@ -267,7 +278,7 @@ async def store(
         steps.append((message_insert.given(len(drafts)), messages, False))
     else:  # no read between the update and the insert: one round trip (mariadb_trips)
         numbered = chain.from_iterable(
-            (draft[0], draft[0], k, *draft[1:6], *draft[6])
+            (draft[0], draft[0], k, *draft[1:6], draft[10], *draft[6])
             for draft, k in zip(drafts, behind, strict=True)
         )
         steps.append((message_insert.numbered(len(drafts)), tuple(numbered), False))

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cmschat import jsonbytes
 from cmschat.attachments import service as attachments
 from cmschat.attachments.models import Attachment
 from cmschat.chat import hot_reads
 from cmschat.chat.caches import HotCaches, Shown
-from cmschat.chat.messages import batch_audit, batch_reads, batch_sql
+from cmschat.chat.messages import batch_audit, batch_reads, batch_sql, page_tail
 from cmschat.chat.messages.batch_reads import ClientKey
 from cmschat.chat.messages.sending import SendRules, link_mentions
 from cmschat.chat.messages.views import ATTACHMENT_FIELDS, Sent, sent_event
@@ -178,6 +179,7 @@ async def _store(
         actor: batch_sql.stamps(driver, now, actor)
         for actor in {new.pending.origin.actor for new in accepted}
     }
+    last = page_tail.ending(now)
     created = batch_audit.CreatedEvents(
         transaction,
         driver,
@@ -206,6 +208,7 @@ async def _store(
                 new.mentioned,
                 [file.id for file in new.files],
                 new.pending.prepared.grams,
+                None if new.files else _tail(new, last, sqlite=driver.sqlite),
             )
             for new in accepted
         ],
@@ -230,6 +233,16 @@ async def _store(
 
     transaction.while_committing(build)
     return sents
+
+
+def _tail(new: _New, last: bytes, *, sqlite: bool) -> str:
+    """The stored history tail of a send without files, as the insert binds it."""
+    prepared = new.pending.prepared
+    html = prepared.html_json if new.html is prepared.html else jsonbytes.dumps(new.html)
+    made = page_tail.tail(
+        prepared.content_json, html, new.pending.draft.reply_to, new.mentioned, last
+    )
+    return page_tail.bound(made, sqlite=sqlite)
 
 
 def _sent(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | None) -> Sent:

@@ -5,7 +5,8 @@ just before (SQLite, where the read and the insert share a trip to the driver's 
 anyway). ``numbered(size)``: each seq numbered by the insert itself, from the room's
 ``last_seq`` the batch's ``UPDATE`` just raised (``(SELECT last_seq …) - k``, ``k`` the
 sends after it in its room), so on MariaDB the update and the insert go in one round trip
-with no read between them (``db/mariadb_trips.py``); the seqs come back with the ids.
+with no read between them (``db/mariadb_trips.py``); the seqs come back with the ids, and
+the stored history tail is bound in hex there (MariaDB's form).
 Either is compiled once per size and kept: a process meets at most ``MAX_BATCH`` of each.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select
 
 from cmschat.chat.models import Message, Room
 from cmschat.db.driver_sql import BySize, Statement
@@ -30,9 +31,11 @@ COLUMNS = (
     "reply_to_id",
     "content",
     "content_html",
+    "page_tail",
     *STAMPS,
 )
 """A message's columns, in the table's order; a row's values are given in this order."""
+TAIL = COLUMNS.index("page_tail")
 
 
 def _given_of(size: int) -> Statement:
@@ -50,6 +53,10 @@ def _given_of(size: int) -> Statement:
 
 
 def _value(column: str, n: int) -> Any:
+    if column == "page_tail":
+        # Bound in hex (``page_tail.bound``): asyncmy escapes a text holding a quote
+        # character by character, a hex string takes its fast path.
+        return func.unhex(bindparam(f"{column}_{n}"))
     if column != "seq":
         return bindparam(f"{column}_{n}")
     last = select(ROOMS.c.last_seq).where(ROOMS.c.id == bindparam(f"q_{n}")).scalar_subquery()

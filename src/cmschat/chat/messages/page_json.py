@@ -43,12 +43,15 @@ _ITEM = (
     b'"deleted":%b,"attachments":%b}'
 )
 """``MessageRead``'s fields in its order."""
+_HEAD = b'{"id":%d,"room_id":%d,"seq":%d,"author":%b,'
+"""``_ITEM`` up to a stored tail (``page_tail``)."""
 _BOOL = (b"false", b"true")
 
 
 def page_select(dialect: Dialect) -> Select[Any]:
     """The page's columns: on SQLite each message's seq and JSON text (``_sqlite_item``);
-    elsewhere ``rows.message_select``'s (the update time NULL when it is the creation's,
+    elsewhere the ids, the author, the stored tail and, for a row without one,
+    ``rows.message_select``'s others (the update time NULL when it is the creation's,
     edited and deleted as 0 or 1) and each message's mentions and ready files. Its one
     parameter is ``ready`` (the ready state): the caller's come after it. ``cursor_of``
     reads a row's seq."""
@@ -72,14 +75,7 @@ def page_select(dialect: Dialect) -> Select[Any]:
     )
     # The driver makes a datetime per DATETIME value: an update time equal to the
     # creation's (most messages) comes as NULL, edited and deleted as 0 or 1.
-    u = USERS.c
-    return select(
-        m.id,
-        m.room_id,
-        m.seq,
-        m.author_id,
-        u.username,
-        u.display_name,
+    built = (
         m.content,
         m.content_html,
         m.reply_to_id,
@@ -89,6 +85,20 @@ def page_select(dialect: Dialect) -> Select[Any]:
         m.deleted_at.is_not(None),
         mentioned,
         files,
+    )
+    # A row with a stored tail needs none of them: neither read and converted by the
+    # driver nor, for the subqueries, run.
+    stored = m.page_tail.is_not(None)
+    u = USERS.c
+    return select(
+        m.id,
+        m.room_id,
+        m.seq,
+        m.author_id,
+        u.username,
+        u.display_name,
+        m.page_tail,
+        *(case((stored, None), else_=column) for column in built),
     ).select_from(MESSAGES.outerjoin(USERS, u.id == m.author_id))
 
 
@@ -97,12 +107,13 @@ def cursor_of(row: tuple[Any, ...], *, sqlite: bool) -> int:
     return int(row[0] if sqlite else row[2])
 
 
-_SQLITE_ITEM = (
-    '{"id":%d,"room_id":%d,"seq":%d,"author":%s,"content":%s,"content_html":%s,'
-    '"reply_to":%s,"mentions":%s,"created_at":"%sZ","updated_at":"%sZ","edited":%s,'
-    '"deleted":%s,"attachments":%s}'
+_SQLITE_HEAD = '{"id":%d,"room_id":%d,"seq":%d,"author":%s,'
+_SQLITE_TAIL = (
+    '"content":%s,"content_html":%s,"reply_to":%s,"mentions":%s,"created_at":"%sZ",'
+    '"updated_at":"%sZ","edited":%s,"deleted":%s,"attachments":%s}'
 )
-"""``_ITEM`` as SQLite's ``printf`` format: the same keys in the same order."""
+"""``_ITEM`` as SQLite's ``printf`` formats: the same keys in the same order, split where
+a stored tail (``page_tail``) begins."""
 
 
 _FILE_VALUES = tuple(name for name in ATTACHMENT_FIELDS if name != "is_image")
@@ -131,11 +142,29 @@ def _listed(column: ColumnElement[Any], rows: Any) -> ColumnElement[Any]:
 
 
 def _sqlite_item() -> ColumnElement[Any]:
-    """A message as ``MessageRead``'s JSON text, written by SQLite.
+    """A message as ``MessageRead``'s JSON text, written by SQLite: the head from the row
+    and its author, then the stored tail or, without one, the tail written here.
 
     Text all the way (``printf``, ``group_concat``): nothing relies on SQLite keeping a
     value's JSON subtype through a subquery or a ``CASE``, and nothing is parsed again."""
-    m, u, a = MESSAGES.c, USERS.c, ATTACHMENTS.c
+    m, u = MESSAGES.c, USERS.c
+    shown: tuple[ColumnElement[Any], ...] = (_text("id"), u.id, _text("username"), u.username)
+    shown += (_text("display_name"), u.display_name)
+    head = func.printf(
+        _text(_SQLITE_HEAD),
+        m.id,
+        m.room_id,
+        m.seq,
+        case((u.id.is_(None), _text("null")), else_=func.json_object(*shown)),
+    )
+    # SQLite evaluates COALESCE's second argument, its subqueries too, only for a row
+    # without a stored tail.
+    return head.concat(func.coalesce(m.page_tail, _sqlite_tail()))
+
+
+def _sqlite_tail() -> ColumnElement[Any]:
+    """A message's item from ``"content"`` on, written by SQLite."""
+    m, a = MESSAGES.c, ATTACHMENTS.c
     # Correlated by hand: these sit in a subquery's FROM, which SQLAlchemy leaves alone.
     # Ordered there, so group_concat joins them in that order.
     mentioned = (
@@ -157,14 +186,8 @@ def _sqlite_item() -> ColumnElement[Any]:
         .order_by(a.id)
         .subquery()
     )
-    shown: tuple[ColumnElement[Any], ...] = (_text("id"), u.id, _text("username"), u.username)
-    shown += (_text("display_name"), u.display_name)
     return func.printf(
-        _text(_SQLITE_ITEM),
-        m.id,
-        m.room_id,
-        m.seq,
-        case((u.id.is_(None), _text("null")), else_=func.json_object(*shown)),
+        _text(_SQLITE_TAIL),
         func.json_quote(m.content),
         func.json_quote(m.content_html),
         func.coalesce(m.reply_to_id, _text("null")),
@@ -216,6 +239,7 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
         author_id,
         username,
         display_name,
+        tail,
         content,
         content_html,
         reply_to_id,
@@ -233,6 +257,9 @@ def page_bytes(rows: Sequence[tuple[Any, ...]], next_cursor: int | None, *, sqli
             if author is None:
                 shown = {"id": author_id, "username": username, "display_name": display_name}
                 author = authors[author_id] = dumps(shown)
+        if tail is not None:
+            items.append(_HEAD % (message_id, room_id, seq, author) + tail.encode())
+            continue
         created = _stamp(created_at)
         items.append(
             _ITEM

@@ -4,8 +4,8 @@ sender's own task before the send queues for the group commit.
 The writer is one task: whatever it does per send in the event loop's thread lengthens
 every batch, while the loop idles as SQLite's thread writes and syncs the batch before.
 A sender's task runs in those idle moments, so the content check, the rendering, the
-search row's text and the audit digest are done there, once per send, and the writer
-only reads them.
+search row's text, the audit digest and the JSON of the texts for the history tail are
+done there, once per send, and the writer only reads them.
 
 The content check's verdict is kept, not raised: the batch raises it in its place among
 ``send_message``'s checks (after membership and the repeat of a client id), so a send
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cmschat import jsonbytes
 from cmschat.audit import service as audit
 from cmschat.chat import rendering, search_index
 from cmschat.chat.messages.sending import Draft, check_content
@@ -36,6 +37,10 @@ class Prepared:
     """The search index row's text (``search_index.gram_text``; "": no row)."""
     digest: str = ""
     """The content as the audit trail records it (``audit.text_digest``)."""
+    content_json: bytes = b""
+    """The content as JSON, for its history tail (``page_tail``)."""
+    html_json: bytes = b""
+    """``html`` as JSON, for the tail of a send whose mentions link none of it."""
 
 
 def prepare(draft: Draft, *, max_length: int) -> Prepared:
@@ -52,4 +57,6 @@ def prepare(draft: Draft, *, max_length: int) -> Prepared:
         mentioned,
         search_index.gram_text(content),
         audit.text_digest(content),
+        jsonbytes.dumps(content),
+        jsonbytes.dumps(html),
     )
