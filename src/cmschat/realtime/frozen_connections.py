@@ -6,8 +6,9 @@ sends a second Python ran one every ~4 s: each middle collection moves the objec
 sends then in flight to the oldest generation, where they soon die by reference counting,
 but Python counts the moves, not the deaths, and collects everything once they reach a
 quarter of what the last full collection left (docs/performance.md, "The server's full
-collections"). Raising Python's thresholds instead was reverted: the collector's pace is
-what keeps an overload's garbage in check.
+collections"). Raising Python's thresholds instead was reverted (the overload test's
+recovery looked worse with it); an overload's cyclic garbage is freed by young and middle
+collections, which this leaves as they are.
 
 So the thresholds stay, and what a full collection walks shrinks: once connections have
 opened (a quarter more than at the last freeze, or any, once the count has been still for
