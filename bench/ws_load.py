@@ -425,6 +425,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             / args.duration,
             "bench_cpu_pct": 100 * (bench_cpu2 - bench_cpu1) / args.duration,
             "bench_cpu_warmup_s": bench_cpu1 - bench_cpu0,
+            # perf_counter_ns (CLOCK_MONOTONIC, the servers' clock too): to line up what
+            # the servers logged (their collections, lags) with the measured window.
+            "window_ns": list(stats.window),
             "servers_alive_at_end": alive,
         }
     )

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import uvicorn
 
 from cmschat.api.transport import CaseKeepingHttpToolsProtocol
+from cmschat.realtime.frozen_connections import FrozenConnections
 from cmschat.realtime.transport import AbortingWSProtocol
 from cmschat.settings import Settings
 
@@ -43,6 +44,10 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         gc.collect()
         gc.freeze()
+        context = getattr(self.application.state, "context", None)
+        if context is not None:
+            # And, once they have opened, the connections' objects: frozen_connections.py.
+            context.hub.counted = FrozenConnections().counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Mark the app as draining, then let uvicorn stop gracefully."""

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import gc
 import socket
+from types import SimpleNamespace
 
 from starlette.applications import Starlette
 
 from cmschat.cli_server import DrainingServer, uvicorn_config
+from cmschat.realtime.connections import Hub
+from cmschat.realtime.frozen_connections import FrozenConnections
 from cmschat.settings import Settings
 
 
@@ -34,3 +37,21 @@ async def test_startup_freezes_what_is_alive(settings: Settings) -> None:
     finally:
         gc.unfreeze()  # the test process goes on making and dropping apps
         listener.close()
+
+
+async def test_startup_has_the_hub_freeze_the_connections(settings: Settings) -> None:
+    """The serving process, not every app (tests' apps keep Python's collector as it is),
+    has the hub tell FrozenConnections when connections open and close."""
+    app = Starlette()
+    app.state.context = SimpleNamespace(hub=Hub())
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = Probe(uvicorn_config(app, settings, host="127.0.0.1", port=0), app)
+    gc.unfreeze()
+    try:
+        await server._serve(sockets=[listener])
+    finally:
+        gc.unfreeze()
+        listener.close()
+    counted = app.state.context.hub.counted
+    assert isinstance(getattr(counted, "__self__", None), FrozenConnections)

@@ -40,6 +40,10 @@ def _nothing() -> None:
     return None
 
 
+def _not_counted(connections: int) -> None:
+    return None
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
     """One signed-in WebSocket: its user, its rooms, its outgoing queue.
@@ -134,6 +138,10 @@ class Hub:
     """Routes envelopes from the broker to this process's connections."""
 
     def __init__(self) -> None:
+        self.counted: Callable[[int], None] = _not_counted
+        """Told the number of open connections whenever it changes (the serving process
+        sets it: frozen_connections.py)."""
+        self._connections = 0
         self._by_room: dict[int, set[Connection]] = defaultdict(set)
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self.sessions_stale = asyncio.Event()
@@ -143,7 +151,11 @@ class Hub:
 
     def add(self, connection: Connection, room_ids: set[int]) -> None:
         """Start routing events of ``room_ids`` to a connection."""
-        self._by_user[connection.user_id].add(connection)
+        users = self._by_user[connection.user_id]
+        if connection not in users:
+            users.add(connection)
+            self._connections += 1
+            self.counted(self._connections)
         for room_id in room_ids:
             self.follow(connection, room_id)
 
@@ -166,10 +178,12 @@ class Hub:
         for room_id in list(connection.rooms):
             self.unfollow(connection, room_id)
         users = self._by_user.get(connection.user_id)
-        if users is not None:
+        if users is not None and connection in users:
             users.discard(connection)
             if not users:
                 del self._by_user[connection.user_id]
+            self._connections -= 1
+            self.counted(self._connections)
 
     def online_users(self) -> int:
         """How many users have a connection to this process."""
