@@ -105,7 +105,7 @@ class Delivery:
                     delivered[envelope.room_id] = seq
             else:
                 last = self._place(envelope)
-                if last is not None and envelope.seq > last + 1:
+                if last is not None and seq > last + 1:
                     return False  # a gap: filled from the stored events, which waits
                 conn.take()
                 if last is not None:
