@@ -198,7 +198,7 @@ def source_wrapper(args: Any) -> list[str]:
     """The start of the server's command line that makes it run ``--src`` (by default this
     checkout's: the server's clean environment has no PYTHONPATH, and the shared venv
     would import the checkout that made it)."""
-    return ["/usr/bin/env", f"PYTHONPATH={args.src or common.ROOT / 'src'}"]
+    return ["/usr/bin/env", f"PYTHONPATH={args.src or common.ROOT / 'src'}", *args.env]
 
 
 async def run(args: Any) -> dict[str, Any]:
@@ -281,6 +281,14 @@ def add_round_options(parser: argparse.ArgumentParser) -> None:
         "--idle", type=float, default=0, help="count this many idle seconds first (see code)"
     )
     parser.add_argument("--src", help="run the server from this src/ directory instead")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment (CMSCHAT_CHAT__CACHE_SECONDS=60: the caches "
+        "never expire in the round, whatever valgrind's pace)",
+    )
     common.add_output_options(parser)
 
 
