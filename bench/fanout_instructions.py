@@ -7,10 +7,11 @@ routed to a room's connections, queued, written (to a transport that takes every
 and does nothing: no system call), counted (frames, delivery latency), and the sender's
 ack queued and written. The real ``Hub``, ``Connection``, ``Delivery`` and ``Outgoing`` do
 it, on uvloop as the server, one send at a time (as under ``ws_load.py``'s one message a
-second per client: every send a write pass of its own). Run twice under callgrind, with 0
+second per client: every send a write pass of its own; ``--batch N``: N sends a commit,
+their events then their acks, as under ``ws_sends.py``). Run twice under callgrind, with 0
 and with ``--sends`` sends; the difference over the sends is the figure::
 
-    .venv/bin/python bench/fanout_instructions.py [--room-size 10] [--src DIR]
+    .venv/bin/python bench/fanout_instructions.py [--room-size 10] [--batch 1] [--src DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import children
 ROOM = 7
 
 
-def _work(sends: int, room_size: int) -> None:
+def _work(sends: int, room_size: int, batch: int = 1) -> None:
     """The measured loop (run inside callgrind)."""
     import inspect
 
@@ -67,18 +68,22 @@ def _work(sends: int, room_size: int) -> None:
             outs.append(out)
             hub.add(conn, {ROOM})
         text = "x" * 80
-        for seq in range(1, sends + 1):
-            event = Published(
-                room_id=ROOM,
-                seq=seq,
-                type="message.created",
-                payload={"message": {"id": seq, "content": text, "user_id": 1}},
-            )
-            envelope = protocol.envelope_of(event)
-            instruments.committed([(envelope.type, envelope.frame)])
-            hub.deliver(envelope)
-            await asyncio.sleep(0)  # the sender's task wakes one turn later: its ack
-            outs[0].reply(f'{{"type":"ack","client_id":"c{seq}","message":{{"id":{seq}}}}}')
+        for first in range(1, sends + 1, batch):
+            seqs = range(first, min(first + batch, sends + 1))
+            for seq in seqs:
+                event = Published(
+                    room_id=ROOM,
+                    seq=seq,
+                    type="message.created",
+                    payload={"message": {"id": seq, "content": text, "user_id": 1}},
+                )
+                envelope = protocol.envelope_of(event)
+                instruments.committed([(envelope.type, envelope.frame)])
+                hub.deliver(envelope)
+            await asyncio.sleep(0)  # the senders' tasks wake one turn later: their acks
+            for seq in seqs:
+                ack = f'{{"type":"ack","client_id":"c{seq}","message":{{"id":{seq}}}}}'
+                outs[seq % room_size].reply(ack)
             for _ in range(4):
                 await asyncio.sleep(0)
         if any(o.conn.queue is not None for o in outs):
@@ -105,6 +110,8 @@ def _count(sends: int, args: argparse.Namespace, out_dir: str) -> int:
             str(sends),
             "--room-size",
             str(args.room_size),
+            "--batch",
+            str(args.batch),
         ],
         check=True,
         env=env,
@@ -119,17 +126,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--room-size", type=int, default=10)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="sends a commit holds (their events, then acks)"
+    )
     parser.add_argument("--src", help="this src/ directory instead of the checkout's")
     parser.add_argument("--inside", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside is not None:
-        _work(args.inside, args.room_size)
+        _work(args.inside, args.room_size, args.batch)
         return
     with tempfile.TemporaryDirectory() as out_dir:
         base = _count(0, args, out_dir)
         total = _count(args.sends, args, out_dir)
     per_send = (total - base) / args.sends
-    print(f"room size {args.room_size}, {args.sends} sends, src {args.src or 'checkout'}")
+    source = args.src or "checkout"
+    print(f"room size {args.room_size}, batches of {args.batch}, {args.sends} sends, src {source}")
     print(f"instructions per send (its {args.room_size} deliveries and its ack): {per_send:,.0f}")
     print(f"instructions per frame written: {per_send / (args.room_size + 1):,.0f}")
 

@@ -2,10 +2,10 @@
 
 For a cProfile (``cprofile_layers``, used by ``request_cpu.py``) or a py-spy raw profile
 (``pyspy_layers``; ``python bench/split.py PROFILE.txt [...]`` prints it). The layers:
-the server and client (uvicorn, h11, httptools, httpx), the event loop (asyncio, uvloop,
+the server and client (uvicorn, h11, httptools, wsproto, httpx), the event loop (asyncio, uvloop,
 selectors, the epoll call), the driver (aiosqlite and its thread, asyncmy), the database
 (sqlite3's C calls, i.e. SQLite itself; MariaDB runs in its own process), SQLAlchemy
-(with greenlet, its async bridge), FastAPI/Starlette/pydantic, logging and metrics
+(with greenlet, its async bridge), FastAPI/Starlette, orjson and pydantic, logging and metrics
 libraries, cmschat (its observability middleware apart), the kernel (socket calls, as far
 as a profile of Python sees them) and the rest of the standard library.
 """
@@ -23,9 +23,10 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # serve's HTTP protocol (uvicorn's, its response head rewritten) is the server's part.
     ("server (uvicorn, h11, httptools)", ("cmschat/api/transport.py",)),
     ("cmschat", ("/cmschat/", "cmschat/")),
-    ("server (uvicorn, h11, httptools)", ("uvicorn/", "h11/", "httptools", "anyio/")),
+    ("server (uvicorn, h11, httptools)", ("uvicorn/", "h11/", "httptools", "anyio/", "wsproto/")),
     ("client (httpx, in process)", ("httpx/", "httpcore/")),
-    ("FastAPI/Starlette/pydantic", ("fastapi/", "starlette/", "pydantic", "annotated_")),
+    ("orjson, pydantic", ("orjson", "pydantic", "annotated_")),
+    ("FastAPI/Starlette", ("fastapi/", "starlette/")),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("greenlet (SQLAlchemy's async bridge)", ("greenlet",)),
     ("database (SQLite C)", ("sqlite3.", "libsqlite3", "_sqlite3")),
@@ -73,17 +74,24 @@ def ranked(counts: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
 
 
-def cprofile_layers(stats: pstats.Stats) -> list[tuple[str, float]]:
+def cprofile_layers(
+    stats: pstats.Stats, moved: dict[tuple[str, str], str] | None = None
+) -> list[tuple[str, float]]:
     """Self (total) time of a cProfile by layer. Only the profiled thread: aiosqlite's
     thread, where SQLite runs, is not in it (``request_cpu.py`` reports that apart).
 
     A built-in (``isinstance``, ``dict.get``...) that belongs to no layer of its own counts
     for the layers of its callers, in proportion of the time each call site spent in it.
+    ``moved``: (path's end, function) -> layer, for a function whose self time is a call
+    cProfile does not see (a Cython method's: uvloop's ``transport.write``).
     """
     counts: dict[str, float] = {}
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     for (filename, _line, function), (_cc, _nc, self_time, _cum, callers) in raw.items():
         layer = layer_of(filename if filename != "~" else function)
+        for (end, name), to in (moved or {}).items():
+            if function == name and filename.endswith(end):
+                layer = to
         if filename == "~" and layer == OTHER and callers:
             for (caller_file, _l, caller_function), timing in callers.items():
                 where = caller_file if caller_file != "~" else caller_function

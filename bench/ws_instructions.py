@@ -19,7 +19,9 @@ Run::
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -159,31 +162,64 @@ async def _round(
     return counts["acks"], counts["deliveries"]
 
 
-async def run(args: Any) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def served(
+    args: Any, wrapper: list[str]
+) -> AsyncIterator[tuple[common.ServerProcess, list[Any], list[tuple[int, str, int]]]]:
+    """A server started through ``wrapper`` on a scratch database, ``--senders`` signed-in
+    connections in ``--rooms`` rooms, each having sent ``--warm`` messages; closed after."""
     if args.senders % args.rooms:
         raise SystemExit("--senders must be a multiple of --rooms")
     per_room = args.senders // args.rooms
-    valgrind = shutil.which("valgrind")
-    if not valgrind and not args.profile:
-        raise SystemExit("needs valgrind (Debian package valgrind)")
     common.raise_nofile_limit()
     # Under valgrind the server takes a minute or more to answer /healthz.
     common.ServerProcess.start = functools.partialmethod(  # type: ignore[method-assign]
         common.ServerProcess.start, wait_seconds=900
     )
+    async with common.environment(args.db, wrapper=wrapper, keep=args.keep) as (
+        _backend,
+        servers,
+        api,
+    ):
+        server = servers[0]
+        api.client.timeout = 600  # type: ignore[assignment]
+        users = await api.create_users(args.senders, concurrency=4)
+        room_ids = [
+            await api.create_room(
+                users[r * per_room], users[r * per_room : (r + 1) * per_room], f"room {r}"
+            )
+            for r in range(args.rooms)
+        ]
+        members = [(i, users[i].token, room_ids[i // per_room]) for i in range(args.senders)]
+        clients = [await _client(m, server.ws) for m in members]
+        await _round(clients, members, args.warm, args.in_flight, "warm", lone=args.lone)
+        try:
+            yield server, clients, members
+        finally:
+            for ws in clients:
+                await ws.close()
+
+
+def source_wrapper(args: Any) -> list[str]:
+    """The start of the server's command line that makes it run ``--src`` (by default this
+    checkout's: the server's clean environment has no PYTHONPATH, and the shared venv
+    would import the checkout that made it)."""
+    return ["/usr/bin/env", f"PYTHONPATH={args.src or common.ROOT / 'src'}", *args.env]
+
+
+async def run(args: Any) -> dict[str, Any]:
+    valgrind = shutil.which("valgrind")
+    if not valgrind and not args.profile:
+        raise SystemExit("needs valgrind (Debian package valgrind)")
     with tempfile.TemporaryDirectory() as dumps:
-        # --src: another checkout's code under this venv (a before/after comparison); by
-        # default this checkout's (the server's clean environment has no PYTHONPATH, and
-        # the shared venv would import the checkout that made it).
-        src = args.src or str(common.ROOT / "src")
-        source = ["/usr/bin/env", f"PYTHONPATH={src}"]
+        source = source_wrapper(args)
         profile = Path(args.profile) if args.profile else None
         if profile is not None:
             # No valgrind: cProfile over the counted stretch, for where the time goes.
-            source = ["/usr/bin/env", *source[1:], f"BENCH_PROFILE_OUT={profile}"]
+            source = [*source, f"BENCH_PROFILE_OUT={profile}"]
         wrapper = [
             *source,
-            valgrind,
+            valgrind or "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={dumps}/cg.%p.out",
@@ -191,23 +227,7 @@ async def run(args: Any) -> dict[str, Any]:
         ]
         if profile is not None:
             wrapper = [*source, sys.executable, str(Path(__file__).parent / "profiled_serve.py")]
-        async with common.environment(args.db, wrapper=wrapper, keep=args.keep) as (
-            _backend,
-            servers,
-            api,
-        ):
-            server = servers[0]
-            api.client.timeout = 600  # type: ignore[assignment]
-            users = await api.create_users(args.senders, concurrency=4)
-            room_ids = [
-                await api.create_room(
-                    users[r * per_room], users[r * per_room : (r + 1) * per_room], f"room {r}"
-                )
-                for r in range(args.rooms)
-            ]
-            members = [(i, users[i].token, room_ids[i // per_room]) for i in range(args.senders)]
-            clients = [await _client(m, server.ws) for m in members]
-            await _round(clients, members, args.warm, args.in_flight, "warm", lone=args.lone)
+        async with served(args, wrapper) as (server, clients, members):
             counting: Counting | Profiling = (
                 Counting(server.pid, Path(dumps))
                 if profile is None
@@ -228,8 +248,7 @@ async def run(args: Any) -> dict[str, Any]:
             )
             instructions = counting.stop(args.dump)
             took = time.monotonic() - started
-            for ws in clients:
-                await ws.close()
+    per_room = args.senders // args.rooms
     sends = args.senders * args.sends
     result = {
         "tool": "ws_instructions",
@@ -247,14 +266,14 @@ async def run(args: Any) -> dict[str, Any]:
         "instructions_per_frame": round(instructions / (acks + deliveries)),
         "idle_instructions_per_s": round(idle_rate),
         "less_idle_per_send": round((instructions - idle_rate * took) / sends),
-        "source": args.src or f"{src} ({common.source_state()})",
+        "source": args.src or f"{common.ROOT / 'src'} ({common.source_state()})",
     }
     common.print_table(result.items())
     return result
 
 
-def main() -> None:
-    parser = common.bench_parser(__doc__)
+def add_round_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the server, its connections and the counted round."""
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--senders", type=int, default=40, help="connections (one user each)")
     parser.add_argument("--rooms", type=int, default=4, help="rooms; senders/rooms members each")
@@ -269,10 +288,23 @@ def main() -> None:
     )
     parser.add_argument("--src", help="run the server from this src/ directory instead")
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment (CMSCHAT_CHAT__CACHE_SECONDS=60: the caches "
+        "never expire in the round, whatever valgrind's pace)",
+    )
+    common.add_output_options(parser)
+
+
+def main() -> None:
+    parser = common.bench_parser(__doc__)
+    add_round_options(parser)
+    parser.add_argument(
         "--profile", help="no valgrind: write a cProfile of the counted stretch to this path"
     )
     parser.add_argument("--dump", help="keep the counted stretch's callgrind dump at this path")
-    common.add_output_options(parser)
     args = parser.parse_args()
     if args.profile:
         args.profile = str(Path(args.profile).resolve())

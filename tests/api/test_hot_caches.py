@@ -191,3 +191,40 @@ def test_a_full_cache_of_many_rooms_holds_its_bound() -> None:
     for key in range(10_000):
         cache.put(key, key)
     assert len(cache) == 100 and cache.get(9_999) == 9_999 and cache.get(0) is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "mariadb"], indirect=True)
+async def test_a_batch_reads_what_left_the_caches_through_its_driver(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memberships and authors that expired (``cache_seconds``) are read in the batch's
+    own transaction through its driver: no pass through SQLAlchemy's execution and
+    bridge (which then also took the batch's commit), the same answers, kept again."""
+    from cmschat.db.writer import WriterTransaction
+
+    a, b = await alice.login(client), await bob.login(client)
+    room_id = await group(client, a, bob)
+    await warm(client, b, room_id)
+    through_sqlalchemy: list[object] = []
+    execute = WriterTransaction.execute
+
+    async def recorded(self: WriterTransaction, statement: object) -> object:
+        through_sqlalchemy.append(statement)
+        return await execute(self, statement)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WriterTransaction, "execute", recorded)
+    caches = context.caches
+    assert caches is not None
+    caches.flush()  # as if their time was up
+    sent = await send(client, b, room_id, "after the caches' time")
+    assert sent["author"]["display_name"] == "Bob"
+    assert through_sqlalchemy == []
+    assert (room_id, bob.id) in caches.members._entries and bob.id in caches.users._entries
+    await _remove_behind_its_back(context, room_id, bob.id)
+    caches.flush()
+    await refused(client, b, room_id)  # a pair the driver does not find is no membership
+    assert through_sqlalchemy == []

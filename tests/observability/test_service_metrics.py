@@ -7,6 +7,7 @@ import secrets
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -193,3 +194,31 @@ async def test_a_request_counts_on_the_metrics_own_series_also_when_none_are_kep
     assert asgi_metrics._series == {}
     after = value("cmschat_http_requests_total", method="GET", route="/healthz", status="200")
     assert after == before + 2
+
+
+def test_a_commits_events_are_counted_without_the_librarys_per_call_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Published, stored, received and the broker's lag: the same samples as the
+    library's ``inc``/``observe`` would write, through the series (a few a send)."""
+    calls: list[str] = []
+    for kind, method in ((Counter, "inc"), (Histogram, "observe")):
+        library = getattr(kind, method)
+
+        def counted(self: object, *args: object, _library: object = library) -> None:
+            calls.append(type(self).__name__)
+            _library(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(kind, method, counted)
+    names = (
+        "cmschat_broker_published_total",
+        "cmschat_messages_stored_total",
+        "cmschat_broker_received_total",
+        "cmschat_broker_lag_seconds_count",
+    )
+    before = [value(name) for name in names]
+    frame = '{"type":"message.created","n":"' + secrets.token_hex(8) + '"}'
+    m.committed([("message.created", frame), ("member.joined", frame + " ")])
+    m.broker_received(frame)
+    assert [value(name) - b for name, b in zip(names, before, strict=True)] == [2, 1, 1, 1]
+    assert calls == [], "nothing went through the library's checks"

@@ -17,6 +17,7 @@ import pytest
 from cmschat.events import Published
 from cmschat.observability import instruments
 from cmschat.realtime import protocol
+from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import Connection, Hub
 from cmschat.realtime.delivery import Delivery
 from cmschat.websocket.outgoing import Outgoing
@@ -119,3 +120,35 @@ async def test_a_lone_frame_to_a_full_socket_goes_the_asgi_way() -> None:
     await delivery.drain()
     assert socket.asgi == [_envelope(1).frame]
     assert conn.delivered[ROOM] == 1
+
+
+async def test_a_batchs_next_events_and_acks_skip_the_general_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue of a commit's events and acks (each event the room's next) is written in
+    one piece without the general case's per-frame steps; a frame the client already has,
+    a member leaving and a gap still take them."""
+    from tests.realtime.test_coalesced_writes import _delivery, _envelope
+
+    placed: list[int | None] = []
+    general = Delivery._place
+    monkeypatch.setattr(
+        Delivery, "_place", lambda self, e: placed.append(e.seq) or general(self, e)
+    )
+    socket = FakeSocket()
+    delivery, conn = _delivery(socket)
+    ack = protocol.direct('{"type":"ack","client_id":"c1"}')
+    for envelope in (_envelope(1), _envelope(2), ack, _envelope(3)):
+        conn.offer(envelope)
+    written: list[str] = []
+    assert delivery.drain_now(written)
+    frames = [_envelope(1).frame, _envelope(2).frame, ack.frame, _envelope(3).frame]
+    assert socket.writes == [frames] and written == frames
+    assert placed == [], "the usual frames went the short way"
+    assert conn.delivered[ROOM] == 3 and conn.queue is None
+    left = Envelope(room_id=ROOM, seq=4, type="member.left", frame="{}", user_id=conn.user_id)
+    for envelope in (_envelope(2), _envelope(3), left):  # already sent, then this user leaves
+        conn.offer(envelope)
+    assert delivery.drain_now(written)
+    assert placed == [2, 3, 4] and socket.writes[1:] == [["{}"]]
+    assert ROOM not in conn.delivered, "the member who left follows the room no more"

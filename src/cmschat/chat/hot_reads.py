@@ -1,18 +1,25 @@
 """Memberships and how users are shown, from the per-process caches (``caches``) or, for
-what they do not hold, from the database in one Core statement, kept for the next time."""
+what they do not hold, from the database in one Core statement, kept for the next time.
+
+In a writer's transaction (a send batch) that statement goes through the transaction's
+driver, not SQLAlchemy's execution: every entry leaves the caches ``cache_seconds`` after
+it was read, so under lone sends (``ws_load``) one batch in five or so misses, and a read
+through SQLAlchemy made that batch also begin and commit through its greenlet bridge
+(docs/performance.md, "A durable send split by whose code").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable
-from typing import TypeVar, cast
+from collections.abc import Callable, Collection, Hashable, Iterable
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, select, tuple_
+from sqlalchemy import Table, and_, bindparam, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
 from cmschat.chat.caches import HotCaches, Membership, Shown
 from cmschat.chat.models import MemberRole, Room, RoomKind, RoomMember
-from cmschat.db.driver_sql import Driver, Statement
+from cmschat.db.driver_sql import BySize, Driver, Statement
 from cmschat.db.writer import WriterTransaction
 
 ROOMS = cast(Table, Room.__table__)
@@ -20,6 +27,39 @@ MEMBERS = cast(Table, RoomMember.__table__)
 USERS = cast(Table, User.__table__)
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+_BY_DRIVER = 16
+"""Misses read through a writer's driver at most (one statement per count kept); more,
+after a flush, go through SQLAlchemy."""
+_PAIRS = BySize(
+    lambda size: Statement(
+        lambda _dialect: (
+            select(
+                MEMBERS.c.room_id, MEMBERS.c.user_id, MEMBERS.c.role, ROOMS.c.archived, ROOMS.c.kind
+            )
+            .join_from(MEMBERS, ROOMS, ROOMS.c.id == MEMBERS.c.room_id)
+            .where(
+                or_(
+                    *(
+                        and_(
+                            MEMBERS.c.room_id == bindparam(f"r{n}"),
+                            MEMBERS.c.user_id == bindparam(f"u{n}"),
+                        )
+                        for n in range(size)
+                    )
+                )
+            )
+        ),
+        [name for n in range(size) for name in (f"r{n}", f"u{n}")],
+    )
+)
+_USERS = BySize(
+    lambda size: Statement(
+        lambda _dialect: select(USERS.c.id, USERS.c.username, USERS.c.display_name).where(
+            USERS.c.id.in_([bindparam(f"u{n}") for n in range(size)])
+        ),
+        [f"u{n}" for n in range(size)],
+    )
+)
 
 
 def _cached(
@@ -53,17 +93,23 @@ async def memberships(
     if not missing:
         return found
     epoch = caches.epoch if caches is not None else 0
-    m, r = MEMBERS.c, ROOMS.c
-    statement = select(m.room_id, m.user_id, m.role, r.archived, r.kind).join(
-        ROOMS, r.id == m.room_id
-    )
-    if len(missing) == 1:
-        # The single-pair form uses the primary key on every backend's planner.
-        ((room_id, user_id),) = missing
-        statement = statement.where(m.room_id == room_id, m.user_id == user_id)
+    rows: Iterable[Any]
+    if isinstance(session, WriterTransaction) and len(missing) <= _BY_DRIVER:
+        driver = await session.driver()
+        rows = await driver.rows(_PAIRS(len(missing)), tuple(k for pair in missing for k in pair))
     else:
-        statement = statement.where(tuple_(m.room_id, m.user_id).in_(missing))
-    for room_id, user_id, role, archived, kind in await session.execute(statement):
+        m, r = MEMBERS.c, ROOMS.c
+        statement = select(m.room_id, m.user_id, m.role, r.archived, r.kind).join(
+            ROOMS, r.id == m.room_id
+        )
+        if len(missing) == 1:
+            # The single-pair form uses the primary key on every backend's planner.
+            ((room_id, user_id),) = missing
+            statement = statement.where(m.room_id == room_id, m.user_id == user_id)
+        else:
+            statement = statement.where(tuple_(m.room_id, m.user_id).in_(missing))
+        rows = await session.execute(statement)
+    for room_id, user_id, role, archived, kind in rows:
         membership = Membership(role=MemberRole(role), archived=bool(archived), kind=RoomKind(kind))
         found[(room_id, user_id)] = membership
         if caches is not None:
@@ -80,7 +126,12 @@ async def shown(
         return found
     epoch = caches.epoch if caches is not None else 0
     u = USERS.c
-    rows = await session.execute(select(u.id, u.username, u.display_name).where(u.id.in_(missing)))
+    rows: Iterable[Any]
+    if isinstance(session, WriterTransaction) and len(missing) <= _BY_DRIVER:
+        rows = await (await session.driver()).rows(_USERS(len(missing)), tuple(missing))
+    else:
+        statement = select(u.id, u.username, u.display_name).where(u.id.in_(missing))
+        rows = await session.execute(statement)
     for user_id, username, display_name in rows:
         found[user_id] = user = Shown(username=username, display_name=display_name)
         if caches is not None:

@@ -85,16 +85,27 @@ class Delivery:
             written_alone = self._write_alone(queue[0], written)
             if written_alone is not None:
                 return written_alone
-        while not conn.close_requested and conn.queue:
-            envelope = conn.queue[0]
+        delivered = conn.delivered
+        while not conn.close_requested and (queue := conn.queue):
+            envelope = queue[0]
             if conn.ended or envelope.type == CATCH_UP:
                 return False
-            if envelope.seq is None:
-                conn.take()
-                self._gather(envelope)
+            seq = envelope.seq
+            # An ack or the room's next event (~10 frames a send under load): the general
+            # case's steps without its four calls.
+            if seq is None or (
+                envelope.type != "member.left" and delivered.get(envelope.room_id) == seq - 1
+            ):
+                queue.popleft()
+                if not queue:
+                    conn.queue = None
+                self._gathered.append(envelope)
+                self._gathered_bytes += len(envelope.frame)
+                if seq is not None:
+                    delivered[envelope.room_id] = seq
             else:
                 last = self._place(envelope)
-                if last is not None and envelope.seq > last + 1:
+                if last is not None and seq > last + 1:
                     return False  # a gap: filled from the stored events, which waits
                 conn.take()
                 if last is not None:
