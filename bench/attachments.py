@@ -213,8 +213,8 @@ class MotoServer:
         self.url = f"http://{common.HOST}:{self.port}"
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
-        """Start it, wait for it to answer, and create the bucket."""
+    def launch(self) -> None:
+        """Start it, from the thread that outlives it (it dies with that thread)."""
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed script
             [sys.executable, "-c", MOTO_SCRIPT, common.HOST, str(self.port)],
             stdin=subprocess.PIPE,
@@ -224,7 +224,10 @@ class MotoServer:
             start_new_session=True,
             preexec_fn=children.with_parent(),
         )
-        assert self.process.stdout is not None  # noqa: S101
+
+    def wait_ready(self) -> None:
+        """Wait for the launched server to answer, and create the bucket."""
+        assert self.process is not None and self.process.stdout is not None  # noqa: S101
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the moto server did not start")
         client = self.client()
@@ -511,7 +514,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.storage == "s3":
             moto = MotoServer()
-            await asyncio.to_thread(moto.start)
+            moto.launch()  # here: started in a worker thread it would die with that thread
+            await asyncio.to_thread(moto.wait_ready)
             common.log(f"moto pid {moto.pid} on {moto.url}, bucket {BUCKET}")
             extra_env.update(moto.env())
         async with common.environment("sqlite", keep=args.keep, extra_env=extra_env) as (

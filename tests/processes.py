@@ -101,14 +101,12 @@ class Server:
             pytest.fail(f"serve did not stop within {STOP_DEADLINE} s of SIGTERM")
 
 
-@contextmanager
-def running_server(
+def launch_server(
     directory: Path, env: dict[str, str], name: str, port: int | None = None, workers: int = 1
-) -> Iterator[Server]:
-    """``cmschat serve`` on a free port in ``directory``, ready; always killed afterwards.
-
-    Each worker imports and starts the app on its own: on a loaded machine N of them take
-    up to N times as long as one to be ready, so the deadline grows with them."""
+) -> Server:
+    """``cmschat serve`` started in ``directory``, not yet ready. Call it from the thread
+    that outlives the server (the child dies with that thread, ``bench/children.py``); wait
+    for it anywhere, a worker thread included."""
     port = port or free_port()
     stdout_path = directory / f"{name}.stdout"
     stderr_path = directory / f"{name}.stderr"
@@ -131,11 +129,33 @@ def running_server(
             stderr=err,
             preexec_fn=children.with_parent(),
         )
-    server = Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
+    return Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
+
+
+def ready_deadline(workers: int) -> float:
+    """Each worker imports and starts the app on its own: on a loaded machine N of them take
+    up to N times as long as one to be ready, so the deadline grows with them."""
+    return READY_DEADLINE * workers
+
+
+@contextmanager
+def running_server(
+    directory: Path,
+    env: dict[str, str],
+    name: str,
+    port: int | None = None,
+    workers: int = 1,
+    *,
+    wait: bool = True,
+) -> Iterator[Server]:
+    """``cmschat serve`` on a free port in ``directory``, ready unless ``wait`` is false
+    (the caller waits, ``ready_deadline``); always killed afterwards."""
+    server = launch_server(directory, env, name, port, workers)
     try:
-        server.wait_ready(READY_DEADLINE * workers)
+        if wait:
+            server.wait_ready(ready_deadline(workers))
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=STOP_DEADLINE)
+        if server.process.poll() is None:
+            server.process.kill()
+        server.process.wait(timeout=STOP_DEADLINE)

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import support
 from tests.cli.test_workers import busiest_worker, children, wait_for
 from tests.faults.cluster import cluster_environment, room_of_everyone
 from tests.faults.load import (
@@ -34,7 +35,7 @@ from tests.faults.load import (
 )
 from tests.faults.own_mariadb import OwnMariaDB, own_mariadb  # noqa: F401 - fixture
 from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401 - fixture
-from tests.processes import Server, free_port, running_server
+from tests.processes import Server, free_port, ready_deadline, running_server
 from tests.realtime.wsclient import token_of
 
 pytestmark = [pytest.mark.slow]
@@ -66,7 +67,7 @@ class Cluster:
     def __exit__(self, *_exc: object) -> None:
         self._stack.close()
 
-    def _start(self, index: int) -> Server:
+    def _start(self, index: int, *, wait: bool = True) -> Server:
         self._runs += 1
         return self._stack.enter_context(
             running_server(
@@ -75,12 +76,16 @@ class Cluster:
                 f"i{index}-{self._runs}",
                 self.ports[index],
                 workers=self.workers,
+                wait=wait,
             )
         )
 
-    def restart(self, index: int) -> None:
-        """A new process on the same port (the old one is already gone)."""
-        self.servers[index] = self._start(index)
+    async def restart(self, index: int) -> None:
+        """A new process on the same port (the old one is already gone). Started from the
+        loop's thread, which outlives it: started in a worker thread it would die with that
+        thread (``bench/children.py``), not at teardown. Only the wait runs in a thread."""
+        self.servers[index] = server = self._start(index, wait=False)
+        await asyncio.to_thread(server.wait_ready, ready_deadline(self.workers))
 
     def stderr(self) -> str:
         """Everything every process logged."""
@@ -113,6 +118,26 @@ def cluster(
     )
     with Cluster(tmp_path, env, cluster_workers) as running:
         yield running
+
+
+async def test_a_restarted_instance_outlives_the_thread_that_waited_for_it(
+    tmp_path: Path,
+) -> None:
+    # Started in the default executor's thread, the replacement was SIGKILLed as soon as
+    # that thread exited (PR_SET_PDEATHSIG follows the starting thread), not at teardown.
+    env = cluster_environment(
+        tmp_path,
+        database_url=support.sqlite_url(tmp_path / "cmschat.db"),
+        redis_url=support.REDIS_URL,
+        users=(),
+    )
+    with Cluster(tmp_path, env) as running:
+        running.servers[0].process.kill()
+        running.servers[0].process.wait(timeout=10)
+        await running.restart(0)
+        await asyncio.get_running_loop().shutdown_default_executor()  # its threads exit
+        running.servers[0].wait_ready()  # fails at once if the replacement died
+        assert running.servers[0].process.poll() is None
 
 
 async def newest_seq(servers: list[Server], headers: dict[str, str], room: int) -> int:
@@ -177,7 +202,7 @@ async def instance_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> 
     cluster.servers[1].process.kill()
     cluster.servers[1].process.wait(timeout=10)
     await asyncio.sleep(3)  # down for a while before its replacement starts
-    await asyncio.to_thread(cluster.restart, 1)
+    await cluster.restart(1)
 
 
 async def instance_sigterm(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
@@ -185,7 +210,7 @@ async def instance_sigterm(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) 
     cluster.servers[1].process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(cluster.servers[1].process.wait, 30) == 0
     cluster.figures["stop_s"] = round(time.monotonic() - signalled, 2)
-    await asyncio.to_thread(cluster.restart, 1)
+    await cluster.restart(1)
 
 
 async def worker_kill(cluster: Cluster, _redis: OwnRedis, _db: OwnMariaDB) -> None:
