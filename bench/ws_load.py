@@ -8,8 +8,9 @@ deliveries (each message to every member of its room, sender included), lost, du
 reordered (per room, by seq), send-to-deliver latency p50/p99/p99.9 and the servers' RSS
 and CPU seconds (from /proc). A send the server refused as ``busy`` was never stored: it
 and the deliveries it would have made are reported apart (``refused_busy``), not as lost;
-"lost" is a delivery missing after the drain of a message the server acknowledged (or
-delivered to some member).
+"lost" is a delivery missing after the drain of a message the server stored: acknowledged,
+delivered to some member, or counted by its room's ``last_seq`` (read before and after the
+run) though nobody heard of it (``stored_unheard``, each losing every delivery).
 
 The bench makes its own database (SQLite in a temp dir, or a MariaDB database
 ``cmschat_bench_<random>`` that it drops), users (admin API) and rooms, and stops by itself.
@@ -93,18 +94,40 @@ def on_answer(stats: Stats, frame: dict[str, Any], raw: str) -> None:
         stats.error_samples.append(raw[:300])
 
 
-def outcome(stats: Stats, per_room: int) -> dict[str, int]:
-    """Deliveries expected, missing and refused. Only a stored message (acknowledged, or
-    delivered to some member) can lose a delivery; a refused one was never stored."""
+def outcome(stats: Stats, per_room: int, stored_per_room: list[int]) -> dict[str, int]:
+    """Deliveries expected, missing and refused. ``stored_per_room``: how far each room's
+    ``last_seq`` advanced during the run (the database's count, as ws_sends.py reads it). A
+    message is known stored when acknowledged or delivered to some member; one stored
+    whose ack and every delivery were lost is known only from that count
+    (``stored_unheard``), and loses every delivery. A refused one was never stored."""
     stored = stats.acked_keys | {key for key, count in stats.receivers.items() if count}
     accepted = [key for key in stats.messages if key not in stats.refused_keys]
+    known = [0] * len(stored_per_room)
+    for key in stored:
+        known[stats.messages[key][0]] += 1
+    unheard = sum(max(0, n - k) for n, k in zip(stored_per_room, known, strict=True))
     return {
         "expected_deliveries_total": len(accepted) * per_room,
-        "lost": sum(per_room - stats.receivers.get(key, 0) for key in stored),
+        "lost": sum(per_room - stats.receivers.get(key, 0) for key in stored) + unheard * per_room,
         "refused_busy": len(stats.refused_keys),
         "refused_would_be_deliveries": len(stats.refused_keys) * per_room,
+        "stored_unheard": unheard,
         "unacked": len(set(accepted) - stored),
     }
+
+
+async def last_seqs(
+    api: common.Api, users: list[common.BenchUser], room_ids: list[int], per_room: int
+) -> list[int]:
+    """Each room's ``last_seq`` (GET /rooms/{id} as its first member), by room index."""
+    seqs = []
+    for r, room_id in enumerate(room_ids):
+        room = await api.client.get(
+            f"{api.base}/rooms/{room_id}", headers=users[r * per_room].headers
+        )
+        room.raise_for_status()
+        seqs.append(int(room.json()["last_seq"]))
+    return seqs
 
 
 class Client:
@@ -288,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         room_ids = await common.bounded(8, [lambda r=r: make_room(r) for r in range(args.rooms)])
         common.log(f"created {args.rooms} rooms of {per_room} in {time.monotonic() - started:.1f}s")
 
+        start_seqs = await last_seqs(api, users, room_ids, per_room)
         stats = Stats()
         clients = [
             Client(
@@ -358,6 +382,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.2)
         rss_end = {s.name: s.rss_kib() for s in servers}
+        end_seqs = await last_seqs(api, users, room_ids, per_room)
         gc.enable()
         for _name, profiler in profilers:
             profiler.wait()
@@ -369,7 +394,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     refused_measured = sum(k in stats.refused_keys for k in measured)
     expected_measured = (len(measured) - refused_measured) * per_room
     received_measured = sum(stats.receivers.get(k, 0) for k in measured)
-    tally = outcome(stats, per_room)
+    tally = outcome(stats, per_room, [e - b for b, e in zip(start_seqs, end_seqs, strict=True)])
     lat = sorted(stats.latencies_ns)
     ms = 1e6
     result.update(
@@ -379,6 +404,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "send_rate_measured": stats.sent_measured / args.duration,
             "acked": stats.acked,
             "unacked": tally["unacked"],
+            "stored_unheard": tally["stored_unheard"],
             "send_errors": stats.send_errors,
             "refused_busy": tally["refused_busy"],
             "refused_busy_measured": refused_measured,

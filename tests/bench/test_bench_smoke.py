@@ -63,6 +63,7 @@ def test_ws_load_delivers_every_message_once_in_order(tmp_path: Path) -> None:
     assert got["sent_total"] > 0 and got["acked"] + got["refused_busy"] == got["sent_total"]
     assert got["delivered_total"] == got["expected_deliveries_total"]
     assert got["lost"] == got["duplicated"] == got["reordered"] == got["seq_gaps_seen"] == 0
+    assert got["stored_unheard"] == 0  # the rooms' seq: every stored message heard of
     assert got["connections_closed_by_server"] == 0
     assert got["latency_p99_ms"] > 0
 

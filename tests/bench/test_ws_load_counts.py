@@ -1,4 +1,5 @@
-"""bench/ws_load.py's counts: a send refused as ``busy`` is neither lost nor expected."""
+"""bench/ws_load.py's counts: a send refused as ``busy`` is neither lost nor expected; a
+stored one nobody heard of is lost."""
 
 from __future__ import annotations
 
@@ -44,13 +45,32 @@ def test_a_refused_send_is_reported_apart_and_only_a_stored_one_can_lose(
     answer(ws_load, stats, protocol.error_frame("invalid", "Bad frame."))
     stats.receivers.update({keys[0]: 3, keys[2]: 2})
 
-    got = ws_load.outcome(stats, 3)
+    got = ws_load.outcome(stats, 3, [2])
 
     assert got == {
         "expected_deliveries_total": 6,
         "lost": 1,
         "refused_busy": 1,
         "refused_would_be_deliveries": 3,
+        "stored_unheard": 0,
         "unacked": 0,
     }
     assert stats.send_errors == 2 and len(stats.error_samples) == 1  # the refusal: no sample
+
+
+def test_a_stored_message_whose_ack_and_deliveries_were_all_lost_counts_as_lost(
+    ws_load: Any,
+) -> None:
+    """Rooms of 2: room 0 stored both its sends (its seq went up by 2) but only one was
+    heard of; room 1 stored nothing of its unanswered send (a send lost on the way in)."""
+    stats = ws_load.Stats()
+    heard, unheard, never = ws_load.key_of(1, 1), ws_load.key_of(1, 2), ws_load.key_of(2, 1)
+    stats.messages.update({heard: (0, True), unheard: (0, True), never: (1, True)})
+    answer(ws_load, stats, json.dumps({"type": "ack", "client_id": "b1-1"}))
+    stats.receivers[heard] = 2
+
+    got = ws_load.outcome(stats, 2, [2, 0])
+
+    assert got["stored_unheard"] == 1
+    assert got["lost"] == 2  # both deliveries of the stored message nobody heard of
+    assert got["unacked"] == 2
