@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -94,21 +95,27 @@ def on_answer(stats: Stats, frame: dict[str, Any], raw: str) -> None:
         stats.error_samples.append(raw[:300])
 
 
-def outcome(stats: Stats, per_room: int, stored_per_room: list[int]) -> dict[str, int]:
+def outcome(
+    stats: Stats, per_room: int, stored_per_room: list[int] | None
+) -> dict[str, int | None]:
     """Deliveries expected, missing and refused. ``stored_per_room``: how far each room's
     ``last_seq`` advanced during the run (the database's count, as ws_sends.py reads it). A
     message is known stored when acknowledged or delivered to some member; one stored
     whose ack and every delivery were lost is known only from that count
-    (``stored_unheard``), and loses every delivery. A refused one was never stored."""
+    (``stored_unheard``), and loses every delivery. A refused one was never stored.
+    Without the count (the server gone by the end), ``stored_unheard`` is None: unknown."""
     stored = stats.acked_keys | {key for key, count in stats.receivers.items() if count}
     accepted = [key for key in stats.messages if key not in stats.refused_keys]
-    known = [0] * len(stored_per_room)
-    for key in stored:
-        known[stats.messages[key][0]] += 1
-    unheard = sum(max(0, n - k) for n, k in zip(stored_per_room, known, strict=True))
+    unheard = None
+    if stored_per_room is not None:
+        known = [0] * len(stored_per_room)
+        for key in stored:
+            known[stats.messages[key][0]] += 1
+        unheard = sum(max(0, n - k) for n, k in zip(stored_per_room, known, strict=True))
+    lost = sum(per_room - stats.receivers.get(key, 0) for key in stored)
     return {
         "expected_deliveries_total": len(accepted) * per_room,
-        "lost": sum(per_room - stats.receivers.get(key, 0) for key in stored) + unheard * per_room,
+        "lost": lost + (unheard or 0) * per_room,
         "refused_busy": len(stats.refused_keys),
         "refused_would_be_deliveries": len(stats.refused_keys) * per_room,
         "stored_unheard": unheard,
@@ -382,7 +389,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.2)
         rss_end = {s.name: s.rss_kib() for s in servers}
-        end_seqs = await last_seqs(api, users, room_ids, per_room)
+        try:
+            end_seqs: list[int] | None = await last_seqs(api, users, room_ids, per_room)
+        except httpx.HTTPError:
+            end_seqs = None  # the server is gone: report what was heard (servers_alive_at_end)
         gc.enable()
         for _name, profiler in profilers:
             profiler.wait()
@@ -394,7 +404,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     refused_measured = sum(k in stats.refused_keys for k in measured)
     expected_measured = (len(measured) - refused_measured) * per_room
     received_measured = sum(stats.receivers.get(k, 0) for k in measured)
-    tally = outcome(stats, per_room, [e - b for b, e in zip(start_seqs, end_seqs, strict=True)])
+    advanced = None
+    if end_seqs is not None:
+        advanced = [e - b for b, e in zip(start_seqs, end_seqs, strict=True)]
+    tally = outcome(stats, per_room, advanced)
     lat = sorted(stats.latencies_ns)
     ms = 1e6
     result.update(

@@ -74,3 +74,18 @@ def test_a_stored_message_whose_ack_and_deliveries_were_all_lost_counts_as_lost(
     assert got["stored_unheard"] == 1
     assert got["lost"] == 2  # both deliveries of the stored message nobody heard of
     assert got["unacked"] == 2
+
+
+def test_without_the_rooms_count_the_unheard_are_unknown_not_zero(ws_load: Any) -> None:
+    """The server gone by the end: its rooms' count cannot be read, so the report says
+    ``stored_unheard`` is unknown and counts only what was heard as lost."""
+    stats = ws_load.Stats()
+    heard, unanswered = ws_load.key_of(1, 1), ws_load.key_of(1, 2)
+    stats.messages.update({heard: (0, True), unanswered: (0, True)})
+    answer(ws_load, stats, json.dumps({"type": "ack", "client_id": "b1-1"}))
+    stats.receivers[heard] = 1
+
+    got = ws_load.outcome(stats, 2, None)
+
+    assert got["stored_unheard"] is None
+    assert got["lost"] == 1 and got["unacked"] == 1
