@@ -40,6 +40,14 @@ async def delete_messages(
 
     ``through_seq`` is the newest of them: the room's history is purged up to there.
     """
+    rooms = cast(Table, Room.__table__)
+    # The room's row first, as every send takes it (its seq) before it inserts: a reply
+    # to a doomed message then either committed before (and the UPDATE below nulls it,
+    # its trigger clearing its tail) or waits and fails its key check. Without it, under
+    # READ COMMITTED, a reply inserted between that UPDATE and the DELETE is nulled by the
+    # key's ON DELETE SET NULL, which InnoDB runs without triggers: its stored tail would
+    # keep "reply_to". (SQLite has one writer, and no FOR UPDATE.)
+    await session.execute(select(rooms.c.id).where(rooms.c.id == room_id).with_for_update())
     await session.execute(delete(Mention).where(Mention.message_id.in_(message_ids)))
     await search_index.unindex_messages(session, message_ids=message_ids)
     # Everything up to the newest purged message is history now, and any later event
@@ -56,7 +64,6 @@ async def delete_messages(
         .execution_options(synchronize_session=False)
     )
     await session.execute(delete(Message).where(Message.id.in_(message_ids)))
-    rooms = cast(Table, Room.__table__)
     # Core, like the seq counter: a purge is not an edit of the room.
     await session.execute(
         update(rooms)

@@ -37,9 +37,13 @@ from typing import Any
 from cmschat.db.steps import Ran, Step
 
 TRIP_BYTES = 1_000_000
-"""Most SQL one round trip carries, in UTF-8 bytes as the server's ``max_allowed_packet``
-counts them (further statements start another): asyncmy's own cap on one ``executemany``
-statement, below ``max_allowed_packet`` even where it is set to 1 MiB (16 MiB by default)."""
+"""Most SQL a round trip gathers from several steps, in UTF-8 bytes as the server's
+``max_allowed_packet`` counts them: a step that would take the trip past it starts the
+next. asyncmy's own cap on one ``executemany`` statement, below ``max_allowed_packet`` even
+where it is set to 1 MiB (16 MiB by default). It bounds each statement, not a trip: one
+step's statements (a multi-row ``INSERT`` cut in parts of at most this) always go in one
+trip, however many; a send batch's largest step, its messages, is bounded by the group
+commit's byte budget (``group_commit.MAX_BATCH_BYTES``), not by this."""
 
 _Waiting = tuple[bool, list[str]]
 """A step of the trip being gathered: whether it is a ``many``, and its bound statements

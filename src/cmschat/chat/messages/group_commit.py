@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 """Sends per transaction at most: bounds a transaction's length and its statement sizes."""
 
+MAX_BATCH_BYTES = 2_000_000
+"""Most text one batch takes (``_weight``; its first send always): 256 sends of 4,000
+emoji made one 23.5 MB INSERT, past MariaDB's default ``max_allowed_packet`` (16 MiB),
+and a batch the server refused went out again as 256 lone sends. 2 MB keeps a batch's
+largest statement well under 4 MiB, where some operators set the packet limit, and costs
+nothing to ordinary sends: 256 of 1,000 ASCII characters weigh ~1.6 MB."""
+
 Outcome = tuple[Sent, bool]
 """A send's answer: the message (its JSON built once), and whether it is new."""
 
@@ -86,11 +93,13 @@ class GroupCommit:
         rules: Callable[[], sending.SendRules],
         *,
         max_batch: int = MAX_BATCH,
+        max_bytes: int = MAX_BATCH_BYTES,
         caches: HotCaches | None = None,
     ) -> None:
         self.db = db
         self.rules = rules
         self.max_batch = max_batch
+        self.max_bytes = max_bytes
         self.caches = caches
         """The process's memberships and user names (``chat.caches``); None: none kept."""
         self._queue: list[Pending] = []
@@ -132,10 +141,8 @@ class GroupCommit:
 
     async def _write_all(self) -> None:
         while self._queue:
-            batch, self._queue = (
-                self._queue[: self.max_batch],
-                self._queue[self.max_batch :],
-            )
+            taken = _taken(self._queue, self.max_batch, self.max_bytes)
+            batch, self._queue = self._queue[:taken], self._queue[taken:]
             try:
                 await self._write(batch)
             except BaseException as error:  # the writer must answer everyone, whatever
@@ -232,6 +239,25 @@ class GroupCommit:
             return
         if not pending.future.done():
             pending.future.set_result(outcome)
+
+
+def _taken(queue: list[Pending], most: int, budget: int) -> int:
+    """How many of the queue's first sends one batch takes: at most ``most`` and, past the
+    first, no more than ``budget`` bytes of text (``_weight``)."""
+    size = 0
+    for index, pending in enumerate(queue[:most]):
+        size += _weight(pending)
+        if index and size > budget:
+            return index
+    return min(len(queue), most)
+
+
+def _weight(pending: Pending) -> int:
+    """A send's share of its batch's SQL, in bytes: its content and HTML, and its stored
+    tail, their JSON hex-encoded on MariaDB (twice its size). The JSON's length stands
+    for the text's: the same but for escapes, read without encoding anything again."""
+    prepared = pending.prepared
+    return 3 * (len(prepared.content_json) + len(prepared.html_json))
 
 
 def _time_sends(batch: list[Pending], began: float, size: int) -> None:
