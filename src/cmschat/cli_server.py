@@ -47,7 +47,9 @@ class DrainingServer(uvicorn.Server):
         context = getattr(self.application.state, "context", None)
         if context is not None:
             # And, once they have opened, the connections' objects: frozen_connections.py.
-            context.hub.counted = FrozenConnections().counted
+            # Neither once draining: every connection is closing and the process ending.
+            frozen = FrozenConnections(draining=lambda: bool(context.draining))
+            context.hub.counted = frozen.counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Mark the app as draining, then let uvicorn stop gracefully."""

@@ -43,7 +43,7 @@ async def test_startup_has_the_hub_freeze_the_connections(settings: Settings) ->
     """The serving process, not every app (tests' apps keep Python's collector as it is),
     has the hub tell FrozenConnections when connections open and close."""
     app = Starlette()
-    app.state.context = SimpleNamespace(hub=Hub())
+    app.state.context = SimpleNamespace(hub=Hub(), draining=False)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     server = Probe(uvicorn_config(app, settings, host="127.0.0.1", port=0), app)
@@ -53,5 +53,8 @@ async def test_startup_has_the_hub_freeze_the_connections(settings: Settings) ->
     finally:
         gc.unfreeze()
         listener.close()
-    counted = app.state.context.hub.counted
-    assert isinstance(getattr(counted, "__self__", None), FrozenConnections)
+    frozen = getattr(app.state.context.hub.counted, "__self__", None)
+    assert isinstance(frozen, FrozenConnections)
+    assert not frozen._draining()
+    app.state.context.draining = True  # neither freezes nor thaws from then on
+    assert frozen._draining()

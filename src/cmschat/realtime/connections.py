@@ -40,7 +40,7 @@ def _nothing() -> None:
     return None
 
 
-def _not_counted(connections: int) -> None:
+def _not_counted(connection: Connection, connections: int) -> None:
     return None
 
 
@@ -78,6 +78,8 @@ class Connection:
     """Called after an envelope is queued (the endpoint starts its sender if idle)."""
     on_close: Callable[[], None] = _nothing
     """Called when the connection is asked to close (the endpoint stops reading)."""
+    opened_after: int = 0
+    """Freezes of the connections' objects run when it opened (frozen_connections.py)."""
 
     def offer(self, envelope: Envelope) -> None:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
@@ -138,9 +140,9 @@ class Hub:
     """Routes envelopes from the broker to this process's connections."""
 
     def __init__(self) -> None:
-        self.counted: Callable[[int], None] = _not_counted
-        """Told the number of open connections whenever it changes (the serving process
-        sets it: frozen_connections.py)."""
+        self.counted: Callable[[Connection, int], None] = _not_counted
+        """Told of each connection opened or closed, with the number now open (the serving
+        process sets it: frozen_connections.py)."""
         self._connections = 0
         self._by_room: dict[int, set[Connection]] = defaultdict(set)
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
@@ -155,7 +157,7 @@ class Hub:
         if connection not in users:
             users.add(connection)
             self._connections += 1
-            self.counted(self._connections)
+            self.counted(connection, self._connections)
         for room_id in room_ids:
             self.follow(connection, room_id)
 
@@ -183,7 +185,7 @@ class Hub:
             if not users:
                 del self._by_user[connection.user_id]
             self._connections -= 1
-            self.counted(self._connections)
+            self.counted(connection, self._connections)
 
     def online_users(self) -> int:
         """How many users have a connection to this process."""

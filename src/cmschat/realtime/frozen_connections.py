@@ -18,6 +18,15 @@ only a collection of them frees, so once the connections closed could account fo
 quarter of the frozen objects (the startup's included), everything is thawed, collected
 and frozen again: Python's own rule for a full collection (a quarter of the oldest
 generation new since the last), counted in closed connections, not in promoted sends.
+
+Only closes of connections frozen since they opened count (a connection remembers how many
+freezes had run when it opened): an unfrozen one's cycles are freed by ordinary collections,
+and probes or reconnect churn must not cost a thaw of the startup's ~200,000 objects. A thaw
+takes hundreds of milliseconds of loop, so it never runs in the close (``Hub.remove``): it
+waits until the count has been still for ``SETTLE_SECONDS``, so a wave of closes costs one,
+unless the frozen garbage reaches the frozen objects' worth (churn that is never still),
+then it runs in the next loop callback. A draining server neither thaws nor freezes: its
+connections are all closing and the process is about to end.
 """
 
 from __future__ import annotations
@@ -25,12 +34,16 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cmschat.realtime.connections import Connection
 
 MINIMUM = 100
 """Fewer connections than this opened or closed never calls for a freeze or a thaw."""
 SETTLE_SECONDS = 5.0
-"""A still count for this long freezes the connections opened since the last freeze."""
+"""A still count for this long freezes the connections opened since the last freeze, and
+thaws if enough frozen ones closed."""
 PER_CONNECTION = 100
 """Tracked objects an open connection keeps (~100 frozen a connection under ws_load)."""
 
@@ -54,8 +67,12 @@ def thaw() -> None:
     freeze()
 
 
+def _serving() -> bool:
+    return False
+
+
 class FrozenConnections:
-    """Told the number of open connections whenever it changes; freezes and thaws."""
+    """Told of each connection opened or closed; freezes and thaws."""
 
     def __init__(
         self,
@@ -66,6 +83,7 @@ class FrozenConnections:
         freeze: Callable[[], None] = freeze,
         thaw: Callable[[], None] = thaw,
         frozen_objects: Callable[[], int] = gc.get_freeze_count,
+        draining: Callable[[], bool] = _serving,
     ) -> None:
         self.minimum = minimum
         self.settle = settle
@@ -73,51 +91,88 @@ class FrozenConnections:
         self._freeze = freeze
         self._thaw = thaw
         self._frozen_objects = frozen_objects
+        self._draining = draining
+        self.freezes = 0
+        """Freezes (and thaws) run: a connection opened before the last one is frozen."""
         self.frozen_at = 0
         """The number of connections at the last freeze (or thaw)."""
         self.opened = 0
-        """Connections opened since the last freeze: their objects are walked."""
+        """Connections opened since the last freeze and still open: their objects are walked."""
         self.closed = 0
-        """Connections closed since the last thaw: their cycles are frozen garbage."""
+        """Frozen connections closed since the last thaw: their cycles are frozen garbage."""
         self.closed_bound = minimum
-        """Closes that call for a thaw: a quarter of the frozen objects' worth."""
+        """Closes that call for a thaw once the count is still: a quarter of the frozen
+        objects' worth."""
         self._count = 0
         self._settling: Timer | None = None
+        self._soon = False
 
-    def counted(self, connections: int) -> None:
-        """Note the number of open connections; freeze or thaw if enough moved."""
-        if connections > self._count:
-            self.opened += connections - self._count
-        else:
-            self.closed += self._count - connections
+    @property
+    def closed_limit(self) -> int:
+        """Closes that call for a thaw at once: the frozen objects' worth of garbage.
+
+        A wave closing every frozen connection stays under it (one thaw, once still);
+        churn that never lets the count be still thaws here, its garbage so bounded."""
+        return 4 * self.closed_bound
+
+    def counted(self, connection: Connection, connections: int) -> None:
+        """Note a connection opened or closed (``connections`` open now); freeze or thaw
+        if enough moved."""
+        opening = connections > self._count
         self._count = connections
+        if self._draining():
+            return
+        if opening:
+            connection.opened_after = self.freezes
+            self.opened += 1
+        elif connection.opened_after < self.freezes:
+            self.closed += 1
+        elif self.opened:
+            self.opened -= 1  # never frozen: ordinary collections free its cycles
+        if self.closed >= self.closed_limit:
+            self._thaw_soon()
+        elif self.opened >= max(self.minimum, self.frozen_at // 4):
+            self._freeze()
+            self._frozen()
+        elif self.opened or self.closed >= self.closed_bound:
+            self._settle_later()
+
+    def settled(self) -> None:
+        """The count has been still (or the frozen garbage is at its limit): thaw if enough
+        frozen connections closed, else freeze those opened since the last freeze."""
+        self._settling, self._soon = None, False
+        if self._draining():
+            return
         if self.closed >= self.closed_bound:
             self._thaw()
             self.closed = 0
             self._frozen()
-        elif self.opened >= max(self.minimum, self.frozen_at // 4):
-            self._freeze()
-            self._frozen()
         elif self.opened:
-            self._settle_later()
-
-    def settled(self) -> None:
-        """The count has been still: freeze the connections opened since the last freeze."""
-        self._settling = None
-        if self.opened:
             self._freeze()
             self._frozen()
 
     def _frozen(self) -> None:
+        self.freezes += 1
         self.frozen_at, self.opened = self._count, 0
         # Counting the frozen objects walks their list (~1 ms for 300,000): once a freeze.
         self.closed_bound = max(self.minimum, self._frozen_objects() // (4 * PER_CONNECTION))
-        if self._settling is not None:
+        if self.closed >= self.closed_bound:
+            self._settle_later()  # a freeze frees no frozen garbage: the thaw is still due
+        elif self._settling is not None:
             self._settling.cancel()
-            self._settling = None
+            self._settling, self._soon = None, False
+
+    def _thaw_soon(self) -> None:
+        if not self._soon:
+            self._call(0.0)
+            self._soon = True
 
     def _settle_later(self) -> None:
+        if not self._soon:
+            self._call(self.settle)
+
+    def _call(self, delay: float) -> None:
         if self._settling is not None:
             self._settling.cancel()
         later = self._later or asyncio.get_running_loop().call_later
-        self._settling = later(self.settle, self.settled)
+        self._settling = later(delay, self.settled)
