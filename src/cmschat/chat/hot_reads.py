@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, tuple_
+from sqlalchemy import Select, Table, and_, bindparam, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts.models import User
@@ -30,22 +30,31 @@ V = TypeVar("V")
 _BY_DRIVER = 16
 """Misses read through a writer's driver at most (one statement per count kept); more,
 after a flush, go through SQLAlchemy."""
+
+
+def _membership_rows() -> Select[Any]:
+    """A membership's columns, its room's with it (a row per pair asked for)."""
+    m, r = MEMBERS.c, ROOMS.c
+    return select(m.room_id, m.user_id, m.role, r.archived, r.kind).join_from(
+        MEMBERS, ROOMS, r.id == m.room_id
+    )
+
+
+def _shown_rows() -> Select[Any]:
+    """How users are shown: id, username, display name."""
+    return select(USERS.c.id, USERS.c.username, USERS.c.display_name)
+
+
 _PAIRS = BySize(
     lambda size: Statement(
-        lambda _dialect: (
-            select(
-                MEMBERS.c.room_id, MEMBERS.c.user_id, MEMBERS.c.role, ROOMS.c.archived, ROOMS.c.kind
-            )
-            .join_from(MEMBERS, ROOMS, ROOMS.c.id == MEMBERS.c.room_id)
-            .where(
-                or_(
-                    *(
-                        and_(
-                            MEMBERS.c.room_id == bindparam(f"r{n}"),
-                            MEMBERS.c.user_id == bindparam(f"u{n}"),
-                        )
-                        for n in range(size)
+        lambda _dialect: _membership_rows().where(
+            or_(
+                *(
+                    and_(
+                        MEMBERS.c.room_id == bindparam(f"r{n}"),
+                        MEMBERS.c.user_id == bindparam(f"u{n}"),
                     )
+                    for n in range(size)
                 )
             )
         ),
@@ -54,7 +63,7 @@ _PAIRS = BySize(
 )
 _USERS = BySize(
     lambda size: Statement(
-        lambda _dialect: select(USERS.c.id, USERS.c.username, USERS.c.display_name).where(
+        lambda _dialect: _shown_rows().where(
             USERS.c.id.in_([bindparam(f"u{n}") for n in range(size)])
         ),
         [f"u{n}" for n in range(size)],
@@ -98,10 +107,8 @@ async def memberships(
         driver = await session.driver()
         rows = await driver.rows(_PAIRS(len(missing)), tuple(k for pair in missing for k in pair))
     else:
-        m, r = MEMBERS.c, ROOMS.c
-        statement = select(m.room_id, m.user_id, m.role, r.archived, r.kind).join(
-            ROOMS, r.id == m.room_id
-        )
+        m = MEMBERS.c
+        statement = _membership_rows()
         if len(missing) == 1:
             # The single-pair form uses the primary key on every backend's planner.
             ((room_id, user_id),) = missing
@@ -130,7 +137,7 @@ async def shown(
     if isinstance(session, WriterTransaction) and len(missing) <= _BY_DRIVER:
         rows = await (await session.driver()).rows(_USERS(len(missing)), tuple(missing))
     else:
-        statement = select(u.id, u.username, u.display_name).where(u.id.in_(missing))
+        statement = _shown_rows().where(u.id.in_(missing))
         rows = await session.execute(statement)
     for user_id, username, display_name in rows:
         found[user_id] = user = Shown(username=username, display_name=display_name)

@@ -37,14 +37,13 @@ from cmschat.chat.messages.rows import (
 )
 
 _STAMP_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-_ITEM = (
-    b'{"id":%d,"room_id":%d,"seq":%d,"author":%b,"content":%b,"content_html":%b,'
-    b'"reply_to":%b,"mentions":%b,"created_at":%b,"updated_at":%b,"edited":%b,'
-    b'"deleted":%b,"attachments":%b}'
-)
-"""``MessageRead``'s fields in its order."""
 _HEAD = b'{"id":%d,"room_id":%d,"seq":%d,"author":%b,'
 """``_ITEM`` up to a stored tail (``page_tail``)."""
+_ITEM = _HEAD + (
+    b'"content":%b,"content_html":%b,"reply_to":%b,"mentions":%b,"created_at":%b,'
+    b'"updated_at":%b,"edited":%b,"deleted":%b,"attachments":%b}'
+)
+"""``MessageRead``'s fields in its order."""
 _BOOL = (b"false", b"true")
 
 
