@@ -28,7 +28,7 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionState
 
 from cmschat.observability import instruments as m
-from cmschat.realtime import wire
+from cmschat.realtime import client_frames, wire
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,30 @@ class AbortingWSProtocol(WSProtocol):
             established = self.conn.connection
             if established is not None:
                 self.conn = established  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        """As uvicorn, but whole masked text frames at the start of ``data`` are read here
+        when wsproto is between frames (``client_frames``); the rest goes to wsproto."""
+        if (
+            not self.close_sent
+            and self.buffer.value is None
+            and client_frames.between_frames(self.conn)
+        ):
+            texts, used = client_frames.read_text_frames(data, self.config.ws_max_size)
+            if texts:
+                # The same events, in the same order, as uvicorn's handle_message; like it,
+                # every message already received is queued though reading pauses after
+                # the first.
+                put = self.queue.put_nowait
+                for text in texts:
+                    put({"type": "websocket.receive", "text": text})
+                if not self.read_paused:
+                    self.read_paused = True
+                    self.transport.pause_reading()
+                if used == len(data):
+                    return
+                data = data[used:]
+        super().data_received(data)
 
     async def run_asgi(self) -> None:
         """Run the app; if it is done while the socket cannot be written, drop the socket."""
