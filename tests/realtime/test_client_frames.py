@@ -172,8 +172,10 @@ def disconnect(log: list[Any]) -> dict[str, Any]:
 
 
 SMALL = ["", "hello", "ü€😀" * 10, "x" * 125, "y" * 126, "z" * 300]
+# Masks of small bytes too, so that a wrong unmask of ASCII still decodes (to the wrong text).
 SMALL_STREAM = b"".join(
-    frame(t, mask=bytes([i, 0x5A, 0xA5, i * 7 % 256])) for i, t in enumerate(SMALL, 1)
+    frame(t, mask=bytes([i, 0x5A, 0xA5, i * 7 % 256] if i % 2 else [i, 2, 3, 4]))
+    for i, t in enumerate(SMALL, 1)
 )
 
 
@@ -236,7 +238,8 @@ async def test_only_whole_text_frames_skip_wsproto(monkeypatch: pytest.MonkeyPat
 BROKEN = {
     "fragmented": (frame("frag", fin=False) + frame("ment", opcode=0), None),
     "binary": (frame(b"\x00\xff", opcode=2), None),
-    "unmasked": (frame("bare", mask=None), 1002),
+    "unmasked": (frame("unmasked text", mask=None), 1002),
+    "continuation without a start": (frame("stray", opcode=0), 1002),
     "bad utf-8": (frame(b"ok \xc3\x28"), 1007),
     "truncated utf-8": (frame(b"\xe2\x82"), 1007),
     "oversize": (frame("o" * (LIMIT + 1)), 1009),
@@ -274,3 +277,38 @@ def test_unmask_matches_wsproto() -> None:
         assert client_frames.unmask(payload[:size], b"\x01\x80\xfe\x7f") == bytes(
             XorMaskerSimple(b"\x01\x80\xfe\x7f").process(bytearray(payload[:size]))
         )
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_the_reader_stops_at_the_first_frame_it_does_not_take(name: str) -> None:
+    data, _ = BROKEN[name]
+    assert client_frames.read_text_frames(data + frame("after"), LIMIT) == ([], 0)
+    assert client_frames.read_text_frames(data + bytes(16), LIMIT) == ([], 0)
+    before = frame("before")
+    assert client_frames.read_text_frames(before + data, LIMIT) == (["before"], len(before))
+
+
+async def test_wsproto_keeps_what_it_started() -> None:
+    """Once wsproto holds part of a frame or of a message, it reads on until it is done."""
+    log: list[Any] = []
+    release = asyncio.Event()
+    protocol = await open_protocol(AbortingWSProtocol, log, release)
+    try:
+        assert client_frames.between_frames(protocol.conn)
+        first, second = frame("x" * 200, fin=False), frame("end", opcode=0)
+        # Inside the header, the mask, just before and inside the payload.
+        for cut in (1, 3, 6, 8, 9, len(first) - 1):
+            protocol.data_received(first[:cut])
+            assert not client_frames.between_frames(protocol.conn)
+            protocol.data_received(first[cut:])
+            assert not client_frames.between_frames(protocol.conn)  # the message goes on
+            protocol.data_received(second)
+            assert client_frames.between_frames(protocol.conn)
+            assert (await protocol.receive())["text"] == "x" * 200 + "end"
+        # A parse failure that leaves wsproto holding nothing, its state still OPEN.
+        protocol.data_received(frame("stray", opcode=0))
+        assert not client_frames.between_frames(protocol.conn)
+        assert disconnect([await protocol.receive()])["code"] == 1002
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)
