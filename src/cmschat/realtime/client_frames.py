@@ -25,8 +25,8 @@ _MASKED = 0x80
 def unmask(payload: bytes, mask: bytes) -> bytes:
     """``payload`` XORed with the repeated 4-byte ``mask`` (RFC 6455, 5.3).
 
-    One XOR of two big integers: for a chat message's few hundred bytes this runs in a fifth
-    of the time of wsproto's four strided ``translate`` calls (docs/performance.md).
+    One XOR of two big integers: for a chat message's 20 to 2,000 bytes this takes a half
+    to a fifth of the time of wsproto's four strided ``translate`` calls (docs/performance.md).
     """
     size = len(payload)
     key = (mask * ((size >> 2) + 1))[:size]

@@ -15,6 +15,9 @@ one holds counts at 15,000 of them. uvicorn gives every connection an ``asyncio.
 handshake machinery (an h11 connection, its buffers, the upgrade request) for the
 connection's life. Here the queue and the event are small slotted stand-ins with the same
 behaviour for the calls uvicorn makes, and the handshake is dropped once it is done.
+
+Clients' whole masked text frames, what they send most, are read without wsproto when it
+is between frames (``client_frames``), with the same events, pauses and close codes.
 """
 
 from __future__ import annotations
