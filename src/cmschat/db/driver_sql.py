@@ -40,7 +40,7 @@ from cmschat.db import mariadb_trips, sqlite_driver
 Row = tuple[Any, ...]
 Ended = Callable[[str, float], None]
 Failed = Callable[[str, float, BaseException], None]
-Listener = Callable[..., Any]
+Listeners = tuple[Callable[..., Any], ...]
 _OBSERVER = "cmschat_statement_observer"
 """The dialect's attribute holding ``(ended, failed)``, called for every statement run here:
 set by observability's SQL timing (observability/db_metrics.py), which this layer does not
@@ -249,11 +249,12 @@ class Driver:
         return value if processor is None else processor(value)
 
 
-def _cursor_listeners(connection: Connection) -> tuple[list[Listener], list[Listener]]:
-    """The ``before``/``after_cursor_execute`` listeners in the order their events call
-    them, listed once a run: an event's call walks SQLAlchemy's joined collections each time."""
-    events = connection.dispatch
-    return [*events.before_cursor_execute], [*events.after_cursor_execute]
+def _cursor_listeners(connection: Connection) -> tuple[Listeners, Listeners]:
+    """The ``before``/``after_cursor_execute`` listeners as their events' calls run them (the
+    connection's, then the engine's), listed once a run: a call walks chained collections."""
+    events: Any = connection.dispatch
+    b, a = events.before_cursor_execute, events.after_cursor_execute
+    return (*b.parent_listeners, *b.listeners), (*a.parent_listeners, *a.listeners)
 
 
 def _adding(parameters: Any, added: Row, *, many: bool) -> Any:
