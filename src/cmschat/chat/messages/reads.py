@@ -123,8 +123,8 @@ def page_read(
 
 
 _READY: dict[str, Any] = {}
-"""The ready state as each kind of database's driver takes it, bound once (some 10,000
-instructions a page: the column's lookup and its type's processor)."""
+"""The ready state as each kind of database's driver takes it, bound once (the column's
+lookup and its type's processor were ~3.8 µs a page in timeit)."""
 
 
 def without_rows(parameters: Row) -> Row:
