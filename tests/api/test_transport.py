@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from cmschat.api import transport
 from cmschat.api.transport import CaseKeepingHttpToolsProtocol
 
 STATUS = {204: [(b"X-Request-Id", b"r1")], 304: [(b"ETag", b'"v1"')]}
@@ -227,3 +229,40 @@ async def test_an_http_1_0_client_gets_no_chunks(
         assert await asyncio.wait_for(reader.read(), 10) == expected
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("disabled", [True, False])
+async def test_uvicorns_access_line_is_built_only_when_its_logger_writes(
+    address: tuple[str, int], monkeypatch: pytest.MonkeyPatch, disabled: bool
+) -> None:
+    """cmschat disables ``uvicorn.access`` (it writes its own line): a page then builds none
+    of that line's arguments; an enabled logger still gets its line."""
+    built: list[str] = []
+    written: list[logging.LogRecord] = []
+
+    def path_of(scope: dict[str, Any]) -> str:
+        built.append(scope["path"])
+        return str(scope["path"])
+
+    class Kept(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            written.append(record)
+
+    logger = logging.getLogger("uvicorn.access")
+    handler = Kept()
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "disabled", disabled)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel clears the logger's cache of levels enabled
+    monkeypatch.setattr(transport, "get_path_with_query_string", path_of)
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(b"GET /length HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        assert await reader.readexactly(2) == b"ok"
+    finally:
+        writer.close()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert built == ([] if disabled else ["/length"])
+    assert [record.args[2] for record in written] == ([] if disabled else ["/length"])  # type: ignore[index]

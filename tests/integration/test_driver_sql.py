@@ -227,3 +227,58 @@ async def test_a_round_trips_size_counts_bytes_not_characters(
     # Each rename is ~60 characters but ~90 bytes: two to a trip, not all four.
     assert all(len(query.encode()) <= 200 for query in sent)
     assert [query.count(";") + 1 for query in sent][:2] == [2, 2]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "mariadb"], indirect=True)
+async def test_cursor_listeners_of_the_engine_and_the_connection_all_run_in_order(
+    context: AppContext, alice: NamedUser
+) -> None:
+    """Each statement run by the driver reaches every ``before``/``after_cursor_execute``
+    listener, the connection's then the engine's as SQLAlchemy calls them, and one
+    added or removed between runs is seen by the next run."""
+    calls: list[str] = []
+
+    def listener(name: str) -> Any:
+        def heard(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+            verb = sql.split(None, 1)[0]
+            if verb in ("SELECT", "UPDATE"):  # not the unit of work's BEGIN and COMMIT
+                calls.append(f"{name} {verb}")
+
+        return heard
+
+    engine = context.db.engine.sync_engine
+    added = [
+        (engine, "before_cursor_execute", listener("engine before")),
+        (engine, "after_cursor_execute", listener("engine after")),
+    ]
+    for target, name, fn in added:
+        event.listen(target, name, fn)
+    try:
+        async with context.db.unit_of_work("system:test") as session:
+            driver = await driver_of(session)
+            await driver.rows(USERNAME, (alice.id,))
+            own = (await session.connection()).sync_connection
+            assert own is not None
+            late = [
+                (own, "before_cursor_execute", listener("connection before")),
+                (own, "after_cursor_execute", listener("connection after")),
+            ]
+            for target, name, fn in late:
+                event.listen(target, name, fn)
+            added += late
+            await driver.steps([(USERNAME, (alice.id,), False), (TOUCH, (alice.id,), False)])
+            event.remove(*added.pop(0))  # the engine's before
+            await driver.rows(USERNAME, (alice.id,))
+    finally:
+        for target, name, fn in added:
+            event.remove(target, name, fn)
+    assert calls == [
+        "engine before SELECT",
+        "engine after SELECT",
+        *("connection before SELECT", "engine before SELECT"),
+        *("connection before UPDATE", "engine before UPDATE"),
+        *("connection after SELECT", "engine after SELECT"),
+        *("connection after UPDATE", "engine after UPDATE"),
+        "connection before SELECT",
+        *("connection after SELECT", "engine after SELECT"),
+    ]

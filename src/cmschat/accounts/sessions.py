@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,12 +36,20 @@ ROLE_CHANGED = "role_changed"
 
 def idle_window(policy: AuthSettings) -> timedelta:
     """How long a session may go unused before it ends."""
-    return timedelta(minutes=policy.token_idle_minutes)
+    return windows(policy.token_idle_minutes)[0]
 
 
 def refresh_interval(policy: AuthSettings) -> timedelta:
     """How stale ``last_used_at`` may get before a use writes it again."""
-    return min(LAST_USED_RESOLUTION, idle_window(policy) / REFRESH_FRACTION)
+    return windows(policy.token_idle_minutes)[1]
+
+
+@cache
+def windows(idle_minutes: int) -> tuple[timedelta, timedelta]:
+    """The idle window and the refresh interval of ``token_idle_minutes``, each made once
+    (every signed-in request checks both)."""
+    idle = timedelta(minutes=idle_minutes)
+    return idle, min(LAST_USED_RESOLUTION, idle / REFRESH_FRACTION)
 
 
 @dataclass(frozen=True)

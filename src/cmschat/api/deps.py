@@ -97,7 +97,13 @@ def client_of(request: Request) -> auth.Client:
 
 def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer <token>``; Unauthorized without one."""
-    header = request.headers.get("authorization", "")
+    # The first ``authorization`` header, as ``request.headers.get`` finds it (ASGI header
+    # names are lower case), without building Starlette's headers object.
+    header = ""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(

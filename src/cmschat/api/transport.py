@@ -16,6 +16,8 @@ cycle): pyproject.toml pins uvicorn's minor version.
 
 from __future__ import annotations
 
+import logging
+
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
@@ -60,7 +62,9 @@ class CaseKeepingCycle(RequestResponseCycle):
         self.waiting_for_100_continue = False
         status_code = message["status"]
         scope = self.scope
-        if self.access_log:
+        # cmschat writes its own access line and disables uvicorn's logger
+        # (observability.logging): its arguments (the path quoted again) go unbuilt then.
+        if self.access_log and self.access_logger.isEnabledFor(logging.INFO):
             self.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',
                 get_client_addr(scope),

@@ -40,6 +40,7 @@ from cmschat.db import mariadb_trips, sqlite_driver
 Row = tuple[Any, ...]
 Ended = Callable[[str, float], None]
 Failed = Callable[[str, float, BaseException], None]
+Listeners = tuple[Callable[..., Any], ...]
 _OBSERVER = "cmschat_statement_observer"
 """The dialect's attribute holding ``(ended, failed)``, called for every statement run here:
 set by observability's SQL timing (observability/db_metrics.py), which this layer does not
@@ -126,9 +127,10 @@ class Driver:
         # The engine's cursor events, as SQLAlchemy fires them: the SQL metrics, slow-query
         # log and spans (observability.db_metrics), the read-only guard (write_lock).
         connection = self._connection
-        events = connection.dispatch
+        before, after = _cursor_listeners(connection)
         observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
-        events.before_cursor_execute(connection, None, sql, parameters, None, many)
+        for listener in before:
+            listener(connection, None, sql, parameters, None, many)
         started = time.perf_counter()
         try:
             rows = await self._driver(sql, parameters, many=many)
@@ -140,7 +142,8 @@ class Driver:
                 raise
             raise translated from error
         finally:
-            events.after_cursor_execute(connection, None, sql, parameters, None, many)
+            for listener in after:
+                listener(connection, None, sql, parameters, None, many)
         if observer is not None:
             observer[0](sql, time.perf_counter() - started)
         return rows
@@ -166,7 +169,7 @@ class Driver:
             planned.append((sql, parameters, many))
             reads.append(statement.reads(self.dialect))
         connection = self._connection
-        events = connection.dispatch
+        before, after = _cursor_listeners(connection)
         # A function's parameters are not known yet (None); a ``many`` with none is skipped.
         announced = [
             (sql, None if callable(parameters) else parameters, many)
@@ -174,15 +177,18 @@ class Driver:
             if callable(parameters) or parameters or not many
         ]
         for sql, shown, many in announced:
-            events.before_cursor_execute(connection, None, sql, shown, None, many)
+            for listener in before:
+                listener(connection, None, sql, shown, None, many)
         try:
             if self.sqlite:
                 rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
             else:
                 rows, took, error = await mariadb_trips.run_steps(self._adapter, planned, reads)
         finally:
-            for sql, shown, many in announced:
-                events.after_cursor_execute(connection, None, sql, shown, None, many)
+            if after:
+                for sql, shown, many in announced:
+                    for listener in after:
+                        listener(connection, None, sql, shown, None, many)
         observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
         if observer is not None:
             for n, seconds in enumerate(took):
@@ -241,6 +247,14 @@ class Driver:
         """``value`` as the driver takes it for ``column`` (its type's bind processing)."""
         processor = column.type._cached_bind_processor(self.dialect)
         return value if processor is None else processor(value)
+
+
+def _cursor_listeners(connection: Connection) -> tuple[Listeners, Listeners]:
+    """The ``before``/``after_cursor_execute`` listeners as their events' calls run them (the
+    connection's, then the engine's), listed once a run: a call walks chained collections."""
+    events: Any = connection.dispatch
+    b, a = events.before_cursor_execute, events.after_cursor_execute
+    return (*b.parent_listeners, *b.listeners), (*a.parent_listeners, *a.listeners)
 
 
 def _adding(parameters: Any, added: Row, *, many: bool) -> Any:

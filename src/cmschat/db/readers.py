@@ -100,39 +100,37 @@ class Readers:
         connection from the pool when a kept one turns out dropped by the server: it must
         only read. ``harmless``: errors the caller raises between statements (its domain
         errors), after which the connection is kept as after a request that succeeded."""
-        if self._turns is None:
-            async with self._read(first, harmless) as read:
-                yield read
-            return
-        async with self._turns, self._read(first, harmless) as read:
-            yield read
-
-    @asynccontextmanager
-    async def _read(
-        self, first: Callable[[Driver], Awaitable[T]], harmless: Errors
-    ) -> AsyncIterator[tuple[Driver, T]]:
-        kept, reused = await self._take()
+        # One generator, the turn taken and given back in it: every page's await chain
+        # passes through each context manager's frames, both ways, each time it waits.
+        turns = self._turns
+        if turns is not None:
+            await turns.acquire()
         try:
-            found = await first(kept.driver)
-        except DBAPIError as error:
-            await self._drop(kept, error)
-            if not (reused and error.connection_invalidated):
-                raise
-            kept = await self._checked_out()
+            kept, reused = await self._take()
             try:
                 found = await first(kept.driver)
-            except BaseException as again:
-                await self._settle(kept, again, harmless)
+            except DBAPIError as error:
+                await self._drop(kept, error)
+                if not (reused and error.connection_invalidated):
+                    raise
+                kept = await self._checked_out()
+                try:
+                    found = await first(kept.driver)
+                except BaseException as again:
+                    await self._settle(kept, again, harmless)
+                    raise
+            except BaseException as error:
+                await self._settle(kept, error, harmless)
                 raise
-        except BaseException as error:
-            await self._settle(kept, error, harmless)
-            raise
-        try:
-            yield kept.driver, found
-        except BaseException as error:
-            await self._settle(kept, error, harmless)
-            raise
-        await self._give_back(kept)
+            try:
+                yield kept.driver, found
+            except BaseException as error:
+                await self._settle(kept, error, harmless)
+                raise
+            await self._give_back(kept)
+        finally:
+            if turns is not None:
+                turns.release()
 
     async def _take(self) -> tuple[_Kept, bool]:
         """A kept connection (True) or one checked out of the pool now (False)."""

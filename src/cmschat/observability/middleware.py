@@ -55,6 +55,9 @@ _OURS_NAMES = {
     True: frozenset({_REQUEST_ID_NAME, b"cache-control"}),
 }
 _NO_STORE = (b"Cache-Control", b"no-store")
+_SECURITY_PAIRS = tuple((name, value) for name, _, value in _SECURITY_BYTES)
+_SET_BY_US = _OURS_NAMES[True] | {lower for _, lower, _ in _SECURITY_BYTES}
+"""Every header name this layer writes or replaces, lower case."""
 
 
 def request_ids(scope: Scope) -> tuple[str, str | None]:
@@ -63,10 +66,16 @@ def request_ids(scope: Scope) -> tuple[str, str | None]:
     The caller's id is a correlation hint kept beside ours: it never becomes the request
     id, so nobody can forge or collide ids in the logs and the audit trail.
     """
-    given = dict(scope["headers"]).get(_REQUEST_ID_NAME, b"").decode("latin-1")
+    given = b""
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_NAME:
+            given = value  # the last one, as a dict of the headers kept it
     # The trace id when tracing; else 32 hex digits as uuid4().hex wrote, at a sixth of its cost.
     ours = current_trace_id(None) or os.urandom(16).hex()
-    return ours, given if _VALID_REQUEST_ID.fullmatch(given) else None
+    if not given:
+        return ours, None
+    text = given.decode("latin-1")
+    return ours, text if _VALID_REQUEST_ID.fullmatch(text) else None
 
 
 def _is_api(path: str) -> bool:
@@ -79,11 +88,15 @@ def _with_headers(
     """The response headers plus ours: request id and caching replace the route's,
     security headers the route set itself (a stricter CSP, say) are kept."""
     replaced = _OURS_NAMES[no_store]
-    headers = [(name, value) for name, value in raw if name.lower() not in replaced]
-    present = {name.lower() for name, _ in headers}
-    headers.append((b"X-Request-ID", request_id.encode()))
+    lowered = [name.lower() for name, _ in raw]
+    ours = [(b"X-Request-ID", request_id.encode())]
     if no_store:
-        headers.append(_NO_STORE)
+        ours.append(_NO_STORE)
+    if _SET_BY_US.isdisjoint(lowered):  # the usual answer: none of ours set by the route
+        return [*raw, *ours, *_SECURITY_PAIRS]
+    headers = [pair for pair, lower in zip(raw, lowered, strict=True) if lower not in replaced]
+    present = {lower for lower in lowered if lower not in replaced}
+    headers += ours
     headers += [(name, value) for name, lower, value in _SECURITY_BYTES if lower not in present]
     return headers
 

@@ -110,12 +110,21 @@ def page_read(
     there is a next page); ``after`` wins over ``before``, which ``_check_cursors`` refuses
     together. The page's size is its last parameter (``without_rows`` sets it to 0)."""
     limit = _clamped(limit)
-    ready = driver.bound(rows.ATTACHMENTS.c.state, AttachmentState.ready)
+    ready = _READY.get(driver.dialect.name)
+    if ready is None:
+        ready = _READY[driver.dialect.name] = driver.bound(
+            rows.ATTACHMENTS.c.state, AttachmentState.ready
+        )
     if after is not None:
         return _PAGE_AFTER, (ready, room_id, after, limit + 1)
     if before is not None:
         return _PAGE_BEFORE, (ready, room_id, before, limit + 1)
     return _PAGE_NEWEST, (ready, room_id, limit + 1)
+
+
+_READY: dict[str, Any] = {}
+"""The ready state as each kind of database's driver takes it, bound once (the column's
+lookup and its type's processor were ~3.8 µs a page in timeit)."""
 
 
 def without_rows(parameters: Row) -> Row:
