@@ -24,6 +24,7 @@ Run::
 
     .venv/bin/python bench/ws_split.py --db sqlite
     .venv/bin/python bench/ws_split.py --db sqlite --lone --in-flight 1 --sends 10
+    .venv/bin/python bench/ws_split.py --db sqlite --profile-only --top 40   # where to cut
 """
 
 from __future__ import annotations
