@@ -24,6 +24,7 @@ Run::
 
     .venv/bin/python bench/ws_split.py --db sqlite
     .venv/bin/python bench/ws_split.py --db sqlite --lone --in-flight 1 --sends 10
+    .venv/bin/python bench/ws_split.py --db sqlite --profile-only --top 40   # where to cut
 """
 
 from __future__ import annotations
@@ -177,12 +178,36 @@ def table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def top_functions(profile: Path, count: int) -> str:
+    """cmschat's functions in the main thread's cProfile, the ``count`` largest by self
+    time and by cumulative time: where to cut next."""
+    raw: dict[Any, Any] = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values()) or 1.0
+    own = [
+        (f"{filename.rpartition('cmschat/')[2]}:{line} {function}", calls, self_t, cum)
+        for (filename, line, function), (_cc, calls, self_t, cum, _callers) in raw.items()
+        if split.layer_of(filename) in OWN
+    ]
+    lines = []
+    for title, key in (("self", 2), ("cumulative", 3)):
+        lines += [f"| cmschat, top {count} by {title} time | calls | self % | cum % |"]
+        lines += ["|---|---|---|---|"]
+        for name, calls, self_t, cum in sorted(own, key=lambda r: -r[key])[:count]:
+            lines.append(
+                f"| {name} | {calls:,} | {100 * self_t / total:.2f} | {100 * cum / total:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 async def measure(args: Any) -> dict[str, Any]:
-    """The counted run, then the profiled one."""
+    """The counted run (unless ``--profile-only``), then the profiled one."""
     work = Path(tempfile.mkdtemp(prefix="ws-split-"))
     try:
-        figures = await counted(args, work)
+        figures = {} if args.profile_only else await counted(args, work)
         figures.update(await profiled(args, work / "profile", args.keep_profile))
+        if args.top:
+            figures["top"] = top_functions(work / "profile", args.top)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
@@ -196,15 +221,24 @@ def main() -> None:
         "--cpu-sends", type=int, default=100, help="sends a connection in each unvalgrinded round"
     )
     parser.add_argument("--keep-profile", metavar="PATH", help="keep the cProfile (pstats) here")
+    parser.add_argument(
+        "--top", type=int, default=0, metavar="N", help="also print cmschat's N largest functions"
+    )
+    parser.add_argument(
+        "--profile-only", action="store_true", help="skip the callgrind count (the profile alone)"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind (Debian package valgrind)")
     figures = asyncio.run(measure(args))
     figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
     figures["source"] = args.src or f"{common.ROOT / 'src'} ({common.source_state()})"
+    top = figures.pop("top", "")
     print(json.dumps(figures, indent=2))
     print()
-    print(table(figures))
+    if not args.profile_only:
+        print(table(figures))
+    print(top)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

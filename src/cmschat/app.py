@@ -327,6 +327,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             redis=redis,
             send_limiter=send_limiter_for(settings, redis, clock),
         )
+        context = app.state.context
+        # Asked at each cache read (two a send): the context itself, not Starlette's
+        # ``State`` lookup of it each time.
+        caches.trusted = lambda: context.broker.connected
         door = BusyRefusal(app.state.context.admission, settings)
         cast(CmschatApp, app).busy = door
         # Before the first request, in a thread: see DummyHash.prepare.

@@ -152,3 +152,42 @@ async def test_a_batchs_next_events_and_acks_skip_the_general_steps(
     assert delivery.drain_now(written)
     assert placed == [2, 3, 4] and socket.writes[1:] == [["{}"]]
     assert ROOM not in conn.delivered, "the member who left follows the room no more"
+
+
+def test_a_rooms_event_is_offered_to_its_followers_without_a_call_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub queues a room's event for each follower in one loop (``offer_each``), not
+    through ``Connection.offer`` per follower, and treats each as ``offer`` does: a closing
+    or ended connection gets nothing, a full queue closes its connection (1013)."""
+    hub = Hub()
+    conns = {n: Connection(user_id=n, queue_size=2) for n in range(1, 6)}
+    queued: list[int] = []
+    for user_id, conn in conns.items():
+        conn.on_queued = lambda user_id=user_id: queued.append(user_id)  # type: ignore[misc]
+        hub.add(conn, {ROOM})
+    earlier = protocol.envelope_of(_event(1))
+    conns[2].end(4001, "signed out")
+    conns[3].close(1000)
+    conns[4].offer(earlier)
+    conns[4].offer(earlier)  # full
+    conns[5].offer(earlier)
+    queued.clear()
+
+    def one_call_each(self: Connection, envelope: Envelope) -> None:
+        raise AssertionError("a call of Connection.offer per follower")
+
+    monkeypatch.setattr(Connection, "offer", one_call_each)
+    envelope = protocol.envelope_of(_event(2))
+    hub.deliver(envelope)
+
+    assert sorted(queued) == [1, 5]
+    assert list(conns[1].queue or ()) == [envelope]
+    assert list(conns[5].queue or ()) == [earlier, envelope]
+    assert conns[2].queue is None and conns[3].queue is None
+    assert (conns[4].overflowed, conns[4].close_requested, conns[4].close_code) == (
+        True,
+        True,
+        1013,
+    )
+    assert list(conns[4].queue or ()) == [earlier, earlier]

@@ -14,7 +14,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -43,10 +42,8 @@ class Envelope:
     user_id: int | None = None
     only_user_ids: tuple[int, ...] | None = None
 
-    @cached_property
-    def wire(self) -> bytes:
-        """The frame's bytes on the wire, built for the first socket and reused by the rest."""
-        return wire.text_frame(self.frame)
+    wire = wire.FrameBytes()
+    """The frame's bytes on the wire, built for the first socket and reused by the rest."""
 
     def encode(self) -> str:
         """The wire form between instances: a routing header line, then the frame."""

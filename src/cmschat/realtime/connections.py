@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -83,16 +83,7 @@ class Connection:
 
     def offer(self, envelope: Envelope) -> None:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
-        if self.overflowed or self.ended or self.close_requested:
-            return
-        if self.queue is None:
-            self.queue = deque()
-        if len(self.queue) >= self.queue_size:
-            self.overflowed = True
-            self.close(CLOSE_SLOW)
-            return
-        self.queue.append(envelope)
-        self.on_queued()
+        offer_each((self,), envelope)
 
     def take(self) -> Envelope | None:
         """The next queued envelope (the sender's), or None when none waits."""
@@ -134,6 +125,24 @@ class Connection:
         if self.token_id is not None and self.token_id == except_token_id:
             return False
         return token_ids is None or self.token_id in token_ids
+
+
+def offer_each(connections: Iterable[Connection], envelope: Envelope) -> None:
+    """``Connection.offer`` to each connection, its steps in this loop: a room's fan-out
+    offers every event to each follower (~10 a send), and a call per follower was a
+    tenth of the fan-out's main-thread time with sends in flight."""
+    for connection in connections:
+        if connection.overflowed or connection.ended or connection.close_requested:
+            continue
+        queue = connection.queue
+        if queue is None:
+            queue = connection.queue = deque()
+        if len(queue) >= connection.queue_size:
+            connection.overflowed = True
+            connection.close(CLOSE_SLOW)
+            continue
+        queue.append(envelope)
+        connection.on_queued()
 
 
 class Hub:
@@ -217,8 +226,7 @@ class Hub:
             # Route the new room to the joiner; their sender starts the room at this event.
             for connection in self._by_user.get(envelope.user_id, ()):
                 self.follow(connection, envelope.room_id)
-        for connection in list(self._by_room.get(envelope.room_id, ())):
-            connection.offer(envelope)
+        offer_each(list(self._by_room.get(envelope.room_id, ())), envelope)
         if envelope.type == "member.left" and envelope.user_id is not None:
             for connection in self._by_user.get(envelope.user_id, ()):
                 self.unfollow(connection, envelope.room_id)

@@ -198,7 +198,7 @@ class Delivery:
         if not gathered:
             return True
         assert self.write_now is not None  # noqa: S101 - gathered only with a direct write
-        data = gathered[0].wire if len(gathered) == 1 else b"".join(e.wire for e in gathered)
+        data = gathered[0].wire if len(gathered) == 1 else b"".join([e.wire for e in gathered])
         if not self.write_now(data):
             return False
         self._gathered = []

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import sessions
 from cmschat.accounts.models import User
+from cmschat.audit import service as audit
 from cmschat.chat.messages import commands
-from cmschat.chat.messages.group_commit import SendWithdrawn
+from cmschat.chat.messages.group_commit import SendWithdrawn, sender_origin
 from cmschat.context import AppContext
 from cmschat.db.actors import user_actor
 from cmschat.errors import CmschatError
@@ -51,6 +52,13 @@ class FrameActions:
         """The transient ``User`` the send service takes, made at this connection's first
         send (a connection that never sends holds none; building one per send was ~3 % of
         a send's CPU)."""
+        self._origin: audit.Origin | None = None
+        """Who this connection's sends' audit events name, and its request context (its
+        address and request id, set once for the connection by the gateway): taken at its
+        first send, not per send."""
+        self._still_wanted = lambda: not conn.ended
+        """A send is withdrawn when the session ended before its write (revoked meanwhile:
+        the message must not be stored)."""
         self._refresh_every: timedelta | None = None
         """``sessions.refresh_interval``, worked out at the first frame (per frame it was
         2 % of the server's CPU under load)."""
@@ -108,13 +116,14 @@ class FrameActions:
     async def _send_message(self, frame: SendDraft | frames.SendFrame) -> None:
         if self._sender is None:
             self._sender = self.user.as_user()
+            self._origin = sender_origin(self._sender)
         async with self.context.admission.sends("websocket"):
             view, _created = await self.context.sends.send(
                 user=self._sender,
                 room_id=frame.room_id,
                 draft=frame,
-                # Revoked meanwhile: the message must not be stored.
-                still_wanted=lambda: not self.conn.ended,
+                still_wanted=self._still_wanted,
+                origin=self._origin,
             )
         # The message's JSON as the room event carries it, not serialised again; the ack
         # put together as text, as protocol.dumps would write it.

@@ -30,7 +30,7 @@ ClientKey = tuple[int, int, str]
 def key_of(pending: Pending) -> ClientKey | None:
     """A send's idempotency key (None: it has no client id)."""
     client_id = pending.draft.client_id
-    return None if client_id is None else (pending.room_id, pending.user.id, client_id)
+    return None if client_id is None else (pending.room_id, pending.user_id, client_id)
 
 
 def _may_pass(pending: Pending, member: Membership | None) -> bool:
@@ -50,7 +50,7 @@ async def reads(
     wanted = {
         (pending.room_id, name)
         for pending in batch
-        if _may_pass(pending, memberships.get((pending.room_id, pending.user.id)))
+        if _may_pass(pending, memberships.get((pending.room_id, pending.user_id)))
         for name in pending.prepared.mentioned
     }
     if not keys and not wanted:

@@ -73,7 +73,7 @@ async def write_batch(
     ``caches``: the process's memberships and user names (``chat.caches``)."""
     outcomes: list[Outcome | BaseException | None] = [None] * len(batch)
     members = await hot_reads.memberships(
-        transaction, caches, {(pending.room_id, pending.user.id) for pending in batch}
+        transaction, caches, {(pending.room_id, pending.user_id) for pending in batch}
     )
     repeats, known = await batch_reads.reads(transaction, batch, members)
     parents = await batch_reads.parents(transaction, batch)
@@ -85,7 +85,7 @@ async def write_batch(
         draft, room_id = pending.draft, pending.room_id
         key = batch_reads.key_of(pending)
         try:
-            member = members.get((room_id, pending.user.id))
+            member = members.get((room_id, pending.user_id))
             if member is None:
                 raise NotFound("no such room")
             if key is not None and key in repeats:
@@ -105,7 +105,7 @@ async def write_batch(
             # send each, for nothing, on every send of every batch.
             if not pending.rate_taken:
                 if rules.limiter is not None:
-                    await check_send_rate(rules.limiter, user_id=pending.user.id)
+                    await check_send_rate(rules.limiter, user_id=pending.user_id)
                 pending.rate_taken = True
             file_ids = list(dict.fromkeys(draft.attachment_ids))
             taken = claimed.intersection(file_ids)
@@ -173,7 +173,7 @@ async def _store(
     if not accepted:
         return {}
     # Authors as shown now: a socket's user object dates from its sign-in (renamed since?).
-    authors = await hot_reads.shown(transaction, caches, {new.pending.user.id for new in accepted})
+    authors = await hot_reads.shown(transaction, caches, {new.pending.user_id for new in accepted})
     driver = await transaction.driver()
     stamped = {
         actor: batch_sql.stamps(driver, now, actor)
@@ -199,7 +199,7 @@ async def _store(
         [
             (
                 new.pending.room_id,
-                new.pending.user.id,
+                new.pending.user_id,
                 new.pending.draft.client_id,
                 new.pending.draft.reply_to,
                 new.pending.draft.content,
@@ -221,7 +221,7 @@ async def _store(
         events = []
         for new, (seq, message_id) in zip(accepted, stored, strict=True):
             try:
-                sent = _sent(new, seq, message_id, now, authors.get(new.pending.user.id))
+                sent = _sent(new, seq, message_id, now, authors.get(new.pending.user_id))
                 event = sent_event(EventType.message_created, seq, sent)
             except Exception as error:  # stored, committing: only this answer is lost
                 log.error("message %d stored, its answer not built", message_id, exc_info=True)
@@ -248,8 +248,10 @@ def _tail(new: _New, last: bytes, *, sqlite: bool) -> str:
 def _sent(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | None) -> Sent:
     """The stored message's API shape, from what is at hand (nothing read back), built as
     ``MessageRead`` would dump it, key for key (no model on the hot path)."""
-    user, draft = new.pending.user, new.pending.draft
-    shown = shown or Shown(username=user.username, display_name=user.display_name)
+    pending = new.pending
+    draft = pending.draft
+    if shown is None:
+        shown = Shown(username=pending.user.username, display_name=pending.user.display_name)
     files = [
         {**{name: getattr(file, name) for name in ATTACHMENT_FIELDS}, "message_id": message_id}
         for file in new.files
@@ -257,10 +259,10 @@ def _sent(new: _New, seq: int, message_id: int, now: datetime, shown: Shown | No
     return Sent.of(
         {
             "id": message_id,
-            "room_id": new.pending.room_id,
+            "room_id": pending.room_id,
             "seq": seq,
             "author": {
-                "id": user.id,
+                "id": pending.user_id,
                 "username": shown.username,
                 "display_name": shown.display_name,
             },

@@ -57,14 +57,17 @@ nothing to ordinary sends: 256 of 1,000 ASCII characters weigh ~1.6 MB."""
 Outcome = tuple[Sent, bool]
 """A send's answer: the message (its JSON built once), and whether it is new."""
 
-__all__ = ["GroupCommit", "Outcome", "Pending", "SendWithdrawn"]
+__all__ = ["GroupCommit", "Outcome", "Pending", "SendWithdrawn", "sender_origin"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One send waiting for the writer, with the future its sender awaits."""
 
     user: User
+    user_id: int
+    """``user.id``, read once: an ORM attribute costs a Python call each time it is read,
+    and a batch reads a send's author id some nine times."""
     room_id: int
     draft: sending.Draft
     origin: audit.Origin
@@ -82,6 +85,11 @@ class Pending:
     """The sender's span while tracing (its request's or frame's): a batch of one is traced
     in it, a larger batch linked with it."""
     queued_at: float = field(default_factory=time.perf_counter)
+
+
+def sender_origin(user: User) -> audit.Origin:
+    """Who a send's audit event names, with the sender's request context as it is now."""
+    return audit.origin_of(user_actor(user.id), user.username)
 
 
 class GroupCommit:
@@ -114,14 +122,18 @@ class GroupCommit:
         room_id: int,
         draft: sending.Draft,
         still_wanted: Callable[[], bool] | None = None,
+        origin: audit.Origin | None = None,
     ) -> Outcome:
         """Store a message (or find the first with its ``client_id``), as ``send_message``
-        does; ``still_wanted``: checked just before the write, False withdraws the send."""
+        does; ``still_wanted``: checked just before the write, False withdraws the send.
+        ``origin``: ``sender_origin(user)`` as the caller took it earlier in the same
+        context (a WebSocket's, once for all its sends); None: taken now."""
         pending = Pending(
             user=user,
+            user_id=user.id,
             room_id=room_id,
             draft=draft,
-            origin=audit.origin_of(user_actor(user.id), user.username),
+            origin=origin if origin is not None else sender_origin(user),
             still_wanted=still_wanted,
             prepared=prepare(draft, max_length=self.rules().max_length),
         )
