@@ -91,9 +91,10 @@ def classify(error: BaseException) -> Outage | None:
     return None
 
 
-def _errno(error: BaseException) -> object:
+def _errno(error: BaseException | None) -> int | None:
     """The MySQL protocol's error number a driver error carries first, if any."""
-    return error.args[0] if error.args else None
+    first = error.args[0] if error is not None and error.args else None
+    return first if isinstance(first, int) else None
 
 
 class OutageLog:
