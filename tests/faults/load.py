@@ -103,7 +103,14 @@ def close_code(error: BaseException) -> int | None:
 
 
 WS_REFUSALS = frozenset(
-    {"busy", "unavailable", "database_unavailable", "database_busy", "broker_unavailable"}
+    {
+        "busy",
+        "unavailable",
+        "database_unavailable",
+        "database_busy",
+        "database_conflict",
+        "broker_unavailable",
+    }
 )
 """Error codes a WebSocket send may get under a fault; the client retries the same client_id."""
 

@@ -100,7 +100,11 @@ class _Unsatisfiable(Exception):
     "/attachments/{attachment_id}",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        # The file's own type, as stored (image/gif, application/pdf, ...), not one type.
+        200: {
+            "description": "the file, in the content type it was stored with",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
         206: {"description": "a byte range"},
         304: {"description": "not modified"},
         416: {"description": "range not satisfiable"},

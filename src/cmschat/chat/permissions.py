@@ -116,10 +116,12 @@ def require_can_remove(user: User, mine: RoomMember | None, target: RoomMember) 
 
 
 async def require_readable_message(
-    session: AsyncSession, *, user: User, message_id: int
+    session: AsyncSession, *, user: User, message_id: int, for_update: bool = False
 ) -> tuple[Message, RoomMember | None]:
-    """A message and the caller's membership of its room; NotFound unless a member or an admin."""
-    message = await session.get(Message, message_id)
+    """A message and the caller's membership of its room; NotFound unless a member or an admin.
+
+    ``for_update``: its row locked (MariaDB) for the rest of the transaction."""
+    message = await session.get(Message, message_id, with_for_update=for_update)
     if message is None:
         raise NotFound("no such message")
     member = await membership(session, user=user, room_id=message.room_id)

@@ -47,6 +47,12 @@ OUTAGE_ERRORS = Counter(
     "Requests refused because a dependency failed (503/507), by error code",
     ["code"],
 )
+DATABASE_CONFLICTS = Counter(
+    "cmschat_database_conflicts_total",
+    "Requests refused (503) because their transaction collided with another: a deadlock or "
+    "lock-wait timeout on MariaDB, SQLite locked; by error code. Not an outage",
+    ["code"],
+)
 
 WS_OPEN = Gauge(
     "cmschat_websocket_connections_open",

@@ -4,6 +4,11 @@ When the database, Redis or the disk fails, every request fails the same way. Ea
 get a 503 (or 507 for a full disk) with ``Retry-After`` and a stable code a client can act
 on, not a 500; and the log should say once, then once per interval with a count, what is
 down — not print a stack trace per request (MariaDB down once produced 4.5 MB in 10 s).
+
+A transaction that collided with another (a MariaDB deadlock or lock-wait timeout, SQLite
+locked past its wait) is answered the same way but is no outage: the database is up and
+the next try will most likely pass. It is counted and logged as a conflict, apart from the
+failed dependencies an operator must act on.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import exc as sa
 from cmschat.observability import instruments as m
 
 log = logging.getLogger("cmschat.outage")
+conflict_log = logging.getLogger("cmschat.database.conflict")
 
 LOG_INTERVAL_SECONDS = 30.0
 """The same outage is logged at most once per interval (with how often it was seen)."""
@@ -34,13 +40,21 @@ class Outage:
     status: int
     retry_after: int
     message: str
+    conflict: bool = False
+    """A collision between transactions, not a failed dependency."""
 
 
 DATABASE = Outage("database_unavailable", 503, 5, "the database is unavailable; try again soon")
-DATABASE_BUSY = Outage("database_busy", 503, 1, "the database is busy; try again")
+DATABASE_BUSY = Outage("database_busy", 503, 1, "the database is busy; try again", conflict=True)
+DATABASE_CONFLICT = Outage(
+    "database_conflict", 503, 1, "the change collided with another one; try again", conflict=True
+)
 STORAGE_FULL = Outage("storage_full", 507, 60, "the server's storage is full; try again later")
 BROKER = Outage("broker_unavailable", 503, 5, "the event broker is unavailable; try again soon")
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_CONFLICT_ERRNOS = {1205, 1213}
+"""MariaDB's lock-wait timeout and deadlock: InnoDB rolled this transaction back (1213)
+or this statement (1205, the request's unit of work then rolls back the rest)."""
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -66,6 +80,8 @@ def classify(error: BaseException) -> Outage | None:
                 return DATABASE_BUSY
         if isinstance(cause, RedisConnectionError | RedisTimeoutError):
             return BROKER
+        if isinstance(cause, sa.DBAPIError) and _errno(cause.orig) in _CONFLICT_ERRNOS:
+            return DATABASE_CONFLICT
     if isinstance(error, sa.TimeoutError):  # no pooled connection came free in time
         return DATABASE
     if isinstance(error, sa.DBAPIError) and (
@@ -73,6 +89,12 @@ def classify(error: BaseException) -> Outage | None:
     ):
         return DATABASE
     return None
+
+
+def _errno(error: BaseException | None) -> int | None:
+    """The MySQL protocol's error number a driver error carries first, if any."""
+    first = error.args[0] if error is not None and error.args else None
+    return first if isinstance(first, int) else None
 
 
 class OutageLog:
@@ -85,19 +107,32 @@ class OutageLog:
 
     def seen(self, outage: Outage, error: BaseException, where: str) -> None:
         """Count one failure (and log it if the interval has passed)."""
-        m.OUTAGE_ERRORS.labels(code=outage.code).inc()
+        counter = m.DATABASE_CONFLICTS if outage.conflict else m.OUTAGE_ERRORS
+        counter.labels(code=outage.code).inc()
         now = time.monotonic()
         last, count = self._state.get(outage.code, (0.0, 0))
         count += 1
         if outage.code not in self._state or now - last >= self._interval:
-            log.error(
-                "%s: %d request(s) refused since the last report; last error %s in %s",
-                outage.code,
-                count,
-                type(error).__name__,
-                where,
-                extra={"event.action": "outage", "error.code": outage.code},
-            )
+            if outage.conflict:
+                conflict_log.warning(
+                    "%s: %d request(s) refused since the last report, each having collided "
+                    "with another transaction (deadlock or lock wait; the database is up); "
+                    "last error %s in %s",
+                    outage.code,
+                    count,
+                    type(error).__name__,
+                    where,
+                    extra={"event.action": "database_conflict", "error.code": outage.code},
+                )
+            else:
+                log.error(
+                    "%s: %d request(s) refused since the last report; last error %s in %s",
+                    outage.code,
+                    count,
+                    type(error).__name__,
+                    where,
+                    extra={"event.action": "outage", "error.code": outage.code},
+                )
             self._state[outage.code] = (now, 0)
         else:
             self._state[outage.code] = (last, count)

@@ -22,8 +22,12 @@ from cmschat.events import Published, queue_events
 async def _message_for(
     session: AsyncSession, user: User, message_id: int
 ) -> tuple[Message, Room, RoomMember | None]:
+    # The message's row locked first: a purge deleting it meanwhile is then either waited
+    # for (and the message is gone: 404) or deadlocks with this change (503, a conflict).
+    # Unlocked, the change read the row, waited for the purge's locks, and then wrote
+    # beside a message that no longer existed (a foreign-key error: a 500).
     message, member = await permissions.require_readable_message(
-        session, user=user, message_id=message_id
+        session, user=user, message_id=message_id, for_update=True
     )
     room = await session.get(Room, message.room_id)
     assert room is not None  # noqa: S101 - foreign key
