@@ -63,6 +63,7 @@ class _Draft:
 
 class _Pending:
     user = _User
+    user_id = _User.id
     draft = _Draft
     room_id = 1
 

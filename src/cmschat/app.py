@@ -267,11 +267,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Trusted while the broker connects this instance to the others' invalidations.
+        # Trusted while the broker connects this instance to the others' invalidations:
+        # bypassed until the context holds the broker (``trusted`` is set below).
         caches = HotCaches(
             size=settings.chat.cache_entries,
             ttl=settings.chat.cache_seconds,
-            trusted=lambda: app.state.context.broker.connected,
+            trusted=lambda: False,
         )
         # Committed events go to whichever broker the context holds when they are published.
         db = audited(

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from types import MappingProxyType
+from typing import Any
 
 import ecs_logging
 import httpx
@@ -326,3 +327,28 @@ async def test_the_access_line_of_a_request_says_where_the_middleware_wrote_it(
     source = inspect.getsourcelines(RequestMiddleware.__call__)
     line = source[0][record.lineno - source[1]]
     assert "log_access(" in line
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        [(b"content-type", b"text/plain")],
+        [(b"content-type", b"text/plain"), (b"x-request-id", b"the-route's")],
+    ],
+)
+async def test_a_routes_headers_given_as_an_iterator_are_all_kept(
+    given: list[tuple[bytes, bytes]],
+) -> None:
+    """ASGI lets an app give its response headers as any iterable, not only a list: the
+    middleware reads them twice and must not lose them to a spent iterator."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": iter(given)})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    transport = httpx.ASGITransport(app=RequestMiddleware(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as asgi:
+        response = await asgi.get("/anything")
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers["x-request-id"] != "the-route's"
+    assert response.headers["x-content-type-options"] == "nosniff"

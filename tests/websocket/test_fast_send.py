@@ -223,6 +223,7 @@ class _RecordingActions(actions.FrameActions):
             cast(AppContext, context), caller, Connection(user_id=1, queue_size=10), replies.append
         )
         self._sender = cast(Any, object())
+        self._still_wanted = lambda: True
         self.asked = asked
 
     async def _note_activity(self) -> None:

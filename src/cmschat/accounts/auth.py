@@ -193,9 +193,9 @@ def caller_of(
     # ``_ended``'s test, written out: its keyword call and conversions were about half of
     # this function's time (timeit); a revoked token needs no time read.
     idle, refresh = windows(policy.token_idle_minutes)
-    last_used_at = driver.utc(used)
     if revoked is not None or not active or now >= driver.utc(expires):
         raise Unauthorized("invalid or expired token", code="invalid_token")
+    last_used_at = driver.utc(used)
     if now >= last_used_at + idle:
         raise Unauthorized("invalid or expired token", code="invalid_token")
     due = now - last_used_at >= refresh

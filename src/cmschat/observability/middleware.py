@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -83,10 +84,12 @@ def _is_api(path: str) -> bool:
 
 
 def _with_headers(
-    raw: list[tuple[bytes, bytes]], request_id: str, *, no_store: bool
+    given: Iterable[tuple[bytes, bytes]], request_id: str, *, no_store: bool
 ) -> list[tuple[bytes, bytes]]:
     """The response headers plus ours: request id and caching replace the route's,
     security headers the route set itself (a stricter CSP, say) are kept."""
+    # ASGI allows any iterable; read twice below. Starlette's responses give lists.
+    raw = given if isinstance(given, list) else list(given)
     replaced = _OURS_NAMES[no_store]
     lowered = [name.lower() for name, _ in raw]
     ours = [(b"X-Request-ID", request_id.encode())]

@@ -1,6 +1,6 @@
 """One pass over every connection that has frames queued: a room's fan-out in one callback.
 
-An event reaches each of its room's connections through ``Connection.offer``; each then has
+An event reaches each of its room's connections through ``offer_each``; each then has
 what is queued written soon. Scheduling that per connection cost two loop callbacks per
 delivered frame, and counting the frames per write a counter step, a clock read and a
 histogram observation per frame. The hub's ``WritePass`` instead gathers the connections

@@ -40,6 +40,10 @@ PONG = protocol.dumps({"type": "pong"})
 class FrameActions:
     """Acts on one connection's frames, one at a time, in the order they came."""
 
+    _still_wanted: Callable[[], bool]
+    """A send is withdrawn when the session ended before its write (revoked meanwhile:
+    the message must not be stored); made with ``_sender``, at the first send."""
+
     def __init__(
         self, context: AppContext, user: Caller, conn: Connection, reply: Callable[[str], None]
     ) -> None:
@@ -56,9 +60,6 @@ class FrameActions:
         """Who this connection's sends' audit events name, and its request context (its
         address and request id, set once for the connection by the gateway): taken at its
         first send, not per send."""
-        self._still_wanted = lambda: not conn.ended
-        """A send is withdrawn when the session ended before its write (revoked meanwhile:
-        the message must not be stored)."""
         self._refresh_every: timedelta | None = None
         """``sessions.refresh_interval``, worked out at the first frame (per frame it was
         2 % of the server's CPU under load)."""
@@ -117,6 +118,8 @@ class FrameActions:
         if self._sender is None:
             self._sender = self.user.as_user()
             self._origin = sender_origin(self._sender)
+            conn = self.conn
+            self._still_wanted = lambda: not conn.ended
         async with self.context.admission.sends("websocket"):
             view, _created = await self.context.sends.send(
                 user=self._sender,
