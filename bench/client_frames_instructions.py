@@ -30,9 +30,13 @@ import children
 
 def _frame(payload: bytes, mask: bytes) -> bytes:
     size = len(payload)
-    head = bytes([0x81]) + (
-        bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2)
-    )
+    if size < 126:
+        length = bytes([0x80 | size])
+    elif size <= 0xFFFF:
+        length = bytes([0x80 | 126]) + size.to_bytes(2)
+    else:
+        length = bytes([0x80 | 127]) + size.to_bytes(8)
+    head = bytes([0x81]) + length
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
