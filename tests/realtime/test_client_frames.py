@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from uvicorn.server import ServerState
 from wsproto import ConnectionType, WSConnection
@@ -166,6 +167,13 @@ def writes(log: list[Any]) -> list[bytes]:
     return [e[1] for e in log if isinstance(e, tuple) and e[0] == "write"]
 
 
+def close_code(data: bytes) -> int:
+    """The code of the unmasked close frame ``data`` (the server's)."""
+    assert data[0] == 0x88 and data[1] < 126
+    code: int = struct.unpack("!H", data[2:4])[0]
+    return code
+
+
 def disconnect(log: list[Any]) -> dict[str, Any]:
     (event,) = [e for e in log if isinstance(e, dict) and e["type"] == "websocket.disconnect"]
     return event
@@ -242,6 +250,18 @@ BROKEN = {
     "continuation without a start": (frame("stray", opcode=0), 1002),
     "bad utf-8": (frame(b"ok \xc3\x28"), 1007),
     "truncated utf-8": (frame(b"\xe2\x82"), 1007),
+    # What a lenient decoder (``surrogatepass``, a hand-rolled one) would let through.
+    "a surrogate": (frame(b"\xed\xa0\x80"), 1007),
+    "overlong": (frame(b"\xc0\xaf"), 1007),
+    "above U+10FFFF": (frame(b"\xf4\x90\x80\x80"), 1007),
+    "utf-8 split across fragments": (
+        frame(b"\xe2\x82", fin=False) + frame(b"\xac", opcode=0),
+        None,
+    ),
+    "a surrogate split across fragments": (
+        frame(b"\xed", fin=False) + frame(b"\xa0\x80", opcode=0),
+        1007,
+    ),
     "oversize": (frame("o" * (LIMIT + 1)), 1009),
     "rsv1": (frame("deflated?", rsv=4), 1002),
     "rsv3": (frame("x", rsv=1), 1002),
@@ -263,6 +283,8 @@ async def test_everything_else_behaves_as_wsproto_alone(name: str) -> None:
     else:
         assert disconnect(whole)["code"] == code
         assert "after" not in texts(whole)
+        # The client is told why (RFC 6455 7.1.7), not left to see 1006.
+        assert close_code(writes(whole)[-1]) == code
     start = len(frame("before"))
     offsets = [*range(1, start + 16), len(stream) - 1]
     for reads in cuts(stream, offsets):
@@ -309,6 +331,60 @@ async def test_wsproto_keeps_what_it_started() -> None:
         protocol.data_received(frame("stray", opcode=0))
         assert not client_frames.between_frames(protocol.conn)
         assert disconnect([await protocol.receive()])["code"] == 1002
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [(frame("stray", opcode=0), 1002), (frame(b"\xc3\x28"), 1007)],
+    ids=["1002", "1007"],
+)
+async def test_a_malformed_frame_is_answered_with_its_close_code(bad: bytes, code: int) -> None:
+    """The messages read before it still reach the app, then the disconnect with the code;
+    the app's later sends fail as after a client's close, and a shutdown adds nothing."""
+    log: list[Any] = []
+    release = asyncio.Event()
+    protocol = await open_protocol(AbortingWSProtocol, log, release)
+    try:
+        protocol.data_received(frame("one") + frame("two") + bad + frame("after"))
+        assert [w[0] for w in log if w[0] != "pause"] == ["write", "close"]
+        assert close_code(writes(log)[0]) == code
+        got = [await protocol.receive() for _ in range(3)]
+        assert [e.get("text") for e in got[:2]] == ["one", "two"]
+        assert got[2]["type"] == "websocket.disconnect" and got[2]["code"] == code
+        with pytest.raises(ClientDisconnected):
+            await protocol.send({"type": "websocket.send", "text": "late"})
+        log.clear()
+        protocol.shutdown()  # the transport is still flushing: no second close frame
+        assert log == [("close",)]
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)
+
+
+@pytest.mark.parametrize("cls", [AbortingWSProtocol, PlainWSProtocol], ids=["fast", "plain"])
+async def test_a_text_sent_after_the_apps_close_is_not_delivered(
+    cls: type[AbortingWSProtocol],
+) -> None:
+    """uvicorn drops every frame but the close echo once the app has sent its close."""
+    log: list[Any] = []
+    release = asyncio.Event()
+    protocol = await open_protocol(cls, log, release)
+    try:
+        await protocol.send({"type": "websocket.close", "code": 1000})
+        assert close_code(writes(log)[0]) == 1000
+        assert (await protocol.receive()) == {
+            "type": "websocket.disconnect",
+            "code": 1000,
+            "reason": "",
+        }
+        log.clear()
+        protocol.data_received(frame("late") + frame("later"))
+        assert protocol.queue.empty() and log == []
+        protocol.data_received(frame(struct.pack("!H", 1000), opcode=8))
+        assert protocol.queue.empty() and log == [("close",)]
     finally:
         release.set()
         await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)

@@ -29,11 +29,14 @@ from typing import Any
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from cmschat.observability import instruments as m
 from cmschat.realtime import client_frames, wire
 
 log = logging.getLogger(__name__)
+
+_CLOSE_ALREADY_SENT = (ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED)
 
 
 class Inbox:
@@ -188,6 +191,36 @@ class AbortingWSProtocol(WSProtocol):
             self.transport.write(data)
             return True
         return False
+
+    def handle_close(self, event: CloseConnection) -> None:
+        """As uvicorn, but a malformed client frame gets a close frame with its code.
+
+        On a parse failure (1002 protocol error, 1007 bad UTF-8) wsproto's ``events()``
+        yields a ``CloseConnection`` while its state stays OPEN; uvicorn answers only a
+        state of REMOTE_CLOSING, so it dropped the socket without a word and the client
+        saw 1006. RFC 6455 7.1.7 (_Fail the WebSocket Connection_) wants the close frame.
+        A close the client sent (REMOTE_CLOSING) or the echo of ours (``close_sent``) is
+        not OPEN, so the handshakes are uvicorn's, unchanged.
+        """
+        if (
+            not self.close_sent
+            and self.conn.state is ConnectionState.OPEN
+            and not self.transport.is_closing()
+        ):
+            # The state becomes LOCAL_CLOSING: the app's later sends fail as after a
+            # client's close (ClientDisconnected), and uvicorn writes nothing more.
+            self.transport.write(self.conn.send(CloseConnection(event.code, event.reason)))
+        super().handle_close(event)
+
+    def shutdown(self) -> None:
+        """As uvicorn, unless a close frame already went out while the socket is still
+        flushing (a failed connection above, or a client's close answered): wsproto would
+        refuse a second one, and the exception would stop the server's shutdown loop."""
+        if not self.close_sent and self.conn.state in _CLOSE_ALREADY_SENT:
+            self.stop_keepalive()
+            self.transport.close()
+            return
+        super().shutdown()
 
     def keepalive_timeout(self) -> None:
         """No pong in time: uvicorn closes with 1011; counted and logged as what it is."""
