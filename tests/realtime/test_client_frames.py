@@ -388,3 +388,20 @@ async def test_a_text_sent_after_the_apps_close_is_not_delivered(
     finally:
         release.set()
         await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)
+
+
+async def test_a_shutdown_after_a_clients_close_was_answered_sends_nothing_more() -> None:
+    """The answer is still flushing (the transport not lost yet): uvicorn alone asked
+    wsproto for a 1012 close frame, which it refuses (LocalProtocolError)."""
+    log: list[Any] = []
+    release = asyncio.Event()
+    protocol = await open_protocol(AbortingWSProtocol, log, release)
+    try:
+        protocol.data_received(frame(struct.pack("!H", 1000), opcode=8))
+        assert close_code(writes(log)[0]) == 1000
+        log.clear()
+        protocol.shutdown()
+        assert log == [("close",)]
+    finally:
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*protocol.tasks), TIMEOUT)
