@@ -8,10 +8,12 @@ import asyncio
 import logging
 import re
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, text
 from sqlalchemy import exc as sa
 from sqlalchemy.sql.dml import Delete
@@ -28,6 +30,9 @@ PURGED = 20
 the edit's changes, so InnoDB (which rolls back the lighter transaction) ends the edit, as
 it would against a real purge's batch."""
 LOCK_WAIT_SECONDS = 10.0
+INNODB_TRX_REFRESH = 0.2
+"""Between two looks at ``innodb_trx``: InnoDB refreshes the table's cache only when it
+was not read for 0.1 s, so a closer poll sees the first look's transactions for ever."""
 
 
 def _counted(metrics: str, name: str, code: str) -> float:
@@ -35,74 +40,93 @@ def _counted(metrics: str, name: str, code: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def _running(context: AppContext, statements: tuple[str, ...]) -> bool:
-    """Whether a connection runs a statement starting one of these ways (blocked: the purge
-    is paused).
-
-    The process list, not ``innodb_lock_waits``: MariaDB shows no such wait there."""
+async def _waiting(context: AppContext, purge: int, statements: tuple[str, ...]) -> bool:
+    """Whether a transaction waits for a lock the purge (connection id ``purge``) holds, in a
+    statement starting one of these ways (the edit: the purge is paused, so nothing else
+    here waits for it). Other tests on the shared server, running the same statements in
+    their own databases, wait for their own transactions, never this purge."""
     async with context.db.unit_of_work(read_only=True) as session:
-        infos = await session.scalars(
-            text("SELECT info FROM information_schema.processlist WHERE info IS NOT NULL")
+        queries = await session.scalars(
+            text(
+                "SELECT waiting.trx_query"
+                " FROM information_schema.innodb_lock_waits AS waits"
+                " JOIN information_schema.innodb_trx AS waiting"
+                " ON waiting.trx_id = waits.requesting_trx_id"
+                " JOIN information_schema.innodb_trx AS holding"
+                " ON holding.trx_id = waits.blocking_trx_id"
+                " WHERE waiting.trx_state = 'LOCK WAIT'"
+                " AND holding.trx_mysql_thread_id = :purge"
+            ),
+            {"purge": purge},
         )
-        return any(info.startswith(statements) for info in infos)
+        return any(query is not None and query.startswith(statements) for query in queries)
 
 
-async def _edit_racing_the_purge(
-    client: httpx.AsyncClient,
+async def _change_racing_the_purge(
     context: AppContext,
     monkeypatch: pytest.MonkeyPatch,
     *,
-    author: dict[str, str],
     room: int,
     doomed: list[dict[str, Any]],
     pause_before: str,
-    content: str,
-    edit_waits_in: tuple[str, ...],
+    change: Callable[[], Awaitable[httpx.Response]],
+    change_waits_in: tuple[str, ...],
 ) -> httpx.Response:
-    """Purge ``doomed``; just before its first DELETE from table ``pause_before``, edit the
-    first of them to ``content`` and resume once the edit runs one of ``edit_waits_in``
-    (waiting for the purge's locks). The edit's answer."""
-    target = doomed[0]
-    edit: asyncio.Task[httpx.Response] | None = None
+    """Purge ``doomed``; just before its first DELETE from table ``pause_before``, start
+    ``change`` (an edit or delete of the first of them) and resume once it runs one of
+    ``change_waits_in``, waiting for the purge's locks. The change's answer."""
+    changing: asyncio.Task[httpx.Response] | None = None
+    try:
+        async with context.db.unit_of_work("system:test") as session:
+            execute = session.execute
+            purge = await session.scalar(text("SELECT CONNECTION_ID()"))
 
-    async with context.db.unit_of_work("system:test") as session:
-        execute = session.execute
+            async def paused(statement: Any, *args: Any, **kwargs: Any) -> Any:
+                nonlocal changing
+                if (
+                    changing is None
+                    and isinstance(statement, Delete)
+                    and statement.table.name == pause_before
+                ):
+                    changing = asyncio.create_task(change())
+                    # Until the change waits for the purge (polled: no guess at how long).
+                    async with asyncio.timeout(LOCK_WAIT_SECONDS):
+                        while not changing.done() and not await _waiting(
+                            context, purge, change_waits_in
+                        ):
+                            await asyncio.wait([changing], timeout=INNODB_TRX_REFRESH)
+                    assert not changing.done(), changing.result().text
+                return await execute(statement, *args, **kwargs)
 
-        async def paused(statement: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal edit
-            if (
-                edit is None
-                and isinstance(statement, Delete)
-                and statement.table.name == pause_before
-            ):
-                edit = asyncio.create_task(
-                    client.patch(
-                        f"/api/v1/messages/{target['id']}",
-                        headers=author,
-                        json={"content": content},
-                    )
-                )
-                # Until the edit waits for the purge (polled: no guess at how long it takes).
-                async with asyncio.timeout(LOCK_WAIT_SECONDS):
-                    while not edit.done() and not await _running(context, edit_waits_in):
-                        await asyncio.wait([edit], timeout=0.01)
-                assert not edit.done(), edit.result().text
-            return await execute(statement, *args, **kwargs)
+            # A purge's batch has work behind it by then (a real one erases attachments
+            # first): the events of the batch's sends, which it would delete anyway, go
+            # first.
+            await session.execute(
+                delete(RoomEvent).where(RoomEvent.message_id.in_([m["id"] for m in doomed]))
+            )
+            monkeypatch.setattr(session, "execute", paused)
+            await expiry.delete_messages(
+                session,
+                room_id=room,
+                message_ids=[m["id"] for m in doomed],
+                through_seq=doomed[-1]["seq"],
+            )
+    except BaseException:
+        # A wait that timed out (or a purge that failed) leaves no request running.
+        if changing is not None:
+            changing.cancel()
+            await asyncio.gather(changing, return_exceptions=True)
+        raise
+    assert changing is not None
+    return await changing
 
-        # A purge's batch has work behind it by then (a real one erases attachments
-        # first): the events of the batch's sends, which it would delete anyway, go first.
-        await session.execute(
-            delete(RoomEvent).where(RoomEvent.message_id.in_([m["id"] for m in doomed]))
-        )
-        monkeypatch.setattr(session, "execute", paused)
-        await expiry.delete_messages(
-            session,
-            room_id=room,
-            message_ids=[m["id"] for m in doomed],
-            through_seq=doomed[-1]["seq"],
-        )
-    assert edit is not None
-    return await edit
+
+def _edit(
+    client: httpx.AsyncClient, author: dict[str, str], message: dict[str, Any], content: str
+) -> Awaitable[httpx.Response]:
+    return client.patch(
+        f"/api/v1/messages/{message['id']}", headers=author, json={"content": content}
+    )
 
 
 async def _doomed(client: httpx.AsyncClient, author: dict[str, str], room: int) -> list[Any]:
@@ -121,10 +145,11 @@ async def test_an_edit_deadlocked_by_the_purge_is_a_conflict_not_an_outage(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The purge holds the room's row; the edit has re-indexed its message and waits for
-    the room's row (its event's seq); the purge then removes the batch's mentions, one of
-    which the edit holds: a cycle, which InnoDB ends by rolling back the edit, the lighter
-    of the two."""
+    """The purge holds the room's row; the edit has locked its message's row, re-indexed
+    it and waits for the room's row (its event's seq); the purge then removes the batch's
+    mentions, whose trigger (``UPDATE messages SET page_tail = NULL WHERE id =
+    OLD.message_id``) waits for the edit's lock on that message's row: a cycle, which
+    InnoDB ends by rolling back the edit, the lighter of the two."""
     a = await alice.login(client)
     room = await group(client, a, bob)
     doomed = await _doomed(client, a, room)
@@ -133,16 +158,14 @@ async def test_an_edit_deadlocked_by_the_purge_is_a_conflict_not_an_outage(
     caplog.set_level(logging.INFO)
     caplog.clear()
 
-    answered = await _edit_racing_the_purge(
-        client,
+    answered = await _change_racing_the_purge(
         context,
         monkeypatch,
-        author=a,
         room=room,
         doomed=doomed,
         pause_before=Mention.__tablename__,
-        content="edited, @bob",
-        edit_waits_in=("UPDATE rooms SET last_seq",),
+        change=lambda: _edit(client, a, doomed[0], "edited, @bob"),
+        change_waits_in=("UPDATE rooms SET last_seq",),
     )
 
     assert answered.status_code == 503, answered.text
@@ -154,7 +177,7 @@ async def test_an_edit_deadlocked_by_the_purge_is_a_conflict_not_an_outage(
     )
     assert retried.status_code == 404, retried.text
 
-    conflicts = [r for r in caplog.records if r.name == "cmschat.database.conflict"]
+    conflicts = [r for r in caplog.records if r.name == "cmschat.db.conflict"]
     assert [r.levelno for r in conflicts] == [logging.WARNING]
     assert "database_conflict" in conflicts[0].getMessage()
     assert [r.getMessage() for r in caplog.records if r.name == "cmschat.outage"] == []
@@ -188,17 +211,47 @@ async def test_an_edit_of_a_message_the_purge_is_deleting_never_answers_500(
     room = await group(client, a, bob)
     doomed = await _doomed(client, a, room)
 
-    answered = await _edit_racing_the_purge(
-        client,
+    answered = await _change_racing_the_purge(
         context,
         monkeypatch,
-        author=a,
         room=room,
         doomed=doomed,
         pause_before=Message.__tablename__,
-        content="edited",
+        change=lambda: _edit(client, a, doomed[0], "edited"),
         # Where the edit waits for the purge: its locking read; unlocked, the mention.
-        edit_waits_in=("SELECT messages.id", "DELETE FROM mentions WHERE mentions.message_id ="),
+        change_waits_in=(
+            "SELECT messages.id",
+            "DELETE FROM mentions WHERE mentions.message_id =",
+        ),
+    )
+
+    assert answered.status_code == 404, answered.text
+
+
+@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
+async def test_a_delete_of_a_message_the_purge_is_deleting_answers_404(
+    client: httpx.AsyncClient,
+    alice: NamedUser,
+    bob: NamedUser,
+    context: AppContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same race with a delete: it waits for the purge in its locking read of the
+    message's row, then finds the message gone. Unlocked, it read the row, waited for the
+    purge's locks and then updated a row that no longer existed: a 500."""
+    a = await alice.login(client)
+    room = await group(client, a, bob)
+    doomed = await _doomed(client, a, room)
+
+    answered = await _change_racing_the_purge(
+        context,
+        monkeypatch,
+        room=room,
+        doomed=doomed,
+        pause_before=Message.__tablename__,
+        change=lambda: client.delete(f"/api/v1/messages/{doomed[0]['id']}", headers=a),
+        # Its locking read; unlocked, whichever of its writes meets the purge's locks first.
+        change_waits_in=("SELECT messages.id", "DELETE", "UPDATE", "INSERT"),
     )
 
     assert answered.status_code == 404, answered.text
@@ -216,16 +269,70 @@ def _raised(orig: Exception) -> sa.OperationalError:
 
 
 @pytest.mark.parametrize(
-    ("orig", "code"),
+    ("orig", "code", "conflict"),
     [
-        (_MariaDBError(1213, "Deadlock found"), "database_conflict"),
-        (_MariaDBError(1205, "Lock wait timeout exceeded"), "database_conflict"),
-        (sqlite3.OperationalError("database is locked"), "database_busy"),
-        (_MariaDBError(2013, "Lost connection to server during query"), "database_unavailable"),
+        (_MariaDBError(1213, "Deadlock found"), "database_conflict", True),
+        (_MariaDBError(1205, "Lock wait timeout exceeded"), "database_conflict", True),
+        (sqlite3.OperationalError("database is locked"), "database_busy", False),
+        (_MariaDBError(2013, "Lost connection to server"), "database_unavailable", False),
     ],
 )
-def test_collisions_are_conflicts_and_a_lost_server_an_outage(orig: Exception, code: str) -> None:
-    """Deadlock, lock-wait timeout and a locked SQLite are conflicts; a lost server is not."""
+def test_collisions_are_conflicts_and_a_lost_server_or_a_locked_sqlite_an_outage(
+    orig: Exception, code: str, conflict: bool
+) -> None:
+    """Deadlock and lock-wait timeout are conflicts; a lost server is an outage, and so is
+    a locked SQLite (a write waited past its bound: the instance lacks write capacity)."""
     outage = outages.classify(_raised(orig))
     assert outage is not None
-    assert (outage.code, outage.conflict) == (code, code != "database_unavailable")
+    assert (outage.code, outage.conflict) == (code, conflict)
+
+
+def _raised_while_handling_a_deadlock(error: Exception) -> Exception:
+    try:
+        raise _raised(_MariaDBError(1213, "Deadlock found"))
+    except sa.OperationalError:
+        try:
+            raise error
+        except Exception as raised:
+            return raised
+
+
+def test_an_error_raised_while_handling_a_deadlock_is_that_error() -> None:
+    """A pool timeout met while handling a deadlock (the rollback's reconnect, say) is the
+    database unavailable, and a bug there stays a 500: neither is hidden as a conflict."""
+    timed_out = _raised_while_handling_a_deadlock(sa.TimeoutError("QueuePool limit"))
+    bug = _raised_while_handling_a_deadlock(KeyError("room"))
+    assert isinstance(timed_out.__context__, sa.OperationalError)
+
+    assert outages.classify(timed_out) is outages.DATABASE
+    assert outages.classify(bug) is None
+    assert outages.classify(timed_out.__context__) is outages.DATABASE_CONFLICT
+
+
+def test_a_deadlock_raised_from_is_a_conflict() -> None:
+    """An error explicitly raised from a deadlock (``raise ... from``) still is one."""
+    deadlock = _raised(_MariaDBError(1213, "Deadlock found"))
+    wrapper = RuntimeError("unit of work failed")
+    wrapper.__cause__ = deadlock
+    outage = outages.classify(wrapper)
+    assert outage is outages.DATABASE_CONFLICT
+
+
+def test_a_locked_sqlite_is_logged_and_counted_as_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``database_busy``: an error by ``cmschat.outage`` and a dependency error, not a
+    conflict's warning."""
+    log = outages.OutageLog()
+    before = _sample("cmschat_dependency_errors_total")
+    conflicts = _sample("cmschat_database_conflicts_total")
+
+    log.seen(outages.DATABASE_BUSY, sqlite3.OperationalError("database is locked"), "POST /x")
+
+    assert [(r.name, r.levelno) for r in caplog.records] == [("cmschat.outage", logging.ERROR)]
+    assert _sample("cmschat_dependency_errors_total") == before + 1
+    assert _sample("cmschat_database_conflicts_total") == conflicts
+
+
+def _sample(counter: str) -> float:
+    return REGISTRY.get_sample_value(counter, {"code": "database_busy"}) or 0.0

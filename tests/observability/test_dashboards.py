@@ -60,7 +60,11 @@ def test_the_dashboards_cover_service_realtime_database_backups_and_host() -> No
     expected = {
         "cmschat-service": ["cmschat_http_requests_total", "cmschat_http_request_duration"],
         "cmschat-realtime": ["cmschat_websocket_connections_open", "cmschat_delivery_latency"],
-        "cmschat-database": ["cmschat_db_query_duration_seconds", "cmschat_db_slow_queries"],
+        "cmschat-database": [
+            "cmschat_db_query_duration_seconds",
+            "cmschat_db_slow_queries",
+            "cmschat_database_conflicts_total",
+        ],
         "cmschat-backups-retention": [
             "cmschat_backup_last_success_timestamp_seconds",
             "cmschat_retention_runs_total",

@@ -49,8 +49,8 @@ OUTAGE_ERRORS = Counter(
 )
 DATABASE_CONFLICTS = Counter(
     "cmschat_database_conflicts_total",
-    "Requests refused (503) because their transaction collided with another: a deadlock or "
-    "lock-wait timeout on MariaDB, SQLite locked; by error code. Not an outage",
+    "Requests refused (503) because their transaction collided with another: a MariaDB "
+    "deadlock or lock-wait timeout; by error code. Not an outage",
     ["code"],
 )
 
@@ -269,5 +269,6 @@ for _transport, _limit in (
     SENDS_REFUSED.labels(transport=_transport, limit=_limit)
 for _operation in ("SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"):
     DB_SLOW.labels(operation=_operation)
+DATABASE_CONFLICTS.labels(code="database_conflict")
 for _reason in ("normal", "idle", "auth_failed", "restart", "slow_client", "other"):
     WS_CLOSES.labels(reason=_reason)

@@ -5,10 +5,12 @@ get a 503 (or 507 for a full disk) with ``Retry-After`` and a stable code a clie
 on, not a 500; and the log should say once, then once per interval with a count, what is
 down — not print a stack trace per request (MariaDB down once produced 4.5 MB in 10 s).
 
-A transaction that collided with another (a MariaDB deadlock or lock-wait timeout, SQLite
-locked past its wait) is answered the same way but is no outage: the database is up and
-the next try will most likely pass. It is counted and logged as a conflict, apart from the
-failed dependencies an operator must act on.
+A MariaDB transaction that collided with another (a deadlock or lock-wait timeout) is
+answered the same way but is no outage: the database is up and the next try will most
+likely pass. It is counted and logged as a conflict, apart from the failed dependencies an
+operator must act on. SQLite's ``database_busy`` stays an outage: a write that waited past
+the write lock's bound, or a CLI writer holding the lock, says the instance is short of
+write capacity, which an operator must act on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sqlalchemy import exc as sa
 from cmschat.observability import instruments as m
 
 log = logging.getLogger("cmschat.outage")
-conflict_log = logging.getLogger("cmschat.database.conflict")
+conflict_log = logging.getLogger("cmschat.db.conflict")
 
 LOG_INTERVAL_SECONDS = 30.0
 """The same outage is logged at most once per interval (with how often it was seen)."""
@@ -45,7 +47,7 @@ class Outage:
 
 
 DATABASE = Outage("database_unavailable", 503, 5, "the database is unavailable; try again soon")
-DATABASE_BUSY = Outage("database_busy", 503, 1, "the database is busy; try again", conflict=True)
+DATABASE_BUSY = Outage("database_busy", 503, 1, "the database is busy; try again")
 DATABASE_CONFLICT = Outage(
     "database_conflict", 503, 1, "the change collided with another one; try again", conflict=True
 )
@@ -67,8 +69,20 @@ def _chain(error: BaseException) -> list[BaseException]:
     return seen
 
 
+def _conflict(error: BaseException) -> bool:
+    """Whether ``error`` itself (or what it was explicitly raised from) is a MariaDB
+    deadlock or lock-wait timeout. Not the implicit ``__context__``: an error raised while
+    handling a deadlock (a pool timeout, a plain bug) is that error, not a conflict."""
+    for candidate in (error, error.__cause__):
+        if isinstance(candidate, sa.DBAPIError) and _errno(candidate.orig) in _CONFLICT_ERRNOS:
+            return True
+    return False
+
+
 def classify(error: BaseException) -> Outage | None:
     """The outage ``error`` shows, or None for a bug (which stays a logged 500)."""
+    if _conflict(error):
+        return DATABASE_CONFLICT
     for cause in _chain(error):
         if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
             return STORAGE_FULL
@@ -80,8 +94,6 @@ def classify(error: BaseException) -> Outage | None:
                 return DATABASE_BUSY
         if isinstance(cause, RedisConnectionError | RedisTimeoutError):
             return BROKER
-        if isinstance(cause, sa.DBAPIError) and _errno(cause.orig) in _CONFLICT_ERRNOS:
-            return DATABASE_CONFLICT
     if isinstance(error, sa.TimeoutError):  # no pooled connection came free in time
         return DATABASE
     if isinstance(error, sa.DBAPIError) and (
