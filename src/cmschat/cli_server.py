@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 import socket
+import sys
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -22,6 +24,22 @@ from cmschat.settings import Settings
 # The HTTP/1.1 implementation under the app; bench/serve_with.py swaps it to compare servers
 # (in this process: run it with --workers 1).
 HTTP_IMPLEMENTATION: type[asyncio.Protocol] | str = CaseKeepingHttpToolsProtocol
+PYTHON_SWITCH_INTERVAL_MS = 5.0  # CPython's default, sys.getswitchinterval() at start
+
+log = logging.getLogger("cmschat.server")
+
+
+def apply_switch_interval(milliseconds: float) -> None:
+    """Set this process's GIL switch interval, logging it once when it is not Python's."""
+    sys.setswitchinterval(milliseconds / 1000)
+    if milliseconds != PYTHON_SWITCH_INTERVAL_MS:
+        # Read back: what the interpreter uses (it keeps whole microseconds).
+        applied = sys.getswitchinterval() * 1000
+        log.info(
+            "GIL switch interval: %g ms (Python's default: %g ms)",
+            applied,
+            PYTHON_SWITCH_INTERVAL_MS,
+        )
 
 
 def _stopped(signum: int, frame: FrameType | None) -> NoReturn:
@@ -96,6 +114,8 @@ def serve_process(
     from cmschat.app import create_app
     from cmschat.monitoring.sampler import name_this_instance
 
+    # The whole process's, so set here, where every serving process (each worker) passes.
+    apply_switch_interval(settings.gil_switch_interval_ms)
     name_this_instance(port=port, worker=worker)
     application = create_app(settings)
     config = uvicorn_config(application, settings, host=host, port=port)

@@ -303,6 +303,11 @@ class Settings(BaseSettings):
     hsts_include_subdomains: bool = True
     """Subdomains of the chat host are covered too (ASVS level 2); off only if one lacks TLS."""
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    gil_switch_interval_ms: float = Field(default=5.0, ge=0.1, le=100, allow_inf_nan=False)
+    """How long a thread holding the GIL may run Python before one waiting for it gets a
+    turn (``sys.setswitchinterval``), in every process of ``cmschat serve``. The default is
+    Python's own: SQLite's thread waits up to this long after each statement while the
+    event loop runs Python (docs/operations.md)."""
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
     """Worker processes of ``cmschat serve`` on one port; auto: one per core on MariaDB with
     Redis, one on the embedded SQLite default (``serve --workers`` overrides it)."""

@@ -183,6 +183,10 @@ BAD_SETTINGS = [
     ("CMSCHAT_ENVIRONMENT", "staging", {}),
     ("CMSCHAT_SHUTDOWN_GRACE_SECONDS", "0", {}),
     ("CMSCHAT_AUTH__BCRYPT_ROUNDS", "lots", {}),
+    ("CMSCHAT_GIL_SWITCH_INTERVAL_MS", "0", {}),
+    ("CMSCHAT_GIL_SWITCH_INTERVAL_MS", "1000", {}),
+    ("CMSCHAT_GIL_SWITCH_INTERVAL_MS", "fast", {}),
+    ("CMSCHAT_GIL_SWITCH_INTERVAL_MS", "nan", {}),
     # Cheap hashing outside tests is refused, and the message names the variable.
     ("CMSCHAT_AUTH__BCRYPT_ROUNDS", "4", {"CMSCHAT_ENVIRONMENT": "production"}),
     ("CMSCHAT_SECRET_KEY", "changeme", {"CMSCHAT_ENVIRONMENT": "production"}),
@@ -265,6 +269,16 @@ def test_serve_first_run_then_restart(tmp_path: Path) -> None:
             assert bad.status_code == 401
         assert server.stop() == 0
         json_log_records(server.stderr())
+
+
+@pytest.mark.slow
+def test_serve_sets_and_logs_the_gil_switch_interval(tmp_path: Path) -> None:
+    env = clean_env(**FAST, CMSCHAT_GIL_SWITCH_INTERVAL_MS="0.5")
+    with running_server(tmp_path, env, "switch") as server:
+        assert server.stop() == 0
+        messages = [record["message"] for record in json_log_records(server.stderr())]
+    # Logged from the value the interpreter reports after setting it.
+    assert messages.count("GIL switch interval: 0.5 ms (Python's default: 5 ms)") == 1, messages
 
 
 # Every check of the contract smoke: the interface other teams and scripts rely on.
