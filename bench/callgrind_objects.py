@@ -10,8 +10,14 @@ locks) or SQLite's own mutexes. With ``--separate-threads=yes`` a dump is one fi
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import children
 
 GIL = "threads' handoff: the GIL taken and dropped (take_gil, drop_gil)"
 LOCKS = "threads' handoff: the interpreter's other locks (queues, futures' conditions)"
@@ -131,3 +137,26 @@ def by_thread(files: list[Path]) -> tuple[dict[str, int], dict[str, int]]:
         for group, count in by_object(file).items():
             others[group] = others.get(group, 0) + count
     return main, others
+
+
+def total_of_script(script: str, arguments: list[str], *, out: str, src: str | None) -> int:
+    """Run the Python ``script`` with ``arguments`` under callgrind, ``src`` (or the
+    checkout's ``src/``) on its ``PYTHONPATH``: the whole run's instructions."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src or str(Path(__file__).resolve().parent.parent / "src")
+    subprocess.run(  # noqa: S603 - fixed arguments
+        [
+            shutil.which("valgrind") or "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            script,
+            *arguments,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        preexec_fn=children.with_parent(),
+    )
+    totals = next(line for line in Path(out).read_text().splitlines() if line.startswith("totals:"))
+    return int(totals.split()[1])

@@ -18,14 +18,10 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
-import children
+import callgrind_objects
 
 
 def _frame(payload: bytes, mask: bytes) -> bytes:
@@ -114,31 +110,13 @@ def _work(frames: int, per_read: int, size: int, read: bool) -> None:
 
 
 def _count(read: bool, args: argparse.Namespace, out_dir: str) -> int:
-    out = f"{out_dir}/cg.{read}.out"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = args.src or str(Path(__file__).resolve().parent.parent / "src")
-    subprocess.run(  # noqa: S603 - fixed arguments
-        [
-            shutil.which("valgrind") or "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--inside",
-            str(args.frames),
-            *(["--read"] if read else []),
-            "--per-read",
-            str(args.per_read),
-            "--size",
-            str(args.size),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        preexec_fn=children.with_parent(),
+    arguments = ["--inside", str(args.frames), *(["--read"] if read else [])]
+    return callgrind_objects.total_of_script(
+        __file__,
+        [*arguments, "--per-read", str(args.per_read), "--size", str(args.size)],
+        out=f"{out_dir}/cg.{read}.out",
+        src=args.src,
     )
-    totals = next(line for line in Path(out).read_text().splitlines() if line.startswith("totals:"))
-    return int(totals.split()[1])
 
 
 def main() -> None:

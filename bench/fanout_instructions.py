@@ -18,15 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
-import children
+import callgrind_objects
 
 ROOM = 7
 
@@ -95,31 +90,13 @@ def _work(sends: int, room_size: int, batch: int = 1) -> None:
 
 
 def _count(sends: int, args: argparse.Namespace, out_dir: str) -> int:
-    out = f"{out_dir}/cg.{sends}.out"
-    env = dict(os.environ)
-    src = args.src or str(Path(__file__).resolve().parent.parent / "src")
-    env["PYTHONPATH"] = src
-    subprocess.run(  # noqa: S603 - fixed arguments
-        [
-            shutil.which("valgrind") or "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--inside",
-            str(sends),
-            "--room-size",
-            str(args.room_size),
-            "--batch",
-            str(args.batch),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        preexec_fn=children.with_parent(),
+    arguments = ["--inside", str(sends), "--room-size", str(args.room_size)]
+    return callgrind_objects.total_of_script(
+        __file__,
+        [*arguments, "--batch", str(args.batch)],
+        out=f"{out_dir}/cg.{sends}.out",
+        src=args.src,
     )
-    totals = next(line for line in Path(out).read_text().splitlines() if line.startswith("totals:"))
-    return int(totals.split()[1])
 
 
 def main() -> None:
