@@ -109,6 +109,22 @@ def _errno(error: BaseException | None) -> int | None:
     return first if isinstance(first, int) else None
 
 
+_OUTAGE_REPORT = (
+    log,
+    logging.ERROR,
+    "%s: %d request(s) refused since the last report; last error %s in %s",
+    "outage",
+)
+_CONFLICT_REPORT = (
+    conflict_log,
+    logging.WARNING,
+    "%s: %d request(s) refused since the last report, each having collided with another "
+    "transaction (deadlock or lock wait; the database is up); last error %s in %s",
+    "database_conflict",
+)
+"""Each kind's report: its logger, level, message and ``event.action``."""
+
+
 class OutageLog:
     """Logs an outage when first seen, then at most once per interval, with the count."""
 
@@ -125,26 +141,16 @@ class OutageLog:
         last, count = self._state.get(outage.code, (0.0, 0))
         count += 1
         if outage.code not in self._state or now - last >= self._interval:
-            if outage.conflict:
-                conflict_log.warning(
-                    "%s: %d request(s) refused since the last report, each having collided "
-                    "with another transaction (deadlock or lock wait; the database is up); "
-                    "last error %s in %s",
-                    outage.code,
-                    count,
-                    type(error).__name__,
-                    where,
-                    extra={"event.action": "database_conflict", "error.code": outage.code},
-                )
-            else:
-                log.error(
-                    "%s: %d request(s) refused since the last report; last error %s in %s",
-                    outage.code,
-                    count,
-                    type(error).__name__,
-                    where,
-                    extra={"event.action": "outage", "error.code": outage.code},
-                )
+            logger, level, report, action = _CONFLICT_REPORT if outage.conflict else _OUTAGE_REPORT
+            logger.log(
+                level,
+                report,
+                outage.code,
+                count,
+                type(error).__name__,
+                where,
+                extra={"event.action": action, "error.code": outage.code},
+            )
             self._state[outage.code] = (now, 0)
         else:
             self._state[outage.code] = (last, count)
