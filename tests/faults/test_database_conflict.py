@@ -193,23 +193,40 @@ async def test_an_edit_deadlocked_by_the_purge_is_a_conflict_not_an_outage(
     )
 
 
+_RACING_CHANGES = {
+    # Where each waits for the purge: its locking read; unlocked, the edit waited on the
+    # mention it removes, the delete on whichever of its writes met the purge's locks first.
+    "edit": ("SELECT messages.id", "DELETE FROM mentions WHERE mentions.message_id ="),
+    "delete": ("SELECT messages.id", "DELETE", "UPDATE", "INSERT"),
+}
+
+
 @pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
-async def test_an_edit_of_a_message_the_purge_is_deleting_never_answers_500(
+@pytest.mark.parametrize("kind", list(_RACING_CHANGES))
+async def test_a_change_of_a_message_the_purge_is_deleting_answers_404_never_500(
     client: httpx.AsyncClient,
     alice: NamedUser,
     bob: NamedUser,
     context: AppContext,
     monkeypatch: pytest.MonkeyPatch,
+    kind: str,
 ) -> None:
     """The purge has removed the batch's mentions, search entries and events and is about
-    to delete the messages when the edit (which removes its mention of bob) starts.
-    Unlocked, the edit read the message, waited for the purge's lock on that mention, went
-    on after the purge's commit and indexed a message that no longer existed: a
-    foreign-key error, answered 500. With the message's row read ``FOR UPDATE`` first, the
-    edit waits for the purge there and then finds the message gone: 404."""
+    to delete the messages when the edit (which removes its mention of bob) or the delete
+    starts. Unlocked, the edit read the message, waited for the purge's lock on that
+    mention, went on after the purge's commit and indexed a message that no longer
+    existed (a foreign-key error, answered 500); the delete read the row, waited for the
+    purge's locks and then updated a row that no longer existed (a 500). With the
+    message's row read ``FOR UPDATE`` first, each waits for the purge there and then finds
+    the message gone: 404."""
     a = await alice.login(client)
     room = await group(client, a, bob)
     doomed = await _doomed(client, a, room)
+
+    def change() -> Awaitable[httpx.Response]:
+        if kind == "edit":
+            return _edit(client, a, doomed[0], "edited")
+        return client.delete(f"/api/v1/messages/{doomed[0]['id']}", headers=a)
 
     answered = await _change_racing_the_purge(
         context,
@@ -217,41 +234,8 @@ async def test_an_edit_of_a_message_the_purge_is_deleting_never_answers_500(
         room=room,
         doomed=doomed,
         pause_before=Message.__tablename__,
-        change=lambda: _edit(client, a, doomed[0], "edited"),
-        # Where the edit waits for the purge: its locking read; unlocked, the mention.
-        change_waits_in=(
-            "SELECT messages.id",
-            "DELETE FROM mentions WHERE mentions.message_id =",
-        ),
-    )
-
-    assert answered.status_code == 404, answered.text
-
-
-@pytest.mark.parametrize("database_url", ["mariadb"], indirect=True)
-async def test_a_delete_of_a_message_the_purge_is_deleting_answers_404(
-    client: httpx.AsyncClient,
-    alice: NamedUser,
-    bob: NamedUser,
-    context: AppContext,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same race with a delete: it waits for the purge in its locking read of the
-    message's row, then finds the message gone. Unlocked, it read the row, waited for the
-    purge's locks and then updated a row that no longer existed: a 500."""
-    a = await alice.login(client)
-    room = await group(client, a, bob)
-    doomed = await _doomed(client, a, room)
-
-    answered = await _change_racing_the_purge(
-        context,
-        monkeypatch,
-        room=room,
-        doomed=doomed,
-        pause_before=Message.__tablename__,
-        change=lambda: client.delete(f"/api/v1/messages/{doomed[0]['id']}", headers=a),
-        # Its locking read; unlocked, whichever of its writes meets the purge's locks first.
-        change_waits_in=("SELECT messages.id", "DELETE", "UPDATE", "INSERT"),
+        change=change,
+        change_waits_in=_RACING_CHANGES[kind],
     )
 
     assert answered.status_code == 404, answered.text
