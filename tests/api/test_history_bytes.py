@@ -156,22 +156,32 @@ async def test_rows_the_api_never_writes_are_the_old_serialisation_too(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_sqlite_writes_each_message_of_a_page_itself(
+async def test_sqlite_writes_an_older_page_itself_as_one_row(
     client: httpx.AsyncClient, alice: NamedUser, context: AppContext
 ) -> None:
-    """On SQLite a page's row is its seq and the message's JSON text: the driver makes two
-    objects per row and no Python code writes it."""
+    """On SQLite an older page (the newest, or one before a cursor) is one row: how many
+    messages, the oldest one's seq, whether older ones remain, and the messages' JSON texts
+    joined by SQLite, newest first. No Python code writes a message, and the driver steps
+    once, whatever the page's size."""
     a = await alice.login(client)
     room = await group(client, a)
-    sent = await send(client, a, room, "hi")
-    async with reading(context.db.reader) as driver:
-        statement, parameters = reads.page_read(
-            driver, room_id=room, before=None, after=None, limit=50
-        )
-        found = await driver.rows(statement, parameters)
-    assert [tuple(row) for row in found] == [
-        (sent["seq"], orjson.dumps(sent).decode()),
-    ]
+    first, second, third = [await send(client, a, room, text) for text in ("1", "2", "3")]
+
+    async def row(before: int | None, limit: int) -> tuple[object, ...]:
+        async with reading(context.db.reader) as driver:
+            statement, parameters = reads.page_read(
+                driver, room_id=room, before=before, after=None, limit=limit
+            )
+            (found,) = await driver.rows(statement, parameters)
+        return tuple(found)
+
+    def joined(*sent: dict[str, object]) -> str:
+        return ",".join(orjson.dumps(message).decode() for message in sent)
+
+    assert await row(None, 2) == (2, second["seq"], 1, joined(third, second))
+    assert await row(second["seq"], 50) == (1, first["seq"], 0, joined(first))
+    assert await row(None, 3) == (3, first["seq"], 0, joined(third, second, first))
+    assert (await row(first["seq"], 50))[:3] == (0, None, 0)
 
 
 async def test_every_refusal_of_a_page_is_at_once(

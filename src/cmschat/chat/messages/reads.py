@@ -38,7 +38,10 @@ def _page(dialect: Dialect, *, newer: bool, cursor: bool) -> Select[Any]:
         if cursor:
             statement = statement.where(m.seq < bindparam("cursor"))
         statement = statement.order_by(m.seq.desc())
-    return statement.limit(bindparam("limit"))
+    statement = statement.limit(bindparam("limit"))
+    if dialect.name == "sqlite" and not newer:
+        return page_json.sqlite_older_page(statement)
+    return statement
 
 
 # Run with the driver (db.driver_sql): a page is the hottest read there is. One statement
@@ -117,9 +120,11 @@ def page_read(
         )
     if after is not None:
         return _PAGE_AFTER, (ready, room_id, after, limit + 1)
+    # SQLite reads an older page as one row that tells whether more follow (``_page``).
+    size = limit if driver.sqlite else limit + 1
     if before is not None:
-        return _PAGE_BEFORE, (ready, room_id, before, limit + 1)
-    return _PAGE_NEWEST, (ready, room_id, limit + 1)
+        return _PAGE_BEFORE, (ready, room_id, before, size)
+    return _PAGE_NEWEST, (ready, room_id, size)
 
 
 _READY: dict[str, Any] = {}
@@ -138,6 +143,8 @@ def _clamped(limit: int) -> int:
 
 
 def _page_of(found: list[Row], *, after: int | None, limit: int, sqlite: bool) -> bytes:
+    if sqlite and after is None:
+        return page_json.sqlite_older_page_bytes(found[0])
     limit = _clamped(limit)
     more = len(found) > limit
     found = found[:limit]
