@@ -13,7 +13,7 @@ from cmschat.accounts.models import User
 from cmschat.attachments.models import AttachmentState
 from cmschat.chat import hot_reads, permissions
 from cmschat.chat.caches import HotCaches
-from cmschat.chat.messages import page_json, rows
+from cmschat.chat.messages import page_json, page_sqlite, rows
 from cmschat.chat.models import EventType, Mention, Message, Room, RoomEvent, RoomMember
 from cmschat.db.driver_sql import Driver, Row, Statement
 from cmschat.errors import Invalid
@@ -40,7 +40,7 @@ def _page(dialect: Dialect, *, newer: bool, cursor: bool) -> Select[Any]:
         statement = statement.order_by(m.seq.desc())
     statement = statement.limit(bindparam("limit"))
     if dialect.name == "sqlite" and not newer:
-        return page_json.sqlite_older_page(statement)
+        return page_sqlite.older_page(statement)
     return statement
 
 
@@ -144,7 +144,7 @@ def _clamped(limit: int) -> int:
 
 def _page_of(found: list[Row], *, after: int | None, limit: int, sqlite: bool) -> bytes:
     if sqlite and after is None:
-        return page_json.sqlite_older_page_bytes(found[0])
+        return page_sqlite.older_page_bytes(found[0])
     limit = _clamped(limit)
     more = len(found) > limit
     found = found[:limit]
