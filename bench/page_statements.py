@@ -12,19 +12,22 @@ Variants:
 
 - ``select1``: ``SELECT 1``, the connection's per-statement floor;
 - ``token``: the caller's token row (``accounts.auth``), as the hot route reads it;
-- ``page``: the newest page of 51 as shipped (``chat.messages.reads``);
-- ``page_no_sub``: the same without the columns for rows without a stored tail;
-- ``page_plain_case``: ``page`` with its CASE-guarded plain columns, no subquery;
-- ``page_no_files`` / ``page_no_mentions``: ``page`` less one of its two subqueries;
-- ``page_files_concat``, ``page_files_ids``, ``page_files_concat_ws``, ``page_files_forced``,
-  ``page_files_any_state``: the ready files' subquery with ``GROUP_CONCAT`` for
+- ``page``: the newest page of 51 as shipped (``chat.messages.reads``: heads and stored
+  tails);
+- ``page_untailed``: ``page`` over 51 rows without a stored tail, and their read by id
+  (``chat.messages.page_built``); ``built_1``: that read for one row;
+- ``page_old``: the page's one statement before ``page_built`` (``_old_page``: the
+  CASE-guarded columns and correlated subqueries for rows without a tail);
+- ``page_old_no_sub``: ``page_old`` less all those columns (``page``'s shape);
+- ``page_old_plain_case``: with its CASE-guarded plain columns, no subquery;
+- ``page_old_no_files`` / ``page_old_no_mentions``: less one of its two subqueries;
+- ``page_old_files_concat``, ``_files_ids``, ``_files_concat_ws``, ``_files_forced``,
+  ``_files_any_state``: the ready files' subquery with ``GROUP_CONCAT`` for
   ``JSON_ARRAYAGG``, only the ids, ``CONCAT_WS`` for ``JSON_ARRAY``, an index hint, no
   state condition (which of its parts costs);
-- ``page_untailed``: ``page`` over a page whose rows have no stored tail (the
-  subqueries run for each);
-- ``page_prepared``: ``page`` as a server-side prepared statement (asyncmy's
-  ``Connection.prepare``, the binary protocol), prepared once, executed each time;
-- ``token_prepared``: the token row the same way.
+- ``page_old_untailed``: ``page_old`` over the 51 rows without a tail;
+- ``*_prepared``: the statement as a server-side prepared statement (asyncmy's
+  ``Connection.prepare``, the binary protocol), prepared once, executed each time.
 
 Run::
 
@@ -84,13 +87,36 @@ def _qmark(sql: str) -> str:
     return re.sub(r"%s", "?", sql).replace("%%", "%")
 
 
+def _old_page(*, before: bool) -> Any:
+    """The page's one statement as shipped before ``page_built`` (commit 3473d8d): each
+    message's head, its stored tail and, CASE-guarded for a row without one, the columns
+    ``page_built`` now reads by id. Its parameters: ready, room, (cursor,) limit."""
+    from sqlalchemy import bindparam, case, select
+
+    from cmschat.chat.messages import page_built, rows
+
+    m = rows.MESSAGES.c
+    columns = list(page_built._built(1).selected_columns)
+    stored = m.page_tail.is_not(None)
+    statement = (
+        select(*columns[:6], m.page_tail, *(case((stored, None), else_=c) for c in columns[6:]))
+        .select_from(rows.MESSAGES.outerjoin(rows.USERS, rows.USERS.c.id == m.author_id))
+        .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
+        .where(m.room_id == bindparam("room_id"))
+    )
+    if before:
+        statement = statement.where(m.seq < bindparam("cursor"))
+    return statement.order_by(m.seq.desc()).limit(bindparam("limit"))
+
+
 async def measure(args: argparse.Namespace) -> None:
     import asyncmy
     from sqlalchemy.dialects import mysql
 
     from cmschat.accounts import auth
     from cmschat.attachments.models import AttachmentState
-    from cmschat.chat.messages import reads, rows
+    from cmschat.chat.messages import page_built, reads, rows
+    from cmschat.db.driver_sql import Statement
 
     async with common.environment("mariadb") as (backend, _servers, api):
         users = await api.create_users(2, prefix="s")
@@ -103,8 +129,15 @@ async def measure(args: argparse.Namespace) -> None:
             batch=5000,
         )
         dialect = mysql.asyncmy.dialect()  # type: ignore[attr-defined]
-        page_sql, _ = reads._PAGE_NEWEST.sql(dialect)
-        older_sql, _ = reads._PAGE_BEFORE.sql(dialect)
+        new_sql, _ = reads._PAGES[2].sql(dialect)
+        new_older_sql, _ = reads._PAGES[1].sql(dialect)
+        built_sql = {size: page_built._BUILT(size).sql(dialect)[0] for size in (1, 51)}
+        page_sql, _ = Statement(
+            lambda _d: _old_page(before=False), ("ready", "room_id", "limit")
+        ).sql(dialect)
+        older_sql, _ = Statement(
+            lambda _d: _old_page(before=True), ("ready", "room_id", "cursor", "limit")
+        ).sql(dialect)
         token_sql, _ = auth._TOKEN_ROW.sql(dialect)
         ready = rows.ATTACHMENTS.c.state.type._cached_bind_processor(dialect)
         ready_value = AttachmentState.ready if ready is None else ready(AttachmentState.ready)
@@ -167,23 +200,42 @@ async def measure(args: argparse.Namespace) -> None:
                 return run
 
             page_prepared = await connection.prepare(_qmark(page_sql))
+            new_prepared = await connection.prepare(_qmark(new_sql))
             token_prepared = await connection.prepare(_qmark(token_sql))
             page_args = (ready_value, room_id, 51)
+            await cursor.execute(
+                "SELECT id FROM messages WHERE room_id = %s AND seq < 61 ORDER BY seq DESC "
+                "LIMIT 51",
+                (room_id,),
+            )
+            untailed_ids = tuple(row[0] for row in await cursor.fetchall())
+            newest_page = text(new_sql, (room_id, 51))
+            newest_untailed = text(new_older_sql, (room_id, 61, 51))
+            built_all = text(built_sql[51], (ready_value, *untailed_ids))
+
+            async def untailed_now() -> Any:
+                await newest_untailed()
+                return await built_all()
+
             variants: dict[str, Run] = {
                 "select1": text("SELECT 1", ()),
                 "token": text(token_sql, (digest,)),
-                "page": text(page_sql, page_args),
-                "page_no_sub": text(no_sub, page_args[1:]),
-                "page_plain_case": text(plain_case, page_args[1:]),
-                "page_no_files": text(no_files, page_args[1:]),
-                "page_no_mentions": text(no_mentions, page_args),
-                "page_files_concat": text(files_concat, page_args),
-                "page_files_forced": text(files_forced, page_args),
-                "page_files_any_state": text(files_any, page_args[1:]),
-                "page_files_ids": text(files_ids, page_args),
-                "page_files_concat_ws": text(files_ws, page_args),
-                "page_untailed": text(older_sql, (ready_value, room_id, 61, 51)),
-                "page_prepared": lambda: page_prepared.execute(page_args),
+                "page": newest_page,
+                "page_untailed": untailed_now,
+                "built_1": text(built_sql[1], (ready_value, untailed_ids[0])),
+                "page_old": text(page_sql, page_args),
+                "page_old_no_sub": text(no_sub, page_args[1:]),
+                "page_old_plain_case": text(plain_case, page_args[1:]),
+                "page_old_no_files": text(no_files, page_args[1:]),
+                "page_old_no_mentions": text(no_mentions, page_args),
+                "page_old_files_concat": text(files_concat, page_args),
+                "page_old_files_forced": text(files_forced, page_args),
+                "page_old_files_any_state": text(files_any, page_args[1:]),
+                "page_old_files_ids": text(files_ids, page_args),
+                "page_old_files_concat_ws": text(files_ws, page_args),
+                "page_old_untailed": text(older_sql, (ready_value, room_id, 61, 51)),
+                "page_old_prepared": lambda: page_prepared.execute(page_args),
+                "page_prepared": lambda: new_prepared.execute((room_id, 51)),
                 "token_prepared": lambda: token_prepared.execute((digest,)),
             }
             chosen = args.variants or list(variants)

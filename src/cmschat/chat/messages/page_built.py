@@ -3,7 +3,8 @@
 The page's statement (``page_json.page_select``) reads each message's head (ids, author)
 and its stored tail (``page_tail``), nothing else. The few rows without a tail (edited,
 deleted, with files, sent before tails were stored) are read here, by id, with what
-their item is built from; only when the page has one. In the page's own statement those
+their item is built from (its ready files joined, a row each); only when the page has
+one. In the page's own statement those
 columns (CASE-guarded, with correlated subqueries) cost mariadbd about 290 µs of its
 ~400 on every page, needed or not: MariaDB sets up each subquery's ``GROUP_CONCAT`` /
 ``JSON_ARRAYAGG`` temporary table whenever the statement runs, the ready files' one on
@@ -25,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 
 from cmschat.attachments.models import AttachmentState
 from cmschat.chat.messages.rows import ATTACHMENT_FIELDS, ATTACHMENTS, MENTIONS, MESSAGES, USERS
@@ -45,24 +46,23 @@ _BOOL = (b"false", b"true")
 
 
 def _built(size: int) -> Select[Any]:
-    """``size`` messages by id: the head, then ``rows.message_select``'s other columns (the
-    update time NULL when it is the creation's, edited and deleted as 0 or 1), the
-    mentions (``group_concat`` of the user ids) and the ready files (``JSON_ARRAYAGG`` of
-    value arrays). Parameters: ``ready`` (the ready state), then the ids."""
+    """``size`` messages by id, a row per ready file (one without): the head, then
+    ``rows.message_select``'s other columns (the update time NULL when it is the
+    creation's, edited and deleted as 0 or 1), the mentions (``group_concat`` of the user
+    ids) and the file's ``ATTACHMENT_FIELDS``. Parameters: ``ready`` (the ready state),
+    then the ids.
+
+    The files are joined, not aggregated: a ``JSON_ARRAYAGG`` of them made MariaDB set up
+    a temporary table on disk per execution (~300 µs and more of mariadbd's CPU)."""
     m, a, u = MESSAGES.c, ATTACHMENTS.c, USERS.c
+    # MariaDB cuts GROUP_CONCAT at group_concat_max_len (1 MiB by default): far more ids
+    # than a room has members.
     mentioned = (
         select(func.group_concat(MENTIONS.c.user_id))
         .where(MENTIONS.c.message_id == m.id)
         .scalar_subquery()
     )
-    # MariaDB cuts GROUP_CONCAT and JSON_ARRAYAGG at group_concat_max_len (1 MiB by
-    # default): a message has at most 10 files (schemas.AttachmentIds), a few KiB.
-    values = func.json_array(*(a[name] for name in ATTACHMENT_FIELDS))
-    files = (
-        select(func.json_arrayagg(values))
-        .where(a.message_id == m.id, a.state == bindparam("ready"))
-        .scalar_subquery()
-    )
+    ready = and_(a.message_id == m.id, a.state == bindparam("ready"))
     # The driver makes a datetime per DATETIME value: an update time equal to the
     # creation's (most messages) comes as NULL.
     return (
@@ -81,11 +81,15 @@ def _built(size: int) -> Select[Any]:
             m.edited_at.is_not(None),
             m.deleted_at.is_not(None),
             mentioned,
-            files,
+            *(a[name] for name in ATTACHMENT_FIELDS),
         )
-        .select_from(MESSAGES.outerjoin(USERS, u.id == m.author_id))
+        .select_from(MESSAGES.outerjoin(USERS, u.id == m.author_id).outerjoin(ATTACHMENTS, ready))
         .where(m.id.in_([bindparam(f"i{n}") for n in range(size)]))
     )
+
+
+_MESSAGE_COLUMNS = 14
+"""A ``_built`` row's columns before its file's."""
 
 
 _BUILT = BySize(
@@ -116,12 +120,17 @@ async def completed(driver: Driver, found: list[Row], *, ready: Any) -> list[Row
     untailed = [row[0] for row in found if row[6] is None]
     if not untailed:
         return found
-    read = await driver.rows(_BUILT(len(untailed)), (ready, *untailed))
-    built = {row[0]: row for row in read}
+    built: dict[int, Row] = {}
+    for row in await driver.rows(_BUILT(len(untailed)), (ready, *untailed)):
+        message = built.get(row[0])
+        if message is None:
+            message = built[row[0]] = (*row[:_MESSAGE_COLUMNS], [])
+        if row[_MESSAGE_COLUMNS] is not None:
+            message[-1].append(row[_MESSAGE_COLUMNS:])
     return [
         row if row[6] is not None else built[row[0]]
         for row in found
-        if row[0] in built or row[6] is not None
+        if row[6] is not None or row[0] in built
     ]
 
 
@@ -138,10 +147,10 @@ def _mentions(found: str | bytes) -> bytes:
     return b"[%b]" % text.encode()
 
 
-def _files(found: str | bytes) -> bytes:
-    """The ``AttachmentRead`` objects of the JSON array of value arrays, by id."""
+def _files(found: list[Row]) -> bytes:
+    """The ``AttachmentRead`` objects of the files' ``ATTACHMENT_FIELDS`` values, by id."""
     shapes = []
-    for values in sorted(orjson.loads(found)):
+    for values in sorted(found):
         shape = dict(zip(ATTACHMENT_FIELDS, values, strict=True))
         shape["is_image"] = bool(shape["is_image"])
         shapes.append(shape)
@@ -149,8 +158,9 @@ def _files(found: str | bytes) -> bytes:
 
 
 def items(rows: Sequence[Row]) -> bytes:
-    """The page's items, joined: ``completed``'s rows, a page row's head and stored tail,
-    or a ``_built`` row's item written here with one fixed bytes template, no dict."""
+    """The page's items, joined: of ``completed``'s rows, a page row's head and stored
+    tail, or a built row's (``_built``'s, its files gathered) item written here with one
+    fixed bytes template, no dict."""
     dumps = orjson.dumps
     authors: dict[int, bytes] = {}
     written: list[bytes] = []
@@ -185,7 +195,7 @@ def items(rows: Sequence[Row]) -> bytes:
                 created if updated_at is None else _stamp(updated_at),
                 _BOOL[edited],
                 _BOOL[deleted],
-                b"[]" if files is None or files == "[]" else _files(files),
+                _files(files) if files else b"[]",
             )
         )
     return b",".join(written)
