@@ -89,18 +89,41 @@ def _qmark(sql: str) -> str:
 
 def _old_page(*, before: bool) -> Any:
     """The page's one statement as shipped before ``page_built`` (commit 3473d8d): each
-    message's head, its stored tail and, CASE-guarded for a row without one, the columns
-    ``page_built`` now reads by id. Its parameters: ready, room, (cursor,) limit."""
-    from sqlalchemy import bindparam, case, select
+    message's head, its stored tail and, CASE-guarded for a row without one, the other
+    columns, the mentions (``GROUP_CONCAT``) and the ready files (``JSON_ARRAYAGG``) as
+    correlated subqueries. Its parameters: ready, room, (cursor,) limit."""
+    from sqlalchemy import bindparam, case, func, select
 
-    from cmschat.chat.messages import page_built, rows
+    from cmschat.chat.messages import rows
 
-    m = rows.MESSAGES.c
-    columns = list(page_built._built(1).selected_columns)
+    m, a, u = rows.MESSAGES.c, rows.ATTACHMENTS.c, rows.USERS.c
+    mentioned = (
+        select(func.group_concat(rows.MENTIONS.c.user_id))
+        .where(rows.MENTIONS.c.message_id == m.id)
+        .scalar_subquery()
+    )
+    values = func.json_array(*(a[name] for name in rows.ATTACHMENT_FIELDS))
+    files = (
+        select(func.json_arrayagg(values))
+        .where(a.message_id == m.id, a.state == bindparam("ready"))
+        .scalar_subquery()
+    )
+    built = (
+        m.content,
+        m.content_html,
+        m.reply_to_id,
+        m.created_at,
+        func.nullif(m.updated_at, m.created_at),
+        m.edited_at.is_not(None),
+        m.deleted_at.is_not(None),
+        mentioned,
+        files,
+    )
     stored = m.page_tail.is_not(None)
+    head = (m.id, m.room_id, m.seq, m.author_id, u.username, u.display_name, m.page_tail)
     statement = (
-        select(*columns[:6], m.page_tail, *(case((stored, None), else_=c) for c in columns[6:]))
-        .select_from(rows.MESSAGES.outerjoin(rows.USERS, rows.USERS.c.id == m.author_id))
+        select(*head, *(case((stored, None), else_=column) for column in built))
+        .select_from(rows.MESSAGES.outerjoin(rows.USERS, u.id == m.author_id))
         .with_hint(rows.MESSAGES, "FORCE INDEX (uq_messages_room_id_seq)", dialect_name="mysql")
         .where(m.room_id == bindparam("room_id"))
     )
