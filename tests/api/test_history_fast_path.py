@@ -116,10 +116,14 @@ async def test_a_history_page_costs_the_same_few_statements_whatever_its_size(
             )
         assert response.status_code == 200 and len(response.json()["items"]) == limit
         counts.append(len(statements))
-    assert counts[0] == counts[1], counts
+    # MariaDB reads a page's rows without a stored tail (edited, deleted, with files) in
+    # one statement more, however many (chat/messages/page_built.py): the page of 2 has
+    # none, the page of 10 has some.
+    more = 1 if context.db.engine.dialect.name == "mysql" else 0
+    assert counts[1] == counts[0] + more, counts
     # The caller's token, membership, the page with its authors, mentions, files (and
     # SQLite's own BEGIN and COMMIT): the ORM path took one more, for the authors.
-    assert counts[0] <= 7, counts
+    assert counts[1] <= 7, counts
 
 
 async def test_an_outsider_still_gets_404_from_the_fast_path(

@@ -114,7 +114,8 @@ async def history(request: Request, context: AppContext, room_id: int, page: Pag
     """``chat_api.history``'s work on a pooled connection, without an ORM session or a
     transaction through the engine: the token's row and the page in one trip to the
     driver (``reading_signed_in``'s ``along``), the membership when it is not cached,
-    then the page's rows written as JSON."""
+    then the page's rows written as JSON (on MariaDB, after the rows without a stored tail
+    are read by id: ``page_built``)."""
     before, after, limit = page
 
     def page_read(driver: Driver) -> tuple[Statement, Row, Row]:
