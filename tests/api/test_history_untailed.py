@@ -15,7 +15,7 @@ from cmschat import jsonbytes
 from cmschat.chat.messages import page_built
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.context import AppContext
-from cmschat.db.driver_sql import Driver, Row
+from cmschat.db.driver_sql import Driver, Row, reading
 from tests.api.test_history_bytes import old_page_bytes
 from tests.api.test_messages import ROOMS, edit, group, send
 from tests.support import NamedUser
@@ -81,3 +81,23 @@ async def test_rows_changed_between_the_two_reads_are_shown_whole(
     now = orjson.loads(await old_page_bytes(context, {"items": [{"id": one}], "next_cursor": None}))
     expected = [before[0], before[1], now["items"][0]]
     assert response.content == jsonbytes.dumps({"items": expected, "next_cursor": None})
+
+
+async def test_the_read_by_id_reads_only_the_pages_room(
+    client: httpx.AsyncClient, alice: NamedUser, context: AppContext
+) -> None:
+    """Ids of another room's messages given as this room's page rows: none is read."""
+    a = await alice.login(client)
+    mine, theirs = await group(client, a), await group(client, a)
+    kept = await send(client, a, mine, "mine")
+    other = await send(client, a, theirs, "theirs")
+    assert (await edit(client, a, other["id"], "theirs, edited")).status_code == 200
+    posing = (other["id"], mine, other["seq"], alice.id, "alice", "Alice", None)
+    async with reading(context.db.reader) as driver:
+        ready = page_built.ready_state(driver)
+        shown = await page_built.completed(driver, [posing], ready=ready)
+        own = (kept["id"], mine, kept["seq"], alice.id, "alice", "Alice", None)
+        assert [row[0] for row in await page_built.completed(driver, [own], ready=ready)] == [
+            kept["id"]
+        ]
+    assert shown == []

@@ -85,6 +85,9 @@ def _built(size: int) -> Select[Any]:
         )
         .select_from(MESSAGES.outerjoin(USERS, u.id == m.author_id).outerjoin(ATTACHMENTS, ready))
         .where(m.id.in_([bindparam(f"i{n}") for n in range(size)]))
+        # The ids come from the page's own read; its room again, so that no caller can
+        # ever be shown another room's message through them.
+        .where(m.room_id == bindparam("room_id"))
     )
 
 
@@ -94,7 +97,7 @@ _MESSAGE_COLUMNS = 14
 
 _BUILT = BySize(
     lambda size: Statement(
-        lambda _dialect: _built(size), ["ready", *(f"i{n}" for n in range(size))]
+        lambda _dialect: _built(size), ["ready", *(f"i{n}" for n in range(size)), "room_id"]
     )
 )
 
@@ -121,7 +124,8 @@ async def completed(driver: Driver, found: list[Row], *, ready: Any) -> list[Row
     if not untailed:
         return found
     built: dict[int, Row] = {}
-    for row in await driver.rows(_BUILT(len(untailed)), (ready, *untailed)):
+    room_id = found[0][1]  # a page is one room's
+    for row in await driver.rows(_BUILT(len(untailed)), (ready, *untailed, room_id)):
         message = built.get(row[0])
         if message is None:
             message = built[row[0]] = (*row[:_MESSAGE_COLUMNS], [])
