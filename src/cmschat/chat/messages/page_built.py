@@ -50,7 +50,7 @@ def _built(size: int) -> Select[Any]:
     ``rows.message_select``'s other columns (the update time NULL when it is the
     creation's, edited and deleted as 0 or 1), the mentions (``group_concat`` of the user
     ids) and the file's ``ATTACHMENT_FIELDS``. Parameters: ``ready`` (the ready state),
-    then the ids.
+    the ids, then the page's room.
 
     The files are joined, not aggregated: a ``JSON_ARRAYAGG`` of them made MariaDB set up
     a temporary table on disk per execution (~300 µs and more of mariadbd's CPU)."""

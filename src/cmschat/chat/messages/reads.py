@@ -120,21 +120,18 @@ def page_read(
     there is a next page); ``after`` wins over ``before``, which ``_check_cursors`` refuses
     together. The page's size is its last parameter (``without_rows`` sets it to 0)."""
     limit = _clamped(limit)
-    if not driver.sqlite:
-        after_, before_, newest = _PAGES
-        if after is not None:
-            return after_, (room_id, after, limit + 1)
-        if before is not None:
-            return before_, (room_id, before, limit + 1)
-        return newest, (room_id, limit + 1)
-    ready = page_built.ready_state(driver)
-    after_, before_, newest = _SQLITE_PAGES
+    first: tuple[Any, ...] = ()
+    pages = _PAGES
+    if driver.sqlite:
+        first, pages = (page_built.ready_state(driver),), _SQLITE_PAGES
+    after_, before_, newest = pages
     if after is not None:
-        return after_, (ready, room_id, after, limit + 1)
+        return after_, (*first, room_id, after, limit + 1)
     # SQLite reads an older page as one row that tells whether more follow (``_page``).
+    size = limit if driver.sqlite else limit + 1
     if before is not None:
-        return before_, (ready, room_id, before, limit)
-    return newest, (ready, room_id, limit)
+        return before_, (*first, room_id, before, size)
+    return newest, (*first, room_id, size)
 
 
 def without_rows(parameters: Row) -> Row:
