@@ -38,6 +38,7 @@ from typing import Any
 
 import children
 import common
+import raw_ws
 
 Member = tuple[int, str, int]
 """A client: its index, its bearer token, its room id."""
@@ -62,127 +63,129 @@ def _client_stats() -> dict[str, Any]:
     }
 
 
+_CREATED = b'{"type":"message.created",'
+_SEQ = b'"seq":'
+
+
+def _seq_of(raw: bytes) -> int | None:
+    """A ``message.created`` frame's top-level ``seq`` (the envelope writes ``type``,
+    ``room_id`` and ``seq`` first), read without parsing the rest; None: another frame."""
+    if not raw.startswith(_CREATED):
+        return None
+    at = raw.index(_SEQ, len(_CREATED)) + len(_SEQ)
+    return int(raw[at : raw.index(b",", at)])
+
+
 async def _client(
     member: Member, url: str, args: dict[str, Any], start: float, stats: dict[str, Any]
 ) -> None:
     """One connection: sign in, then pipeline sends from ``start`` for the whole run."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-
     index, token, room_id = member
     window = (start + args["warmup"], start + args["warmup"] + args["duration"])
     stop_at = window[1]
-    ws = await connect(url, compression=None, ping_interval=None, max_size=1 << 22, open_timeout=60)
-    await ws.send(json.dumps({"type": "auth", "token": token, "resume": {}}))
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
-        if frame["type"] == "ready":
-            last_seq = int(frame["rooms"][str(room_id)])
-            break
-        if frame["type"] == "error":
-            raise RuntimeError(f"auth refused: {frame}")
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[int] = loop.create_future()
+    """The room's seq at sign-in (``last`` holds it from then on)."""
     seen: set[int] = set()
     pending: dict[str, tuple[float, str]] = {}
     slots = asyncio.Semaphore(args["in_flight"])
-    done = asyncio.Event()
     heard = [time.perf_counter()]
+    last = [0]
     pad = "x" * max(0, args["size"] - 24)
 
-    async def resend(client_id: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(pending[client_id][1])
+    def sample(text: str) -> None:
+        if len(stats["error_samples"]) < 5:
+            stats["error_samples"].append(text[:300])
 
-    async def read() -> None:
-        nonlocal last_seq
-        tasks = set()
-        try:
-            async for raw in ws:
-                now = time.perf_counter()
-                frame = json.loads(raw)
-                kind = frame.get("type")
-                if kind == "message.created":
-                    heard[0] = now
-                    seq = int(frame["seq"])
-                    if seq in seen:
-                        stats["duplicated"] += 1
-                        if len(stats["error_samples"]) < 5:
-                            stats["error_samples"].append(f"dup seq {seq} (last {last_seq})")
-                        continue
-                    if seq <= last_seq:
-                        stats["reordered"] += 1
-                    else:
-                        stats["gaps"] += seq > last_seq + 1
-                        last_seq = seq
-                    seen.add(seq)
-                    stats["delivered"] += 1
-                    stats["delivered_in_window"] += window[0] <= now < window[1]
-                elif kind in ("ack", "error"):
-                    client_id = frame.get("client_id")
-                    if client_id not in pending:
-                        stats["errors"] += 1
-                        if len(stats["error_samples"]) < 5:
-                            stats["error_samples"].append(str(raw)[:300])
-                        continue
-                    if kind == "error" and frame.get("code") == "busy":
-                        stats["busy"] += 1
-                        delay = min(0.05, float(frame.get("retry_after") or 0.05))
-                        task = asyncio.create_task(resend(client_id, delay))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                        continue
-                    sent_at, _text = pending.pop(client_id)
-                    if kind == "ack":
-                        stats["acked"] += 1
-                        if window[0] <= now < window[1]:
-                            stats["acked_in_window"] += 1
-                            stats["ack_latencies_ms"].append((now - sent_at) * 1000)
-                    else:
-                        stats["errors"] += 1
-                        if len(stats["error_samples"]) < 5:
-                            stats["error_samples"].append(str(raw)[:300])
-                    # Reading goes on after this member's last ack: other members' last
-                    # sends are still on their way to it (the drain below waits for them).
-                    slots.release()
-        except ConnectionClosed:
-            stats["closed_early"] += 1
+    def resend(client_id: str) -> None:
+        if client_id in pending:
+            ws.send_text(pending[client_id][1])
 
-    reader = asyncio.create_task(read())
+    def on_text(raw: bytes) -> None:
+        now = time.perf_counter()
+        seq = _seq_of(raw)
+        if seq is not None:
+            if not ready.done():
+                return
+            heard[0] = now
+            if seq in seen:
+                stats["duplicated"] += 1
+                sample(f"dup seq {seq} (last {last[0]})")
+                return
+            if seq <= last[0]:
+                stats["reordered"] += 1
+            else:
+                stats["gaps"] += seq > last[0] + 1
+                last[0] = seq
+            seen.add(seq)
+            stats["delivered"] += 1
+            stats["delivered_in_window"] += window[0] <= now < window[1]
+            return
+        frame = json.loads(raw)
+        kind = frame.get("type")
+        if not ready.done():
+            if kind == "ready":
+                last[0] = int(frame["rooms"][str(room_id)])
+                ready.set_result(last[0])
+            elif kind == "error":
+                ready.set_exception(RuntimeError(f"auth refused: {frame}"))
+            return
+        if kind not in ("ack", "error"):
+            return
+        client_id = frame.get("client_id")
+        if client_id not in pending:
+            stats["errors"] += 1
+            sample(raw.decode())
+            return
+        if kind == "error" and frame.get("code") == "busy":
+            stats["busy"] += 1
+            loop.call_later(min(0.05, float(frame.get("retry_after") or 0.05)), resend, client_id)
+            return
+        sent_at, _text = pending.pop(client_id)
+        if kind == "ack":
+            stats["acked"] += 1
+            if window[0] <= now < window[1]:
+                stats["acked_in_window"] += 1
+                stats["ack_latencies_ms"].append((now - sent_at) * 1000)
+        else:
+            stats["errors"] += 1
+            sample(raw.decode())
+        # Reading goes on after this member's last ack: other members' last sends are
+        # still on their way to it (the drain below waits for them).
+        slots.release()
+
+    async with asyncio.timeout(60):
+        ws = await raw_ws.connect(url, on_text)
+        ws.send_text(json.dumps({"type": "auth", "token": token, "resume": {}}))
+        await ready
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     counter = 0
-    try:
-        while time.perf_counter() < stop_at:
-            await slots.acquire()
-            counter += 1
-            client_id = f"w{index}-{counter}"
-            text = json.dumps(
-                {
-                    "type": "message.send",
-                    "room_id": room_id,
-                    "content": f"ws send {index} {counter} {pad}",
-                    "client_id": client_id,
-                }
-            )
-            pending[client_id] = (time.perf_counter(), text)
-            await ws.send(text)
-    except ConnectionClosed:
-        pass
-    done.set()
+    while time.perf_counter() < stop_at and not ws.closed.done():
+        await slots.acquire()
+        counter += 1
+        client_id = f"w{index}-{counter}"
+        text = json.dumps(
+            {
+                "type": "message.send",
+                "room_id": room_id,
+                "content": f"ws send {index} {counter} {pad}",
+                "client_id": client_id,
+            }
+        )
+        pending[client_id] = (time.perf_counter(), text)
+        ws.send_text(text)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(args["drain"]):
-            while pending and not reader.done():  # noqa: ASYNC110 - a poll, ends with the run
+            while pending and not ws.closed.done():  # noqa: ASYNC110 - a poll, ends with the run
                 await asyncio.sleep(0.05)
             # The deliveries of the last sends may still be on their way to this member:
             # wait for a second without any.
             while time.perf_counter() - heard[0] < 2.0:  # noqa: ASYNC110 - quiet time
                 await asyncio.sleep(0.2)
+    stats["closed_early"] += ws.closed.done() and not ws.closing
     stats["unacked_at_end"] += len(pending)
-    stats["last_seqs"].append((room_id, last_seq))
-    reader.cancel()
-    with contextlib.suppress(BaseException):
-        await reader
-    with contextlib.suppress(Exception):
-        await ws.close()
+    stats["last_seqs"].append((room_id, last[0]))
+    ws.close()
 
 
 async def _load(members: list[Member], url: str, args: dict[str, Any], start: float) -> dict:
