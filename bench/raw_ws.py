@@ -62,7 +62,9 @@ class RawWebSocket(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closing = False
-        """Set by ``close``: the end was this side's, not the server's."""
+        """Set by ``close``: the end was this side's."""
+        self.close_code: int | None = None
+        """The code of the server's close frame (1005: it carried none); None: none came."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -112,8 +114,16 @@ class RawWebSocket(asyncio.Protocol):
             elif opcode == _PING:
                 self._write(_frame(_PONG, payload))
             elif opcode == _CLOSE:
-                self.close()
+                self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else 1005
+                self._write(_frame(_CLOSE, payload[:2]))
+                if self._transport is not None:
+                    self._transport.close()
         return buffer[at:]
+
+    @property
+    def ended_by_server(self) -> bool:
+        """Whether the connection is over and this side did not end it."""
+        return self.closed.done() and not self.closing
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

@@ -38,8 +38,7 @@ from typing import Any
 
 import common
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+import raw_ws
 
 PREFIX = "b:"
 
@@ -155,47 +154,34 @@ class Client:
         self.room_index = room_index
         self.url = url
         self.stats = stats
-        self.ws: ClientConnection | None = None
+        self.ws: raw_ws.RawWebSocket | None = None
         self.counter = 0
         self.seen: set[int] = set()
         self.last_seq = -1
-        self.reader: asyncio.Task[None] | None = None
+        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        """The room's seq at sign-in."""
 
     async def open(self) -> None:
-        self.ws = await connect(
-            self.url,
-            compression=None,
-            ping_interval=None,
-            max_size=1 << 22,
-            open_timeout=60,
-            close_timeout=5,
-        )
-        await self.ws.send(json.dumps({"type": "auth", "token": self.user.token, "resume": {}}))
-        while True:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout=60))
-            if frame["type"] == "ready":
-                self.last_seq = int(frame["rooms"][str(self.room_id)])
-                break
-            if frame["type"] == "error":
-                raise RuntimeError(f"auth refused: {frame}")
-        self.reader = asyncio.create_task(self.read())
+        async with asyncio.timeout(60):
+            self.ws = await raw_ws.connect(self.url, self.on_text)
+            self.ws.send_text(json.dumps({"type": "auth", "token": self.user.token, "resume": {}}))
+            self.last_seq = await self.ready
 
-    async def read(self) -> None:
-        assert self.ws is not None  # noqa: S101
-        stats = self.stats
-        try:
-            async for raw in self.ws:
-                now = time.perf_counter_ns()
-                frame: dict[str, Any] = json.loads(raw)
-                kind = frame.get("type")
-                if kind == "message.created":
-                    self.on_message(frame, now)
-                elif kind in ("ack", "error"):
-                    on_answer(stats, frame, str(raw))
-        except ConnectionClosed as exc:
-            code = str(exc.rcvd.code if exc.rcvd else "none")
-            stats.close_codes[code] = stats.close_codes.get(code, 0) + 1
-            stats.closed_early += 1
+    def on_text(self, raw: bytes) -> None:
+        """A frame from the server (``raw_ws`` calls this as it reads it)."""
+        now = time.perf_counter_ns()
+        frame: dict[str, Any] = json.loads(raw)
+        kind = frame.get("type")
+        if not self.ready.done():
+            if kind == "ready":
+                self.last_seq = int(frame["rooms"][str(self.room_id)])
+                self.ready.set_result(self.last_seq)
+            elif kind == "error":
+                self.ready.set_exception(RuntimeError(f"auth refused: {frame}"))
+        elif kind == "message.created":
+            self.on_message(frame, now)
+        elif kind in ("ack", "error"):
+            on_answer(self.stats, frame, raw.decode())
 
     def on_message(self, frame: dict[str, Any], now: int) -> None:
         stats = self.stats
@@ -247,28 +233,31 @@ class Client:
             stats.sent += 1
             if due >= measure_from:
                 stats.sent_measured += 1
-            try:
-                await self.ws.send(
-                    json.dumps(
-                        {
-                            "type": "message.send",
-                            "room_id": self.room_id,
-                            "content": f"{PREFIX}{self.index}:{self.counter}:{stamp}",
-                            "client_id": f"b{self.index}-{self.counter}",
-                        }
-                    )
-                )
-            except ConnectionClosed:
+            if self.ws.closed.done():
                 return
+            self.ws.send_text(
+                json.dumps(
+                    {
+                        "type": "message.send",
+                        "room_id": self.room_id,
+                        "content": f"{PREFIX}{self.index}:{self.counter}:{stamp}",
+                        "client_id": f"b{self.index}-{self.counter}",
+                    }
+                )
+            )
             due += interval
 
     async def close(self) -> None:
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.ws.close()
-        if self.reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.reader, timeout=10)
+        ws = self.ws
+        if ws is None:
+            return
+        if ws.ended_by_server:
+            code = str(ws.close_code or "none")
+            self.stats.close_codes[code] = self.stats.close_codes.get(code, 0) + 1
+            self.stats.closed_early += 1
+        ws.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ws.closed, timeout=10)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

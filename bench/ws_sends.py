@@ -182,7 +182,7 @@ async def _client(
             # wait for a second without any.
             while time.perf_counter() - heard[0] < 2.0:  # noqa: ASYNC110 - quiet time
                 await asyncio.sleep(0.2)
-    stats["closed_early"] += ws.closed.done() and not ws.closing
+    stats["closed_early"] += ws.ended_by_server
     stats["unacked_at_end"] += len(pending)
     stats["last_seqs"].append((room_id, last[0]))
     ws.close()
