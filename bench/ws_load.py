@@ -158,14 +158,14 @@ class Client:
         self.counter = 0
         self.seen: set[int] = set()
         self.last_seq = -1
-        self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        """The room's seq at sign-in."""
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Set by the ``ready`` frame (which gives ``last_seq`` its first value)."""
 
     async def open(self) -> None:
         async with asyncio.timeout(60):
             self.ws = await raw_ws.connect(self.url, self.on_text)
             self.ws.send_text(json.dumps({"type": "auth", "token": self.user.token, "resume": {}}))
-            self.last_seq = await self.ready
+            await self.ready
 
     def on_text(self, raw: bytes) -> None:
         """A frame from the server (``raw_ws`` calls this as it reads it)."""
@@ -175,7 +175,7 @@ class Client:
         if not self.ready.done():
             if kind == "ready":
                 self.last_seq = int(frame["rooms"][str(self.room_id)])
-                self.ready.set_result(self.last_seq)
+                self.ready.set_result(None)
             elif kind == "error":
                 self.ready.set_exception(RuntimeError(f"auth refused: {frame}"))
         elif kind == "message.created":

@@ -84,13 +84,13 @@ async def _client(
     window = (start + args["warmup"], start + args["warmup"] + args["duration"])
     stop_at = window[1]
     loop = asyncio.get_running_loop()
-    ready: asyncio.Future[int] = loop.create_future()
-    """The room's seq at sign-in (``last`` holds it from then on)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    """Set by the ``ready`` frame (which gives ``last_seq`` its first value)."""
     seen: set[int] = set()
     pending: dict[str, tuple[float, str]] = {}
     slots = asyncio.Semaphore(args["in_flight"])
-    heard = [time.perf_counter()]
-    last = [0]
+    heard = time.perf_counter()
+    last_seq = 0
     pad = "x" * max(0, args["size"] - 24)
 
     def sample(text: str) -> None:
@@ -102,21 +102,22 @@ async def _client(
             ws.send_text(pending[client_id][1])
 
     def on_text(raw: bytes) -> None:
+        nonlocal last_seq, heard
         now = time.perf_counter()
         seq = _seq_of(raw)
         if seq is not None:
             if not ready.done():
                 return
-            heard[0] = now
+            heard = now
             if seq in seen:
                 stats["duplicated"] += 1
-                sample(f"dup seq {seq} (last {last[0]})")
+                sample(f"dup seq {seq} (last {last_seq})")
                 return
-            if seq <= last[0]:
+            if seq <= last_seq:
                 stats["reordered"] += 1
             else:
-                stats["gaps"] += seq > last[0] + 1
-                last[0] = seq
+                stats["gaps"] += seq > last_seq + 1
+                last_seq = seq
             seen.add(seq)
             stats["delivered"] += 1
             stats["delivered_in_window"] += window[0] <= now < window[1]
@@ -125,8 +126,8 @@ async def _client(
         kind = frame.get("type")
         if not ready.done():
             if kind == "ready":
-                last[0] = int(frame["rooms"][str(room_id)])
-                ready.set_result(last[0])
+                last_seq = int(frame["rooms"][str(room_id)])
+                ready.set_result(None)
             elif kind == "error":
                 ready.set_exception(RuntimeError(f"auth refused: {frame}"))
             return
@@ -180,11 +181,11 @@ async def _client(
                 await asyncio.sleep(0.05)
             # The deliveries of the last sends may still be on their way to this member:
             # wait for a second without any.
-            while time.perf_counter() - heard[0] < 2.0:  # noqa: ASYNC110 - quiet time
+            while time.perf_counter() - heard < 2.0:  # noqa: ASYNC110 - quiet time
                 await asyncio.sleep(0.2)
     stats["closed_early"] += ws.ended_by_server
     stats["unacked_at_end"] += len(pending)
-    stats["last_seqs"].append((room_id, last[0]))
+    stats["last_seqs"].append((room_id, last_seq))
     ws.close()
 
 
