@@ -1,5 +1,5 @@
 """Front end hosting: deploy/frontend/publish.py against moto's S3 and CloudFront, and the
-CloudFront headers policy compared with what the server itself sends."""
+CloudFront and Vercel header configs compared with what the server itself sends."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ API = "https://chat.example.com"
 
 
 def _load(name: str) -> ModuleType:
-    """A script of deploy/frontend as a module."""
+    """A script of deploy/frontend as a module (vercel_site imports publish by name)."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, DEPLOY / f"{name}.py")
@@ -46,6 +46,7 @@ def _load(name: str) -> ModuleType:
 
 
 publish = _load("publish")
+vercel_site = _load("vercel_site")
 
 
 @pytest.fixture
@@ -336,6 +337,17 @@ def _lower(headers: dict[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
+def _vercel_headers(config: dict[str, Any], path: str) -> dict[str, str]:
+    """The headers Vercel sends for ``path``: every matching rule, a later one winning."""
+    headers: dict[str, str] = {}
+    for rule in config["headers"]:
+        assert ":" not in rule["source"], "only regex sources: this matcher reads no params"
+        if re.fullmatch(rule["source"], path):
+            for header in rule["headers"]:
+                headers[header["key"].lower()] = header["value"]
+    return headers
+
+
 def _without_connect_src(csp: str) -> str:
     return "; ".join(part for part in csp.split("; ") if not part.startswith("connect-src "))
 
@@ -370,3 +382,34 @@ def test_the_cloudfront_policy_has_the_shape_cloudfront_accepts() -> None:
     model: OperationModel = client.meta.service_model.operation_model("CreateResponseHeadersPolicy")
     report = ParamValidator().validate({"ResponseHeadersPolicyConfig": policy}, model.input_shape)
     assert not report.has_errors(), report.generate_report()
+
+
+def test_vercel_json_sends_the_servers_security_headers_and_cache_headers(
+    server_headers: dict[str, dict[str, str]],
+) -> None:
+    config = json.loads((DEPLOY / "vercel.json").read_text())
+    assert config["outputDirectory"] == "web"
+    for path, sent in server_headers.items():
+        headers = _vercel_headers(config, path)
+        assert headers.pop("cache-control") == "no-cache"
+        assert headers == sent, path
+    assert _vercel_headers(config, "/config.json")["cache-control"] == "no-cache"
+    assert _vercel_headers(config, "/docs/")["cache-control"] == "no-cache"
+    assert _vercel_headers(config, "/js/chat.js")["cache-control"] == "public, max-age=300"
+    assert _vercel_headers(config, "/js/chat.0123abcd.js")["cache-control"] == publish.IMMUTABLE
+
+
+def test_vercel_site_stages_web_config_and_a_csp_open_to_the_api(
+    tmp_path: Path, server_headers: dict[str, dict[str, str]]
+) -> None:
+    out = tmp_path / "vercel"
+
+    assert vercel_site.main(["--api-origin", API, "--out", str(out)]) == 0
+
+    assert json.loads((out / "web" / "config.json").read_text()) == {"apiBase": API}
+    assert (out / "web" / "index.html").read_bytes() == (ROOT / "web" / "index.html").read_bytes()
+    assert json.loads((ROOT / "web" / "config.json").read_text()) == {"apiBase": ""}
+    headers = _vercel_headers(json.loads((out / "vercel.json").read_text()), "/")
+    csp = headers["content-security-policy"]
+    assert _without_connect_src(csp) == server_headers["/"]["content-security-policy"]
+    assert csp.endswith("; connect-src 'self' https://chat.example.com wss://chat.example.com")
