@@ -18,7 +18,6 @@ endpoints too (``AWS_ENDPOINT_URL_S3`` / ``_CLOUDFRONT``, which the tests point 
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import mimetypes
@@ -29,14 +28,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_WEB_DIR = HERE.parents[1] / "web"
-HEADERS_POLICY = HERE / "cloudfront-headers.json"
+from hosting import (
+    CONFIG,
+    DEFAULT_WEB_DIR,
+    PublishError,
+    check_origin,
+    config_json,
+    headers_policy,
+)
 
 NO_CACHE = "no-cache"
 """HTML and config.json: always revalidated, so a release shows on the next load."""
@@ -47,7 +49,6 @@ SHORT = "public, max-age=300"
 not mix for long, so five minutes, then a cheap revalidation by ETag."""
 _HASHED = re.compile(r"\.[0-9a-f]{8,}\.[A-Za-z0-9]+$")
 _LAST = frozenset({".html", ".htm"})
-CONFIG = "config.json"
 INVALIDATE_ALL_ABOVE = 15
 """More changed paths than this: one ``/*`` (CloudFront bills paths, a wildcard is one)."""
 _TYPES = {
@@ -62,74 +63,6 @@ _TYPES = {
     ".txt": "text/plain",
 }
 _TEXT = ("text/", "application/json", "image/svg+xml")
-
-
-class PublishError(Exception):
-    """A problem the operator can fix; printed as one line, exit status 1."""
-
-
-def check_origin(value: str) -> str:
-    """``value`` as a bare origin (``https://host[:port]``), or PublishError."""
-    parts = urlsplit(value.strip())
-    local = parts.hostname in ("localhost", "127.0.0.1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and local):
-        raise PublishError(f"--api-origin {value!r}: use https://HOST (http only for localhost)")
-    if not parts.netloc or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise PublishError(f"--api-origin {value!r}: an origin only, like https://chat.example.com")
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def websocket_origin(api_origin: str) -> str:
-    """The origin the client opens its WebSocket on (``web/js/api.js``: http -> ws)."""
-    return "ws" + api_origin.removeprefix("http")
-
-
-def config_json(api_origin: str) -> bytes:
-    """The client's ``config.json`` for this API origin (the client derives wss:// itself)."""
-    return (json.dumps({"apiBase": api_origin}, indent=2) + "\n").encode()
-
-
-def content_security_policy(base: str, api_origin: str) -> str:
-    """``base`` (the server's CSP) letting scripts reach the API and its WebSocket too."""
-    sources = f"connect-src 'self' {api_origin} {websocket_origin(api_origin)}"
-    directives = [part.strip() for part in base.split(";") if part.strip()]
-    if any(part.split()[0] == "connect-src" for part in directives):
-        raise PublishError("the base CSP already has connect-src; extend it by hand")
-    return "; ".join([*directives, sources])
-
-
-def headers_policy(api_origin: str, path: Path = HEADERS_POLICY) -> dict[str, Any]:
-    """The CloudFront response headers policy config, its CSP opened to ``api_origin``."""
-    policy: dict[str, Any] = json.loads(path.read_text())
-    rendered = copy.deepcopy(policy)
-    csp = rendered["SecurityHeadersConfig"]["ContentSecurityPolicy"]
-    csp["ContentSecurityPolicy"] = content_security_policy(csp["ContentSecurityPolicy"], api_origin)
-    return rendered
-
-
-def policy_headers(policy: dict[str, Any]) -> dict[str, str]:
-    """The HTTP response headers a CloudFront response headers policy config adds."""
-    security = policy.get("SecurityHeadersConfig", {})
-    headers: dict[str, str] = {}
-    if "ContentSecurityPolicy" in security:
-        headers["Content-Security-Policy"] = security["ContentSecurityPolicy"][
-            "ContentSecurityPolicy"
-        ]
-    if "ContentTypeOptions" in security:
-        headers["X-Content-Type-Options"] = "nosniff"
-    if "FrameOptions" in security:
-        headers["X-Frame-Options"] = security["FrameOptions"]["FrameOption"]
-    if "ReferrerPolicy" in security:
-        headers["Referrer-Policy"] = security["ReferrerPolicy"]["ReferrerPolicy"]
-    if "StrictTransportSecurity" in security:
-        hsts = security["StrictTransportSecurity"]
-        value = f"max-age={hsts['AccessControlMaxAgeSec']}"
-        value += "; includeSubDomains" if hsts.get("IncludeSubdomains") else ""
-        value += "; preload" if hsts.get("Preload") else ""
-        headers["Strict-Transport-Security"] = value
-    for item in policy.get("CustomHeadersConfig", {}).get("Items", []):
-        headers[item["Header"]] = item["Value"]
-    return headers
 
 
 def cache_control(name: str) -> str:
@@ -224,18 +157,22 @@ class Site:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.distribution = distribution
+        self.start = f"{self.prefix}/" if self.prefix else ""
+        """Every key under the prefix starts so ("site" is not a prefix of "site2/...")."""
 
     def key(self, name: str) -> str:
         """The object key of ``name``."""
-        return f"{self.prefix}/{name}" if self.prefix else name
+        return self.start + name
 
     def check(self) -> None:
         """Both exist and can be reached, before anything is written."""
         try:
-            self.s3.head_bucket(Bucket=self.bucket)
+            # A listing, not HeadBucket: a role allowed s3:ListBucket for its prefix only
+            # may list under it, while HeadBucket (no prefix) would be refused.
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.start, MaxKeys=1)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket"):
+            if code == "NoSuchBucket":
                 raise PublishError(f"bucket {self.bucket!r} does not exist") from None
             raise PublishError(f"bucket {self.bucket!r}: {describe(error)}") from None
         try:
@@ -248,13 +185,12 @@ class Site:
 
     def remote(self) -> dict[str, str]:
         """Objects under the prefix: name (relative to it) -> ETag without quotes."""
-        start = f"{self.prefix}/" if self.prefix else ""
         found: dict[str, str] = {}
         for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=start
+            Bucket=self.bucket, Prefix=self.start
         ):
             for item in page.get("Contents", []):
-                found[item["Key"][len(start) :]] = item["ETag"].strip('"')
+                found[item["Key"][len(self.start) :]] = item["ETag"].strip('"')
         return found
 
     def upload(self, file: LocalFile) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from publish import (
+from hosting import (
     CONFIG,
     DEFAULT_WEB_DIR,
     HERE,

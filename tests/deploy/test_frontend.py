@@ -34,7 +34,7 @@ API = "https://chat.example.com"
 
 
 def _load(name: str) -> ModuleType:
-    """A script of deploy/frontend as a module (vercel_site imports publish by name)."""
+    """A module of deploy/frontend (they import each other by name, as scripts do)."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, DEPLOY / f"{name}.py")
@@ -45,6 +45,7 @@ def _load(name: str) -> ModuleType:
     return module
 
 
+hosting = _load("hosting")
 publish = _load("publish")
 vercel_site = _load("vercel_site")
 
@@ -208,9 +209,9 @@ def test_invalidation_covers_directory_urls_and_falls_back_to_everything() -> No
     ["chat.example.com", "ftp://chat.example.com", "https://chat.example.com/api", "http://x.org"],
 )
 def test_an_api_origin_is_a_bare_https_origin(value: str) -> None:
-    with pytest.raises(publish.PublishError):
-        publish.check_origin(value)
-    assert publish.check_origin("https://chat.example.com/") == "https://chat.example.com"
+    with pytest.raises(hosting.PublishError):
+        hosting.check_origin(value)
+    assert hosting.check_origin("https://chat.example.com/") == "https://chat.example.com"
 
 
 def _run(script: str, *args: str, endpoint_url: str) -> subprocess.CompletedProcess[str]:
@@ -366,9 +367,9 @@ def test_the_cloudfront_policy_adds_exactly_the_servers_security_headers(
 ) -> None:
     policy = json.loads((DEPLOY / "cloudfront-headers.json").read_text())
     for sent in server_headers.values():
-        assert _lower(publish.policy_headers(policy)) == sent
+        assert _lower(hosting.policy_headers(policy)) == sent
 
-    rendered = _lower(publish.policy_headers(publish.headers_policy(API)))
+    rendered = _lower(hosting.policy_headers(hosting.headers_policy(API)))
     csp = rendered.pop("content-security-policy")
     sent = dict(server_headers["/"])
     assert _without_connect_src(csp) == sent.pop("content-security-policy")
