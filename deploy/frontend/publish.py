@@ -61,6 +61,11 @@ _TYPES = {
     ".png": "image/png",
     ".md": "text/markdown",
     ".txt": "text/plain",
+    ".map": "application/json",
+    ".ico": "image/x-icon",
+    ".webp": "image/webp",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
 }
 _TEXT = ("text/", "application/json", "image/svg+xml")
 
@@ -107,7 +112,10 @@ def local_files(web_dir: Path, api_origin: str) -> list[LocalFile]:
     files = [
         LocalFile(path.relative_to(web_dir).as_posix(), path.read_bytes())
         for path in sorted(web_dir.rglob("*"))
-        if path.is_file() and path.name != CONFIG
+        if path.is_file()
+        and path.name != CONFIG
+        # Editor and OS droppings (.DS_Store, .swp) are not part of the client.
+        and not any(part.startswith(".") for part in path.relative_to(web_dir).parts)
     ]
     return [*files, LocalFile(CONFIG, config_json(api_origin))]
 

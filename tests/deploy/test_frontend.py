@@ -126,6 +126,7 @@ def test_publish_syncs_with_cache_headers_assets_first_and_invalidates_what_chan
     s3 = Recorder(s3_server.endpoint_url)
     site = publish.Site(s3.client, cloudfront, BUCKET, prefix, distribution)
     names = sorted(p.relative_to(web).as_posix() for p in web.rglob("*") if p.is_file())
+    (web / "js" / ".chat.js.swp").write_bytes(b"an editor's swap file")
 
     summary = publish.publish(site, publish.local_files(web, API), dry_run=False)
 
