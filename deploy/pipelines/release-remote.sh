@@ -8,6 +8,9 @@
 #   release-remote.sh current                            print the last image recorded as good
 #   release-remote.sh record IMAGE                       record IMAGE as good (after the smoke test)
 #   release-remote.sh rollback IMAGE                     release IMAGE (the last good one) blue-green
+#   release-remote.sh ship blue-green|rolling IMAGE URL  all of it: deploy, smoke test URL,
+#                                                        record, or roll back to the last good
+#                                                        image when the smoke test fails
 #
 # Environment (the CI system fills these from its secret store, never from literals):
 #   DEPLOY_HOST, DEPLOY_USER     where to log in
@@ -91,8 +94,29 @@ case "$command" in
     echo "release-remote: rolling back to $image"
     release blue-green "$image"
     ;;
+  ship)
+    strategy="${2:?usage: release-remote.sh ship blue-green|rolling IMAGE URL}"
+    image="${3:?usage: release-remote.sh ship blue-green|rolling IMAGE URL}"
+    url="${4:?usage: release-remote.sh ship blue-green|rolling IMAGE URL}"
+    self="deploy/pipelines/release-remote.sh"
+    previous="$("$self" current)"
+    # A failed release has been rolled back by release.sh itself: nothing more to undo.
+    "$self" deploy "$strategy" "$image"
+    if deploy/pipelines/smoke.sh "$url"; then
+      "$self" record "$image"
+      exit 0
+    fi
+    if [ -z "$previous" ]; then
+      echo "release-remote: $image failed its smoke test and no earlier release is recorded" >&2
+      exit 1
+    fi
+    echo "release-remote: $image failed its smoke test; rolling back to $previous" >&2
+    "$self" rollback "$previous"
+    deploy/pipelines/smoke.sh "$url"
+    exit 1
+    ;;
   *)
-    echo "usage: release-remote.sh deploy|current|record|rollback ..." >&2
+    echo "usage: release-remote.sh deploy|current|record|rollback|ship ..." >&2
     exit 2
     ;;
 esac
