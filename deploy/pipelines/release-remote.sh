@@ -20,6 +20,8 @@
 #   REGISTRY, REGISTRY_USER, REGISTRY_PASSWORD
 #                                optional: a pull credential, used for the pull and logged
 #                                out again (without it the host must be able to pull already)
+# The single-quoted scripts below run on the host, with their values as arguments ($1...).
+# shellcheck disable=SC2016
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
