@@ -350,3 +350,20 @@ def test_jenkins_secrets_come_from_the_credentials_store_unexposed_to_groovy() -
     secret_variables = re.compile(r"_PSW|_USR|PASSWORD|DEPLOY_|SSH_KEY")
     for string in groovy_strings(text, '"'):
         assert not secret_variables.search(string), string
+
+
+def test_the_operator_guide_names_every_setting_the_pipelines_read() -> None:
+    guide = (ROOT / "docs" / "pipelines.md").read_text()
+    workflows = "".join(path.read_text() for path in WORKFLOWS.glob("*.yml"))
+    names = set(re.findall(r"\$\{\{\s*(?:secrets|vars)\.(\w+)", workflows)) - {"GITHUB_TOKEN"}
+    assert names >= {"PROD_SSH_PRIVATE_KEY", "PROD_SSH_KNOWN_HOSTS", "PROD_URL", "DEV_URL"}
+    jenkins = JENKINSFILE.read_text()
+    names |= set(re.findall(r"credentialsId: '([\w-]+)'", jenkins))
+    names |= set(re.findall(r"credentials\('([\w-]+)'\)", jenkins))
+    names |= set(re.findall(r"\$\{?(CMSCHAT_[A-Z_]+)", jenkins))
+    gitlab = GITLAB.read_text()
+    names |= {"DEPLOY_HOST", "DEPLOY_USER", "SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS"}
+    names |= set(re.findall(r"\$\{?((?:DEV|PROD)_\w+)", gitlab))
+    missing = sorted(name for name in names if f"`{name}`" not in guide)
+    assert missing == [], "docs/pipelines.md does not explain these"
+    assert "Required reviewers" in guide and "Protected environments" in guide
