@@ -274,9 +274,13 @@ def test_the_logs_profile_holds_the_log_stack_and_nothing_else(services: dict[st
     for name, service in services.items():
         assert service.get("profiles") == (["logs"] if name in LOG_STACK else None), name
     fluent_bit = yaml.safe_load((COMPOSE_DIR / "logging" / "fluent-bit.yaml").read_text())
-    grep = next(f for f in fluent_bit["pipeline"]["filters"] if f["name"] == "grep")
-    pattern = grep["regex"].split(" ", 1)[1]
+    greps = dict(
+        f["regex"].split(" ", 1) for f in fluent_bit["pipeline"]["filters"] if f["name"] == "grep"
+    )
+    pattern = greps["$attrs['com.docker.compose.service']"]
     assert all(re.search(pattern, colour) for colour in COLOURS)
+    # Only the log (stderr): stdout may carry a one-time password printed for a person.
+    assert greps["stream"] == "^stderr$"
     parsers = yaml.safe_load((REPO / "deploy" / "logging" / "parsers.yaml").read_text())
     shipped = {parser["name"] for parser in parsers["parsers"]}
     assert {f.get("parser") for f in fluent_bit["pipeline"]["filters"]} - {None} <= shipped
