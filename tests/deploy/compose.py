@@ -16,10 +16,16 @@ from typing import Any
 
 import yaml
 
+from bench import children
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 SECRETS_DIR = COMPOSE_DIR / "secrets"
+
+COLOURS = ("cmschat-blue", "cmschat-green")
+LOG_STACK = {"elasticsearch", "elasticsearch-template", "fluent-bit"}
+"""The services of the profile `logs`."""
 
 # An age public key: compose.yaml requires one and .env.example leaves it for the operator.
 DUMMY_RECIPIENT = "age1" + "q" * 58
@@ -130,6 +136,7 @@ def compose_command() -> list[str] | None:
             text=True,
             timeout=30,
             check=False,
+            preexec_fn=children.with_parent(),
         )
         found = re.match(r"v?(\d+)\.(\d+)", result.stdout.strip())
         if result.returncode == 0 and found and (int(found[1]), int(found[2])) >= (2, 20):

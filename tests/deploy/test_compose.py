@@ -1,27 +1,29 @@
-"""deploy/compose: the services the deployment needs, wired as the rest of the repo expects.
+"""deploy/compose: the services the deployment needs, on the networks, ports, mounts and
+secrets an operator can trust.
 
-Without the compose plugin these tests are the parse `docker compose config` would do, plus
-what it would not catch: ports, secrets kept out of the file, cmschat settings that exist,
-mounts of files that exist, Prometheus scraping both colours.
+Without Docker Compose 2.20+ these tests are the parse `docker compose config` would do, plus
+what it would not catch: ports, secrets kept out of the file, mounts of files that exist,
+the drain outlasted. test_compose_wiring.py checks what the services say to each other.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
+from bench import children
 from cmschat.settings import Settings
 from tests.deploy.compose import (
+    COLOURS,
     COMPOSE_DIR,
     DUMMY_RECIPIENT,
+    LOG_STACK,
     REPO,
     SECRETS_DIR,
     MissingVariable,
@@ -35,59 +37,13 @@ from tests.deploy.compose import (
     referenced_variables,
     secret_targets,
 )
-from tests.observability.tools import run_tool
 
-COLOURS = ("cmschat-blue", "cmschat-green")
 CORE = {"nginx", *COLOURS, "mariadb", "redis", "prometheus", "alertmanager", "grafana"}
-LOG_STACK = {"elasticsearch", "elasticsearch-template", "fluent-bit"}
 # Host paths outside the repository that a service may read (read-only), and who.
 HOST_PATHS = {"/": "node-exporter", "/var/lib/docker/containers": "fluent-bit"}
 # Built beside this part of issue 17: checked once it exists. Remove each name when it lands.
 LANDING = {REPO / "deploy" / "nginx" / "cmschat.conf"}
 SENSITIVE = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return load()
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = compose["services"]
-    return found
-
-
-@pytest.fixture(scope="module")
-def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of deploy/compose with make-secrets.sh run in it."""
-    if shutil.which("openssl") is None:
-        pytest.skip("make-secrets.sh needs openssl")
-    # The copy sits where relative paths such as ../nginx and ../../web still resolve.
-    root = tmp_path_factory.mktemp("checkout")
-    (root / "deploy").mkdir()
-    (root / "web").symlink_to(REPO / "web")
-    for sibling in (REPO / "deploy").iterdir():
-        if sibling.name != "compose":
-            (root / "deploy" / sibling.name).symlink_to(sibling)
-    copy = root / "deploy" / "compose"
-    shutil.copytree(COMPOSE_DIR, copy, ignore=shutil.ignore_patterns(".env"))
-    for old in (copy / "secrets").iterdir():  # never an operator's real secrets
-        if old.name not in {"README.md", ".gitignore"}:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-    result = subprocess.run(  # noqa: S603 - our script, fixed arguments
-        [str(copy / "make-secrets.sh"), "chat.example.com"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    # Without age-keygen the script says so and exits 1, having made everything else.
-    age = shutil.which("age-keygen") is not None
-    assert result.returncode == (0 if age else 1), result.stdout + result.stderr
-    if not age:
-        (copy / "secrets" / "backup-identity.txt").write_text("AGE-SECRET-KEY-1TEST\n")
-    return copy
 
 
 def test_every_service_of_the_deployment_is_there(services: dict[str, Any]) -> None:
@@ -229,125 +185,6 @@ def test_the_colours_differ_only_in_image_and_outlast_cmschats_drain(
     assert raw["cmschat-green"]["image"].startswith("${CMSCHAT_IMAGE_GREEN")
 
 
-def setting_exists(variable: str) -> bool:
-    """True when CMSCHAT_X or CMSCHAT_X__Y names a field of cmschat's Settings."""
-    first, *rest = variable.removeprefix("CMSCHAT_").lower().split("__")
-    field = Settings.model_fields.get(first)
-    if field is None or len(rest) > 1:
-        return False
-    if not rest:
-        return True
-    model = field.annotation
-    return (
-        isinstance(model, type) and issubclass(model, BaseModel) and rest[0] in model.model_fields
-    )
-
-
-def test_every_cmschat_variable_is_a_real_setting(
-    services: dict[str, Any], made_secrets: Path
-) -> None:
-    env_file = (made_secrets / "secrets" / "cmschat.env").read_text()
-    names = set(services["cmschat-blue"]["environment"])
-    names |= {line.split("=", 1)[0] for line in env_file.splitlines() if "=" in line}
-    cmschat = {name for name in names if name.startswith("CMSCHAT_")}
-    assert cmschat, "no CMSCHAT_ variables"
-    assert [name for name in sorted(cmschat) if not setting_exists(name)] == []
-
-
-def test_cmschat_accepts_the_settings_it_is_given(
-    services: dict[str, Any], made_secrets: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in list(os.environ):
-        if name.startswith("CMSCHAT_"):
-            monkeypatch.delenv(name)
-    for name, value in services["cmschat-blue"]["environment"].items():
-        monkeypatch.setenv(name, str(value))
-    settings = Settings(_env_file=made_secrets / "secrets" / "cmschat.env")
-    assert settings.database_url.startswith("mysql+asyncmy://cmschat:")
-    assert settings.redis_url and settings.redis_url.startswith("redis://:")
-    assert settings.metrics.token is not None and settings.secret_key is not None
-    assert settings.backup.recipients == [DUMMY_RECIPIENT]
-    assert settings.trusted_proxies == [services["nginx"]["networks"]["edge"]["ipv4_address"]]
-
-
-def test_the_logs_profile_holds_the_log_stack_and_nothing_else(services: dict[str, Any]) -> None:
-    for name, service in services.items():
-        assert service.get("profiles") == (["logs"] if name in LOG_STACK else None), name
-    fluent_bit = yaml.safe_load((COMPOSE_DIR / "logging" / "fluent-bit.yaml").read_text())
-    greps = dict(
-        f["regex"].split(" ", 1) for f in fluent_bit["pipeline"]["filters"] if f["name"] == "grep"
-    )
-    pattern = greps["$attrs['com.docker.compose.service']"]
-    assert all(re.search(pattern, colour) for colour in COLOURS)
-    # Only the log (stderr): stdout may carry a one-time password printed for a person.
-    assert greps["stream"] == "^stderr$"
-    parsers = yaml.safe_load((REPO / "deploy" / "logging" / "parsers.yaml").read_text())
-    shipped = {parser["name"] for parser in parsers["parsers"]}
-    assert {f.get("parser") for f in fluent_bit["pipeline"]["filters"]} - {None} <= shipped
-    assert fluent_bit["pipeline"]["outputs"][0]["host"] in services
-    for colour in COLOURS:
-        assert services[colour]["logging"]["options"]["labels"] == "com.docker.compose.service"
-
-
-def mounted_file(service: dict[str, Any], target: str) -> Path:
-    """The repository file a service sees at `target`."""
-    return next(host_path(source) for source, to, _ in mounts(service) if to == target)
-
-
-def test_prometheus_scrapes_both_colours_with_the_shipped_rules(
-    services: dict[str, Any], tmp_path: Path
-) -> None:
-    prometheus = services["prometheus"]
-    path = mounted_file(prometheus, "/etc/prometheus/prometheus.yml")
-    config = yaml.safe_load(path.read_text())
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    names = {name for sd in jobs["cmschat"].get("dns_sd_configs", []) for name in sd["names"]}
-    names |= {
-        t.split(":")[0] for sc in jobs["cmschat"].get("static_configs", []) for t in sc["targets"]
-    }
-    assert set(COLOURS) <= names <= set(services)
-    assert jobs["node"]["static_configs"][0]["targets"] == ["node-exporter:9100"]
-    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
-        "alertmanager:9093"
-    ]
-    token_file = jobs["cmschat"]["authorization"]["credentials_file"]
-    assert token_file in secret_targets(prometheus).values()
-    rules = mounted_file(prometheus, "/etc/prometheus/rules")
-    assert rules == REPO / "deploy" / "monitoring" / "rules"
-    assert config["rule_files"] == ["rules/*.yml"] and any(rules.glob("*.yml"))
-    # promtool reads it as Prometheus would (names need not resolve for the check).
-    token = tmp_path / "token"
-    token.write_text("x" * 40)
-    text = path.read_text().replace(token_file, str(token)).replace("rules/*.yml", f"{rules}/*.yml")
-    (tmp_path / "prometheus.yml").write_text(text)
-    result = run_tool("promtool", "check", "config", str(tmp_path / "prometheus.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_alertmanager_and_grafana_get_the_shipped_configs_and_their_secrets(
-    services: dict[str, Any],
-) -> None:
-    alertmanager = services["alertmanager"]
-    config_path = mounted_file(alertmanager, "/etc/alertmanager/alertmanager.yml")
-    assert config_path == REPO / "deploy" / "monitoring" / "alertmanager.yml"
-    files = {
-        v
-        for k, v in yaml.safe_load(config_path.read_text())["global"].items()
-        if k.endswith("_file")
-    }
-    assert files and files <= set(secret_targets(alertmanager).values())
-    grafana = services["grafana"]
-    provisioning = yaml.safe_load(
-        (mounted_file(grafana, "/etc/grafana/provisioning/dashboards") / "cmschat.yml").read_text()
-    )
-    dashboards = mounted_file(grafana, provisioning["providers"][0]["options"]["path"])
-    assert any(dashboards.glob("*.json"))
-    sources = mounted_file(grafana, "/etc/grafana/provisioning/datasources")
-    source = yaml.safe_load((sources / "prometheus.yml").read_text())["datasources"][0]
-    assert (source["uid"], source["url"]) == ("prometheus", "http://prometheus:9090")
-    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith("/run/secrets/")
-
-
 def test_env_example_sets_every_variable_compose_reads() -> None:
     assert referenced_variables() - set(example_env()) == set()
     with pytest.raises(MissingVariable, match="CMSCHAT_BACKUP_RECIPIENTS"):
@@ -361,6 +198,7 @@ def test_make_secrets_is_a_valid_shell_script() -> None:
         text=True,
         timeout=30,
         check=False,
+        preexec_fn=children.with_parent(),
     )
     assert result.returncode == 0, result.stderr
     assert os.access(COMPOSE_DIR / "make-secrets.sh", os.X_OK)
@@ -380,5 +218,6 @@ def test_docker_compose_config_accepts_it(made_secrets: Path) -> None:
             text=True,
             timeout=120,
             check=False,
+            preexec_fn=children.with_parent(),
         )
         assert result.returncode == 0, result.stderr
