@@ -42,7 +42,10 @@ CORE = {"nginx", *COLOURS, "mariadb", "redis", "prometheus", "alertmanager", "gr
 # Host paths outside the repository that a service may read (read-only), and who.
 HOST_PATHS = {"/": "node-exporter", "/var/lib/docker/containers": "fluent-bit"}
 # Built beside this part of issue 17: checked once it exists. Remove each name when it lands.
-LANDING = {REPO / "deploy" / "nginx" / "cmschat.conf"}
+NGINX = REPO / "deploy" / "nginx"
+LANDING = {
+    NGINX / name for name in ("cmschat.conf", "proxy.conf", "security-headers.conf", "hsts.conf")
+}
 SENSITIVE = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
 
 
@@ -92,7 +95,7 @@ def test_bind_mounts_are_read_only_files_of_the_repository(colour: str) -> None:
 
 def test_nginx_upstreams_name_the_colours(services: dict[str, Any]) -> None:
     for colour in COLOURS:
-        text = (COMPOSE_DIR / "nginx" / f"upstream-{colour.split('-')[1]}.conf").read_text()
+        text = (COMPOSE_DIR / "nginx" / f"upstream.{colour.split('-')[1]}.conf").read_text()
         assert re.search(r"upstream cmschat_app \{[^}]*server " + colour + r":8000;", text)
     targets = {target for _, target, _ in mounts(services["nginx"])}
     assert {
@@ -101,6 +104,34 @@ def test_nginx_upstreams_name_the_colours(services: dict[str, Any]) -> None:
         "/etc/nginx/cmschat/tls",
         "/srv/cmschat/web",
     } <= targets
+
+
+def test_every_file_the_nginx_site_reads_is_mounted(services: dict[str, Any]) -> None:
+    binds = {
+        to: host_path(source) for source, to, _ in mounts(services["nginx"]) if is_bind(source)
+    }
+    site = binds["/etc/nginx/conf.d/cmschat.conf"]
+    if not site.exists():
+        pytest.skip("deploy/nginx has not landed on this branch yet")
+
+    def on_host(path: str) -> Path | None:
+        for target, source in binds.items():
+            if path == target or path.startswith(target + "/"):
+                return source / path.removeprefix(target).lstrip("/")
+        return None
+
+    pending, seen = [site], set()
+    while pending:
+        text = pending.pop().read_text()
+        directives = re.findall(r"^\s*(include|ssl_certificate(?:_key)?|root)\s+(\S+);", text, re.M)
+        for directive, path in directives:
+            if directive == "root" and path.startswith("/var/www/"):
+                continue  # certbot's webroot on a host install: not used under compose
+            found = on_host(path)
+            assert found is not None, f"nginx reads {path}, which nothing mounts"
+            if directive == "include" and found not in seen:
+                seen.add(found)
+                pending.append(found)
 
 
 def test_secrets_come_from_files_in_the_secrets_directory(
@@ -175,7 +206,8 @@ def test_the_colours_differ_only_in_image_and_outlast_cmschats_drain(
     assert ("cmschat-data", "/var/lib/cmschat", []) in mounts(blue)
     assert blue["environment"]["CMSCHAT_DATA_DIR"] == "/var/lib/cmschat"
     # Drain (the grace) plus the supervisor's 5 s for its workers, before Docker's SIGKILL.
-    grace = Settings.model_fields["shutdown_grace_seconds"].default
+    default = Settings.model_fields["shutdown_grace_seconds"].default
+    grace = int(blue["environment"].get("CMSCHAT_SHUTDOWN_GRACE_SECONDS", default))
     assert duration_seconds(blue["stop_grace_period"]) > grace + 5
     assert blue.get("healthcheck", {}).get("disable") is not True
     for dependency in ("mariadb", "redis"):
