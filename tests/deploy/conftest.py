@@ -11,6 +11,7 @@ import pytest
 
 from bench import children
 from tests.deploy.compose import COMPOSE_DIR, REPO, load
+from tests.support import required_file_missing
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of deploy/compose with make-secrets.sh run in it."""
     if shutil.which("openssl") is None:
-        pytest.skip("make-secrets.sh needs openssl")
+        required_file_missing(Path("openssl"), "make-secrets.sh needs openssl")
     # The copy sits where relative paths such as ../nginx and ../../web still resolve.
     root = tmp_path_factory.mktemp("checkout")
     (root / "deploy").mkdir()
