@@ -10,7 +10,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +143,7 @@ class Link:
     server: str
     client: str
 
-    def probe(self, namespace: str, items: list[tuple[str | None, str, int]]) -> list[str]:
+    def probe(self, namespace: str, items: Sequence[tuple[str | None, str, int]]) -> list[str]:
         """From ``namespace``, connect (from source, to host, port) for each item, all at
         once: "open", "refused" or "dropped" (no answer within DROP_WAIT)."""
         answer = run(
@@ -214,7 +214,6 @@ def link() -> Iterator[Link]:
             run(IP, "netns", "delete", namespace)
 
 
-@pytest.mark.slow
 def test_each_source_reaches_exactly_its_ports(link: Link) -> None:
     items = [(source, target, port) for source, target in CLIENTS.values() for port in PORTS]
     results = iter(link.probe(link.client, items))
@@ -226,7 +225,6 @@ def test_each_source_reaches_exactly_its_ports(link: Link) -> None:
     assert seen == expected
 
 
-@pytest.mark.slow
 def test_the_server_reaches_itself_and_gets_answers_to_its_own_connections(
     link: Link,
 ) -> None:
