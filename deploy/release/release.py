@@ -7,6 +7,8 @@
                                   back and the new colour stopped: the old never stopped
     release.py rolling IMAGE      every live slot replaced by IMAGE one at a time, each
                                   taken out of nginx before it drains and put back once ready
+    release.py up IMAGE           every idle slot started with IMAGE and put live too (the
+                                  layout `rolling` works on)
     release.py rollback           blue-green with the image the last release replaced
     release.py status             the live slots, their images and their /readyz
 
@@ -20,7 +22,7 @@ Settings (``--config FILE`` of KEY=VALUE lines, then ``RELEASE_*`` variables, wh
                      and this tool reach each instance
     UPSTREAM_FILE    /etc/nginx/cmschat/upstream.conf, the file nginx includes; written
                      whole by this tool (upstream ``cmschat_app``)
-    UPSTREAM_EXTRA   lines added inside the upstream block (e.g. "keepalive 32;")
+    UPSTREAM_EXTRA   "keepalive 32;": lines added inside the upstream block
     NGINX_TEST       "nginx -t"            NGINX_RELOAD   "nginx -s reload"
     NGINX_PID_FILE   /run/nginx.pid: after a reload the tool waits until the old workers
                      stop taking requests before it stops an instance they may still use
@@ -62,7 +64,7 @@ from pathlib import Path
 DEFAULTS = {
     "SLOTS": "blue=127.0.0.1:8001 green=127.0.0.1:8002",
     "UPSTREAM_FILE": "/etc/nginx/cmschat/upstream.conf",
-    "UPSTREAM_EXTRA": "",
+    "UPSTREAM_EXTRA": "keepalive 32;",
     "NGINX_TEST": "nginx -t",
     "NGINX_RELOAD": "nginx -s reload",
     "NGINX_PID_FILE": "/run/nginx.pid",
@@ -409,6 +411,32 @@ class Release:
         self.check(image)
         say(f"released {image} on " + " ".join(slot.name for slot in live))
 
+    def up(self, image: str) -> None:
+        """Every idle slot started with ``image`` and put live beside the live ones: the
+        layout a rolling release replaces one slot at a time."""
+        live = self.live()
+        idle = [slot for slot in self.slots if slot not in live]
+        if not idle:
+            raise Failed("every slot is live already", BAD_CONFIG)
+        images = dict(self.state().get("images") or {})
+        self.migrate(image)
+        for slot in idle:
+            if ready(slot):
+                say(f"{slot.name}: idle but answering; stopping it first")
+                if not self.stop(slot):
+                    raise Failed(f"{slot.name} is idle but running and would not stop")
+            try:
+                self.start(slot, image)
+            except Failed:
+                self.stop(slot)
+                raise
+        self.point_nginx([slot for slot in self.slots if slot in live or slot in idle])
+        self.check(image)
+        images.update({slot.name: image for slot in idle})
+        previous = self.state().get("previous")
+        self.remember(images, previous if isinstance(previous, str) else None)
+        say(f"live: {' '.join(slot.name for slot in self.slots)}")
+
     def rollback(self) -> None:
         previous = self.state().get("previous")
         if not isinstance(previous, str) or not previous:
@@ -483,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="release.py", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="a file of KEY=VALUE settings (see the module doc)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("blue-green", "rolling"):
+    for name in ("blue-green", "rolling", "up"):
         commands.add_parser(name).add_argument("image")
     commands.add_parser("rollback")
     commands.add_parser("status")
@@ -499,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                 release.blue_green(arguments.image)
             elif arguments.command == "rolling":
                 release.rolling(arguments.image)
+            elif arguments.command == "up":
+                release.up(arguments.image)
             else:
                 release.rollback()
     except Failed as failure:

@@ -10,11 +10,8 @@ request fails the test.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,15 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.deploy import colours
 from tests.processes import clean_env, cmschat, free_port
 from tests.support import required_file_missing
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-RELEASE = ROOT / "deploy" / "release" / "release.py"
 NGINX = Path("/usr/sbin/nginx")
-SLOTS = ("blue", "green")
 DEADLINE = 60.0
 
 
@@ -48,16 +43,7 @@ class Stage:
     upstream: Path
 
     def release(self, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-        env = dict(self.env)
-        env.update({f"RELEASE_{key}": value for key, value in settings.items()})
-        return subprocess.run(  # noqa: S603 - our interpreter, our tool
-            [sys.executable, str(RELEASE), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return colours.release(self.env, *args, **settings)
 
     def answering(self) -> str:
         """``SLOT:IMAGE`` of the colour nginx sent this request to."""
@@ -65,21 +51,8 @@ class Stage:
         answer.raise_for_status()
         return answer.text.strip()
 
-    def pid(self, slot: str) -> int | None:
-        path = self.directory / f"{slot}.pid"
-        return int(path.read_text()) if path.exists() else None
-
     def running(self, slot: str) -> bool:
-        pid = self.pid(slot)
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # A zombie is not running: its parent, the runner's shell, is gone, so init reaps it.
-        status = Path(f"/proc/{pid}/stat")
-        return status.exists() and status.read_text().split(") ")[1][:1] != "Z"
+        return colours.running(self.directory, slot)
 
     def log(self, slot: str) -> str:
         return (self.directory / f"{slot}.log").read_text()
@@ -121,8 +94,6 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     )
     migrated = cmschat(tmp_path, "migrate", env=server_env)
     assert migrated.returncode == 0, migrated.stderr
-    for slot in SLOTS:
-        (tmp_path / f"web-{slot}").mkdir()
     upstream = tmp_path / "upstream.conf"
     upstream.write_text("upstream cmschat_app {\n    server 127.0.0.1:9 down;\n}\n")
     nginx_port = free_port()
@@ -145,20 +116,7 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     nginx = [str(NGINX), "-p", str(tmp_path), "-c", str(conf)]
     started = subprocess.run([*nginx], capture_output=True, text=True, check=False)  # noqa: S603
     assert started.returncode == 0, started.stderr
-    ports = {slot: free_port() for slot in SLOTS}
-    python = sys.executable
-    start = (
-        f"cd {tmp_path} && printf '%s\\n' {{slot}}:{{image}} > web-{{slot}}/colour.txt && "
-        # An image named "broken" stands for one that cannot start: a bad setting.
-        "{{ [ {image} != broken ] || export CMSCHAT_LOG_LEVEL=NOPE; }} && "
-        f"CMSCHAT_WEB_DIR={tmp_path}/web-{{slot}} nohup {python} -m cmschat serve "
-        f"--host {{host}} --port {{port}} > {{slot}}.log 2>&1 & echo $! > {tmp_path}/{{slot}}.pid"
-    )
-    stop = (
-        f"pid=$(cat {tmp_path}/{{slot}}.pid 2>/dev/null) || exit 0; "
-        "kill -TERM $pid 2>/dev/null || exit 0; "
-        "timeout {stop_timeout} tail -s 0.1 --pid=$pid -f /dev/null"
-    )
+    ports = {slot: free_port() for slot in colours.SLOTS}
     env = dict(server_env)
     env.update(
         RELEASE_SLOTS=" ".join(f"{slot}=127.0.0.1:{port}" for slot, port in ports.items()),
@@ -166,10 +124,7 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
         RELEASE_NGINX_TEST=" ".join([*nginx, "-t", "-q"]),
         RELEASE_NGINX_RELOAD=" ".join([*nginx, "-s", "reload"]),
         RELEASE_NGINX_PID_FILE=str(tmp_path / "nginx.pid"),
-        RELEASE_RUNNER="command",
-        RELEASE_START_CMD=start,
-        RELEASE_STOP_CMD=stop,
-        RELEASE_STOP_TIMEOUT="40",
+        **colours.runner_settings(tmp_path),
         RELEASE_READY_TIMEOUT=str(DEADLINE),
         RELEASE_CHECK_URL=f"http://127.0.0.1:{nginx_port}/readyz",
         RELEASE_CHECKS="2",
@@ -179,10 +134,7 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
         yield stage
     finally:
         subprocess.run([*nginx, "-s", "stop"], capture_output=True, check=False)  # noqa: S603
-        for slot in SLOTS:
-            pid = stage.pid(slot)
-            if pid is not None and stage.running(slot):
-                os.kill(pid, signal.SIGKILL)
+        colours.kill_left(tmp_path)
 
 
 def wait_for(condition: Callable[[], bool], within: float = DEADLINE) -> None:
@@ -273,28 +225,11 @@ def test_a_failed_release_leaves_the_old_colour_serving(stage: Stage) -> None:
 
 def test_rolling_replaces_each_slot_while_the_others_serve(stage: Stage) -> None:
     released(stage, "blue-green", "v1")
-    # A rolling layout: both slots live on v1 (as an operator lists both in the upstream).
-    started = subprocess.run(  # noqa: S603 - the runner's own command, as the tool runs it
-        [
-            "/bin/sh",
-            "-c",
-            stage.env["RELEASE_START_CMD"].format(
-                slot="green", image="v1", host="127.0.0.1", port=stage.ports["green"]
-            ),
-        ],
-        env=stage.env,
-        check=False,
-    )
-    assert started.returncode == 0
-    wait_for(lambda: _ready(stage.ports["green"]))
-    stage.upstream.write_text(
-        "upstream cmschat_app {\n"
-        + "".join(f"    server 127.0.0.1:{port};\n" for port in stage.ports.values())
-        + "}\n"
-    )
-    reload = stage.env["RELEASE_NGINX_RELOAD"].split()
-    assert subprocess.run(reload, check=False).returncode == 0  # noqa: S603
+    # The rolling layout: both slots live on v1.
+    both = released(stage, "up", "v1")
+    assert "green: starting v1" in both and "blue: starting" not in both
     wait_for(lambda: {stage.answering(), stage.answering()} == {"blue:v1", "green:v1"})
+    assert stage.release("up", "v1").stderr == "release failed: every slot is live already\n"
 
     rolled, poller = polled(stage, "rolling", "v2")
     output = rolled.stdout
@@ -319,18 +254,11 @@ def test_bad_settings_get_one_line_and_status_3(stage: Stage) -> None:
     assert "Traceback" not in bad.stderr + slots.stderr
 
 
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def test_release_sh_runs_the_tool() -> None:
     if shutil.which("python3") is None:
         pytest.skip("no python3 on PATH")
     shown = subprocess.run(  # noqa: S603
-        [str(RELEASE.with_name("release.sh")), "--help"],
+        [str(colours.RELEASE.with_name("release.sh")), "--help"],
         capture_output=True,
         text=True,
         check=False,
