@@ -66,7 +66,8 @@ def two_instances(
 
 
 def live(server: Server) -> LiveServer:
-    return LiveServer(app=None, host=server.base_url.removeprefix("http://"))  # type: ignore[arg-type]
+    scheme, _, host = server.base_url.partition("://")
+    return LiveServer(app=None, host=host, scheme=scheme)  # type: ignore[arg-type]
 
 
 async def login(http: httpx.AsyncClient, name: str) -> dict[str, str]:

@@ -30,16 +30,18 @@ class LiveServer:
 
     app: FastAPI
     host: str
+    scheme: str = "http"
+    """``https`` for a server behind TLS (nginx in the deploy tests): then ``wss``."""
 
     @property
     def http(self) -> str:
         """Base URL for HTTP."""
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     @property
     def ws(self) -> str:
         """URL of the WebSocket endpoint."""
-        return f"ws://{self.host}/api/v1/ws"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://{self.host}/api/v1/ws"
 
 
 @contextlib.asynccontextmanager
