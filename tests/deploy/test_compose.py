@@ -42,11 +42,6 @@ from tests.support import required_file_missing
 CORE = {"nginx", *COLOURS, "mariadb", "redis", "prometheus", "alertmanager", "grafana"}
 # Host paths outside the repository that a service may read (read-only), and who.
 HOST_PATHS = {"/": "node-exporter", "/var/lib/docker/containers": "fluent-bit"}
-# Built beside this part of issue 17: checked once it exists. Remove each name when it lands.
-NGINX = REPO / "deploy" / "nginx"
-LANDING = {
-    NGINX / name for name in ("cmschat.conf", "proxy.conf", "security-headers.conf", "hsts.conf")
-}
 SENSITIVE = re.compile(r"PASSWORD|TOKEN|SECRET|KEY", re.IGNORECASE)
 
 
@@ -89,7 +84,7 @@ def test_bind_mounts_are_read_only_files_of_the_repository(colour: str) -> None:
                 assert HOST_PATHS.get(source) == name, f"{name} mounts host path {source}"
                 continue
             path = host_path(source)
-            if path.is_relative_to(SECRETS_DIR) or (path in LANDING and not path.exists()):
+            if path.is_relative_to(SECRETS_DIR):
                 continue  # made by make-secrets.sh, never committed; or not landed yet
             assert path.is_relative_to(REPO) and path.exists(), f"{name}: no {source}"
 
@@ -112,8 +107,7 @@ def test_every_file_the_nginx_site_reads_is_mounted(services: dict[str, Any]) ->
         to: host_path(source) for source, to, _ in mounts(services["nginx"]) if is_bind(source)
     }
     site = binds["/etc/nginx/conf.d/cmschat.conf"]
-    if not site.exists():
-        pytest.skip("deploy/nginx has not landed on this branch yet")
+    assert site.exists(), site
 
     def on_host(path: str) -> Path | None:
         for target, source in binds.items():
