@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import children
+
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "deploy" / "release" / "release.py"
 SLOTS = ("blue", "green")
@@ -55,6 +57,7 @@ def release(env: dict[str, str], *args: str, **settings: str) -> subprocess.Comp
         text=True,
         timeout=600,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 

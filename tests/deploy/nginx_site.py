@@ -88,6 +88,7 @@ def make_certificate(directory: Path) -> None:
         check=True,
         capture_output=True,
         timeout=60,
+        preexec_fn=children.with_parent(),
     )
 
 
@@ -144,10 +145,11 @@ def check(conf: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
@@ -169,7 +171,7 @@ def running_nginx(conf: Path, ports: Ports) -> Iterator[subprocess.Popen[bytes]]
         )
     try:
         deadline = time.monotonic() + START_DEADLINE
-        while not (_listening(ports.https) and _listening(ports.http)):
+        while not (listening(ports.https) and listening(ports.http)):
             if process.poll() is not None or time.monotonic() > deadline:
                 log = (conf.parent / "error.log").read_text(errors="replace")
                 pytest.fail(f"nginx did not start (exit {process.poll()}):\n{log}")

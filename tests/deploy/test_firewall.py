@@ -100,6 +100,7 @@ def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=TIMEOUT,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 

@@ -22,6 +22,7 @@ from botocore.model import OperationModel  # type: ignore[import-untyped]
 from botocore.validate import ParamValidator  # type: ignore[import-untyped]
 from fastapi import FastAPI
 
+from bench import children
 from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.settings import Environment, Settings
@@ -232,6 +233,7 @@ def _run(script: str, *args: str, endpoint_url: str) -> subprocess.CompletedProc
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 

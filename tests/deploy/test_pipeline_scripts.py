@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import children
 from tests.deploy.pipeline_files import ROOT, SCRIPTS
 from tests.support import required_file_missing
 
@@ -78,6 +79,7 @@ def smoke(url: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 
@@ -123,6 +125,7 @@ class Host:
             text=True,
             timeout=60,
             check=False,
+            preexec_fn=children.with_parent(),
         )
 
     def fail_release_of(self, image: str, status: int) -> None:
@@ -253,6 +256,11 @@ def test_the_scripts_pass_shellcheck() -> None:
     scripts += sorted(str(path) for path in (ROOT / "scripts").iterdir())
     assert len(scripts) >= 10
     result = subprocess.run(  # noqa: S603 - shellcheck on the repository's scripts
-        [shellcheck, *scripts], capture_output=True, text=True, timeout=60, check=False
+        [shellcheck, *scripts],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=children.with_parent(),
     )
     assert result.returncode == 0, result.stdout

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench import children
 from tests.deploy.pipeline_files import (
     GITLAB,
     JENKINSFILE,
@@ -66,6 +67,7 @@ def _actionlint(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str
         text=True,
         timeout=120,
         check=False,
+        preexec_fn=children.with_parent(),
     )
 
 

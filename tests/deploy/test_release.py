@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import children
 from tests.deploy import colours
+from tests.deploy.nginx_site import listening
 from tests.processes import clean_env, cmschat, free_port
 from tests.support import required_file_missing
 
@@ -99,7 +101,7 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     nginx_port = free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\n"
+        f"daemon off;\npid {tmp_path}/nginx.pid;\n"
         f"error_log {tmp_path}/nginx-error.log;\n"
         "events {}\n"
         "http {\n"
@@ -114,8 +116,11 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
         "}\n"
     )
     nginx = [str(NGINX), "-p", str(tmp_path), "-c", str(conf)]
-    started = subprocess.run([*nginx], capture_output=True, text=True, check=False)  # noqa: S603
-    assert started.returncode == 0, started.stderr
+    front = subprocess.Popen(  # noqa: S603 - the system nginx on our own file
+        nginx, stdin=subprocess.DEVNULL, preexec_fn=children.with_parent()
+    )
+    wait_for(lambda: front.poll() is not None or listening(nginx_port), within=15)
+    assert front.poll() is None, (tmp_path / "nginx-error.log").read_text()
     ports = {slot: free_port() for slot in colours.SLOTS}
     env = dict(server_env)
     env.update(
@@ -133,7 +138,8 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     try:
         yield stage
     finally:
-        subprocess.run([*nginx, "-s", "stop"], capture_output=True, check=False)  # noqa: S603
+        front.terminate()
+        front.wait(timeout=15)
         colours.kill_left(tmp_path)
 
 
@@ -262,5 +268,6 @@ def test_release_sh_runs_the_tool() -> None:
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=children.with_parent(),
     )
     assert shown.returncode == 0 and "blue-green" in shown.stdout
