@@ -69,11 +69,23 @@ class Poller:
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
+    resent: int = 0
+    """Requests sent again at once: a kept-alive connection closed before any answer."""
+
     def run(self) -> None:
+        url = f"http://127.0.0.1:{self.stage.nginx_port}/colour.txt"
         with httpx.Client(timeout=5) as client:
             while not self.stop.is_set():
                 try:
-                    answer = client.get(f"http://127.0.0.1:{self.stage.nginx_port}/colour.txt")
+                    try:
+                        answer = client.get(url)
+                    except httpx.RemoteProtocolError:
+                        # nginx's old workers close their idle kept-alive connections at a
+                        # reload; one the request went out on is closed without an answer,
+                        # and a client sends it again on a new one, as browsers do (RFC 9112,
+                        # 9.3.1). Failing again is a failure.
+                        self.resent += 1
+                        answer = client.get(url)
                 except httpx.TransportError as error:
                     self.failures.append(repr(error))
                     continue

@@ -7,7 +7,9 @@ port: HTTP senders and WebSocket senders (each message retried with its ``client
 until acknowledged) and WebSocket readers that reconnect and resume from their last
 ``seq``. Meanwhile: blue -> green, green -> blue, both slots up, then a rolling release.
 
-It passes only if no HTTP request failed (no transport error, no status but 200/201), the
+It passes only if no HTTP request failed (no transport error, no status but 200/201; a post
+whose kept-alive connection nginx closed as it went out, at a reload, is sent again at once
+on a new connection, as browsers do, and counted apart), the
 servers closed WebSockets only with 1012 (restart) and every reader resumed, every reader
 got every message exactly once and in order, and the room holds each acknowledged message
 exactly once. The figures it prints are in docs/deploy.md.
@@ -153,6 +155,7 @@ async def _load(front: Front, env: dict[str, str]) -> dict[str, object]:
         "messages": last,
         "http": dict(traffic.statuses),
         "http_transport_errors": traffic.transport_errors,
+        "http_resent_after_close": traffic.resent,
         "ws_acks": traffic.ws_acks,
         "ws_refusals": dict(traffic.ws_refusals),
         "ws_closes": {str(code): n for code, n in closes.items()},

@@ -44,6 +44,8 @@ class Traffic:
     """Error frames a WebSocket sender got instead of an ack, by code (retried)."""
     ws_close_codes: Counter[int | None] = field(default_factory=Counter)
     """How WebSocket senders' connections ended (None: no close frame, e.g. refused)."""
+    resent: int = 0
+    """Posts sent again at once because a kept-alive connection closed before any answer."""
 
     def mark(self, name: str) -> None:
         """Remember now, to time the first success after it."""
@@ -69,6 +71,7 @@ async def sender(
     async with httpx.AsyncClient(timeout=10) as http:
         while not stop.is_set():
             client_id = f"{name}-{number}"
+            resent = False
             while True:
                 server = servers[turn % len(servers)]
                 try:
@@ -77,6 +80,19 @@ async def sender(
                         headers=headers,
                         json={"content": client_id, "client_id": client_id},
                     )
+                except httpx.RemoteProtocolError:
+                    if not resent:
+                        # A kept-alive connection the server closed as the request went out
+                        # (a proxy's old workers close idle ones at a reload): sent again at
+                        # once on a new connection, as browsers do (RFC 9112, 9.3.1), the
+                        # client_id making a repeat harmless. Twice in a row is an error.
+                        traffic.resent += 1
+                        resent = True
+                        continue
+                    traffic.transport_errors += 1
+                    turn += 1
+                    await asyncio.sleep(RETRY_PAUSE)  # back off before the retry
+                    continue
                 except httpx.TransportError:
                     traffic.transport_errors += 1
                     turn += 1
