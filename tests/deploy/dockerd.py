@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,8 +105,9 @@ def _unmount_under(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_engine(root: Path) -> Iterator[Engine]:
-    """Start ``dockerd`` under ``root``; stop it and undo what it set up on the way out."""
+def running_engine() -> Iterator[Engine]:
+    """Start ``dockerd`` in a directory of its own; stop it, undo what it set up and remove
+    the directory on the way out."""
     client = docker_client()
     if client is None:
         raise FileNotFoundError("docker (the client)")
@@ -113,6 +115,9 @@ def running_engine(root: Path) -> Iterator[Engine]:
     subnet = _free_subnet()
     gateway = next(subnet.hosts())
     _ip("link", "add", "name", bridge, "type", "bridge")
+    # Not pytest's temporary directory, which other sessions of pytest on the machine may
+    # clean up while the engine runs; a short path, as the engine's sockets live under it.
+    root = Path(tempfile.mkdtemp(prefix="cmschat-dockerd-"))
     process: subprocess.Popen[bytes] | None = None
     try:
         _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", bridge)
@@ -146,6 +151,8 @@ def running_engine(root: Path) -> Iterator[Engine]:
             _stop(process)
         _unmount_under(root)
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)  # noqa: S603, S607
+        # Images and layers take hundreds of MiB.
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_until_up(engine: Engine, process: subprocess.Popen[bytes]) -> None:

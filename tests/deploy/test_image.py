@@ -55,7 +55,7 @@ def test_build_context_holds_only_the_wheels() -> None:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dockerd.Engine]:
+def engine() -> Iterator[dockerd.Engine]:
     """The test's own Docker engine, stopped and cleaned up after the session."""
     for tool in (dockerd.DOCKERD, dockerd.MMDEBSTRAP):
         if not Path(tool).exists():
@@ -67,9 +67,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dockerd.Engine]
         required_file_missing(Path("/usr/bin/docker"), "the Docker client (docker.io)")
     if os.geteuid() != 0:
         service_missing("a Docker engine", PermissionError("dockerd must be started as root"))
-    # A short path: the engine's sockets live under it (108 bytes at most).
-    root = tmp_path_factory.mktemp("dockerd")
-    with dockerd.running_engine(root) as started:
+    with dockerd.running_engine() as started:
         yield started
 
 
