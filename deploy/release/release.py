@@ -16,7 +16,8 @@ Exit status: 0 released; 1 failed before nginx was switched (nothing changed); 2
 failed its checks and rolled back; 3 a bad configuration or command line; 4 another release
 holds the lock.
 
-Settings (``--config FILE`` of KEY=VALUE lines, then ``RELEASE_*`` variables, which win):
+Settings (``--config FILE`` of KEY=VALUE lines, by default /etc/cmschat/release.env if it
+exists, then ``RELEASE_*`` variables, which win):
 
     SLOTS            "blue=127.0.0.1:8001 green=127.0.0.1:8002": name=address, where nginx
                      and this tool reach each instance
@@ -90,6 +91,7 @@ DOCKER_START = (
 )
 DOCKER_STOP = "docker stop -t {stop_timeout} cmschat-{slot} && docker rm cmschat-{slot}"
 
+DEFAULT_CONFIG = "/etc/cmschat/release.env"
 FAILED, ROLLED_BACK, BAD_CONFIG, LOCKED = 1, 2, 3, 4
 
 
@@ -518,7 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     began = time.monotonic()
     try:
-        release = Release(load_settings(arguments.config))
+        config = arguments.config
+        if config is None and Path(DEFAULT_CONFIG).exists():
+            config = DEFAULT_CONFIG
+        release = Release(load_settings(config))
         if arguments.command == "status":
             release.status()
             return 0

@@ -30,7 +30,7 @@ MMDEBSTRAP = "/usr/bin/mmdebstrap"
 START_DEADLINE = 60.0
 STOP_DEADLINE = 30.0
 DEBIAN_SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "mariadb-client")
 """What the local base holds: the public python:3.11-slim-bookworm's part the image uses."""
 
 

@@ -25,6 +25,8 @@ DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 BUILD_SCRIPT = REPO / "deploy" / "docker" / "build.sh"
 HEALTHY_DEADLINE = 90.0  # the image checks every 10 s; a loaded machine starts slowly
 DOCKER_STOP_TIMEOUT = 10  # Docker's and Compose's default
+IMAGE_WEB_DIR = "/opt/cmschat/lib/python3.11/site-packages/cmschat/web"
+"""The web client inside the image (docs/deploy.md copies it out for nginx)."""
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
@@ -144,6 +146,11 @@ def test_image_runs_cmschat_as_an_operator_would(engine: dockerd.Engine, image: 
             "exec", name, "sh", "-c", "command -v gcc cc c++ make", check=False
         )
         assert compilers.stdout == "", compilers.stdout
+        # Where docs/deploy.md copies nginx's web client from.
+        engine.docker("exec", name, "test", "-f", f"{IMAGE_WEB_DIR}/index.html")
+        # What backups on MariaDB run (docs/backup-restore.md).
+        for tool in ("mariadb-dump", "mariadb-binlog"):
+            assert "Ver" in engine.docker("exec", name, tool, "--version").stdout, tool
 
         # The database, the files and the key live on the volume.
         where = engine.docker(
