@@ -18,6 +18,7 @@ from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
 from cmschat.cli_workers import resolve_workers, serve_workers, warn_if_over_budget
 from cmschat.db.actors import SYSTEM_SETUP
+from cmschat.db.migrate import run_migrations
 from cmschat.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -62,9 +63,9 @@ def installed_version() -> str:
         return __version__
 
 
-async def _migrate(settings: Settings) -> None:
-    async with open_database(settings, migrate=True):
-        pass
+async def _migrate(settings: Settings) -> list[str]:
+    async with open_database(settings) as db:
+        return await run_migrations(db.engine)
 
 
 async def _prepare_first_run(settings: Settings, workers: int) -> str | None:
@@ -121,8 +122,14 @@ def serve(
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest."""
     settings = load_settings()
-    run(_migrate(settings))
-    typer.echo("cmschat: database is up to date")
+    newer = run(_migrate(settings))
+    if newer:
+        typer.echo(
+            f"cmschat: database schema {', '.join(newer)} is newer than this cmschat; "
+            "left as it is (a newer release migrated it)"
+        )
+    else:
+        typer.echo("cmschat: database is up to date")
 
 
 def main() -> None:

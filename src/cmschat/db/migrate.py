@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cmschat.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = "cmschat.migrate"
 MIGRATION_LOCK_SECONDS = 120
@@ -36,18 +42,47 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _run(connection: Connection, action: str, revision: str) -> None:
+def newer_than_code(connection: Connection) -> list[str]:
+    """The database's schema revisions this code's migrations do not know: a newer release
+    migrated it (empty: none)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    current = MigrationContext.configure(connection).get_current_heads()
+    unknown = []
+    for revision in current:
+        try:
+            script.get_revision(revision)
+        except CommandError:  # alembic's ResolutionError: not among this code's revisions
+            unknown.append(revision)
+    return unknown
+
+
+def _run(connection: Connection, action: str, revision: str) -> list[str]:
     config = alembic_config(connection)
+    if action == "upgrade" and revision == "head":
+        newer = newer_than_code(connection)
+        if newer:
+            # A blue/green release runs the previous code beside the new schema, and a
+            # rollback starts it again: it must run, not stop on a revision it cannot read.
+            log.warning(
+                "database schema %s is newer than this cmschat's migrations: left as it is "
+                "(safe while the newer release's migrations are expand-only, docs/deploy.md)",
+                ", ".join(newer),
+            )
+            return newer
     if action == "upgrade":
         command.upgrade(config, revision)
     else:
         command.downgrade(config, revision)
+    return []
 
 
 async def run_migrations(
     engine: AsyncEngine, *, action: str = "upgrade", revision: str = "head"
-) -> None:
-    """Upgrade (or downgrade) the database; several instances starting at once take turns."""
+) -> list[str]:
+    """Upgrade (or downgrade) the database; several instances starting at once take turns.
+
+    Returns the database's revisions newer than this code (a newer release migrated it: an
+    upgrade to ``head`` then leaves the schema as it is and logs a warning), else []."""
     async with engine.connect() as connection:
         locked = connection.dialect.name in ("mysql", "mariadb")
         if locked:
@@ -58,13 +93,14 @@ async def run_migrations(
             if got != 1:
                 raise ConfigError("database: another instance is still migrating; try again")
         try:
-            await connection.run_sync(_run, action, revision)
+            newer: list[str] = await connection.run_sync(_run, action, revision)
             await connection.commit()
         finally:
             if locked:
                 await connection.execute(
                     text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK}
                 )
+    return newer
 
 
 async def is_migrated(engine: AsyncEngine) -> bool:
