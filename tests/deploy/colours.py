@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import children
+from tests.deploy.commands import run
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "deploy" / "release" / "release.py"
@@ -50,15 +50,7 @@ def release(env: dict[str, str], *args: str, **settings: str) -> subprocess.Comp
     """``release.py ARGS`` with ``env`` and ``settings`` (as ``RELEASE_*`` variables)."""
     env = dict(env)
     env.update({f"RELEASE_{key}": value for key, value in settings.items()})
-    return subprocess.run(  # noqa: S603 - our interpreter, our tool
-        [sys.executable, str(RELEASE), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([sys.executable, str(RELEASE), *args], timeout=600, env=env)
 
 
 def pid_of(directory: Path, slot: str) -> int | None:

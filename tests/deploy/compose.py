@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bench import children
+from tests.deploy.commands import run
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -133,14 +132,7 @@ def compose_command() -> list[str] | None:
     for command in ([str(bundled)], ["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) is None:
             continue
-        result = subprocess.run(  # noqa: S603 - fixed arguments
-            [*command, "version", "--short"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            preexec_fn=children.with_parent(),
-        )
+        result = run([*command, "version", "--short"], timeout=30)
         found = re.match(r"v?(\d+)\.(\d+)", result.stdout.strip())
         if result.returncode == 0 and found and (int(found[1]), int(found[2])) >= (2, 20):
             return command

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import children
+from tests.deploy.commands import run
 from tests.deploy.compose import COMPOSE_DIR, REPO, load
 from tests.support import required_file_missing
 
@@ -42,14 +41,7 @@ def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for old in (copy / "secrets").iterdir():  # never an operator's real secrets
         if old.name not in {"README.md", ".gitignore"}:
             shutil.rmtree(old) if old.is_dir() else old.unlink()
-    result = subprocess.run(  # noqa: S603 - our script, fixed arguments
-        [str(copy / "make-secrets.sh"), "chat.example.com"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    result = run([str(copy / "make-secrets.sh"), "chat.example.com"], timeout=120)
     # Without age-keygen the script says so and exits 1, having made everything else.
     age = shutil.which("age-keygen") is not None
     assert result.returncode == (0 if age else 1), result.stdout + result.stderr

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import children
+from tests.deploy.commands import run
 
 DOCKERD = "/usr/sbin/dockerd"
 MMDEBSTRAP = "/usr/bin/mmdebstrap"
@@ -46,15 +47,7 @@ class Engine:
         self, *args: str, timeout: float = 120, stdin: str = "", check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run ``docker ARGS`` against this engine; fail with its output unless it succeeds."""
-        result = subprocess.run(  # noqa: S603 - the docker client, with our own arguments
-            [self.client, *args],
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = run([self.client, *args], timeout=timeout, env=self.env, input=stdin)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"docker {' '.join(args)} exited with {result.returncode}:\n"
@@ -73,12 +66,9 @@ def docker_client() -> str | None:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.231-254.x.0 that no interface or route of this machine uses."""
-    used = subprocess.run(
-        ["ip", "-4", "route", "show", "table", "all"],  # noqa: S607 - iproute2
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    routes = run(["ip", "-4", "route", "show", "table", "all"])
+    assert routes.returncode == 0, routes.stderr
+    used = routes.stdout
     taken = {ipaddress.ip_network(word, strict=False) for word in used.split() if "/" in word}
     for second in range(231, 255):
         for third in range(0, 256, 17):
@@ -89,7 +79,8 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)  # noqa: S603, S607
+    made = run(["ip", *args])
+    assert made.returncode == 0, made.stderr
 
 
 def _unmount_under(root: Path) -> None:
@@ -101,7 +92,7 @@ def _unmount_under(root: Path) -> None:
         if point == str(root) or point.startswith(f"{root}/"):
             points.append(point)
     for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)  # noqa: S603, S607
+        run(["umount", "--lazy", point])
 
 
 @contextlib.contextmanager
@@ -150,7 +141,7 @@ def running_engine() -> Iterator[Engine]:
         if process is not None:
             _stop(process)
         _unmount_under(root)
-        subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)  # noqa: S603, S607
+        run(["ip", "link", "delete", bridge])
         # Images and layers take hundreds of MiB.
         shutil.rmtree(root, ignore_errors=True)
 
@@ -192,7 +183,7 @@ def debian_rootfs() -> Path:
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(f".{os.getpid()}.partial")
-    result = subprocess.run(  # noqa: S603 - Debian's mmdebstrap, our own arguments
+    result = run(
         [
             MMDEBSTRAP,
             "--quiet",
@@ -200,12 +191,9 @@ def debian_rootfs() -> Path:
             f"--include={','.join(BASE_PACKAGES)}",
             "--format=tar",
             DEBIAN_SUITE,
-            str(partial),
+            partial,
         ],
-        capture_output=True,
-        text=True,
         timeout=900,
-        check=False,
     )
     if result.returncode != 0:
         partial.unlink(missing_ok=True)

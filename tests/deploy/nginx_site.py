@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from bench import children
+from tests.deploy.commands import run
 from tests.support import required_file_missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,14 +140,7 @@ def install_site(prefix: Path, ports: Ports, colour: str = "blue") -> Path:
 
 def check(conf: Path) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` on ``conf``, its prefix being the directory it is in."""
-    return subprocess.run(  # noqa: S603 - the system nginx on our own file
-        [str(NGINX), "-t", "-p", f"{conf.parent}/", "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([str(NGINX), "-t", "-p", f"{conf.parent}/", "-c", str(conf)], timeout=60)
 
 
 def listening(port: int) -> bool:

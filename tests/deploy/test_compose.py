@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from bench import children
 from cmschat.settings import Settings
+from tests.deploy.commands import run
 from tests.deploy.compose import (
     COLOURS,
     COMPOSE_DIR,
@@ -219,14 +218,7 @@ def test_env_example_sets_every_variable_compose_reads() -> None:
 
 
 def test_make_secrets_is_a_valid_shell_script() -> None:
-    result = subprocess.run(  # noqa: S603 - fixed arguments
-        ["sh", "-n", str(COMPOSE_DIR / "make-secrets.sh")],  # noqa: S607 - POSIX sh
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    result = run(["sh", "-n", str(COMPOSE_DIR / "make-secrets.sh")], timeout=30)
     assert result.returncode == 0, result.stderr
     assert os.access(COMPOSE_DIR / "make-secrets.sh", os.X_OK)
 
@@ -239,13 +231,5 @@ def test_docker_compose_config_accepts_it(made_secrets: Path) -> None:
     env = example_env() | {"CMSCHAT_BACKUP_RECIPIENTS": DUMMY_RECIPIENT}
     (made_secrets / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     for profile in ([], ["--profile", "logs"]):
-        result = subprocess.run(  # noqa: S603 - fixed arguments
-            [*command, *profile, "config", "--quiet"],
-            cwd=made_secrets,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            preexec_fn=children.with_parent(),
-        )
+        result = run([*command, *profile, "config", "--quiet"], timeout=120, cwd=made_secrets)
         assert result.returncode == 0, result.stderr

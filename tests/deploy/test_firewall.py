@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench import children
+from tests.deploy import commands
 from tests.support import required_file_missing, service_missing
 
 FIREWALL = Path(__file__).resolve().parents[2] / "deploy" / "firewall"
@@ -94,14 +95,7 @@ def tools_installed() -> None:
 
 def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
     """Run a command to completion, its output captured."""
-    return subprocess.run(  # noqa: S603 - fixed tools on our own files
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return commands.run(command, timeout=TIMEOUT)
 
 
 def test_nft_accepts_the_ruleset() -> None:

@@ -22,11 +22,11 @@ from botocore.model import OperationModel  # type: ignore[import-untyped]
 from botocore.validate import ParamValidator  # type: ignore[import-untyped]
 from fastapi import FastAPI
 
-from bench import children
 from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.settings import Environment, Settings
 from tests import support
+from tests.deploy.commands import run
 from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,15 +226,7 @@ def _run(script: str, *args: str, endpoint_url: str) -> subprocess.CompletedProc
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_ENDPOINT_URL": endpoint_url,
     }
-    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
-        [sys.executable, str(DEPLOY / script), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([sys.executable, str(DEPLOY / script), *args], timeout=60, env=env)
 
 
 def test_the_command_publishes_and_prints_one_line(

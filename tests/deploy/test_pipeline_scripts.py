@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import children
+from tests.deploy.commands import run
 from tests.deploy.pipeline_files import ROOT, SCRIPTS
 from tests.support import required_file_missing
 
@@ -72,15 +72,7 @@ def healthy(**changes: tuple[int, bytes]) -> dict[str, tuple[int, bytes]]:
 
 def smoke(url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SMOKE_ATTEMPTS": "2", "SMOKE_DELAY": "0"}
-    return subprocess.run(  # noqa: S603 - the repository's script, a local URL
-        [str(SCRIPTS / "smoke.sh"), url + "/"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([str(SCRIPTS / "smoke.sh"), url + "/"], timeout=60, env=env)
 
 
 def test_smoke_passes_on_a_healthy_site() -> None:
@@ -118,14 +110,10 @@ class Host:
     env: dict[str, str]
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - the repository's script, test arguments
+        return run(
             [str(self.checkout / "deploy" / "pipelines" / "release-remote.sh"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
             timeout=60,
-            check=False,
-            preexec_fn=children.with_parent(),
+            env=self.env,
         )
 
     def fail_release_of(self, image: str, status: int) -> None:
@@ -255,12 +243,5 @@ def test_the_scripts_pass_shellcheck() -> None:
     scripts = sorted(str(path) for path in (ROOT / "deploy").rglob("*.sh"))
     scripts += sorted(str(path) for path in (ROOT / "scripts").iterdir())
     assert len(scripts) >= 10
-    result = subprocess.run(  # noqa: S603 - shellcheck on the repository's scripts
-        [shellcheck, *scripts],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    result = run([shellcheck, *scripts], timeout=60)
     assert result.returncode == 0, result.stdout

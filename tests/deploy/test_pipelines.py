@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import children
+from tests.deploy.commands import run
 from tests.deploy.pipeline_files import (
     GITLAB,
     JENKINSFILE,
@@ -60,15 +60,7 @@ def _release_jobs(name: str) -> dict[str, dict[str, Any]]:
 def _actionlint(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     if not ACTIONLINT.exists():
         required_file_missing(ACTIONLINT, "actionlint checks the workflows (test extras)")
-    return subprocess.run(  # noqa: S603 - the venv's actionlint on the repository's files
-        [str(ACTIONLINT), "-no-color", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([str(ACTIONLINT), "-no-color", *args], timeout=120, cwd=cwd)
 
 
 def test_actionlint_passes_on_the_workflows() -> None:

@@ -10,7 +10,6 @@ request fails the test.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from bench import children
 from tests.deploy import colours
+from tests.deploy.commands import run
 from tests.deploy.nginx_site import listening
 from tests.processes import clean_env, cmschat, free_port
 from tests.support import required_file_missing
@@ -273,13 +273,5 @@ def test_bad_settings_get_one_line_and_status_3(stage: Stage) -> None:
 
 
 def test_release_sh_runs_the_tool() -> None:
-    if shutil.which("python3") is None:
-        pytest.skip("no python3 on PATH")
-    shown = subprocess.run(  # noqa: S603
-        [str(colours.RELEASE.with_name("release.sh")), "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    shown = run([str(colours.RELEASE.with_name("release.sh")), "--help"])
     assert shown.returncode == 0 and "blue-green" in shown.stdout
