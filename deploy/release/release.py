@@ -41,6 +41,11 @@ exists, then ``RELEASE_*`` variables, which win):
     CHECKS           3 (CHECK_URL must answer 2xx this many times in a row, a second apart,
     CHECK_WINDOW     30  within this many seconds of the switch)
     STATE_FILE       the upstream file's directory/release-state.json: images per slot
+    WEB_DIR          where nginx serves the web client from (e.g. /srv/cmschat/web; empty:
+                     left alone): made a symlink to a copy of each release's client,
+                     switched with nginx and back on a rollback
+    WEB_CMD          fills {dir} with {image}'s web client (docker runner: copied out of
+                     the image)
 
 Only the standard library: it runs on any host with Python 3.9 or newer.
 """
@@ -50,10 +55,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +88,8 @@ DEFAULTS = {
     "CHECKS": "3",
     "CHECK_WINDOW": "30",
     "STATE_FILE": "",
+    "WEB_DIR": "",
+    "WEB_CMD": "",
 }
 
 DOCKER_START = (
@@ -90,6 +99,11 @@ DOCKER_START = (
     "--stop-timeout {stop_timeout} {image}"
 )
 DOCKER_STOP = "docker stop -t {stop_timeout} cmschat-{slot} && docker rm cmschat-{slot}"
+DOCKER_WEB = (
+    "docker create --name cmschat-web-export {image} >/dev/null "
+    "&& docker cp cmschat-web-export:/opt/cmschat/lib/python3.11/site-packages/cmschat/web/. "
+    "{dir}; status=$?; docker rm cmschat-web-export >/dev/null 2>&1; exit $status"
+)
 
 DEFAULT_CONFIG = "/etc/cmschat/release.env"
 FAILED, ROLLED_BACK, BAD_CONFIG, LOCKED = 1, 2, 3, 4
@@ -168,13 +182,18 @@ class Release:
             self.check_window = float(settings["CHECK_WINDOW"])
         except ValueError as error:
             raise Failed(f"a number setting is not a number: {error}", BAD_CONFIG) from None
+        self.web_dir = Path(settings["WEB_DIR"]) if settings["WEB_DIR"] else None
+        self.web_cmd = settings["WEB_CMD"]
         runner = settings["RUNNER"]
         if runner == "docker":
             self.start_cmd = settings["START_CMD"] or DOCKER_START
             self.stop_cmd = settings["STOP_CMD"] or DOCKER_STOP
+            self.web_cmd = self.web_cmd or DOCKER_WEB
         elif runner == "command":
             if not settings["START_CMD"] or not settings["STOP_CMD"]:
                 raise Failed("RUNNER=command needs START_CMD and STOP_CMD", BAD_CONFIG)
+            if self.web_dir is not None and not self.web_cmd:
+                raise Failed("WEB_DIR with RUNNER=command needs WEB_CMD", BAD_CONFIG)
             self.start_cmd, self.stop_cmd = settings["START_CMD"], settings["STOP_CMD"]
         else:
             raise Failed(f"RUNNER: {runner!r} is neither docker nor command", BAD_CONFIG)
@@ -255,11 +274,12 @@ class Release:
 
     # --- instances -------------------------------------------------------------------
 
-    def fill(self, template: str, slot: Slot | None, image: str) -> str:
+    def fill(self, template: str, slot: Slot | None, image: str, directory: str = "") -> str:
         values = {
             "image": image,
             "stop_timeout": str(self.stop_timeout),
             "env_file": self.settings["ENV_FILE"],
+            "dir": directory,
         }
         if slot is not None:
             values.update(slot=slot.name, host=slot.host, port=str(slot.port))
@@ -331,6 +351,52 @@ class Release:
             if migrated.returncode != 0:
                 raise Failed(f"the migration failed: {last_line(migrated.stdout)}")
 
+    # --- the web client nginx serves ---------------------------------------------------
+
+    def stage_web(self, image: str) -> Path | None:
+        """A copy of ``image``'s web client beside WEB_DIR (None: WEB_DIR unset)."""
+        if self.web_dir is None:
+            return None
+        digest = hashlib.sha256(image.encode()).hexdigest()[:12]
+        copy = self.web_dir.with_name(f"{self.web_dir.name}.{digest}")
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(parents=True)
+        filled = self.shell(self.fill(self.web_cmd, None, image, str(copy)), timeout=300)
+        if filled.returncode != 0 or not (copy / "index.html").is_file():
+            shutil.rmtree(copy, ignore_errors=True)
+            raise Failed(f"the web client of {image} was not copied: {last_line(filled.stdout)}")
+        return copy
+
+    def point_web(self, copy: Path | None) -> Path | None:
+        """WEB_DIR made a symlink to ``copy`` in one step (a rename over it); returns what it
+        showed before (None: nothing, or ``copy`` is None)."""
+        if copy is None or self.web_dir is None:
+            return None
+        before: Path | None = None
+        if self.web_dir.is_symlink():
+            before = Path(os.readlink(self.web_dir))
+        elif self.web_dir.exists():  # an operator's copy: kept beside, as the way back
+            before = self.web_dir.with_name(self.web_dir.name + ".initial")
+            shutil.rmtree(before, ignore_errors=True)
+            os.replace(self.web_dir, before)
+        link = self.web_dir.with_name(self.web_dir.name + ".link")
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(copy, link)
+        os.replace(link, self.web_dir)
+        if before != copy:
+            say(f"web client: {copy.name}")
+        return before
+
+    def prune_web(self, keep: set[Path | None]) -> None:
+        """The copies of earlier releases' clients, but for ``keep`` (the live one and the
+        one a rollback would go back to)."""
+        if self.web_dir is None:
+            return
+        for copy in self.web_dir.parent.glob(self.web_dir.name + ".*"):
+            if copy.is_dir() and not copy.is_symlink() and copy not in keep:
+                shutil.rmtree(copy, ignore_errors=True)
+
     # --- state -----------------------------------------------------------------------
 
     def state(self) -> dict[str, object]:
@@ -363,20 +429,24 @@ class Release:
             say(f"{new.name}: idle but answering; stopping it first")
             if not self.stop(new):
                 raise Failed(f"{new.name} is idle but running and would not stop")
+        web = self.stage_web(image)
         self.migrate(image)
         try:
             self.start(new, image)
         except Failed:
             self.stop(new)
             raise
+        web_before = self.point_web(web)
         self.point_nginx([new])
         try:
             self.check(image)
         except Failed as failure:
             say(f"rolling back: {failure}")
             self.point_nginx([old] if old else [], [] if old else [new])
+            self.point_web(web_before)
             self.stop(new)
             raise Failed(str(failure), ROLLED_BACK) from None
+        self.prune_web({web, web_before})
         previous = images.get(old.name) if old else None
         images[new.name] = image
         if old is not None:
@@ -393,6 +463,8 @@ class Release:
         state = self.state()
         images = dict(state.get("images") or {})
         previous = next(iter(images.values()), None)
+        web = self.stage_web(image)
+        web_before: Path | None = None
         self.migrate(image)
         for slot in live:
             others = [other for other in live if other != slot]
@@ -407,10 +479,13 @@ class Release:
                 # The others still serve the old image; this slot stays out of nginx.
                 self.stop(slot)
                 raise Failed(f"{failure}; {slot.name} left out of nginx", FAILED) from None
+            if slot == live[0]:  # the first of the new release to serve: its client too
+                web_before = self.point_web(web)
             self.point_nginx(live)
             images[slot.name] = image
             self.remember(images, previous if isinstance(previous, str) else None)
         self.check(image)
+        self.prune_web({web, web_before})
         say(f"released {image} on " + " ".join(slot.name for slot in live))
 
     def up(self, image: str) -> None:

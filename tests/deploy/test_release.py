@@ -56,6 +56,10 @@ class Stage:
     def running(self, slot: str) -> bool:
         return colours.running(self.directory, slot)
 
+    def web_client(self) -> str:
+        """The release whose web client WEB_DIR shows."""
+        return (self.directory / "site" / "web" / "index.html").read_text().strip()
+
     def log(self, slot: str) -> str:
         return (self.directory / f"{slot}.log").read_text()
 
@@ -145,6 +149,9 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
         RELEASE_READY_TIMEOUT=str(DEADLINE),
         RELEASE_CHECK_URL=f"http://127.0.0.1:{nginx_port}/readyz",
         RELEASE_CHECKS="2",
+        # The client nginx would serve: an "index.html" that names the release.
+        RELEASE_WEB_DIR=str(tmp_path / "site" / "web"),
+        RELEASE_WEB_CMD="printf '%s\\n' {image} > {dir}/index.html",
     )
     stage = Stage(tmp_path, nginx_port, ports, env, upstream)
     try:
@@ -188,11 +195,17 @@ def test_blue_green_switches_nginx_drains_the_old_colour_and_rolls_back(stage: S
     first = released(stage, "blue-green", "v1")
     assert "released v1 on blue" in first
     assert stage.answering() == "blue:v1"
+    assert stage.web_client() == "v1"
 
     switched, poller = polled(stage, "blue-green", "v2")
     output = switched.stdout
     assert "released v2 on green" in output
     assert stage.answering() == "green:v2"
+    assert stage.web_client() == "v2"
+    # Switched in one step (a symlink renamed over it); only the copies a rollback needs kept.
+    web = stage.directory / "site" / "web"
+    assert web.is_symlink()
+    assert len(list(web.parent.glob("web.*"))) == 2
     assert not poller.failures, poller.failures[:5]
     assert poller.answers["blue:v1"] > 0 and poller.answers["green:v2"] > 0, poller.answers
     # The old colour was drained (SIGTERM), not killed, and only after the switch.
@@ -211,6 +224,7 @@ def test_blue_green_switches_nginx_drains_the_old_colour_and_rolls_back(stage: S
     back, poller = polled(stage, "rollback")
     assert "rolling back to v1" in back.stdout
     assert stage.answering() == "blue:v1"
+    assert stage.web_client() == "v1"
     assert not poller.failures, poller.failures[:5]
     assert not stage.running("green")
 
@@ -233,6 +247,7 @@ def test_a_failed_release_leaves_the_old_colour_serving(stage: Stage) -> None:
     # and no request through nginx failed meanwhile.
     failed, poller = polled(stage, "blue-green", "v2", status=2, CHECK_CMD="[ {image} != v2 ]")
     assert "release rolled back: the check failed after the switch" in failed.stderr
+    assert "web client" in failed.stdout and stage.web_client() == "v1"
     assert failed.stdout.index("nginx: live green") < failed.stdout.index("nginx: live blue")
     assert stage.upstream.read_bytes() == before
     assert stage.answering() == "blue:v1"
@@ -256,6 +271,7 @@ def test_rolling_replaces_each_slot_while_the_others_serve(stage: Stage) -> None
     assert output.index("out: blue") < output.index("blue: draining")
     assert not poller.failures, poller.failures[:5]
     assert {stage.answering(), stage.answering()} == {"blue:v2", "green:v2"}
+    assert stage.web_client() == "v2"
     # While one slot was out, the other alone answered: never a mix of failures.
     assert poller.answers["green:v1"] > 0 and poller.answers["blue:v2"] > 0, poller.answers
 
@@ -270,6 +286,15 @@ def test_bad_settings_get_one_line_and_status_3(stage: Stage) -> None:
     assert slots.returncode == 3
     assert "is not name=host:port" in slots.stderr
     assert "Traceback" not in bad.stderr + slots.stderr
+    # The shipped example of /etc/cmschat/release.env reads as settings.
+    example = colours.RELEASE.with_name("release.env.example")
+    plain = {key: value for key, value in stage.env.items() if not key.startswith("RELEASE_")}
+    shown = colours.release(plain, "--config", str(example), "status")
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[:2] for line in shown.stdout.splitlines()] == [
+        ["blue", "127.0.0.1:8001"],
+        ["green", "127.0.0.1:8002"],
+    ]
 
 
 def test_release_sh_runs_the_tool() -> None:
