@@ -26,6 +26,8 @@ from tests.processes import clean_env, cmschat, running_server
 from tests.realtime.test_multi_instance import live, login
 from tests.realtime.wsclient import token_of, ws_client
 
+pytestmark = pytest.mark.slow
+
 NEXT_REVISION = "0099_next_release_expand"
 EXPAND = (
     "ALTER TABLE messages ADD COLUMN next_release_note VARCHAR(200) NULL",
