@@ -117,6 +117,15 @@ class Failed(Exception):
         self.status = status
 
 
+@dataclass
+class State:
+    """What the releases remember (STATE_FILE): each live slot's image, and the image the
+    last release replaced (what ``rollback`` goes back to)."""
+
+    images: dict[str, str]
+    previous: str | None
+
+
 @dataclass(frozen=True)
 class Slot:
     name: str
@@ -311,6 +320,19 @@ class Release:
             time.sleep(0.5)
         say(f"{slot.name}: ready in {time.monotonic() - began:.1f} s")
 
+    def start_fresh(self, slot: Slot, image: str) -> None:
+        """``start``, after stopping a leftover still answering on the idle ``slot`` (its
+        /readyz would pass for the new image's); a slot that fails to start is stopped."""
+        if ready(slot):
+            say(f"{slot.name}: idle but answering; stopping it first")
+            if not self.stop(slot):
+                raise Failed(f"{slot.name} is idle but running and would not stop")
+        try:
+            self.start(slot, image)
+        except Failed:
+            self.stop(slot)
+            raise
+
     def stop(self, slot: Slot) -> bool:
         """Drain and stop ``slot`` (SIGTERM through the runner); False if it failed."""
         say(f"{slot.name}: draining")
@@ -399,17 +421,27 @@ class Release:
 
     # --- state -----------------------------------------------------------------------
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> State:
+        """The state file's content; an empty state when it is missing or unreadable."""
         try:
             loaded = json.loads(self.state_path.read_text())
         except (FileNotFoundError, ValueError):
-            return {"images": {}, "previous": None}
-        return loaded if isinstance(loaded, dict) else {"images": {}, "previous": None}
+            loaded = None
+        if not isinstance(loaded, dict):
+            return State({}, None)
+        images = loaded.get("images")
+        previous = loaded.get("previous")
+        return State(
+            {k: v for k, v in images.items() if isinstance(v, str)}
+            if isinstance(images, dict)
+            else {},
+            previous if isinstance(previous, str) and previous else None,
+        )
 
-    def remember(self, images: dict[str, str], previous: str | None) -> None:
-        state = {"images": images, "previous": previous}
+    def remember(self, state: State) -> None:
         temporary = self.state_path.with_name(self.state_path.name + ".new")
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        data = {"images": state.images, "previous": state.previous}
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(temporary, self.state_path)
 
     # --- the releases ----------------------------------------------------------------
@@ -423,19 +455,9 @@ class Release:
         old = live[0] if live else None
         new = next(slot for slot in self.slots if slot != old)
         state = self.state()
-        images = dict(state.get("images") or {})
-        if ready(new):
-            # Idle, yet answering: a leftover. Its /readyz would pass for the new image's.
-            say(f"{new.name}: idle but answering; stopping it first")
-            if not self.stop(new):
-                raise Failed(f"{new.name} is idle but running and would not stop")
         web = self.stage_web(image)
         self.migrate(image)
-        try:
-            self.start(new, image)
-        except Failed:
-            self.stop(new)
-            raise
+        self.start_fresh(new, image)
         web_before = self.point_web(web)
         self.point_nginx([new])
         try:
@@ -447,13 +469,12 @@ class Release:
             self.stop(new)
             raise Failed(str(failure), ROLLED_BACK) from None
         self.prune_web({web, web_before})
-        previous = images.get(old.name) if old else None
-        images[new.name] = image
-        if old is not None:
-            if not self.stop(old):
-                say(f"warning: {old.name} is out of nginx but did not stop; stop it by hand")
-            images.pop(old.name, None)
-        self.remember(images, previous if isinstance(previous, str) else None)
+        previous = state.images.pop(old.name, None) if old else None
+        state.images[new.name] = image
+        state.previous = previous
+        if old is not None and not self.stop(old):
+            say(f"warning: {old.name} is out of nginx but did not stop; stop it by hand")
+        self.remember(state)
         say(f"released {image} on {new.name}")
 
     def rolling(self, image: str) -> None:
@@ -461,8 +482,7 @@ class Release:
         if not live:
             raise Failed("nothing is live: start with `blue-green`", BAD_CONFIG)
         state = self.state()
-        images = dict(state.get("images") or {})
-        previous = next(iter(images.values()), None)
+        state.previous = next(iter(state.images.values()), None)
         web = self.stage_web(image)
         web_before: Path | None = None
         self.migrate(image)
@@ -474,16 +494,15 @@ class Release:
             if not self.stop(slot):
                 raise Failed(f"{slot.name} would not stop; it is out of nginx, the others serve")
             try:
-                self.start(slot, image)
+                self.start_fresh(slot, image)
             except Failed as failure:
                 # The others still serve the old image; this slot stays out of nginx.
-                self.stop(slot)
                 raise Failed(f"{failure}; {slot.name} left out of nginx", FAILED) from None
             if slot == live[0]:  # the first of the new release to serve: its client too
                 web_before = self.point_web(web)
             self.point_nginx(live)
-            images[slot.name] = image
-            self.remember(images, previous if isinstance(previous, str) else None)
+            state.images[slot.name] = image
+            self.remember(state)
         self.check(image)
         self.prune_web({web, web_before})
         say(f"released {image} on " + " ".join(slot.name for slot in live))
@@ -495,40 +514,31 @@ class Release:
         idle = [slot for slot in self.slots if slot not in live]
         if not idle:
             raise Failed("every slot is live already", BAD_CONFIG)
-        images = dict(self.state().get("images") or {})
+        state = self.state()
         self.migrate(image)
         for slot in idle:
-            if ready(slot):
-                say(f"{slot.name}: idle but answering; stopping it first")
-                if not self.stop(slot):
-                    raise Failed(f"{slot.name} is idle but running and would not stop")
-            try:
-                self.start(slot, image)
-            except Failed:
-                self.stop(slot)
-                raise
-        self.point_nginx([slot for slot in self.slots if slot in live or slot in idle])
+            self.start_fresh(slot, image)
+        self.point_nginx(self.slots)
         self.check(image)
-        images.update({slot.name: image for slot in idle})
-        previous = self.state().get("previous")
-        self.remember(images, previous if isinstance(previous, str) else None)
+        state.images.update({slot.name: image for slot in idle})
+        self.remember(state)
         say(f"live: {' '.join(slot.name for slot in self.slots)}")
 
     def rollback(self) -> None:
-        previous = self.state().get("previous")
-        if not isinstance(previous, str) or not previous:
+        previous = self.state().previous
+        if previous is None:
             raise Failed("no previous image is recorded: run blue-green with the one you want")
         say(f"rolling back to {previous}")
         self.blue_green(previous)
 
     def status(self) -> None:
         live = {slot.name for slot in self.live()}
-        images = self.state().get("images") or {}
+        images = self.state().images
         for slot in self.slots:
             answer = "ready" if ready(slot) else "not answering /readyz 200"
             print(
                 f"{slot.name:8} {slot.address:21} {'live' if slot.name in live else 'idle':5} "
-                f"{images.get(slot.name, '-') if isinstance(images, dict) else '-'}  {answer}"
+                f"{images.get(slot.name, '-')}  {answer}"
             )
 
 

@@ -42,10 +42,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def newer_than_code(connection: Connection) -> list[str]:
+def _newer_than_code(connection: Connection, config: Config) -> list[str]:
     """The database's schema revisions this code's migrations do not know: a newer release
     migrated it (empty: none)."""
-    script = ScriptDirectory.from_config(alembic_config())
+    script = ScriptDirectory.from_config(config)
     current = MigrationContext.configure(connection).get_current_heads()
     unknown = []
     for revision in current:
@@ -59,7 +59,7 @@ def newer_than_code(connection: Connection) -> list[str]:
 def _run(connection: Connection, action: str, revision: str) -> list[str]:
     config = alembic_config(connection)
     if action == "upgrade" and revision == "head":
-        newer = newer_than_code(connection)
+        newer = _newer_than_code(connection, config)
         if newer:
             # A blue/green release runs the previous code beside the new schema, and a
             # rollback starts it again: it must run, not stop on a revision it cannot read.
