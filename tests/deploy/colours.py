@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.deploy.commands import run
+from tests.commands import run
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "deploy" / "release" / "release.py"

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.commands import run
+from tests.commands import run
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"

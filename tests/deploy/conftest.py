@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.commands import run
+from tests.commands import run
 from tests.deploy.compose import COMPOSE_DIR, REPO, load
 from tests.support import required_file_missing
 

@@ -15,7 +15,6 @@ import hashlib
 import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import children
-from tests.deploy.commands import run
+from tests.commands import run, stop
 
 DOCKERD = "/usr/sbin/dockerd"
 MMDEBSTRAP = "/usr/bin/mmdebstrap"
@@ -139,7 +138,7 @@ def running_engine() -> Iterator[Engine]:
         yield engine
     finally:
         if process is not None:
-            _stop(process)
+            stop(process, within=STOP_DEADLINE)
         _unmount_under(root)
         run(["ip", "link", "delete", bridge])
         # Images and layers take hundreds of MiB.
@@ -156,16 +155,6 @@ def _wait_until_up(engine: Engine, process: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"dockerd did not answer within {START_DEADLINE} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_DEADLINE)
 
 
 def cache_dir() -> Path:

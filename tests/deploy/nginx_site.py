@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from bench import children
-from tests.deploy.commands import run
+from tests.commands import run, stop
 from tests.support import required_file_missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,10 +172,4 @@ def running_nginx(conf: Path, ports: Ports) -> Iterator[subprocess.Popen[bytes]]
             time.sleep(0.05)
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGQUIT)
-            try:
-                process.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_DEADLINE)
+        stop(process, signal.SIGQUIT, STOP_DEADLINE)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from cmschat.settings import Settings
-from tests.deploy.commands import run
+from tests.commands import run
 from tests.deploy.compose import (
     COLOURS,
     COMPOSE_DIR,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench import children
-from tests.deploy import commands
+from tests import commands
 from tests.support import required_file_missing, service_missing
 
 FIREWALL = Path(__file__).resolve().parents[2] / "deploy" / "firewall"

@@ -26,7 +26,7 @@ from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.settings import Environment, Settings
 from tests import support
-from tests.deploy.commands import run
+from tests.commands import run
 from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
 
 ROOT = Path(__file__).resolve().parents[2]

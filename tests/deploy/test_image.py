@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.commands import run
 from tests.deploy import dockerd
-from tests.deploy.commands import run
 from tests.processes import free_port, random_password
 from tests.support import required_file_missing, service_missing
 

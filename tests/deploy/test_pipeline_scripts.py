@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.commands import run
+from tests.commands import run
 from tests.deploy.pipeline_files import ROOT, SCRIPTS
 from tests.support import required_file_missing
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.commands import run
+from tests.commands import run
 from tests.deploy.pipeline_files import (
     GITLAB,
     JENKINSFILE,

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from bench import children
+from tests.commands import run, stop
 from tests.deploy import colours
-from tests.deploy.commands import run
 from tests.deploy.nginx_site import listening
 from tests.processes import clean_env, cmschat, free_port
 from tests.support import required_file_missing
@@ -157,8 +157,7 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     try:
         yield stage
     finally:
-        front.terminate()
-        front.wait(timeout=15)
+        stop(front, within=15)
         colours.kill_left(tmp_path)
 
 

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench import children
 from tests import support
+from tests.commands import run
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
@@ -30,12 +30,4 @@ def tool(name: str) -> str:
 
 def run_tool(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion and return its result (output captured)."""
-    return subprocess.run(  # noqa: S603 - Debian's tools, fixed arguments
-        [tool(name), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=children.with_parent(),
-    )
+    return run([tool(name), *args], timeout=120, cwd=cwd)
