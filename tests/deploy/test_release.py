@@ -25,6 +25,7 @@ from bench import children
 from tests.commands import run, stop
 from tests.deploy import colours
 from tests.deploy.nginx_site import listening
+from tests.faults.load import CLOSED_UNANSWERED
 from tests.processes import clean_env, cmschat, free_port
 from tests.support import required_file_missing
 
@@ -83,11 +84,9 @@ class Poller:
                 try:
                     try:
                         answer = client.get(url)
-                    except httpx.RemoteProtocolError:
+                    except CLOSED_UNANSWERED:
                         # nginx's old workers close their idle kept-alive connections at a
-                        # reload; one the request went out on is closed without an answer,
-                        # and a client sends it again on a new one, as browsers do (RFC 9112,
-                        # 9.3.1). Failing again is a failure.
+                        # reload: sent again once; failing again is a failure.
                         self.resent += 1
                         answer = client.get(url)
                 except httpx.TransportError as error:

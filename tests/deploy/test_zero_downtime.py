@@ -156,6 +156,7 @@ async def _load(front: Front, env: dict[str, str]) -> dict[str, object]:
         "http": dict(traffic.statuses),
         "http_transport_errors": traffic.transport_errors,
         "http_resent_after_close": traffic.resent,
+        "http_errors_by_kind": dict(traffic.errors),
         "ws_acks": traffic.ws_acks,
         "ws_refusals": dict(traffic.ws_refusals),
         "ws_closes": {str(code): n for code, n in closes.items()},

@@ -27,6 +27,11 @@ from tests.realtime.wsclient import ws_client
 SEND_INTERVAL = 0.2
 """Per sender: 4 senders make 20 messages per second, as in the issue's measurement."""
 RETRY_PAUSE = 0.2
+CLOSED_UNANSWERED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+"""How a request on a kept-alive connection the server closed as it went out ends: closed
+without an answer, or reset with the request's bytes unread (a close with unread bytes is
+a reset; nginx's old workers close their idle connections at a reload). A client sends it
+again at once on a new connection, as browsers do (RFC 9112, 9.3.1)."""
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Traffic:
 
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    """Every transport error by its kind, the resent ones included (for the failure report)."""
     acknowledged: set[str] = field(default_factory=set)
     first_ack_after: dict[str, float] = field(default_factory=dict)
     """Per mark name: seconds from the mark until the next acknowledged send."""
@@ -80,20 +87,14 @@ async def sender(
                         headers=headers,
                         json={"content": client_id, "client_id": client_id},
                     )
-                except httpx.RemoteProtocolError:
-                    if not resent:
-                        # A kept-alive connection the server closed as the request went out
-                        # (a proxy's old workers close idle ones at a reload): sent again at
-                        # once on a new connection, as browsers do (RFC 9112, 9.3.1), the
-                        # client_id making a repeat harmless. Twice in a row is an error.
+                except httpx.TransportError as error:
+                    traffic.errors[type(error).__name__] += 1
+                    if isinstance(error, CLOSED_UNANSWERED) and not resent:
+                        # Sent again at once, the client_id making a repeat harmless;
+                        # twice in a row is an error.
                         traffic.resent += 1
                         resent = True
                         continue
-                    traffic.transport_errors += 1
-                    turn += 1
-                    await asyncio.sleep(RETRY_PAUSE)  # back off before the retry
-                    continue
-                except httpx.TransportError:
                     traffic.transport_errors += 1
                     turn += 1
                     await asyncio.sleep(RETRY_PAUSE)  # back off before the retry
