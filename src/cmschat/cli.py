@@ -3,6 +3,7 @@ operations commands in ``cli_operations``, what all commands share in ``cli_supp
 
 from __future__ import annotations
 
+import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
@@ -14,12 +15,15 @@ from cmschat.accounts import service as accounts
 from cmschat.cli_backup import backup_app
 from cmschat.cli_operations import audit_app, retention_app
 from cmschat.cli_server import serve_process
+from cmschat.cli_signals import stops_deferred
 from cmschat.cli_support import open_database, operator_errors, run
 from cmschat.cli_users import user_app
 from cmschat.cli_workers import resolve_workers, serve_workers, warn_if_over_budget
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.settings import Settings, load_settings
+
+log = logging.getLogger("cmschat.server")
 
 app = typer.Typer(
     help="cmschat: integrated CMS chat server.",
@@ -101,7 +105,8 @@ def serve(
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     # Checked before migrating: a refused worker count changes nothing.
     count = resolve_workers(settings.workers if workers is None else workers, settings)
-    password = run(_prepare_first_run(settings, count))
+    with stops_deferred() as stop:
+        password = run(_prepare_first_run(settings, count))
     if password is not None:
         # Printed once to the terminal, never logged: it is a secret.
         typer.echo(
@@ -111,6 +116,9 @@ def serve(
             "Sign in and change it now; it will not be shown again.\n"
         )
         sys.stdout.flush()
+    if stop.signal is not None:
+        log.info("stopped by %s before serving; the database is prepared", stop.signal.name)
+        return
     if count == 1:
         serve_process(settings, host=host, port=port)
     else:
@@ -122,7 +130,9 @@ def serve(
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest."""
     settings = load_settings()
-    newer = run(_migrate(settings))
+    with stops_deferred():
+        # A stop asked for meanwhile ends the command as it would have ended anyway.
+        newer = run(_migrate(settings))
     if newer:
         typer.echo(
             f"cmschat: database schema {', '.join(newer)} is newer than this cmschat; "
