@@ -29,6 +29,7 @@ from prometheus_client import multiprocess
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cmschat.cpu_cores import usable_cores
 from cmschat.errors import CmschatError
 from cmschat.observability.metrics import MULTIPROCESS_ENV
 from cmschat.settings import DatabaseSettings, Settings
@@ -46,7 +47,7 @@ def resolve_workers(requested: int | Literal["auto"], settings: Settings) -> int
     """How many workers to run; several only where they share the database and the broker."""
     shared = not settings.is_sqlite and settings.redis_url is not None
     if requested == "auto":
-        return (os.cpu_count() or 1) if shared else 1
+        return usable_cores() if shared else 1
     if requested > 1 and not shared:
         # In-process fan-out reaches only the process that stored the message, and SQLite
         # has one writer: other workers' clients would miss messages live.

@@ -309,8 +309,9 @@ class Settings(BaseSettings):
     Python's own: SQLite's thread waits up to this long after each statement while the
     event loop runs Python (docs/operations.md)."""
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = "auto"
-    """Worker processes of ``cmschat serve`` on one port; auto: one per core on MariaDB with
-    Redis, one on the embedded SQLite default (``serve --workers`` overrides it)."""
+    """Worker processes of ``cmschat serve`` on one port; auto: one per core the process may
+    use (``cpu_cores``) on MariaDB with Redis, one on the embedded SQLite default (``serve
+    --workers`` overrides it)."""
     min_free_disk_mib: int = Field(default=256, ge=0, le=1 << 30)
     """``/readyz`` answers 503 while the data directory's disk has less free space (0: off),
     so a load balancer stops sending writes before the disk is full."""

@@ -28,6 +28,7 @@ from cmschat.cli_workers import (
     connection_budget,
     resolve_workers,
 )
+from cmschat.cpu_cores import usable_cores
 from cmschat.db.session import POOL_OVERFLOW, POOL_SIZE, create_engine
 from cmschat.settings import DatabaseSettings, load_settings
 from tests import support
@@ -41,7 +42,7 @@ def test_auto_is_one_per_core_on_mariadb_with_redis_and_one_on_sqlite() -> None:
     shared = load_settings(
         database_url="mysql+asyncmy://u:p@db/chat", redis_url="redis://r", secret_key="x" * 48
     )
-    assert resolve_workers("auto", shared) == (os.cpu_count() or 1)
+    assert resolve_workers("auto", shared) == usable_cores()
     assert resolve_workers(3, shared) == 3
     assert resolve_workers("auto", load_settings(environment="test")) == 1
 
