@@ -10,6 +10,7 @@ checked against a single place.
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import time
 from enum import StrEnum
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from cmschat.errors import ConfigError
 
@@ -275,7 +283,24 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         env_nested_delimiter="__",
         extra="ignore",
+        # Files named after the variables (CMSCHAT_SECRETS_DIR, load_settings): the nested
+        # ones like CMSCHAT_METRICS__TOKEN too. A directory named but absent is an error.
+        secrets_nested_delimiter="__",
+        secrets_dir_missing="error",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual order; secret files read by the source that knows nested names."""
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return init_settings, env_settings, dotenv_settings, secrets
 
     environment: Environment = Environment.production
     data_dir: Path = Path("var")
@@ -436,10 +461,20 @@ class Settings(BaseSettings):
         return key_file.read_text().strip().encode()
 
 
+SECRETS_DIR = "CMSCHAT_SECRETS_DIR"
+"""A directory of files, each named after a variable and holding its value (Docker and
+Kubernetes secrets, systemd's ``$CREDENTIALS_DIRECTORY``), so that no secret need be in the
+environment, where ``/proc/<pid>/environ`` and ``docker inspect`` show it. Read from the
+environment only; a variable set there wins over its file."""
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings, turning a bad value into one ConfigError naming the variable."""
+    secrets_dir = os.environ.get(SECRETS_DIR) or None
     try:
-        return Settings(**overrides)
+        return Settings(_secrets_dir=secrets_dir, **overrides)
+    except SettingsError as exc:  # the secrets directory: absent, not a directory
+        raise ConfigError(f"{SECRETS_DIR}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         location = "__".join(str(part) for part in first["loc"]) if first["loc"] else ""

@@ -114,3 +114,39 @@ def test_the_longest_message_must_fit_in_a_request_body(monkeypatch: pytest.Monk
     assert "\n" not in str(caught.value)
     monkeypatch.setenv("CMSCHAT_MAX_BODY_BYTES", "121024")
     assert load_settings().chat.max_message_length == 20000
+
+
+def test_secrets_come_from_files_named_after_their_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    key, token = "k" * 48, "t" * 40
+    (secrets / "CMSCHAT_SECRET_KEY").write_text(key + "\n")  # as `echo` writes it
+    (secrets / "cmschat_metrics__token").write_text(token)  # nested, any case
+    (secrets / "CMSCHAT_DATABASE_URL").write_text("mysql+asyncmy://chat:pw@db/chat\n")
+    monkeypatch.setenv("CMSCHAT_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.secret_key is not None
+    assert settings.secret_key.get_secret_value() == key
+    assert settings.metrics.token is not None
+    assert settings.metrics.token.get_secret_value() == token
+    assert settings.database_url == "mysql+asyncmy://chat:pw@db/chat"
+
+    # A variable set in the environment wins over its file.
+    monkeypatch.setenv("CMSCHAT_SECRET_KEY", "e" * 48)
+    overridden = load_settings().secret_key
+    assert overridden is not None
+    assert overridden.get_secret_value() == "e" * 48
+
+
+@pytest.mark.parametrize("what", ["absent", "a file"])
+def test_a_secrets_dir_that_is_not_a_directory_is_one_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, what: str
+) -> None:
+    named = tmp_path / "secrets"
+    if what == "a file":
+        named.write_text("CMSCHAT_SECRET_KEY=x\n")
+    monkeypatch.setenv("CMSCHAT_SECRETS_DIR", str(named))
+    with pytest.raises(ConfigError, match=r"^CMSCHAT_SECRETS_DIR: .*directory"):
+        load_settings()
