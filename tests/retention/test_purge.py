@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from asyncmy.errors import OperationalError as MariaDBError
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from cmschat.app import create_app
 from cmschat.attachments.models import Attachment
@@ -310,3 +313,62 @@ async def test_old_sign_in_records_are_removed(
     [run] = await audit_events(chat.context.db, action="retention.run")
     changes = json.loads(run.changes)
     assert changes["login_attempts_removed"] == report.login_attempts_removed
+
+
+async def test_a_batch_ended_as_a_deadlock_victim_runs_again_and_the_run_completes(
+    chat: Chat, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    room = await chat.room("busy")
+    for n in range(5):
+        await chat.send(room, f"message {n}")
+    await chat.set_defaults(message_days=1, attachment_days=None)
+    await chat.advance(days=2)
+    chat.context.settings.retention.batch_size = 2
+
+    real_batch = purge.purge_batch
+    calls = 0
+
+    async def second_batch_collides_twice(*args: object, **kwargs: object) -> int:
+        # As InnoDB ends a deadlock's victim: after the batch's statements, before its commit.
+        nonlocal calls
+        calls += 1
+        removed = await real_batch(*args, **kwargs)  # type: ignore[arg-type]
+        if calls in (2, 3):
+            raise OperationalError(
+                "DELETE FROM messages ...",
+                {},
+                MariaDBError(1213, "Deadlock found when trying to get lock; try restarting"),
+            )
+        return removed
+
+    monkeypatch.setattr(purge, "purge_batch", second_batch_collides_twice)
+    caplog.set_level(logging.INFO, logger=purge.__name__)
+    report = await chat.purge()
+
+    assert calls == 5  # 2, 2 (ended twice, rolled back, then kept), 1
+    assert await chat.history(room) == []
+    [loss] = report.rooms
+    assert (loss.messages, report.stopped_early) == (5, False)  # nothing counted twice
+    [event] = await audit_events(chat.context.db, action="retention.purged")
+    assert json.loads(event.changes)["messages"] == 5
+    retried = [
+        r for r in caplog.records if getattr(r, "event.action", "") == "retention.batch_retried"
+    ]
+    assert len(retried) == 2
+
+
+async def test_a_batch_that_keeps_colliding_fails_the_run(
+    chat: Chat, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = await chat.room("stuck")
+    await chat.send(room, "old")
+    await chat.set_defaults(message_days=1, attachment_days=None)
+    await chat.advance(days=2)
+
+    async def always_collides(*args: object, **kwargs: object) -> int:
+        raise OperationalError("DELETE", {}, MariaDBError(1213, "Deadlock found"))
+
+    monkeypatch.setattr(purge, "purge_batch", always_collides)
+    with pytest.raises(OperationalError):
+        await chat.purge()
+    assert await chat.history(room) == ["old"]

@@ -69,7 +69,7 @@ def _chain(error: BaseException) -> list[BaseException]:
     return seen
 
 
-def _conflict(error: BaseException) -> bool:
+def is_conflict(error: BaseException) -> bool:
     """Whether ``error`` itself (or what it was explicitly raised from) is a MariaDB
     deadlock or lock-wait timeout. Not the implicit ``__context__``: an error raised while
     handling a deadlock (a pool timeout, a plain bug) is that error, not a conflict."""
@@ -81,7 +81,7 @@ def _conflict(error: BaseException) -> bool:
 
 def classify(error: BaseException) -> Outage | None:
     """The outage ``error`` shows, or None for a bug (which stays a logged 500)."""
-    if _conflict(error):
+    if is_conflict(error):
         return DATABASE_CONFLICT
     for cause in _chain(error):
         if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:

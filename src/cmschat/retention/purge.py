@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import expiry as account_expiry
@@ -35,11 +35,15 @@ from cmschat.chat import expiry as message_expiry
 from cmschat.clock import Clock
 from cmschat.db.actors import SYSTEM_RETENTION
 from cmschat.db.session import Database
-from cmschat.retention import policies
+from cmschat.observability import outages
+from cmschat.retention import policies, progress
 from cmschat.retention.models import RetentionProgress, RoomRetention
 from cmschat.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
+
+CONFLICT_ATTEMPTS = 3
+"""Runs of one batch that InnoDB may end as a deadlock's victim before the purge fails."""
 
 KeepGoing = Callable[[], Awaitable[bool]]
 """Asked between batches whether to go on (the leader renews its lease there)."""
@@ -87,7 +91,7 @@ async def run_purge(
         if dry_run:
             report.rooms = await policies.preview(session, policies=plan, now=now)
             return report
-        await mark_interrupted(session)
+        await progress.mark_interrupted(session)
         unfinished = set((await session.scalars(select(RetentionProgress.room_id))).all())
     for policy in plan:
         message_cutoff, file_cutoff = policy.cutoffs(now)
@@ -154,22 +158,53 @@ async def _purge_room(
         first = False
         if keep_going is not None and not await keep_going():
             return None
-        async with db.unit_of_work(SYSTEM_RETENTION) as session:
-            if await _on_hold(session, policy.room_id):
-                held = True
-                break
-            removed = await purge_batch(
-                session,
-                room_id=policy.room_id,
-                message_cutoff=message_cutoff,
-                file_cutoff=file_cutoff,
-                batch_size=settings.batch_size,
-                eraser=eraser,
-            )
-        if removed < settings.batch_size:
+        removed = await _batch_retried(
+            db, policy.room_id, message_cutoff, file_cutoff, settings, eraser
+        )
+        held = removed is None
+        if removed is not None and removed < settings.batch_size:
             break
     async with db.unit_of_work(SYSTEM_RETENTION) as session:
-        return await _finish_room(session, policy, message_cutoff, file_cutoff, held=held)
+        return await progress.finish_room(session, policy, message_cutoff, file_cutoff, held=held)
+
+
+async def _batch_retried(
+    db: Database,
+    room_id: int,
+    message_cutoff: datetime | None,
+    file_cutoff: datetime | None,
+    settings: RetentionSettings,
+    eraser: erasure.Eraser,
+) -> int | None:
+    """One batch, run again whole if InnoDB ended it as a deadlock's victim; how many rows
+    it removed, None if the room is on hold. An edit of a message the batch removes takes
+    the message's row, then the room's; the batch takes them the other way round
+    (``chat.expiry``), so the two can collide: the edit is refused (503, try again), and the
+    purge, which nobody waits for, tries again itself rather than failing the run."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            async with db.unit_of_work(SYSTEM_RETENTION) as session:
+                if await _on_hold(session, room_id):
+                    return None
+                return await purge_batch(
+                    session,
+                    room_id=room_id,
+                    message_cutoff=message_cutoff,
+                    file_cutoff=file_cutoff,
+                    batch_size=settings.batch_size,
+                    eraser=eraser,
+                )
+        except Exception as error:
+            if attempt == CONFLICT_ATTEMPTS or not outages.is_conflict(error):
+                raise
+            log.info(
+                "retention: a batch of room %d collided with another transaction; again (%d)",
+                room_id,
+                attempt,
+                extra={"event.action": "retention.batch_retried"},
+            )
+            await asyncio.sleep(settings.batch_pause_ms / 1000 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _on_hold(session: AsyncSession, room_id: int) -> bool:
@@ -213,70 +248,5 @@ async def purge_batch(
         await message_expiry.delete_messages(
             session, room_id=room_id, message_ids=message_ids, through_seq=last_seq
         )
-    await _add_progress(session, room_id, len(message_ids), len(files), size)
+    await progress.add(session, room_id, len(message_ids), len(files), size)
     return max(len(message_ids), len(aged))
-
-
-async def _add_progress(
-    session: AsyncSession, room_id: int, messages: int, files: int, size: int
-) -> None:
-    row = await session.get(RetentionProgress, room_id)
-    if row is None:
-        session.add(
-            RetentionProgress(
-                room_id=room_id, messages=messages, attachments=files, bytes=size, runs=1
-            )
-        )
-    else:
-        row.messages += messages
-        row.attachments += files
-        row.bytes += size
-    await session.flush()
-
-
-async def _finish_room(
-    session: AsyncSession,
-    policy: policies.Effective,
-    message_cutoff: datetime | None,
-    file_cutoff: datetime | None,
-    *,
-    held: bool,
-) -> policies.RoomLoss:
-    """Turn the room's progress into its one audit event, and clear it."""
-    row = await session.get(RetentionProgress, policy.room_id)
-    loss = policies.RoomLoss(
-        room_id=policy.room_id,
-        room_name=policy.room_name,
-        legal_hold=held,
-        message_cutoff=message_cutoff,
-        attachment_cutoff=file_cutoff,
-    )
-    if row is None:
-        return loss
-    loss = replace(loss, messages=row.messages, attachments=row.attachments, bytes=row.bytes)
-    audit.record(
-        session,
-        action="retention.purged",
-        target_type="room",
-        target_id=policy.room_id,
-        changes={
-            "messages": row.messages,
-            "attachments": row.attachments,
-            "bytes": row.bytes,
-            "message_cutoff": message_cutoff,
-            "attachment_cutoff": file_cutoff,
-            "interrupted_runs": row.runs - 1,
-            "stopped_by_legal_hold": held,
-        },
-    )
-    await session.delete(row)
-    return loss
-
-
-async def mark_interrupted(session: AsyncSession) -> None:
-    """Count a new run on the progress rows an interrupted run left."""
-    await session.execute(
-        update(RetentionProgress)
-        .values(runs=RetentionProgress.runs + 1)
-        .execution_options(synchronize_session=False)
-    )
