@@ -28,6 +28,13 @@ PYTHON_SWITCH_INTERVAL_MS = 5.0  # CPython's default, sys.getswitchinterval() at
 
 log = logging.getLogger("cmschat.server")
 
+TRANSPORT_FRAME_FACTOR = 4
+"""The WebSocket transport closes the connection (1009) only for a frame over this many
+times ``CMSCHAT_REALTIME__MAX_FRAME_BYTES``, buffering no more than that (256 KiB by
+default). A frame between the two gets the app's ``frame_too_large`` error frame and the
+socket stays open: a person who pasted too much is told so, not disconnected, and a client
+that sends its unsent messages again after a reconnect does not loop on one."""
+
 
 def apply_switch_interval(milliseconds: float) -> None:
     """Set this process's GIL switch interval, logging it once when it is not Python's."""
@@ -97,7 +104,7 @@ def uvicorn_config(application: Any, settings: Settings, *, host: str, port: int
         # Aborts a connection whose client stopped reading instead of waiting on it.
         ws=AbortingWSProtocol,
         ws_per_message_deflate=False,
-        ws_max_size=settings.realtime.max_frame_bytes,
+        ws_max_size=settings.realtime.max_frame_bytes * TRANSPORT_FRAME_FACTOR,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 

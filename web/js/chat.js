@@ -76,7 +76,8 @@ function buildLayout(root) {
       if (!room) return Promise.reject(new Error(t("noRoomToSend"))); // the composer is disabled then
       const message = { ...fields, client_id: crypto.randomUUID() };
       const attempt = (tries) => realtime.sendMessage(room, message).catch(async (e) => {
-        if (e.code === "rate_limited") throw e; // HTTP shares the budget: it would refuse too
+        // HTTP shares the send budget and has the same size limit: it would refuse too.
+        if (e.code === "rate_limited" || e.code === "frame_too_large") throw e;
         if (e.code === "busy" && tries > 0) {
           // The server is at capacity and stored nothing: wait as it says, then try again.
           await new Promise((done) => setTimeout(done, (e.retryAfter || 1) * 1000));

@@ -6,6 +6,9 @@ import { h, clear, plainText } from "./dom.js";
 import { t } from "./i18n.js";
 
 const TYPING_EVERY_MS = 2000;
+// A send over the size limit: refused as a WebSocket frame, or as an HTTP body (an edit,
+// or a send while the socket is down).
+const TOO_LARGE = new Set(["frame_too_large", "too_large"]);
 
 export class Composer {
   constructor({ onSend, onTyping, members, cannedReplies }) {
@@ -136,7 +139,7 @@ export class Composer {
       // The text stays in the box, so nothing is lost: the user sends it again.
       this.error.textContent = e.code === "rate_limited"
         ? t("sendingTooFast", { seconds: e.retryAfter || 1 })
-        : e.message;
+        : TOO_LARGE.has(e.code) ? t("messageTooLong") : e.message;
     }
   }
 

@@ -247,6 +247,7 @@ class ClientSocket:
                     protocol.error_frame(
                         "frame_too_large",
                         f"frames are at most {self.settings.max_frame_bytes} bytes",
+                        **frames.echo_unparsed(text),
                     )
                 )
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -77,6 +78,17 @@ def echo(text: str) -> dict[str, Any]:
     client_id = raw.get("client_id") if isinstance(raw, dict) else None
     # An escaped lone surrogate is valid JSON but cannot be written back.
     return {"client_id": client_id} if isinstance(client_id, str) and is_text(client_id) else {}
+
+
+_CLIENT_ID_KEY = re.compile(r'"client_id"\s*:\s*"([A-Za-z0-9._:-]{1,64})"')
+
+
+def echo_unparsed(text: str) -> dict[str, Any]:
+    """The client_id of a frame refused unparsed (too large), found by its key: a quote
+    inside a JSON string is escaped, so ``"client_id":`` matches only a key, and a
+    client_id's characters need no escaping."""
+    found = _CLIENT_ID_KEY.search(text)
+    return {"client_id": found[1]} if found else {}
 
 
 PING_FRAME = '{"type":"ping"}'
