@@ -218,3 +218,10 @@ def test_active_conf_is_never_committed() -> None:
     for path in (ACTIVE_UPSTREAM, ACTIVE_UPSTREAM.with_name("active.conf.previous")):
         ignored = run(["git", "-C", REPO, "check-ignore", "-q", path], timeout=30)
         assert ignored.returncode == 0, f"{path.relative_to(REPO)} is not in .gitignore"
+
+
+def test_status_of_an_upstream_naming_no_colour_is_unknown(host: Host) -> None:
+    host.active.write_text("upstream cmschat_app {\n    server 10.0.0.9:8000;\n}\n")
+    result = host.switch("status")
+    assert (result.returncode, one_line(result.stdout)) == (1, "unknown")
+    assert host.calls() == []
