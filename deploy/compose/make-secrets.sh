@@ -9,6 +9,10 @@
 # The directory is 0700 (only you can open it); the files in it are 0444, because Docker
 # Compose bind-mounts file secrets with their host owner and mode, and the services read
 # them as their own users (mysql, grafana, nobody, cmschat), not as you.
+#
+# Not a secret, but also needed before the first `docker compose up`: nginx/active.conf, the
+# upstream nginx sends traffic to (blue at first; ./switch-colour.sh changes it). It is kept
+# if it exists, like the secrets.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,6 +62,15 @@ if [ ! -e "$dir/tls/fullchain.pem" ]; then
     made="$made tls/fullchain.pem tls/privkey.pem"
     echo "make-secrets: a self-signed certificate for $domain, valid 30 days: replace" \
         "tls/fullchain.pem and tls/privkey.pem with real ones"
+fi
+
+# compose.yaml bind-mounts this one file into nginx: were it missing at `up`, Docker would
+# create a directory in its place and nginx would not start. Readable by nginx (0644).
+active="$here/nginx/active.conf"
+if [ ! -e "$active" ]; then
+    cat "$here/nginx/upstream.blue.conf" > "$active"
+    chmod 0644 "$active"
+    echo "make-secrets: nginx/active.conf sends traffic to blue (./switch-colour.sh changes it)"
 fi
 
 status=0

@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 SECRETS_DIR = COMPOSE_DIR / "secrets"
+ACTIVE_UPSTREAM = COMPOSE_DIR / "nginx" / "active.conf"
+"""The upstream nginx sends to, bind-mounted into it: made by make-secrets.sh (from
+upstream.blue.conf), rewritten by switch-colour.sh; never committed (.gitignore)."""
 
 COLOURS = ("cmschat-blue", "cmschat-green")
 LOG_STACK = {"elasticsearch", "elasticsearch-template", "fluent-bit"}
