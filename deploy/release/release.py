@@ -234,19 +234,25 @@ class Release:
 
     def point_nginx(self, up: list[Slot], down: tuple[Slot, ...] | list[Slot] = ()) -> None:
         """Write the upstream file (atomically), test nginx's configuration with it and
-        reload; on a failed test the previous file is put back."""
+        reload; on a failed test or reload the previous file is put back, so that the file
+        says what nginx runs (a later reload, a certificate renewal's, switches nothing)."""
         previous = self.upstream.read_text() if self.upstream.exists() else None
-        self.write_upstream(self.render(up, list(down)))
-        test = self.shell(self.settings["NGINX_TEST"])
-        if test.returncode != 0:
+
+        def put_back() -> None:
             if previous is None:
                 self.upstream.unlink()
             else:
                 self.write_upstream(previous)
+
+        self.write_upstream(self.render(up, list(down)))
+        test = self.shell(self.settings["NGINX_TEST"])
+        if test.returncode != 0:
+            put_back()
             raise Failed(f"nginx refused the new upstream file: {last_line(test.stdout)}")
         before = nginx_workers(self.nginx_pid_file)
         reload = self.shell(self.settings["NGINX_RELOAD"])
         if reload.returncode != 0:
+            put_back()
             raise Failed(f"nginx reload failed: {last_line(reload.stdout)}")
         self.await_reload(before)
         say(
@@ -459,7 +465,13 @@ class Release:
         self.migrate(image)
         self.start_fresh(new, image)
         web_before = self.point_web(web)
-        self.point_nginx([new])
+        try:
+            self.point_nginx([new])
+        except Failed:
+            # nginx still sends to the old colour (the file was put back): undo the rest.
+            self.point_web(web_before)
+            self.stop(new)
+            raise
         try:
             self.check(image)
         except Failed as failure:

@@ -241,6 +241,16 @@ def test_a_failed_release_leaves_the_old_colour_serving(stage: Stage) -> None:
     assert stage.running("blue") and not stage.running("green")
     assert "CMSCHAT_LOG_LEVEL" in stage.log("green")
 
+    # nginx refusing to reload: the upstream file put back (so that a later reload, a
+    # certificate renewal's, switches nothing), the web client too, the new colour stopped.
+    refused = stage.release("blue-green", "v2", NGINX_RELOAD="echo reload refused; false")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr == "release failed: nginx reload failed: reload refused\n"
+    assert stage.upstream.read_bytes() == before
+    assert stage.web_client() == "v1"
+    assert stage.answering() == "blue:v1"
+    assert stage.running("blue") and not stage.running("green")
+
     # A new colour that fails its check once live: nginx pointed back, the new one stopped,
     # and no request through nginx failed meanwhile.
     failed, poller = polled(stage, "blue-green", "v2", status=2, CHECK_CMD="[ {image} != v2 ]")
