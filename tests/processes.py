@@ -108,20 +108,19 @@ def launch_server(
     that outlives the server (the child dies with that thread, ``bench/children.py``); wait
     for it anywhere, a worker thread included."""
     port = port or free_port()
+    command = ("serve", "--port", str(port), "--workers", str(workers))
+    return launch(directory, env, name, *command, base_url=f"http://127.0.0.1:{port}")
+
+
+def launch(
+    directory: Path, env: dict[str, str], name: str, *args: str, base_url: str = ""
+) -> Server:
+    """``python -m cmschat ARGS`` started in ``directory``, its output going to files."""
     stdout_path = directory / f"{name}.stdout"
     stderr_path = directory / f"{name}.stderr"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "cmschat",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
+            [sys.executable, "-m", "cmschat", *args],
             cwd=directory,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -129,7 +128,7 @@ def launch_server(
             stderr=err,
             preexec_fn=children.with_parent(),
         )
-    return Server(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path)
+    return Server(process, base_url, stdout_path, stderr_path)
 
 
 def ready_deadline(workers: int) -> float:

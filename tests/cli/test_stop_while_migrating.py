@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,9 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from bench import children
 from tests import support
-from tests.processes import Server, clean_env, launch_server
+from tests.processes import Server, clean_env, launch, launch_server
 
 WITHIN = 60.0
 
@@ -100,18 +97,7 @@ def _start(tmp_path: Path, url: str, command: str) -> Server:
     )
     if command == "serve":
         return launch_server(tmp_path, env, "serve")
-    out, err = tmp_path / "migrate.stdout", tmp_path / "migrate.stderr"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cmschat", "migrate"],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            preexec_fn=children.with_parent(),
-        )
-    return Server(process, "", out, err)
+    return launch(tmp_path, env, command, command)
 
 
 async def _signalled_while_migrating(
