@@ -39,7 +39,7 @@ from cmschat.accounts.models import User
 from cmschat.app import create_app
 from cmschat.chat.messages import reads
 from cmschat.chat.schemas import MessageCreate
-from cmschat.db.driver_sql import reading
+from cmschat.db.readers import reading
 
 ROOMS = 4
 

@@ -25,7 +25,8 @@ from cmschat.chat.messages import reads, rows
 from cmschat.chat.models import Mention, Message
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
-from cmschat.db.driver_sql import Statement, reading
+from cmschat.db.driver_sql import Statement
+from cmschat.db.readers import reading
 from cmschat.db.write_lock import ReadOnlyWrite
 from tests.api.test_attachments import upload
 from tests.api.test_messages import ROOMS, carol, delete, edit, group, make_user, send

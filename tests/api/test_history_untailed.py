@@ -15,7 +15,8 @@ from cmschat import jsonbytes
 from cmschat.chat.messages import page_built
 from cmschat.chat.models import Message, RoomEvent
 from cmschat.context import AppContext
-from cmschat.db.driver_sql import Driver, Row, reading
+from cmschat.db.driver_sql import Driver, Row
+from cmschat.db.readers import reading
 from tests.api.test_history_bytes import old_page_bytes
 from tests.api.test_messages import ROOMS, edit, group, send
 from tests.support import NamedUser

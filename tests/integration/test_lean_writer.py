@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aiosqlite
 import asyncmy.connection
 import asyncmy.errors
 import pytest
@@ -25,7 +24,7 @@ from cmschat.audit import chain
 from cmschat.chat.models import Message
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
-from cmschat.db import write_lock
+from cmschat.db import sqlite_driver, write_lock
 from cmschat.db.actors import SYSTEM_SENDER
 from cmschat.observability import outages
 from tests.api.test_messages import group
@@ -182,14 +181,26 @@ async def test_a_batch_with_rare_reads_joins_them_to_its_transaction(
 @contextmanager
 def commit_lost_on_the_way(context: AppContext) -> Iterator[list[int]]:
     """The next driver COMMIT reaches the server and commits, then its answer is lost: the
-    driver raises as it does when the connection breaks at that moment."""
+    driver raises as it does when the connection breaks at that moment. On SQLite the
+    batch's COMMIT runs in its store trip (``sqlite_driver.commit_in_thread``)."""
     raised: list[int] = []
     if context.db.engine.dialect.name == "sqlite":
-        owner: Any = aiosqlite.Connection
-        failure: Exception = sqlite3.OperationalError("disk I/O error")
-    else:
-        owner = asyncmy.connection.Connection
-        failure = asyncmy.errors.OperationalError(2013, "Lost connection to server during query")
+        real_in_thread = sqlite_driver.commit_in_thread
+
+        def in_thread(connection: sqlite3.Connection) -> None:
+            real_in_thread(connection)
+            if not raised:
+                raised.append(1)
+                raise sqlite3.OperationalError("disk I/O error")
+
+        sqlite_driver.commit_in_thread = in_thread
+        try:
+            yield raised
+        finally:
+            sqlite_driver.commit_in_thread = real_in_thread
+        return
+    owner: Any = asyncmy.connection.Connection
+    failure = asyncmy.errors.OperationalError(2013, "Lost connection to server during query")
     real = owner.commit
 
     async def commit(self: Any) -> None:

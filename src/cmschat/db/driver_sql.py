@@ -10,28 +10,26 @@ values in and tuples out. The caller converts the few typed values (UTC datetime
 once per batch with ``bound``, and reads rows knowing the driver's types.
 
 The engine's cursor events still fire around each statement (the SQLite read-only guard),
-and the statement observer set on the dialect (``_OBSERVER``: the SQL metrics, slow-query
-log and spans, which time the dialect's own execute methods) sees each one. A
-driver error is raised as SQLAlchemy would raise it (``DBAPIError.instance``: an
-``OperationalError`` for a lost server, an ``IntegrityError`` for a duplicate), so the
-callers and the outage mapping see one kind of error whichever path ran the statement.
-The transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write
-lock, ``BEGIN IMMEDIATE``) and the unit of work commits or rolls it back, which also
-invalidates a connection the server dropped.
+and the statement observer set on the dialect (``_OBSERVER``: SQL metrics, slow-query log,
+spans) sees each one. A driver error is raised as SQLAlchemy raises it (an
+``OperationalError`` for a lost server, an ``IntegrityError`` for a duplicate), so callers
+and the outage mapping see one kind of error whichever path ran the statement. The
+transaction is the session's: ``driver_of`` begins it through SQLAlchemy (the write lock,
+``BEGIN IMMEDIATE``); the unit of work commits or rolls it back (a dropped connection
+invalidated).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -148,12 +146,15 @@ class Driver:
             observer[0](sql, time.perf_counter() - started)
         return rows
 
-    async def steps(self, steps: Sequence[tuple[Statement, Any, bool]]) -> list[list[Row]]:
+    async def steps(
+        self, steps: Sequence[tuple[Statement, Any, bool]], *, commit: bool = False
+    ) -> list[list[Row]]:
         """Run statements in order, ``(statement, parameters, many)`` each, in one trip to
         SQLite's driver thread, or in as few MariaDB round trips as they allow
         (``mariadb_trips``); each one's rows. ``parameters`` may be a function of the rows
         of the statements before it (a list per statement), called in SQLite's thread or
         before the round trip that sends it; a ``many`` with no parameters is skipped.
+        ``commit``: SQLite's COMMIT in the same trip if all ran (``steps_then_commit``).
 
         Only the trip is shared: each statement is seen by the cursor events (a function's
         parameters as None) and the observer (with its own duration, taken in the driver's
@@ -181,7 +182,9 @@ class Driver:
                 listener(connection, None, sql, shown, None, many)
         try:
             if self.sqlite:
-                rows, took, error = await sqlite_driver.run_steps(self._adapter, planned)
+                rows, took, error = await sqlite_driver.run_steps(
+                    self._adapter, planned, commit=commit
+                )
             else:
                 rows, took, error = await mariadb_trips.run_steps(self._adapter, planned, reads)
         finally:
@@ -190,14 +193,15 @@ class Driver:
                     for listener in after:
                         listener(connection, None, sql, shown, None, many)
         observer: tuple[Ended, Failed] | None = getattr(self.dialect, _OBSERVER, None)
+        ran = [*planned, ("COMMIT", None, False)] if commit else planned  # its error: one more
         if observer is not None:
             for n, seconds in enumerate(took):
                 if error is not None and n == len(rows):
-                    observer[1](planned[n][0], seconds or 0.0, error)
+                    observer[1](ran[n][0], seconds or 0.0, error)
                 elif seconds is not None:  # None: a ``many`` with nothing to run
-                    observer[0](planned[n][0], seconds)
+                    observer[0](ran[n][0], seconds)
         if error is not None:
-            sql, _parameters, many = planned[len(rows)]
+            sql, _parameters, many = ran[len(rows)]
             translated = self.translated(sql, error, many=many)
             if translated is error:
                 raise error
@@ -273,28 +277,3 @@ async def driver_of(session: AsyncSession) -> Driver:
     if sync is None:
         raise RuntimeError("the session's connection is closed")
     return Driver(raw.dbapi_connection, connection.dialect, sync)
-
-
-@asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[Driver]:
-    """A pooled connection of ``engine`` (the read-only one) for statements that each read
-    on their own, with no transaction around them: no ORM session, no ``BEGIN`` or
-    ``COMMIT`` through the engine.
-
-    On SQLite each statement is then its own transaction (a snapshot of its own, as a
-    single statement's is inside one); on MariaDB, where ``READ COMMITTED`` gives every
-    statement its own snapshot anyway, the driver's implicit transaction ends when the pool
-    takes the connection back (its reset-on-return rollback). The engine's cursor events
-    still fire (the read-only guard refuses a write), and a connection the server dropped
-    is invalidated, not pooled again.
-    """
-    async with engine.connect() as connection:
-        sync = connection.sync_connection
-        if sync is None:  # pragma: no cover - connect() returned an open connection
-            raise RuntimeError("the connection is closed")
-        try:
-            yield Driver(sync.connection.dbapi_connection, connection.dialect, sync)
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                await connection.invalidate()
-            raise

@@ -1,6 +1,6 @@
 """Read-only connections a worker keeps checked out between requests (the hot GET's).
 
-``driver_sql.reading`` checks a connection out of the pool for each request and back in
+``reading`` checks a connection out of the pool for each request and back in
 after it: the pool's checkout and checkin with their events, a ``Connection`` object, two
 greenlet hops, and on MariaDB a pre-ping and a reset-on-return rollback, each a round trip
 to the server. ``Readers`` keeps up to ``keep`` of those connections checked out in a free
@@ -96,7 +96,7 @@ class Readers:
         self, first: Callable[[Driver], Awaitable[T]], *, harmless: Errors = ()
     ) -> AsyncIterator[tuple[Driver, T]]:
         """A connection and what ``first`` read on it, for statements that each read on
-        their own (``driver_sql.reading``'s promise). ``first`` runs again, once, on a
+        their own (``reading``'s promise). ``first`` runs again, once, on a
         connection from the pool when a kept one turns out dropped by the server: it must
         only read. ``harmless``: errors the caller raises between statements (its domain
         errors), after which the connection is kept as after a request that succeeded."""
@@ -195,3 +195,28 @@ class Readers:
         self._closed = True
         while self._free:
             await self._free.pop().connection.close()
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[Driver]:
+    """A pooled connection of ``engine`` (the read-only one) for statements that each read
+    on their own, with no transaction around them: no ORM session, no ``BEGIN`` or
+    ``COMMIT`` through the engine.
+
+    On SQLite each statement is then its own transaction (a snapshot of its own, as a
+    single statement's is inside one); on MariaDB, where ``READ COMMITTED`` gives every
+    statement its own snapshot anyway, the driver's implicit transaction ends when the pool
+    takes the connection back (its reset-on-return rollback). The engine's cursor events
+    still fire (the read-only guard refuses a write), and a connection the server dropped
+    is invalidated, not pooled again.
+    """
+    async with engine.connect() as connection:
+        sync = connection.sync_connection
+        if sync is None:  # pragma: no cover - connect() returned an open connection
+            raise RuntimeError("the connection is closed")
+        try:
+            yield Driver(sync.connection.dbapi_connection, connection.dialect, sync)
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                await connection.invalidate()
+            raise

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT, await_only
 
-from cmschat.db.steps import Ran, Step, run_each
+from cmschat.db.steps import Ran, Step, run_each, then_commit
 
 T = TypeVar("T")
 
@@ -81,11 +81,16 @@ def _run(
         cursor.close()
 
 
+def commit_in_thread(connection: sqlite3.Connection) -> None:
+    """In the driver's thread: the COMMIT of a trip that carries it (a seam for tests)."""
+    connection.commit()
+
+
 def _run_steps(
-    connection: aiosqlite.Connection, steps: Sequence[Step], begin: str | None = None
+    connection: aiosqlite.Connection, steps: Sequence[Step], begin: str | None, commit: bool
 ) -> tuple[Ran, float | None]:
     """In the driver's thread: the deferred ``BEGIN``, then the statements one after the
-    other, up to the first error."""
+    other, up to the first error, then the COMMIT if ``commit`` (``then_commit``)."""
     started = time.perf_counter()
     try:
         began = _begin(connection, begin)
@@ -94,6 +99,8 @@ def _run_steps(
     ran = run_each(
         steps, lambda sql, parameters, many: _run(connection, sql, parameters, many)[3] or []
     )
+    if commit:
+        ran = then_commit(ran, lambda: commit_in_thread(connection._conn))
     return ran, began
 
 
@@ -270,12 +277,15 @@ async def run(
     return outcome[3] or []
 
 
-async def run_steps(adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[Step]) -> Ran:
-    """Several statements in one trip, in order, stopping at the first that fails."""
+async def run_steps(
+    adapter: AsyncAdapt_aiosqlite_connection, steps: Sequence[Step], *, commit: bool = False
+) -> Ran:
+    """Several statements in one trip, in order, stopping at the first that fails; then,
+    if ``commit``, the COMMIT in the same trip."""
     connection = cast(OneTripConnection, adapter)
     async with adapter._execute_mutex:
         begin, begun = connection.take_begin()
-        ran, began = await connection.trip(_run_steps, adapter._connection, steps, begin)
+        ran, began = await connection.trip(_run_steps, adapter._connection, steps, begin, commit)
     _tell(begin, begun, began)
     return ran
 

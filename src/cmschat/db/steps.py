@@ -54,3 +54,16 @@ def run_each(steps: Sequence[Step], run: Callable[[str, Any, bool], list[Any]]) 
                 step = plan.send(found)
     except StopIteration as ended:
         return cast(Ran, ended.value)
+
+
+def then_commit(ran: Ran, commit: Callable[[], None]) -> Ran:
+    """``ran``, then, if no statement failed, ``commit`` (a COMMIT in the same trip): its
+    error told as one more statement's, after every statement's rows."""
+    if ran[2] is not None:
+        return ran
+    started = time.perf_counter()
+    try:
+        commit()
+    except Exception as error:
+        return ran[0], [*ran[1], time.perf_counter() - started], error
+    return ran

@@ -16,7 +16,7 @@ of each."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any, cast
@@ -117,8 +117,19 @@ def _repeats_of(size: int) -> Statement:
     )
 
 
+def _parents_of(size: int) -> Statement:
+    names = [f"p{n}" for n in range(size)]
+    return Statement(
+        lambda _dialect: select(MESSAGES.c.id, MESSAGES.c.room_id).where(
+            MESSAGES.c.id.in_([bindparam(name) for name in names])
+        ),
+        names,
+    )
+
+
 _SEQS = BySize(_seqs_of)
 _REPEATS = BySize(_repeats_of)
+_PARENTS = BySize(_parents_of)
 
 
 def _named_of(rooms: int, names: int) -> Statement:
@@ -208,13 +219,15 @@ async def store(
     drafts: Sequence[Draft],
     *,
     audit: Callable[[Sequence[int]], Chained] | None = None,
+    run: Callable[[list[tuple[Statement, Any, bool]]], Awaitable[list[list[Row]]]] | None = None,
 ) -> list[tuple[int, int]]:
     """Number and insert messages, with their events, mentions, search rows and uploads'
     links, in one trip to SQLite's driver thread or few MariaDB round trips
     (``Driver.steps``); each one's (seq, message id). ``audit``: given the list the message
     ids will be in (filled as the steps run), the steps that chain the batch's audit
     events, run last (the audit head is the last row a batch locks, as at any other
-    commit)."""
+    commit). ``run``: what runs the steps (``Driver.steps``; the writer's
+    ``steps_then_commit``, which commits in the same trip)."""
     counts = Counter(draft[0] for draft in drafts)
     # Rooms in id order: two processes' batches lock the rows they share in the same order.
     rooms = sorted(counts)
@@ -293,5 +306,5 @@ async def store(
         steps.append((_LINK, links, True))
     if audit is not None:
         steps.extend(audit(ids).steps())
-    await driver.steps(steps)
+    await (driver.steps if run is None else run)(steps)
     return list(zip(seqs, ids, strict=True))

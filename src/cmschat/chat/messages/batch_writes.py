@@ -213,6 +213,7 @@ async def _store(
             for new in accepted
         ],
         audit=created.steps,
+        run=transaction.steps_then_commit,
     )
     created.stored()
     sents: dict[int, Sent | Exception] = {}
