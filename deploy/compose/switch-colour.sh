@@ -12,6 +12,9 @@
 #
 # Exit status: 0 switched (or status printed), 1 refused or failed (nginx unchanged),
 # 2 usage. Runs from any directory: docker compose runs in this script's directory.
+# One switch at a time: a second one started meanwhile (another operator, a pipeline) is
+# refused at once (flock on nginx/.switch.lock) rather than interleaving its rewrite and
+# restore with the first one's.
 set -eu
 
 usage() {
@@ -57,6 +60,9 @@ if [ "$1" = status ]; then
     exit 0
 fi
 colour=$1
+
+exec 9> nginx/.switch.lock
+flock -n 9 || fail "another switch-colour.sh is running: nothing switched"
 
 id=$(docker compose ps -q "cmschat-$colour") || fail "docker compose ps failed: nothing switched"
 [ -n "$id" ] || fail "cmschat-$colour is not running: nothing switched"

@@ -8,6 +8,7 @@ logs what it was asked and answers from environment variables.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -97,7 +98,9 @@ class Host:
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
     compose = tmp_path / "compose"
-    ignore = shutil.ignore_patterns(".env", "secrets", "active.conf", "active.conf.previous")
+    ignore = shutil.ignore_patterns(
+        ".env", "secrets", "active.conf", "active.conf.previous", ".switch.lock"
+    )
     shutil.copytree(COMPOSE_DIR, compose, ignore=ignore)
     (compose / "nginx" / "active.conf").write_text(BLUE)  # as make-secrets.sh leaves it
     bin_dir = tmp_path / "bin"
@@ -141,6 +144,22 @@ def test_a_healthy_colour_is_switched_to_in_the_same_file_tested_then_reloaded(
     assert host.active.read_text() == BLUE
     assert host.active.stat().st_ino == inode
     assert one_line(host.switch("status").stdout) == "blue"
+
+
+def test_a_second_switch_while_one_runs_is_refused_and_changes_nothing(host: Host) -> None:
+    lock = host.compose / "nginx" / ".switch.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a first switch-colour.sh holds it
+        refused = host.switch("green")
+    assert refused.returncode == 1
+    assert one_line(refused.stderr) == (
+        "switch-colour: another switch-colour.sh is running: nothing switched"
+    )
+    assert host.active.read_text() == BLUE
+    assert host.calls() == []
+    switched = host.switch("green")  # the lock is free again
+    assert switched.returncode == 0, switched.stderr
+    assert host.active.read_text() == GREEN
 
 
 @pytest.mark.parametrize(
