@@ -281,6 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra_env = {
         "CMSCHAT_WORKERS": str(args.workers),
         "CMSCHAT_REDIS_PREFIX": f"bench{secrets.token_hex(4)}",
+        **dict(args.env),
     }
     async with common.environment(
         args.db, redis_url=redis_url, keep=args.keep, extra_env=extra_env
@@ -398,6 +399,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _setting(pair: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--env``."""
+    name, equals, value = pair.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {pair!r}")
+    return name, value
+
+
 def main() -> None:
     parser = common.bench_parser(__doc__)
     parser.add_argument("--senders", type=int, default=200, help="connections (one user each)")
@@ -411,6 +420,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--drain", type=float, default=30, help="max seconds to wait for acks")
     parser.add_argument("--size", type=int, default=80, help="approximate content length")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="NAME=VALUE",
+        help="set in the server's environment (CMSCHAT_GIL_SWITCH_INTERVAL_MS=0.5)",
+    )
     common.add_profile_options(
         parser, what="the server (its last worker) for SECONDS of the measured window"
     )
