@@ -117,19 +117,8 @@ def _repeats_of(size: int) -> Statement:
     )
 
 
-def _parents_of(size: int) -> Statement:
-    names = [f"p{n}" for n in range(size)]
-    return Statement(
-        lambda _dialect: select(MESSAGES.c.id, MESSAGES.c.room_id).where(
-            MESSAGES.c.id.in_([bindparam(name) for name in names])
-        ),
-        names,
-    )
-
-
 _SEQS = BySize(_seqs_of)
 _REPEATS = BySize(_repeats_of)
-_PARENTS = BySize(_parents_of)
 
 
 def _named_of(rooms: int, names: int) -> Statement:
