@@ -249,6 +249,45 @@ async def test_a_batch_whose_commit_failed_on_the_way_is_not_sent_again(
         assert (await chain.verify(session)).ok
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_commit_refused_in_the_store_trip_rolls_back_and_sends_each_alone(
+    client: Any, alice: NamedUser, bob: NamedUser, context: AppContext
+) -> None:
+    """SQLite (the only one whose COMMIT goes in the store's trip) refused the COMMIT that
+    went with the batch's statements, the transaction still open (nothing stored): the
+    outcome is known, so the batch is rolled back and each send written on its own, every
+    sender answered with its message, none stored twice."""
+    room = await group(client, await alice.login(client), bob)
+    sender = await sender_of(context, alice)
+    await context.sends.send(user=sender, room_id=room, draft=MessageCreate(content="warm"))
+    refused: list[int] = []
+    real_in_thread = sqlite_driver.commit_in_thread
+
+    def in_thread(connection: sqlite3.Connection) -> None:
+        if not refused:
+            refused.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        real_in_thread(connection)
+
+    sqlite_driver.commit_in_thread = in_thread
+    try:
+        answers = await asyncio.gather(
+            *(
+                context.sends.send(user=sender, room_id=room, draft=MessageCreate(content=f"a{n}"))
+                for n in range(3)
+            )
+        )
+    finally:
+        sqlite_driver.commit_in_thread = real_in_thread
+    assert refused == [1]
+    assert all(created for _view, created in answers)
+    assert sorted(await stored(context)) == ["a0", "a1", "a2", "warm"]
+    lock = write_lock.lock_of(context.db.engine)
+    assert lock is not None and lock.holder is None
+    async with context.db.unit_of_work() as session:
+        assert (await chain.verify(session)).ok
+
+
 async def test_a_failure_after_the_commit_answers_the_senders_and_sends_nothing_again(
     client: Any,
     alice: NamedUser,
