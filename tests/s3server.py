@@ -12,7 +12,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
-from cmschat.attachments.storage import S3Storage
+from cmschat.attachments.storage.s3 import S3Storage
 from cmschat.settings import Settings
 
 BUCKET = "cmschat-test"

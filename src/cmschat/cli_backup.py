@@ -7,21 +7,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from cmschat.attachments.storage.base import in_thread
-from cmschat.backup import service
-from cmschat.backup.drill import DrillReport, run_drill
-from cmschat.backup.keys import require_recipients
-from cmschat.backup.physical import PhysicalEngine
-from cmschat.backup.restore import Restored, restore_backup, verify_backup
 from cmschat.cli_support import fail, open_database, operator_errors, require_database, run
 from cmschat.clock import SystemClock
 from cmschat.db.session import Database
 from cmschat.errors import CmschatError
 from cmschat.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from cmschat.backup import service
+    from cmschat.backup.drill import DrillReport
+    from cmschat.backup.restore import Restored
+
+# The backup modules are imported by the commands that use them: they bring Alembic and
+# boto3 (~0.4 s), which every other CLI command would pay at start for nothing.
 
 backup_app = typer.Typer(
     help="Encrypted backups, restores and restore drills.", no_args_is_help=True
@@ -31,6 +34,7 @@ T = TypeVar("T")
 
 def _toolkit(settings: Settings) -> service.Toolkit:
     from cmschat.attachments.storage import storage_for
+    from cmschat.backup import service
 
     return service.Toolkit(
         settings=settings,
@@ -44,6 +48,8 @@ def _toolkit(settings: Settings) -> service.Toolkit:
 @asynccontextmanager
 async def _live(settings: Settings) -> AsyncIterator[Database]:
     """The configured database, which must exist (backups never create an empty one)."""
+    from cmschat.backup import service
+
     if not await in_thread(service.engine_for(settings).exists):
         raise CmschatError("there is no cmschat database to back up (run cmschat migrate?)")
     async with open_database(settings) as db:
@@ -55,6 +61,8 @@ def _with_db(
 ) -> T:
     settings = load_settings()
     if writes_backup:
+        from cmschat.backup.keys import require_recipients
+
         require_recipients(settings)
     # Before the toolkit, whose file store would create its directory: refuse creating nothing.
     require_database(settings)
@@ -73,6 +81,9 @@ def backup_run(
     kind: Annotated[str, typer.Option(help="full, or incremental (MariaDB binary logs)")] = "full",
 ) -> None:
     """Make an encrypted backup of the database and the files into the backup target."""
+    from cmschat.backup import service
+    from cmschat.backup.physical import PhysicalEngine
+
     settings = load_settings()
     if kind == "full" and not settings.is_sqlite:
         engine = service.engine_for(settings)
@@ -106,6 +117,8 @@ def backup_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts")] = False,
 ) -> None:
     """List backups, newest first."""
+    from cmschat.backup import service
+
     kit = _toolkit(load_settings())
     backups = run(service.list_backups(kit=kit))
     if as_json:
@@ -124,6 +137,8 @@ def backup_list(
 @operator_errors
 def backup_verify(backup_id: Annotated[str, typer.Argument(help="a backup id")]) -> None:
     """Decrypt a backup and check every checksum, restoring nothing."""
+    from cmschat.backup.restore import verify_backup
+
     kit = _toolkit(load_settings())
     manifest = run(verify_backup(kit=kit, backup_id=backup_id))
     typer.echo(f"cmschat: backup {manifest.id} is intact ({len(manifest.artifacts)} artifacts)")
@@ -144,6 +159,8 @@ def backup_restore(
     ] = None,
 ) -> None:
     """Restore a backup into the configured database and file store (stop cmschat first)."""
+    from cmschat.backup.restore import restore_backup
+
     kit = _toolkit(load_settings())
     moment = _moment(until) if until is not None else None
     restored: Restored = run(
@@ -194,6 +211,8 @@ def _moment(value: str) -> datetime:
 @operator_errors
 def backup_prune() -> None:
     """Remove backups older than keep_days, never the newest full one or its chain."""
+    from cmschat.backup import service
+
     removed = _with_db(lambda kit, db: service.prune(kit=kit, db=db))
     typer.echo(
         f"cmschat: removed {len(removed)} backups" + (f": {', '.join(removed)}" if removed else "")
@@ -208,6 +227,8 @@ def backup_drill(
     ] = None,
 ) -> None:
     """Restore a backup into scratch space, check it, and report RTO and RPO."""
+    from cmschat.backup.drill import run_drill
+
     report: DrillReport = _with_db(lambda kit, db: run_drill(kit=kit, db=db, backup_id=backup_id))
     for check in report.checks:
         typer.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")

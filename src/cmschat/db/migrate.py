@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cmschat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (and the Mako templates it loads) is imported where a migration runs: ~160 ms that
+# every CLI command, and every process of the test suite, paid for nothing.
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations, optionally bound to a connection."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(files("cmschat.db") / "migrations"))
     if connection is not None:
@@ -45,6 +48,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def _newer_than_code(connection: Connection, config: Config) -> list[str]:
     """The database's schema revisions this code's migrations do not know: a newer release
     migrated it (empty: none)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     script = ScriptDirectory.from_config(config)
     current = MigrationContext.configure(connection).get_current_heads()
     unknown = []
@@ -57,6 +64,8 @@ def _newer_than_code(connection: Connection, config: Config) -> list[str]:
 
 
 def _run(connection: Connection, action: str, revision: str) -> list[str]:
+    from alembic import command
+
     config = alembic_config(connection)
     if action == "upgrade" and revision == "head":
         newer = _newer_than_code(connection, config)

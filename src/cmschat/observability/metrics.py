@@ -29,8 +29,6 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cmschat.api.errors import error_response
-
 SENSITIVE = frozenset({"cmschat_audit_head_id", "cmschat_audit_head_hash_prefix"})
 """Families shown only to a scrape that presented the metrics token."""
 
@@ -74,6 +72,10 @@ def _presented(request: Request) -> bytes:
 
 def metrics_endpoint(token: SecretStr | None) -> Callable[[Request], Awaitable[Response]]:
     """The ``/metrics`` route: open without a token (sensitive series left out), else guarded."""
+    # Here, not at the top: the CLI imports this module (its multiprocess setting) and the
+    # API's error module brings FastAPI, ~140 ms that each command paid for nothing.
+    from cmschat.api.errors import error_response
+
     expected = token.get_secret_value().encode() if token is not None else None
 
     async def endpoint(request: Request) -> Response:

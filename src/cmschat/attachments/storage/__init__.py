@@ -13,14 +13,12 @@ from urllib.request import url2pathname
 
 from cmschat.attachments.storage.base import BUCKET, PART_SIZE, Storage, check_key, new_key
 from cmschat.attachments.storage.local import LocalStorage
-from cmschat.attachments.storage.s3 import S3Storage
 from cmschat.errors import ConfigError
 from cmschat.settings import Settings
 
 __all__ = [
     "PART_SIZE",
     "LocalStorage",
-    "S3Storage",
     "Storage",
     "check_key",
     "new_key",
@@ -49,6 +47,9 @@ def storage_from_url(
         except OSError as exc:
             raise ConfigError(f"CMSCHAT_STORAGE_URL: cannot create {path}: {exc}") from exc
     if parts.scheme == "s3" and BUCKET.fullmatch(parts.netloc):
+        # Here, not at the top: boto3 takes ~100 ms to import, which every process paid.
+        from cmschat.attachments.storage.s3 import S3Storage
+
         return S3Storage(
             parts.netloc,
             unquote(parts.path),
