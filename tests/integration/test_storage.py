@@ -20,12 +20,12 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from cmschat.attachments.storage import (
     PART_SIZE,
     LocalStorage,
-    S3Storage,
     Storage,
     check_key,
     new_key,
     storage_from_url,
 )
+from cmschat.attachments.storage.s3 import S3Storage
 from cmschat.errors import ConfigError, TooLarge
 from tests.s3server import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, S3Server
 
