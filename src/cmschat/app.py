@@ -281,6 +281,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
                     settings.database_url,
                     pool_size=settings.database.pool_size,
                     pool_overflow=settings.database.pool_overflow,
+                    pool_timeout=settings.database.pool_timeout,
                 ),
                 clock,
                 publisher=invalidating(caches, publisher_for(lambda: app.state.context.broker)),

@@ -71,6 +71,7 @@ async def open_database(
         settings.database_url,
         pool_size=settings.database.pool_size,
         pool_overflow=settings.database.pool_overflow,
+        pool_timeout=settings.database.pool_timeout,
     )
     try:
         if migrate:

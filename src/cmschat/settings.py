@@ -75,6 +75,9 @@ class DatabaseSettings(BaseModel):
     """Connections a process keeps open once load has opened them."""
     pool_overflow: int = Field(default=20, ge=0, le=1000)
     """Extra connections a process opens under a burst, closed again when returned."""
+    pool_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a request waits for a free connection before it is refused (503
+    ``database_pool_exhausted``)."""
 
     @property
     def per_process(self) -> int:

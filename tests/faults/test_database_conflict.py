@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import delete, text
 from sqlalchemy import exc as sa
 from sqlalchemy.sql.dml import Delete
@@ -283,12 +284,12 @@ def _raised_while_handling_a_deadlock(error: Exception) -> Exception:
 
 def test_an_error_raised_while_handling_a_deadlock_is_that_error() -> None:
     """A pool timeout met while handling a deadlock (the rollback's reconnect, say) is the
-    database unavailable, and a bug there stays a 500: neither is hidden as a conflict."""
+    pool exhausted, and a bug there stays a 500: neither is hidden as a conflict."""
     timed_out = _raised_while_handling_a_deadlock(sa.TimeoutError("QueuePool limit"))
     bug = _raised_while_handling_a_deadlock(KeyError("room"))
     assert isinstance(timed_out.__context__, sa.OperationalError)
 
-    assert outages.classify(timed_out) is outages.DATABASE
+    assert outages.classify(timed_out) is outages.DATABASE_POOL
     assert outages.classify(bug) is None
     assert outages.classify(timed_out.__context__) is outages.DATABASE_CONFLICT
 
@@ -320,3 +321,27 @@ def test_a_locked_sqlite_is_logged_and_counted_as_an_outage(
 
 def _sample(counter: str) -> float:
     return REGISTRY.get_sample_value(counter, {"code": "database_busy"}) or 0.0
+
+
+def test_a_bug_raised_while_handling_an_outage_stays_a_bug() -> None:
+    """A plain error raised while handling Redis or SQLite failing is a 500 with its trace,
+    not passed off as the outage; a library's own error raised there still is the outage."""
+
+    def raised_while_handling(first: Exception, second: Exception) -> Exception:
+        try:
+            raise first
+        except type(first):
+            try:
+                raise second
+            except Exception as raised:
+                return raised
+
+    redis_down = RedisConnectionError("Connection refused")
+    assert outages.classify(raised_while_handling(redis_down, KeyError("room"))) is None
+    locked = sqlite3.OperationalError("database is locked")
+    assert outages.classify(raised_while_handling(locked, AttributeError("x"))) is None
+    wrapped = raised_while_handling(locked, sa.ResourceClosedError("closed"))
+    assert outages.classify(wrapped) is outages.DATABASE_BUSY
+    explicit = RuntimeError("unit of work failed")
+    explicit.__cause__ = redis_down
+    assert outages.classify(explicit) is outages.BROKER

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from bench import children
@@ -24,7 +25,14 @@ from cmschat.clock import FakeClock
 from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
-from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
+from cmschat.settings import (
+    AuthSettings,
+    ChatSettings,
+    DatabaseSettings,
+    Environment,
+    RetentionSettings,
+    Settings,
+)
 from tests import support
 from tests.processes import free_port
 from tests.realtime.wsclient import serve, token_of, ws_client
@@ -86,6 +94,44 @@ async def test_database_down_answers_503_with_retry_after_and_logs_once(
     assert 'cmschat_http_requests_total{method="POST",route="/api/v1/auth/login",status="503"}' in (
         metrics.text
     )
+
+
+@pytest.mark.mariadb
+async def test_a_starved_pool_answers_503_pool_exhausted_counted_apart(
+    mariadb_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every pooled connection held (one, here): a request waits ``pool_timeout``, then gets
+    503 ``database_pool_exhausted`` with ``Retry-After: 1``, counted under its own code (not
+    as the database down); once the connection is back, the same request is answered."""
+    pool = DatabaseSettings(pool_size=1, pool_overflow=0, pool_timeout=0.2)
+    application = create_app(settings_for(mariadb_url, tmp_path / "var", database=pool))
+    login = {"username": "nobody", "password": PASSWORD}
+    before = {
+        code: _dependency_errors(code)
+        for code in ("database_pool_exhausted", "database_unavailable")
+    }
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            engine = application.state.context.db.engine
+            caplog.clear()
+            async with engine.connect() as held:
+                await held.execute(text("SELECT 1"))
+                starved = await http.post("/api/v1/auth/login", json=login)
+            answered = await http.post("/api/v1/auth/login", json=login)
+
+    assert starved.status_code == 503, starved.text
+    assert starved.json()["error"]["code"] == "database_pool_exhausted"
+    assert starved.headers["Retry-After"] == "1"
+    assert answered.status_code == 401, answered.text
+    assert _dependency_errors("database_pool_exhausted") == before["database_pool_exhausted"] + 1
+    assert _dependency_errors("database_unavailable") == before["database_unavailable"]
+    outage_lines = [r.getMessage() for r in caplog.records if r.name == "cmschat.outage"]
+    assert len(outage_lines) == 1 and "database_pool_exhausted" in outage_lines[0]
+
+
+def _dependency_errors(code: str) -> float:
+    return REGISTRY.get_sample_value("cmschat_dependency_errors_total", {"code": code}) or 0.0
 
 
 @pytest.fixture

@@ -89,6 +89,8 @@ POOL_SIZE = 10
 """The default of ``CMSCHAT_DATABASE__POOL_SIZE`` (for engines of one-off tools too)."""
 POOL_OVERFLOW = 20
 """The default of ``CMSCHAT_DATABASE__POOL_OVERFLOW``."""
+POOL_TIMEOUT = 10.0
+"""The default of ``CMSCHAT_DATABASE__POOL_TIMEOUT``."""
 
 
 def create_engine(
@@ -98,10 +100,12 @@ def create_engine(
     write_lock_timeout: float = WRITE_LOCK_TIMEOUT,
     pool_size: int = POOL_SIZE,
     pool_overflow: int = POOL_OVERFLOW,
+    pool_timeout: float = POOL_TIMEOUT,
 ) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production).
 
-    ``pool_size`` and ``pool_overflow`` size MariaDB's pool (SQLite has one of its own).
+    ``pool_size`` and ``pool_overflow`` size MariaDB's pool (SQLite has one of its own);
+    ``pool_timeout`` bounds a wait for one of its connections.
     """
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, echo=echo, module=one_trip_dbapi())
@@ -121,6 +125,7 @@ def create_engine(
         pool_recycle=3600,
         pool_size=pool_size,
         max_overflow=pool_overflow,
+        pool_timeout=pool_timeout,
     )
 
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa
 
@@ -48,6 +49,14 @@ class Outage:
 
 DATABASE = Outage("database_unavailable", 503, 5, "the database is unavailable; try again soon")
 DATABASE_BUSY = Outage("database_busy", 503, 1, "the database is busy; try again")
+DATABASE_POOL = Outage(
+    "database_pool_exhausted",
+    503,
+    1,
+    "every database connection of this server is in use; try again",
+)
+"""No pooled connection came free in time: the database may be fine, this process is short
+of connections (``CMSCHAT_DATABASE__POOL_SIZE``, ``POOL_OVERFLOW``) or holds them too long."""
 DATABASE_CONFLICT = Outage(
     "database_conflict", 503, 1, "the change collided with another one; try again", conflict=True
 )
@@ -59,13 +68,20 @@ _CONFLICT_ERRNOS = {1205, 1213}
 or this statement (1205, the request's unit of work then rolls back the rest)."""
 
 
+_LIBRARY_ERRORS = (sa.SQLAlchemyError, RedisError, OSError, sqlite3.Error)
+"""Errors whose implicit ``__context__`` is followed: drivers and pools raise their own
+while handling each other's. A bug (a ``KeyError`` raised while handling a Redis outage)
+is not: it stays a 500 with its traceback instead of passing for the outage."""
+
+
 def _chain(error: BaseException) -> list[BaseException]:
-    """The error and what caused it (drivers wrap each other's errors)."""
+    """The error and what caused it: explicit causes always, implicit ones of libraries."""
     seen: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and current not in seen:
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        implicit = current.__context__ if isinstance(current, _LIBRARY_ERRORS) else None
+        current = current.__cause__ or implicit
     return seen
 
 
@@ -95,7 +111,7 @@ def classify(error: BaseException) -> Outage | None:
         if isinstance(cause, RedisConnectionError | RedisTimeoutError):
             return BROKER
     if isinstance(error, sa.TimeoutError):  # no pooled connection came free in time
-        return DATABASE
+        return DATABASE_POOL
     if isinstance(error, sa.DBAPIError) and (
         error.connection_invalidated or isinstance(error, sa.OperationalError | sa.InterfaceError)
     ):
