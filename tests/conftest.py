@@ -18,8 +18,9 @@ from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
+from cmschat.settings import Settings
 from tests import support
+from tests.processes import free_port
 from tests.s3server import s3_server  # noqa: F401 - a fixture for every suite
 from tests.support import PASSWORD, NamedUser
 
@@ -80,19 +81,18 @@ def clock() -> FakeClock:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Test settings: a fresh database, a temporary data dir, cheap bcrypt."""
-    return Settings(
-        environment=Environment.test,
-        database_url=database_url,
-        data_dir=tmp_path / "var",
-        secret_key=support.TEST_SECRET,
-        auth=AuthSettings(bcrypt_rounds=4),
-        # Tests run the purge themselves, with a fake clock; not at start-up.
-        retention=RetentionSettings(run_daily=False),
-        # The clock stands still, so a send rate would never refill: tests that send many
-        # messages would trip it. Its own tests (tests/api/test_send_rate.py) turn it on.
-        chat=ChatSettings(send_rate=0),
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    return support.settings_for(database_url, tmp_path / "var")
+
+
+@pytest.fixture
+async def unreachable_database(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose MariaDB does not answer (nothing listens on its port)."""
+    url = f"mysql+asyncmy://root@127.0.0.1:{free_port()}/cmschat"
+    application = create_app(support.settings_for(url, tmp_path / "var"), clock=FakeClock())
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.migrate import run_migrations
 from cmschat.db.models import metadata
 from cmschat.db.session import Database, create_engine
+from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
 
 MARIADB_SERVER = os.environ.get("CMSCHAT_TEST_MARIADB", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("CMSCHAT_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -119,6 +120,25 @@ async def empty_all_tables(url: str) -> None:
                     await connection.execute(table.delete())
     finally:
         await engine.dispose()
+
+
+def settings_for(database_url: str, data_dir: Path, **extra: Any) -> Settings:
+    """Test settings on ``database_url``: cheap bcrypt, no daily purge (tests run it with a
+    fake clock), no send rate (the clock stands still, so it would never refill; its own
+    tests turn it on); ``extra`` replaces or adds settings."""
+    defaults: dict[str, Any] = {
+        "auth": AuthSettings(bcrypt_rounds=4),
+        "retention": RetentionSettings(run_daily=False),
+        "chat": ChatSettings(send_rate=0),
+    }
+    return Settings(
+        environment=Environment.test,
+        database_url=database_url,
+        data_dir=data_dir,
+        secret_key=TEST_SECRET,
+        _env_file=None,  # type: ignore[call-arg]
+        **(defaults | extra),
+    )
 
 
 def sqlite_url(path: Path) -> str:

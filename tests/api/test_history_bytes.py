@@ -7,9 +7,7 @@ a revoked, expired or disabled one, not a member, a password to change).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,6 @@ from sqlalchemy import select, text, update
 
 from cmschat import jsonbytes
 from cmschat.accounts.models import AuthToken, User
-from cmschat.app import create_app
 from cmschat.attachments.models import Attachment, AttachmentState
 from cmschat.chat.messages import reads, rows
 from cmschat.chat.models import Mention, Message
@@ -30,8 +27,6 @@ from cmschat.db.readers import reading
 from cmschat.db.write_lock import ReadOnlyWrite
 from tests.api.test_attachments import upload
 from tests.api.test_messages import ROOMS, carol, delete, edit, group, make_user, send
-from tests.faults.test_outage_answers import settings_for
-from tests.processes import free_port
 from tests.support import NamedUser
 
 __all__ = ["carol"]  # a fixture
@@ -249,22 +244,11 @@ async def test_the_pooled_reading_connection_refuses_a_write(context: AppContext
             await driver.rows(rename, ())
 
 
-@pytest.fixture
-async def unreachable(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An app whose MariaDB does not answer (nothing listens on its port)."""
-    url = f"mysql+asyncmy://root@127.0.0.1:{free_port()}/cmschat"
-    application = create_app(settings_for(url, tmp_path / "var"), clock=FakeClock())
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-
-
 async def test_a_page_without_its_database_is_a_503(
-    unreachable: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    unreachable_database: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    response = await unreachable.get(
+    response = await unreachable_database.get(
         f"{ROOMS}/1/messages", headers={"Authorization": "Bearer some-token"}
     )
     assert response.status_code == 503, response.text

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,45 +26,13 @@ from cmschat.db.actors import SYSTEM_SETUP
 from cmschat.db.migrate import run_migrations
 from cmschat.db.session import Database, create_engine
 from cmschat.settings import (
-    AuthSettings,
-    ChatSettings,
     DatabaseSettings,
-    Environment,
-    RetentionSettings,
-    Settings,
 )
 from tests import support
-from tests.processes import free_port
 from tests.realtime.wsclient import serve, token_of, ws_client
 from tests.support import PASSWORD
 
 REQUESTS = 20
-
-
-def settings_for(database_url: str, data_dir: Path, **extra: object) -> Settings:
-    """Test settings on the given database."""
-    return Settings(
-        environment=Environment.test,
-        database_url=database_url,
-        data_dir=data_dir,
-        secret_key=support.TEST_SECRET,
-        auth=AuthSettings(bcrypt_rounds=4),
-        retention=RetentionSettings(run_daily=False),
-        chat=ChatSettings(send_rate=0),
-        _env_file=None,  # type: ignore[call-arg]
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-async def unreachable_database(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An app whose MariaDB does not answer (nothing listens on its port)."""
-    url = f"mysql+asyncmy://root@127.0.0.1:{free_port()}/cmschat"
-    application = create_app(settings_for(url, tmp_path / "var"), clock=FakeClock())
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
 
 
 async def test_database_down_answers_503_with_retry_after_and_logs_once(
@@ -104,7 +72,7 @@ async def test_a_starved_pool_answers_503_pool_exhausted_counted_apart(
     503 ``database_pool_exhausted`` with ``Retry-After: 1``, counted under its own code (not
     as the database down); once the connection is back, the same request is answered."""
     pool = DatabaseSettings(pool_size=1, pool_overflow=0, pool_timeout=0.2)
-    application = create_app(settings_for(mariadb_url, tmp_path / "var", database=pool))
+    application = create_app(support.settings_for(mariadb_url, tmp_path / "var", database=pool))
     login = {"username": "nobody", "password": PASSWORD}
     before = {
         code: _dependency_errors(code)
@@ -194,7 +162,7 @@ async def test_full_disk_answers_507_turns_unready_and_recovers(
         )
     await engine.dispose()
 
-    settings = settings_for(url, data_dir, min_free_disk_mib=1)
+    settings = support.settings_for(url, data_dir, min_free_disk_mib=1)
     async with serve(create_app(settings, clock=FakeClock())) as live:
         transport = httpx.ASGITransport(app=live.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:

@@ -18,7 +18,7 @@ from cmschat.app import create_app
 from cmschat.clock import FakeClock
 from cmschat.context import AppContext
 from cmschat.db.actors import SYSTEM_SETUP
-from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
+from cmschat.settings import ChatSettings, Settings
 from tests import support
 from tests.api.test_hot_caches import refused, warm
 from tests.api.test_messages import group, send
@@ -28,18 +28,13 @@ DELIVERED_WITHIN = 5.0
 
 
 def cluster_settings(url: str, prefix: str, data: Path) -> Settings:
-    return Settings(
-        environment=Environment.test,
-        database_url=url,
+    return support.settings_for(
+        url,
+        data,
         redis_url=support.REDIS_URL,
         redis_prefix=prefix,
-        data_dir=data,
-        secret_key=support.TEST_SECRET,
-        auth=AuthSettings(bcrypt_rounds=4),
-        retention=RetentionSettings(run_daily=False),
         # A long TTL: only the invalidation, not the clock, may make the answers fresh.
         chat=ChatSettings(send_rate=0, cache_seconds=60),
-        _env_file=None,  # type: ignore[call-arg]
     )
 
 

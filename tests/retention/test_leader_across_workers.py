@@ -30,11 +30,11 @@ from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.models import JobLease
 from cmschat.retention.job import RETENTION_JOB
-from cmschat.settings import AuthSettings, ChatSettings, Environment, RetentionSettings, Settings
+from tests import support
 from tests.cli.test_workers import children
 from tests.processes import running_server
 from tests.realtime.test_multi_instance import cluster_env, login  # noqa: F401 - fixture
-from tests.support import TEST_SECRET, audit_events
+from tests.support import audit_events
 
 pytestmark = pytest.mark.slow
 MESSAGES = 12
@@ -60,16 +60,7 @@ async def database(url: str) -> AsyncIterator[Database]:
 
 async def old_room(url: str, directory: Path) -> int:
     """A room of ``MESSAGES`` messages sent three days ago, written through the app."""
-    settings = Settings(
-        environment=Environment.test,
-        database_url=url,
-        data_dir=directory / "var",
-        secret_key=TEST_SECRET,
-        auth=AuthSettings(bcrypt_rounds=4),
-        retention=RetentionSettings(run_daily=False),
-        chat=ChatSettings(send_rate=0),
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    settings = support.settings_for(url, directory / "var")
     application = create_app(settings, clock=FakeClock(datetime.now(UTC) - timedelta(days=3)))
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
