@@ -176,7 +176,10 @@ async def served(
     common.ServerProcess.start = functools.partialmethod(  # type: ignore[method-assign]
         common.ServerProcess.start, wait_seconds=900
     )
-    async with common.environment(args.db, wrapper=wrapper, keep=args.keep) as (
+    # The CLI that migrates and creates the admin runs the same src/ as the server: an older
+    # --src cannot serve a database migrated past its own migrations.
+    source = {"PYTHONPATH": str(args.src or common.ROOT / "src")}
+    async with common.environment(args.db, wrapper=wrapper, keep=args.keep, extra_env=source) as (
         _backend,
         servers,
         api,
