@@ -94,3 +94,11 @@ def test_http_sends_are_all_stored(tmp_path: Path) -> None:
     got = run_bench(tmp_path, "send_throughput", "--senders", "4", "--rooms", "2", *SHORT)
     assert got["created_201_measured"] > 0
     assert got["acknowledged_total"] == got["stored_seq_advance"]
+
+
+@pytest.mark.redis
+def test_broker_events_cross_complete_and_in_order(tmp_path: Path, redis_prefix: str) -> None:
+    got = run_bench(tmp_path, "broker_cost", "--events", "2000", "--commit", "100")
+    assert got["delivered_in_order"] is True
+    assert got["events"] == 2000
+    assert 0 < got["publish_calls"] <= 20  # in batches: one per commit at most
