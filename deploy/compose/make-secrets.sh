@@ -10,9 +10,9 @@
 # Compose bind-mounts file secrets with their host owner and mode, and the services read
 # them as their own users (mysql, grafana, nobody, cmschat), not as you.
 #
-# Not a secret, but also needed before the first `docker compose up`: nginx/active.conf, the
-# upstream nginx sends traffic to (blue at first; ./switch-colour.sh changes it). It is kept
-# if it exists, like the secrets.
+# Not secrets, but also needed before the first `docker compose up`: nginx/active.conf, the
+# upstream nginx sends traffic to (blue at first; ./switch-colour.sh changes it), and
+# web-root/, the web client nginx serves. They are kept if they exist, like the secrets.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -71,6 +71,18 @@ if [ ! -e "$active" ]; then
     cat "$here/nginx/upstream.blue.conf" > "$active"
     chmod 0644 "$active"
     echo "make-secrets: nginx/active.conf sends traffic to blue (./switch-colour.sh changes it)"
+fi
+
+# The web client nginx serves: web-root/web (mounted as /srv/cmschat/web) is a link to a
+# copy of a colour's client, which ./switch-colour.sh replaces with the copy out of the
+# colour it switches to. Until the first switch, this checkout's web/. Readable by nginx.
+if [ ! -e "$here/web-root/web" ]; then
+    mkdir -p "$here/web-root"
+    rm -rf "$here/web-root/web.checkout"
+    cp -RL "$here/../../web" "$here/web-root/web.checkout"
+    chmod -R a+rX "$here/web-root"
+    ln -s web.checkout "$here/web-root/web"
+    echo "make-secrets: web-root/web is this checkout's web client (./switch-colour.sh changes it)"
 fi
 
 status=0

@@ -1,8 +1,10 @@
 #!/bin/sh
 # Sends nginx's traffic to the other colour without recreating nginx (README.md, "5.
-# Switching colours"): writes nginx/upstream.COLOUR.conf into nginx/active.conf (mounted
-# as /etc/nginx/cmschat/upstream.conf), tests nginx's configuration and reloads it. New
-# connections go to COLOUR at once; those in progress finish on nginx's old workers.
+# Switching colours"): copies COLOUR's web client out of its container, writes
+# nginx/upstream.COLOUR.conf into nginx/active.conf (mounted as
+# /etc/nginx/cmschat/upstream.conf), tests nginx's configuration and reloads it, then points
+# web-root/web (what nginx serves) at the copy. New connections go to COLOUR at once; those
+# in progress finish on nginx's old workers.
 #
 #   ./switch-colour.sh blue|green   refuses unless cmschat-COLOUR is healthy; if nginx
 #                                   refuses the file or the reload fails, puts the previous
@@ -69,6 +71,18 @@ id=$(docker compose ps -q "cmschat-$colour") || fail "docker compose ps failed: 
 health=$(docker inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null) || health=""
 [ "$health" = healthy ] || fail "cmschat-$colour is ${health:-of unknown health}, not healthy: nothing switched"
 
+# COLOUR's own web client, beside the live one, before anything changes (deploy/release
+# copies it from the same place in the image). Kept with the previous one, as the way back.
+web_in_image=/opt/cmschat/lib/python3.11/site-packages/cmschat/web
+[ -L web-root/web ] || fail "web-root/web is not a link: run ./make-secrets.sh (README.md): nothing switched"
+copy="web.$colour.$(date +%Y%m%d%H%M%S).$$"
+rm -rf "web-root/$copy"
+if ! out=$(docker compose cp "cmschat-$colour:$web_in_image/." "web-root/$copy" 2>&1); then
+    rm -rf "web-root/$copy"
+    fail "could not copy cmschat-$colour's web client, nothing switched: $(printf '%s\n' "$out" | tail -n 1)"
+fi
+chmod -R a+rX "web-root/$copy"
+
 cp "$active" "$previous"
 # In place, never a new file renamed over the old one: compose.yaml bind-mounts this single
 # file, and such a mount pins the file's inode, so the container keeps seeing the old inode
@@ -76,6 +90,7 @@ cp "$active" "$previous"
 # which nginx in the container then reads.
 restore() {
     cat "$previous" > "$active"
+    rm -rf "web-root/$copy"
 }
 cat "nginx/upstream.$colour.conf" > "$active"
 
@@ -91,4 +106,15 @@ if ! out=$(docker compose exec -T nginx nginx -s reload 2>&1); then
     restore
     fail "nginx reload failed, $(colour_of "$active") stays active: $(printf '%s\n' "$out" | tail -n 1)"
 fi
-echo "switch-colour: $colour is active (nginx reloaded)"
+# The client follows: a new link renamed over the old one, so nginx serves one copy or the
+# other, never a mix. The previous copy stays (the way back); older ones go.
+before=$(readlink web-root/web)
+ln -s "$copy" web-root/web.link
+mv -T web-root/web.link web-root/web
+for old in web-root/web.*; do
+    case "${old#web-root/}" in
+        "$copy" | "$before" | web.link) ;;
+        *) rm -rf "$old" ;;
+    esac
+done
+echo "switch-colour: $colour is active (nginx reloaded, web client $copy)"

@@ -37,8 +37,9 @@ def made_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if sibling.name != "compose":
             (root / "deploy" / sibling.name).symlink_to(sibling)
     copy = root / "deploy" / "compose"
-    # Neither an operator's .env nor the colour their nginx is on (nginx/active.conf*).
-    ignore = shutil.ignore_patterns(".env", "active.conf", "active.conf.previous")
+    # Neither an operator's .env nor the colour their nginx is on (nginx/active.conf*), nor
+    # the web client it serves (web-root).
+    ignore = shutil.ignore_patterns(".env", "active.conf", "active.conf.previous", "web-root")
     shutil.copytree(COMPOSE_DIR, copy, ignore=ignore)
     for old in (copy / "secrets").iterdir():  # never an operator's real secrets
         if old.name not in {"README.md", ".gitignore"}:
