@@ -19,6 +19,7 @@ import pytest
 
 from tests.commands import run
 from tests.deploy.compose import ACTIVE_UPSTREAM, COMPOSE_DIR, REPO
+from tests.deploy.test_image import IMAGE_WEB_DIR
 
 NGINX = COMPOSE_DIR / "nginx"
 BLUE = (NGINX / "upstream.blue.conf").read_text()
@@ -64,7 +65,7 @@ PS_GREEN = "compose ps -q cmschat-green"
 INSPECT_GREEN = "inspect --format {{.State.Health.Status}} id-cmschat-green"
 NGINX_TEST = "compose exec -T nginx nginx -t"
 NGINX_RELOAD = "compose exec -T nginx nginx -s reload"
-WEB_IN_IMAGE = "/opt/cmschat/lib/python3.11/site-packages/cmschat/web/."
+WEB_IN_IMAGE = IMAGE_WEB_DIR + "/."  # where the image test finds the client
 COPY_GREEN = f"compose cp cmschat-green:{WEB_IN_IMAGE} web-root/web.green."
 
 

@@ -26,7 +26,8 @@ BUILD_SCRIPT = REPO / "deploy" / "docker" / "build.sh"
 HEALTHY_DEADLINE = 90.0  # the image checks every 10 s; a loaded machine starts slowly
 DOCKER_STOP_TIMEOUT = 10  # Docker's and Compose's default
 IMAGE_WEB_DIR = "/opt/cmschat/lib/python3.11/site-packages/cmschat/web"
-"""The web client inside the image (docs/deploy.md copies it out for nginx)."""
+"""The web client inside the image (docs/deploy.md and deploy/compose/switch-colour.sh copy
+it out for nginx)."""
 
 
 def test_dockerfile_is_hadolint_clean() -> None:
