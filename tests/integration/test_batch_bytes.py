@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from cmschat.chat.messages import group_commit
@@ -38,6 +39,7 @@ async def test_long_sends_split_into_batches_by_their_bytes(
     # Room for two of these sends, not three (each weighs ~24 KB).
     monkeypatch.setattr(context.sends, "max_bytes", 60_000, raising=False)
     before = context.sends.batches
+    batches = _sample("cmschat_send_batches_total")
     answers = await asyncio.gather(
         *(
             context.sends.send(
@@ -50,6 +52,7 @@ async def test_long_sends_split_into_batches_by_their_bytes(
     )
     assert writes == [2, 2, 2, 1]  # all seven queued before the writer ran
     assert context.sends.batches - before == 4
+    assert _sample("cmschat_send_batches_total") == batches + 4  # operators see the same
     assert [created for _sent, created in answers] == [True] * 7
     ids = {sent.data["id"] for sent, _created in answers}
     async with context.db.unit_of_work(read_only=True) as session:
@@ -72,3 +75,7 @@ def test_the_first_send_is_taken_whatever_its_size() -> None:
     assert group_commit._taken(queue, 256, 600) == 2
     assert group_commit._taken(queue, 2, 10_000) == 2
     assert group_commit._taken(queue, 256, 10_000) == 3
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0

@@ -75,6 +75,10 @@ DELIVERY = Histogram(
 )
 
 MESSAGES_STORED = Counter("cmschat_messages_stored_total", "Chat messages committed")
+SEND_BATCHES = Counter(
+    "cmschat_send_batches_total",
+    "Transactions the group commit wrote sends in (sends per batch: messages stored / this)",
+)
 BROKER_PUBLISHED = Counter("cmschat_broker_published_total", "Events handed to the broker")
 BROKER_RECEIVED = Counter("cmschat_broker_received_total", "Events the broker delivered here")
 BROKER_LAG = Histogram(

@@ -40,7 +40,7 @@ from cmschat.chat.messages.prepared import Prepared, prepare
 from cmschat.chat.messages.views import Sent
 from cmschat.db.actors import SYSTEM_SENDER, user_actor
 from cmschat.db.session import Database
-from cmschat.observability import tracing
+from cmschat.observability import instruments, tracing
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class GroupCommit:
         if outcomes is None:
             return
         self.batches += 1
+        instruments.SEND_BATCHES.inc()
         for pending, outcome in zip(batch, outcomes, strict=True):
             if pending.future.done():
                 continue  # its sender went away
