@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from cmschat.db.actors import SYSTEM_CLI
 from cmschat.events import Published, queue_events
 from cmschat.realtime.broker import Envelope, MemoryBroker
 from cmschat.settings import Settings
+from cmschat.websocket.backlog import RoomBacklog
 from tests.realtime.test_gateway import created, make_room, post
 from tests.realtime.wsclient import LiveServer, serve, token_of, ws_client
 from tests.support import NamedUser
@@ -146,3 +148,65 @@ async def test_concurrent_senders_every_client_gets_every_message_once_in_order(
                     assert [c for c in contents if c.startswith("a")] == [
                         f"a{n}" for n in range(25)
                     ]
+
+
+class SwappingBroker(MemoryBroker):
+    """Hands chosen events over after the event above them, as a room's events reach an
+    instance from two streams: its own at once, another instance's a little later."""
+
+    def __init__(self, late: set[int]) -> None:
+        super().__init__()
+        self.late = late
+        self.held: list[Envelope] = []
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        handed: list[Envelope] = []
+        for envelope in envelopes:
+            if envelope.seq in self.late:
+                self.held.append(envelope)
+                continue
+            handed += [envelope, *self.held]
+            self.held = []
+        await super().publish(handed)
+
+
+@pytest.mark.parametrize(("gap_wait_ms", "replays"), [(100, 0), (0, 2)])
+async def test_events_out_of_order_are_put_back_in_order_before_the_database_is_asked(
+    settings: Settings,
+    clock: FakeClock,
+    alice: NamedUser,
+    bob: NamedUser,
+    monkeypatch: pytest.MonkeyPatch,
+    gap_wait_ms: float,
+    replays: int,
+) -> None:
+    """Two events each arriving just after the one above it reach the client in order,
+    once each; within ``gap_wait_ms`` the sender takes them from its queue instead of
+    reading the room's stored events (with no wait, it reads them each time)."""
+    read: list[tuple[int, int]] = []
+    after = RoomBacklog.after
+
+    async def counted(self: RoomBacklog, room_id: int, **kwargs: Any) -> Any:
+        read.append((room_id, kwargs["after"]))
+        return await after(self, room_id, **kwargs)
+
+    settings.realtime.gap_wait_ms = gap_wait_ms
+    app = create_app(settings, clock=clock)
+    async with serve(app) as live:
+        context: AppContext = app.state.context
+        await context.broker.close()
+        context.broker = SwappingBroker(late={4, 7})
+        await context.broker.start(context.hub.deliver, context.hub.catch_up_all)
+        transport = httpx.ASGITransport(app=live.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            a, b = await alice.login(http), await bob.login(http)
+            room = await make_room(http, a, bob)  # seqs 1 and 2: the joins
+            async with ws_client(live, token_of(b)) as bob_ws:
+                monkeypatch.setattr(RoomBacklog, "after", counted)
+                texts = [f"m{n}" for n in range(6)]  # seqs 3..8; 4 after 5, 7 after 8
+                for text in texts:
+                    await post(http, a, room, text)
+                frames = await bob_ws.recv_until(lambda f: f.get("seq") == 8)
+    assert created(frames) == texts
+    assert [f["seq"] for f in frames] == list(range(3, 9))
+    assert len(read) == replays, read

@@ -255,3 +255,16 @@ class Hub:
         """Ask every connection to close (1012 on shutdown: clients reconnect and resume)."""
         for connection in self.all_connections():
             connection.close(code)
+
+
+def log_slow_client(conn: Connection) -> None:
+    """Say why a slow client was closed (1013)."""
+    log.warning(
+        "closing a slow client (1013): %s, %d events queued",
+        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        conn.waiting(),
+        extra={
+            "event.action": "websocket.slow_client",
+            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
+        },
+    )

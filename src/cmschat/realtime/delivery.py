@@ -22,6 +22,7 @@ from cmschat.observability import instruments
 from cmschat.realtime import protocol, wire
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SLOW, Connection
+from cmschat.realtime.gap_wait import GapWait
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,13 @@ class Delivery:
         stored: StoredEvents,
         *,
         write_timeout: float,
+        gap_wait: float = 0.0,
     ) -> None:
         self.ws = websocket
         self.conn = connection
         self.stored = stored
         self.write_timeout = write_timeout
+        self.gaps = GapWait(gap_wait)  # an event ahead of its room's next waits for those
         self.write_now: wire.WriteFrame | None = websocket.scope.get(wire.SCOPE_KEY)
         """The server protocol's direct write of a pre-built frame (``realtime/transport.py``);
         None under another server."""
@@ -249,7 +252,10 @@ class Delivery:
         if last is None:
             return
         assert envelope.seq is not None  # noqa: S101 - a room event
-        if envelope.seq > last + 1:
+        gaps = self.gaps
+        if envelope.seq > last + 1 and not await gaps.closed(
+            self.conn, envelope, self._deliver, self._flush
+        ):
             await self._catch_up(envelope.room_id, until=envelope.seq - 1)
         await self._deliver(envelope)
 
@@ -285,16 +291,3 @@ class Delivery:
                     return
             if len(batch) < BATCH:
                 return
-
-
-def log_slow_client(conn: Connection) -> None:
-    """Say why a slow client was closed (1013)."""
-    log.warning(
-        "closing a slow client (1013): %s, %d events queued",
-        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
-        conn.waiting(),
-        extra={
-            "event.action": "websocket.slow_client",
-            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
-        },
-    )

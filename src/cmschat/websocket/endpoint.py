@@ -25,8 +25,14 @@ from cmschat.context import AppContext
 from cmschat.jsonshape import shape_problem
 from cmschat.realtime import protocol, signals
 from cmschat.realtime.broker import Envelope
-from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, CLOSE_SLOW, Connection
-from cmschat.realtime.delivery import Delivery, log_slow_client
+from cmschat.realtime.connections import (
+    CATCH_UP,
+    CLOSE_SESSION_ENDED,
+    CLOSE_SLOW,
+    Connection,
+    log_slow_client,
+)
+from cmschat.realtime.delivery import Delivery
 from cmschat.websocket import frames
 from cmschat.websocket.actions import PONG, FrameActions
 from cmschat.websocket.backlog import RoomBacklog
@@ -65,6 +71,7 @@ class ClientSocket:
                 self.conn,
                 RoomBacklog(context, user),
                 write_timeout=self.settings.write_timeout_seconds,
+                gap_wait=self.settings.gap_wait_ms / 1000,
             ),
             conn,
             context.hub.writes,
