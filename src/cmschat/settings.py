@@ -138,7 +138,7 @@ class RealtimeSettings(BaseModel):
     """Events waiting for one client; past this it is too slow and is closed (1013)."""
     write_timeout_seconds: float = Field(default=10, gt=0, le=600)
     """A client whose socket takes no data for this long is too slow and is closed (1013)."""
-    gap_wait_ms: float = Field(default=100, ge=0, le=5000)
+    gap_wait_ms: float = Field(default=300, ge=0, le=5000)
     """A room event that arrives before the ones under it (another instance's, still on its
     way through Redis) waits this long for them before they are read from the database."""
     typing_interval_seconds: float = Field(default=2, ge=0)

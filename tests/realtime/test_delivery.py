@@ -170,7 +170,7 @@ class SwappingBroker(MemoryBroker):
         await super().publish(handed)
 
 
-@pytest.mark.parametrize(("gap_wait_ms", "replays"), [(100, 0), (0, 2)])
+@pytest.mark.parametrize(("gap_wait_ms", "replays"), [(300, 0), (0, 2)])
 async def test_events_out_of_order_are_put_back_in_order_before_the_database_is_asked(
     settings: Settings,
     clock: FakeClock,
