@@ -7,7 +7,7 @@ message Redis drops (it delivers at most once) is late, not lost.
 Between instances events go in batches: every event queued since the last ``PUBLISH`` (a
 group commit's worth, typically) travels as one message on ``<channel>:batches``, so each
 instance parses one Redis message per batch instead of one per event (docs/performance.md:
-~5 µs of CPU per event instead of 33 to 54). Session events (a revoked token) still go one per
+~7 µs of CPU per event instead of 39 to 64). Session events (a revoked token) still go one per
 message on ``<channel>``, the channel of releases before the batches, which every instance
 also hears: an instance of the previous release, during a blue/green switch, still closes
 a revoked session's sockets, and its own events still reach the new release's clients.
