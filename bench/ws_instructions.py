@@ -176,8 +176,10 @@ async def served(
     common.ServerProcess.start = functools.partialmethod(  # type: ignore[method-assign]
         common.ServerProcess.start, wait_seconds=900
     )
-    # The CLI that migrates and creates the admin runs the same src/ as the server: an older
-    # --src cannot serve a database migrated past its own migrations.
+    # Every cmschat process of the run (the CLI that migrates and creates the admin, the
+    # server) runs the same src/: the clean environment has no PYTHONPATH, the shared venv
+    # would import the checkout that made it, and an older --src cannot serve a database
+    # migrated past its own migrations.
     source = {"PYTHONPATH": str(args.src or common.ROOT / "src")}
     async with common.environment(args.db, wrapper=wrapper, keep=args.keep, extra_env=source) as (
         _backend,
@@ -204,10 +206,9 @@ async def served(
 
 
 def source_wrapper(args: Any) -> list[str]:
-    """The start of the server's command line that makes it run ``--src`` (by default this
-    checkout's: the server's clean environment has no PYTHONPATH, and the shared venv
-    would import the checkout that made it)."""
-    return ["/usr/bin/env", f"PYTHONPATH={args.src or common.ROOT / 'src'}", *args.env]
+    """The start of the server's command line: its ``--env`` settings (which ``src/`` it
+    runs, ``--src`` or this checkout's, ``served`` sets for every cmschat process)."""
+    return ["/usr/bin/env", *args.env]
 
 
 async def run(args: Any) -> dict[str, Any]:

@@ -76,7 +76,6 @@ health=$(docker inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null) |
 web_in_image=/opt/cmschat/lib/python3.11/site-packages/cmschat/web
 [ -L web-root/web ] || fail "web-root/web is not a link: run ./make-secrets.sh (README.md): nothing switched"
 copy="web.$colour.$(date +%Y%m%d%H%M%S).$$"
-rm -rf "web-root/$copy"
 if ! out=$(docker compose cp "cmschat-$colour:$web_in_image/." "web-root/$copy" 2>&1); then
     rm -rf "web-root/$copy"
     fail "could not copy cmschat-$colour's web client, nothing switched: $(printf '%s\n' "$out" | tail -n 1)"

@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from cmschat.chat.messages import group_commit
@@ -16,6 +15,7 @@ from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
 from tests.api.test_messages import group
 from tests.integration.test_batch_trips import sender_of
+from tests.observability.metrics_support import value
 from tests.support import NamedUser
 
 LONG = "\N{GRINNING FACE}" * 1000
@@ -39,7 +39,7 @@ async def test_long_sends_split_into_batches_by_their_bytes(
     # Room for two of these sends, not three (each weighs ~24 KB).
     monkeypatch.setattr(context.sends, "max_bytes", 60_000, raising=False)
     before = context.sends.batches
-    batches = _sample("cmschat_send_batches_total")
+    batches = value("cmschat_send_batches_total")
     answers = await asyncio.gather(
         *(
             context.sends.send(
@@ -52,7 +52,7 @@ async def test_long_sends_split_into_batches_by_their_bytes(
     )
     assert writes == [2, 2, 2, 1]  # all seven queued before the writer ran
     assert context.sends.batches - before == 4
-    assert _sample("cmschat_send_batches_total") == batches + 4  # operators see the same
+    assert value("cmschat_send_batches_total") == batches + 4  # operators see the same
     assert [created for _sent, created in answers] == [True] * 7
     ids = {sent.data["id"] for sent, _created in answers}
     async with context.db.unit_of_work(read_only=True) as session:
@@ -75,7 +75,3 @@ def test_the_first_send_is_taken_whatever_its_size() -> None:
     assert group_commit._taken(queue, 256, 600) == 2
     assert group_commit._taken(queue, 2, 10_000) == 2
     assert group_commit._taken(queue, 256, 10_000) == 3
-
-
-def _sample(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0

@@ -60,14 +60,18 @@ class LossyBroker(MemoryBroker):
         await super().publish([e for e in envelopes if e.seq not in self.lose])
 
 
+async def put_broker(live: LiveServer, broker: MemoryBroker) -> None:
+    """Run the live app on ``broker`` from now on."""
+    context: AppContext = live.app.state.context
+    await context.broker.close()
+    context.broker = broker
+    await broker.start(context.hub.deliver, context.hub.catch_up_all)
+
+
 @pytest.fixture
 async def lossy_server(settings: Settings, clock: FakeClock) -> AsyncIterator[LiveServer]:
-    app = create_app(settings, clock=clock)
-    async with serve(app) as live:
-        context: AppContext = app.state.context
-        await context.broker.close()
-        context.broker = LossyBroker(lose=set())
-        await context.broker.start(context.hub.deliver, context.hub.catch_up_all)
+    async with serve(create_app(settings, clock=clock)) as live:
+        await put_broker(live, LossyBroker(lose=set()))
         yield live
 
 
@@ -191,12 +195,8 @@ async def test_events_out_of_order_are_put_back_in_order_before_the_database_is_
         return await after(self, room_id, **kwargs)
 
     settings.realtime.gap_wait_ms = gap_wait_ms
-    app = create_app(settings, clock=clock)
-    async with serve(app) as live:
-        context: AppContext = app.state.context
-        await context.broker.close()
-        context.broker = SwappingBroker(late={4, 7})
-        await context.broker.start(context.hub.deliver, context.hub.catch_up_all)
+    async with serve(create_app(settings, clock=clock)) as live:
+        await put_broker(live, SwappingBroker(late={4, 7}))
         transport = httpx.ASGITransport(app=live.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             a, b = await alice.login(http), await bob.login(http)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 import orjson
 import pytest
@@ -20,6 +21,7 @@ from tests import support
 pytestmark = pytest.mark.redis
 
 WAIT = 10.0
+T = TypeVar("T")
 
 
 def message(room_id: int, seq: int, **extra: object) -> Envelope:
@@ -27,23 +29,23 @@ def message(room_id: int, seq: int, **extra: object) -> Envelope:
     return Envelope(room_id=room_id, seq=seq, type="message.created", frame=frame.decode())
 
 
-class Heard:
-    """What one broker delivered, with a way to wait for a count of it."""
+class Heard(Generic[T]):
+    """What arrived, in order, with a way to wait for a count of it."""
 
     def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
+        self.items: list[T] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, envelope: Envelope) -> None:
-        self.envelopes.append(envelope)
+    def __call__(self, item: T) -> None:
+        self.items.append(item)
         self._changed.set()
 
-    async def count(self, wanted: int) -> list[Envelope]:
+    async def count(self, wanted: int) -> list[T]:
         async with asyncio.timeout(WAIT):
-            while len(self.envelopes) < wanted:
+            while len(self.items) < wanted:
                 self._changed.clear()
                 await self._changed.wait()
-        return self.envelopes
+        return self.items
 
 
 @pytest.fixture
@@ -56,8 +58,8 @@ async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
 
 
 @contextlib.asynccontextmanager
-async def broker(redis: Redis, channel: str) -> AsyncIterator[tuple[RedisBroker, Heard]]:
-    heard = Heard()
+async def broker(redis: Redis, channel: str) -> AsyncIterator[tuple[RedisBroker, Heard[Envelope]]]:
+    heard: Heard[Envelope] = Heard()
     started = RedisBroker(redis, channel=channel)
     await started.start(heard, on_reconnect=lambda: None)
     try:
@@ -67,31 +69,20 @@ async def broker(redis: Redis, channel: str) -> AsyncIterator[tuple[RedisBroker,
 
 
 @contextlib.asynccontextmanager
-async def raw_listener(
-    redis: Redis, channel: str
-) -> AsyncIterator[Callable[[int], Awaitable[list[str]]]]:
+async def raw_listener(redis: Redis, channel: str) -> AsyncIterator[Heard[str]]:
     """Every message published on ``channel``, as text, as an older release would read it."""
-    texts: list[str] = []
-    arrived = asyncio.Event()
+    heard: Heard[str] = Heard()
     async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
         await pubsub.subscribe(channel)
 
         async def listen() -> None:
             async for raw in pubsub.listen():
                 if raw.get("type") == "message":
-                    texts.append(raw["data"].decode())
-                    arrived.set()
-
-        async def wait_for(wanted: int) -> list[str]:
-            async with asyncio.timeout(WAIT):
-                while len(texts) < wanted:
-                    arrived.clear()
-                    await arrived.wait()
-            return texts
+                    heard(raw["data"].decode())
 
         task = asyncio.create_task(listen())
         try:
-            yield wait_for
+            yield heard
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,8 +105,8 @@ async def test_events_cross_in_batches_in_order(redis: Redis, redis_prefix: str)
         assert [(e.room_id, e.seq, e.frame) for e in received] == [
             (e.room_id, e.seq, e.frame) for e in sent
         ]
-        assert [e.seq for e in heard_by_one.envelopes] == [e.seq for e in sent]  # locally, once
-        messages = await on_the_wire(1)
+        assert [e.seq for e in heard_by_one.items] == [e.seq for e in sent]  # locally, once
+        messages = await on_the_wire.count(1)
         assert 1 <= len(messages) <= 3, len(messages)
 
 
@@ -136,7 +127,7 @@ async def test_the_previous_release_and_this_one_hear_each_other(
 
         ended = Envelope(room_id=0, seq=None, type=SESSION_ENDED, frame='{"type":"x"}', user_id=9)
         await this.publish([ended])
-        texts = await previous_release_hears(2)
+        texts = await previous_release_hears.count(2)
         # What that release does with a message: drop the instance id, decode one envelope.
         decoded = Envelope.decode(texts[-1].partition("\n")[2])
         assert (decoded.type, decoded.user_id, decoded.frame) == (SESSION_ENDED, 9, ended.frame)

@@ -252,8 +252,7 @@ class Delivery:
         if last is None:
             return
         assert envelope.seq is not None  # noqa: S101 - a room event
-        gaps = self.gaps
-        if envelope.seq > last + 1 and not await gaps.closed(
+        if envelope.seq > last + 1 and not await self.gaps.closed(
             self.conn, envelope, self._deliver, self._flush
         ):
             await self._catch_up(envelope.room_id, until=envelope.seq - 1)
