@@ -5,6 +5,7 @@ with ``Retry-After`` and a stable code, never a 500; one log line, not a trace p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -97,6 +98,39 @@ async def test_a_starved_pool_answers_503_pool_exhausted_counted_apart(
     assert refusals() == [before[0] + 1, before[1]]  # not counted as the database down
     outage_lines = [r.getMessage() for r in caplog.records if r.name == "cmschat.outage"]
     assert len(outage_lines) == 1 and "database_pool_exhausted" in outage_lines[0]
+
+
+@pytest.mark.mariadb
+async def test_forty_requests_at_once_on_a_starved_pool_get_503_or_their_answer(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    """40 token checks at once while the one pooled connection is held: every one refused
+    with ``database_pool_exhausted``, none a 500; 40 more once it is free: each answered
+    (401, a token nobody holds) or, queued past ``pool_timeout`` behind the others, refused
+    the same way."""
+    pool = DatabaseSettings(pool_size=1, pool_overflow=0, pool_timeout=0.5)
+    application = create_app(support.settings_for(mariadb_url, tmp_path / "var", database=pool))
+    unknown = {"Authorization": "Bearer a-token-nobody-holds"}
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+
+            async def forty() -> list[httpx.Response]:
+                return await asyncio.gather(
+                    *(http.get("/api/v1/rooms", headers=unknown) for _ in range(40))
+                )
+
+            async with application.state.context.db.engine.connect() as held:
+                await held.execute(text("SELECT 1"))
+                starved = await forty()
+            freed = await forty()
+
+    assert {(r.status_code, r.json()["error"]["code"]) for r in starved} == {
+        (503, "database_pool_exhausted")
+    }
+    answers = {(r.status_code, r.json()["error"]["code"]) for r in freed}
+    assert answers <= {(401, "invalid_token"), (503, "database_pool_exhausted")}, answers
+    assert (401, "invalid_token") in answers
 
 
 @pytest.fixture
