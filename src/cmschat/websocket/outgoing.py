@@ -51,7 +51,8 @@ class Outgoing:
         Not at once: two turns of the event loop later, so that what the same commit
         brings (its events, then the acks of the sends it holds, made as their senders'
         tasks wake up) leaves in one write."""
-        if self.delivery.gaps.waiter is not None:  # tested here: this runs per queued frame
+        # Checked before the call, not inside it: this runs for every frame queued.
+        if self.delivery.gaps.waiter is not None:
             self.delivery.gaps.more_queued()
         if self.live and not self.sending and self.conn.queue:
             self.sending = True
