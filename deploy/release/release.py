@@ -23,7 +23,8 @@ exists, then ``RELEASE_*`` variables, which win):
                      and this tool reach each instance
     UPSTREAM_FILE    /etc/nginx/cmschat/upstream.conf, the file nginx includes; written
                      whole by this tool (upstream ``cmschat_app``)
-    UPSTREAM_EXTRA   "keepalive 32;": lines added inside the upstream block
+    UPSTREAM_EXTRA   "keepalive 32; keepalive_timeout 60s;": lines added inside the upstream
+                     block (the timeout under CMSCHAT_HTTP_KEEP_ALIVE_SECONDS, 75 s)
     NGINX_TEST       "nginx -t"            NGINX_RELOAD   "nginx -s reload"
     NGINX_PID_FILE   /run/nginx.pid: after a reload the tool waits until the old workers
                      stop taking requests before it stops an instance they may still use
@@ -72,7 +73,7 @@ from pathlib import Path
 DEFAULTS = {
     "SLOTS": "blue=127.0.0.1:8001 green=127.0.0.1:8002",
     "UPSTREAM_FILE": "/etc/nginx/cmschat/upstream.conf",
-    "UPSTREAM_EXTRA": "keepalive 32;",
+    "UPSTREAM_EXTRA": "keepalive 32; keepalive_timeout 60s;",
     "NGINX_TEST": "nginx -t",
     "NGINX_RELOAD": "nginx -s reload",
     "NGINX_PID_FILE": "/run/nginx.pid",

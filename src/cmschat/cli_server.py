@@ -106,6 +106,7 @@ def uvicorn_config(application: Any, settings: Settings, *, host: str, port: int
         ws_per_message_deflate=False,
         ws_max_size=settings.realtime.max_frame_bytes * TRANSPORT_FRAME_FACTOR,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
     )
 
 

@@ -334,6 +334,12 @@ class Settings(BaseSettings):
     hsts_include_subdomains: bool = True
     """Subdomains of the chat host are covered too (ASVS level 2); off only if one lacks TLS."""
     shutdown_grace_seconds: int = Field(default=30, ge=1, le=3600)
+    http_keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
+    """How long an idle HTTP connection stays open for its client's next request. Longer
+    than a proxy in front keeps idle connections to cmschat (nginx's upstream
+    ``keepalive_timeout``, 60 s in deploy/nginx; a cloud load balancer's idle timeout, often
+    60 s): a proxy never sends a request on a connection that cmschat is closing, which it
+    would answer 502."""
     gil_switch_interval_ms: float = Field(default=5.0, ge=0.1, le=100, allow_inf_nan=False)
     """How long a thread holding the GIL may run Python before one waiting for it gets a
     turn (``sys.setswitchinterval``), in every process of ``cmschat serve``. The default is

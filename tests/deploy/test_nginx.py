@@ -77,6 +77,43 @@ def test_websocket_timeouts_outlast_cmschats_idle_timeout() -> None:
         assert seconds > RealtimeSettings().idle_timeout_seconds * 10, name
 
 
+def seconds(value: str) -> int:
+    """An nginx time such as ``60s``, ``2m`` or ``1h`` in seconds."""
+    number, unit = re.fullmatch(r"(\d+)([smh]?)", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+UPSTREAM_FILES = sorted(SHIPPED.glob("upstream.*.conf")) + sorted(
+    (SHIPPED.parent / "compose" / "nginx").glob("upstream.*.conf")
+)
+
+
+@pytest.mark.parametrize(
+    "path", UPSTREAM_FILES, ids=lambda path: f"{path.parent.parent.name}-{path.name}"
+)
+def test_nginx_lets_idle_upstream_connections_go_before_cmschat_closes_them(path: Path) -> None:
+    """Else nginx may send a request on a connection cmschat is closing, and answer 502
+    (it retries only idempotent requests: a send would be lost to the user)."""
+    (timeout,) = directive("keepalive_timeout", path.read_text())
+    assert directive("keepalive", path.read_text()), "idle upstream connections kept"
+    assert seconds(timeout) < Settings().http_keep_alive_seconds
+
+
+def test_the_release_tools_upstream_lets_idle_connections_go_before_cmschat() -> None:
+    text = (SHIPPED.parent / "release" / "release.py").read_text()
+    (extra,) = re.findall(r'"UPSTREAM_EXTRA": "([^"]+)"', text)
+    (timeout,) = directive("keepalive_timeout", extra.replace("; ", ";\n"))
+    assert seconds(timeout) < Settings().http_keep_alive_seconds
+
+
+def test_serve_keeps_idle_connections_as_long_as_the_setting_says() -> None:
+    from cmschat.cli_server import uvicorn_config
+
+    settings = Settings(environment="test", http_keep_alive_seconds=90)
+    config = uvicorn_config(object(), settings, host="127.0.0.1", port=0)
+    assert config.timeout_keep_alive == 90
+
+
 @pytest.mark.parametrize("colour", ["blue", "green"])
 def test_nginx_accepts_the_site_with_either_upstream(tmp_path: Path, colour: str) -> None:
     conf = install_site(tmp_path, spare_ports(), colour)

@@ -136,5 +136,13 @@ def test_logins_creations_and_sends_at_once_on_sqlite(tmp_path: Path) -> None:
     assert cmschat(tmp_path, "migrate", env=env).returncode == 0
     with running_server(tmp_path, env, "contention") as server:
         password = change_first_admin_password(server)
-        asyncio.run(_storm(server.base_url, password))
+        try:
+            asyncio.run(_storm(server.base_url, password))
+        except httpx.TransportError as error:
+            state = server.process.poll()
+            alive = "running" if state is None else f"exited with {state}"
+            pytest.fail(
+                f"a request got no answer ({error!r}); the server is {alive}; "
+                f"its log ends:\n{server.stderr()[-4000:]}"
+            )
         assert "database is locked" not in server.stderr()
