@@ -57,12 +57,14 @@ from cmschat.observability.middleware import RequestMiddleware
 from cmschat.observability.minutes import WINDOW, Window
 from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
+from cmschat.realtime.presence import LocalPresence, Presence, RedisPresence
 from cmschat.realtime.publish import counting_deliveries, publisher_for
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
 from cmschat.websocket import gateway
 from cmschat.websocket.invalidation import flushing, invalidating, invalidating_deliveries
+from cmschat.websocket.presence_watch import PresenceWatch
 from cmschat.websocket.watch import SessionWatch
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,10 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
         context.hub, db, clock, settings.auth, settings.realtime.session_check_seconds
     )
     loops.append(every(watch.tick_seconds, watch.tick, stop, name="session check"))
+    if isinstance(context.presence, RedisPresence):
+        ttl = settings.realtime.presence_ttl_seconds
+        presence = PresenceWatch(context.presence, db, context.broker, ttl)
+        loops.append(every(presence.tick_seconds, presence.tick, stop, name="presence"))
     if settings.retention.run_daily:
         job = RetentionJob(db, clock=clock, settings=settings.retention, eraser=context.eraser)
         loops.append(
@@ -165,6 +171,14 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
             every(SCHEDULE_CHECK_SECONDS, BackupSchedule(kit, db).tick, stop, name="backups")
         )
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
+
+
+def presence_for(settings: Settings, redis: Redis | None, hub: Hub) -> Presence:
+    """Shared in Redis when there is one, else this process's connections alone."""
+    if redis is None:
+        return LocalPresence(hub)
+    ttl = settings.realtime.presence_ttl_seconds
+    return RedisPresence(redis, hub, prefix=settings.redis_prefix, ttl_seconds=ttl)
 
 
 def redis_client(url: str) -> Redis:
@@ -325,6 +339,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             storage=storage,
             eraser=eraser,
             attachment_limits=attachment_limits(settings),
+            presence=presence_for(settings, redis, hub),
             caches=caches,
             redis=redis,
             send_limiter=send_limiter_for(settings, redis, clock),

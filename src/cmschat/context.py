@@ -21,6 +21,7 @@ from cmschat.db.session import Database
 from cmschat.observability import instruments
 from cmschat.realtime.broker import Broker
 from cmschat.realtime.connections import Hub
+from cmschat.realtime.presence import Presence
 from cmschat.settings import Settings
 
 
@@ -38,6 +39,8 @@ class AppContext:
     storage: Storage
     eraser: Eraser
     attachment_limits: Limits
+    presence: Presence
+    """Who is online on any instance (realtime/presence.py)."""
     caches: HotCaches | None = None
     """This process's membership and user caches (chat/caches.py); None: none kept."""
     redis: Redis | None = None

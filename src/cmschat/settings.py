@@ -144,6 +144,10 @@ class RealtimeSettings(BaseModel):
     typing_interval_seconds: float = Field(default=2, ge=0)
     session_check_seconds: float = Field(default=30, gt=0, le=3600)
     """Re-check open connections' tokens this often (the backstop for lost revocations)."""
+    presence_ttl_seconds: float = Field(default=30, ge=1, le=3600)
+    """With Redis: how long an instance's claim that a user is online lasts unrenewed
+    (renewed every third of it). A user whose instance dies is announced offline within
+    this plus a third of it."""
 
 
 class AttachmentSettings(BaseModel):

@@ -180,6 +180,9 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     await expect(page.locator("[data-tile=instances]")).to_contain_text("1 stopped")
     await expect(page.locator("[data-tile=alerts]")).to_contain_text("not configured")
     await expect(page.locator("[data-tile=backups]")).to_contain_text("restore drill OK")
+    # Nobody has a WebSocket open: none online anywhere, none on this instance.
+    await expect(page.locator("[data-tile=online] strong")).to_have_text("0")
+    await expect(page.locator("[data-tile=online]")).to_contain_text("0 on this instance")
     await expect(page.locator("figure[data-chart=messages] figcaption")).to_have_text(
         "Messages per hour"
     )
@@ -212,6 +215,7 @@ async def test_dashboard_charts_render_with_data_in_english_and_korean(
     )
     await expect(phone.locator("[data-tile=alerts]")).to_contain_text("미설정")
     await expect(phone.locator("[data-tile=instances]")).to_contain_text("종료 1")
+    await expect(phone.locator("[data-tile=online]")).to_contain_text("이 인스턴스 0")
     await no_horizontal_overflow(phone)
     await phone.screenshot(path=str(web.shots / "console-dashboard-ko-390.png"), full_page=True)
     for opened in (page, phone):

@@ -10,7 +10,7 @@ import { extendMessages, lang, t } from "./i18n.js";
 
 extendMessages({
   en: {
-    tileUsers: "users (active / all)", tileOnline: "online (this instance)", tileRooms: "rooms",
+    tileUsers: "users (active / all)", tileOnline: "online", onlineHere: "{n} on this instance", tileRooms: "rooms",
     roomsArchived: "{n} archived", tileMessagesToday: "messages today", tileStorage: "storage",
     auditOk: "OK", auditBroken: "BROKEN", tileAudit: "audit chain: {checked} newest events checked, head #{head}",
     tileLastPurge: "last purge", never: "never", tileBackups: "last full backup",
@@ -38,7 +38,7 @@ extendMessages({
     chartTime: "Time", period: "Period", hoursOption: "{n} h", details: "Instances, alerts and longer periods: Monitoring",
   },
   ko: {
-    tileUsers: "사용자 (활성 / 전체)", tileOnline: "접속 중 (이 인스턴스)", tileRooms: "대화방",
+    tileUsers: "사용자 (활성 / 전체)", tileOnline: "접속 중", onlineHere: "이 인스턴스 {n}", tileRooms: "대화방",
     roomsArchived: "보관 {n}", tileMessagesToday: "오늘 메시지", tileStorage: "저장 공간",
     auditOk: "정상", auditBroken: "손상", tileAudit: "감사 체인: 최근 {checked}건 확인, 헤드 #{head}",
     tileLastPurge: "마지막 정리", never: "없음", tileBackups: "마지막 전체 백업",
@@ -181,7 +181,7 @@ async function buildDashboard() {
   return [
     h("div", { class: "tiles" },
       tile(t("tileUsers"), `${d.users_active} / ${d.users_total}`, { name: "users" }),
-      tile(t("tileOnline"), d.online_here, { name: "online" }),
+      tile(t("tileOnline"), d.online, { detail: t("onlineHere", { n: d.online_here }), name: "online" }),
       tile(t("tileRooms"), d.rooms_total, { detail: t("roomsArchived", { n: d.rooms_archived }), name: "rooms" }),
       tile(t("tileMessagesToday"), d.messages_today, { name: "messages" }),
       tile(t("tileStorage"), formatBytes(d.storage_bytes), { name: "storage" }),

@@ -66,5 +66,8 @@ async def get_room(room_id: ResourceId, admin: AdminUser, session: SessionDep) -
 async def dashboard(admin: AdminUser, session: SessionDep, context: Context) -> Dashboard:
     """Users, rooms, today's messages, storage, the audit chain and the last purge."""
     return await overview.dashboard(
-        session, now=context.clock.now(), online_here=context.hub.online_users()
+        session,
+        now=context.clock.now(),
+        online=await context.presence.count(),
+        online_here=context.hub.online_users(),
     )

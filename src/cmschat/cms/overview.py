@@ -105,7 +105,9 @@ async def room_members(session: AsyncSession, *, room_id: int) -> list[tuple[Use
     return [(user, role) for user, role in rows.all()]
 
 
-async def dashboard(session: AsyncSession, *, now: datetime, online_here: int) -> Dashboard:
+async def dashboard(
+    session: AsyncSession, *, now: datetime, online: int, online_here: int
+) -> Dashboard:
     """Counts for the dashboard, and a check of the audit chain's newest events."""
     by_role = dict(
         (
@@ -133,6 +135,7 @@ async def dashboard(session: AsyncSession, *, now: datetime, online_here: int) -
         users_active=sum(int(n) for n in by_role.values()),
         admins=int(by_role.get(Role.admin, 0)),
         agents=int(by_role.get(Role.agent, 0)),
+        online=online,
         online_here=online_here,
         rooms_total=int(rooms_total or 0),
         rooms_archived=int(rooms_archived or 0),

@@ -40,7 +40,10 @@ class Dashboard(BaseModel):
     users_active: int
     admins: int
     agents: int
+    online: int
+    """Users with a connection on any instance."""
     online_here: int
+    """Users with a connection on the instance that answered."""
     rooms_total: int
     rooms_archived: int
     messages_today: int

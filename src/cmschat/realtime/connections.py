@@ -200,6 +200,10 @@ class Hub:
         """How many users have a connection to this process."""
         return len(self._by_user)
 
+    def user_ids(self) -> list[int]:
+        """The users with a connection to this process."""
+        return list(self._by_user)
+
     def connections_of(self, user_id: int) -> set[Connection]:
         """This process's connections of a user."""
         return set(self._by_user.get(user_id, ()))

@@ -1,9 +1,8 @@
 """Presence and typing: hints published straight to the broker, never through a commit.
 
-They are not stored, not sequenced, and may be lost. Each instance announces a user online
-at their first connection to it and offline when their last one closes, to the people who
-share a room with them. (With several instances a user connected to two of them is
-announced offline when one of those connections ends; clients treat presence as advisory.)
+They are not stored, not sequenced, and may be lost. A user is announced online at their
+first connection on any instance and offline when their last one anywhere closes (or their
+last instance dies), to the people who share a room with them (realtime/presence.py).
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ class ClientSocket:
         hub = self.context.hub
         for room_id in rooms:
             hub.follow(self.conn, room_id)
-        if len(hub.connections_of(self.user.id)) == 1:
+        presence = self.context.presence
+        if len(hub.connections_of(self.user.id)) == 1 and await presence.arrived(self.user.id):
             await self._announce("online", contacts)
         try:
             await self.ws.send_text(
@@ -146,7 +147,7 @@ class ClientSocket:
                         "type": "ready",
                         "user": greeting,
                         "rooms": {str(room_id): last_seq for room_id, last_seq in rooms.items()},
-                        "online": [u for u in contacts if hub.connections_of(u)],
+                        "online": await presence.online_among(contacts),
                     }
                 )
             )
@@ -162,7 +163,7 @@ class ClientSocket:
         """Stop routing to this connection; the user's last one going says so."""
         hub = self.context.hub
         hub.remove(self.conn)
-        if not hub.connections_of(self.user.id):
+        if not hub.connections_of(self.user.id) and await self.context.presence.left(self.user.id):
             await self._announce("offline", contacts)
 
     async def _announce(self, status: str, contacts: tuple[int, ...]) -> None:
