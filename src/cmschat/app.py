@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -44,10 +45,12 @@ from cmschat.chat.hot_routes import HotRoute
 from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimiter
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
+from cmschat.db import write_lock
+from cmschat.db.replicas import Replicas
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import every
 from cmschat.monitoring.sampler import Sampler
-from cmschat.observability import health, tracing
+from cmschat.observability import health, instruments, tracing
 from cmschat.observability.asgi_metrics import MetricsMiddleware
 from cmschat.observability.db_metrics import instrument_engine
 from cmschat.observability.health import readiness
@@ -171,6 +174,28 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
             every(SCHEDULE_CHECK_SECONDS, BackupSchedule(kit, db).tick, stop, name="backups")
         )
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
+
+
+def replicas_for(settings: Settings, primary: AsyncEngine) -> Replicas | None:
+    """The read replicas (``CMSCHAT_DATABASE_REPLICA_URLS``), if any: reads only."""
+    if not settings.database_replica_urls:
+        return None
+    pool = settings.database
+    engines = [
+        create_engine(
+            url,
+            pool_size=pool.pool_size,
+            pool_overflow=pool.pool_overflow,
+            pool_timeout=pool.pool_timeout,
+        ).execution_options(**{write_lock.READ_ONLY_OPTION: True})
+        for url in settings.database_replica_urls
+    ]
+    return Replicas(
+        primary,
+        engines,
+        wait_seconds=pool.replica_wait_ms / 1000,
+        counted=lambda outcome: instruments.REPLICA_READS.labels(outcome).inc(),
+    )
 
 
 def presence_for(settings: Settings, redis: Redis | None, hub: Hub) -> Presence:
@@ -306,6 +331,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             slow_ms=settings.metrics.slow_query_ms,
             span_ms=settings.metrics.trace_sql_ms,
         )
+        db.replicas = replicas_for(settings, db.engine)
+        for replica in db.replicas.engines if db.replicas is not None else ():
+            instrument_engine(
+                replica,
+                slow_ms=settings.metrics.slow_query_ms,
+                span_ms=settings.metrics.trace_sql_ms,
+            )
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))
         redis = redis_client(settings.redis_url) if settings.redis_url else None

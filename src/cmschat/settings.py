@@ -78,6 +78,9 @@ class DatabaseSettings(BaseModel):
     pool_timeout: float = Field(default=10.0, gt=0, le=300)
     """Seconds a request waits for a free connection before it is refused (503
     ``database_pool_exhausted``)."""
+    replica_wait_ms: float = Field(default=0, ge=0, le=1000)
+    """With read replicas: how long a read waits for a replica to apply the commits it
+    needs before it goes to the primary instead (0: it goes at once)."""
 
     @property
     def per_process(self) -> int:
@@ -315,6 +318,10 @@ class Settings(BaseSettings):
     environment: Environment = Environment.production
     data_dir: Path = Path("var")
     database_url: str = ""
+    database_replica_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """MariaDB replicas of ``database_url`` (comma-separated URLs): searches and WebSocket
+    replays read from one that has applied every commit made before the read began, else
+    from the primary (db/replicas.py)."""
     redis_url: str | None = None
     redis_prefix: str = Field(default="cmschat", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     """Names this deployment's Redis channel and keys, so several may share one Redis."""
@@ -368,7 +375,7 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "database_replica_urls", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -390,6 +397,14 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str) -> str:
         if value and not value.startswith(("sqlite+aiosqlite://", "mysql+asyncmy://")):
             raise ValueError("use sqlite+aiosqlite:///PATH or mysql+asyncmy://USER:PASS@HOST/DB")
+        return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _check_replica_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith("mysql+asyncmy://"):
+                raise ValueError("replicas are MariaDB: mysql+asyncmy://USER:PASS@HOST/DB")
         return value
 
     @field_validator("storage_url")
@@ -416,6 +431,11 @@ class Settings(BaseSettings):
         if not self.backup.url:
             self.backup.url = (self.data_dir / "backups").resolve().as_uri()
 
+        if self.database_replica_urls and self.is_sqlite:
+            raise ValueError(
+                "CMSCHAT_DATABASE_REPLICA_URLS: read replicas need a MariaDB primary "
+                "(CMSCHAT_DATABASE_URL=mysql+asyncmy://...)"
+            )
         if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
             raise ValueError(
                 "CMSCHAT_AUTH__BCRYPT_ROUNDS: bcrypt_rounds below 12 is only allowed when "

@@ -23,13 +23,15 @@ START_DEADLINE = 90.0
 class OwnMariaDB:
     """One mariadbd with its own data directory, restartable on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, options: tuple[str, ...] = ()) -> None:
+        """``options``: more mariadbd options (binary logging, a server id...)."""
         for tool in ("mariadbd", "mariadb-install-db", "mariadb-admin"):
             if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
                 service_missing(tool, FileNotFoundError(tool))
         self._base = directory
         self._data = directory / "data"
         self.port = free_port()
+        self._options = options
         self.process: subprocess.Popen[bytes] | None = None
         subprocess.run(  # noqa: S603
             [  # noqa: S607
@@ -85,6 +87,7 @@ class OwnMariaDB:
                 f"--pid-file={self._base / 'pid'}",
                 f"--log-error={self._base / 'error.log'}",
                 "--innodb-buffer-pool-size=32M",
+                *self._options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,19 +112,29 @@ class OwnMariaDB:
 
     def create_database(self, name: str) -> None:
         """An empty utf8mb4 database."""
-        subprocess.run(  # noqa: S603
+        self.sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+
+    def sql(self, statements: str, database: str | None = None) -> str:
+        """Run ``statements`` as root with the ``mariadb`` client (in ``database``); what
+        it printed."""
+        return subprocess.run(  # noqa: S603
             [  # noqa: S607
                 "mariadb",
                 "--protocol=tcp",
                 "-h127.0.0.1",
                 f"-P{self.port}",
                 "-uroot",
+                "--batch",
+                "--skip-column-names",
+                *([f"--database={database}"] if database else []),
                 "-e",
-                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+                statements,
             ],
             check=True,
+            capture_output=True,
+            text=True,
             preexec_fn=children.with_parent(),
-        )
+        ).stdout
 
     def stop(self) -> None:
         """Gone for good."""

@@ -28,6 +28,7 @@ from cmschat.clock import Clock
 from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
 from cmschat.db.readers import Readers
+from cmschat.db.replicas import Replicas
 from cmschat.db.sqlite_driver import one_trip_dbapi
 from cmschat.db.writer import WriterTransaction
 from cmschat.db.writer_connection import Writer
@@ -162,16 +163,26 @@ class Database:
         """Read-only connections kept checked out between the hot GETs (``db.readers``)."""
         self.writer = Writer(engine, self.session_class)
         """The group commit's connection, kept between its transactions (``db.writer``)."""
+        self.replicas: Replicas | None = None
+        """Read replicas for reads that may go to one (``fresh_read``); None: none."""
 
     def session(
-        self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
+        self,
+        actor: str | None = None,
+        *,
+        actor_name: str | None = None,
+        read_only: bool = False,
+        replica: AsyncEngine | None = None,
     ) -> AsyncSession:
         """A new session; set its actor here or later with ``set_actor``.
 
         ``actor_name``: the user's username, which audit events snapshot. ``read_only``: its
         transactions must not write; on SQLite they then never wait for a writer.
+        ``replica``: read from that replica (read-only).
         """
-        session = self._sessions(bind=self.reader) if read_only else self._sessions()
+        read_only = read_only or replica is not None
+        reader = self.reader if replica is None else replica
+        session = self._sessions(bind=reader) if read_only else self._sessions()
         session.info[READ_ONLY_KEY] = read_only
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
@@ -195,6 +206,22 @@ class Database:
                 raise
             await finish(session, None)
 
+    @asynccontextmanager
+    async def fresh_read(
+        self, actor: str | None = None, *, actor_name: str | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work on a replica that has every commit made before it
+        began, or on the primary (db/replicas.py)."""
+        replica = None if self.replicas is None else await self.replicas.fresh()
+        reading = self.session(actor, actor_name=actor_name, read_only=True, replica=replica)
+        async with reading as session:
+            try:
+                yield session
+            except BaseException as exc:
+                await finish(session, exc)
+                raise
+            await finish(session, None)
+
     def writer_unit_of_work(self, actor: str) -> WriterTransaction:
         """A transaction of this process's writer (the group commit's), for ``async with``:
         on the connection it keeps, without an ORM session (``db.writer``); committed,
@@ -208,6 +235,8 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        if self.replicas is not None:
+            await self.replicas.dispose()
         await self.readers.close()
         await self.writer.close()
         await self.engine.dispose()

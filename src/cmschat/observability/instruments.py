@@ -54,6 +54,13 @@ DATABASE_CONFLICTS = Counter(
     ["code"],
 )
 
+REPLICA_READS = Counter(
+    "cmschat_database_replica_reads_total",
+    "Reads that may go to a read replica: went to a replica or the primary; and each "
+    "replica passed over, as behind (had not applied the commits needed) or unreachable",
+    ["outcome"],
+)
+
 WS_OPEN = Gauge(
     "cmschat_websocket_connections_open",
     "WebSocket connections open right now",

@@ -22,9 +22,10 @@ class RoomBacklog:
         self, room_id: int, *, after: int, until: int | None, limit: int
     ) -> tuple[list[Published], int | None]:
         """Stored events after ``after`` (up to ``until``), or the seq to resync at."""
-        # Read-only: on SQLite the replay then never queues behind the writer.
-        async with self.context.db.unit_of_work(
-            user_actor(self.user.id), actor_name=self.user.username, read_only=True
+        # Read-only: on SQLite the replay then never queues behind the writer; with read
+        # replicas, on one that has every commit made so far (db/replicas.py).
+        async with self.context.db.fresh_read(
+            user_actor(self.user.id), actor_name=self.user.username
         ) as session:
             resync_at = await reads.resync_point(session, room_id=room_id, after=after)
             if resync_at is not None:
