@@ -319,9 +319,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""
     database_replica_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """MariaDB replicas of ``database_url`` (comma-separated URLs): searches and WebSocket
-    replays read from one that has applied every commit made before the read began, else
-    from the primary (db/replicas.py)."""
+    """MariaDB replicas of ``database_url`` (comma-separated URLs): history pages,
+    searches and WebSocket replays read from one that has applied every commit made before
+    the read began, else from the primary (db/replicas.py)."""
     redis_url: str | None = None
     redis_prefix: str = Field(default="cmschat", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     """Names this deployment's Redis channel and keys, so several may share one Redis."""

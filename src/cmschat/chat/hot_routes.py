@@ -44,6 +44,7 @@ from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS
 from cmschat.db.driver_sql import Driver, Row, Statement
+from cmschat.errors import CmschatError
 
 TEMPLATE = "/api/v1/rooms/{room_id}/messages"
 _PATH = re.compile(r"/api/v1/rooms/([1-9][0-9]{0,17})/messages")
@@ -117,6 +118,8 @@ async def history(request: Request, context: AppContext, room_id: int, page: Pag
     then the page's rows written as JSON (on MariaDB, after the rows without a stored tail
     are read by id: ``page_built``)."""
     before, after, limit = page
+    if context.db.replicas is not None:
+        return await _history_on_a_replica(request, context, room_id, page)
 
     def page_read(driver: Driver) -> tuple[Statement, Row, Row]:
         statement, parameters = reads.page_read(
@@ -129,6 +132,37 @@ async def history(request: Request, context: AppContext, room_id: int, page: Pag
             driver,
             found,
             user_id=caller.user_id,
+            room_id=room_id,
+            before=before,
+            after=after,
+            limit=limit,
+            caches=context.caches,
+        )
+    return JSONBytes(body)
+
+
+async def _history_on_a_replica(
+    request: Request, context: AppContext, room_id: int, page: Page
+) -> Response:
+    """``history`` with read replicas: the token checked on the primary, then the page read
+    on a replica that has every commit made so far, or on the primary (db/replicas.py)."""
+    before, after, limit = page
+    async with reading_signed_in(request, context) as (_driver, caller, _rows):
+        user_id = caller.user_id
+    assert context.db.replicas is not None  # noqa: S101 - checked by the caller
+    readers = await context.db.replicas.fresh_readers() or context.db.readers
+
+    async def page_rows(driver: Driver) -> list[Row]:
+        statement, parameters = reads.page_read(
+            driver, room_id=room_id, before=before, after=after, limit=limit
+        )
+        return await driver.rows(statement, parameters)
+
+    async with readers.reading(page_rows, harmless=CmschatError) as (driver, found):
+        body = await reads.history_json_of(
+            driver,
+            found,
+            user_id=user_id,
             room_id=room_id,
             before=before,
             after=after,

@@ -22,6 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cmschat.db.readers import Readers
+
 log = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
 """A replica that does not answer the position check within this (plus the wait) is down."""
@@ -51,6 +53,8 @@ class Replicas:
     ) -> None:
         self.primary = primary
         self.engines = replicas
+        self.readers = [Readers(engine) for engine in replicas]
+        """Each replica's kept read connections, for the hot GETs (``db/readers.py``)."""
         self.wait_seconds = wait_seconds
         self.counted = counted
         self._next = 0
@@ -58,6 +62,15 @@ class Replicas:
 
     async def fresh(self) -> AsyncEngine | None:
         """A replica with every commit made so far, or None: read from the primary."""
+        index = await self._fresh_index()
+        return None if index is None else self.engines[index]
+
+    async def fresh_readers(self) -> Readers | None:
+        """``fresh``'s replica's kept connections, or None: read from the primary."""
+        index = await self._fresh_index()
+        return None if index is None else self.readers[index]
+
+    async def _fresh_index(self) -> int | None:
         async with self.primary.connect() as connection:
             position = await connection.scalar(text("SELECT @@gtid_binlog_pos"))
         count = len(self.engines)
@@ -69,7 +82,7 @@ class Replicas:
             if reached:
                 self._next = (index + 1) % count
                 self.counted(REPLICA)
-                return self.engines[index]
+                return index
         self.counted(PRIMARY)
         return None
 
@@ -100,6 +113,8 @@ class Replicas:
         return False
 
     async def dispose(self) -> None:
-        """Close every replica's pooled connections."""
+        """Close every replica's kept and pooled connections."""
+        for readers in self.readers:
+            await readers.close()
         for engine in self.engines:
             await engine.dispose()
