@@ -423,7 +423,13 @@ class Backend:
         # (or a "before" copy's) src/ on PYTHONPATH must reach the servers too.
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        env.update(self.extra_env)
+        # "{database_url}" in a value: this run's database (a replica of itself, history.py).
+        env.update(
+            {
+                name: value.replace("{database_url}", self.database_url)
+                for name, value in self.extra_env.items()
+            }
+        )
         return env
 
     async def create(self) -> None:

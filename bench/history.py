@@ -178,9 +178,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "procs": args.procs,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
-    async with common.environment(
-        args.db, keep=args.keep, server=args.server, **common.workers_setup(args)
-    ) as (
+    setup = common.workers_setup(args)
+    if args.replica_of_itself:
+        replica = {"CMSCHAT_DATABASE_REPLICA_URLS": "{database_url}"}
+        setup["extra_env"] = {**setup.get("extra_env", {}), **replica}
+    result["replica_of_itself"] = args.replica_of_itself
+    async with common.environment(args.db, keep=args.keep, server=args.server, **setup) as (
         backend,
         servers,
         api,
@@ -302,11 +305,20 @@ def main() -> None:
         help="share of requests with a random before cursor (0..1)",
     )
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
+    parser.add_argument(
+        "--replica-of-itself",
+        action="store_true",
+        help="MariaDB: name the database itself as its read replica, so every page takes the "
+        "replica route (the position asked of the primary, checked on the 'replica'): what "
+        "the routing costs, not what a real replica saves",
+    )
     common.add_profile_options(parser, what="the server for SECONDS of the measured window")
     common.add_output_options(parser)
     args = parser.parse_args()
     if args.workers > 1 and args.db == "mariadb":
         args.redis = True  # workers of one server share events through Redis
+    if args.replica_of_itself and args.db != "mariadb":
+        parser.error("--replica-of-itself needs --db mariadb")
     if args.workers > 1 and args.db == "sqlite":
         parser.error("--workers 2 needs --db mariadb (and Redis), as ws_sends.py")
     if not 1 <= args.procs <= args.concurrency:

@@ -21,7 +21,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -46,6 +45,7 @@ from cmschat.chat.ratelimit import MemorySendLimiter, RedisSendLimiter, SendLimi
 from cmschat.clock import Clock, SystemClock
 from cmschat.context import AppContext
 from cmschat.db import write_lock
+from cmschat.db.readers import Readers
 from cmschat.db.replicas import Replicas
 from cmschat.db.session import Database, create_engine
 from cmschat.jobs.scheduler import every
@@ -176,7 +176,7 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 
-def replicas_for(settings: Settings, primary: AsyncEngine) -> Replicas | None:
+def replicas_for(settings: Settings, primary: Readers) -> Replicas | None:
     """The read replicas (``CMSCHAT_DATABASE_REPLICA_URLS``), if any: reads only."""
     if not settings.database_replica_urls:
         return None
@@ -331,7 +331,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             slow_ms=settings.metrics.slow_query_ms,
             span_ms=settings.metrics.trace_sql_ms,
         )
-        db.replicas = replicas_for(settings, db.engine)
+        db.replicas = replicas_for(settings, db.readers)
         for replica in db.replicas.engines if db.replicas is not None else ():
             instrument_engine(
                 replica,

@@ -10,6 +10,7 @@ holds).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +21,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from cmschat.app import create_app
+from cmschat.clock import FakeClock
 from cmschat.db.migrate import run_migrations
+from cmschat.db.readers import Readers
+from cmschat.db.replicas import Replicas
 from cmschat.db.session import create_engine
-from cmschat.settings import Settings
+from cmschat.settings import DatabaseSettings, Settings
 from tests import support
 from tests.faults.own_mariadb import OwnMariaDB
 from tests.observability.metrics_support import value
@@ -132,6 +137,7 @@ async def test_searches_read_a_replica_that_has_every_commit_and_the_primary_whi
     a = await alice.login(http)
     room = await make_room(http, a)
     await post(http, a, room, "first on the replica")
+    pair.caught_up()
     before = counts()
     assert await search(http, a, "replica") == ["first on the replica"]
     assert went(before) == {"replica": 1}
@@ -168,6 +174,7 @@ async def test_history_pages_read_a_fresh_replica_and_the_primary_while_it_lags(
     a, b = await alice.login(http), await bob.login(http)
     room = await make_room(http, a)
     await post(http, a, room, "one")
+    pair.caught_up()
     before = counts()
     assert await page(http, a, room) == ["one"]
     assert went(before) == {"replica": 1}
@@ -250,6 +257,50 @@ async def test_with_the_replica_down_reads_go_to_the_primary(
     finally:
         pair.replica.start()
         pair.caught_up()
+
+
+async def test_searches_at_once_never_hold_two_connections_of_a_small_pool(
+    pair: Pair, settings: Settings, clock: FakeClock, alice: NamedUser
+) -> None:
+    """Twelve searches on a pool of four: each gives the primary's connection back before it
+    reads the replica, so none waits for a connection another holds."""
+    small = DatabaseSettings(pool_size=2, pool_overflow=2, pool_timeout=5)
+    application = create_app(settings.model_copy(update={"database": small}), clock=clock)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            a = await alice.login(http)
+            room = await make_room(http, a)
+            await post(http, a, room, "searched at once")
+            pair.caught_up()
+            answers = await asyncio.gather(
+                *(http.get("/api/v1/search", params={"q": "once"}, headers=a) for _ in range(12))
+            )
+    assert [answer.status_code for answer in answers] == [200] * 12, answers[0].text
+    assert all(answer.json()["items"] for answer in answers)
+
+
+async def test_a_primary_without_a_binary_log_sends_every_read_to_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The machine's MariaDB has log_bin off: no position to compare, so no replica (even
+    one named) may answer; an error says why, once."""
+    support.mariadb_available()
+    url = await support.create_mariadb_database()
+    primary, replica = create_engine(url), create_engine(url)
+    went: list[str] = []
+    kept = Readers(primary)
+    replicas = Replicas(kept, [replica], counted=went.append)
+    try:
+        assert await replicas.fresh() is None
+        assert await replicas.fresh() is None
+        assert went == ["primary", "primary"]
+        assert len([r for r in caplog.records if "no binary log" in r.message]) == 1
+    finally:
+        await replicas.dispose()
+        await kept.close()
+        await primary.dispose()
+        await support.drop_mariadb_database(url)
 
 
 def test_replicas_need_a_mariadb_primary(tmp_path: Path) -> None:

@@ -285,15 +285,23 @@ async def mark_read(
 @router.get("/search", response_model=MessagePage, responses=responses(*SIGNED_IN_QUERY_ERRORS))
 async def search(
     user: CurrentUser,
+    session: SessionDep,
     context: Context,
     q: Annotated[str, Query(min_length=1, max_length=200, description="text to find")],
     room_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=search_module.MAX_RESULTS)] = 20,
 ) -> MessagePage:
     """Messages containing ``q`` (Korean inside longer words too), from the caller's rooms."""
-    # With read replicas, on one that has every commit made so far (db/replicas.py).
-    async with context.db.fresh_read(user_actor(user.id), actor_name=user.username) as session:
+    if context.db.replicas is None:
         items = await search_module.search_messages(
             session, user=user, query=q, room_id=room_id, limit=limit
+        )
+        return MessagePage(items=items, next_cursor=None)
+    # On a replica that has every commit made so far (db/replicas.py). The request's own
+    # read (the caller's token) ends first: one connection at a time, never two held.
+    await session.commit()
+    async with context.db.fresh_read(user_actor(user.id), actor_name=user.username) as read:
+        items = await search_module.search_messages(
+            read, user=user, query=q, room_id=room_id, limit=limit
         )
     return MessagePage(items=items, next_cursor=None)

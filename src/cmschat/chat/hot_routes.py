@@ -44,6 +44,7 @@ from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
 from cmschat.db.actors import ANONYMOUS
 from cmschat.db.driver_sql import Driver, Row, Statement
+from cmschat.db.replicas import POSITION
 from cmschat.errors import CmschatError
 
 TEMPLATE = "/api/v1/rooms/{room_id}/messages"
@@ -147,10 +148,18 @@ async def _history_on_a_replica(
     """``history`` with read replicas: the token checked on the primary, then the page read
     on a replica that has every commit made so far, or on the primary (db/replicas.py)."""
     before, after, limit = page
-    async with reading_signed_in(request, context) as (_driver, caller, _rows):
+    replicas = context.db.replicas
+    assert replicas is not None  # noqa: S101 - checked by the caller
+
+    def position_read(_driver: Driver) -> tuple[Statement, Row, Row]:
+        return POSITION, (), ()
+
+    # The primary's position read in the token's trip: the page needs every commit before it.
+    async with reading_signed_in(request, context, along=position_read) as (_d, caller, found):
         user_id = caller.user_id
-    assert context.db.replicas is not None  # noqa: S101 - checked by the caller
-    readers = await context.db.replicas.fresh_readers() or context.db.readers
+    position = str(found[0][0] or "") if found else ""
+    replica = await replicas.fresh_readers(position)
+    readers = replica or context.db.readers
 
     async def page_rows(driver: Driver) -> list[Row]:
         statement, parameters = reads.page_read(
@@ -167,7 +176,8 @@ async def _history_on_a_replica(
             before=before,
             after=after,
             limit=limit,
-            caches=context.caches,
+            # A replica's answers do not fill the caches (their rule assumes the primary).
+            caches=None if replica is not None else context.caches,
         )
     return JSONBytes(body)
 

@@ -36,6 +36,7 @@ from cmschat.db.writer_connection import Writer
 AFTER_COMMIT_KEY = "cmschat.after_commit"
 PUBLISHER_KEY = "cmschat.publisher"
 READ_ONLY_KEY = "cmschat.read_only"
+ON_REPLICA_KEY = "cmschat.on_replica"
 AfterCommit = Callable[[], Awaitable[None]]
 WRITE_LOCK_TIMEOUT = 10.0
 """Seconds a SQLite write transaction waits in line before the request gets a 503."""
@@ -214,6 +215,7 @@ class Database:
         began, or on the primary (db/replicas.py)."""
         replica = None if self.replicas is None else await self.replicas.fresh()
         reading = self.session(actor, actor_name=actor_name, read_only=True, replica=replica)
+        reading.info[ON_REPLICA_KEY] = replica is not None
         async with reading as session:
             try:
                 yield session
@@ -240,6 +242,12 @@ class Database:
         await self.readers.close()
         await self.writer.close()
         await self.engine.dispose()
+
+
+def on_replica(session: AsyncSession) -> bool:
+    """Whether ``session`` reads a replica (``fresh_read``): what it reads must not fill
+    the per-process caches, whose rule assumes the primary's latest state."""
+    return bool(session.info.get(ON_REPLICA_KEY))
 
 
 def is_read_only(session: AsyncSession) -> bool:

@@ -24,6 +24,7 @@ whose claims had lapsed, at the first refresh after Redis is back.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cmschat.degraded import LocalWhileDown
 from cmschat.realtime.connections import Hub
@@ -38,6 +40,9 @@ from cmschat.realtime.connections import Hub
 T = TypeVar("T")
 CHUNK = 500
 """Claims renewed or expired per script call: one call never holds Redis for long."""
+SWEEP_ROUNDS = 20
+"""Chunks of lapsed claims one sweep takes at most (10,000 users of a dead instance)."""
+log = logging.getLogger(__name__)
 
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
@@ -47,7 +52,9 @@ _ARRIVE = (
     _NOW
     + """
 redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 redis.call('ZADD', KEYS[3], now + ARGV[2], ARGV[3] .. ' ' .. ARGV[1])
 return redis.call('SADD', KEYS[2], ARGV[3])
 """
@@ -73,7 +80,9 @@ _RENEW = (
 local back = {}
 for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], now + ARGV[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
   redis.call('ZADD', KEYS[2], now + ARGV[2], ARGV[i] .. ' ' .. ARGV[1])
   if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then back[#back + 1] = ARGV[i] end
 end
@@ -101,8 +110,9 @@ return redis.call('SREM', KEYS[2], ARGV[2])
 
 
 class Presence(Protocol):
-    """Presence as seen by one instance. ``arrived``/``left`` are called when this
-    instance's first/last connection of a user opens/closes."""
+    """Presence as seen by one instance. ``arrived`` is called at each connection's
+    opening (after the hub holds it), ``left`` when this instance's last connection of a
+    user has closed (the hub holds none)."""
 
     async def arrived(self, user_id: int) -> bool:
         """True when the user was offline everywhere (contacts are to be told)."""
@@ -121,11 +131,13 @@ class Presence(Protocol):
         ...
 
     async def renew(self) -> list[int]:
-        """Keep this instance's claims alive; the users that had been taken as offline."""
+        """Keep this instance's claims alive; the users that had been taken as offline
+        (those renewed before a failure, if Redis fails midway)."""
         ...
 
     async def lapsed(self) -> list[int]:
-        """Users whose last instance stopped renewing (died): now offline everywhere."""
+        """Users whose last instance stopped renewing (died): now offline everywhere (those
+        swept before a failure, if Redis fails midway)."""
         ...
 
 
@@ -136,10 +148,10 @@ class LocalPresence:
         self.hub = hub
 
     async def arrived(self, user_id: int) -> bool:
-        return True
+        return len(self.hub.connections_of(user_id)) == 1
 
     async def left(self, user_id: int) -> bool:
-        return True
+        return not self.hub.connections_of(user_id)
 
     async def online_among(self, user_ids: Iterable[int]) -> list[int]:
         return [u for u in user_ids if self.hub.connections_of(u)]
@@ -219,25 +231,36 @@ class RedisPresence:
         return await self._shared(shared, self._local.count)
 
     async def renew(self) -> list[int]:
-        async def shared() -> list[int]:
+        back: list[int] = []
+        try:
             users = self._hub.user_ids()
-            back: list[int] = []
             for start in range(0, len(users), CHUNK):
                 chunk = users[start : start + CHUNK]
                 keys = [self._online, self._by_expiry] + [f"{self._claims}{u}" for u in chunk]
                 args: list[str | int] = [self.instance, self._ttl_ms, *chunk]
-                back += [int(u) for u in await self._renew(keys=keys, args=args)]
-            return back
-
-        return await self._shared(shared, self._local.renew)
+                renewed = {int(u) for u in await self._renew(keys=keys, args=args)}
+                # A user whose last connection closed while this ran may have been claimed
+                # again after their ``left``: take that claim back (said nothing of it).
+                for user_id in chunk:
+                    if not self._hub.connections_of(user_id):
+                        renewed.discard(user_id)
+                        await self._leave(keys=self._keys(user_id), args=[self.instance, user_id])
+                back += sorted(renewed)
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("could not renew presence claims (%s)", type(error).__name__)
+        return back
 
     async def lapsed(self) -> list[int]:
-        async def shared() -> list[int]:
-            gone: list[int] = []
-            for claim in await self._due(keys=[self._by_expiry], args=[CHUNK]):
-                user, _, instance = claim.decode().partition(" ")
-                if await self._lapse(keys=self._keys(int(user)), args=[instance, user]):
-                    gone.append(int(user))
-            return gone
-
-        return await self._shared(shared, self._local.lapsed)
+        gone: list[int] = []
+        try:
+            for _ in range(SWEEP_ROUNDS):
+                claims = await self._due(keys=[self._by_expiry], args=[CHUNK])
+                for claim in claims:
+                    user, _, instance = claim.decode().partition(" ")
+                    if await self._lapse(keys=self._keys(int(user)), args=[instance, user]):
+                        gone.append(int(user))
+                if len(claims) < CHUNK:
+                    break
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("could not sweep lapsed presence claims (%s)", type(error).__name__)
+        return gone

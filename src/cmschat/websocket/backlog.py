@@ -6,6 +6,7 @@ from __future__ import annotations
 from cmschat.chat.messages import reads
 from cmschat.context import AppContext
 from cmschat.db.actors import user_actor
+from cmschat.db.session import on_replica
 from cmschat.events import Published
 from cmschat.websocket.caller import Caller
 
@@ -36,6 +37,6 @@ class RoomBacklog:
                 after=after,
                 until=until,
                 limit=limit,
-                caches=self.context.caches,
+                caches=None if on_replica(session) else self.context.caches,
             )
             return events, None

@@ -138,7 +138,7 @@ class ClientSocket:
         for room_id in rooms:
             hub.follow(self.conn, room_id)
         presence = self.context.presence
-        if len(hub.connections_of(self.user.id)) == 1 and await presence.arrived(self.user.id):
+        if await presence.arrived(self.user.id):
             await self._announce("online", contacts)
         try:
             await self.ws.send_text(
@@ -161,10 +161,15 @@ class ClientSocket:
 
     async def _leave(self, contacts: tuple[int, ...]) -> None:
         """Stop routing to this connection; the user's last one going says so."""
-        hub = self.context.hub
+        hub, presence, user_id = self.context.hub, self.context.presence, self.user.id
         hub.remove(self.conn)
-        if not hub.connections_of(self.user.id) and await self.context.presence.left(self.user.id):
-            await self._announce("offline", contacts)
+        if hub.connections_of(user_id) or not await presence.left(user_id):
+            return
+        if hub.connections_of(user_id):
+            # A connection opened while this one left: its claim may have gone first.
+            await presence.arrived(user_id)
+            return
+        await self._announce("offline", contacts)
 
     async def _announce(self, status: str, contacts: tuple[int, ...]) -> None:
         await signals.announce_presence(

@@ -34,7 +34,10 @@ class PresenceWatch:
         gone = await self.presence.lapsed()
         for status, users in (("online", back), ("offline", gone)):
             for user_id in users:
-                await self._announce(user_id, status)
+                try:
+                    await self._announce(user_id, status)
+                except Exception:  # the others are still told
+                    log.warning("could not announce %s for user %d", status, user_id, exc_info=True)
         if gone:
             log.info(
                 "%d users went offline with an instance that stopped renewing presence",
@@ -43,7 +46,7 @@ class PresenceWatch:
             )
 
     async def _announce(self, user_id: int, status: str) -> None:
-        async with self.db.unit_of_work() as session:  # reads only: no actor
+        async with self.db.unit_of_work(read_only=True) as session:
             contacts = await listing.contacts_of(session, user_id=user_id)
         await signals.announce_presence(
             self.broker, user_id=user_id, status=status, contacts=contacts
