@@ -21,7 +21,8 @@ import pytest
 from redis.asyncio import Redis
 
 from tests import support
-from tests.processes import Server, clean_env, cmschat
+from tests.faults.cluster import cluster_environment
+from tests.processes import Server, cmschat
 from tests.realtime.test_multi_instance import http_to, live, login, two_instances
 from tests.realtime.wsclient import ws_client
 from tests.support import PASSWORD
@@ -36,30 +37,23 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Two instances' settings (a short presence TTL), an admin and three users."""
     support.mariadb_available()
     url = support.run_sync(support.create_mariadb_database())
-    env = clean_env(
-        CMSCHAT_ENVIRONMENT="test",
-        CMSCHAT_AUTH__BCRYPT_ROUNDS="4",
-        CMSCHAT_DATABASE_URL=url,
-        CMSCHAT_REDIS_URL=support.REDIS_URL,
-        CMSCHAT_SECRET_KEY=secrets.token_urlsafe(48),
-        CMSCHAT_LOG_LEVEL="WARNING",
-        CMSCHAT_REDIS_PREFIX=f"test-{secrets.token_hex(4)}",
-        CMSCHAT_REALTIME__PRESENCE_TTL_SECONDS=str(TTL),
-    )
+    prefix = f"test-{secrets.token_hex(4)}"
     try:
-        assert cmschat(tmp_path, "migrate", env=env).returncode == 0
-        for name, role in [("boss", "admin"), *((name, "member") for name in USERS)]:
-            created = cmschat(
-                tmp_path,
-                *("user", "create", name, "--role", role, "--password-stdin"),
-                env=env,
-                stdin=PASSWORD + "\n",
-            )
-            assert created.returncode == 0, created.stderr
+        env = cluster_environment(
+            tmp_path,
+            database_url=url,
+            redis_url=support.REDIS_URL,
+            users=tuple(USERS),
+            CMSCHAT_REDIS_PREFIX=prefix,
+            CMSCHAT_REALTIME__PRESENCE_TTL_SECONDS=str(TTL),
+        )
+        boss = ("user", "create", "boss", "--role", "admin", "--password-stdin")
+        created = cmschat(tmp_path, *boss, env=env, stdin=PASSWORD + "\n")
+        assert created.returncode == 0, created.stderr
         yield env
     finally:
         support.run_sync(support.drop_mariadb_database(url))
-        support.run_sync(drop_redis_keys(env["CMSCHAT_REDIS_PREFIX"]))
+        support.run_sync(drop_redis_keys(prefix))
 
 
 async def drop_redis_keys(prefix: str) -> None:

@@ -185,6 +185,7 @@ class Database:
         reader = self.reader if replica is None else replica
         session = self._sessions(bind=reader) if read_only else self._sessions()
         session.info[READ_ONLY_KEY] = read_only
+        session.info[ON_REPLICA_KEY] = replica is not None
         session.info[CLOCK_KEY] = self.clock
         session.info[AFTER_COMMIT_KEY] = []
         session.info[PUBLISHER_KEY] = self.publisher
@@ -196,10 +197,16 @@ class Database:
 
     @asynccontextmanager
     async def unit_of_work(
-        self, actor: str | None = None, *, actor_name: str | None = None, read_only: bool = False
+        self,
+        actor: str | None = None,
+        *,
+        actor_name: str | None = None,
+        read_only: bool = False,
+        replica: AsyncEngine | None = None,
     ) -> AsyncIterator[AsyncSession]:
         """One transaction: commit on success, roll back on error, then run after-commit hooks."""
-        async with self.session(actor, actor_name=actor_name, read_only=read_only) as session:
+        reading = self.session(actor, actor_name=actor_name, read_only=read_only, replica=replica)
+        async with reading as session:
             try:
                 yield session
             except BaseException as exc:
@@ -214,15 +221,9 @@ class Database:
         """A read-only unit of work on a replica that has every commit made before it
         began, or on the primary (db/replicas.py)."""
         replica = None if self.replicas is None else await self.replicas.fresh()
-        reading = self.session(actor, actor_name=actor_name, read_only=True, replica=replica)
-        reading.info[ON_REPLICA_KEY] = replica is not None
-        async with reading as session:
-            try:
-                yield session
-            except BaseException as exc:
-                await finish(session, exc)
-                raise
-            await finish(session, None)
+        unit = self.unit_of_work(actor, actor_name=actor_name, read_only=True, replica=replica)
+        async with unit as session:
+            yield session
 
     def writer_unit_of_work(self, actor: str) -> WriterTransaction:
         """A transaction of this process's writer (the group commit's), for ``async with``:
