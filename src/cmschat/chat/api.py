@@ -41,7 +41,6 @@ from cmschat.chat.schemas import (
     UserBrief,
 )
 from cmschat.context import AppContext
-from cmschat.db.actors import user_actor
 from cmschat.db.driver_sql import driver_of
 
 router = APIRouter(tags=["chat"])
@@ -292,16 +291,7 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=search_module.MAX_RESULTS)] = 20,
 ) -> MessagePage:
     """Messages containing ``q`` (Korean inside longer words too), from the caller's rooms."""
-    if context.db.replicas is None:
-        items = await search_module.search_messages(
-            session, user=user, query=q, room_id=room_id, limit=limit
-        )
-        return MessagePage(items=items, next_cursor=None)
-    # On a replica that has every commit made so far (db/replicas.py). The request's own
-    # read (the caller's token) ends first: one connection at a time, never two held.
-    await session.commit()
-    async with context.db.fresh_read(user_actor(user.id), actor_name=user.username) as read:
-        items = await search_module.search_messages(
-            read, user=user, query=q, room_id=room_id, limit=limit
-        )
+    items = await search_module.search_where_fresh(
+        context.db, session, user=user, query=q, room_id=room_id, limit=limit
+    )
     return MessagePage(items=items, next_cursor=None)

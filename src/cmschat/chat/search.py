@@ -17,6 +17,8 @@ from cmschat.chat.messages.views import message_views
 from cmschat.chat.models import Message, RoomMember
 from cmschat.chat.schemas import MessageRead
 from cmschat.chat.search_index import SQLITE_INDEX, grams, index_table
+from cmschat.db.actors import user_actor
+from cmschat.db.session import Database
 from cmschat.errors import Invalid
 
 MAX_QUERY_TOKENS = 32
@@ -81,3 +83,22 @@ async def search_messages(
     if room_id is not None:
         statement = statement.where(Message.room_id == room_id)
     return await message_views(session, (await session.scalars(statement)).all())
+
+
+async def search_where_fresh(
+    db: Database,
+    session: AsyncSession,
+    *,
+    user: User,
+    query: str,
+    room_id: int | None = None,
+    limit: int = MAX_RESULTS,
+) -> list[MessageRead]:
+    """``search_messages`` in the request's ``session``, or with read replicas on one that
+    has every commit made so far (db/replicas.py): the request's own read (the caller's
+    token) ends first, so it holds one connection at a time, never two."""
+    if db.replicas is None:
+        return await search_messages(session, user=user, query=query, room_id=room_id, limit=limit)
+    await session.commit()
+    async with db.fresh_read(user_actor(user.id), actor_name=user.username) as read:
+        return await search_messages(read, user=user, query=query, room_id=room_id, limit=limit)
