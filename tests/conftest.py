@@ -174,10 +174,8 @@ async def redis_prefix() -> AsyncIterator[str]:
         await client.aclose()
         support.service_missing("Redis", exc)
     prefix = f"test-{secrets.token_hex(4)}"
+    await client.aclose()
     try:
         yield prefix
     finally:
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await support.drop_redis_keys(prefix)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -200,3 +201,14 @@ async def audit_events(db: Database, **where: object) -> list[AuditEvent]:
         for name, value in where.items():
             statement = statement.where(getattr(AuditEvent, name) == value)
         return list((await session.scalars(statement)).all())
+
+
+async def drop_redis_keys(prefix: str) -> None:
+    """Every key under ``prefix:`` on the test Redis (what a test's instances left)."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -176,24 +177,30 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 
+def engine_for(url: str, settings: Settings) -> AsyncEngine:
+    """An engine on ``url`` with the pool each process keeps (``CMSCHAT_DATABASE__POOL_*``)."""
+    pool = settings.database
+    return create_engine(
+        url,
+        pool_size=pool.pool_size,
+        pool_overflow=pool.pool_overflow,
+        pool_timeout=pool.pool_timeout,
+    )
+
+
 def replicas_for(settings: Settings, primary: Readers) -> Replicas | None:
     """The read replicas (``CMSCHAT_DATABASE_REPLICA_URLS``), if any: reads only."""
     if not settings.database_replica_urls:
         return None
-    pool = settings.database
+    read_only = {write_lock.READ_ONLY_OPTION: True}
     engines = [
-        create_engine(
-            url,
-            pool_size=pool.pool_size,
-            pool_overflow=pool.pool_overflow,
-            pool_timeout=pool.pool_timeout,
-        ).execution_options(**{write_lock.READ_ONLY_OPTION: True})
+        engine_for(url, settings).execution_options(**read_only)
         for url in settings.database_replica_urls
     ]
     return Replicas(
         primary,
         engines,
-        wait_seconds=pool.replica_wait_ms / 1000,
+        wait_seconds=settings.database.replica_wait_ms / 1000,
         counted=lambda outcome: instruments.REPLICA_READS.labels(outcome).inc(),
     )
 
@@ -316,25 +323,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         # Committed events go to whichever broker the context holds when they are published.
         db = audited(
             Database(
-                create_engine(
-                    settings.database_url,
-                    pool_size=settings.database.pool_size,
-                    pool_overflow=settings.database.pool_overflow,
-                    pool_timeout=settings.database.pool_timeout,
-                ),
+                engine_for(settings.database_url, settings),
                 clock,
                 publisher=invalidating(caches, publisher_for(lambda: app.state.context.broker)),
             )
         )
-        instrument_engine(
-            db.engine,
-            slow_ms=settings.metrics.slow_query_ms,
-            span_ms=settings.metrics.trace_sql_ms,
-        )
         db.replicas = replicas_for(settings, db.readers)
-        for replica in db.replicas.engines if db.replicas is not None else ():
+        for engine in [db.engine, *(db.replicas.engines if db.replicas is not None else ())]:
             instrument_engine(
-                replica,
+                engine,
                 slow_ms=settings.metrics.slow_query_ms,
                 span_ms=settings.metrics.trace_sql_ms,
             )

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from tests import support
 from tests.faults.cluster import cluster_environment
@@ -53,18 +52,7 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         support.run_sync(support.drop_mariadb_database(url))
-        support.run_sync(drop_redis_keys(prefix))
-
-
-async def drop_redis_keys(prefix: str) -> None:
-    """The cluster's presence keys (the instances were killed: nothing removed them)."""
-    client = Redis.from_url(support.REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+        support.run_sync(support.drop_redis_keys(prefix))
 
 
 def presence_of(user_id: int, status: str) -> Any:

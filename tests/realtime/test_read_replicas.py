@@ -201,6 +201,29 @@ async def test_history_pages_read_a_fresh_replica_and_the_primary_while_it_lags(
     assert went(before) == {"replica": 1}
 
 
+async def test_forty_pages_at_once_then_a_revoked_token_on_the_replica_route(
+    pair: Pair, server: LiveServer, http: httpx.AsyncClient, alice: NamedUser
+) -> None:
+    """The token is checked on the primary: a logout refuses the very next page and search,
+    however the replica stands; forty pages at once all answer."""
+    a = await alice.login(http)
+    room = await make_room(http, a)
+    await post(http, a, room, "asked forty times")
+    pair.caught_up()
+    url = f"/api/v1/rooms/{room}/messages"
+    answers = await asyncio.gather(*(http.get(url, headers=a) for _ in range(40)))
+    assert [answer.status_code for answer in answers] == [200] * 40, answers[0].text
+    pair.replica.sql("STOP SLAVE SQL_THREAD")  # the replica never hears of the logout
+    try:
+        assert (await http.post("/api/v1/auth/logout", headers=a)).status_code == 204
+        assert (await http.get(url, headers=a)).status_code == 401
+        refused = await http.get("/api/v1/search", params={"q": "forty"}, headers=a)
+        assert refused.status_code == 401
+    finally:
+        pair.replica.sql("START SLAVE SQL_THREAD")
+    pair.caught_up()
+
+
 async def test_websocket_replays_read_the_primary_while_the_replica_lags(
     pair: Pair,
     server: LiveServer,

@@ -39,6 +39,7 @@ from cmschat.accounts.models import User
 from cmschat.api.deps import get_current_user, get_signed_in, reading_signed_in, reads_only_unit
 from cmschat.api.responses import JSONBytes
 from cmschat.chat import api as chat_api
+from cmschat.chat.caches import HotCaches
 from cmschat.chat.messages import reads
 from cmschat.chat.schemas import MessageCreate
 from cmschat.context import AppContext
@@ -129,17 +130,30 @@ async def history(request: Request, context: AppContext, room_id: int, page: Pag
         return statement, parameters, reads.without_rows(parameters)
 
     async with reading_signed_in(request, context, along=page_read) as (driver, caller, found):
-        body = await reads.history_json_of(
-            driver,
-            found,
-            user_id=caller.user_id,
-            room_id=room_id,
-            before=before,
-            after=after,
-            limit=limit,
-            caches=context.caches,
-        )
+        body = await _page_json(driver, found, caller.user_id, room_id, page, context.caches)
     return JSONBytes(body)
+
+
+async def _page_json(
+    driver: Driver,
+    found: list[Row],
+    user_id: int,
+    room_id: int,
+    page: Page,
+    caches: HotCaches | None,
+) -> bytes:
+    """The page's rows as JSON once the membership is checked (``reads.history_json_of``)."""
+    before, after, limit = page
+    return await reads.history_json_of(
+        driver,
+        found,
+        user_id=user_id,
+        room_id=room_id,
+        before=before,
+        after=after,
+        limit=limit,
+        caches=caches,
+    )
 
 
 async def _history_on_a_replica(
@@ -167,18 +181,10 @@ async def _history_on_a_replica(
         )
         return await driver.rows(statement, parameters)
 
+    # A replica's answers do not fill the caches (their rule assumes the primary).
+    caches = None if replica is not None else context.caches
     async with readers.reading(page_rows, harmless=CmschatError) as (driver, found):
-        body = await reads.history_json_of(
-            driver,
-            found,
-            user_id=user_id,
-            room_id=room_id,
-            before=before,
-            after=after,
-            limit=limit,
-            # A replica's answers do not fill the caches (their rule assumes the primary).
-            caches=None if replica is not None else context.caches,
-        )
+        body = await _page_json(driver, found, user_id, room_id, page, caches)
     return JSONBytes(body)
 
 

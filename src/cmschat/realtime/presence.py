@@ -28,8 +28,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -37,7 +37,6 @@ from redis.exceptions import RedisError
 from cmschat.degraded import LocalWhileDown
 from cmschat.realtime.connections import Hub
 
-T = TypeVar("T")
 CHUNK = 500
 """Claims renewed or expired per script call: one call never holds Redis for long."""
 SWEEP_ROUNDS = 20
@@ -194,24 +193,19 @@ class RedisPresence:
     def _keys(self, user_id: int) -> list[str]:
         return [f"{self._claims}{user_id}", self._online, self._by_expiry]
 
-    async def _shared(
-        self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
-    ) -> T:
-        return await self._degraded.call(shared, local)
-
     async def arrived(self, user_id: int) -> bool:
         async def shared() -> bool:
             args: list[str | int] = [self.instance, self._ttl_ms, user_id]
             return bool(await self._arrive(keys=self._keys(user_id), args=args))
 
-        return await self._shared(shared, lambda: self._local.arrived(user_id))
+        return await self._degraded.call(shared, lambda: self._local.arrived(user_id))
 
     async def left(self, user_id: int) -> bool:
         async def shared() -> bool:
             args: list[str | int] = [self.instance, user_id]
             return bool(await self._leave(keys=self._keys(user_id), args=args))
 
-        return await self._shared(shared, lambda: self._local.left(user_id))
+        return await self._degraded.call(shared, lambda: self._local.left(user_id))
 
     async def online_among(self, user_ids: Iterable[int]) -> list[int]:
         wanted = list(user_ids)
@@ -222,13 +216,13 @@ class RedisPresence:
             flags = await self._redis.smismember(self._online, wanted)
             return [u for u, flag in zip(wanted, flags, strict=True) if flag]
 
-        return await self._shared(shared, lambda: self._local.online_among(wanted))
+        return await self._degraded.call(shared, lambda: self._local.online_among(wanted))
 
     async def count(self) -> int:
         async def shared() -> int:
             return int(await self._redis.scard(self._online))
 
-        return await self._shared(shared, self._local.count)
+        return await self._degraded.call(shared, self._local.count)
 
     async def renew(self) -> list[int]:
         back: list[int] = []
