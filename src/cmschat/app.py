@@ -16,11 +16,6 @@ from typing import cast
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -59,10 +54,11 @@ from cmschat.observability.logging import install_log_context, quiet_parameter_l
 from cmschat.observability.metrics import metrics_endpoint
 from cmschat.observability.middleware import RequestMiddleware
 from cmschat.observability.minutes import WINDOW, Window
-from cmschat.realtime.broker import Broker, MemoryBroker, RedisBroker
+from cmschat.realtime.broker import Broker, MemoryBroker
 from cmschat.realtime.connections import CLOSE_RESTART, Hub
 from cmschat.realtime.presence import LocalPresence, Presence, RedisPresence
 from cmschat.realtime.publish import counting_deliveries, publisher_for
+from cmschat.redis_clients import RedisClient, redis_broker, redis_client
 from cmschat.retention.job import RetentionJob
 from cmschat.settings import AttachmentSettings, Settings
 from cmschat.web import mount_web
@@ -74,11 +70,6 @@ from cmschat.websocket.watch import SessionWatch
 log = logging.getLogger(__name__)
 
 HEAD_EXPORT_SECONDS = 60
-REDIS_CONNECTIONS = 100
-REDIS_RETRIES = 3
-REDIS_HEALTH_CHECK_SECONDS = 5
-REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
-"""A command Redis has not answered in this long fails (and is retried): a stall, not a hang."""
 SCHEDULE_CHECK_SECONDS = 60
 """How often each instance checks whether a backup is due (the purge: its own setting)."""
 BACKUP_METRICS_SECONDS = 300
@@ -97,7 +88,9 @@ def attachment_limits(settings: Settings) -> Limits:
     )
 
 
-def send_limiter_for(settings: Settings, redis: Redis | None, clock: Clock) -> SendLimiter | None:
+def send_limiter_for(
+    settings: Settings, redis: RedisClient | None, clock: Clock
+) -> SendLimiter | None:
     """The per-user send rate limiter the settings ask for (None: no limit)."""
     rate, burst = settings.chat.send_rate, settings.chat.send_burst
     if rate == 0:
@@ -205,36 +198,12 @@ def replicas_for(settings: Settings, primary: Readers) -> Replicas | None:
     )
 
 
-def presence_for(settings: Settings, redis: Redis | None, hub: Hub) -> Presence:
+def presence_for(settings: Settings, redis: RedisClient | None, hub: Hub) -> Presence:
     """Shared in Redis when there is one, else this process's connections alone."""
     if redis is None:
         return LocalPresence(hub)
     ttl = settings.realtime.presence_ttl_seconds
     return RedisPresence(redis, hub, prefix=settings.redis_prefix, ttl_seconds=ttl)
-
-
-def redis_client(url: str) -> Redis:
-    """A client whose pooled connections survive a Redis restart or stall.
-
-    A blocking pool: past its size a request waits for a connection, where redis-py's
-    default pool raises (a burst of 200 parallel logins answered 500). Without retries a
-    connection from before a restart fails its next command ("Connection closed by
-    server") and nothing repairs it; with them the command runs again on a new connection.
-    Socket time-outs turn a frozen Redis into errors the callers handle, instead of hangs.
-    """
-    return Redis.from_pool(
-        BlockingConnectionPool.from_url(
-            url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=10,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            health_check_interval=REDIS_HEALTH_CHECK_SECONDS,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_keepalive=True,
-        )
-    )
 
 
 async def sampling(sampler: Sampler, stop: asyncio.Event) -> None:
@@ -337,20 +306,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             )
         if traces is not None:
             traces.start(redis=bool(settings.redis_url))
-        redis = redis_client(settings.redis_url) if settings.redis_url else None
+        redis = redis_client(settings) if settings.redis_url else None
         failures: FailureCounter = (
             RedisFailureCounter(
-                redis, MemoryFailureCounter(clock), prefix=f"{settings.redis_prefix}:loginfail:"
+                redis, MemoryFailureCounter(clock), prefix=f"{settings.redis_prefix}:{{loginfail}}:"
             )
             if redis is not None
             else MemoryFailureCounter(clock)
         )
         hub = Hub()
-        broker: Broker = (
-            RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
-            if redis is not None
-            else MemoryBroker()
-        )
+        broker: Broker = redis_broker(settings, redis, hub) if redis is not None else MemoryBroker()
         await broker.start(
             counting_deliveries(invalidating_deliveries(caches, hub.deliver)),
             flushing(caches, hub.catch_up_all),

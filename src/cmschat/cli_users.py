@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import typer
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cmschat.accounts import service as accounts
@@ -19,8 +18,9 @@ from cmschat.cli_support import fail, open_database, operator_errors, require_da
 from cmschat.db.actors import SYSTEM_CLI
 from cmschat.db.session import Database
 from cmschat.jsonbytes import is_text
-from cmschat.realtime.broker import RedisBroker
+from cmschat.realtime.broker import Broker
 from cmschat.realtime.publish import publisher_for
+from cmschat.redis_clients import redis_broker, redis_client
 from cmschat.settings import Settings, load_settings
 
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -44,7 +44,7 @@ def _read_password() -> str:
 
 @asynccontextmanager
 async def _operator_session(
-    settings: Settings, *, migrate: bool = False, broker: RedisBroker | None = None
+    settings: Settings, *, migrate: bool = False, broker: Broker | None = None
 ) -> AsyncIterator[tuple[AsyncSession, Database]]:
     """One unit of work as ``system:cli``, on an engine disposed of afterwards; its events
     go to ``broker`` once it has committed (none: dropped)."""
@@ -57,16 +57,16 @@ async def _operator_session(
 
 
 @asynccontextmanager
-async def _broker(settings: Settings) -> AsyncIterator[RedisBroker | None]:
+async def _broker(settings: Settings) -> AsyncIterator[Broker | None]:
     """Redis, when configured, to tell running servers to close a user's sockets at once."""
     if not settings.redis_url:
         # One embedded instance: its periodic session check closes the sockets, within
         # CMSCHAT_REALTIME__SESSION_CHECK_SECONDS.
         yield None
         return
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     try:
-        yield RedisBroker(redis, channel=f"{settings.redis_prefix}:events")
+        yield redis_broker(settings, redis)
     finally:
         await redis.aclose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from cmschat.accounts.auth import DummyHash
 from cmschat.accounts.ratelimit import FailureCounter
@@ -43,7 +43,7 @@ class AppContext:
     """Who is online on any instance (realtime/presence.py)."""
     caches: HotCaches | None = None
     """This process's membership and user caches (chat/caches.py); None: none kept."""
-    redis: Redis | None = None
+    redis: Redis | RedisCluster | None = None
     send_limiter: SendLimiter | None = None
     """Per-user message rate (``CMSCHAT_CHAT__SEND_RATE``); None when turned off."""
     dummy_hash: DummyHash = field(default_factory=DummyHash)

@@ -325,6 +325,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_prefix: str = Field(default="cmschat", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     """Names this deployment's Redis channel and keys, so several may share one Redis."""
+    redis_cluster: bool = False
+    """``redis_url`` names a node of a Redis Cluster (7 or later): room events travel on
+    shard channels, and each instance hears only the shards its connections need."""
+    redis_shards: int = Field(default=1024, ge=1, le=16384)
+    """With ``redis_cluster``: how many shard channels the rooms are spread over (an
+    instance subscribes at most this many; more shards, less traffic it does not need)."""
     storage_url: str = ""
     # For s3:// storage; unset credentials fall back to boto3's usual chain (AWS_* variables,
     # instance roles).
@@ -435,6 +441,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CMSCHAT_DATABASE_REPLICA_URLS: read replicas need a MariaDB primary "
                 "(CMSCHAT_DATABASE_URL=mysql+asyncmy://...)"
+            )
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError(
+                "CMSCHAT_REDIS_CLUSTER: set CMSCHAT_REDIS_URL to a node of the cluster "
+                "(redis://HOST:PORT)"
             )
         if self.auth.bcrypt_rounds < 12 and self.environment is not Environment.test:
             raise ValueError(

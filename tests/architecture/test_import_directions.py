@@ -73,6 +73,7 @@ def is_transport(module: str) -> bool:
             "cmschat.context",
             "cmschat.web",
             "cmschat.settings_example",
+            "cmschat.redis_clients",  # builds the Redis clients and the broker for app and CLI
             # endpoints served by the app, beside the routers
             "cmschat.observability.health",
             "cmschat.observability.metrics",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from cmschat.clock import Clock
 from cmschat.degraded import LocalWhileDown
@@ -183,7 +183,11 @@ class RedisFailureCounter:
     """
 
     def __init__(
-        self, redis: Redis, local: MemoryFailureCounter, *, prefix: str = "cmschat:loginfail:"
+        self,
+        redis: Redis | RedisCluster,
+        local: MemoryFailureCounter,
+        *,
+        prefix: str = "cmschat:{loginfail}:",
     ) -> None:
         self._redis = redis
         self._prefix = prefix

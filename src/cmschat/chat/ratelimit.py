@@ -13,7 +13,7 @@ import logging
 import math
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from cmschat.clock import Clock
 from cmschat.degraded import LocalWhileDown
@@ -102,7 +102,9 @@ class RedisSendLimiter:
     While Redis is unreachable each instance keeps its own buckets (see ``degraded``).
     """
 
-    def __init__(self, redis: Redis, clock: Clock, *, rate: float, burst: int, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, clock: Clock, *, rate: float, burst: int, prefix: str
+    ) -> None:
         self._script = redis.register_script(TAKE_SCRIPT)
         self._clock = clock
         self._rate = rate

@@ -98,8 +98,10 @@ Deliver = Callable[[Envelope], None]
 class Broker(Protocol):
     """Carries committed events to every instance's hub."""
 
-    connected: bool
-    """Whether events from other instances reach this one right now."""
+    @property
+    def connected(self) -> bool:
+        """Whether events from other instances reach this one right now."""
+        ...
 
     async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
         """Begin delivering published envelopes to ``deliver``."""
@@ -193,7 +195,7 @@ class RedisBroker:
                         channel = message["channel"]
                         batch = channel in (batches, self._batches)
                         try:
-                            _deliver_message(text.partition("\n")[2], batch, deliver)
+                            deliver_message(text.partition("\n")[2], batch, deliver)
                         except (ValueError, KeyError, TypeError, IndexError):
                             log.exception("dropped an unreadable broker message")
             except asyncio.CancelledError:
@@ -273,7 +275,7 @@ class RedisBroker:
         self._tasks = []
 
 
-def _deliver_message(body: str, batch: bool, deliver: Deliver) -> None:
+def deliver_message(body: str, batch: bool, deliver: Deliver) -> None:
     """Hand what one Redis message carries to ``deliver``: a batch's envelopes in order
     (two lines each), or the one envelope of a single message."""
     if not batch:

@@ -44,6 +44,10 @@ def _not_counted(connection: Connection, connections: int) -> None:
     return None
 
 
+def _not_told(room_id: int, followed: bool) -> None:
+    return None
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
     """One signed-in WebSocket: its user, its rooms, its outgoing queue.
@@ -152,8 +156,10 @@ class Hub:
         self.counted: Callable[[Connection, int], None] = _not_counted
         """Told of each connection opened or closed, with the number now open (the serving
         process sets it: frozen_connections.py)."""
+        self.room_interest: Callable[[int, bool], None] = _not_told
+        """Told of a room's first follower here (True) and its last leaving (False)."""
         self._connections = 0
-        self._by_room: dict[int, set[Connection]] = defaultdict(set)
+        self._by_room: dict[int, set[Connection]] = {}
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self.sessions_stale = asyncio.Event()
         """Set when every session should be re-checked soon (see websocket/watch.py)."""
@@ -173,7 +179,11 @@ class Hub:
     def follow(self, connection: Connection, room_id: int) -> None:
         """Route one more room to a connection."""
         connection.rooms.add(room_id)
-        self._by_room[room_id].add(connection)
+        followers = self._by_room.get(room_id)
+        if followers is None:
+            followers = self._by_room[room_id] = set()
+            self.room_interest(room_id, True)
+        followers.add(connection)
 
     def unfollow(self, connection: Connection, room_id: int) -> None:
         """Stop routing a room to a connection."""
@@ -183,6 +193,7 @@ class Hub:
             followers.discard(connection)
             if not followers:
                 del self._by_room[room_id]
+                self.room_interest(room_id, False)
 
     def remove(self, connection: Connection) -> None:
         """Forget a closed connection."""
@@ -226,11 +237,17 @@ class Hub:
             for connection in self.all_connections():
                 connection.offer(envelope)
             return
+        joined: list[Connection] = []
         if envelope.type == "member.joined" and envelope.user_id is not None:
             # Route the new room to the joiner; their sender starts the room at this event.
             for connection in self._by_user.get(envelope.user_id, ()):
-                self.follow(connection, envelope.room_id)
+                if envelope.room_id not in connection.rooms:
+                    joined.append(connection)
+                    self.follow(connection, envelope.room_id)
         offer_each(list(self._by_room.get(envelope.room_id, ())), envelope)
+        # The room's next events may have come (from another instance, or on another
+        # channel) before this one and passed the joiner by: read them back.
+        offer_each(joined, _catch_up(envelope.room_id))
         if envelope.type == "member.left" and envelope.user_id is not None:
             for connection in self._by_user.get(envelope.user_id, ()):
                 self.unfollow(connection, envelope.room_id)
@@ -253,12 +270,21 @@ class Hub:
         self.sessions_stale.set()
         for connection in self.all_connections():
             for room_id in list(connection.rooms):
-                connection.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
+                connection.offer(_catch_up(room_id))
+
+    def catch_up(self, room_ids: Iterable[int]) -> None:
+        """The followers of ``room_ids`` re-read them (the broker may have missed some)."""
+        for room_id in list(room_ids):
+            offer_each(list(self._by_room.get(room_id, ())), _catch_up(room_id))
 
     def close_all(self, code: int) -> None:
         """Ask every connection to close (1012 on shutdown: clients reconnect and resume)."""
         for connection in self.all_connections():
             connection.close(code)
+
+
+def _catch_up(room_id: int) -> Envelope:
+    return Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame="")
 
 
 def log_slow_client(conn: Connection) -> None:

@@ -31,7 +31,7 @@ import socket
 from collections.abc import Iterable
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from cmschat.degraded import LocalWhileDown
@@ -173,7 +173,9 @@ def instance_name() -> str:
 class RedisPresence:
     """Several instances: claims in Redis, renewed by their instance, swept when lapsed."""
 
-    def __init__(self, redis: Redis, hub: Hub, *, prefix: str, ttl_seconds: float) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, hub: Hub, *, prefix: str, ttl_seconds: float
+    ) -> None:
         keys = f"{prefix}:{{presence}}"  # the hash tag: one Redis Cluster slot for all
         self.instance = instance_name()
         self._online = f"{keys}:online"

@@ -1,0 +1,309 @@
+"""The broker on a Redis Cluster (three masters, three replicas, started by the tests):
+room events on shard channels each instance subscribes to only while its connections
+follow a room there; what every instance must hear on the control channel; every
+(re)subscription followed by a catch-up from the database; a master killed and replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+import pytest
+from redis.asyncio import RedisCluster
+
+from cmschat.accounts.ratelimit import Limit, MemoryFailureCounter, RedisFailureCounter
+from cmschat.clock import SystemClock
+from cmschat.events import SESSION_ENDED
+from cmschat.realtime import shard_subscriber
+from cmschat.realtime.broker import Envelope
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection, Hub
+from cmschat.realtime.sharded_broker import ShardedBroker
+from tests.faults.own_redis_cluster import (  # noqa: F401 - fixtures
+    OwnRedisCluster,
+    own_redis_cluster,
+    shared_redis_cluster,
+)
+
+pytestmark = pytest.mark.redis
+
+WAIT = 15.0
+SHARDS = 64
+CHANNEL = "test:events"
+
+
+def message(room_id: int, seq: int) -> Envelope:
+    frame = orjson.dumps({"type": "message.created", "room_id": room_id, "seq": seq})
+    return Envelope(room_id=room_id, seq=seq, type="message.created", frame=frame.decode())
+
+
+class Instance:
+    """A hub and its sharded broker: one app instance's real-time part."""
+
+    def __init__(self, cluster: RedisCluster, url: str) -> None:
+        self.hub = Hub()
+        self.broker = ShardedBroker(cluster, url, self.hub, channel=CHANNEL, shards=SHARDS)
+        self.heard: list[Envelope] = []
+        self.reconnects = 0
+        self._changed = asyncio.Event()
+
+    def _deliver(self, envelope: Envelope) -> None:
+        self.heard.append(envelope)
+        self._changed.set()
+        self.hub.deliver(envelope)
+
+    def _reconnected(self) -> None:
+        self.reconnects += 1
+        self.hub.catch_up_all()
+
+    async def start(self) -> None:
+        await self.broker.start(self._deliver, self._reconnected)
+
+    def connect(self, user_id: int, rooms: set[int]) -> Connection:
+        connection = Connection(user_id=user_id, queue_size=10_000)
+        for room_id in rooms:
+            connection.delivered[room_id] = 0
+        self.hub.add(connection, rooms)
+        return connection
+
+    async def until(self, condition: object, what: str) -> None:
+        """Wait (on deliveries, or polling the subscriber's state) until ``condition()``."""
+        assert callable(condition)
+        async with asyncio.timeout(WAIT):
+            while not condition():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):  # subscriptions change without a delivery
+                        await self._changed.wait()
+        assert condition(), what
+
+
+def queued(connection: Connection) -> list[tuple[str, int, int | None]]:
+    return [(e.type, e.room_id, e.seq) for e in connection.queue or ()]
+
+
+@pytest.fixture
+def cluster_client(shared_redis_cluster: OwnRedisCluster) -> Iterator[RedisCluster]:  # noqa: F811
+    yield RedisCluster.from_url(shared_redis_cluster.url)
+
+
+@contextlib.asynccontextmanager
+async def instances(cluster: RedisCluster, url: str, count: int) -> AsyncIterator[list[Instance]]:
+    started = [Instance(cluster, url) for _ in range(count)]
+    try:
+        for instance in started:
+            await instance.start()
+        yield started
+    finally:
+        for instance in started:
+            await instance.broker.close()
+        await cluster.aclose()
+
+
+async def test_an_instance_hears_only_the_shards_its_connections_follow(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    async with instances(cluster_client, shared_redis_cluster.url, 2) as (one, two):
+        ben = two.connect(user_id=2, rooms={1})
+        followed = two.broker.shard_channel(1)
+        await two.until(
+            lambda: two.broker.subscribed_channels() == {CHANNEL + ":control", followed},
+            "subscribed",
+        )
+        await one.broker.publish(
+            [message(1, 1), message(2, 1), message(1 + SHARDS, 1), message(1, 2)]
+        )
+        await two.until(
+            lambda: [(e.room_id, e.seq) for e in two.heard] == [(1, 1), (1 + SHARDS, 1), (1, 2)],
+            "heard",
+        )
+        # Room 2's shard has no subscriber anywhere but on instance one, which published it.
+        assert shared_redis_cluster.shard_subscribers(two.broker.shard_channel(2)) == 0
+        assert shared_redis_cluster.shard_subscribers(followed) == 1
+        assert [(t, r, s) for t, r, s in queued(ben)] == [
+            (CATCH_UP, 1, None),
+            ("message.created", 1, 1),
+            ("message.created", 1, 2),
+        ]
+
+
+async def test_what_every_instance_must_hear_goes_on_the_control_channel(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    async with instances(cluster_client, shared_redis_cluster.url, 2) as (one, two):
+        ben = two.connect(user_id=2, rooms=set())
+        joined = Envelope(
+            room_id=5, seq=3, type="member.joined", frame='{"type":"member.joined"}', user_id=2
+        )
+        presence = Envelope(
+            room_id=0, seq=None, type="presence", frame='{"type":"presence"}', only_user_ids=(2,)
+        )
+        await one.broker.publish([joined, presence])
+        # Ben's connection follows the room from its join on, and reads back what may have
+        # passed it by meanwhile; the instance subscribes to the room's shard.
+        await two.until(lambda: len(queued(ben)) >= 3, "joined")
+        assert queued(ben)[:3] == [
+            ("member.joined", 5, 3),
+            (CATCH_UP, 5, None),
+            ("presence", 0, None),
+        ]
+        shard = two.broker.shard_channel(5)
+        await two.until(lambda: shard in two.broker.subscribed_channels(), "subscribed")
+        ended = Envelope(
+            room_id=0,
+            seq=None,
+            type=SESSION_ENDED,
+            frame='{"type":"session.ended","reason":"signed out"}',
+            only_user_ids=(2,),
+        )
+        await one.broker.publish([ended])
+        await two.until(lambda: ben.ended, "ended")
+        assert ben.close_code == CLOSE_SESSION_ENDED
+        assert two.reconnects == 0
+
+
+async def test_a_shard_nobody_follows_any_more_is_dropped_after_a_while(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shard_subscriber, "LINGER_SECONDS", 0.3)
+    async with instances(cluster_client, shared_redis_cluster.url, 1) as (one,):
+        shard = one.broker.shard_channel(9)
+        ann = one.connect(user_id=1, rooms={9})
+        await one.until(lambda: shard in one.broker.subscribed_channels(), "subscribed")
+        one.hub.remove(ann)
+        # Followed again within the linger: kept, not subscribed anew (no second catch-up).
+        ann = one.connect(user_id=1, rooms={9})
+        assert shard in one.broker.subscribed_channels()
+        one.hub.remove(ann)
+        left = time.monotonic()
+        await one.until(lambda: shard not in one.broker.subscribed_channels(), "dropped")
+        assert time.monotonic() - left >= 0.3
+        assert shared_redis_cluster.shard_subscribers(shard) == 0
+        assert queued(ann) == []
+
+
+async def test_each_room_s_events_arrive_in_order_across_many_batches(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    rooms = range(100, 110)
+    async with instances(cluster_client, shared_redis_cluster.url, 2) as (one, two):
+        two.connect(user_id=2, rooms=set(rooms))
+        wanted = {two.broker.shard_channel(room) for room in rooms}
+        await two.until(lambda: wanted <= two.broker.subscribed_channels(), "subscribed")
+        sent = [message(room, seq) for seq in range(1, 201) for room in rooms]
+        for at in range(0, len(sent), 50):
+            await one.broker.publish(sent[at : at + 50])
+        await two.until(lambda: len(two.heard) >= len(sent), "all heard")
+        for room in rooms:
+            assert [e.seq for e in two.heard if e.room_id == room] == list(range(1, 201))
+        assert len(two.heard) == len(sent)
+
+
+async def test_shared_counts_keep_their_keys_in_one_slot(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    """Sign-in throttling counts several keys in one script: on a cluster they must share a
+    hash slot (a CROSSSLOT error otherwise)."""
+    counter = RedisFailureCounter(cluster_client, MemoryFailureCounter(SystemClock()))
+    try:
+        limits = [Limit("account:ann", 2), Limit("address:10.0.0.1", 5)]
+        assert (await counter.take(limits, window=60)).retry_after == 0
+        assert (await counter.take(limits, window=60)).retry_after == 0
+        assert (await counter.take(limits, window=60)).retry_after > 0
+        assert await cluster_client.get("cmschat:{loginfail}:account:ann") == b"3"
+    finally:
+        await cluster_client.aclose()
+
+
+async def test_a_killed_master_s_shards_come_back_on_its_replica_and_catch_up(
+    own_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    cluster = RedisCluster.from_url(own_redis_cluster.url)
+    rooms = set(range(1, SHARDS + 1))  # every shard: rooms on all three masters
+    async with instances(cluster, own_redis_cluster.url, 2) as (one, two):
+        ben = two.connect(user_id=2, rooms=rooms)
+        wanted = {two.broker.shard_channel(room) for room in rooms}
+        await two.until(lambda: wanted <= two.broker.subscribed_channels(), "subscribed")
+        victim = own_redis_cluster.master_of(own_redis_cluster.keyslot(two.broker.shard_channel(1)))
+        elsewhere = next(
+            room
+            for room in rooms
+            if own_redis_cluster.master_of(
+                own_redis_cluster.keyslot(two.broker.shard_channel(room))
+            )
+            is not victim
+        )
+        ben.queue = None
+        own_redis_cluster.kill(victim)
+        killed = time.monotonic()
+        await one.broker.publish([message(elsewhere, 1)])
+        await two.until(
+            lambda: (elsewhere, 1) in [(e.room_id, e.seq) for e in two.heard], "other master"
+        )
+        untouched_s = time.monotonic() - killed
+        await one.broker.publish([message(1, 1)])  # published while its master is gone
+        await two.until(
+            lambda: two.broker.shard_channel(1) in two.broker.subscribed_channels(), "resubscribed"
+        )
+        resubscribed_s = time.monotonic() - killed
+        # The replica took the master's slots; the rooms of the shards it lost were read back
+        # (what pub/sub dropped meanwhile, the event above included, comes from the database).
+        assert (
+            own_redis_cluster.master_of(own_redis_cluster.keyslot(two.broker.shard_channel(1)))
+            is not victim
+        )
+        caught_up = {room for kind, room, _ in queued(ben) if kind == CATCH_UP}
+        moved = {
+            room
+            for room in rooms
+            if own_redis_cluster.master_of(
+                own_redis_cluster.keyslot(two.broker.shard_channel(room))
+            )
+            is own_redis_cluster.master_of(own_redis_cluster.keyslot(two.broker.shard_channel(1)))
+        }
+        assert caught_up == moved
+        assert [(e.room_id, e.seq) for e in two.heard].count((1, 1)) <= 1
+        await one.broker.publish([message(1, 2)])
+        await two.until(lambda: (1, 2) in [(e.room_id, e.seq) for e in two.heard], "live again")
+        delivered_s = time.monotonic() - killed
+        print(
+            f"master killed: other masters' rooms delivered after {untouched_s:.2f} s, "
+            f"its shards resubscribed on the promoted replica (and caught up) after "
+            f"{resubscribed_s:.2f} s, live again after {delivered_s:.2f} s"
+        )
+
+
+async def test_the_control_channel_s_master_killed_catches_everything_up(
+    own_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    cluster = RedisCluster.from_url(own_redis_cluster.url)
+    async with instances(cluster, own_redis_cluster.url, 2) as (one, two):
+        ben = two.connect(user_id=2, rooms={3})
+        await two.until(
+            lambda: two.broker.shard_channel(3) in two.broker.subscribed_channels(), "subscribed"
+        )
+        ben.queue = None
+        own_redis_cluster.kill(
+            own_redis_cluster.master_of(own_redis_cluster.keyslot(CHANNEL + ":control"))
+        )
+        assert two.broker.connected  # until the loss is noticed
+        await two.until(lambda: two.reconnects == 1, "control back")
+        assert two.broker.connected
+        assert (CATCH_UP, 3, None) in queued(ben)
+        ended = Envelope(
+            room_id=0,
+            seq=None,
+            type=SESSION_ENDED,
+            frame='{"type":"session.ended","reason":"signed out"}',
+            only_user_ids=(2,),
+        )
+        await one.broker.publish([ended])
+        await two.until(lambda: ben.ended, "ended")
