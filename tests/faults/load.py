@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -193,6 +194,8 @@ class Reader:
     reconnects: int = 0
     close_codes: Counter[int | None] = field(default_factory=Counter)
     resynced: int = 0
+    arrived: list[float] = field(default_factory=list)
+    """When each seq in ``seqs`` arrived (``time.monotonic``)."""
 
     @property
     def last_seq(self) -> int:
@@ -230,6 +233,7 @@ class Reader:
                     self.resynced += 1
                 elif "seq" in frame:  # every room event is sequenced, not only messages
                     self.seqs.append(frame["seq"])
+                    self.arrived.append(time.monotonic())
                     if frame["type"] == "message.created":
                         self.contents.append(frame["message"]["content"])
 
@@ -243,6 +247,16 @@ async def wait_until_caught_up(readers: list[Reader], last_seq: int, within: flo
             raise AssertionError(f"readers not caught up to {last_seq} in {within} s: {behind}")
         await asyncio.sleep(0.1)  # the readers' own tasks fill in what arrives
     return time.monotonic() - started
+
+
+def longest_silence(readers: list[Reader], start: float, end: float) -> float:
+    """The longest time any reader went without a new room event between ``start`` and
+    ``end``: how long a fault held delivery up, under steady load."""
+    longest = 0.0
+    for reader in readers:
+        times = [start, *(t for t in reader.arrived if start < t < end), end]
+        longest = max(longest, *(later - earlier for earlier, later in itertools.pairwise(times)))
+    return longest
 
 
 def check_exactly_once_in_order(reader: Reader, first_seq: int, last_seq: int) -> None:

@@ -177,16 +177,32 @@ class OwnRedisCluster:
 
     def master_of(self, slot: int) -> ClusterNode:
         """The living master serving ``slot``."""
+        master = self.serving(slot)
+        if master is None:
+            raise AssertionError(f"no master serves slot {slot}")
+        return master
+
+    def serving(self, slot: int) -> ClusterNode | None:
+        """The master serving ``slot`` as the cluster sees it now (None: none)."""
         for line in self._cli_run("cluster", "nodes", port=self.living()[0].port).splitlines():
             fields = line.split()
-            if "master" not in fields[2] or "fail" in fields[2]:
+            if "master" not in fields[2] or "fail" in fields[2] or "disconnected" in fields:
                 continue
             for ranges in fields[8:]:
                 low, _, high = ranges.partition("-")
                 if low.isdigit() and int(low) <= slot <= int(high or low):
                     port = int(fields[1].split(":")[1].split("@")[0])
                     return next(n for n in self.nodes if n.port == port)
-        raise AssertionError(f"no master serves slot {slot}")
+        return None
+
+    def wait_promoted(self, slot: int, victim: ClusterNode) -> None:
+        """Until a master other than ``victim`` serves ``slot`` and the cluster is ok."""
+        deadline = time.monotonic() + START_DEADLINE
+        while self.serving(slot) in (None, victim):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no replica took over slot {slot} from {victim.address}")
+            time.sleep(0.05)  # an election under way: polled, as redis-cli does
+        self.wait_ok()
 
     def keyslot(self, key: str) -> int:
         """``CLUSTER KEYSLOT`` of a key (or shard channel)."""
