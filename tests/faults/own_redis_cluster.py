@@ -25,7 +25,7 @@ NODE_TIMEOUT_MS = 1000
 """How long a master may be silent before its replica is promoted (``cluster-node-timeout``)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class ClusterNode:
     """One redis-server of the cluster."""
 
@@ -184,16 +184,29 @@ class OwnRedisCluster:
 
     def serving(self, slot: int) -> ClusterNode | None:
         """The master serving ``slot`` as the cluster sees it now (None: none)."""
+        for node, slots in self._slot_map().items():
+            if slot in slots:
+                return node
+        return None
+
+    def slots_of(self, node: ClusterNode) -> set[int]:
+        """The slots ``node`` serves as a master now."""
+        return self._slot_map().get(node, set())
+
+    def _slot_map(self) -> dict[ClusterNode, set[int]]:
+        """Each healthy master's slots, from ``CLUSTER NODES`` of a living node."""
+        by_port = {n.port: n for n in self.nodes}
+        served: dict[ClusterNode, set[int]] = {}
         for line in self._cli_run("cluster", "nodes", port=self.living()[0].port).splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2] or "disconnected" in fields:
                 continue
+            node = by_port[int(fields[1].split(":")[1].split("@")[0])]
             for ranges in fields[8:]:
                 low, _, high = ranges.partition("-")
-                if low.isdigit() and int(low) <= slot <= int(high or low):
-                    port = int(fields[1].split(":")[1].split("@")[0])
-                    return next(n for n in self.nodes if n.port == port)
-        return None
+                if low.isdigit():
+                    served.setdefault(node, set()).update(range(int(low), int(high or low) + 1))
+        return served
 
     def wait_promoted(self, slot: int, victim: ClusterNode) -> None:
         """Until a master other than ``victim`` serves ``slot`` and the cluster is ok."""

@@ -93,6 +93,15 @@ BROKER_LAG = Histogram(
     "From the commit of an event to the broker delivering it back (publishing instance)",
     buckets=LATENCY_BUCKETS,
 )
+BROKER_SHARD_CHANNELS = Gauge(
+    "cmschat_broker_shard_channels",
+    "Redis Cluster shard channels subscribed right now (summed over worker processes)",
+    multiprocess_mode="livesum",
+)
+BROKER_RESUBSCRIBED = Counter(
+    "cmschat_broker_resubscriptions_total",
+    "Shard channels subscribed again after their master failed or their slot moved",
+)
 
 DB_QUERY = Histogram(
     "cmschat_db_query_duration_seconds",

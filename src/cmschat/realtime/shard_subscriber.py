@@ -30,6 +30,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
+from cmschat.observability import instruments as m
+
 log = logging.getLogger(__name__)
 
 PING_SECONDS = 1.0
@@ -96,6 +98,8 @@ class ShardSubscriber:
         self._nodes: dict[str, _Node] = {}
         self._placed: dict[str, _Node] = {}
         self._confirmed: set[str] = set()
+        self._lost: set[str] = set()
+        """Channels whose subscription broke and is not yet renewed."""
         self._changed = asyncio.Event()
         self._reload = False
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +141,10 @@ class ShardSubscriber:
                 await task
         for node in list(self._nodes.values()):
             await self._close_node(node)
+        self._nodes.clear()
+        m.BROKER_SHARD_CHANNELS.dec(len(self._confirmed))
+        self._confirmed.clear()
+        self._placed.clear()
         self._task = None
 
     async def _run(self) -> None:
@@ -202,11 +210,10 @@ class ShardSubscriber:
         return node
 
     async def _drop(self, channel: str) -> None:
-        node = self._placed.pop(channel, None)
-        self._confirmed.discard(channel)
+        self._lost.discard(channel)
+        node = self._unplace(channel, lost=False)
         if node is None:
             return
-        node.channels.discard(channel)
         if not node.channels:
             self._nodes.pop(node.name, None)
             await self._close_node(node)
@@ -259,13 +266,22 @@ class ShardSubscriber:
         if self._placed.get(channel) is not node or channel in self._confirmed:
             return
         self._confirmed.add(channel)
+        m.BROKER_SHARD_CHANNELS.inc()
+        if channel in self._lost:
+            self._lost.discard(channel)
+            m.BROKER_RESUBSCRIBED.inc()
         self._on_subscribed(channel)
 
-    def _unplace(self, channel: str) -> None:
+    def _unplace(self, channel: str, *, lost: bool = True) -> _Node | None:
         node = self._placed.pop(channel, None)
-        self._confirmed.discard(channel)
+        if channel in self._confirmed:
+            self._confirmed.discard(channel)
+            m.BROKER_SHARD_CHANNELS.dec()
+        if lost and channel in self._wanted:
+            self._lost.add(channel)
         if node is not None:
             node.channels.discard(channel)
+        return node
 
     def _lose(self, node: _Node) -> None:
         """Forget a failed node: its channels are placed again, after a slot map reload."""
