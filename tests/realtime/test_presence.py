@@ -1,5 +1,6 @@
-"""Presence across instances (issue 18 point 3), on the real Redis: each ``RedisPresence``
-on one prefix is one instance, with its own hub of connections."""
+"""Presence across instances (issue 18 point 3), on the real Redis and on a Redis Cluster
+the tests start: each ``RedisPresence`` on one prefix is one instance, with its own hub of
+connections."""
 
 from __future__ import annotations
 
@@ -8,20 +9,27 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from cmschat.realtime.connections import Connection, Hub
 from cmschat.realtime.presence import LocalPresence, RedisPresence
 from tests import support
+from tests.faults.own_redis_cluster import OwnRedisCluster, shared_redis_cluster  # noqa: F401
 from tests.processes import free_port
 
 WITHIN = 10.0
 
 
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(support.REDIS_URL)
-    yield client
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Redis]:
+    """One Redis, or a cluster (every presence key in one hash slot: scripts must work)."""
+    client: Redis | RedisCluster
+    if request.param == "redis-cluster":
+        cluster: OwnRedisCluster = request.getfixturevalue("shared_redis_cluster")
+        client = RedisCluster.from_url(cluster.url)
+    else:
+        client = Redis.from_url(support.REDIS_URL)
+    yield client  # type: ignore[misc]  # the calls used here behave alike on both
     await client.aclose()
 
 

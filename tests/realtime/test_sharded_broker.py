@@ -12,15 +12,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import RedisCluster
 
 from cmschat.accounts.ratelimit import Limit, MemoryFailureCounter, RedisFailureCounter
+from cmschat.chat.ratelimit import RedisSendLimiter
 from cmschat.clock import SystemClock
 from cmschat.events import SESSION_ENDED
 from cmschat.realtime import shard_subscriber
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection, Hub
 from cmschat.realtime.sharded_broker import ShardedBroker
+from cmschat.redis_clients import redis_client
+from cmschat.settings import Settings
 from tests.faults.own_redis_cluster import (  # noqa: F401 - fixtures
     OwnRedisCluster,
     own_redis_cluster,
@@ -212,7 +216,7 @@ async def test_shared_counts_keep_their_keys_in_one_slot(
     shared_redis_cluster: OwnRedisCluster,  # noqa: F811
 ) -> None:
     """Sign-in throttling counts several keys in one script: on a cluster they must share a
-    hash slot (a CROSSSLOT error otherwise)."""
+    hash slot (a CROSSSLOT error otherwise). The send rate's buckets work there too."""
     counter = RedisFailureCounter(cluster_client, MemoryFailureCounter(SystemClock()))
     try:
         limits = [Limit("account:ann", 2), Limit("address:10.0.0.1", 5)]
@@ -220,6 +224,10 @@ async def test_shared_counts_keep_their_keys_in_one_slot(
         assert (await counter.take(limits, window=60)).retry_after == 0
         assert (await counter.take(limits, window=60)).retry_after > 0
         assert await cluster_client.get("cmschat:{loginfail}:account:ann") == b"3"
+        sends = RedisSendLimiter(
+            cluster_client, SystemClock(), rate=0.001, burst=2, prefix="cmschat:sendrate:"
+        )
+        assert [await sends.take(7) > 0 for _ in range(3)] == [False, False, True]
     finally:
         await cluster_client.aclose()
 
@@ -306,3 +314,11 @@ async def test_the_control_channel_s_master_killed_catches_everything_up(
         )
         await one.broker.publish([ended])
         await two.until(lambda: ben.ended, "ended")
+
+
+def test_a_cluster_needs_a_node_to_start_from() -> None:
+    with pytest.raises(ValidationError, match="CMSCHAT_REDIS_CLUSTER: set CMSCHAT_REDIS_URL"):
+        Settings(environment="test", redis_cluster=True)  # type: ignore[arg-type]
+    chosen = Settings(environment="test", redis_cluster=True, redis_url="redis://10.0.0.5:7000")  # type: ignore[arg-type]
+    assert isinstance(redis_client(chosen), RedisCluster)
+    assert not isinstance(redis_client(Settings(redis_url="redis://10.0.0.5:6379")), RedisCluster)
