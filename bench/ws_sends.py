@@ -20,6 +20,13 @@ Run::
     .venv/bin/python bench/ws_sends.py --db sqlite --senders 200 --rooms 20 --duration 20
     .venv/bin/python bench/ws_sends.py --db mariadb --workers 2 --senders 200 --rooms 20 \
         --duration 20
+    .venv/bin/python bench/ws_sends.py --db mariadb --workers 4 --redis-cluster-masters 3
+
+``--redis-cluster-masters N`` starts a Redis Cluster of N masters of its own
+(``bench/redis_cluster.py``) and runs the server on it (``CMSCHAT_REDIS_CLUSTER``); Redis's
+figures (bytes, CPU, calls) are then summed over its nodes. MariaDB's own counters
+(``SHOW GLOBAL STATUS``: commits, statements, bytes, data written) are read over the same
+window and given per send.
 """
 
 from __future__ import annotations
@@ -32,13 +39,16 @@ import multiprocessing
 import os
 import secrets
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import children
 import common
 import raw_ws
+import redis_cluster
 
 Member = tuple[int, str, int]
 """A client: its index, its bearer token, its room id."""
@@ -236,36 +246,99 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-async def _redis_counters(url: str | None) -> dict[str, int]:
-    if url is None:
-        return {}
+REDIS_COUNTED = ("publish", "spublish", "evalsha", "ssubscribe", "sunsubscribe")
+"""Commands counted per send (the broker's, presence's and the limits' scripts)."""
+
+
+async def _redis_counters(urls: list[str]) -> dict[str, float]:
+    """Summed over the Redis servers (every node of a cluster): bytes, CPU, commands."""
     import redis.asyncio as redis
 
-    client = redis.from_url(url)
+    totals: dict[str, float] = {}
+    for url in urls:
+        client = redis.from_url(url)
+        try:
+            stats = await client.info("stats")
+            commands = await client.info("commandstats")
+            cpu = await client.info("cpu")
+        finally:
+            await client.aclose()
+        counted = {
+            "net_input_bytes": int(stats["total_net_input_bytes"]),
+            "net_output_bytes": int(stats["total_net_output_bytes"]),
+            "cpu_seconds": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            **{
+                f"{name}_calls": int(commands.get(f"cmdstat_{name}", {}).get("calls", 0))
+                for name in REDIS_COUNTED
+            },
+            "commands": sum(int(entry["calls"]) for entry in commands.values()),
+        }
+        for key, amount in counted.items():
+            totals[key] = totals.get(key, 0) + amount
+    return totals
+
+
+async def _mariadb_counters(db: str) -> dict[str, float]:
+    """MariaDB's own counters (the whole server: nothing else should run meanwhile)."""
+    if db != "mariadb":
+        return {}
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(common.MARIADB_URL + "/")
+    names = ("Com_commit", "Questions", "Bytes_received", "Bytes_sent", "Innodb_data_written")
     try:
-        stats = await client.info("stats")
-        commands = await client.info("commandstats")
+        async with engine.connect() as connection:
+            rows = await connection.execute(text("SHOW GLOBAL STATUS"))
+            status = {str(name): str(value) for name, value in rows}
     finally:
-        await client.aclose()
-    return {
-        "net_input_bytes": int(stats["total_net_input_bytes"]),
-        "net_output_bytes": int(stats["total_net_output_bytes"]),
-        "publish_calls": int(commands.get("cmdstat_publish", {}).get("calls", 0)),
-    }
+        await engine.dispose()
+    return {name: float(status.get(name, 0)) for name in names}
+
+
+def _per_send(before: dict[str, float], after: dict[str, float], sends: int) -> dict[str, float]:
+    return {key: (after[key] - before[key]) / sends for key in before if key in after}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.senders % args.rooms:
         raise SystemExit("--senders must be a multiple of --rooms")
-    per_room = args.senders // args.rooms
     redis_url = args.redis_url if args.db == "mariadb" else None
     if args.workers > 1 and args.db == "sqlite":
         raise SystemExit("--workers 2 needs --db mariadb (and Redis)")
+    if args.redis_cluster_masters and args.db != "mariadb":
+        raise SystemExit("--redis-cluster-masters needs --db mariadb")
+    if not args.redis_cluster_masters:
+        return await _measure(args, redis_url, [redis_url] if redis_url else [], {})
+    with _redis_cluster(args.redis_cluster_masters) as cluster:
+        nodes = [f"redis://127.0.0.1:{node.port}/0" for node in cluster.nodes]
+        return await _measure(args, cluster.url, nodes, {"CMSCHAT_REDIS_CLUSTER": "true"})
+
+
+@contextlib.contextmanager
+def _redis_cluster(masters: int) -> Iterator[redis_cluster.OwnRedisCluster]:
+    """A cluster of ``masters`` masters (no replicas) of the bench's own, for the run."""
+    with tempfile.TemporaryDirectory(prefix="bench-redis-cluster-") as directory:
+        cluster = redis_cluster.OwnRedisCluster(Path(directory), masters=masters, replicas=0)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+async def _measure(
+    args: argparse.Namespace, redis_url: str | None, redis_urls: list[str], extra: dict[str, str]
+) -> dict[str, Any]:
+    per_room = args.senders // args.rooms
     common.raise_nofile_limit()
     result: dict[str, Any] = {
         "tool": "ws_sends",
         "db": args.db,
         "workers": args.workers,
+        "redis": f"cluster of {args.redis_cluster_masters} masters"
+        if args.redis_cluster_masters
+        else "one server",
         "senders": args.senders,
         "rooms": args.rooms,
         "room_size": per_room,
@@ -281,6 +354,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra_env = {
         "CMSCHAT_WORKERS": str(args.workers),
         "CMSCHAT_REDIS_PREFIX": f"bench{secrets.token_hex(4)}",
+        **extra,
         **dict(args.env),
     }
     async with common.environment(
@@ -328,7 +402,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, start_epoch + args.warmup - time.time()))
         server0, others = server.cpu_seconds(), common.find_pids()
         others0, machine0 = common.cpu_of(others), common.machine_cpu_seconds()
-        redis0 = await _redis_counters(redis_url)
+        redis0 = await _redis_counters(redis_urls)
+        maria0 = await _mariadb_counters(args.db)
         profiler = None
         if args.profile:
             out_path = Path(args.profile_dir) / f"ws_sends-{args.db}-{args.workers}w.txt"
@@ -338,7 +413,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, start_epoch + args.warmup + args.duration - time.time()))
         server_cpu = server.cpu_seconds() - server0
         others1, machine_cpu = common.cpu_of(others), common.machine_cpu_seconds() - machine0
-        redis1 = await _redis_counters(redis_url)
+        redis1 = await _redis_counters(redis_urls)
+        maria1 = await _mariadb_counters(args.db)
         loop = asyncio.get_running_loop()
         parts = [await loop.run_in_executor(None, out.get) for _ in generators]
         for child in generators:
@@ -383,14 +459,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     )
     if redis0 and sends:
-        # Shared Redis: other users' traffic lands here too (compare publish_calls).
-        result["redis_publish_calls"] = redis1["publish_calls"] - redis0["publish_calls"]
-        result["redis_in_bytes_per_send"] = (
-            redis1["net_input_bytes"] - redis0["net_input_bytes"]
-        ) / sends
-        result["redis_out_bytes_per_send"] = (
-            redis1["net_output_bytes"] - redis0["net_output_bytes"]
-        ) / sends
+        # A shared Redis: other users' traffic lands here too (compare the calls).
+        result["redis_per_send"] = _per_send(redis0, redis1, sends)
+        result["redis_cpu_us_per_send"] = 1e6 * result["redis_per_send"]["cpu_seconds"]
+    if maria0 and sends:
+        result["mariadb_per_send"] = _per_send(maria0, maria1, sends)
     common.print_table((k, v) for k, v in result.items())
     if profiler is not None:
         summary = profiler.summary()
@@ -414,7 +487,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=8, help="sends outstanding per connection")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
     parser.add_argument("--db", choices=("sqlite", "mariadb"), default="sqlite")
-    parser.add_argument("--workers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--workers", type=int, choices=(1, 2, 4), default=1)
+    parser.add_argument(
+        "--redis-cluster-masters",
+        type=int,
+        default=0,
+        help="run on a Redis Cluster of this many masters the bench starts (0: --redis-url)",
+    )
     parser.add_argument("--redis-url", default=common.REDIS_URL, help="used with --db mariadb")
     parser.add_argument("--duration", type=float, default=20, help="measured seconds (max 240)")
     parser.add_argument("--warmup", type=float, default=3)

@@ -54,6 +54,22 @@ def test_ws_sends_every_ack_stored_and_delivered_once_in_order(tmp_path: Path, d
     assert got["closed_early"] == 0
 
 
+def test_ws_sends_on_a_redis_cluster_with_two_workers(tmp_path: Path) -> None:
+    """The scale-out measurement's set-up: a cluster the bench starts, workers meeting there."""
+    support.mariadb_available()
+    got = run_bench(
+        tmp_path, "ws_sends", "--db", "mariadb", "--workers", "2", "--redis-cluster-masters", "3",
+        "--senders", "20", "--rooms", "4", *SHORT,
+    )  # fmt: skip
+    assert got["redis"] == "cluster of 3 masters"
+    assert got["acked"] > 0 and got["errors"] == 0 and got["acked_equals_stored"] is True
+    assert got["lost_deliveries"] == got["duplicated"] == got["gaps"] == got["reordered"] == 0
+    # The events crossed the cluster on shard channels, and MariaDB's counters were read.
+    assert got["redis_per_send"]["spublish_calls"] > 0
+    assert got["redis_per_send"]["publish_calls"] == 0
+    assert got["mariadb_per_send"]["Com_commit"] > 0
+
+
 def test_ws_load_delivers_every_message_once_in_order(tmp_path: Path) -> None:
     got = run_bench(
         tmp_path, "ws_load", "--clients", "20", "--rooms", "4", "--rate", "40", *SHORT,

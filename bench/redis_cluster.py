@@ -1,0 +1,266 @@
+"""A Redis Cluster on spare ports, for the suite's fault tests and the benchmarks.
+
+Started from Debian's ``redis-server`` (7.0) and joined with ``redis-cli --cluster create``
+(masters with replicas), as an operator would, or by hand for fewer than three masters
+without replicas; a master can be killed to watch its replica take over. The node time-out
+is one second so that a failover takes a few seconds, not the default fifteen. Standard
+library only: the suite imports it as ``bench.redis_cluster``, the bench tools as
+``redis_cluster``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__:
+    from bench import children
+else:
+    import children
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+START_DEADLINE = 60.0
+NODE_TIMEOUT_MS = 1000
+"""How long a master may be silent before its replica is promoted (``cluster-node-timeout``)."""
+
+
+@dataclass(eq=False)
+class ClusterNode:
+    """One redis-server of the cluster."""
+
+    port: int
+    bus_port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as ``redis-cli --cluster`` takes it."""
+        return f"127.0.0.1:{self.port}"
+
+
+class OwnRedisCluster:
+    """Six redis-server processes joined into one cluster (three masters, one replica each)."""
+
+    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            raise FileNotFoundError("redis-server and redis-cli (Debian's redis-server)")
+        self._server, self._cli = server, cli
+        self._masters, self._replicas = masters, replicas
+        self.nodes = [
+            ClusterNode(free_port(), free_port(), directory / f"node-{index}")
+            for index in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of one node: a client learns the rest from it."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        """Start every node, join them, and wait until every node says the cluster is ok."""
+        for node in self.nodes:
+            node.directory.mkdir(parents=True, exist_ok=True)
+            self._start(node)
+        for node in self.nodes:
+            self._wait_answering(node)
+        if self._replicas or self._masters >= 3:
+            self._cli_run(
+                "--cluster",
+                "create",
+                *(node.address for node in self.nodes),
+                "--cluster-replicas",
+                str(self._replicas),
+                "--cluster-yes",
+            )
+        else:
+            self._join_masters()  # redis-cli creates three masters at least
+        self.wait_ok()
+        self.wait_replicas_synced()
+
+    def _start(self, node: ClusterNode) -> None:
+        node.process = subprocess.Popen(  # noqa: S603 - the Debian binary, fixed options
+            [
+                self._server,
+                *("--port", str(node.port)),
+                *("--cluster-port", str(node.bus_port)),
+                *("--bind", "127.0.0.1"),
+                *("--cluster-enabled", "yes"),
+                *("--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
+                *("--save", ""),
+                *("--appendonly", "no"),
+                *("--dir", str(node.directory)),
+                *("--logfile", "redis.log"),
+                # A replica syncs as soon as it asks (default: 5 s later), so the cluster
+                # is ready for a failover moments after it starts.
+                *("--repl-diskless-sync-delay", "0"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=children.with_parent(),
+        )
+
+    def _join_masters(self) -> None:
+        """Masters only, each with an equal range of the 16,384 slots."""
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            self._cli_run("cluster", "meet", "127.0.0.1", str(node.port), port=first.port)
+        share = 16384 // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            low = index * share
+            high = 16383 if node is self.nodes[-1] else low + share - 1
+            self._cli_run("cluster", "addslotsrange", str(low), str(high), port=node.port)
+
+    def _cli_run(self, *args: str, port: int | None = None) -> str:
+        command = [self._cli, *("-p", str(port))] if port is not None else [self._cli]
+        result = subprocess.run(  # noqa: S603 - the Debian binary, fixed options
+            [*command, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            preexec_fn=children.with_parent(),
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def _wait_answering(self, node: ClusterNode) -> None:
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            probe = subprocess.run(  # noqa: S603 - the Debian binary, fixed options
+                [self._cli, "-p", str(node.port), "ping"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+                preexec_fn=children.with_parent(),
+            )
+            if probe.stdout.strip() == "PONG":
+                return
+            if (node.process and node.process.poll() is not None) or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on {node.port}")
+            time.sleep(0.05)  # a starting server: there is no event to wait on
+
+    def info(self, port: int, section: str = "info") -> dict[str, str]:
+        """``CLUSTER INFO`` (or ``INFO <section>``) of one node as a dict."""
+        args = ("cluster", "info") if section == "info" else ("info", section)
+        text = self._cli_run(*args, port=port)
+        fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in fields}
+
+    def living(self) -> list[ClusterNode]:
+        """The nodes whose process runs."""
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def wait_ok(self, deadline_seconds: float = START_DEADLINE) -> None:
+        """Until every living node reports ``cluster_state:ok`` with all slots served."""
+        deadline = time.monotonic() + deadline_seconds
+        while True:
+            states = [self.info(node.port) for node in self.living()]
+            if all(
+                s.get("cluster_state") == "ok" and s.get("cluster_slots_ok") == "16384"
+                for s in states
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster is not ok: {states}")
+            time.sleep(0.1)  # a cluster agreeing on its state: polled, as redis-cli does
+
+    def wait_replicas_synced(self) -> None:
+        """Until every replica's link to its master is up: a replica that has not synced
+        yet cannot take over when its master dies."""
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            links = [self.info(n.port, "replication") for n in self.living()]
+            if all(
+                link.get("master_link_status") == "up" for link in links if link["role"] == "slave"
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster replicas did not sync: {links}")
+            time.sleep(0.1)  # replication starting: polled, as redis-cli does
+
+    def masters(self) -> list[ClusterNode]:
+        """The living nodes that are masters now."""
+        return [n for n in self.living() if self.info(n.port, "replication")["role"] == "master"]
+
+    def master_of(self, slot: int) -> ClusterNode:
+        """The living master serving ``slot``."""
+        master = self.serving(slot)
+        if master is None:
+            raise AssertionError(f"no master serves slot {slot}")
+        return master
+
+    def serving(self, slot: int) -> ClusterNode | None:
+        """The master serving ``slot`` as the cluster sees it now (None: none)."""
+        for node, slots in self._slot_map().items():
+            if slot in slots:
+                return node
+        return None
+
+    def slots_of(self, node: ClusterNode) -> set[int]:
+        """The slots ``node`` serves as a master now."""
+        return self._slot_map().get(node, set())
+
+    def _slot_map(self) -> dict[ClusterNode, set[int]]:
+        """Each healthy master's slots, from ``CLUSTER NODES`` of a living node."""
+        by_port = {n.port: n for n in self.nodes}
+        served: dict[ClusterNode, set[int]] = {}
+        for line in self._cli_run("cluster", "nodes", port=self.living()[0].port).splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2] or "disconnected" in fields:
+                continue
+            node = by_port[int(fields[1].split(":")[1].split("@")[0])]
+            for ranges in fields[8:]:
+                low, _, high = ranges.partition("-")
+                if low.isdigit():
+                    served.setdefault(node, set()).update(range(int(low), int(high or low) + 1))
+        return served
+
+    def wait_promoted(self, slot: int, victim: ClusterNode) -> None:
+        """Until a master other than ``victim`` serves ``slot`` and the cluster is ok."""
+        deadline = time.monotonic() + START_DEADLINE
+        while self.serving(slot) in (None, victim):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica took over slot {slot} from {victim.address}")
+            time.sleep(0.05)  # an election under way: polled, as redis-cli does
+        self.wait_ok()
+
+    def keyslot(self, key: str) -> int:
+        """``CLUSTER KEYSLOT`` of a key (or shard channel)."""
+        return int(self._cli_run("cluster", "keyslot", key, port=self.living()[0].port))
+
+    def shard_subscribers(self, channel: str) -> int:
+        """``PUBSUB SHARDNUMSUB``: connections subscribed to ``channel`` on its master."""
+        master = self.master_of(self.keyslot(channel))
+        answer = self._cli_run("pubsub", "shardnumsub", channel, port=master.port).split()
+        return int(answer[-1])
+
+    def kill(self, node: ClusterNode) -> None:
+        """SIGKILL one node: its connections drop at once."""
+        if node.process is None:
+            raise RuntimeError(f"{node.address} was never started")
+        node.process.kill()
+        node.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Every node gone."""
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.kill()
+                node.process.wait(timeout=10)
