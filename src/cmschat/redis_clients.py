@@ -10,14 +10,17 @@ subscribes to only for the rooms its connections follow (``ShardedBroker``).
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cmschat.realtime.broker import Broker, RedisBroker
 from cmschat.realtime.connections import Hub
+from cmschat.realtime.shard_subscriber import Connect
 from cmschat.realtime.sharded_broker import ShardedBroker
 from cmschat.settings import Settings
 
@@ -72,12 +75,32 @@ def redis_client(settings: Settings) -> RedisClient:
     )
 
 
+def node_clients(url: str) -> Connect:
+    """Clients for single nodes of the cluster ``url`` names, with its credentials and TLS,
+    for the broker's subscriptions. No retries: a command that fails must raise, not
+    reconnect and resubscribe quietly (messages would be missed unnoticed)."""
+    parts = urlsplit(url)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+
+    def connect(host: str, port: int) -> Redis:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        netloc = f"{userinfo}@{where}" if userinfo else where
+        return Redis.from_url(
+            urlunsplit(parts._replace(netloc=netloc)),
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=5.0,
+            socket_timeout=5.0,
+            socket_keepalive=True,
+        )
+
+    return connect
+
+
 def redis_broker(settings: Settings, redis: RedisClient, hub: Hub | None = None) -> Broker:
     """The broker between instances on ``redis``: shard channels on a cluster, else one
     channel. ``hub``: this instance's connections (none: a command that only publishes)."""
     channel = f"{settings.redis_prefix}:events"
     if isinstance(redis, RedisCluster):
-        return ShardedBroker(
-            redis, settings.redis_url or "", hub, channel=channel, shards=settings.redis_shards
-        )
+        connect = node_clients(settings.redis_url or "")
+        return ShardedBroker(redis, connect, hub, channel=channel, shards=settings.redis_shards)
     return RedisBroker(redis, channel=channel)

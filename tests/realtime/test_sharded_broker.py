@@ -23,7 +23,7 @@ from cmschat.realtime import shard_subscriber
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import CATCH_UP, CLOSE_SESSION_ENDED, Connection, Hub
 from cmschat.realtime.sharded_broker import ShardedBroker
-from cmschat.redis_clients import redis_client
+from cmschat.redis_clients import node_clients, redis_client
 from cmschat.settings import Settings
 from tests.faults.own_redis_cluster import (  # noqa: F401 - fixtures
     OwnRedisCluster,
@@ -49,7 +49,9 @@ class Instance:
 
     def __init__(self, cluster: RedisCluster, url: str) -> None:
         self.hub = Hub()
-        self.broker = ShardedBroker(cluster, url, self.hub, channel=CHANNEL, shards=SHARDS)
+        self.broker = ShardedBroker(
+            cluster, node_clients(url), self.hub, channel=CHANNEL, shards=SHARDS
+        )
         self.heard: list[Envelope] = []
         self.reconnects = 0
         self._changed = asyncio.Event()

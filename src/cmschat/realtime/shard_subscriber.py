@@ -22,12 +22,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 from cmschat.observability import instruments as m
@@ -42,29 +39,8 @@ LINGER_SECONDS = 10.0
 """A channel no longer wanted stays subscribed this long."""
 
 Connect = Callable[[str, int], Redis]
-"""A client for one node, by host and port."""
-
-
-def node_clients(url: str) -> Connect:
-    """Clients for single nodes of the cluster ``url`` names, with its credentials and TLS.
-
-    No retries: a command that fails must raise, not reconnect and resubscribe quietly.
-    """
-    parts = urlsplit(url)
-    userinfo, _, _ = parts.netloc.rpartition("@")
-
-    def connect(host: str, port: int) -> Redis:
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        netloc = f"{userinfo}@{where}" if userinfo else where
-        return Redis.from_url(
-            urlunsplit(parts._replace(netloc=netloc)),
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5.0,
-            socket_timeout=5.0,
-            socket_keepalive=True,
-        )
-
-    return connect
+"""A client for one node, by host and port, that never retries on its own: a command that
+fails must raise, not reconnect and resubscribe quietly (``redis_clients.node_clients``)."""
 
 
 class _Node:

@@ -36,7 +36,7 @@ from cmschat.realtime.broker import (
     deliver_message,
 )
 from cmschat.realtime.connections import Hub
-from cmschat.realtime.shard_subscriber import ShardSubscriber, node_clients
+from cmschat.realtime.shard_subscriber import Connect, ShardSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ShardedBroker:
     def __init__(
         self,
         cluster: RedisCluster,
-        url: str,
+        connect: Connect,
         hub: Hub | None,
         *,
         channel: str,
@@ -80,7 +80,7 @@ class ShardedBroker:
         self._rooms: dict[int, set[int]] = {}
         """Per shard: the rooms this instance's connections follow in it."""
         self._subscriber = ShardSubscriber(
-            cluster, node_clients(url), on_message=self._received, on_subscribed=self._subscribed
+            cluster, connect, on_message=self._received, on_subscribed=self._subscribed
         )
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=backlog)
         """(channel, encoded envelope) waiting for the next batch."""
