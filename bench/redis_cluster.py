@@ -11,6 +11,7 @@ library only: the suite imports it as ``bench.redis_cluster``, the bench tools a
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -44,6 +45,7 @@ class ClusterNode:
     bus_port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    frozen: bool = False
 
     @property
     def address(self) -> str:
@@ -76,7 +78,15 @@ class OwnRedisCluster:
             node.directory.mkdir(parents=True, exist_ok=True)
             self._start(node)
         for node in self.nodes:
-            self._wait_answering(node)
+            for _attempt in range(3):
+                if self._answers(node):
+                    break
+                # Its port or bus port taken since it was chosen (free ports race with
+                # whatever else starts on the machine): new ones.
+                node.port, node.bus_port = free_port(), free_port()
+                self._start(node)
+            else:
+                raise RuntimeError(f"redis-server did not start: {node.directory}/redis.log")
         if self._replicas or self._masters >= 3:
             self._cli_run(
                 "--cluster",
@@ -139,7 +149,8 @@ class OwnRedisCluster:
             raise RuntimeError(f"redis-cli {' '.join(args)} failed: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def _wait_answering(self, node: ClusterNode) -> None:
+    def _answers(self, node: ClusterNode) -> bool:
+        """Wait until ``node`` answers PING (True), or its process exited (False)."""
         deadline = time.monotonic() + START_DEADLINE
         while True:
             probe = subprocess.run(  # noqa: S603 - the Debian binary, fixed options
@@ -151,9 +162,11 @@ class OwnRedisCluster:
                 preexec_fn=children.with_parent(),
             )
             if probe.stdout.strip() == "PONG":
-                return
-            if (node.process and node.process.poll() is not None) or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on {node.port}")
+                return True
+            if node.process is None or node.process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer on {node.port}")
             time.sleep(0.05)  # a starting server: there is no event to wait on
 
     def info(self, port: int, section: str = "info") -> dict[str, str]:
@@ -164,8 +177,12 @@ class OwnRedisCluster:
         return {key.strip(): value.strip() for key, value in fields}
 
     def living(self) -> list[ClusterNode]:
-        """The nodes whose process runs."""
-        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+        """The nodes whose process runs (and is not frozen)."""
+        return [
+            n
+            for n in self.nodes
+            if n.process is not None and n.process.poll() is None and not n.frozen
+        ]
 
     def wait_ok(self, deadline_seconds: float = START_DEADLINE) -> None:
         """Until every living node reports ``cluster_state:ok`` with all slots served."""
@@ -257,6 +274,19 @@ class OwnRedisCluster:
             raise RuntimeError(f"{node.address} was never started")
         node.process.kill()
         node.process.wait(timeout=10)
+
+    def freeze(self, node: ClusterNode) -> None:
+        """SIGSTOP one node: its connections stay open and nothing answers."""
+        if node.process is None:
+            raise RuntimeError(f"{node.address} was never started")
+        node.process.send_signal(signal.SIGSTOP)
+        node.frozen = True
+
+    def thaw(self, node: ClusterNode) -> None:
+        """SIGCONT after a freeze: it finds its slots served by another and follows it."""
+        if node.process is not None:
+            node.process.send_signal(signal.SIGCONT)
+        node.frozen = False
 
     def stop(self) -> None:
         """Every node gone."""

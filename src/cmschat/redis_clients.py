@@ -32,6 +32,9 @@ REDIS_RETRIES = 3
 REDIS_HEALTH_CHECK_SECONDS = 5
 REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 """A command Redis has not answered in this long fails (and is retried): a stall, not a hang."""
+CLUSTER_SOCKET_TIMEOUT_SECONDS = 2.0
+"""The same on a cluster, shorter: reloading the slot map after a failover asks the nodes
+one after another, and a frozen master would hold each reload up this long."""
 
 
 def _retry() -> Retry:
@@ -56,8 +59,8 @@ def redis_client(settings: Settings) -> RedisClient:
             settings.redis_url,
             max_connections=REDIS_CONNECTIONS,
             retry=_retry(),
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
         )
     return Redis.from_pool(
@@ -87,9 +90,9 @@ def node_clients(url: str) -> Connect:
         netloc = f"{userinfo}@{where}" if userinfo else where
         return Redis.from_url(
             urlunsplit(parts._replace(netloc=netloc)),
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5.0,
-            socket_timeout=5.0,
+            retry=Retry(NoBackoff(), 0, supported_errors=()),
+            socket_connect_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
         )
 

@@ -1,20 +1,16 @@
 """The hub: which local connection follows which room, and handing events to them.
 
 The hub only routes. Each connection has a bounded queue drained by its own sender task
-(see delivery.py), which enforces per-room order and repairs gaps from the database; a
-connection whose queue is full is too slow to keep up and is closed (1013) instead of
-letting memory grow.
-
-Session events (a token revoked, an account changed) are not sent on: they close the
-matching connections at once (4001/4002, see docs/realtime.md), and from then on nothing
-more is queued for, sent to or accepted from them.
+(delivery.py), which keeps each room's order and repairs gaps from the database; one whose
+queue is full is too slow and is closed (1013). Session events (a token revoked, an account
+changed) close the matching connections at once (4001/4002, docs/realtime.md), and from
+then on nothing more is queued for, sent to or accepted from them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,8 +19,6 @@ from datetime import datetime
 from cmschat.events import ACCOUNT_CHANGED, EVERYONE, SESSION_ENDED, SESSION_EVENTS
 from cmschat.realtime.broker import Envelope
 from cmschat.realtime.fanout import WritePass
-
-log = logging.getLogger(__name__)
 
 # Marker types the sender understands; never sent to clients as such.
 CATCH_UP = "_catch_up"
@@ -84,6 +78,8 @@ class Connection:
     """Called when the connection is asked to close (the endpoint stops reading)."""
     opened_after: int = 0
     """Freezes of the connections' objects run when it opened (frozen_connections.py)."""
+    catching_up: set[int] | None = None
+    """Rooms with a catch-up queued: asked again meanwhile, that one read serves both."""
 
     def offer(self, envelope: Envelope) -> None:
         """Queue an envelope; a full queue marks the connection for closing (1013)."""
@@ -154,8 +150,7 @@ class Hub:
 
     def __init__(self) -> None:
         self.counted: Callable[[Connection, int], None] = _not_counted
-        """Told of each connection opened or closed, with the number now open (the serving
-        process sets it: frozen_connections.py)."""
+        """Told of each connection opened or closed, and how many are open (frozen_connections)."""
         self.room_interest: Callable[[int, bool], None] = _not_told
         """Told of a room's first follower here (True) and its last leaving (False)."""
         self._connections = 0
@@ -247,7 +242,7 @@ class Hub:
         offer_each(list(self._by_room.get(envelope.room_id, ())), envelope)
         # The room's next events may have come (from another instance, or on another
         # channel) before this one and passed the joiner by: read them back.
-        offer_each(joined, _catch_up(envelope.room_id))
+        offer_catch_up(joined, envelope.room_id)
         if envelope.type == "member.left" and envelope.user_id is not None:
             for connection in self._by_user.get(envelope.user_id, ()):
                 self.unfollow(connection, envelope.room_id)
@@ -270,12 +265,12 @@ class Hub:
         self.sessions_stale.set()
         for connection in self.all_connections():
             for room_id in list(connection.rooms):
-                connection.offer(_catch_up(room_id))
+                offer_catch_up((connection,), room_id)
 
     def catch_up(self, room_ids: Iterable[int]) -> None:
         """The followers of ``room_ids`` re-read them (the broker may have missed some)."""
         for room_id in list(room_ids):
-            offer_each(list(self._by_room.get(room_id, ())), _catch_up(room_id))
+            offer_catch_up(list(self._by_room.get(room_id, ())), room_id)
 
     def close_all(self, code: int) -> None:
         """Ask every connection to close (1012 on shutdown: clients reconnect and resume)."""
@@ -283,18 +278,23 @@ class Hub:
             connection.close(code)
 
 
-def _catch_up(room_id: int) -> Envelope:
-    return Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame="")
+def offer_catch_up(connections: Iterable[Connection], room_id: int) -> None:
+    """Have each connection re-read a room from the database (once while it is queued)."""
+    envelope = Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame="")
+    for connection in connections:
+        queued = connection.catching_up
+        if queued is None:
+            queued = connection.catching_up = set()
+        elif room_id in queued:
+            continue
+        queued.add(room_id)
+        connection.offer(envelope)
 
 
-def log_slow_client(conn: Connection) -> None:
-    """Say why a slow client was closed (1013)."""
-    log.warning(
-        "closing a slow client (1013): %s, %d events queued",
-        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
-        conn.waiting(),
-        extra={
-            "event.action": "websocket.slow_client",
-            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
-        },
-    )
+def caught_up(connection: Connection, room_id: int) -> None:
+    """The sender takes a room's catch-up: a request from now on needs a read of its own."""
+    queued = connection.catching_up
+    if queued is not None:
+        queued.discard(room_id)
+        if not queued:
+            connection.catching_up = None

@@ -21,7 +21,7 @@ from cmschat.events import Published
 from cmschat.observability import instruments
 from cmschat.realtime import protocol, wire
 from cmschat.realtime.broker import Envelope
-from cmschat.realtime.connections import CATCH_UP, CLOSE_SLOW, Connection
+from cmschat.realtime.connections import CATCH_UP, CLOSE_SLOW, Connection, caught_up
 from cmschat.realtime.gap_wait import GapWait
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class Delivery:
                         return
                     await self._flush()  # then look again: more may be queued meanwhile
                 elif envelope.type == CATCH_UP:
+                    caught_up(self.conn, envelope.room_id)
                     await self._catch_up(envelope.room_id, until=None)
                 elif envelope.seq is None:
                     await self.write(envelope.frame, envelope)

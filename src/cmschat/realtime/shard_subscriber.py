@@ -24,15 +24,13 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, ResponseError
 
 from cmschat.observability import instruments as m
+from cmschat.realtime.shard_node import NodeSubscription
 
 log = logging.getLogger(__name__)
 
-PING_SECONDS = 1.0
-"""A node silent this long is pinged; silent as long again, it is given up."""
 RETRY_MAX_SECONDS = 1.0
 """Failed subscriptions are tried again at least this often."""
 LINGER_SECONDS = 10.0
@@ -41,17 +39,6 @@ LINGER_SECONDS = 10.0
 Connect = Callable[[str, int], Redis]
 """A client for one node, by host and port, that never retries on its own: a command that
 fails must raise, not reconnect and resubscribe quietly (``redis_clients.node_clients``)."""
-
-
-class _Node:
-    """One master's subscribing connection and the channels placed on it."""
-
-    def __init__(self, name: str, client: Redis) -> None:
-        self.name = name
-        self.client = client
-        self.pubsub: PubSub = client.pubsub()
-        self.channels: set[str] = set()
-        self.reader: asyncio.Task[None] | None = None
 
 
 class ShardSubscriber:
@@ -71,8 +58,8 @@ class ShardSubscriber:
         self._on_subscribed = on_subscribed
         self._wanted: set[str] = set()
         self._unwanted_at: dict[str, float] = {}
-        self._nodes: dict[str, _Node] = {}
-        self._placed: dict[str, _Node] = {}
+        self._nodes: dict[str, NodeSubscription] = {}
+        self._placed: dict[str, NodeSubscription] = {}
         self._confirmed: set[str] = set()
         self._lost: set[str] = set()
         """Channels whose subscription broke and is not yet renewed."""
@@ -108,16 +95,13 @@ class ShardSubscriber:
 
     async def close(self) -> None:
         """Unsubscribe from everything and close the connections."""
-        tasks = [self._task] if self._task is not None else []
-        tasks += [node.reader for node in self._nodes.values() if node.reader is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._task
         for node in list(self._nodes.values()):
-            await self._close_node(node)
-        self._nodes.clear()
+            self._retire(node)
+        await asyncio.gather(*self._closing)
         m.BROKER_SHARD_CHANNELS.dec(len(self._confirmed))
         self._confirmed.clear()
         self._placed.clear()
@@ -130,6 +114,7 @@ class ShardSubscriber:
                 if self._reload:
                     self._reload = False
                     await self._cluster.nodes_manager.initialize()
+                    self._unplace_misplaced()
                 await self._reconcile()
                 delay = 0.1
             except asyncio.CancelledError:
@@ -158,32 +143,56 @@ class ShardSubscriber:
 
     async def _reconcile(self) -> None:
         now = time.monotonic()
-        for channel, since in list(self._unwanted_at.items()):
-            if now - since >= LINGER_SECONDS:
+        for channel in list(self._unwanted_at):
+            since = self._unwanted_at.get(channel)  # wanted again during an earlier drop?
+            if since is not None and now - since >= LINGER_SECONDS:
                 del self._unwanted_at[channel]
                 await self._drop(channel)
+        failed: list[Exception] = []
+        failed_nodes: set[str] = set()
         for channel in sorted(self._wanted - self._placed.keys()):
-            node = self._node_serving(channel)
-            node.channels.add(channel)
+            if channel in self._placed or channel not in self._wanted:
+                continue  # changed during an earlier subscription
+            try:
+                node = self._node_serving(channel, failed_nodes)
+            except RedisClusterException as exc:
+                failed.append(exc)
+                continue
             self._placed[channel] = node
             try:
-                await node.pubsub.ssubscribe(channel)
-            except Exception:
-                self._lose(node)
-                raise
-            if node.reader is None:
-                node.reader = asyncio.create_task(self._read(node), name="cmschat-shard-reader")
+                await node.subscribe(channel)
+            except Exception as exc:
+                # This master alone: the others' channels are subscribed all the same.
+                failed.append(exc)
+                failed_nodes.add(node.name)
+                self.on_node_lost(node, exc)
+        if failed:
+            raise failed[0]
 
-    def _node_serving(self, channel: str) -> _Node:
+    def _node_serving(self, channel: str, failed_nodes: set[str]) -> NodeSubscription:
         serving = self._cluster.get_node_from_key(channel)
-        if serving is None:
+        if serving is None or serving.name in failed_nodes:
             raise RedisClusterException(f"no master serves {channel} now")
         node = self._nodes.get(serving.name)
         if node is None:
-            node = self._nodes[serving.name] = _Node(
-                serving.name, self._connect(serving.host, int(serving.port))
+            node = self._nodes[serving.name] = NodeSubscription(
+                serving.name, self._connect(serving.host, int(serving.port)), self
             )
         return node
+
+    def _unplace_misplaced(self) -> None:
+        """After a reload of the slot map: channels placed on a master that no longer
+        serves them (a failover, a resharding) are placed again where they live now."""
+        for channel, node in list(self._placed.items()):
+            try:
+                serving = self._cluster.get_node_from_key(channel)
+            except Exception:
+                serving = None
+            if serving is None or serving.name != node.name:
+                self._unplace(channel)
+                node.forget(channel)
+                if not node.channels:
+                    self._retire(node)
 
     async def _drop(self, channel: str) -> None:
         self._lost.discard(channel)
@@ -191,54 +200,52 @@ class ShardSubscriber:
         if node is None:
             return
         if not node.channels:
-            self._nodes.pop(node.name, None)
-            await self._close_node(node)
+            self._retire(node)
             return
-        with contextlib.suppress(Exception):  # a failing node is noticed by its reader
-            await node.pubsub.sunsubscribe(channel)
+        await node.unsubscribe(channel)
 
-    async def _read(self, node: _Node) -> None:
-        pinged = False
-        try:
-            while True:
-                message = await node.pubsub.get_message(timeout=PING_SECONDS)
-                if message is None:
-                    if pinged:
-                        raise TimeoutError(f"no answer to a ping in {2 * PING_SECONDS} s")
-                    await node.pubsub.ping()
-                    pinged = True
-                    continue
-                pinged = False
-                kind = message["type"]
-                if kind == "pong":
-                    continue
-                channel = message["channel"]
-                channel = channel.decode() if isinstance(channel, bytes) else channel
-                if kind == "smessage":
-                    self._on_message(channel, message["data"])
-                elif kind == "ssubscribe":
-                    self._confirm(node, channel)
-                elif kind == "sunsubscribe" and self._placed.get(channel) is node:
-                    # Not asked for: the slot moved to another master.
-                    log.warning(
-                        "Redis moved shard channel %s; subscribing where it is now", channel
-                    )
-                    self._unplace(channel)
-                    self._reload = True
-                    self._changed.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning(
-                "lost Redis Cluster node %s (%s: %s); resubscribing its %d channels",
-                node.name,
-                type(exc).__name__,
-                exc,
-                len(node.channels),
-            )
-            self._lose(node)
+    def on_node_message(self, channel: str, data: bytes) -> None:
+        """A message on a subscribed channel."""
+        self._on_message(channel, data)
 
-    def _confirm(self, node: _Node, channel: str) -> None:
+    def on_node_refused(self, node: NodeSubscription, error: ResponseError) -> None:
+        """A subscription refused (MOVED, from a stale slot map): the node itself is fine;
+        the slot map is reloaded and misplaced channels placed again."""
+        log.warning("Redis Cluster node %s refused: %s", node.name, error)
+        self._reload = True
+        self._changed.set()
+
+    def on_node_moved(self, node: NodeSubscription, channel: str) -> None:
+        """Redis unsubscribed us on its own: the channel's slot moved to another master."""
+        if self._placed.get(channel) is not node:
+            return
+        log.warning("Redis moved shard channel %s; subscribing where it is now", channel)
+        self._unplace(channel)
+        self._reload = True
+        self._changed.set()
+        if not node.channels:
+            self._retire(node)
+
+    def on_node_lost(self, node: NodeSubscription, error: Exception) -> None:
+        """A failed node: its channels are placed again, after a slot map reload."""
+        log.warning(
+            "lost Redis Cluster node %s (%s: %s); resubscribing its %d channels",
+            node.name,
+            type(error).__name__,
+            error,
+            len(node.channels),
+        )
+        for channel in list(node.channels):
+            self._unplace(channel)
+        self._retire(node)
+        self._reload = True
+        self._changed.set()
+
+    def on_node_confirmed(self, node: NodeSubscription, channel: str) -> None:
+        """Redis confirmed a subscription: reported, as new or renewed."""
+        self._confirm(node, channel)
+
+    def _confirm(self, node: NodeSubscription, channel: str) -> None:
         if self._placed.get(channel) is not node or channel in self._confirmed:
             return
         self._confirmed.add(channel)
@@ -248,7 +255,7 @@ class ShardSubscriber:
             m.BROKER_RESUBSCRIBED.inc()
         self._on_subscribed(channel)
 
-    def _unplace(self, channel: str, *, lost: bool = True) -> _Node | None:
+    def _unplace(self, channel: str, *, lost: bool = True) -> NodeSubscription | None:
         node = self._placed.pop(channel, None)
         if channel in self._confirmed:
             self._confirmed.discard(channel)
@@ -259,24 +266,10 @@ class ShardSubscriber:
             node.channels.discard(channel)
         return node
 
-    def _lose(self, node: _Node) -> None:
-        """Forget a failed node: its channels are placed again, after a slot map reload."""
-        for channel in list(node.channels):
-            self._unplace(channel)
+    def _retire(self, node: NodeSubscription) -> None:
+        """Forget a node and close its connection (in a task ``close`` waits for)."""
         if self._nodes.get(node.name) is node:
             del self._nodes[node.name]
-        closing = asyncio.create_task(self._close_node(node))
+        closing = asyncio.create_task(node.close())
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
-        self._reload = True
-        self._changed.set()
-
-    async def _close_node(self, node: _Node) -> None:
-        if node.reader is not None and node.reader is not asyncio.current_task():
-            node.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await node.reader
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await node.pubsub.aclose()  # type: ignore[no-untyped-call]
-                await node.client.aclose()

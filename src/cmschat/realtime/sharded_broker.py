@@ -28,14 +28,13 @@ from redis.asyncio import RedisCluster
 
 from cmschat.events import EVERYONE, MEMBER_CHANGED, SESSION_EVENTS, USER_CHANGED
 from cmschat.realtime.broker import (
-    BATCH_MAX,
-    RECONNECT_MAX_DELAY_SECONDS,
     URGENT_TIMEOUT_SECONDS,
     Deliver,
     Envelope,
     deliver_message,
 )
 from cmschat.realtime.connections import Hub
+from cmschat.realtime.shard_publisher import Outgoing, ShardPublisher
 from cmschat.realtime.shard_subscriber import Connect, ShardSubscriber
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,7 @@ class ShardedBroker:
         self._subscriber = ShardSubscriber(
             cluster, connect, on_message=self._received, on_subscribed=self._subscribed
         )
+        self._publisher = ShardPublisher(cluster, connect)
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=backlog)
         """(channel, encoded envelope) waiting for the next batch."""
         self._prefix = secrets.token_hex(6) + "\n"
@@ -160,12 +160,16 @@ class ShardedBroker:
         urgent = [e for e in envelopes if e.type in SESSION_EVENTS]
         if urgent:
             body = self._prefix + "\n".join(e.encode() for e in urgent)
+            groups, unserved = self._publisher.groups([self._control])
             try:
                 async with asyncio.timeout(URGENT_TIMEOUT_SECONDS):
-                    await self._cluster.spublish(self._control, body)
-            except Exception:
+                    for node, _ in groups:
+                        unserved |= await self._publisher.publish_on(node, {self._control: body})
+            except TimeoutError:
+                unserved = {self._control}
+            if unserved:
                 # Each instance's periodic session check closes the sockets instead.
-                log.warning("could not publish %d session events", len(urgent), exc_info=True)
+                log.warning("could not publish %d session events", len(urgent))
         for envelope in envelopes:
             if envelope.type in SESSION_EVENTS:
                 continue
@@ -178,47 +182,21 @@ class ShardedBroker:
                 log.warning("event broker backlog full; an event goes by the database only")
 
     async def _send(self) -> None:
-        """One ``SPUBLISH`` per channel for what has queued up, pipelined per master; what
-        a master refuses (gone, failing over) is sent again, in order, until one takes it."""
-        delay = 0.1
-        pending: dict[str, list[str]] = {}
+        """One ``SPUBLISH`` per channel for what has queued up, one task per master
+        (shard_publisher.py): a master that is slow or gone holds up its own channels only;
+        theirs are sent again, in order, after a back-off (``Outgoing``)."""
+        sending = Outgoing()
         while True:
-            if not pending:
-                channel, text = await self._outbox.get()
-                pending[channel] = [text]
-            taken = sum(len(texts) for texts in pending.values())
-            while not self._outbox.empty() and taken < BATCH_MAX:
-                channel, text = self._outbox.get_nowait()
-                pending.setdefault(channel, []).append(text)
-                taken += 1
-            try:
-                pending = await self._publish(pending)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("could not publish to Redis Cluster (%s)", type(exc).__name__)
-            if pending:
-                log.warning(
-                    "could not publish %d events to Redis Cluster; retrying in %.1fs",
-                    sum(len(texts) for texts in pending.values()),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
-            else:
-                delay = 0.1
-
-    async def _publish(self, pending: dict[str, list[str]]) -> dict[str, list[str]]:
-        """Publish each channel's batch; the batches that failed."""
-        async with self._cluster.pipeline() as pipe:
-            for channel, texts in pending.items():
-                pipe.spublish(channel, self._prefix + "\n".join(texts))
-            results = await pipe.execute(raise_on_error=False)
-        return {
-            channel: texts
-            for (channel, texts), result in zip(pending.items(), results, strict=True)
-            if isinstance(result, Exception)
-        }
+            await sending.next_turn(self._outbox)
+            for channel, text in sending.taken:
+                sending.pending.setdefault(channel, []).append(text)
+            groups, unserved = self._publisher.groups(sending.due())
+            sending.failed(unserved)
+            for node, channels in groups:
+                batch = {c: list(sending.pending[c]) for c in channels}
+                bodies = {c: self._prefix + "\n".join(texts) for c, texts in batch.items()}
+                task = asyncio.create_task(self._publisher.publish_on(node, bodies))
+                sending.started(task, batch)
 
     async def close(self) -> None:
         """Stop listening and publishing."""
@@ -228,3 +206,4 @@ class ShardedBroker:
                 await self._sender
             self._sender = None
         await self._subscriber.close()
+        await self._publisher.close()

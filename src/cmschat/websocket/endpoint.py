@@ -24,13 +24,11 @@ from starlette.websockets import WebSocket, WebSocketState
 from cmschat.context import AppContext
 from cmschat.jsonshape import shape_problem
 from cmschat.realtime import protocol, signals
-from cmschat.realtime.broker import Envelope
 from cmschat.realtime.connections import (
-    CATCH_UP,
     CLOSE_SESSION_ENDED,
     CLOSE_SLOW,
     Connection,
-    log_slow_client,
+    offer_catch_up,
 )
 from cmschat.realtime.delivery import Delivery
 from cmschat.websocket import frames
@@ -156,7 +154,7 @@ class ClientSocket:
             raise
         for room_id, last_seq in rooms.items():
             if self.conn.delivered[room_id] < last_seq:
-                self.conn.offer(Envelope(room_id=room_id, seq=None, type=CATCH_UP, frame=""))
+                offer_catch_up((self.conn,), room_id)
         return contacts
 
     async def _leave(self, contacts: tuple[int, ...]) -> None:
@@ -185,7 +183,7 @@ class ClientSocket:
             await self.out.stop()  # events queued from now on are not sent
             await self.inbox.stop()
             if self.conn.close_code == CLOSE_SLOW:
-                log_slow_client(self.conn)
+                _log_slow_client(self.conn)
             if self.ws.application_state is not WebSocketState.DISCONNECTED:
                 # A slow client's socket may take nothing, not even the close frame: give
                 # up after a moment (the server's protocol then aborts the connection).
@@ -277,3 +275,16 @@ class ClientSocket:
                 )
                 continue
             self.inbox.take(text)
+
+
+def _log_slow_client(conn: Connection) -> None:
+    """Say why a slow client was closed (1013)."""
+    log.warning(
+        "closing a slow client (1013): %s, %d events queued",
+        "its queue overflowed" if conn.overflowed else "its socket took nothing in time",
+        conn.waiting(),
+        extra={
+            "event.action": "websocket.slow_client",
+            "event.reason": "queue_overflow" if conn.overflowed else "write_timeout",
+        },
+    )
