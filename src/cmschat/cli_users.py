@@ -65,9 +65,11 @@ async def _broker(settings: Settings) -> AsyncIterator[Broker | None]:
         yield None
         return
     redis = redis_client(settings)
+    broker = redis_broker(settings, redis)
     try:
-        yield redis_broker(settings, redis)
+        yield broker
     finally:
+        await broker.close()
         await redis.aclose()
 
 

@@ -29,7 +29,7 @@ from cmschat.realtime.connections import (
     caught_up,
 )
 from cmschat.realtime.sharded_broker import ShardedBroker
-from cmschat.redis_clients import node_clients, redis_client
+from cmschat.redis_clients import node_clients, redis_broker, redis_client
 from cmschat.settings import Settings
 from tests.faults.own_redis_cluster import (  # noqa: F401 - fixtures
     OwnRedisCluster,
@@ -347,6 +347,31 @@ async def test_the_control_channel_s_master_killed_catches_everything_up(
         )
         await one.broker.publish([ended])
         await two.until(lambda: ben.ended, "ended")
+
+
+async def test_a_command_s_broker_publishes_a_revocation_without_being_started(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    """``cmschat user disable`` closes the user's sockets on every running instance."""
+    command_settings = Settings(redis_cluster=True, redis_url=shared_redis_cluster.url)
+    command_redis = redis_client(command_settings)
+    command = redis_broker(command_settings, command_redis)
+    async with instances(cluster_client, shared_redis_cluster.url, 1) as (running,):
+        ben = running.connect(user_id=2, rooms=set())
+        ended = Envelope(
+            room_id=0,
+            seq=None,
+            type=SESSION_ENDED,
+            frame='{"type":"session.ended","reason":"disabled"}',
+            only_user_ids=(2,),
+        )
+        try:
+            await command.publish([ended])
+        finally:
+            await command.close()
+            await command_redis.aclose()
+        await running.until(lambda: ben.ended, "ended")
 
 
 def test_a_cluster_needs_a_node_to_start_from() -> None:

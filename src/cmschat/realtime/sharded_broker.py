@@ -160,12 +160,13 @@ class ShardedBroker:
         urgent = [e for e in envelopes if e.type in SESSION_EVENTS]
         if urgent:
             body = self._prefix + "\n".join(e.encode() for e in urgent)
-            groups, unserved = self._publisher.groups([self._control])
             try:
                 async with asyncio.timeout(URGENT_TIMEOUT_SECONDS):
+                    await self._cluster.initialize()  # a command's broker is never started
+                    groups, unserved = self._publisher.groups([self._control])
                     for node, _ in groups:
                         unserved |= await self._publisher.publish_on(node, {self._control: body})
-            except TimeoutError:
+            except Exception:
                 unserved = {self._control}
             if unserved:
                 # Each instance's periodic session check closes the sockets instead.
