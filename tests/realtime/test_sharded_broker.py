@@ -354,7 +354,9 @@ async def test_a_command_s_broker_publishes_a_revocation_without_being_started(
     shared_redis_cluster: OwnRedisCluster,  # noqa: F811
 ) -> None:
     """``cmschat user disable`` closes the user's sockets on every running instance."""
-    command_settings = Settings(redis_cluster=True, redis_url=shared_redis_cluster.url)
+    command_settings = Settings(
+        redis_cluster=True, redis_url=shared_redis_cluster.url, redis_prefix=CHANNEL.split(":")[0]
+    )
     command_redis = redis_client(command_settings)
     command = redis_broker(command_settings, command_redis)
     async with instances(cluster_client, shared_redis_cluster.url, 1) as (running,):
