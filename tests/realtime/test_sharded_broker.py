@@ -97,6 +97,12 @@ def queued(connection: Connection) -> list[tuple[str, int, int | None]]:
     return [(e.type, e.room_id, e.seq) for e in connection.queue or ()]
 
 
+def session_ended(user_id: int) -> Envelope:
+    """A revocation of every session of ``user_id``, as the services publish it."""
+    frame = '{"type":"session.ended","reason":"signed out"}'
+    return Envelope(room_id=0, seq=None, type=SESSION_ENDED, frame=frame, only_user_ids=(user_id,))
+
+
 def heard(instance: Instance) -> list[tuple[int, int | None]]:
     return [(e.room_id, e.seq) for e in instance.heard]
 
@@ -184,13 +190,7 @@ async def test_what_every_instance_must_hear_goes_on_the_control_channel(
         ]
         shard = two.broker.shard_channel(5)
         await two.until(lambda: shard in two.broker.subscribed_channels(), "subscribed")
-        ended = Envelope(
-            room_id=0,
-            seq=None,
-            type=SESSION_ENDED,
-            frame='{"type":"session.ended","reason":"signed out"}',
-            only_user_ids=(2,),
-        )
+        ended = session_ended(2)
         await one.broker.publish([ended])
         await two.until(lambda: ben.ended, "ended")
         assert ben.close_code == CLOSE_SESSION_ENDED
@@ -338,13 +338,7 @@ async def test_the_control_channel_s_master_killed_catches_everything_up(
         await two.until(lambda: two.reconnects == 1, "control back")
         assert two.broker.connected
         assert (CATCH_UP, 3, None) in queued(ben)
-        ended = Envelope(
-            room_id=0,
-            seq=None,
-            type=SESSION_ENDED,
-            frame='{"type":"session.ended","reason":"signed out"}',
-            only_user_ids=(2,),
-        )
+        ended = session_ended(2)
         await one.broker.publish([ended])
         await two.until(lambda: ben.ended, "ended")
 
@@ -361,13 +355,7 @@ async def test_a_command_s_broker_publishes_a_revocation_without_being_started(
     command = redis_broker(command_settings, command_redis)
     async with instances(cluster_client, shared_redis_cluster.url, 1) as (running,):
         ben = running.connect(user_id=2, rooms=set())
-        ended = Envelope(
-            room_id=0,
-            seq=None,
-            type=SESSION_ENDED,
-            frame='{"type":"session.ended","reason":"disabled"}',
-            only_user_ids=(2,),
-        )
+        ended = session_ended(2)
         try:
             await command.publish([ended])
         finally:
