@@ -243,9 +243,6 @@ class ShardSubscriber:
 
     def on_node_confirmed(self, node: NodeSubscription, channel: str) -> None:
         """Redis confirmed a subscription: reported, as new or renewed."""
-        self._confirm(node, channel)
-
-    def _confirm(self, node: NodeSubscription, channel: str) -> None:
         if self._placed.get(channel) is not node or channel in self._confirmed:
             return
         self._confirmed.add(channel)
