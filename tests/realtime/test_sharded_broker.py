@@ -262,21 +262,6 @@ async def test_shared_counts_keep_their_keys_in_one_slot(
         await cluster_client.aclose()
 
 
-async def test_forty_sign_ins_at_once_on_a_cluster_get_exactly_the_limit(
-    cluster_client: RedisCluster,
-    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
-) -> None:
-    """The take is one script on one slot: 40 attempts at once, never more than the limit."""
-    counter = RedisFailureCounter(cluster_client, MemoryFailureCounter(SystemClock()))
-    try:
-        limits = [Limit("account:cho", 5), Limit("address:10.0.0.9", 100)]
-        taken = await asyncio.gather(*(counter.take(limits, window=60) for _ in range(40)))
-        assert sum(answer.retry_after == 0 for answer in taken) == 5
-        assert await cluster_client.get("cmschat:{loginfail}:account:cho") == b"40"  # shared
-    finally:
-        await cluster_client.aclose()
-
-
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 async def test_a_failed_master_s_shards_come_back_on_its_replica_and_catch_up(
     fault: str,
