@@ -32,6 +32,9 @@ REDIS_RETRIES = 3
 REDIS_HEALTH_CHECK_SECONDS = 5
 REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 """A command Redis has not answered in this long fails (and is retried): a stall, not a hang."""
+CLUSTER_CONNECTIONS_PER_NODE = 1000
+"""redis-py's cluster pools raise past their size (``MaxConnectionsError``) instead of
+waiting: 200 sends at once on one master failed half their rate-limit calls at 100."""
 CLUSTER_SOCKET_TIMEOUT_SECONDS = 2.0
 """The same on a cluster, shorter: reloading the slot map after a failover asks the nodes
 one after another, and a frozen master would hold each reload up this long."""
@@ -57,7 +60,7 @@ def redis_client(settings: Settings) -> RedisClient:
     if settings.redis_cluster:
         return RedisCluster.from_url(
             settings.redis_url,
-            max_connections=REDIS_CONNECTIONS,
+            max_connections=CLUSTER_CONNECTIONS_PER_NODE,
             retry=_retry(),
             socket_connect_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
             socket_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,

@@ -262,6 +262,31 @@ async def test_shared_counts_keep_their_keys_in_one_slot(
         await cluster_client.aclose()
 
 
+async def test_many_limit_checks_at_once_on_a_cluster_are_all_counted_there(
+    cluster_client: RedisCluster,
+    shared_redis_cluster: OwnRedisCluster,  # noqa: F811
+) -> None:
+    """40 sign-in attempts at once get exactly the limit, and 300 sends at once on one
+    master are all counted in Redis (the client's pool raised past 100 connections, and
+    the limits fell back to each process's own counts)."""
+    await cluster_client.initialize()  # as the app's start does (the broker's)
+    counter = RedisFailureCounter(cluster_client, MemoryFailureCounter(SystemClock()))
+    sends = RedisSendLimiter(
+        cluster_client, SystemClock(), rate=0.001, burst=1000, prefix="cmschat:{burst}:"
+    )
+    try:
+        limits = [Limit("account:cho", 5), Limit("address:10.0.0.9", 100)]
+        taken = await asyncio.gather(*(counter.take(limits, window=60) for _ in range(40)))
+        assert sum(answer.retry_after == 0 for answer in taken) == 5
+        assert await cluster_client.get("cmschat:{loginfail}:account:cho") == b"40"
+        waits = await asyncio.gather(*(sends.take(user) for user in range(300)))
+        assert waits == [0.0] * 300
+        # One hash slot, so one master takes all 300 at once; each was counted there.
+        assert await cluster_client.exists(*(f"cmschat:{{burst}}:{u}" for u in range(300))) == 300
+    finally:
+        await cluster_client.aclose()
+
+
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
 async def test_a_failed_master_s_shards_come_back_on_its_replica_and_catch_up(
     fault: str,
