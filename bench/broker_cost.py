@@ -71,7 +71,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if len(heard) == len(sent):
             done.set()
 
-    one, two = RedisBroker(sender, channel=channel), RedisBroker(receiver, channel=channel)
+    one = RedisBroker(sender, channel=channel, subscriber=sender)
+    two = RedisBroker(receiver, channel=channel, subscriber=receiver)  # the parser measured
     await one.start(lambda _envelope: None, on_reconnect=lambda: None)
     await two.start(deliver, on_reconnect=lambda: None)
     try:

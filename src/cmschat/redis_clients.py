@@ -38,6 +38,9 @@ waiting: 200 sends at once on one master failed half their rate-limit calls at 1
 CLUSTER_SOCKET_TIMEOUT_SECONDS = 2.0
 """The same on a cluster, shorter: reloading the slot map after a failover asks the nodes
 one after another, and a frozen master would hold each reload up this long."""
+SUBSCRIPTION_TIMEOUT_SECONDS = 2.0
+"""Connecting a subscription, or a command on it, past this fails: Redis on a LAN that
+has not answered in 2 s is down or cut off, and the broker tries again in a second."""
 
 
 def _retry() -> Retry:
@@ -91,15 +94,21 @@ def node_clients(url: str) -> Connect:
     def connect(host: str, port: int) -> Redis:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         netloc = f"{userinfo}@{where}" if userinfo else where
-        return Redis.from_url(
-            urlunsplit(parts._replace(netloc=netloc)),
-            retry=Retry(NoBackoff(), 0, supported_errors=()),
-            socket_connect_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=CLUSTER_SOCKET_TIMEOUT_SECONDS,
-            socket_keepalive=True,
-        )
+        return subscriber_client(urlunsplit(parts._replace(netloc=netloc)))
 
     return connect
+
+
+def subscriber_client(url: str) -> Redis:
+    """A client for subscribing on ``url``: no retries (a lost subscription must raise, so
+    the broker catches its connections up), short time-outs."""
+    return Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0, supported_errors=()),
+        socket_connect_timeout=SUBSCRIPTION_TIMEOUT_SECONDS,
+        socket_timeout=SUBSCRIPTION_TIMEOUT_SECONDS,
+        socket_keepalive=True,
+    )
 
 
 def redis_broker(settings: Settings, redis: RedisClient, hub: Hub | None = None) -> Broker:
@@ -109,4 +118,6 @@ def redis_broker(settings: Settings, redis: RedisClient, hub: Hub | None = None)
     if isinstance(redis, RedisCluster):
         connect = node_clients(settings.redis_url or "")
         return ShardedBroker(redis, connect, hub, channel=channel, shards=settings.redis_shards)
-    return RedisBroker(redis, channel=channel)
+    return RedisBroker(
+        redis, channel=channel, subscriber=subscriber_client(settings.redis_url or "")
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import orjson
@@ -16,7 +16,10 @@ from redis.asyncio import Redis
 
 from cmschat.events import SESSION_ENDED
 from cmschat.realtime.broker import BATCHES, Envelope, RedisBroker
+from cmschat.realtime.silence import PING_SECONDS
+from cmschat.redis_clients import subscriber_client
 from tests import support
+from tests.faults.own_redis import OwnRedis, own_redis  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.redis
 
@@ -60,7 +63,7 @@ async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
 @contextlib.asynccontextmanager
 async def broker(redis: Redis, channel: str) -> AsyncIterator[tuple[RedisBroker, Heard[Envelope]]]:
     heard: Heard[Envelope] = Heard()
-    started = RedisBroker(redis, channel=channel)
+    started = RedisBroker(redis, channel=channel, subscriber=subscriber_client(support.REDIS_URL))
     await started.start(heard, on_reconnect=lambda: None)
     try:
         yield started, heard
@@ -156,3 +159,58 @@ async def test_a_frame_with_a_newline_survives_a_batch(redis: Redis, redis_prefi
         await one.publish(envelopes)
         received = await heard.count(2)
     assert [orjson.loads(e.frame) for e in received] == [orjson.loads(e.frame) for e in envelopes]
+
+
+@contextlib.asynccontextmanager
+async def subscribed_to_own_redis(
+    own_redis: OwnRedis,  # noqa: F811
+) -> AsyncIterator[tuple[RedisBroker, asyncio.Event]]:
+    """A broker on the suite's own Redis, subscribed as the app's is (``subscriber_client``),
+    and an event set each time it reports a reconnection (its connections catch up)."""
+    redis = Redis.from_url(own_redis.url)
+    reconnected = asyncio.Event()
+    started = RedisBroker(redis, channel="events", subscriber=subscriber_client(own_redis.url))
+    await started.start(Heard(), on_reconnect=reconnected.set)
+    try:
+        yield started, reconnected
+    finally:
+        await started.close()
+        await redis.aclose()
+
+
+async def until(condition: Callable[[], bool], within: float) -> float:
+    """Seconds until ``condition`` holds (fails after ``within``)."""
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.05)  # a flag the broker's task sets: nothing to wait on
+
+
+async def test_a_subscription_gone_silent_is_given_up_and_caught_up_when_back(
+    own_redis: OwnRedis,  # noqa: F811
+) -> None:
+    # A frozen Redis answers nothing and resets nothing, as one cut off by the network: the
+    # subscription used to wait on it for as long as TCP kept the connection (hours).
+    async with subscribed_to_own_redis(own_redis) as (broker, reconnected):
+        own_redis.freeze()
+        try:
+            noticed = await until(lambda: not broker.connected, 2 * PING_SECONDS + 2)
+        finally:
+            own_redis.thaw()
+        await asyncio.wait_for(reconnected.wait(), WAIT)
+        assert broker.connected
+    assert noticed <= 2 * PING_SECONDS + 1
+
+
+async def test_a_quick_redis_restart_is_reported_so_connections_catch_up(
+    own_redis: OwnRedis,  # noqa: F811
+) -> None:
+    # Back within a few hundred milliseconds: redis-py's retries used to reconnect and
+    # resubscribe without a word, and the events published meanwhile were never read back.
+    async with subscribed_to_own_redis(own_redis) as (broker, reconnected):
+        own_redis.kill()
+        own_redis.start()
+        await asyncio.wait_for(reconnected.wait(), WAIT)
+        assert broker.connected

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from cmschat.events import SESSION_EVENTS
 from cmschat.realtime import wire
+from cmschat.realtime.silence import heard_or_pinged
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,13 @@ class RedisBroker:
     goes out behind its instance's id so the echo from Redis is skipped.
     """
 
-    def __init__(self, redis: Redis, *, channel: str = CHANNEL, backlog: int = 100_000) -> None:
+    def __init__(
+        self, redis: Redis, *, channel: str = CHANNEL, backlog: int = 100_000, subscriber: Redis
+    ) -> None:
+        """``subscriber``: the subscription's client, one that never retries (redis-py's
+        retries resubscribe silently: what was published meanwhile is never caught up)."""
         self._redis = redis
+        self._subscriber = subscriber
         self._channel = channel
         self._batches = channel + BATCHES
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,7 +183,7 @@ class RedisBroker:
         batches = self._batches.encode()
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self._subscriber.pubsub() as pubsub:  # (heard_or_pinged's needs)
                     await pubsub.subscribe(self._channel, self._batches)
                     self._subscribed.set()
                     self.connected = True
@@ -185,7 +191,7 @@ class RedisBroker:
                         log.warning("event broker reconnected; connections catch up from the db")
                         on_reconnect()
                     first, delay = False, 0.1
-                    async for message in pubsub.listen():
+                    async for message in heard_or_pinged(pubsub):
                         if message.get("type") != "message":
                             continue
                         data = message["data"]
@@ -266,13 +272,15 @@ class RedisBroker:
                 log.warning("event broker backlog full; an event goes by the database only")
 
     async def close(self) -> None:
-        """Stop listening and publishing."""
+        """Stop listening and publishing (and close the subscriber's own client)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._subscriber is not self._redis:  # a client of its own
+            await self._subscriber.aclose()
 
 
 def deliver_message(body: str, batch: bool, deliver: Deliver) -> None:

@@ -16,8 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
-PING_SECONDS = 1.0
-"""A node silent this long is pinged; silent as long again, it is given up."""
+from cmschat.realtime.silence import PING_SECONDS
 
 
 class NodeEvents(Protocol):
