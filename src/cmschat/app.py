@@ -178,6 +178,8 @@ def engine_for(url: str, settings: Settings) -> AsyncEngine:
         pool_size=pool.pool_size,
         pool_overflow=pool.pool_overflow,
         pool_timeout=pool.pool_timeout,
+        connect_timeout=pool.connect_timeout,
+        read_timeout=pool.read_timeout,
     )
 
 

@@ -103,11 +103,14 @@ def create_engine(
     pool_size: int = POOL_SIZE,
     pool_overflow: int = POOL_OVERFLOW,
     pool_timeout: float = POOL_TIMEOUT,
+    connect_timeout: float = 10.0,
+    read_timeout: float | None = None,
 ) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production).
 
     ``pool_size`` and ``pool_overflow`` size MariaDB's pool (SQLite has one of its own);
-    ``pool_timeout`` bounds a wait for one of its connections.
+    ``pool_timeout`` bounds a wait for one of its connections; ``connect_timeout`` and
+    ``read_timeout`` (asyncmy's defaults) opening one and waiting for a statement's answer.
     """
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, echo=echo, module=one_trip_dbapi())
@@ -128,6 +131,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_overflow,
         pool_timeout=pool_timeout,
+        connect_args={"connect_timeout": connect_timeout, "read_timeout": read_timeout},
     )
 
 
