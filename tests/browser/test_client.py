@@ -9,6 +9,7 @@ import httpx
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Web
+from tests.browser.relay import relay_to
 from tests.support import NamedUser
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "data" / "xss" / "xss_payloads_quick.txt"
@@ -152,6 +153,31 @@ async def test_the_client_reconnects_after_a_restart_and_shows_what_it_missed(
     await expect(message(b, "sent while you were away")).to_be_visible(timeout=30_000)
     await expect(b.locator(".connection")).to_have_attribute("data-state", "connected")
     await expect(message(b, "before the restart")).to_have_count(1)
+
+
+async def test_a_link_cut_without_a_close_is_given_up_and_the_client_resumes(
+    web: Web, alice: NamedUser, bob: NamedUser
+) -> None:
+    # The server's host cut off from the network: the socket stays open and silent (behind
+    # nginx, for an hour). The page used to wait on it, connected in name, receiving nothing.
+    room = await room_with(web, alice, bob)
+    async with relay_to(web.port) as relay:
+        b = await web.page()
+        await b.goto(relay.url + "/")
+        await b.fill("#username", bob.username)
+        await b.fill("#password", bob.password)
+        await b.click("button[type=submit]")
+        await expect(b.locator(".connection")).to_have_attribute("data-state", "connected")
+        assert relay.cut_websockets() == 1
+
+        await send_api(web, alice, room, "sent while the link was cut")
+        # The browser is back online (or the tab shown again): it checks the link at once;
+        # the ping goes unanswered, so within 10 s it gives the socket up and resumes.
+        await b.evaluate("window.dispatchEvent(new Event('online'))")
+        await expect(message(b, "sent while the link was cut")).to_be_visible(timeout=20_000)
+        await expect(b.locator(".connection")).to_have_attribute("data-state", "connected")
+        assert relay.websockets_opened() == 2
+        assert b.errors == []  # type: ignore[attr-defined]
 
 
 async def test_the_console_is_for_admins_only(

@@ -1,11 +1,16 @@
 // The WebSocket: authenticate with the token, resume every room from the last seq seen,
 // reconnect with backoff on any close (but 4001: the session ended, back to sign-in),
-// ping so idle connections stay open.
+// ping so idle connections stay open, and take a ping left unanswered for a dead link.
 // Listeners get every server frame; "state" events say connecting/connected/reconnecting.
 
 import { api, token, wsUrl } from "./api.js";
 
 const PING_MS = 30000;
+// A link that dies without a close (the server's host cut off from the network, a laptop
+// that slept) says nothing: the socket would look open, and stay silent, for as long as
+// TCP or a proxy keeps it (an hour behind deploy/nginx). A ping unanswered this long
+// means the socket is gone: reconnect, and resume, on whichever server answers.
+const PONG_WAIT_MS = 10000;
 const MAX_BACKOFF_MS = 15000;
 // Close codes of docs/realtime.md: the session is over (sign in again; this token will
 // never work again, so do not reconnect with it), or the account changed (reconnect now).
@@ -24,6 +29,14 @@ export class Realtime extends EventTarget {
 
   start() {
     this.stopped = false;
+    if (!this.watching) {
+      // Back online, or back to the tab: check the link now rather than at the next ping.
+      this.watching = true;
+      window.addEventListener("online", () => this.ping());
+      document.addEventListener("visibilitychange", () => {
+        if (document.visibilityState === "visible") this.ping();
+      });
+    }
     this.connect();
   }
 
@@ -46,44 +59,66 @@ export class Realtime extends EventTarget {
         type: "auth", token: token.get(), resume: Object.fromEntries(this.lastSeq),
       }));
     });
-    socket.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
+    socket.addEventListener("message", (event) => {
+      if (this.socket === socket) this.receive(JSON.parse(event.data)); // not a given-up one's
+    });
     socket.addEventListener("close", (event) => {
-      clearInterval(this.pinger);
-      for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
-      this.pending.clear();
-      if (this.stopped) return;
-      if (event.code === CLOSE_SESSION_ENDED) {
-        this.stopped = true;
-        token.clear();
-        this.setState("signed-out");
-        window.dispatchEvent(new CustomEvent("cmschat:signed-out", { detail: event.reason }));
-        return;
-      }
-      if (event.code === CLOSE_RECONNECT) {
-        this.attempt = 0;
-        this.setState("reconnecting");
-        setTimeout(() => this.connect(), 100 + Math.random() * 400);
-        return;
-      }
-      if (event.code === 1008) {
-        // Refused: if the token has ended, api() says so (and the page signs in again);
-        // otherwise (a foreign origin, say) keep retrying with backoff, never reload.
-        api("GET", "/me").catch(() => {});
-      }
-      this.attempt += 1;
-      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.attempt, 5));
-      this.setState("reconnecting");
-      setTimeout(() => this.connect(), delay * (0.5 + Math.random() / 2));
+      if (this.socket === socket) this.lost(event.code, event.reason);
     });
   }
 
+  // The socket is gone (closed with `code`, or given up as dead): reconnect unless stopped.
+  lost(code, reason = "") {
+    this.socket = null;
+    clearInterval(this.pinger);
+    clearTimeout(this.deadline);
+    this.deadline = null;
+    for (const { reject } of this.pending.values()) reject(new Error("disconnected"));
+    this.pending.clear();
+    if (this.stopped) return;
+    if (code === CLOSE_SESSION_ENDED) {
+      this.stopped = true;
+      token.clear();
+      this.setState("signed-out");
+      window.dispatchEvent(new CustomEvent("cmschat:signed-out", { detail: reason }));
+      return;
+    }
+    if (code === CLOSE_RECONNECT) {
+      this.attempt = 0;
+      this.setState("reconnecting");
+      setTimeout(() => this.connect(), 100 + Math.random() * 400);
+      return;
+    }
+    if (code === 1008) {
+      // Refused: if the token has ended, api() says so (and the page signs in again);
+      // otherwise (a foreign origin, say) keep retrying with backoff, never reload.
+      api("GET", "/me").catch(() => {});
+    }
+    this.attempt += 1;
+    const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.attempt, 5));
+    this.setState("reconnecting");
+    setTimeout(() => this.connect(), delay * (0.5 + Math.random() / 2));
+  }
+
+  ping() {
+    if (this.deadline || !this.send({ type: "ping" })) return;
+    const socket = this.socket;
+    this.deadline = setTimeout(() => {
+      if (this.socket !== socket) return;
+      socket.close(); // its close event, if one ever comes, is no longer ours
+      this.lost(1006);
+    }, PONG_WAIT_MS);
+  }
+
   receive(frame) {
+    clearTimeout(this.deadline); // anything heard says the link is alive
+    this.deadline = null;
     if (frame.type === "ready") {
       this.attempt = 0;
       for (const [room, seq] of Object.entries(frame.rooms)) {
         if (!this.lastSeq.has(Number(room))) this.lastSeq.set(Number(room), seq);
       }
-      this.pinger = setInterval(() => this.send({ type: "ping" }), PING_MS);
+      this.pinger = setInterval(() => this.ping(), PING_MS);
       this.setState("connected");
     } else if (frame.type === "ack" && this.pending.has(frame.client_id)) {
       this.pending.get(frame.client_id).resolve(frame.message);
