@@ -32,11 +32,12 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def cmschat(
-    cwd: Path, *args: str, env: dict[str, str], stdin: str = ""
+    cwd: Path, *args: str, env: dict[str, str], stdin: str = "", prefix: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m cmschat ARGS`` to completion in ``cwd``."""
+    """Run ``python -m cmschat ARGS`` to completion in ``cwd`` (under ``prefix``: ``ip
+    netns exec HOST`` runs it on a test host)."""
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "cmschat", *args],
+        [*prefix, sys.executable, "-m", "cmschat", *args],
         cwd=cwd,
         env=env,
         input=stdin,
@@ -102,25 +103,41 @@ class Server:
 
 
 def launch_server(
-    directory: Path, env: dict[str, str], name: str, port: int | None = None, workers: int = 1
+    directory: Path,
+    env: dict[str, str],
+    name: str,
+    port: int | None = None,
+    workers: int = 1,
+    *,
+    address: str = "127.0.0.1",
+    prefix: tuple[str, ...] = (),
 ) -> Server:
     """``cmschat serve`` started in ``directory``, not yet ready. Call it from the thread
     that outlives the server (the child dies with that thread, ``bench/children.py``); wait
-    for it anywhere, a worker thread included."""
+    for it anywhere, a worker thread included. ``address`` and ``prefix``: where it listens
+    and what it runs under (a test host's, ``tests/faults/hosts.py``)."""
     port = port or free_port()
-    command = ("serve", "--port", str(port), "--workers", str(workers))
-    return launch(directory, env, name, *command, base_url=f"http://127.0.0.1:{port}")
+    command = ("serve", "--host", address, "--port", str(port), "--workers", str(workers))
+    return launch(
+        directory, env, name, *command, base_url=f"http://{address}:{port}", prefix=prefix
+    )
 
 
 def launch(
-    directory: Path, env: dict[str, str], name: str, *args: str, base_url: str = ""
+    directory: Path,
+    env: dict[str, str],
+    name: str,
+    *args: str,
+    base_url: str = "",
+    prefix: tuple[str, ...] = (),
 ) -> Server:
-    """``python -m cmschat ARGS`` started in ``directory``, its output going to files."""
+    """``python -m cmschat ARGS`` started in ``directory``, its output going to files;
+    ``prefix``: the command it runs under (``ip netns exec HOST``)."""
     stdout_path = directory / f"{name}.stdout"
     stderr_path = directory / f"{name}.stderr"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "cmschat", *args],
+            [*prefix, sys.executable, "-m", "cmschat", *args],
             cwd=directory,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -146,10 +163,13 @@ def running_server(
     workers: int = 1,
     *,
     wait: bool = True,
+    address: str = "127.0.0.1",
+    prefix: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """``cmschat serve`` on a free port in ``directory``, ready unless ``wait`` is false
-    (the caller waits, ``ready_deadline``); always killed afterwards."""
-    server = launch_server(directory, env, name, port, workers)
+    (the caller waits, ``ready_deadline``); always killed afterwards. ``address``,
+    ``prefix``: as ``launch_server``'s."""
+    server = launch_server(directory, env, name, port, workers, address=address, prefix=prefix)
     try:
         if wait:
             server.wait_ready(ready_deadline(workers))

@@ -13,9 +13,16 @@ from tests.support import PASSWORD
 
 
 def cluster_environment(
-    directory: Path, *, database_url: str, redis_url: str, users: tuple[str, ...], **extra: str
+    directory: Path,
+    *,
+    database_url: str,
+    redis_url: str,
+    users: tuple[str, ...],
+    prefix: tuple[str, ...] = (),
+    **extra: str,
 ) -> dict[str, str]:
-    """Settings for instances on ``database_url`` and ``redis_url``, migrated, with ``users``."""
+    """Settings for instances on ``database_url`` and ``redis_url``, migrated, with ``users``
+    (the commands run under ``prefix``: on a test host, ``tests/faults/hosts.py``)."""
     env = clean_env(
         CMSCHAT_ENVIRONMENT="test",
         CMSCHAT_AUTH__BCRYPT_ROUNDS="4",
@@ -26,10 +33,15 @@ def cluster_environment(
         CMSCHAT_CHAT__SEND_RATE="0",
         **extra,
     )
-    assert cmschat(directory, "migrate", env=env).returncode == 0
+    migrated = cmschat(directory, "migrate", env=env, prefix=prefix)
+    assert migrated.returncode == 0, migrated.stderr
     for user in users:
         made = cmschat(
-            directory, "user", "create", user, "--password-stdin", env=env, stdin=PASSWORD + "\n"
+            directory,
+            *("user", "create", user, "--password-stdin"),
+            env=env,
+            stdin=PASSWORD + "\n",
+            prefix=prefix,
         )
         assert made.returncode == 0, made.stderr
     return env

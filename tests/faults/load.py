@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.processes import Server
 from tests.realtime.test_multi_instance import live
-from tests.realtime.wsclient import ws_client
+from tests.realtime.wsclient import TIMEOUT, ws_client
 
 SEND_INTERVAL = 0.2
 """Per sender: 4 senders make 20 messages per second, as in the issue's measurement."""
@@ -54,14 +54,23 @@ class Traffic:
     """How WebSocket senders' connections ended (None: no close frame, e.g. refused)."""
     resent: int = 0
     """Posts sent again at once because a kept-alive connection closed before any answer."""
+    first_ack_of: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per sender, per mark: seconds from the mark until that sender's next ack."""
+
+    def resumed_after(self, mark: str, senders: list[str]) -> float:
+        """Seconds from ``mark`` until the last of ``senders`` had a send acknowledged."""
+        return max(self.first_ack_of.get(name, {}).get(mark, -1.0) for name in senders)
 
     def mark(self, name: str) -> None:
         """Remember now, to time the first success after it."""
         self.marks[name] = time.monotonic()
 
-    def acked(self) -> None:
+    def acked(self, sender: str) -> None:
         now = time.monotonic()
+        self.first_ack_of.setdefault(sender, {})
         for name, at in self.marks.items():
+            if name not in self.first_ack_of[sender] and now >= at:
+                self.first_ack_of[sender][name] = now - at
             if name not in self.first_ack_after and now >= at:
                 self.first_ack_after[name] = now - at
 
@@ -73,10 +82,16 @@ async def sender(
     name: str,
     traffic: Traffic,
     stop: asyncio.Event,
+    *,
+    move_on_refusal: bool = False,
+    answer_within: float = 10,
 ) -> None:
-    """Post until ``stop``, each message retried with its client_id until acknowledged."""
+    """Post until ``stop``, each message retried with its client_id until acknowledged
+    (``move_on_refusal``: a refused one on the next server, as a client that knows every
+    node does; otherwise on the same one, as behind a load balancer). A post unanswered
+    for ``answer_within`` seconds goes to the next server."""
     number, turn = 0, 0
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=answer_within) as http:
         while not stop.is_set():
             client_id = f"{name}-{number}"
             resent = False
@@ -103,9 +118,10 @@ async def sender(
                 traffic.statuses[response.status_code] += 1
                 if response.status_code in (200, 201):
                     traffic.acknowledged.add(client_id)
-                    traffic.acked()
+                    traffic.acked(name)
                     break
                 assert response.status_code in (503, 507), response.text
+                turn += move_on_refusal
                 await asyncio.sleep(RETRY_PAUSE)  # Retry-After is seconds; we retry sooner
             number += 1
             with contextlib.suppress(TimeoutError):
@@ -141,14 +157,16 @@ async def ws_sender(
     traffic: Traffic,
     stop: asyncio.Event,
     start_at: int = 0,
+    keepalive: float = TIMEOUT,
 ) -> None:
     """Send over a WebSocket until ``stop``, each message resent with its client_id (on a
-    new connection, to the next server, when one closes) until an ack comes."""
+    new connection, to the next server, when one closes) until an ack comes. An ack that
+    does not come within ``keepalive`` seconds counts as a dead connection."""
     number, turn = 0, start_at
     while not stop.is_set():
         server = servers[turn % len(servers)]
         try:
-            async with ws_client(live(server), token) as ws:
+            async with ws_client(live(server), token, keepalive=keepalive) as ws:
                 while not stop.is_set():
                     client_id = f"{name}-{number}"
                     await ws.send(
@@ -163,7 +181,8 @@ async def ws_sender(
                         await ws.recv_until(
                             lambda f, c=client_id: (
                                 f.get("client_id") == c and f["type"] in ("ack", "error")
-                            )
+                            ),
+                            within=keepalive,
                         )
                     )[-1]
                     if answer["type"] == "error":
@@ -173,7 +192,7 @@ async def ws_sender(
                         continue
                     traffic.acknowledged.add(client_id)
                     traffic.ws_acks += 1
-                    traffic.acked()
+                    traffic.acked(name)
                     number += 1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), SEND_INTERVAL)
@@ -196,6 +215,10 @@ class Reader:
     resynced: int = 0
     arrived: list[float] = field(default_factory=list)
     """When each seq in ``seqs`` arrived (``time.monotonic``)."""
+    keepalive: float = 20
+    """Seconds between pings, and the longest wait for a pong before the link is dead."""
+    connected: list[tuple[float, str]] = field(default_factory=list)
+    """When each connection was ready, and to which server (``time.monotonic``, URL)."""
 
     @property
     def last_seq(self) -> int:
@@ -207,7 +230,10 @@ class Reader:
         while not until.is_set():
             server = servers[turn % len(servers)]
             try:
-                async with ws_client(live(server), self.token, resume=self._resume()) as ws:
+                async with ws_client(
+                    live(server), self.token, resume=self._resume(), keepalive=self.keepalive
+                ) as ws:
+                    self.connected.append((time.monotonic(), server.base_url))
                     await self._read(ws.connection, until)
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, AssertionError) as e:
                 self.close_codes[close_code(e)] += 1

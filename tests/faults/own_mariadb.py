@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import children
+from tests.faults.hosts import Host
 from tests.processes import free_port
 from tests.support import service_missing
 
@@ -23,14 +24,20 @@ START_DEADLINE = 90.0
 class OwnMariaDB:
     """One mariadbd with its own data directory, restartable on the same port."""
 
-    def __init__(self, directory: Path, options: tuple[str, ...] = ()) -> None:
-        """``options``: more mariadbd options (binary logging, a server id...)."""
+    def __init__(
+        self, directory: Path, options: tuple[str, ...] = (), *, host: Host | None = None
+    ) -> None:
+        """``options``: more mariadbd options (binary logging, a server id...); ``host``:
+        the test host it runs on (``tests/faults/hosts.py``), reached at its address by
+        ``root`` from anywhere, instead of on this machine's loopback."""
         for tool in ("mariadbd", "mariadb-install-db", "mariadb-admin"):
             if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
                 service_missing(tool, FileNotFoundError(tool))
         self._base = directory
         self._data = directory / "data"
-        self.port = free_port()
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
+        self.port = 3306 if host else free_port()
         self._options = options
         self.process: subprocess.Popen[bytes] | None = None
         subprocess.run(  # noqa: S603
@@ -49,11 +56,14 @@ class OwnMariaDB:
 
     def url(self, database: str) -> str:
         """SQLAlchemy URL of ``database`` on this server."""
-        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/{database}"
+        return f"mysql+asyncmy://root@{self.address}:{self.port}/{database}"
+
+    def _command(self, *args: str) -> list[str]:
+        return self.host.command(*args) if self.host else list(args)
 
     def _answers(self) -> bool:
         result = subprocess.run(  # noqa: S603
-            [  # noqa: S607
+            self._command(
                 "mariadb-admin",
                 "--protocol=tcp",
                 "-h127.0.0.1",
@@ -61,7 +71,7 @@ class OwnMariaDB:
                 "-uroot",
                 "--connect-timeout=2",
                 "ping",
-            ],
+            ),
             capture_output=True,
             check=False,
             preexec_fn=children.with_parent(),
@@ -72,23 +82,28 @@ class OwnMariaDB:
         """Start and wait until it answers."""
         self.launch()
         self.wait_answering()
+        if self.host:
+            self.sql(
+                "CREATE USER IF NOT EXISTS 'root'@'%';"
+                "GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;"
+            )
 
     def launch(self) -> None:
         """Start, from the thread that outlives it (it dies with that thread)."""
         self.process = subprocess.Popen(  # noqa: S603
-            [
+            self._command(
                 shutil.which("mariadbd") or "/usr/sbin/mariadbd",
                 "--no-defaults",
                 "--user=root",
                 f"--datadir={self._data}",
                 f"--port={self.port}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={','.join(dict.fromkeys(('127.0.0.1', self.address)))}",
                 f"--socket={self._base / 'sock'}",
                 f"--pid-file={self._base / 'pid'}",
                 f"--log-error={self._base / 'error.log'}",
                 "--innodb-buffer-pool-size=32M",
                 *self._options,
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=children.with_parent(),
@@ -118,7 +133,7 @@ class OwnMariaDB:
         """Run ``statements`` as root with the ``mariadb`` client (in ``database``); what
         it printed."""
         return subprocess.run(  # noqa: S603
-            [  # noqa: S607
+            self._command(
                 "mariadb",
                 "--protocol=tcp",
                 "-h127.0.0.1",
@@ -129,7 +144,7 @@ class OwnMariaDB:
                 *([f"--database={database}"] if database else []),
                 "-e",
                 statements,
-            ],
+            ),
             check=True,
             capture_output=True,
             text=True,

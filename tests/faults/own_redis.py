@@ -17,15 +17,16 @@ from pathlib import Path
 import pytest
 
 from bench import children
+from tests.faults.hosts import Host
 from tests.processes import free_port
 from tests.support import service_missing
 
 START_DEADLINE = 30.0
 
 
-def _answers(port: int) -> bool:
+def _answers(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+        with socket.create_connection((address, port), timeout=1) as probe:
             probe.sendall(b"PING\r\n")
             return probe.recv(16).startswith(b"+PONG")
     except OSError:
@@ -35,27 +36,39 @@ def _answers(port: int) -> bool:
 class OwnRedis:
     """One redis-server process (no persistence), restartable on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, host: Host | None = None) -> None:
+        """``host``: the test host it runs on (``tests/faults/hosts.py``), listening on its
+        address, instead of on this machine's loopback."""
         binary = shutil.which("redis-server")
         if binary is None:
             service_missing("redis-server", FileNotFoundError("redis-server"))
         self._binary = binary or "redis-server"
         self._directory = directory
-        self.port = free_port()
+        self.host = host
+        self.address = host.address if host else "127.0.0.1"
+        self.port = 6379 if host else free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """``redis://`` URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.address}:{self.port}/0"
+
+    def _answers(self) -> bool:
+        if self.host:
+            return self.host.call(_answers, self.address, self.port)
+        return _answers(self.address, self.port)
 
     def start(self) -> None:
         """Start and wait until it answers PING."""
         self.process = subprocess.Popen(  # noqa: S603 - the Debian binary, fixed options
             [
+                *(self.host.command() if self.host else ()),
                 self._binary,
                 *("--port", str(self.port)),
-                *("--bind", "127.0.0.1"),
+                *("--bind", self.address),
+                # No password on a network of the test's own: answer its other hosts.
+                *("--protected-mode", "no"),
                 *("--save", ""),
                 *("--appendonly", "no"),
                 *("--dir", str(self._directory)),
@@ -65,7 +78,7 @@ class OwnRedis:
             preexec_fn=children.with_parent(),
         )
         deadline = time.monotonic() + START_DEADLINE
-        while not _answers(self.port):
+        while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"redis-server did not start on {self.port}")
             time.sleep(0.05)  # a starting server: there is no event to wait on

@@ -145,16 +145,21 @@ async def ws_client(
     headers: dict[str, str] | None = None,
     query: str = "",
     max_queue: int | None = 16,
+    keepalive: float = 20,
 ) -> AsyncIterator[WsClient]:
     """Connect, send the auth frame (if a token is given) and wait for ``ready``.
 
     ``max_queue``: frames received and not yet read past which the client stops reading
     its socket (None: never stops, so it keeps answering the server's pings however far
-    behind its reader is).
+    behind its reader is). ``keepalive``: seconds between the client's pings, and the
+    longest it waits for the pong before it takes the link for dead and closes.
     """
     async with connect(
         server.ws + query,
         additional_headers=headers or {},
+        ping_interval=keepalive,
+        ping_timeout=keepalive,
+        close_timeout=keepalive,
         open_timeout=TIMEOUT,
         max_size=1 << 22,
         max_queue=max_queue,
