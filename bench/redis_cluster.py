@@ -45,32 +45,49 @@ class ClusterNode:
     bus_port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
-    frozen: bool = False
+    silent: bool = False
+    """Frozen, or cut off from the network: alive, answering nobody (not asked)."""
+    host: str = "127.0.0.1"
+    """The address it listens on (a test host's, ``tests/faults/hosts.py``, or loopback)."""
+    prefix: tuple[str, ...] = ()
+    """What its commands run under: ``ip netns exec HOST`` for a node on a test host."""
 
     @property
     def address(self) -> str:
         """``host:port`` as ``redis-cli --cluster`` takes it."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 class OwnRedisCluster:
     """Six redis-server processes joined into one cluster (three masters, one replica each)."""
 
-    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        hosts: list[tuple[str, tuple[str, ...]]] | None = None,
+    ) -> None:
+        """``hosts``: one (address, command prefix) per node, each node alone on its host
+        on Redis's own ports; none: every node on loopback, on spare ports."""
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
             raise FileNotFoundError("redis-server and redis-cli (Debian's redis-server)")
         self._server, self._cli = server, cli
         self._masters, self._replicas = masters, replicas
+        count = masters * (1 + replicas)
         self.nodes = [
             ClusterNode(free_port(), free_port(), directory / f"node-{index}")
-            for index in range(masters * (1 + replicas))
+            if hosts is None
+            else ClusterNode(6379, 16379, directory / f"node-{index}", None, False, *hosts[index])
+            for index in range(count)
         ]
 
     @property
     def url(self) -> str:
         """``redis://`` URL of one node: a client learns the rest from it."""
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        return f"redis://{self.nodes[0].address}/0"
 
     def start(self) -> None:
         """Start every node, join them, and wait until every node says the cluster is ok."""
@@ -83,7 +100,8 @@ class OwnRedisCluster:
                     break
                 # Its port or bus port taken since it was chosen (free ports race with
                 # whatever else starts on the machine): new ones.
-                node.port, node.bus_port = free_port(), free_port()
+                if not node.prefix:
+                    node.port, node.bus_port = free_port(), free_port()
                 self._start(node)
             else:
                 raise RuntimeError(f"redis-server did not start: {node.directory}/redis.log")
@@ -95,6 +113,7 @@ class OwnRedisCluster:
                 "--cluster-replicas",
                 str(self._replicas),
                 "--cluster-yes",
+                node=self.nodes[0],
             )
         else:
             self._join_masters()  # redis-cli creates three masters at least
@@ -104,10 +123,12 @@ class OwnRedisCluster:
     def _start(self, node: ClusterNode) -> None:
         node.process = subprocess.Popen(  # noqa: S603 - the Debian binary, fixed options
             [
+                *node.prefix,
                 self._server,
                 *("--port", str(node.port)),
                 *("--cluster-port", str(node.bus_port)),
-                *("--bind", "127.0.0.1"),
+                *("--bind", node.host),
+                *("--protected-mode", "no"),
                 *("--cluster-enabled", "yes"),
                 *("--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
@@ -128,15 +149,16 @@ class OwnRedisCluster:
         """Masters only, each with an equal range of the 16,384 slots."""
         first = self.nodes[0]
         for node in self.nodes[1:]:
-            self._cli_run("cluster", "meet", "127.0.0.1", str(node.port), port=first.port)
+            self._cli_run("cluster", "meet", node.host, str(node.port), node=first)
         share = 16384 // len(self.nodes)
         for index, node in enumerate(self.nodes):
             low = index * share
             high = 16383 if node is self.nodes[-1] else low + share - 1
-            self._cli_run("cluster", "addslotsrange", str(low), str(high), port=node.port)
+            self._cli_run("cluster", "addslotsrange", str(low), str(high), node=node)
 
-    def _cli_run(self, *args: str, port: int | None = None) -> str:
-        command = [self._cli, *("-p", str(port))] if port is not None else [self._cli]
+    def _cli_run(self, *args: str, node: ClusterNode) -> str:
+        """``redis-cli ARGS`` on ``node``'s host, talking to ``node``."""
+        command = [*node.prefix, self._cli, "-h", node.host, "-p", str(node.port)]
         result = subprocess.run(  # noqa: S603 - the Debian binary, fixed options
             [*command, *args],
             capture_output=True,
@@ -154,7 +176,7 @@ class OwnRedisCluster:
         deadline = time.monotonic() + START_DEADLINE
         while True:
             probe = subprocess.run(  # noqa: S603 - the Debian binary, fixed options
-                [self._cli, "-p", str(node.port), "ping"],
+                [*node.prefix, self._cli, "-h", node.host, "-p", str(node.port), "ping"],
                 capture_output=True,
                 text=True,
                 timeout=10,
@@ -169,26 +191,26 @@ class OwnRedisCluster:
                 raise RuntimeError(f"redis-server did not answer on {node.port}")
             time.sleep(0.05)  # a starting server: there is no event to wait on
 
-    def info(self, port: int, section: str = "info") -> dict[str, str]:
+    def info(self, node: ClusterNode, section: str = "info") -> dict[str, str]:
         """``CLUSTER INFO`` (or ``INFO <section>``) of one node as a dict."""
         args = ("cluster", "info") if section == "info" else ("info", section)
-        text = self._cli_run(*args, port=port)
+        text = self._cli_run(*args, node=node)
         fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
         return {key.strip(): value.strip() for key, value in fields}
 
     def living(self) -> list[ClusterNode]:
-        """The nodes whose process runs (and is not frozen)."""
+        """The nodes whose process runs (and that answer: not frozen or cut off)."""
         return [
             n
             for n in self.nodes
-            if n.process is not None and n.process.poll() is None and not n.frozen
+            if n.process is not None and n.process.poll() is None and not n.silent
         ]
 
     def wait_ok(self, deadline_seconds: float = START_DEADLINE) -> None:
         """Until every living node reports ``cluster_state:ok`` with all slots served."""
         deadline = time.monotonic() + deadline_seconds
         while True:
-            states = [self.info(node.port) for node in self.living()]
+            states = [self.info(node) for node in self.living()]
             if all(
                 s.get("cluster_state") == "ok" and s.get("cluster_slots_ok") == "16384"
                 for s in states
@@ -203,7 +225,7 @@ class OwnRedisCluster:
         yet cannot take over when its master dies."""
         deadline = time.monotonic() + START_DEADLINE
         while True:
-            links = [self.info(n.port, "replication") for n in self.living()]
+            links = [self.info(n, "replication") for n in self.living()]
             if all(
                 link.get("master_link_status") == "up" for link in links if link["role"] == "slave"
             ):
@@ -214,7 +236,7 @@ class OwnRedisCluster:
 
     def masters(self) -> list[ClusterNode]:
         """The living nodes that are masters now."""
-        return [n for n in self.living() if self.info(n.port, "replication")["role"] == "master"]
+        return [n for n in self.living() if self.info(n, "replication")["role"] == "master"]
 
     def master_of(self, slot: int) -> ClusterNode:
         """The living master serving ``slot``."""
@@ -236,13 +258,13 @@ class OwnRedisCluster:
 
     def _slot_map(self) -> dict[ClusterNode, set[int]]:
         """Each healthy master's slots, from ``CLUSTER NODES`` of a living node."""
-        by_port = {n.port: n for n in self.nodes}
+        by_address = {n.address: n for n in self.nodes}
         served: dict[ClusterNode, set[int]] = {}
-        for line in self._cli_run("cluster", "nodes", port=self.living()[0].port).splitlines():
+        for line in self._cli_run("cluster", "nodes", node=self.living()[0]).splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2] or "disconnected" in fields:
                 continue
-            node = by_port[int(fields[1].split(":")[1].split("@")[0])]
+            node = by_address[fields[1].split("@")[0]]
             for ranges in fields[8:]:
                 low, _, high = ranges.partition("-")
                 if low.isdigit():
@@ -260,13 +282,21 @@ class OwnRedisCluster:
 
     def keyslot(self, key: str) -> int:
         """``CLUSTER KEYSLOT`` of a key (or shard channel)."""
-        return int(self._cli_run("cluster", "keyslot", key, port=self.living()[0].port))
+        return int(self._cli_run("cluster", "keyslot", key, node=self.living()[0]))
 
     def shard_subscribers(self, channel: str) -> int:
         """``PUBSUB SHARDNUMSUB``: connections subscribed to ``channel`` on its master."""
         master = self.master_of(self.keyslot(channel))
-        answer = self._cli_run("pubsub", "shardnumsub", channel, port=master.port).split()
+        answer = self._cli_run("pubsub", "shardnumsub", channel, node=master).split()
         return int(answer[-1])
+
+    def wait_shard_subscribers(self, channel: str, count: int) -> None:
+        """Until ``count`` connections are subscribed to ``channel`` on its master."""
+        deadline = time.monotonic() + START_DEADLINE
+        while self.shard_subscribers(channel) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} subscribers to {channel}")
+            time.sleep(0.1)  # subscriptions coming back: polled, as redis-cli does
 
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL one node: its connections drop at once."""
@@ -280,13 +310,19 @@ class OwnRedisCluster:
         if node.process is None:
             raise RuntimeError(f"{node.address} was never started")
         node.process.send_signal(signal.SIGSTOP)
-        node.frozen = True
+        node.silent = True
 
     def thaw(self, node: ClusterNode) -> None:
         """SIGCONT after a freeze: it finds its slots served by another and follows it."""
         if node.process is not None:
             node.process.send_signal(signal.SIGCONT)
-        node.frozen = False
+        node.silent = False
+
+    def cut_off(self, node: ClusterNode, cut: bool = True) -> None:
+        """Take ``node`` for cut off from the network (the caller partitions its host) and
+        ask it nothing until it is back (``cut`` false): it would answer from its own
+        stale view, still a master."""
+        node.silent = cut
 
     def stop(self) -> None:
         """Every node gone."""

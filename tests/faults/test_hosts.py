@@ -98,8 +98,10 @@ class Deployment:
 
     hosts: Network
     servers: list[Server]
-    redis: OwnRedis
+    redis_port: int
     figures: dict[str, Any] = field(default_factory=dict)
+    room: int = 0
+    """The room the load runs in (set once it is made)."""
 
     @property
     def node(self) -> Host:
@@ -115,17 +117,33 @@ def deployment(
     hosts: Network, database: OwnMariaDB, redis: OwnRedis, tmp_path: Path
 ) -> Iterator[Deployment]:
     """A fresh schema, four users, and ``cmschat serve`` on each node's host."""
+    with deployed(hosts, database, redis.url, redis.port, tmp_path) as built:
+        yield built
+
+
+@contextlib.contextmanager
+def deployed(
+    hosts: Network,
+    database: OwnMariaDB,
+    redis_url: str,
+    redis_port: int,
+    tmp_path: Path,
+    **settings: str,
+) -> Iterator[Deployment]:
+    """A fresh schema, four users, and ``cmschat serve`` on each node's host (with
+    ``settings`` too), killed afterwards."""
     schema = f"hosts_{secrets.token_hex(4)}"
     database.create_database(schema)
     env = cluster_environment(
         tmp_path,
         database_url=database.url(schema),
-        redis_url=redis.url,
+        redis_url=redis_url,
         users=USERS,
         prefix=tuple(hosts.hosts["app1"].command()),
         CMSCHAT_LOG_FORMAT="json",
         CMSCHAT_DATABASE__CONNECT_TIMEOUT=str(DATABASE_TIMEOUT),
         CMSCHAT_DATABASE__READ_TIMEOUT=str(DATABASE_TIMEOUT),
+        **settings,
     )
     with contextlib.ExitStack() as stack:
         servers = []
@@ -144,7 +162,7 @@ def deployment(
             servers.append(stack.enter_context(started))
         for server in servers:
             hosts.hosts["clients"].call(server.wait_ready)
-        yield Deployment(hosts, servers, redis)
+        yield Deployment(hosts, servers, redis_port)
 
 
 async def not_ready_within(
@@ -183,7 +201,7 @@ async def partition_from(
 
 
 async def from_redis(deployment: Deployment) -> None:
-    await partition_from(deployment, "redis", deployment.redis.port, {"redis", "broker"})
+    await partition_from(deployment, "redis", deployment.redis_port, {"redis", "broker"})
 
 
 async def from_database(deployment: Deployment) -> None:
@@ -199,7 +217,8 @@ async def host_killed(deployment: Deployment) -> None:
     await asyncio.sleep(FAULT_SECONDS)  # the node stays down; the clients are elsewhere
 
 
-FAULTS: dict[str, Callable[[Deployment], Awaitable[None]]] = {
+Fault = Callable[[Deployment], Awaitable[None]]
+FAULTS: dict[str, Fault] = {
     "partitioned-from-redis": from_redis,
     "partitioned-from-database": from_database,
     "partitioned-from-clients": from_clients,
@@ -211,7 +230,9 @@ FAULTS: dict[str, Callable[[Deployment], Awaitable[None]]] = {
 def test_clients_lose_nothing_when_a_node_fails_on_its_own_host(
     fault: str, deployment: Deployment
 ) -> None:
-    figures = deployment.host("clients").call(asyncio.run, under_host_fault(fault, deployment))
+    figures = deployment.host("clients").call(
+        asyncio.run, under_host_fault(fault, FAULTS[fault], deployment)
+    )
     print(json.dumps(figures))
     if fault in ("partitioned-from-clients", "host-killed"):
         # Every client that was on the node went on on the other one.
@@ -227,10 +248,11 @@ def test_clients_lose_nothing_when_a_node_fails_on_its_own_host(
         assert "ReadTimeout" not in figures["transport_errors"], figures
 
 
-async def under_host_fault(fault: str, deployment: Deployment) -> dict[str, Any]:
+async def under_host_fault(name: str, fault: Fault, deployment: Deployment) -> dict[str, Any]:
     """Steady load from the clients' host, the fault, steady load; every message checked."""
     servers = deployment.servers
     heads, room = await room_of_everyone(servers[0], USERS)
+    deployment.room = room
     traffic = Traffic()
     stop_sending, stop_reading = asyncio.Event(), asyncio.Event()
     readers = [Reader(token_of(heads[user]), room, keepalive=KEEPALIVE) for user in USERS]
@@ -263,7 +285,7 @@ async def under_host_fault(fault: str, deployment: Deployment) -> dict[str, Any]
         closed_before = sum(traffic.ws_close_codes.values())
         fault_at = time.monotonic()
         traffic.mark("fault")
-        await FAULTS[fault](deployment)
+        await fault(deployment)
         healed_at = time.monotonic()
         traffic.mark("healed")
         sent_before_heal = await newest_seq(servers[::-1], heads["ann"], room)
@@ -294,7 +316,7 @@ async def under_host_fault(fault: str, deployment: Deployment) -> dict[str, Any]
     ]
     codes = Counter(code for reader in readers for code in reader.close_codes.elements())
     return {
-        "fault": fault,
+        "fault": name,
         "messages": last,
         "statuses": dict(traffic.statuses),
         "transport_errors": dict(traffic.errors),
