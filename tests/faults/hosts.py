@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ SUBNET = ipaddress.ip_network("10.213.0.0/24")
 """The hosts' network. Each test network is its own bridge and namespaces, so two runs at
 once (a developer's and CI's) may both use it."""
 PARTITION_TABLE = "cmschat_partition"
+KILL_DEADLINE = 10.0
 
 
 def _ip(*args: str) -> None:
@@ -138,15 +140,19 @@ class Host:
     def kill_all(self) -> int:
         """SIGKILL every process of this host, as a machine that loses power (its kernel
         stays: their sockets are closed by it, as a crashed process's are); how many."""
-        killed = 0
+        killed: set[int] = set()
+        deadline = time.monotonic() + KILL_DEADLINE
         while pids := self.pids():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes of {self.name} outlived SIGKILL: {pids}")
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    killed += 1
+                    killed.add(pid)
                 except ProcessLookupError:
                     pass
-        return killed
+            time.sleep(0.01)  # the kernel reaping them: nothing to wait on
+        return len(killed)
 
 
 class Network:
