@@ -16,7 +16,6 @@ a revoked session's sockets, and its own events still reach the new release's cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from redis.asyncio import Redis
 
 from cmschat.events import SESSION_EVENTS
 from cmschat.realtime import wire
-from cmschat.realtime.silence import heard_or_pinged
+from cmschat.realtime.silence import heard_or_pinged, stop
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +166,7 @@ class RedisBroker:
         self._prefix = secrets.token_hex(6) + "\n"
         self.connected = False
         """Subscribed right now: what readiness reports for the broker."""
+        self._closing = False
 
     async def start(self, deliver: Deliver, on_reconnect: Callable[[], None]) -> None:
         """Subscribe (and keep re-subscribing), and start the publisher."""
@@ -181,7 +181,7 @@ class RedisBroker:
         delay = 0.1
         first = True
         batches = self._batches.encode()
-        while True:
+        while not self._closing:
             try:
                 async with self._subscriber.pubsub() as pubsub:  # (heard_or_pinged's needs)
                     await pubsub.subscribe(self._channel, self._batches)
@@ -191,7 +191,7 @@ class RedisBroker:
                         log.warning("event broker reconnected; connections catch up from the db")
                         on_reconnect()
                     first, delay = False, 0.1
-                    async for message in heard_or_pinged(pubsub):
+                    async for message in heard_or_pinged(pubsub, lambda: self._closing):
                         if message.get("type") != "message":
                             continue
                         data = message["data"]
@@ -217,7 +217,7 @@ class RedisBroker:
     async def _send(self) -> None:
         delay = 0.1
         batch: list[str] = []
-        while True:
+        while not self._closing:
             if not batch:
                 batch.append(await self._outbox.get())
             while not self._outbox.empty() and len(batch) < BATCH_MAX:
@@ -273,11 +273,9 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop listening and publishing (and close the subscriber's own client)."""
+        self._closing = True
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
         self._tasks = []
         if self._subscriber is not self._redis:  # a client of its own
             await self._subscriber.aclose()

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
-from cmschat.realtime.silence import PING_SECONDS
+from cmschat.realtime.silence import PING_SECONDS, stop
 
 
 class NodeEvents(Protocol):
@@ -46,6 +46,7 @@ class NodeSubscription:
         self._unsubscribing: set[str] = set()
         """Channels we unsubscribed from here: Redis's reply is ours, not a slot moving."""
         self._reader: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def subscribe(self, channel: str) -> None:
         """Send ``SSUBSCRIBE`` (the reader reports the confirmation)."""
@@ -70,7 +71,7 @@ class NodeSubscription:
     async def _read(self) -> None:
         pinged = False
         try:
-            while True:
+            while not self._closed:
                 try:
                     message = await self._pubsub.get_message(timeout=PING_SECONDS)
                 except ResponseError as refused:
@@ -87,7 +88,8 @@ class NodeSubscription:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._events.on_node_lost(self, exc)
+            if not self._closed:
+                self._events.on_node_lost(self, exc)
 
     def _handle(self, message: dict[str, object]) -> None:
         kind = message["type"]
@@ -107,11 +109,10 @@ class NodeSubscription:
 
     async def close(self) -> None:
         """Stop reading and close the connection (each step bounded)."""
+        self._closed = True
         reader = self._reader
         if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await stop(reader)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import ClusterNode
 
 from cmschat.realtime.broker import BATCH_MAX, RECONNECT_MAX_DELAY_SECONDS
 from cmschat.realtime.shard_subscriber import Connect
+from cmschat.realtime.silence import stop
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,7 @@ class ShardPublisher:
     async def close(self) -> None:
         """Close every master's connection."""
         if self._reloading is not None:
-            self._reloading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reloading
+            await stop(self._reloading)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):

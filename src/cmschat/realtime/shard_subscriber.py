@@ -28,6 +28,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from cmschat.observability import instruments as m
 from cmschat.realtime.shard_node import NodeSubscription
+from cmschat.realtime.silence import stop
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class ShardSubscriber:
         self._changed = asyncio.Event()
         self._reload = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._closing: set[asyncio.Task[None]] = set()
 
     def want(self, channel: str) -> None:
@@ -95,10 +97,9 @@ class ShardSubscriber:
 
     async def close(self) -> None:
         """Unsubscribe from everything and close the connections."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
         for node in list(self._nodes.values()):
             self._retire(node)
         await asyncio.gather(*self._closing)
@@ -109,7 +110,7 @@ class ShardSubscriber:
 
     async def _run(self) -> None:
         delay = 0.1
-        while True:
+        while not self._stopping:
             try:
                 if self._reload:
                     self._reload = False

@@ -19,7 +19,6 @@ the senders' gap repair orders a room's events that arrive on both channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from cmschat.realtime.broker import (
 from cmschat.realtime.connections import Hub
 from cmschat.realtime.shard_publisher import Outgoing, ShardPublisher
 from cmschat.realtime.shard_subscriber import Connect, ShardSubscriber
+from cmschat.realtime.silence import stop
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class ShardedBroker:
         self._on_reconnect: Callable[[], None] | None = None
         self._started = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -187,7 +188,7 @@ class ShardedBroker:
         (shard_publisher.py): a master that is slow or gone holds up its own channels only;
         theirs are sent again, in order, after a back-off (``Outgoing``)."""
         sending = Outgoing()
-        while True:
+        while not self._closing:
             await sending.next_turn(self._outbox)
             for channel, text in sending.taken:
                 sending.pending.setdefault(channel, []).append(text)
@@ -201,10 +202,9 @@ class ShardedBroker:
 
     async def close(self) -> None:
         """Stop listening and publishing."""
+        self._closing = True
         if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await stop(self._sender)
             self._sender = None
         await self._subscriber.close()
         await self._publisher.close()
