@@ -11,12 +11,22 @@ from bench.redis_cluster import ClusterNode, OwnRedisCluster
 
 from tests.support import service_missing
 
-__all__ = ["ClusterNode", "OwnRedisCluster", "own_redis_cluster", "shared_redis_cluster"]
+__all__ = [
+    "ClusterNode",
+    "OwnRedisCluster",
+    "own_redis_cluster",
+    "shared_redis_cluster",
+    "started_cluster",
+]
 
 
-def _started(directory: Path) -> OwnRedisCluster:
+def started_cluster(
+    directory: Path, hosts: list[tuple[str, tuple[str, ...]]] | None = None
+) -> OwnRedisCluster:
+    """A cluster started (on ``hosts``, see ``OwnRedisCluster``), or the test skipped (CI:
+    failed) when redis-server is not installed."""
     try:
-        cluster = OwnRedisCluster(directory)
+        cluster = OwnRedisCluster(directory, hosts=hosts)
     except FileNotFoundError as missing:
         service_missing("redis-server", missing)
         raise
@@ -27,7 +37,7 @@ def _started(directory: Path) -> OwnRedisCluster:
 @pytest.fixture
 def own_redis_cluster(tmp_path: Path) -> Iterator[OwnRedisCluster]:
     """A private three-master, three-replica Redis Cluster, stopped afterwards."""
-    cluster = _started(tmp_path / "redis-cluster")
+    cluster = started_cluster(tmp_path / "redis-cluster")
     try:
         yield cluster
     finally:
@@ -37,7 +47,7 @@ def own_redis_cluster(tmp_path: Path) -> Iterator[OwnRedisCluster]:
 @pytest.fixture(scope="module")
 def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisCluster]:
     """One cluster for a module's tests that do not break it."""
-    cluster = _started(tmp_path_factory.mktemp("redis-cluster"))
+    cluster = started_cluster(tmp_path_factory.mktemp("redis-cluster"))
     try:
         yield cluster
     finally:

@@ -24,7 +24,7 @@ import pytest
 from cmschat.observability.health import CHECK_SECONDS
 from tests.faults.hosts import Network, network
 from tests.faults.own_mariadb import OwnMariaDB
-from tests.faults.own_redis_cluster import OwnRedisCluster
+from tests.faults.own_redis_cluster import OwnRedisCluster, started_cluster
 from tests.faults.test_hosts import (  # noqa: F401 - the database fixture
     FAULT_SECONDS,
     Deployment,
@@ -33,7 +33,6 @@ from tests.faults.test_hosts import (  # noqa: F401 - the database fixture
     under_host_fault,
 )
 from tests.processes import Server
-from tests.support import service_missing
 
 pytestmark = [pytest.mark.slow]
 REDIS_HOSTS = tuple(f"redis{n}" for n in range(1, 7))
@@ -51,18 +50,13 @@ def hosts() -> Iterator[Network]:
 def cluster(hosts: Network, tmp_path: Path) -> Iterator[OwnRedisCluster]:
     """A Redis Cluster with each node on its own host."""
     on = [hosts.hosts[name] for name in REDIS_HOSTS]
+    cluster = started_cluster(
+        tmp_path / "redis-cluster", [(h.address, tuple(h.command())) for h in on]
+    )
     try:
-        started = OwnRedisCluster(
-            tmp_path / "redis-cluster", hosts=[(h.address, tuple(h.command())) for h in on]
-        )
-    except FileNotFoundError as missing:
-        service_missing("redis-server", missing)
-        raise
-    try:
-        started.start()
-        yield started
+        yield cluster
     finally:
-        started.stop()
+        cluster.stop()
 
 
 @pytest.fixture
