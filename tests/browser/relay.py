@@ -25,6 +25,9 @@ class Relay:
     target: int
     port: int = 0
     links: list[Link] = field(default_factory=list)
+    cut_next: int = 0
+    """How many WebSocket links still to come are cut as they open (their upgrade request
+    never reaches the server: the client's socket hangs, connecting)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -50,6 +53,9 @@ class Relay:
             while data := await source.read(65536):
                 if not link.websocket and b"upgrade: websocket" in data.lower():
                     link.websocket = True
+                    if self.cut_next > 0:
+                        self.cut_next -= 1
+                        link.cut = True
                 if not link.cut:
                     sink.write(data)
                     await sink.drain()

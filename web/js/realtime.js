@@ -42,6 +42,7 @@ export class Realtime extends EventTarget {
 
   stop() {
     this.stopped = true;
+    clearTimeout(this.retry);
     if (this.socket) this.socket.close(1000);
   }
 
@@ -52,8 +53,13 @@ export class Realtime extends EventTarget {
 
   connect() {
     this.setState(this.attempt ? "reconnecting" : "connecting");
+    clearTimeout(this.retry);
+    clearTimeout(this.deadline);
+    this.deadline = null;
+    if (this.socket) this.socket.close(); // never two at once: its events are no longer ours
     const socket = new WebSocket(wsUrl());
     this.socket = socket;
+    this.expectFrame(socket); // `ready` answers the auth frame; a server gone silent does not
     socket.addEventListener("open", () => {
       socket.send(JSON.stringify({
         type: "auth", token: token.get(), resume: Object.fromEntries(this.lastSeq),
@@ -86,7 +92,7 @@ export class Realtime extends EventTarget {
     if (code === CLOSE_RECONNECT) {
       this.attempt = 0;
       this.setState("reconnecting");
-      setTimeout(() => this.connect(), 100 + Math.random() * 400);
+      this.retry = setTimeout(() => this.connect(), 100 + Math.random() * 400);
       return;
     }
     if (code === 1008) {
@@ -97,13 +103,18 @@ export class Realtime extends EventTarget {
     this.attempt += 1;
     const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.attempt, 5));
     this.setState("reconnecting");
-    setTimeout(() => this.connect(), delay * (0.5 + Math.random() / 2));
+    this.retry = setTimeout(() => this.connect(), delay * (0.5 + Math.random() / 2));
   }
 
   ping() {
-    if (this.deadline || !this.send({ type: "ping" })) return;
-    const socket = this.socket;
+    if (!this.deadline && this.send({ type: "ping" })) this.expectFrame(this.socket);
+  }
+
+  // Nothing at all from `socket` within PONG_WAIT_MS (of a ping, or of its opening): gone.
+  expectFrame(socket) {
+    if (this.deadline) return;
     this.deadline = setTimeout(() => {
+      this.deadline = null;
       if (this.socket !== socket) return;
       socket.close(); // its close event, if one ever comes, is no longer ours
       this.lost(1006);

@@ -105,6 +105,7 @@ def create_engine(
     pool_timeout: float = POOL_TIMEOUT,
     connect_timeout: float = 10.0,
     read_timeout: float | None = None,
+    init_command: str | None = None,
 ) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production).
 
@@ -131,7 +132,11 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_overflow,
         pool_timeout=pool_timeout,
-        connect_args={"connect_timeout": connect_timeout, "read_timeout": read_timeout},
+        connect_args={
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "init_command": init_command,  # run on each new connection
+        },
     )
 
 

@@ -185,13 +185,16 @@ class RedisBroker:
             try:
                 async with self._subscriber.pubsub() as pubsub:  # (heard_or_pinged's needs)
                     await pubsub.subscribe(self._channel, self._batches)
-                    self._subscribed.set()
-                    self.connected = True
-                    if not first:
-                        log.warning("event broker reconnected; connections catch up from the db")
-                        on_reconnect()
-                    first, delay = False, 0.1
                     async for message in heard_or_pinged(pubsub, lambda: self._closing):
+                        if message.get("type") == "subscribe" and message.get("data") == 2:
+                            # Both channels confirmed: nothing published from now on is
+                            # missed, so a catch-up from here misses nothing either.
+                            self._subscribed.set()
+                            self.connected = True
+                            if not first:
+                                log.warning("event broker reconnected; sockets catch up")
+                                on_reconnect()
+                            first, delay = False, 0.1
                         if message.get("type") != "message":
                             continue
                         data = message["data"]

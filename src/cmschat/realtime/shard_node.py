@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
-from cmschat.realtime.silence import PING_SECONDS, stop
+from cmschat.realtime.silence import heard_or_pinged, stop
 
 
 class NodeEvents(Protocol):
@@ -69,22 +69,13 @@ class NodeSubscription:
         self._unsubscribing.add(channel)
 
     async def _read(self) -> None:
-        pinged = False
         try:
             while not self._closed:
                 try:
-                    message = await self._pubsub.get_message(timeout=PING_SECONDS)
+                    async for message in heard_or_pinged(self._pubsub, lambda: self._closed):
+                        self._handle(message)
                 except ResponseError as refused:
                     self._events.on_node_refused(self, refused)
-                    continue
-                if message is None:
-                    if pinged:
-                        raise TimeoutError(f"no answer to a ping in {2 * PING_SECONDS} s")
-                    await self._pubsub.ping()
-                    pinged = True
-                    continue
-                pinged = False
-                self._handle(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
