@@ -170,24 +170,16 @@ def start_jobs(context: AppContext, stop: asyncio.Event) -> list[asyncio.Task[No
     return [asyncio.create_task(loop, name="cmschat-job") for loop in loops]
 
 
-LOCK_WAIT_MARGIN_SECONDS = 5
-"""How much sooner than ``CMSCHAT_DATABASE__READ_TIMEOUT`` a MariaDB lock wait gives up."""
-
-
 def engine_for(url: str, settings: Settings) -> AsyncEngine:
     """An engine on ``url`` with the pool each process keeps (``CMSCHAT_DATABASE__POOL_*``)."""
     pool = settings.database
-    # Lock waits end before the read time-out does: a long one is still told apart as a
-    # conflict (1205: 503 database_conflict), not taken for a database gone silent.
-    waits = max(1, int(pool.read_timeout) - LOCK_WAIT_MARGIN_SECONDS)
     return create_engine(
         url,
         pool_size=pool.pool_size,
         pool_overflow=pool.pool_overflow,
         pool_timeout=pool.pool_timeout,
         connect_timeout=pool.connect_timeout,
-        read_timeout=pool.read_timeout,
-        init_command=f"SET SESSION innodb_lock_wait_timeout={waits}, lock_wait_timeout={waits}",
+        dead_link_timeout=pool.dead_link_timeout,
     )
 
 

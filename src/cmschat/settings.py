@@ -81,14 +81,12 @@ class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
     """MariaDB: seconds a new connection may take to open before the request is refused
     (503 ``database_unavailable``)."""
-    read_timeout: float = Field(default=30.0, gt=0, le=3600)
-    """MariaDB: seconds the server may leave a statement unanswered before the connection
-    is given up and the request refused (503 ``database_unavailable``). Without it, a
-    node cut off from its database (no reset ever comes) holds every request until TCP
-    gives up, for many minutes. Lock waits (``innodb_lock_wait_timeout``,
-    ``lock_wait_timeout``) are set 5 s shorter on each connection, so they still end as
-    conflicts. Longer than any statement ``serve`` runs should take (a retention batch, an
-    audit export's page); ``migrate``, backups and other commands have none."""
+    dead_link_timeout: float = Field(default=10.0, ge=1, le=3600)
+    """MariaDB: seconds a connection's peer may stay silent (data unacknowledged, keepalive
+    probes unanswered) before the connection is given up and the request refused (503
+    ``database_unavailable``). Without it, a node cut off from its database (no reset
+    ever comes) holds requests until TCP gives up, for many minutes. A long statement is
+    not cut short: the server's kernel answers for it while it works."""
     replica_wait_ms: float = Field(default=0, ge=0, le=1000)
     """With read replicas: how long a read waits for a replica to apply the commits it
     needs before it goes to the primary instead (0: it goes at once)."""

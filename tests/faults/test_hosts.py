@@ -53,7 +53,7 @@ CATCH_UP_WITHIN = 30.0
 KEEPALIVE = 2.0
 """The clients' dead-link detection: a ping every 2 s, the pong within 2 s."""
 DATABASE_TIMEOUT = 3.0
-"""The nodes' ``CMSCHAT_DATABASE__CONNECT_TIMEOUT`` and ``__READ_TIMEOUT``: a connection
+"""The nodes' ``CMSCHAT_DATABASE__CONNECT_TIMEOUT`` and ``__DEAD_LINK_TIMEOUT``: a connection
 not open, or a statement unanswered, this long fails."""
 POST_TIMEOUT = 8.0
 """How long an HTTP sender waits for an answer before it tries the other node: longer
@@ -142,7 +142,7 @@ def deployed(
         prefix=tuple(hosts.hosts["app1"].command()),
         CMSCHAT_LOG_FORMAT="json",
         CMSCHAT_DATABASE__CONNECT_TIMEOUT=str(DATABASE_TIMEOUT),
-        CMSCHAT_DATABASE__READ_TIMEOUT=str(DATABASE_TIMEOUT),
+        CMSCHAT_DATABASE__DEAD_LINK_TIMEOUT=str(DATABASE_TIMEOUT),
         **settings,
     )
     with contextlib.ExitStack() as stack:

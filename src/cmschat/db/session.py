@@ -27,6 +27,7 @@ from cmschat import events
 from cmschat.clock import Clock
 from cmschat.db import audit_columns, write_lock
 from cmschat.db.actors import ACTOR_KEY, ACTOR_NAME_KEY, CLOCK_KEY
+from cmschat.db.dead_links import give_up_dead_links
 from cmschat.db.readers import Readers
 from cmschat.db.replicas import Replicas
 from cmschat.db.sqlite_driver import one_trip_dbapi
@@ -104,14 +105,13 @@ def create_engine(
     pool_overflow: int = POOL_OVERFLOW,
     pool_timeout: float = POOL_TIMEOUT,
     connect_timeout: float = 10.0,
-    read_timeout: float | None = None,
-    init_command: str | None = None,
+    dead_link_timeout: float | None = None,
 ) -> AsyncEngine:
     """An async engine for SQLite (embedded default) or MariaDB (production).
 
     ``pool_size`` and ``pool_overflow`` size MariaDB's pool (SQLite has one of its own);
-    ``pool_timeout`` bounds a wait for one of its connections; ``connect_timeout`` and
-    ``read_timeout`` (asyncmy's defaults) opening one and waiting for a statement's answer.
+    ``pool_timeout`` bounds a wait for one of its connections, ``connect_timeout`` opening
+    one, and ``dead_link_timeout`` (none by default) a silent peer (``dead_links.py``).
     """
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, echo=echo, module=one_trip_dbapi())
@@ -123,7 +123,7 @@ def create_engine(
     # READ COMMITTED: a transaction that waited on a row lock (a room's seq counter, a
     # unique key another request just took) then reads what the winner committed, instead
     # of the stale snapshot REPEATABLE READ would show it.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         isolation_level="READ COMMITTED",
@@ -132,12 +132,11 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_overflow,
         pool_timeout=pool_timeout,
-        connect_args={
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
-            "init_command": init_command,  # run on each new connection
-        },
+        connect_args={"connect_timeout": connect_timeout},
     )
+    if dead_link_timeout is not None:
+        give_up_dead_links(engine, dead_link_timeout)
+    return engine
 
 
 class Database:
