@@ -80,7 +80,13 @@ class OwnRedisCluster:
         self.nodes = [
             ClusterNode(free_port(), free_port(), directory / f"node-{index}")
             if hosts is None
-            else ClusterNode(6379, 16379, directory / f"node-{index}", None, False, *hosts[index])
+            else ClusterNode(
+                6379,
+                16379,
+                directory / f"node-{index}",
+                host=hosts[index][0],
+                prefix=hosts[index][1],
+            )
             for index in range(count)
         ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import Counter
@@ -69,14 +70,12 @@ def deployment(
     """Two app nodes on the cluster."""
     settings = {"CMSCHAT_REDIS_CLUSTER": "true", "CMSCHAT_REDIS_SHARDS": str(SHARDS)}
     with deployed(hosts, database, cluster.url, 6379, tmp_path, **settings) as built:
-        built.figures["cluster"] = cluster  # for the fault; taken out before printing
         yield built
 
 
-async def shard_master_cut_off(deployment: Deployment) -> None:
+async def shard_master_cut_off(cluster: OwnRedisCluster, deployment: Deployment) -> None:
     """The host of the master serving the room's shard cut off from every other host, until
     its replica has taken over and ``FAULT_SECONDS`` more have passed; then healed."""
-    cluster: OwnRedisCluster = deployment.figures.pop("cluster")
     channel = f"cmschat:events:shard:{{{deployment.room % SHARDS}}}"
     slot = cluster.keyslot(channel)
     victim = cluster.master_of(slot)
@@ -117,10 +116,11 @@ async def readiness_seen(servers: list[Server], seen: Counter[str]) -> None:
 
 
 def test_a_masters_host_cut_off_loses_doubles_and_reorders_nothing(
-    deployment: Deployment,
+    cluster: OwnRedisCluster, deployment: Deployment
 ) -> None:
+    fault = functools.partial(shard_master_cut_off, cluster)
     figures = deployment.host("clients").call(
-        asyncio.run, under_host_fault("redis-master-host-cut-off", shard_master_cut_off, deployment)
+        asyncio.run, under_host_fault("redis-master-host-cut-off", fault, deployment)
     )
     print(json.dumps(figures))
     assert set(figures["statuses"]) <= {200, 201}, figures  # Redis is not on the write path
